@@ -1,0 +1,21 @@
+//! Header names carried by every message the fleet publishes (DESIGN §3).
+//!
+//! Inputs without headers are fine: the runtime derives ids from the stream position.
+
+/// JetStream's de-duplication id; chosen deterministically from the input that caused the message.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// `application/json` or `application/msgpack`.
+pub const CONTENT_TYPE: &str = "Content-Type";
+/// The payload's type and version, e.g. `cn.v1.incident`.
+pub const CN_TYPE: &str = "Cn-Type";
+/// The id of the event that started the chain of messages.
+pub const CORRELATION_ID: &str = "Cn-Correlation-Id";
+/// The id of the message that caused this one.
+pub const CAUSATION_ID: &str = "Cn-Causation-Id";
+/// Hex SHA-256 of a proof record's exact payload bytes.
+pub const PROOF_HASH: &str = "Cn-Proof-Hash";
+
+/// Content type of JSON payloads.
+pub const JSON: &str = "application/json";
+/// Content type of MessagePack payloads.
+pub const MSGPACK: &str = "application/msgpack";

@@ -1,0 +1,44 @@
+//! The Chaos Negotiator bus contract, in one place.
+//!
+//! Every subject, payload, header, action, proof kind and reason code the fleet uses is named
+//! here and nowhere else (DESIGN.md §2–§7). Agents build subjects with the families in
+//! [`subject`], so a payload can only be published on the subject that carries it:
+//!
+//! ```
+//! use bus_schema::{subject, Env, ServiceName};
+//! let env: Env = "prod".parse().unwrap();
+//! let svc: ServiceName = "payments-api".parse().unwrap();
+//! let s = subject::INCIDENTS.subject(&env, &svc);
+//! assert_eq!(s.as_str(), "cn.incidents.prod.payments-api");
+//! ```
+//!
+//! Inputs arrive from pipelines as JSON or MessagePack and are decoded, size-checked and
+//! validated by [`codec::decode_inbound`]; everything the fleet publishes internally is
+//! MessagePack, and proof records are JSON ([`proof`]), hash-chained per agent instance.
+
+pub mod action;
+pub mod codec;
+pub mod headers;
+pub mod payload;
+pub mod proof;
+pub mod reason;
+pub mod subject;
+mod string_enum;
+mod time;
+mod token;
+mod validate;
+
+#[cfg(test)]
+mod arb;
+#[cfg(test)]
+mod codec_tests;
+
+pub use action::Action;
+pub use codec::{DecodeError, Encoding, Inbound, Limits, Payload};
+pub use payload::*;
+pub use proof::{ProofKind, ProofRecord};
+pub use reason::{ReasonCode, RejectReason};
+pub use subject::{Filter, Subject};
+pub use time::Timestamp;
+pub use token::{AgentName, Env, InstanceId, ServiceName, TokenError};
+pub use validate::{Validate, ValidationError};

@@ -1,0 +1,221 @@
+//! The action path: proposals, signed approvals, refusals, pending approvals, results.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::string_enum::string_enum;
+use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, ValidationError, Validate};
+use crate::{Action, AgentName, Env, ReasonCode, ServiceName, Timestamp};
+
+/// Parameters of an action. Only typed, bounded values: nothing here can smuggle a command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionParams {
+    /// Traffic share for `set_canary_weight`, 0..=100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<u8>,
+    /// Target replica count for `scale_up`/`scale_down`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Version to roll back or forward to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_version: Option<String>,
+}
+
+impl Validate for ActionParams {
+    fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(w) = self.canary_weight {
+            v::range("params.canary_weight", f64::from(w), 0.0, 100.0, "0..=100")?;
+        }
+        v::opt_text("params.target_version", self.target_version.as_deref(), MAX_SHORT)
+    }
+}
+
+/// A value the optimizer considered, for the explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub action: Action,
+    pub value: f64,
+}
+
+/// `cn.actions.proposed.{env}.{service}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionProposal {
+    pub proposal_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<Uuid>,
+    pub env: Env,
+    pub service: ServiceName,
+    pub action: Action,
+    #[serde(default)]
+    pub params: ActionParams,
+    /// 0..=1; governance refuses below the environment's threshold.
+    pub confidence: f64,
+    pub proposer: AgentName,
+    pub explanation: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
+    #[serde(default)]
+    pub exploratory: bool,
+    pub proposed_at: Timestamp,
+}
+
+impl Validate for ActionProposal {
+    fn validate(&self) -> Result<(), ValidationError> {
+        self.params.validate()?;
+        v::fraction("confidence", self.confidence)?;
+        v::text("explanation", &self.explanation, MAX_TEXT)?;
+        v::items("candidates", &self.candidates, 64)
+    }
+}
+
+/// What governance signs. The signature covers [`ApprovalClaims::signing_bytes`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalClaims {
+    pub approval_id: Uuid,
+    pub proposal_id: Uuid,
+    /// Hex SHA-256 of the proposal's MessagePack bytes, binding the approval to its content.
+    pub proposal_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<Uuid>,
+    pub env: Env,
+    pub service: ServiceName,
+    pub action: Action,
+    #[serde(default)]
+    pub params: ActionParams,
+    /// `policy` for automatic approvals, else the operator who approved.
+    pub approved_by: String,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl ApprovalClaims {
+    /// The canonical bytes the signature covers: the claims as JSON, fields in declaration order.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        // Serializing plain structs of strings and numbers to a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// `cn.actions.approved.{env}.{service}`: only governance may publish here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedApproval {
+    pub claims: ApprovalClaims,
+    /// Which governance key signed (hex of the first 8 bytes of its public key).
+    pub key_id: String,
+    /// Hex Ed25519 signature over the claims' signing bytes.
+    pub signature: String,
+}
+
+impl Validate for SignedApproval {
+    fn validate(&self) -> Result<(), ValidationError> {
+        self.claims.params.validate()?;
+        v::text("claims.proposal_hash", &self.claims.proposal_hash, 64)?;
+        v::text("claims.approved_by", &self.claims.approved_by, MAX_SHORT)?;
+        v::text("key_id", &self.key_id, 64)?;
+        v::text("signature", &self.signature, 256)
+    }
+}
+
+/// `cn.actions.refused.{env}.{service}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub proposal_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<Uuid>,
+    pub env: Env,
+    pub service: ServiceName,
+    pub action: Action,
+    pub reason: ReasonCode,
+    pub detail: String,
+    pub refused_at: Timestamp,
+}
+
+impl Validate for Refusal {
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::text("detail", &self.detail, MAX_TEXT)
+    }
+}
+
+/// `cn.actions.pending.{env}.{service}`: a proposal waiting for a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingApproval {
+    pub proposal: ActionProposal,
+    /// Why a human must decide.
+    pub reason: String,
+    pub requested_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Validate for PendingApproval {
+    fn validate(&self) -> Result<(), ValidationError> {
+        self.proposal.validate()?;
+        v::text("reason", &self.reason, MAX_TEXT)
+    }
+}
+
+string_enum! {
+    /// How the executor acts.
+    pub enum Backend {
+        DryRun = "dry_run",
+        Sim = "sim",
+        Command = "command",
+    }
+}
+
+string_enum! {
+    pub enum ExecutionStatus {
+        Executed = "executed",
+        Failed = "failed",
+        Refused = "refused",
+    }
+}
+
+/// `cn.actions.executed.{env}.{service}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionResult {
+    pub proposal_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<Uuid>,
+    pub env: Env,
+    pub service: ServiceName,
+    pub action: Action,
+    pub backend: Backend,
+    pub status: ExecutionStatus,
+    /// Set when `status` is `refused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<ReasonCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tail: Option<String>,
+    pub detail: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+}
+
+impl Validate for ExecutionResult {
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::opt_text("output_tail", self.output_tail.as_deref(), MAX_TEXT)?;
+        v::text("detail", &self.detail, MAX_TEXT)
+    }
+}
+
+/// `cn.sim.actions.{env}.{service}`: the executor's `sim` backend asks the simulator to act.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimAction {
+    pub proposal_id: Uuid,
+    pub env: Env,
+    pub service: ServiceName,
+    pub action: Action,
+    #[serde(default)]
+    pub params: ActionParams,
+    pub issued_at: Timestamp,
+}
+
+impl Validate for SimAction {
+    fn validate(&self) -> Result<(), ValidationError> {
+        self.params.validate()
+    }
+}

@@ -1,0 +1,345 @@
+//! Typed subjects (DESIGN §2).
+//!
+//! A *family* is one row of the subject table: a fixed prefix followed by `{env}.{service}`,
+//! `{env}` or `{agent}.{instance}` tokens, one payload type, and the stream that stores it. A
+//! [`Subject<P>`] can only be built from validated tokens and carries its payload type, so
+//! publishing a payload on the wrong subject does not compile:
+//!
+//! ```compile_fail
+//! use bus_schema::{subject, codec::Outgoing, Outcome, Env, ServiceName};
+//! fn publish_outcome_as_incident(env: &Env, svc: &ServiceName, outcome: &Outcome) {
+//!     // An Outcome is not an Incident: this line is a type error.
+//!     let _ = Outgoing::new(&subject::INCIDENTS.subject(env, svc), outcome);
+//! }
+//! ```
+//!
+//! while the matching pair does:
+//!
+//! ```
+//! use bus_schema::{subject, codec::Outgoing, Incident, Env, ServiceName};
+//! fn publish_incident(env: &Env, svc: &ServiceName, incident: &Incident) -> Outgoing {
+//!     Outgoing::new(&subject::INCIDENTS.subject(env, svc), incident).unwrap()
+//! }
+//! ```
+//!
+//! [`Filter`]s are the wildcard patterns durable consumers pull with.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::payload::*;
+use crate::proof::ProofRecord;
+use crate::{AgentName, Env, InstanceId, ServiceName};
+
+/// The JetStream streams (DESIGN §2). Their settings live in the agent runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Pipeline inputs: deploy, metric and log events, contract and onboarding requests.
+    Events,
+    /// Everything the fleet decides.
+    Work,
+    /// The hash-chained proof log (no delete, no purge).
+    Proof,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 3] = [Stream::Events, Stream::Work, Stream::Proof];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stream::Events => "CN_EVENTS",
+            Stream::Work => "CN_WORK",
+            Stream::Proof => "CN_PROOF",
+        }
+    }
+
+    /// The subjects the stream captures.
+    pub const fn subjects(self) -> &'static [&'static str] {
+        match self {
+            Stream::Events => &["cn.events.>", "cn.requests.>"],
+            Stream::Work => &[
+                "cn.contracts.>",
+                "cn.incidents.>",
+                "cn.outcomes.>",
+                "cn.slo.>",
+                "cn.actions.>",
+                "cn.approvals.>",
+                "cn.sim.>",
+            ],
+            Stream::Proof => &["cn.proof.>"],
+        }
+    }
+}
+
+/// A concrete subject that carries payloads of type `P`.
+pub struct Subject<P> {
+    name: String,
+    stream: Option<Stream>,
+    _payload: PhantomData<fn() -> P>,
+}
+
+impl<P> Subject<P> {
+    fn new(name: String, stream: Option<Stream>) -> Self {
+        Self { name, stream, _payload: PhantomData }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The stream that stores it; `None` for core NATS subjects.
+    pub fn stream(&self) -> Option<Stream> {
+        self.stream
+    }
+}
+
+impl<P> Clone for Subject<P> {
+    fn clone(&self) -> Self {
+        Self::new(self.name.clone(), self.stream)
+    }
+}
+
+impl<P> fmt::Debug for Subject<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Subject").field(&self.name).finish()
+    }
+}
+
+impl<P> fmt::Display for Subject<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// A wildcard pattern over one or more families, as a durable consumer's filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Filter {
+    pattern: String,
+    stream: Option<Stream>,
+}
+
+impl Filter {
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The stream to consume it from; `None` for core NATS subjects (subscribe instead).
+    pub fn stream(&self) -> Option<Stream> {
+        self.stream
+    }
+}
+
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.pattern)
+    }
+}
+
+/// The shape of a family, for listings and error hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilyInfo {
+    pub prefix: &'static str,
+    /// The tokens after the prefix, e.g. `["{env}", "{service}"]`.
+    pub tokens: &'static [&'static str],
+    pub stream: Option<Stream>,
+}
+
+impl FamilyInfo {
+    /// The family as DESIGN writes it, e.g. `cn.events.deploy.{env}.{service}`.
+    pub fn template(&self) -> String {
+        std::iter::once(self.prefix).chain(self.tokens.iter().copied()).collect::<Vec<_>>().join(".")
+    }
+}
+
+macro_rules! family {
+    ($(#[$meta:meta])* $name:ident, $($arg:ident: $ty:ty),+ => $tokens:expr) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name<P> {
+            prefix: &'static str,
+            stream: Option<Stream>,
+            _payload: PhantomData<fn() -> P>,
+        }
+
+        impl<P> $name<P> {
+            const TOKENS: &'static [&'static str] = $tokens;
+
+            const fn new(prefix: &'static str, stream: Option<Stream>) -> Self {
+                Self { prefix, stream, _payload: PhantomData }
+            }
+
+            /// The concrete subject for these tokens.
+            pub fn subject(&self, $($arg: $ty),+) -> Subject<P> {
+                let mut name = String::from(self.prefix);
+                $( name.push('.'); name.push_str($arg.as_str()); )+
+                Subject::new(name, self.stream)
+            }
+
+            /// Every subject of the family (`prefix.>`).
+            pub fn all(&self) -> Filter {
+                self.filter(format!("{}.>", self.prefix))
+            }
+
+            pub const fn info(&self) -> FamilyInfo {
+                FamilyInfo { prefix: self.prefix, tokens: Self::TOKENS, stream: self.stream }
+            }
+
+            fn filter(&self, pattern: String) -> Filter {
+                Filter { pattern, stream: self.stream }
+            }
+        }
+    };
+}
+
+family!(
+    /// `{prefix}.{env}.{service}`
+    ServiceFamily, env: &Env, service: &ServiceName => &["{env}", "{service}"]
+);
+family!(
+    /// `{prefix}.{env}`
+    EnvFamily, env: &Env => &["{env}"]
+);
+family!(
+    /// `{prefix}.{agent}.{instance}`
+    AgentFamily, agent: &AgentName, instance: &InstanceId => &["{agent}", "{instance}"]
+);
+
+impl<P> ServiceFamily<P> {
+    /// Every service of one environment (`prefix.{env}.*`).
+    pub fn env(&self, env: &Env) -> Filter {
+        self.filter(format!("{}.{}.*", self.prefix, env))
+    }
+}
+
+impl<P> AgentFamily<P> {
+    /// Every instance of one agent (`prefix.{agent}.*`).
+    pub fn agent(&self, agent: &AgentName) -> Filter {
+        self.filter(format!("{}.{}.*", self.prefix, agent))
+    }
+}
+
+const EVENTS: Option<Stream> = Some(Stream::Events);
+const WORK: Option<Stream> = Some(Stream::Work);
+const PROOF_STREAM: Option<Stream> = Some(Stream::Proof);
+const CORE: Option<Stream> = None;
+
+pub const DEPLOY_EVENTS: ServiceFamily<DeployEvent> = ServiceFamily::new("cn.events.deploy", EVENTS);
+pub const METRIC_EVENTS: ServiceFamily<MetricSample> = ServiceFamily::new("cn.events.metric", EVENTS);
+pub const LOG_EVENTS: ServiceFamily<LogEvent> = ServiceFamily::new("cn.events.log", EVENTS);
+pub const CONTRACT_REQUESTS: ServiceFamily<ContractRequest> = ServiceFamily::new("cn.requests.contract", EVENTS);
+pub const ONBOARD_REQUESTS: EnvFamily<OnboardRequest> = EnvFamily::new("cn.requests.onboard", EVENTS);
+pub const CONTRACTS: ServiceFamily<Contract> = ServiceFamily::new("cn.contracts", WORK);
+/// Request/reply on core NATS: a [`CounterProposal`] answered by a [`NegotiationReply`].
+pub const NEGOTIATE: ServiceFamily<CounterProposal> = ServiceFamily::new("cn.negotiate", CORE);
+pub const INCIDENTS: ServiceFamily<Incident> = ServiceFamily::new("cn.incidents", WORK);
+pub const OUTCOMES: ServiceFamily<Outcome> = ServiceFamily::new("cn.outcomes", WORK);
+pub const SLO: ServiceFamily<SloStatus> = ServiceFamily::new("cn.slo", WORK);
+pub const PROPOSED: ServiceFamily<ActionProposal> = ServiceFamily::new("cn.actions.proposed", WORK);
+/// Only governance may publish here (NATS permissions).
+pub const APPROVED: ServiceFamily<SignedApproval> = ServiceFamily::new("cn.actions.approved", WORK);
+pub const REFUSED: ServiceFamily<Refusal> = ServiceFamily::new("cn.actions.refused", WORK);
+pub const PENDING: ServiceFamily<PendingApproval> = ServiceFamily::new("cn.actions.pending", WORK);
+pub const HUMAN_DECISIONS: ServiceFamily<HumanDecision> = ServiceFamily::new("cn.approvals", WORK);
+pub const EXECUTED: ServiceFamily<ExecutionResult> = ServiceFamily::new("cn.actions.executed", WORK);
+pub const SIM_ACTIONS: ServiceFamily<SimAction> = ServiceFamily::new("cn.sim.actions", WORK);
+pub const PROOF: AgentFamily<ProofRecord> = AgentFamily::new("cn.proof", PROOF_STREAM);
+pub const HEARTBEAT: AgentFamily<Heartbeat> = AgentFamily::new("cn.heartbeat", CORE);
+/// The micro-service status endpoint (extension; core request/reply, JSON).
+pub const STATUS: AgentFamily<AgentStatus> = AgentFamily::new("cn.status", CORE);
+
+/// Every family, in DESIGN order.
+pub const FAMILIES: &[FamilyInfo] = &[
+    DEPLOY_EVENTS.info(),
+    METRIC_EVENTS.info(),
+    LOG_EVENTS.info(),
+    CONTRACT_REQUESTS.info(),
+    ONBOARD_REQUESTS.info(),
+    CONTRACTS.info(),
+    NEGOTIATE.info(),
+    INCIDENTS.info(),
+    OUTCOMES.info(),
+    SLO.info(),
+    PROPOSED.info(),
+    APPROVED.info(),
+    REFUSED.info(),
+    PENDING.info(),
+    HUMAN_DECISIONS.info(),
+    EXECUTED.info(),
+    SIM_ACTIONS.info(),
+    PROOF.info(),
+    HEARTBEAT.info(),
+    STATUS.info(),
+];
+
+/// Every pipeline input event (`cn.events.>`): deploy, metric and log.
+pub fn all_events() -> Filter {
+    Filter { pattern: "cn.events.>".to_owned(), stream: Some(Stream::Events) }
+}
+
+/// Every heartbeat, for `cnctl status`.
+pub fn all_heartbeats() -> String {
+    format!("{}.>", HEARTBEAT.info().prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        "prod".parse().unwrap()
+    }
+    fn svc() -> ServiceName {
+        "payments-api".parse().unwrap()
+    }
+
+    #[test]
+    fn builds_the_design_subjects() {
+        assert_eq!(DEPLOY_EVENTS.subject(&env(), &svc()).as_str(), "cn.events.deploy.prod.payments-api");
+        assert_eq!(ONBOARD_REQUESTS.subject(&"dev".parse().unwrap()).as_str(), "cn.requests.onboard.dev");
+        assert_eq!(APPROVED.subject(&env(), &svc()).as_str(), "cn.actions.approved.prod.payments-api");
+        assert_eq!(HUMAN_DECISIONS.subject(&env(), &svc()).as_str(), "cn.approvals.prod.payments-api");
+        let agent: AgentName = "governance-gate".parse().unwrap();
+        let inst: InstanceId = "0".parse().unwrap();
+        assert_eq!(PROOF.subject(&agent, &inst).as_str(), "cn.proof.governance-gate.0");
+        assert_eq!(PROOF.subject(&agent, &inst).stream(), Some(Stream::Proof));
+        assert_eq!(HEARTBEAT.subject(&agent, &inst).stream(), None);
+    }
+
+    #[test]
+    fn filters_use_wildcards_only_in_whole_tokens() {
+        assert_eq!(METRIC_EVENTS.all().pattern(), "cn.events.metric.>");
+        assert_eq!(INCIDENTS.env(&env()).pattern(), "cn.incidents.prod.*");
+        assert_eq!(INCIDENTS.env(&env()).stream(), Some(Stream::Work));
+    }
+
+    #[test]
+    fn every_stored_family_is_captured_by_its_stream_and_only_by_it() {
+        for family in FAMILIES {
+            let probe = format!("{}.x", family.prefix);
+            for stream in Stream::ALL {
+                let captured = stream.subjects().iter().any(|p| matches_pattern(p, &probe));
+                assert_eq!(captured, family.stream == Some(stream), "{} in {}", family.template(), stream.name());
+            }
+        }
+    }
+
+    /// NATS wildcard matching, enough for the stream patterns above.
+    fn matches_pattern(pattern: &str, subject: &str) -> bool {
+        let (mut p, mut s) = (pattern.split('.'), subject.split('.'));
+        loop {
+            match (p.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn templates_read_like_the_design() {
+        assert_eq!(DEPLOY_EVENTS.info().template(), "cn.events.deploy.{env}.{service}");
+        assert_eq!(PROOF.info().template(), "cn.proof.{agent}.{instance}");
+    }
+}

@@ -1,0 +1,130 @@
+//! RFC 3339 UTC timestamps, the only time format on the bus (DESIGN §3).
+//!
+//! Inputs may carry any offset; they are normalised to UTC on the way in so that two events
+//! compare by the instant they describe, and everything we publish ends in `Z`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// An instant, kept in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(OffsetDateTime);
+
+impl Timestamp {
+    /// The current time, truncated to milliseconds (what proof records show).
+    pub fn now() -> Self {
+        let now = OffsetDateTime::now_utc();
+        let millis = now.nanosecond() / 1_000_000 * 1_000_000;
+        Self(now.replace_nanosecond(millis).unwrap_or(now))
+    }
+
+    /// The instant `nanos` nanoseconds after the Unix epoch, if representable.
+    pub fn from_unix_nanos(nanos: i128) -> Option<Self> {
+        OffsetDateTime::from_unix_timestamp_nanos(nanos).ok().map(Self)
+    }
+
+    pub fn unix_nanos(self) -> i128 {
+        self.0.unix_timestamp_nanos()
+    }
+
+    pub fn unix_millis(self) -> i64 {
+        (self.0.unix_timestamp_nanos() / 1_000_000) as i64
+    }
+
+    /// This instant moved forward by `d`, saturating at the end of representable time.
+    pub fn plus(self, d: Duration) -> Self {
+        Self(self.0.checked_add(time_duration(d)).unwrap_or(self.0))
+    }
+
+    /// How long after `earlier` this instant is; zero if it is not after it.
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        let delta = self.0 - earlier.0;
+        Duration::try_from(delta).unwrap_or(Duration::ZERO)
+    }
+
+    /// The year, for range checks on inputs.
+    pub fn year(self) -> i32 {
+        self.0.year()
+    }
+}
+
+fn time_duration(d: Duration) -> time::Duration {
+    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.format(&Rfc3339) {
+            Ok(s) => f.write_str(&s),
+            Err(_) => write!(f, "{}", self.0),
+        }
+    }
+}
+
+/// A string that is not an RFC 3339 timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not an RFC 3339 timestamp such as 2026-02-20T17:00:00Z ({problem})")]
+pub struct TimestampError {
+    input: String,
+    problem: String,
+}
+
+impl FromStr for Timestamp {
+    type Err = TimestampError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map(|t| Self(t.to_offset(UtcOffset::UTC)))
+            .map_err(|e| TimestampError { input: s.chars().take(64).collect(), problem: e.to_string() })
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = self.0.format(&Rfc3339).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_utc_with_z() {
+        let t: Timestamp = "2026-02-20T17:00:00Z".parse().unwrap();
+        assert_eq!(t.to_string(), "2026-02-20T17:00:00Z");
+        let shifted: Timestamp = "2026-02-20T18:00:00+01:00".parse().unwrap();
+        assert_eq!(shifted, t);
+        assert_eq!(shifted.to_string(), "2026-02-20T17:00:00Z");
+    }
+
+    #[test]
+    fn rejects_other_formats_with_an_example() {
+        let err = "20/02/2026".parse::<Timestamp>().unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn now_has_millisecond_precision() {
+        assert_eq!(Timestamp::now().unix_nanos() % 1_000_000, 0);
+    }
+
+    #[test]
+    fn since_and_plus_agree() {
+        let t: Timestamp = "2026-02-20T17:00:00Z".parse().unwrap();
+        let later = t.plus(Duration::from_millis(1500));
+        assert_eq!(later.since(t), Duration::from_millis(1500));
+        assert_eq!(t.since(later), Duration::ZERO);
+    }
+}
