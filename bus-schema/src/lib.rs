@@ -42,3 +42,5 @@ pub use subject::{Filter, Subject};
 pub use time::Timestamp;
 pub use token::{AgentName, Env, InstanceId, ServiceName, TokenError};
 pub use validate::{Validate, ValidationError};
+/// Ids in payloads are UUIDs; re-exported so every crate uses the same type.
+pub use uuid::Uuid;

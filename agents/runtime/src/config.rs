@@ -1,0 +1,261 @@
+//! Runtime configuration: flags, each with an environment variable, validated at start.
+//!
+//! Every agent flattens [`RuntimeArgs`] into its own clap parser. Bad configuration is
+//! reported in one clear message and the process exits with 64 (`EX_USAGE`), so a supervisor
+//! can tell "fix your config" from "the agent crashed".
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use async_nats::ServerAddr;
+use bus_schema::InstanceId;
+use clap::{Args, Parser, ValueEnum};
+
+/// Exit code for invalid configuration (sysexits `EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;
+/// Exit code for a runtime failure after a valid start.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log shippers.
+    Json,
+    /// Human-readable lines.
+    Plain,
+}
+
+/// Flags shared by every agent.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// NATS server URL(s), comma-separated (nats://host:port).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_delimiter = ',', value_parser = parse_server)]
+    pub nats_url: Vec<ServerAddr>,
+
+    /// NATS user name (with --nats-password or --nats-password-file).
+    #[arg(long, env = "NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password.
+    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, conflicts_with = "nats_password_file", requires = "nats_user")]
+    pub nats_password: Option<String>,
+
+    /// File holding the NATS password (first line), e.g. a Docker secret.
+    #[arg(long, env = "NATS_PASSWORD_FILE", requires = "nats_user")]
+    pub nats_password_file: Option<PathBuf>,
+
+    /// Directory for this agent's local state (redb).
+    #[arg(long, env = "CN_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// This instance's id, unique per agent: it names the proof chain and the state file.
+    #[arg(long, env = "CN_INSTANCE", default_value = "0")]
+    pub instance: InstanceId,
+
+    /// Log format.
+    #[arg(long, env = "CN_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+
+    /// Log level: error, warn, info, debug or trace, optionally per target (info,async_nats=warn).
+    #[arg(long, env = "CN_LOG", default_value = "info")]
+    pub log: String,
+
+    /// How long to finish in-flight work and drain after SIGINT/SIGTERM (e.g. 10s, 500ms).
+    #[arg(long, env = "CN_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Interval between heartbeats on cn.heartbeat.{agent}.{instance}.
+    #[arg(long, env = "CN_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Attempts to handle an input before it is rejected as poison (event_rejected).
+    #[arg(long, env = "CN_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
+    /// How long the server waits for an ack before redelivering an input.
+    #[arg(long, env = "CN_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+
+    /// Largest accepted input payload, in bytes.
+    #[arg(long, env = "CN_MAX_PAYLOAD", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=8 * 1024 * 1024))]
+    pub max_payload: u64,
+}
+
+/// The NATS password, from the flag, the variable or the file.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).field("password", &"<redacted>").finish()
+    }
+}
+
+/// A configuration problem found after parsing (files, directories).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read --nats-password-file {path}: {source}")]
+    PasswordFile { path: PathBuf, source: std::io::Error },
+    #[error("--nats-password-file {path} is empty")]
+    EmptyPasswordFile { path: PathBuf },
+    #[error("--nats-user is set but neither --nats-password nor --nats-password-file is")]
+    MissingPassword,
+    #[error("cannot use --data-dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("invalid --log {value:?}: {problem}")]
+    LogFilter { value: String, problem: String },
+}
+
+impl RuntimeArgs {
+    /// Reads the password, if any, from wherever it was given.
+    pub fn credentials(&self) -> Result<Option<Credentials>, ConfigError> {
+        let Some(user) = self.nats_user.clone() else { return Ok(None) };
+        let password = match (&self.nats_password, &self.nats_password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::PasswordFile { path: path.clone(), source })?;
+                let first = text.lines().next().unwrap_or_default().trim().to_owned();
+                if first.is_empty() {
+                    return Err(ConfigError::EmptyPasswordFile { path: path.clone() });
+                }
+                first
+            }
+            (None, None) => return Err(ConfigError::MissingPassword),
+        };
+        Ok(Some(Credentials { user, password }))
+    }
+
+    /// Creates the data directory if needed and checks it is writable.
+    pub fn prepare_data_dir(&self) -> Result<(), ConfigError> {
+        let err = |source| ConfigError::DataDir { path: self.data_dir.clone(), source };
+        std::fs::create_dir_all(&self.data_dir).map_err(err)?;
+        let probe = self.data_dir.join(".write-test");
+        std::fs::write(&probe, b"ok").map_err(err)?;
+        std::fs::remove_file(&probe).map_err(err)
+    }
+
+    /// Every check that needs the filesystem, run once at start.
+    pub fn validate(&self) -> Result<Option<Credentials>, ConfigError> {
+        crate::telemetry::parse_filter(&self.log)?;
+        self.prepare_data_dir()?;
+        self.credentials()
+    }
+}
+
+/// Parses the command line; on a usage error prints clap's message and exits with 64
+/// (`--help` and `--version` exit 0 as usual).
+pub fn parse_args<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() { i32::from(EXIT_CONFIG) } else { 0 };
+            // Printing can only fail if stdout/stderr are closed; exit with the code regardless.
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    }
+}
+
+/// Reports a configuration error the same way clap does and returns exit code 64.
+pub fn config_failure(program: &str, err: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {err}\n\nFor more information, try '{program} --help'.");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn parse_server(s: &str) -> Result<ServerAddr, String> {
+    s.trim().parse::<ServerAddr>().map_err(|e| format!("{s:?} is not a NATS URL such as nats://127.0.0.1:4222 ({e})"))
+}
+
+/// Parses `250ms`, `10s`, `5m`, `2h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration such as 500ms, 10s, 5m or 2h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?} has an unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct TestCli {
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RuntimeArgs, clap::Error> {
+        TestCli::try_parse_from(std::iter::once("agent").chain(args.iter().copied())).map(|c| c.runtime)
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.instance.as_str(), "0");
+        assert_eq!(a.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(a.max_attempts, 5);
+        assert_eq!(a.log_format, LogFormat::Plain);
+        assert!(a.credentials().unwrap().is_none());
+    }
+
+    #[test]
+    fn durations_accept_units_and_reject_nonsense() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn invalid_values_are_usage_errors_that_explain() {
+        let err = parse(&["--instance", "Node.1"]).unwrap_err();
+        assert!(err.use_stderr());
+        assert!(err.to_string().contains("has 'N' at position 0"), "{err}");
+        let err = parse(&["--log-format", "xml"]).unwrap_err();
+        assert!(err.to_string().contains("possible values: json, plain"), "{err}");
+        let err = parse(&["--max-attempts", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--max-attempts"), "{err}");
+        assert!(parse(&["--nats-password", "x"]).is_err(), "a password needs a user");
+    }
+
+    #[test]
+    fn password_comes_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let a = parse(&["--nats-user", "executor", "--nats-password-file", file.to_str().unwrap()]).unwrap();
+        let c = a.credentials().unwrap().unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("executor", "s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let missing = parse(&["--nats-user", "x", "--nats-password-file", "/nonexistent/pw"]).unwrap();
+        assert!(matches!(missing.credentials(), Err(ConfigError::PasswordFile { .. })));
+        assert!(matches!(parse(&["--nats-user", "x"]).unwrap().credentials(), Err(ConfigError::MissingPassword)));
+    }
+
+    #[test]
+    fn an_unwritable_data_dir_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let a = parse(&["--data-dir", file.join("sub").to_str().unwrap()]).unwrap();
+        assert!(matches!(a.prepare_data_dir(), Err(ConfigError::DataDir { .. })));
+    }
+}

@@ -1,0 +1,31 @@
+//! The runtime's errors. Each says what failed and, where there is one, what to do about it.
+
+use crate::config::ConfigError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    #[error("stream {stream}: {message}")]
+    Stream { stream: String, message: String },
+    #[error("consumer {consumer}: {message}")]
+    Consumer { consumer: String, message: String },
+    #[error("publish to {subject} failed: {message}")]
+    Publish { subject: String, message: String },
+    #[error("proof chain {subject}: {message}")]
+    Proof { subject: String, message: String },
+    #[error(
+        "another process is appending to the proof chain {subject}: every running instance of an agent needs its own --instance"
+    )]
+    ProofChainContended { subject: String },
+    #[error("state store {path}: {message}")]
+    Store { path: String, message: String },
+    #[error(transparent)]
+    Encode(#[from] bus_schema::codec::EncodeError),
+    #[error("status endpoint: {0}")]
+    Service(String),
+    #[error("stopped before start-up finished")]
+    ShuttingDown,
+}

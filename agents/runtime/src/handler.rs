@@ -1,0 +1,107 @@
+//! What an agent implements: a handler for one decoded input at a time.
+//!
+//! The runtime decodes and validates every message before the handler sees it (bad input
+//! becomes `event_rejected` without reaching agent code), hands it over with a [`Context`]
+//! for publishing outputs and writing proof records, and acks the input only after the
+//! handler returns `Ok` — by then every output and record it wrote is stored.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use bus_schema::codec::Payload;
+use bus_schema::{Inbound, RejectReason, Subject};
+
+use crate::error::RuntimeError;
+use crate::proof::{ProofDraft, ProofWriter};
+use crate::publish::{Published, Publisher, Trace};
+
+/// Why a handler did not finish an input.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Worth trying again (the bus or the store hiccupped). Retried with back-off, then
+    /// rejected as poison once the attempts run out.
+    #[error("{0}")]
+    Retry(String),
+    /// Can never succeed: recorded as `event_rejected` with the reason, and acked.
+    #[error("{reason}: {message}")]
+    Reject { reason: RejectReason, message: String },
+}
+
+impl From<RuntimeError> for HandleError {
+    fn from(e: RuntimeError) -> Self {
+        HandleError::Retry(e.to_string())
+    }
+}
+
+/// An agent's logic. `handle` runs for one input at a time, in delivery order.
+pub trait Handler: Send {
+    fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// Where an input came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMeta {
+    pub subject: String,
+    pub stream: String,
+    pub stream_seq: u64,
+    /// 1 on first delivery.
+    pub delivered: u32,
+    /// `{stream}:{stream_seq}`: unique and stable across redeliveries.
+    pub input_id: String,
+    /// The input's own `Nats-Msg-Id`, or its input id.
+    pub message_id: String,
+    /// The chain's correlation id: the input's `Cn-Correlation-Id`, or its message id.
+    pub correlation_id: String,
+}
+
+/// A handler's view of the runtime while it handles one input.
+#[derive(Debug)]
+pub struct Context<'a> {
+    agent: &'a str,
+    meta: &'a InputMeta,
+    publisher: &'a Publisher,
+    proof: &'a mut ProofWriter,
+    /// How many outputs of each type this input has produced, for deterministic ids.
+    counts: HashMap<&'static str, u32>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(agent: &'a str, meta: &'a InputMeta, publisher: &'a Publisher, proof: &'a mut ProofWriter) -> Self {
+        Self { agent, meta, publisher, proof, counts: HashMap::new() }
+    }
+
+    pub fn meta(&self) -> &InputMeta {
+        self.meta
+    }
+
+    fn next(&mut self, what: &'static str) -> u32 {
+        let n = self.counts.entry(what).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Publishes an output of this input and waits until it is stored.
+    ///
+    /// Its `Nats-Msg-Id` is `{agent}:{input id}:{type}:{n}`, the same on every redelivery of
+    /// the input, so a repeat is dropped by JetStream.
+    pub async fn publish<P: Payload>(&mut self, subject: &Subject<P>, payload: &P) -> Result<Published, RuntimeError> {
+        let n = self.next(P::CN_TYPE);
+        let trace = Trace {
+            msg_id: format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE),
+            correlation_id: self.meta.correlation_id.clone(),
+            causation_id: self.meta.message_id.clone(),
+        };
+        self.publisher.publish(subject, payload, &trace).await
+    }
+
+    /// Records a decision on the proof log, once per input even across redeliveries.
+    /// The correlation id defaults to the input's.
+    pub async fn prove(&mut self, mut draft: ProofDraft) -> Result<u64, RuntimeError> {
+        let n = self.next(draft.kind.as_str());
+        if draft.correlation_id.is_none() {
+            draft.correlation_id = Some(self.meta.correlation_id.clone());
+        }
+        let key = format!("{}:{}:{n}", self.meta.input_id, draft.kind);
+        self.proof.append(draft, Some(&key)).await
+    }
+}

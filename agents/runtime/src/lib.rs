@@ -1,0 +1,113 @@
+//! The shared runtime of every Chaos Negotiator agent.
+//!
+//! One connect helper ([`connect`]), one stream setup ([`streams`]), one consumer loop with
+//! bounded redelivery and poison handling ([`agent`]), one publisher that waits for acks
+//! ([`publish`]), one proof writer ([`proof`]), one heartbeat and status endpoint
+//! ([`status`]), one shutdown path ([`shutdown`]), one configuration ([`config`]) and a small
+//! typed redb layer ([`store`]). An agent binary is a few lines:
+//!
+//! ```no_run
+//! use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, RuntimeArgs};
+//! use bus_schema::{subject, Inbound};
+//!
+//! #[derive(clap::Parser)]
+//! struct Cli {
+//!     #[command(flatten)]
+//!     runtime: RuntimeArgs,
+//! }
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     async fn handle(&mut self, _ctx: &mut Context<'_>, _input: Inbound) -> Result<(), HandleError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let cli: Cli = agent_runtime::config::parse_args();
+//!     let spec = AgentSpec {
+//!         name: "echo".parse().unwrap(),
+//!         version: env!("CARGO_PKG_VERSION"),
+//!         description: "logs what it sees",
+//!         inputs: vec![InputSpec::new("events", subject::all_events())],
+//!     };
+//!     agent_runtime::run_agent(spec, cli.runtime, |_agent| Ok(Echo))
+//! }
+//! ```
+
+pub mod agent;
+pub mod config;
+pub mod connect;
+pub mod consumer;
+pub mod error;
+pub mod handler;
+pub mod proof;
+pub mod publish;
+pub mod shutdown;
+pub mod status;
+pub mod store;
+pub mod streams;
+pub mod telemetry;
+
+use std::process::ExitCode;
+
+pub use agent::{Agent, AgentSpec, RunSummary};
+pub use config::RuntimeArgs;
+pub use consumer::InputSpec;
+pub use error::RuntimeError;
+pub use handler::{Context, HandleError, Handler, InputMeta};
+pub use proof::{ProofDraft, ProofWriter};
+pub use publish::{Published, Publisher, Trace};
+
+/// Runs an agent binary to completion: logging, signals, start, run, exit code.
+///
+/// Exit codes: 0 after a clean stop, 64 for invalid configuration, 1 for any other failure.
+pub fn run_agent<H, F>(spec: AgentSpec, args: RuntimeArgs, make_handler: F) -> ExitCode
+where
+    H: Handler,
+    F: FnOnce(&Agent) -> Result<H, Box<dyn std::error::Error + Send + Sync>>,
+{
+    let program = spec.name.to_string();
+    if let Err(e) = telemetry::init(args.log_format, &args.log) {
+        return config::config_failure(&program, &e);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(config::EXIT_FAILURE);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = match shutdown::on_signals() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::from(config::EXIT_FAILURE);
+            }
+        };
+        let agent = match Agent::start(spec, args, shutdown).await {
+            Ok(a) => a,
+            Err(RuntimeError::Config(e)) => return config::config_failure(&program, &e),
+            Err(RuntimeError::ShuttingDown) => return ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "start-up failed");
+                return ExitCode::from(config::EXIT_FAILURE);
+            }
+        };
+        let handler = match make_handler(&agent) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "start-up failed");
+                return ExitCode::from(config::EXIT_FAILURE);
+            }
+        };
+        match agent.run(handler).await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "agent failed");
+                ExitCode::from(config::EXIT_FAILURE)
+            }
+        }
+    })
+}

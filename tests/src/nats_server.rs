@@ -1,0 +1,137 @@
+//! A real nats-server for one test: random port, temporary store, scenario config.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tempfile::TempDir;
+
+/// A running nats-server, killed on drop.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    dir: TempDir,
+    port: u16,
+    extra_config: String,
+}
+
+impl NatsServer {
+    /// A server with JetStream and no authorization.
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with("")
+    }
+
+    /// A server with JetStream plus `extra_config` (accounts, authorization, limits…).
+    pub fn start_with(extra_config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("cn-nats-").tempdir().context("creating a temp dir")?;
+        let mut server = Self { child: None, dir, port: 0, extra_config: extra_config.to_owned() };
+        server.launch()?;
+        Ok(server)
+    }
+
+    /// The binary: `$NATS_SERVER`, else `nats-server` on PATH, else Debian's `/usr/sbin/nats-server`.
+    fn binary() -> anyhow::Result<PathBuf> {
+        if let Some(p) = std::env::var_os("NATS_SERVER") {
+            return Ok(PathBuf::from(p));
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let candidates = std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")]);
+        for dir in candidates {
+            let p = dir.join("nats-server");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        bail!("nats-server not found: install it (apt-get install -y nats-server) or set NATS_SERVER; scripts/test does this for you")
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let ports_dir = self.dir.path().join("ports");
+        let _ = std::fs::remove_dir_all(&ports_dir);
+        std::fs::create_dir_all(&ports_dir)?;
+        let listen = if self.port == 0 { "-1".to_owned() } else { self.port.to_string() };
+        let conf = format!(
+            "listen: \"127.0.0.1:{listen}\"\nports_file_dir: \"{ports}\"\nmax_payload: 1MB\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n{extra}\n",
+            ports = ports_dir.display(),
+            store = self.dir.path().join("js").display(),
+            extra = self.extra_config,
+        );
+        let conf_path = self.dir.path().join("server.conf");
+        std::fs::write(&conf_path, conf)?;
+        let log = std::fs::File::create(self.dir.path().join("server.log"))?;
+        let child = Command::new(Self::binary()?)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning nats-server")?;
+        self.child = Some(child);
+        self.port = self.wait_for_port(&ports_dir)?;
+        Ok(())
+    }
+
+    fn wait_for_port(&mut self, ports_dir: &Path) -> anyhow::Result<u16> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("nats-server exited with {status}:\n{}", self.log());
+                }
+            }
+            for entry in std::fs::read_dir(ports_dir)?.flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let parsed: serde_json::Value = match serde_json::from_str(&text) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                let url = parsed["nats"][0].as_str().unwrap_or_default();
+                if let Some(port) = url.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    return Ok(port);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("nats-server did not report its port within 10s:\n{}", self.log())
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server (SIGKILL), keeping its store.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills and starts the server again on the same port with the same store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.launch()
+    }
+
+    /// A client connected as `user`, or without credentials.
+    pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
+        async_nats::connect(self.url()).await.context("connecting to the test nats-server")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
