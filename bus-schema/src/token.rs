@@ -6,6 +6,7 @@
 //! own type so an environment cannot be passed where a service is expected, and a value of
 //! any of these types is valid by construction, including when it is deserialized.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -44,18 +45,46 @@ pub fn validate_token(what: &'static str, value: &str) -> Result<(), TokenError>
     Ok(())
 }
 
+/// The DESIGN §2 rule, usable in `const` contexts.
+pub const fn is_valid_token(value: &str) -> bool {
+    let b = value.as_bytes();
+    if b.is_empty() || b.len() > TOKEN_MAX_LEN {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let ok = c.is_ascii_lowercase() || c.is_ascii_digit() || (c == b'-' && i > 0);
+        if !ok {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 macro_rules! token_type {
     ($(#[$meta:meta])* $name:ident, $what:literal) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Cow<'static, str>);
 
         impl $name {
             /// Validates and wraps `value`.
             pub fn new(value: impl Into<String>) -> Result<Self, TokenError> {
                 let value = value.into();
                 validate_token($what, &value)?;
-                Ok(Self(value))
+                Ok(Self(Cow::Owned(value)))
+            }
+
+            /// A token from a literal, checked when the program is compiled if used in a
+            /// `const` item: `const NAME: AgentName = AgentName::from_static("executor");`
+            #[allow(clippy::panic)]
+            pub const fn from_static(value: &'static str) -> Self {
+                if !is_valid_token(value) {
+                    panic!(concat!("invalid ", $what, " literal: use ^[a-z0-9][a-z0-9-]{{0,62}}$"));
+                }
+                Self(Cow::Borrowed(value))
             }
 
             pub fn as_str(&self) -> &str {
@@ -164,7 +193,19 @@ mod tests {
         assert_eq!(serde_json::from_str::<Env>("\"prod\"").unwrap().as_str(), "prod");
     }
 
+    #[test]
+    fn const_literals_are_checked() {
+        const EXECUTOR: AgentName = AgentName::from_static("executor");
+        assert_eq!(EXECUTOR.as_str(), "executor");
+        assert!(!is_valid_token("Executor") && !is_valid_token("") && !is_valid_token("-x"));
+    }
+
     proptest! {
+        #[test]
+        fn the_const_rule_agrees_with_validation(s in "\\PC{0,70}") {
+            prop_assert_eq!(is_valid_token(&s), validate_token("t", &s).is_ok());
+        }
+
         #[test]
         fn valid_tokens_are_accepted(s in "[a-z0-9][a-z0-9-]{0,62}") {
             prop_assert!(Env::new(s).is_ok());

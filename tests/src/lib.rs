@@ -5,6 +5,7 @@
 //! [`NatsServer`] is dropped.
 
 mod nats_server;
+pub mod probe;
 pub mod proof_log;
 
 pub use nats_server::NatsServer;

@@ -76,6 +76,10 @@ impl Agent {
         let client = connect::connect(&conn_name, &args.nats_url, credentials.as_ref())
             .await
             .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        if client.connection_state() != async_nats::connection::State::Connected {
+            let urls: Vec<String> = args.nats_url.iter().map(|u| u.clone().into_inner().to_string()).collect();
+            info!(nats_url = %urls.join(","), "waiting for NATS");
+        }
         let js = jetstream::new(client.clone());
         retry_until_ready(&shutdown, "JetStream streams", || streams::ensure_streams(&js)).await?;
         let store = Store::open(&args.data_dir.join(format!("{}-{}.redb", spec.name, instance)))?;

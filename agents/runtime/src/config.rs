@@ -58,7 +58,7 @@ pub struct RuntimeArgs {
     pub log_format: LogFormat,
 
     /// Log level: error, warn, info, debug or trace, optionally per target (info,async_nats=warn).
-    #[arg(long, env = "CN_LOG", default_value = "info")]
+    #[arg(long, env = "CN_LOG", default_value = "info,async_nats=warn")]
     pub log: String,
 
     /// How long to finish in-flight work and drain after SIGINT/SIGTERM (e.g. 10s, 500ms).

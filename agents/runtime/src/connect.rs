@@ -67,7 +67,8 @@ fn log_event(event: &Event) {
                 error!(server_message = %msg, "NATS server error: {msg}");
             }
         }
-        Event::ClientError(e) => error!(error = %e, "NATS client error: {e}"),
+        // While the server is unreachable every reconnect attempt reports an IO error.
+        Event::ClientError(e) => warn!(error = %e, "cannot reach NATS ({e}); retrying"),
     }
 }
 

@@ -1,5 +1,7 @@
 //! One logging setup for every agent: `plain` for people, `json` for log shippers.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -20,7 +22,10 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
     // try_init fails only when a subscriber is already installed, which is fine.
     let _ = match format {
         LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init(),
-        LogFormat::Plain => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Plain => {
+            let ansi = std::io::stderr().is_terminal();
+            registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
+        }
     };
     Ok(())
 }

@@ -1,0 +1,90 @@
+//! A small agent for exercising the runtime: it turns metric samples into incidents.
+//!
+//! Its behaviour is chosen by service name so tests can provoke each path: `poison` always
+//! fails, `flaky` publishes and then fails once (a crash after publishing), `slow…` takes a
+//! second and a half. It runs in-process in the runtime tests and as the `probe-agent` binary
+//! in the process tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, ProofDraft};
+use bus_schema::proof::ProofKind;
+use bus_schema::{AgentName, Inbound, Incident, IncidentKind, IncidentStatus, MetricSample, Severity, Uuid, subject};
+
+/// What the probe did, for the test to check.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Handling attempts per service.
+    pub attempts: HashMap<String, u32>,
+    /// The service of the input being (or last) handled.
+    pub handling: Option<String>,
+}
+
+/// The probe's handler. Clones share what they saw.
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub seen: Arc<Mutex<Seen>>,
+}
+
+impl Handler for Probe {
+    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+        let Inbound::Metric(m) = input else { return Ok(()) };
+        let service = m.service.to_string();
+        let attempt = {
+            let mut seen = self.seen.lock().map_err(|_| HandleError::Retry("probe state poisoned".into()))?;
+            seen.handling = Some(service.clone());
+            let n = seen.attempts.entry(service.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if service == "poison" {
+            return Err(HandleError::Retry("simulated: downstream unavailable".into()));
+        }
+        if service.starts_with("slow") {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let incident = incident_for(&m);
+        ctx.publish(&subject::INCIDENTS.subject(&m.env, &m.service), &incident).await?;
+        if service == "flaky" && attempt == 1 {
+            return Err(HandleError::Retry("simulated: crashed after publishing".into()));
+        }
+        ctx.prove(ProofDraft::new(ProofKind::IncidentOpened).scope(&m.env, &m.service).incident(incident.incident_id)).await?;
+        Ok(())
+    }
+}
+
+fn incident_for(m: &MetricSample) -> Incident {
+    Incident {
+        // Derived from the input so a retry builds the same incident.
+        incident_id: Uuid::from_u128(u128::from(m.timestamp.unix_millis().unsigned_abs())),
+        env: m.env.clone(),
+        service: m.service.clone(),
+        kind: IncidentKind::CrashLoop,
+        severity: Severity::High,
+        status: IncidentStatus::Opened,
+        summary: "probe".into(),
+        opened_at: m.timestamp,
+        updated_at: m.timestamp,
+        resolved_at: None,
+        evidence: vec![],
+        signal_conflict: false,
+        suspect_version: None,
+        time_to_recover_s: None,
+        sample_count: 1,
+    }
+}
+
+const NAME: AgentName = AgentName::from_static("probe-agent");
+
+/// The probe's spec: one input, every metric event.
+pub fn spec() -> AgentSpec {
+    AgentSpec {
+        name: NAME,
+        version: "0.1.0",
+        description: "integration-test probe",
+        inputs: vec![InputSpec::new("metrics", subject::METRIC_EVENTS.all())],
+    }
+}
+
