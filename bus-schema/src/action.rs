@@ -126,8 +126,7 @@ impl serde::Serialize for Action {
 
 impl<'de> serde::Deserialize<'de> for Action {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        crate::string_enum::parse_str(d)
     }
 }
 
@@ -149,6 +148,12 @@ mod tests {
         for bad in ["", "Clear", "clear-cache", "rm -rf", "a;b", "1abc", "x.y", &"a".repeat(64)] {
             assert!(bad.parse::<Action>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn canary_actions_are_the_rollout_ones() {
+        let canary: Vec<&str> = Action::BUILT_IN.iter().filter(|a| a.is_canary()).map(Action::as_str).collect();
+        assert_eq!(canary, ["set_canary_weight", "promote", "abort_rollout"]);
     }
 
     #[test]

@@ -30,13 +30,6 @@ string_enum! {
     }
 }
 
-impl ReasonCode {
-    /// True for the codes only the executor uses.
-    pub fn is_executor_code(self) -> bool {
-        matches!(self, Self::BadSignature | Self::Expired | Self::Replayed | Self::UnknownAction)
-    }
-}
-
 string_enum! {
     /// Why an input message was rejected (the `reason` of an `event_rejected` proof record).
     pub enum RejectReason {

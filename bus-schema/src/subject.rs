@@ -276,11 +276,6 @@ pub fn all_events() -> Filter {
     Filter { pattern: "cn.events.>".to_owned(), stream: Some(Stream::Events) }
 }
 
-/// Every heartbeat, for `cnctl status`.
-pub fn all_heartbeats() -> String {
-    format!("{}.>", HEARTBEAT.info().prefix)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

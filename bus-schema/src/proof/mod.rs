@@ -123,8 +123,7 @@ impl Serialize for ProofHash {
 
 impl<'de> Deserialize<'de> for ProofHash {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        crate::string_enum::parse_str(d)
     }
 }
 
