@@ -17,8 +17,10 @@
 //! MessagePack, and proof records are JSON ([`proof`]), hash-chained per agent instance.
 
 pub mod action;
+pub mod approval;
 pub mod codec;
 pub mod headers;
+pub mod hex;
 pub mod payload;
 pub mod proof;
 pub mod reason;

@@ -70,16 +70,9 @@ impl ProofHash {
     }
 
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(64);
-        for b in self.0 {
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        out
+        crate::hex::encode(&self.0)
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl fmt::Debug for ProofHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -101,17 +94,7 @@ pub struct HashParseError(String);
 impl FromStr for ProofHash {
     type Err = HashParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || HashParseError(s.chars().take(80).collect());
-        if s.len() != 64 {
-            return Err(err());
-        }
-        let nibble = |c: u8| HEX.iter().position(|&h| h == c).map(|p| p as u8);
-        let mut out = [0u8; 32];
-        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-            let (hi, lo) = (nibble(pair[0]).ok_or_else(err)?, nibble(pair[1]).ok_or_else(err)?);
-            out[i] = hi << 4 | lo;
-        }
-        Ok(Self(out))
+        crate::hex::decode_array(s).map(Self).ok_or_else(|| HashParseError(s.chars().take(80).collect()))
     }
 }
 
