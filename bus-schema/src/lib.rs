@@ -19,6 +19,7 @@
 pub mod action;
 pub mod approval;
 pub mod codec;
+pub mod deploys;
 pub mod headers;
 pub mod hex;
 pub mod payload;
@@ -36,6 +37,7 @@ mod arb;
 mod codec_tests;
 
 pub use action::Action;
+pub use deploys::DeployHistory;
 pub use codec::{DecodeError, Encoding, Inbound, Limits, Payload};
 pub use payload::*;
 pub use proof::{ProofKind, ProofRecord};

@@ -72,6 +72,12 @@ impl ProofDraft {
         self
     }
 
+    /// For records about a whole environment (onboarding).
+    pub fn env(mut self, env: &Env) -> Self {
+        self.env = Some(env.clone());
+        self
+    }
+
     pub fn action(mut self, action: &Action) -> Self {
         self.action = Some(action.clone());
         self

@@ -1,0 +1,8 @@
+use std::process::ExitCode;
+
+use deploy_agent::{Cli, DeployAgent, spec};
+
+fn main() -> ExitCode {
+    let cli: Cli = agent_runtime::config::parse_args();
+    agent_runtime::run_agent(spec(), cli.runtime, |agent| Ok(DeployAgent::new(agent.store().clone(), cli.allow_prod_onboarding)))
+}

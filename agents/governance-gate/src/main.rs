@@ -1,0 +1,15 @@
+use std::process::ExitCode;
+
+use governance_gate::policy::Policy;
+use governance_gate::{Cli, Governance, spec};
+
+fn main() -> ExitCode {
+    let cli: Cli = agent_runtime::config::parse_args();
+    let signer = match cli.signer() {
+        Ok(s) => s,
+        Err(e) => return agent_runtime::config::config_failure("governance-gate", &e),
+    };
+    agent_runtime::run_agent(spec(), cli.runtime, |agent| {
+        Ok(Governance::load(agent.store().clone(), Policy::default(), signer, cli.approval_ttl, cli.human_approval_ttl)?)
+    })
+}

@@ -1,0 +1,87 @@
+//! What a sequence of deploy events says about one service's versions.
+//!
+//! Governance needs it to know a service exists and what a rollback would restore; the deploy
+//! agent needs it to track current and previous versions. Both fold events the same way.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DeployEvent, DeployStatus};
+
+/// Versions seen for one env/service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployHistory {
+    /// The last version that deployed successfully.
+    pub current_version: Option<String>,
+    /// The version before it: what a rollback goes back to.
+    pub previous_version: Option<String>,
+    pub last_status: Option<String>,
+}
+
+impl DeployHistory {
+    /// Folds in one deploy event.
+    pub fn apply(&mut self, event: &DeployEvent) {
+        if let Some(prev) = &event.previous_version {
+            if self.current_version.as_deref() != Some(prev.as_str()) || event.status == DeployStatus::Succeeded {
+                self.previous_version = Some(prev.clone());
+            }
+        }
+        if event.status == DeployStatus::Succeeded {
+            if let Some(current) = self.current_version.take().filter(|c| *c != event.version) {
+                self.previous_version = Some(current);
+            }
+            self.current_version = Some(event.version.clone());
+        }
+        self.last_status = Some(event.status.to_string());
+    }
+
+    /// The version a rollback would restore: after a failed deploy, the last good version;
+    /// otherwise the one before the current.
+    pub fn rollback_target(&self) -> Option<&str> {
+        if self.last_status.as_deref() == Some("failed") {
+            self.current_version.as_deref().or(self.previous_version.as_deref())
+        } else {
+            self.previous_version.as_deref()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deploy(version: &str, previous: Option<&str>, status: &str) -> DeployEvent {
+        serde_json::from_value(serde_json::json!({
+            "service": "api", "env": "prod", "version": version, "previous_version": previous,
+            "status": status, "timestamp": "2026-11-22T10:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn successive_successes_give_a_rollback_target() {
+        let mut f = DeployHistory::default();
+        f.apply(&deploy("1.0", None, "succeeded"));
+        assert_eq!(f.rollback_target(), None, "nothing to roll back to yet");
+        f.apply(&deploy("1.1", None, "succeeded"));
+        assert_eq!(f.rollback_target(), Some("1.0"));
+    }
+
+    #[test]
+    fn the_event_can_name_the_previous_version() {
+        let mut f = DeployHistory::default();
+        f.apply(&deploy("1.15.0", Some("1.14.2"), "succeeded"));
+        assert_eq!(f.rollback_target(), Some("1.14.2"));
+    }
+
+    #[test]
+    fn after_a_failed_deploy_the_target_is_the_last_good_version() {
+        let mut f = DeployHistory::default();
+        f.apply(&deploy("1.14.2", None, "succeeded"));
+        f.apply(&deploy("1.15.0", Some("1.14.2"), "failed"));
+        assert_eq!(f.current_version.as_deref(), Some("1.14.2"));
+        assert_eq!(f.rollback_target(), Some("1.14.2"));
+        let mut fresh = DeployHistory::default();
+        fresh.apply(&deploy("1.15.0", Some("1.14.2"), "failed"));
+        assert_eq!(fresh.rollback_target(), Some("1.14.2"));
+    }
+}
