@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, ProofDraft};
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft};
+use bus_schema::fleet::InputDef;
 use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, Inbound, Incident, IncidentKind, IncidentStatus, MetricSample, Severity, Uuid, subject};
 
@@ -84,7 +85,7 @@ pub fn spec() -> AgentSpec {
         name: NAME,
         version: "0.1.0",
         description: "integration-test probe",
-        inputs: vec![InputSpec::new("metrics", subject::METRIC_EVENTS.all())],
+        inputs: vec![InputDef::new("metrics", subject::METRIC_EVENTS.all())],
     }
 }
 

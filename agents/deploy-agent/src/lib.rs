@@ -8,12 +8,12 @@
 pub mod onboarding;
 
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, ProofDraft, RuntimeArgs};
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, DeployHistory, Inbound, OnboardRequest, subject};
+use bus_schema::{AgentName, DeployHistory, Inbound, OnboardRequest};
 use serde_json::json;
 
-pub const NAME: AgentName = AgentName::from_static("deploy-agent");
+pub const NAME: AgentName = bus_schema::fleet::DEPLOY_AGENT;
 
 /// Onboards apps and tracks what is deployed where.
 #[derive(Debug, clap::Parser)]
@@ -27,12 +27,7 @@ pub struct Cli {
 }
 
 pub fn spec() -> AgentSpec {
-    AgentSpec {
-        name: NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Chaos Negotiator deploy agent: onboarding and deploy tracking",
-        inputs: vec![InputSpec::new("deploys", subject::DEPLOY_EVENTS.all()), InputSpec::new("onboarding", subject::ONBOARD_REQUESTS.all())],
-    }
+    AgentSpec::new(bus_schema::fleet::deploy_agent(), env!("CARGO_PKG_VERSION"))
 }
 
 const APPS: Table<OnboardRequest> = Table::new("apps");

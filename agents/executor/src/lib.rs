@@ -11,14 +11,14 @@
 use std::path::PathBuf;
 
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, ProofDraft, RuntimeArgs};
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs};
 use bus_schema::approval::{self, ApprovalError, ApprovalVerifier};
 use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, Backend, ExecutionResult, ExecutionStatus, Inbound, ReasonCode, SignedApproval, Timestamp, subject};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-pub const NAME: AgentName = AgentName::from_static("executor");
+pub const NAME: AgentName = bus_schema::fleet::EXECUTOR;
 
 /// Acts only on valid signed approvals; dry-run by default.
 #[derive(Debug, clap::Parser)]
@@ -46,12 +46,7 @@ impl Cli {
 }
 
 pub fn spec() -> AgentSpec {
-    AgentSpec {
-        name: NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Chaos Negotiator executor: signed approvals in, execution results out",
-        inputs: vec![InputSpec::new("approvals", subject::APPROVED.all())],
-    }
+    AgentSpec::new(bus_schema::fleet::executor(), env!("CARGO_PKG_VERSION"))
 }
 
 /// An approval this executor has consumed.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use agent_runtime::config::parse_duration;
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, ProofDraft, RuntimeArgs, RuntimeError};
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
 use bus_schema::approval::{ApprovalSigner, proposal_hash};
 use bus_schema::proof::ProofKind;
 use bus_schema::{
@@ -27,7 +27,7 @@ use serde_json::json;
 use gates::{Facts, Verdict, cooldown_key, service_key};
 use policy::Policy;
 
-pub const NAME: AgentName = AgentName::from_static("governance-gate");
+pub const NAME: AgentName = bus_schema::fleet::GOVERNANCE_GATE;
 
 /// Approves, refuses or asks a human about every proposed action; signs what it approves.
 #[derive(Debug, clap::Parser)]
@@ -56,12 +56,7 @@ impl Cli {
 }
 
 pub fn spec() -> AgentSpec {
-    AgentSpec {
-        name: NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Chaos Negotiator governance gate: proposals in, signed approvals or refusals out",
-        inputs: vec![InputSpec::new("deploys", subject::DEPLOY_EVENTS.all()), InputSpec::new("proposals", subject::PROPOSED.all())],
-    }
+    AgentSpec::new(bus_schema::fleet::governance_gate(), env!("CARGO_PKG_VERSION"))
 }
 
 /// A decision as published, kept to answer a redelivered proposal the same way.

@@ -83,7 +83,7 @@ impl Default for Policy {
             envs,
             unknown_env: EnvPolicy { automatic: vec![Noop, Observe], human: vec![], custom_with_human: false, min_confidence: None },
             cooldowns: BTreeMap::from([(Restart, secs(60)), (ScaleUp, secs(120)), (ScaleDown, secs(120)), (Rollback, secs(300))]),
-            proposers: vec!["rl-optimizer".to_owned(), "deploy-agent".to_owned()],
+            proposers: vec![bus_schema::fleet::RL_OPTIMIZER.to_string(), bus_schema::fleet::DEPLOY_AGENT.to_string()],
         }
     }
 }

@@ -12,14 +12,14 @@
 pub mod rules;
 
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, ProofDraft, RuntimeArgs, RuntimeError};
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
 use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, Inbound, Incident, IncidentStatus, subject};
 use serde_json::json;
 
 use rules::{IncidentKey, Open, Thresholds};
 
-pub const NAME: AgentName = AgentName::from_static("issue-detector");
+pub const NAME: AgentName = bus_schema::fleet::ISSUE_DETECTOR;
 
 /// Turns deploy, metric and log events into incidents.
 #[derive(Debug, clap::Parser)]
@@ -32,12 +32,7 @@ pub struct Cli {
 }
 
 pub fn spec() -> AgentSpec {
-    AgentSpec {
-        name: NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Chaos Negotiator issue detector: events in, incidents out",
-        inputs: vec![InputSpec::new("events", subject::all_events())],
-    }
+    AgentSpec::new(bus_schema::fleet::issue_detector(), env!("CARGO_PKG_VERSION"))
 }
 
 const OPEN: Table<Incident> = Table::new("incidents.open");

@@ -7,12 +7,12 @@
 
 pub mod draft;
 
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, ProofDraft, RuntimeArgs};
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs};
 use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, Inbound, Timestamp, subject};
 use serde_json::json;
 
-pub const NAME: AgentName = AgentName::from_static("risk-negotiator");
+pub const NAME: AgentName = bus_schema::fleet::RISK_NEGOTIATOR;
 
 /// Drafts deployment contracts from contract requests.
 #[derive(Debug, clap::Parser)]
@@ -23,12 +23,7 @@ pub struct Cli {
 }
 
 pub fn spec() -> AgentSpec {
-    AgentSpec {
-        name: NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Chaos Negotiator risk negotiator: contract requests in, contracts out",
-        inputs: vec![InputSpec::new("requests", subject::CONTRACT_REQUESTS.all())],
-    }
+    AgentSpec::new(bus_schema::fleet::risk_negotiator(), env!("CARGO_PKG_VERSION"))
 }
 
 /// The negotiator's bus shell.

@@ -6,12 +6,12 @@
 
 pub mod prior;
 
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, ProofDraft, RuntimeArgs};
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs};
 use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, Inbound, IncidentStatus, Timestamp, subject};
 use serde_json::json;
 
-pub const NAME: AgentName = AgentName::from_static("rl-optimizer");
+pub const NAME: AgentName = bus_schema::fleet::RL_OPTIMIZER;
 
 /// Proposes a remediation for every new incident.
 #[derive(Debug, clap::Parser)]
@@ -22,12 +22,7 @@ pub struct Cli {
 }
 
 pub fn spec() -> AgentSpec {
-    AgentSpec {
-        name: NAME,
-        version: env!("CARGO_PKG_VERSION"),
-        description: "Chaos Negotiator optimizer: incidents in, action proposals out",
-        inputs: vec![InputSpec::new("incidents", subject::INCIDENTS.all())],
-    }
+    AgentSpec::new(bus_schema::fleet::rl_optimizer(), env!("CARGO_PKG_VERSION"))
 }
 
 /// The optimizer's bus shell.

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use bus_schema::codec::{Limits, decode_inbound};
 use bus_schema::proof::ProofKind;
+use bus_schema::fleet::{AgentDef, InputDef};
 use bus_schema::{AgentName, InstanceId, RejectReason, headers};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RuntimeArgs;
-use crate::consumer::{DeliveryPolicy, InputSpec, durable_name, ensure_consumer};
+use crate::consumer::{DeliveryPolicy, ensure_consumer};
 use crate::error::RuntimeError;
 use crate::handler::{Context, HandleError, Handler, InputMeta};
 use crate::proof::{ProofDraft, ProofWriter};
@@ -40,7 +41,14 @@ pub struct AgentSpec {
     /// Semver, e.g. `env!("CARGO_PKG_VERSION")`.
     pub version: &'static str,
     pub description: &'static str,
-    pub inputs: Vec<InputSpec>,
+    pub inputs: Vec<InputDef>,
+}
+
+impl AgentSpec {
+    /// The spec of a fleet agent (bus_schema::fleet) at a version.
+    pub fn new(def: AgentDef, version: &'static str) -> Self {
+        Self { name: def.name, version, description: def.description, inputs: def.inputs }
+    }
 }
 
 /// How a run ended.
@@ -73,11 +81,11 @@ impl Agent {
         let credentials = args.validate()?;
         let instance = args.instance.clone();
         let conn_name = format!("{}.{}", spec.name, instance);
-        let client = connect::connect(&conn_name, &args.nats_url, credentials.as_ref())
+        let client = connect::connect(&conn_name, &args.nats.url, credentials.as_ref())
             .await
             .map_err(|e| RuntimeError::Connect(e.to_string()))?;
         if client.connection_state() != async_nats::connection::State::Connected {
-            let urls: Vec<String> = args.nats_url.iter().map(|u| u.clone().into_inner().to_string()).collect();
+            let urls: Vec<String> = args.nats.url.iter().map(|u| u.clone().into_inner().to_string()).collect();
             info!(nats_url = %urls.join(","), "waiting for NATS");
         }
         let js = jetstream::new(client.clone());
@@ -107,7 +115,7 @@ impl Agent {
 
     /// Runs until the shutdown token fires.
     pub async fn run<H: Handler>(mut self, mut handler: H) -> Result<RunSummary, RuntimeError> {
-        let durables: Vec<String> = self.spec.inputs.iter().map(|i| durable_name(&self.spec.name, i)).collect();
+        let durables: Vec<String> = self.spec.inputs.iter().map(|i| i.durable(&self.spec.name)).collect();
         let started = ProofDraft::new(ProofKind::AgentStarted).detail(json!({
             "version": self.spec.version,
             "inputs": self.spec.inputs.iter().map(|i| i.filter.pattern()).collect::<Vec<_>>(),

@@ -26,24 +26,31 @@ pub enum LogFormat {
     Plain,
 }
 
+/// How to reach NATS: shared by every agent and by cnctl.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated (nats://host:port).
+    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_delimiter = ',', value_parser = parse_server)]
+    pub url: Vec<ServerAddr>,
+
+    /// NATS user name (with --nats-password or --nats-password-file).
+    #[arg(long = "nats-user", env = "NATS_USER")]
+    pub user: Option<String>,
+
+    /// NATS password.
+    #[arg(long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true, conflicts_with = "password_file", requires = "user")]
+    pub password: Option<String>,
+
+    /// File holding the NATS password (first line), e.g. a Docker secret.
+    #[arg(long = "nats-password-file", env = "NATS_PASSWORD_FILE", requires = "user")]
+    pub password_file: Option<PathBuf>,
+}
+
 /// Flags shared by every agent.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeArgs {
-    /// NATS server URL(s), comma-separated (nats://host:port).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_delimiter = ',', value_parser = parse_server)]
-    pub nats_url: Vec<ServerAddr>,
-
-    /// NATS user name (with --nats-password or --nats-password-file).
-    #[arg(long, env = "NATS_USER")]
-    pub nats_user: Option<String>,
-
-    /// NATS password.
-    #[arg(long, env = "NATS_PASSWORD", hide_env_values = true, conflicts_with = "nats_password_file", requires = "nats_user")]
-    pub nats_password: Option<String>,
-
-    /// File holding the NATS password (first line), e.g. a Docker secret.
-    #[arg(long, env = "NATS_PASSWORD_FILE", requires = "nats_user")]
-    pub nats_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Directory for this agent's local state (redb).
     #[arg(long, env = "CN_DATA_DIR", default_value = "data")]
@@ -110,11 +117,11 @@ pub enum ConfigError {
     LogFilter { value: String, problem: String },
 }
 
-impl RuntimeArgs {
+impl NatsArgs {
     /// Reads the password, if any, from wherever it was given.
     pub fn credentials(&self) -> Result<Option<Credentials>, ConfigError> {
-        let Some(user) = self.nats_user.clone() else { return Ok(None) };
-        let password = match (&self.nats_password, &self.nats_password_file) {
+        let Some(user) = self.user.clone() else { return Ok(None) };
+        let password = match (&self.password, &self.password_file) {
             (Some(p), _) => p.clone(),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path)
@@ -130,6 +137,14 @@ impl RuntimeArgs {
         Ok(Some(Credentials { user, password }))
     }
 
+    /// Connects as configured (see [`crate::connect::connect`]).
+    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, crate::RuntimeError> {
+        let credentials = self.credentials()?;
+        crate::connect::connect(name, &self.url, credentials.as_ref()).await.map_err(|e| crate::RuntimeError::Connect(e.to_string()))
+    }
+}
+
+impl RuntimeArgs {
     /// Creates the data directory if needed and checks it is writable.
     pub fn prepare_data_dir(&self) -> Result<(), ConfigError> {
         let err = |source| ConfigError::DataDir { path: self.data_dir.clone(), source };
@@ -143,7 +158,7 @@ impl RuntimeArgs {
     pub fn validate(&self) -> Result<Option<Credentials>, ConfigError> {
         crate::telemetry::parse_filter(&self.log)?;
         self.prepare_data_dir()?;
-        self.credentials()
+        self.nats.credentials()
     }
 }
 
@@ -211,7 +226,7 @@ mod tests {
         assert_eq!(a.shutdown_grace, Duration::from_secs(10));
         assert_eq!(a.max_attempts, 5);
         assert_eq!(a.log_format, LogFormat::Plain);
-        assert!(a.credentials().unwrap().is_none());
+        assert!(a.nats.credentials().unwrap().is_none());
     }
 
     #[test]
@@ -242,12 +257,12 @@ mod tests {
         let file = dir.path().join("pw");
         std::fs::write(&file, "s3cret\n").unwrap();
         let a = parse(&["--nats-user", "executor", "--nats-password-file", file.to_str().unwrap()]).unwrap();
-        let c = a.credentials().unwrap().unwrap();
+        let c = a.nats.credentials().unwrap().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("executor", "s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
         let missing = parse(&["--nats-user", "x", "--nats-password-file", "/nonexistent/pw"]).unwrap();
-        assert!(matches!(missing.credentials(), Err(ConfigError::PasswordFile { .. })));
-        assert!(matches!(parse(&["--nats-user", "x"]).unwrap().credentials(), Err(ConfigError::MissingPassword)));
+        assert!(matches!(missing.nats.credentials(), Err(ConfigError::PasswordFile { .. })));
+        assert!(matches!(parse(&["--nats-user", "x"]).unwrap().nats.credentials(), Err(ConfigError::MissingPassword)));
     }
 
     #[test]

@@ -8,23 +8,10 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
-use bus_schema::{AgentName, Filter};
+use bus_schema::AgentName;
+use bus_schema::fleet::InputDef;
 
 use crate::error::RuntimeError;
-
-/// One input of an agent: a durable consumer over a filter.
-#[derive(Debug, Clone)]
-pub struct InputSpec {
-    /// Short name, unique within the agent (`events`, `proposals`); the durable is `{agent}-{name}`.
-    pub name: &'static str,
-    pub filter: Filter,
-}
-
-impl InputSpec {
-    pub fn new(name: &'static str, filter: Filter) -> Self {
-        Self { name, filter }
-    }
-}
 
 /// Delivery settings shared by every consumer of an agent.
 #[derive(Debug, Clone, Copy)]
@@ -42,19 +29,14 @@ impl DeliveryPolicy {
     }
 }
 
-/// The durable consumer's name for an agent's input.
-pub fn durable_name(agent: &AgentName, input: &InputSpec) -> String {
-    format!("{agent}-{}", input.name)
-}
-
 /// Creates the consumer, or updates it when its settings changed.
 pub async fn ensure_consumer(
     js: &jetstream::Context,
     agent: &AgentName,
-    input: &InputSpec,
+    input: &InputDef,
     policy: DeliveryPolicy,
 ) -> Result<jetstream::consumer::PullConsumer, RuntimeError> {
-    let name = durable_name(agent, input);
+    let name = input.durable(agent);
     let fail = |message: String| RuntimeError::Consumer { consumer: name.clone(), message };
     let Some(stream_kind) = input.filter.stream() else {
         return Err(fail(format!("{} is a core NATS subject; subscribe to it instead", input.filter)));

@@ -7,8 +7,9 @@
 //! typed redb layer ([`store`]). An agent binary is a few lines:
 //!
 //! ```no_run
-//! use agent_runtime::{AgentSpec, Context, HandleError, Handler, InputSpec, RuntimeArgs};
-//! use bus_schema::{subject, Inbound};
+//! use agent_runtime::{AgentSpec, Context, HandleError, Handler, RuntimeArgs};
+//! use bus_schema::fleet::InputDef;
+//! use bus_schema::{subject, AgentName, Inbound};
 //!
 //! #[derive(clap::Parser)]
 //! struct Cli {
@@ -26,10 +27,10 @@
 //! fn main() -> std::process::ExitCode {
 //!     let cli: Cli = agent_runtime::config::parse_args();
 //!     let spec = AgentSpec {
-//!         name: "echo".parse().unwrap(),
+//!         name: AgentName::from_static("echo"),
 //!         version: env!("CARGO_PKG_VERSION"),
 //!         description: "logs what it sees",
-//!         inputs: vec![InputSpec::new("events", subject::all_events())],
+//!         inputs: vec![InputDef::new("events", subject::all_events())],
 //!     };
 //!     agent_runtime::run_agent(spec, cli.runtime, |_agent| Ok(Echo))
 //! }
@@ -53,7 +54,6 @@ use std::process::ExitCode;
 
 pub use agent::{Agent, AgentSpec, RunSummary};
 pub use config::RuntimeArgs;
-pub use consumer::InputSpec;
 pub use error::RuntimeError;
 pub use handler::{Context, HandleError, Handler, InputMeta};
 pub use proof::{ProofDraft, ProofWriter};
