@@ -46,6 +46,16 @@ impl Timestamp {
         Duration::try_from(delta).unwrap_or(Duration::ZERO)
     }
 
+    /// The underlying `time` value (for APIs that take one, such as JetStream start times).
+    pub fn to_offset_date_time(self) -> OffsetDateTime {
+        self.0
+    }
+
+    /// This instant moved back by `d`, saturating at the start of representable time.
+    pub fn minus(self, d: Duration) -> Self {
+        Self(self.0.checked_sub(time_duration(d)).unwrap_or(self.0))
+    }
+
     /// The year, for range checks on inputs.
     pub fn year(self) -> i32 {
         self.0.year()

@@ -1,0 +1,133 @@
+//! `cnctl`, the operator's CLI.
+//!
+//! ```text
+//! cnctl publish deploy|metric|log|contract|onboard   publish an event or request (flags, --file or stdin)
+//! cnctl tail                                          follow the proof log, readable or --json
+//! cnctl proof verify                                  check every hash chain in CN_PROOF
+//! cnctl status                                        which agents are alive
+//! cnctl keygen                                        a governance signing key pair
+//! cnctl creds init | cnctl permissions                NATS users and their permissions
+//! ```
+//!
+//! Exit codes: 0 success, 1 a failed check (a broken chain, a missing agent) or an operation
+//! that failed, 64 bad usage.
+
+pub mod creds;
+pub mod keys;
+pub mod publish;
+pub mod status;
+pub mod tail;
+pub mod verify;
+
+use std::process::ExitCode;
+
+use agent_runtime::config::NatsArgs;
+use clap::{Parser, Subcommand};
+
+/// The operator's CLI for Chaos Negotiator.
+#[derive(Debug, Parser)]
+#[command(name = "cnctl", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish a deploy, metric or log event, a contract request or an onboarding request.
+    Publish {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(subcommand)]
+        event: publish::Event,
+    },
+    /// Follow the proof log (CN_PROOF), readable by default.
+    Tail {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        args: tail::TailArgs,
+    },
+    /// Work with the proof log.
+    Proof {
+        #[command(subcommand)]
+        command: ProofCommand,
+    },
+    /// Show which agents are alive (micro-service discovery and their status endpoints).
+    Status {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        args: status::StatusArgs,
+    },
+    /// Create a governance signing key pair: DIR/governance.key (secret) and DIR/governance.pub.
+    Keygen(keys::KeygenArgs),
+    /// NATS credentials for the fleet, the pipeline, the operator and the auditor.
+    Creds {
+        #[command(subcommand)]
+        command: creds::CredsCommand,
+    },
+    /// Print the NATS authorization block (users and permissions) rendered from the fleet table.
+    Permissions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProofCommand {
+    /// Check every chain in CN_PROOF and report the first break of each; exits 1 on a break.
+    Verify {
+        #[command(flatten)]
+        nats: NatsArgs,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure to report and exit 1.
+pub type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+pub fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Publish { nats, event } => publish::run(&nats, event).await,
+        Command::Tail { nats, args } => tail::run(&nats, args).await,
+        Command::Proof { command: ProofCommand::Verify { nats, json } } => verify::run(&nats, json).await,
+        Command::Status { nats, args } => status::run(&nats, args).await,
+        Command::Keygen(args) => keys::keygen(&args),
+        Command::Creds { command } => creds::run(command),
+        Command::Permissions => {
+            print!("{}", creds::render_permissions());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Connects as cnctl, failing fast (with a clear message) when NATS is not there.
+pub async fn connect(nats: &NatsArgs) -> Result<async_nats::Client, Failure> {
+    let credentials = nats.credentials()?;
+    let urls: Vec<String> = nats.url.iter().map(|u| u.clone().into_inner().to_string()).collect();
+    let mut options = async_nats::ConnectOptions::new().name("cnctl").connection_timeout(std::time::Duration::from_secs(5));
+    if let Some(c) = credentials {
+        options = options.user_and_password(c.user, c.password);
+    }
+    options
+        .connect(nats.url.as_slice())
+        .await
+        .map_err(|e| format!("cannot connect to NATS at {}: {e} (is the fleet up? set --nats-url / NATS_URL)", urls.join(",")).into())
+}

@@ -1,0 +1,223 @@
+//! `cnctl publish`: put an event or request on the bus the way a pipeline would.
+//!
+//! From flags (`cnctl publish metric --env prod --service api --crash-looping`), or from a JSON
+//! file or stdin (`--file event.json`, `--file -`). The payload is validated with the same rules
+//! the agents apply before it is sent, so a mistake is reported here, not as `event_rejected`.
+//! The `Nats-Msg-Id` is a hash of subject and payload: publishing the same event twice within
+//! the duplicate window stores it once.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent_runtime::config::NatsArgs;
+use agent_runtime::{Publisher, Trace};
+use bus_schema::codec::{Encoding, Limits, Payload, decode};
+use bus_schema::proof::ProofHash;
+use bus_schema::{
+    ContractRequest, DeployEvent, DeployStatus, Env, LogEvent, LogLevel, MetricSample, OnboardRequest, ServiceName, Subject, Timestamp, Variant,
+    subject,
+};
+
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub struct Source {
+    /// Read the JSON payload from this file (`-` for stdin) instead of flags.
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Environment, e.g. prod.
+    #[arg(long, required_unless_present = "file")]
+    pub env: Option<Env>,
+    /// Service, e.g. payments-api.
+    #[arg(long, required_unless_present = "file")]
+    pub service: Option<ServiceName>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Event {
+    /// A deploy event (cn.events.deploy.{env}.{service}).
+    Deploy {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, required_unless_present = "file")]
+        version: Option<String>,
+        #[arg(long)]
+        previous_version: Option<String>,
+        /// started, succeeded, failed or rolled_back.
+        #[arg(long, default_value = "succeeded")]
+        status: DeployStatus,
+        #[arg(long)]
+        commit_sha: Option<String>,
+        #[arg(long)]
+        deployment_id: Option<String>,
+    },
+    /// A metric sample (cn.events.metric.{env}.{service}); every measurement is optional.
+    Metric {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        target: Target,
+        /// Fraction of failed requests, 0..1.
+        #[arg(long)]
+        error_rate: Option<f64>,
+        #[arg(long)]
+        p95_ms: Option<f64>,
+        #[arg(long)]
+        p99_ms: Option<f64>,
+        #[arg(long)]
+        cpu: Option<f64>,
+        #[arg(long)]
+        memory: Option<f64>,
+        /// The service is crash looping (`--crash-looping false` for a recovered one).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+        crash_looping: Option<bool>,
+        #[arg(long)]
+        restarts: Option<u32>,
+        #[arg(long)]
+        qps: Option<f64>,
+        /// stable or canary.
+        #[arg(long)]
+        variant: Option<Variant>,
+    },
+    /// A log event (cn.events.log.{env}.{service}).
+    Log {
+        #[command(flatten)]
+        source: Source,
+        #[command(flatten)]
+        target: Target,
+        /// trace, debug, info, warn, error or fatal.
+        #[arg(long, default_value = "error")]
+        level: LogLevel,
+        #[arg(long, required_unless_present = "file")]
+        message: Option<String>,
+    },
+    /// A contract request from a JSON file or stdin (cn.requests.contract.{env}.{service}).
+    Contract {
+        /// The request as JSON (`-` for stdin).
+        file: PathBuf,
+    },
+    /// An onboarding request (cn.requests.onboard.{env}).
+    Onboard {
+        #[command(flatten)]
+        source: Source,
+        #[arg(long, required_unless_present = "file")]
+        app: Option<String>,
+        #[arg(long, required_unless_present = "file")]
+        repo: Option<String>,
+        /// backend, frontend, worker, job or static.
+        #[arg(long, required_unless_present = "file")]
+        runtime: Option<String>,
+        #[arg(long, required_unless_present = "file")]
+        env: Option<Env>,
+    },
+}
+
+fn read_json<P: Payload>(path: &PathBuf) -> Result<P, Failure> {
+    let mut bytes = Vec::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).map_err(|e| format!("cannot read stdin: {e}"))?;
+    } else {
+        bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    }
+    Ok(decode(Encoding::Json, &bytes, &Limits::DEFAULT).map_err(|e| format!("{}: {e}", path.display()))?)
+}
+
+fn need<T>(value: Option<T>, flag: &str) -> Result<T, Failure> {
+    value.ok_or_else(|| format!("{flag} is required without --file").into())
+}
+
+pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
+    let now = Timestamp::now();
+    match event {
+        Event::Deploy { source, target, version, previous_version, status, commit_sha, deployment_id } => {
+            let e = match source.file {
+                Some(f) => read_json::<DeployEvent>(&f)?,
+                None => DeployEvent {
+                    service: need(target.service, "--service")?,
+                    env: need(target.env, "--env")?,
+                    version: need(version, "--version")?,
+                    previous_version,
+                    commit_sha,
+                    status,
+                    timestamp: now,
+                    deployment_id,
+                },
+            };
+            send(nats, &subject::DEPLOY_EVENTS.subject(&e.env, &e.service), &e, "deploy event").await
+        }
+        Event::Metric { source, target, error_rate, p95_ms, p99_ms, cpu, memory, crash_looping, restarts, qps, variant } => {
+            let m = match source.file {
+                Some(f) => read_json::<MetricSample>(&f)?,
+                None => MetricSample {
+                    service: need(target.service, "--service")?,
+                    env: need(target.env, "--env")?,
+                    error_rate,
+                    p95_latency_ms: p95_ms,
+                    p99_latency_ms: p99_ms,
+                    cpu_percent: cpu,
+                    memory_percent: memory,
+                    crash_looping,
+                    restarts,
+                    qps,
+                    variant,
+                    timestamp: now,
+                    source: Some("cnctl".to_owned()),
+                },
+            };
+            send(nats, &subject::METRIC_EVENTS.subject(&m.env, &m.service), &m, "metric sample").await
+        }
+        Event::Log { source, target, level, message } => {
+            let l = match source.file {
+                Some(f) => read_json::<LogEvent>(&f)?,
+                None => LogEvent {
+                    service: need(target.service, "--service")?,
+                    env: need(target.env, "--env")?,
+                    level,
+                    message: need(message, "--message")?,
+                    timestamp: now,
+                    source: Some("cnctl".to_owned()),
+                },
+            };
+            send(nats, &subject::LOG_EVENTS.subject(&l.env, &l.service), &l, "log event").await
+        }
+        Event::Contract { file } => {
+            let r = read_json::<ContractRequest>(&file)?;
+            send(nats, &subject::CONTRACT_REQUESTS.subject(&r.env, &r.service), &r, "contract request").await
+        }
+        Event::Onboard { source, app, repo, runtime, env } => {
+            let r = match source.file {
+                Some(f) => read_json::<OnboardRequest>(&f)?,
+                None => OnboardRequest {
+                    app_name: need(app, "--app")?,
+                    repo_url: need(repo, "--repo")?,
+                    runtime: need(runtime, "--runtime")?,
+                    env: need(env, "--env")?,
+                },
+            };
+            send(nats, &subject::ONBOARD_REQUESTS.subject(&r.env), &r, "onboarding request").await
+        }
+    }
+}
+
+async fn send<P: Payload>(nats: &NatsArgs, subject: &Subject<P>, payload: &P, what: &str) -> Result<ExitCode, Failure> {
+    payload.validate().map_err(|e| format!("not published: {e}"))?;
+    let bytes = bus_schema::codec::encode(payload)?;
+    let id = format!("cnctl:{}", &ProofHash::of(&[subject.as_str().as_bytes(), b"\0", &bytes].concat()).to_hex()[..32]);
+    let client = crate::connect(nats).await?;
+    let publisher = Publisher::new(client.clone(), async_nats::jetstream::new(client));
+    let trace = Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id };
+    let published = publisher.publish(subject, payload, &trace).await?;
+    if published.duplicate {
+        println!("{what} on {subject} was already published (stream seq {}); not stored again", published.stream_seq);
+    } else {
+        println!("published {what} on {subject} (stream seq {})", published.stream_seq);
+    }
+    Ok(ExitCode::SUCCESS)
+}
