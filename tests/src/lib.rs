@@ -4,11 +4,12 @@
 //! temporary JetStream store and a scenario config, and the server is killed when the
 //! [`NatsServer`] is dropped.
 
+pub mod fleet;
 mod nats_server;
 pub mod probe;
 pub mod proof_log;
 
-pub use nats_server::NatsServer;
+pub use nats_server::{NatsServer, Setup};
 
 use std::future::Future;
 use std::path::Path;

@@ -13,19 +13,33 @@ pub struct NatsServer {
     child: Option<Child>,
     dir: TempDir,
     port: u16,
-    extra_config: String,
+    setup: Setup,
+}
+
+/// What a scenario adds to the base config (JetStream on a random port).
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// Appended to the config file.
+    pub extra_config: String,
+    /// Files written next to the config (for `include`).
+    pub files: Vec<(String, String)>,
+    /// Environment of the server process (for `$VAR` references in the config).
+    pub env: Vec<(String, String)>,
 }
 
 impl NatsServer {
     /// A server with JetStream and no authorization.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with("")
+        Self::start_with(Setup::default())
     }
 
-    /// A server with JetStream plus `extra_config` (accounts, authorization, limits…).
-    pub fn start_with(extra_config: &str) -> anyhow::Result<Self> {
+    /// A server with JetStream plus a scenario's config, files and environment.
+    pub fn start_with(setup: Setup) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cn-nats-").tempdir().context("creating a temp dir")?;
-        let mut server = Self { child: None, dir, port: 0, extra_config: extra_config.to_owned() };
+        for (name, contents) in &setup.files {
+            std::fs::write(dir.path().join(name), contents)?;
+        }
+        let mut server = Self { child: None, dir, port: 0, setup };
         server.launch()?;
         Ok(server)
     }
@@ -55,7 +69,7 @@ impl NatsServer {
             "listen: \"127.0.0.1:{listen}\"\nports_file_dir: \"{ports}\"\nmax_payload: 1MB\njetstream {{\n  store_dir: \"{store}\"\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n{extra}\n",
             ports = ports_dir.display(),
             store = self.dir.path().join("js").display(),
-            extra = self.extra_config,
+            extra = self.setup.extra_config,
         );
         let conf_path = self.dir.path().join("server.conf");
         std::fs::write(&conf_path, conf)?;
@@ -63,6 +77,7 @@ impl NatsServer {
         let child = Command::new(Self::binary()?)
             .arg("-c")
             .arg(&conf_path)
+            .envs(self.setup.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -124,7 +139,7 @@ impl NatsServer {
         self.launch()
     }
 
-    /// A client connected as `user`, or without credentials.
+    /// A client without credentials.
     pub async fn client(&self) -> anyhow::Result<async_nats::Client> {
         async_nats::connect(self.url()).await.context("connecting to the test nats-server")
     }

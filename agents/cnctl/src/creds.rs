@@ -82,11 +82,12 @@ pub fn init(dir: &Path) -> Result<usize, Failure> {
     Ok(created)
 }
 
-/// 32 random bytes as hex: safe in a NATS config and a shell.
+/// 32 random bytes as hex, behind a letter: nats-server parses a `$VAR` value that starts
+/// with a digit as a number, so every password starts with `cn`.
 fn new_password() -> Result<String, Failure> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| format!("the operating system's random source failed: {e}"))?;
-    Ok(bus_schema::hex::encode(&bytes))
+    Ok(format!("cn{}", bus_schema::hex::encode(&bytes)))
 }
 
 fn list(items: &[String]) -> String {

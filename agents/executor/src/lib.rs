@@ -105,7 +105,6 @@ impl Executor {
     }
 
     async fn publish(&self, ctx: &mut Context<'_>, r: &ExecutionResult) -> Result<(), HandleError> {
-        ctx.publish(&subject::EXECUTED.subject(&r.env, &r.service), r).await?;
         let kind = match r.status {
             ExecutionStatus::Executed => ProofKind::ActionExecuted,
             ExecutionStatus::Failed => ProofKind::ActionFailed,
@@ -120,7 +119,9 @@ impl Executor {
         if let Some(code) = r.refusal {
             draft = draft.reason(code.as_str());
         }
+        // The record first, so the proof log reads in causal order.
         ctx.prove(draft).await?;
+        ctx.publish(&subject::EXECUTED.subject(&r.env, &r.service), r).await?;
         Ok(())
     }
 

@@ -136,23 +136,24 @@ impl Governance {
             }
         };
         match &decided {
+            // Each record goes first, so the proof log reads in causal order.
             Decided::Approved(a) => {
-                ctx.publish(&subject::APPROVED.subject(&p.env, &p.service), a).await?;
                 ctx.prove(record(ProofKind::ActionApproved).detail(json!({
                     "approval_id": a.claims.approval_id, "expires_at": a.claims.expires_at,
                     "key_id": a.key_id, "approved_by": a.claims.approved_by, "confidence": p.confidence,
                 })))
                 .await?;
+                ctx.publish(&subject::APPROVED.subject(&p.env, &p.service), a).await?;
             }
             Decided::Refused(r) => {
-                ctx.publish(&subject::REFUSED.subject(&p.env, &p.service), r).await?;
                 let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or(json!(r.detail));
                 ctx.prove(record(ProofKind::ActionRefused).reason(r.reason.as_str()).detail(detail)).await?;
+                ctx.publish(&subject::REFUSED.subject(&p.env, &p.service), r).await?;
             }
             Decided::Pending(pa) => {
-                ctx.publish(&subject::PENDING.subject(&p.env, &p.service), pa).await?;
                 let detail = json!({"why": pa.reason, "expires_at": pa.expires_at});
                 ctx.prove(record(ProofKind::ActionPendingApproval).reason(ReasonCode::ApprovalRequired.as_str()).detail(detail)).await?;
+                ctx.publish(&subject::PENDING.subject(&p.env, &p.service), pa).await?;
             }
         }
         if fresh {

@@ -58,7 +58,6 @@ impl Detector {
 
     async fn publish(&mut self, ctx: &mut Context<'_>, incidents: Vec<Incident>) -> Result<(), HandleError> {
         for incident in &incidents {
-            ctx.publish(&subject::INCIDENTS.subject(&incident.env, &incident.service), incident).await?;
             let kind = match incident.status {
                 IncidentStatus::Resolved => ProofKind::IncidentResolved,
                 IncidentStatus::Updated => ProofKind::IncidentUpdated,
@@ -71,7 +70,9 @@ impl Detector {
                 "evidence": incident.evidence.iter().map(|e| json!({"signal": e.signal, "value": e.value, "threshold": e.threshold})).collect::<Vec<_>>(),
                 "time_to_recover_s": incident.time_to_recover_s,
             }));
+            // The record first, so the proof log reads in causal order.
             ctx.prove(draft).await?;
+            ctx.publish(&subject::INCIDENTS.subject(&incident.env, &incident.service), incident).await?;
         }
         // Outputs are stored; now the state may move on.
         for incident in incidents {

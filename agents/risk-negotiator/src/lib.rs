@@ -34,7 +34,6 @@ impl Handler for Negotiator {
     async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
         let Inbound::ContractRequest(req) = input else { return Ok(()) };
         let contract = draft::draft(&req, &ctx.meta().input_id.clone(), Timestamp::now());
-        ctx.publish(&subject::CONTRACTS.subject(&contract.env, &contract.service), &contract).await?;
         let draft = ProofDraft::new(ProofKind::ContractDrafted).scope(&contract.env, &contract.service).detail(json!({
             "contract_id": contract.contract_id,
             "deployment_id": contract.deployment_id,
@@ -45,6 +44,7 @@ impl Handler for Negotiator {
             "canary_stages": contract.canary.iter().map(|s| s.weight_percent).collect::<Vec<_>>(),
         }));
         ctx.prove(draft).await?;
+        ctx.publish(&subject::CONTRACTS.subject(&contract.env, &contract.service), &contract).await?;
         Ok(())
     }
 }

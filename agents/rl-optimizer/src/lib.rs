@@ -36,7 +36,6 @@ impl Handler for Optimizer {
             return Ok(());
         }
         let proposal = prior::propose(&incident, &NAME, Timestamp::now());
-        ctx.publish(&subject::PROPOSED.subject(&proposal.env, &proposal.service), &proposal).await?;
         let draft = ProofDraft::new(ProofKind::ActionProposed)
             .scope(&proposal.env, &proposal.service)
             .action(&proposal.action)
@@ -44,6 +43,7 @@ impl Handler for Optimizer {
             .incident(incident.incident_id)
             .detail(json!({"confidence": proposal.confidence, "explanation": proposal.explanation, "incident_kind": incident.kind}));
         ctx.prove(draft).await?;
+        ctx.publish(&subject::PROPOSED.subject(&proposal.env, &proposal.service), &proposal).await?;
         Ok(())
     }
 }

@@ -1,0 +1,211 @@
+//! The fleet end to end: real agent binaries, a nats-server with the project's permissions,
+//! events published the way a pipeline does (`nats pub` with JSON), assertions on the proof log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
+use std::time::Duration;
+
+use bus_schema::approval::ApprovalSigner;
+use bus_schema::proof::{ProofKind, ProofRecord};
+use bus_schema::{Action, ActionParams, ApprovalClaims, Timestamp, Uuid, subject};
+use cn_tests::fleet::Fleet;
+use cn_tests::proof_log::{StoredRecord, of_kind};
+use serde_json::{Value, json};
+
+/// Publishes JSON as the pipeline user, exactly like `nats pub SUBJECT 'JSON'`.
+async fn pipeline_pub(fleet: &Fleet, subject: &str, body: Value) {
+    let client = fleet.client_as("pipeline").await.unwrap();
+    client.publish(subject.to_owned(), body.to_string().into()).await.unwrap();
+    client.flush().await.unwrap();
+}
+
+fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+fn deploy(env: &str, service: &str, version: &str, previous: Option<&str>, status: &str) -> Value {
+    json!({"service": service, "env": env, "version": version, "previous_version": previous, "status": status, "timestamp": now()})
+}
+
+fn crash(env: &str, service: &str, looping: bool) -> Value {
+    json!({"service": service, "env": env, "crash_looping": looping, "restarts": 4, "timestamp": now()})
+}
+
+fn for_service<'a>(records: &'a [StoredRecord], kind: ProofKind, service: &str) -> Vec<ProofRecord> {
+    of_kind(records, kind).into_iter().filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service)).collect()
+}
+
+fn position(records: &[StoredRecord], kind: ProofKind, service: &str) -> usize {
+    records
+        .iter()
+        .position(|r| r.record.as_ref().is_some_and(|r| r.kind == kind && r.service.as_ref().is_some_and(|s| s.as_str() == service)))
+        .unwrap_or_else(|| panic!("no {kind} for {service}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_stage_is_detected_restarted_and_executed_and_a_second_restart_is_held_by_the_cooldown() {
+    let fleet = Fleet::start().await.unwrap();
+    pipeline_pub(&fleet, "cn.events.deploy.stage.payments-api", deploy("stage", "payments-api", "1.15.0", Some("1.14.2"), "succeeded")).await;
+    pipeline_pub(&fleet, "cn.events.metric.stage.payments-api", crash("stage", "payments-api", true)).await;
+
+    let records = fleet
+        .records_until("the restart to be executed", |r| !for_service(r, ProofKind::ActionExecuted, "payments-api").is_empty())
+        .await
+        .unwrap();
+    let chain = [ProofKind::IncidentOpened, ProofKind::ActionProposed, ProofKind::ActionApproved, ProofKind::ActionExecuted];
+    let positions: Vec<usize> = chain.iter().map(|k| position(&records, *k, "payments-api")).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order: {positions:?}");
+    let flow: Vec<ProofRecord> = chain.iter().map(|k| for_service(&records, *k, "payments-api").remove(0)).collect();
+    let correlation = flow[0].correlation_id.clone().unwrap();
+    assert!(flow.iter().all(|r| r.correlation_id.as_deref() == Some(correlation.as_str())), "one correlation id: {flow:#?}");
+    assert_eq!(flow[1].action, Some(Action::Restart));
+    assert_eq!(flow[3].detail["backend"], "dry_run");
+    assert_eq!(flow[0].incident_id, flow[3].incident_id);
+
+    // Recovery resolves the incident; a new crash within 60 s gets a restart proposal that the
+    // cooldown holds back.
+    pipeline_pub(&fleet, "cn.events.metric.stage.payments-api", crash("stage", "payments-api", false)).await;
+    pipeline_pub(&fleet, "cn.events.metric.stage.payments-api", crash("stage", "payments-api", true)).await;
+    let records = fleet
+        .records_until("the second restart to be refused", |r| !for_service(r, ProofKind::ActionRefused, "payments-api").is_empty())
+        .await
+        .unwrap();
+    assert_eq!(for_service(&records, ProofKind::IncidentResolved, "payments-api").len(), 1);
+    let refused = for_service(&records, ProofKind::ActionRefused, "payments-api");
+    assert_eq!(refused[0].reason.as_deref(), Some("cooldown_active"));
+    assert_eq!(refused[0].action, Some(Action::Restart));
+    assert!(refused[0].detail["remaining_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(for_service(&records, ProofKind::ActionExecuted, "payments-api").len(), 1, "executed once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prod_rollback_waits_for_a_human_and_is_never_executed() {
+    let fleet = Fleet::start().await.unwrap();
+    pipeline_pub(&fleet, "cn.events.deploy.prod.checkout", deploy("prod", "checkout", "1.14.2", None, "succeeded")).await;
+    pipeline_pub(&fleet, "cn.events.deploy.prod.checkout", deploy("prod", "checkout", "1.15.0", Some("1.14.2"), "failed")).await;
+    let records = fleet
+        .records_until("the rollback to be held for a human", |r| !for_service(r, ProofKind::ActionPendingApproval, "checkout").is_empty())
+        .await
+        .unwrap();
+    let pending = for_service(&records, ProofKind::ActionPendingApproval, "checkout").remove(0);
+    assert_eq!(pending.action, Some(Action::Rollback));
+    assert_eq!(pending.reason.as_deref(), Some("approval_required"));
+    assert_eq!(for_service(&records, ProofKind::IncidentOpened, "checkout")[0].detail["kind"], "deploy_failed");
+    // Give the fleet time to do something wrong, then check it did not.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let records = fleet.records().await.unwrap();
+    assert!(for_service(&records, ProofKind::ActionApproved, "checkout").is_empty());
+    assert!(for_service(&records, ProofKind::ActionExecuted, "checkout").is_empty());
+}
+
+fn forged_claims(service: &str) -> ApprovalClaims {
+    let now = Timestamp::now();
+    ApprovalClaims {
+        approval_id: Uuid::from_u128(42),
+        proposal_id: Uuid::from_u128(43),
+        proposal_hash: "00".repeat(32),
+        incident_id: None,
+        env: "stage".parse().unwrap(),
+        service: service.parse().unwrap(),
+        action: Action::Restart,
+        params: ActionParams::default(),
+        approved_by: "policy".into(),
+        issued_at: now,
+        expires_at: now.plus(Duration::from_secs(300)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_real_governance_signatures_are_executed_and_only_governance_can_publish_approvals() {
+    let fleet = Fleet::start().await.unwrap();
+
+    // Someone holding governance's NATS credentials, but not its key, forges an approval.
+    let impostor = ApprovalSigner::generate().unwrap();
+    let mut forged = impostor.sign(forged_claims("ledger"));
+    forged.key_id = "0000000000000000".into();
+    let gov = fleet.client_as("governance-gate").await.unwrap();
+    let js = async_nats::jetstream::new(gov);
+    let out = bus_schema::codec::Outgoing::new(&subject::APPROVED.subject(&forged.claims.env, &forged.claims.service), &forged).unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/msgpack");
+    js.publish_with_headers(out.subject, headers, out.payload.into()).await.unwrap().await.unwrap();
+
+    let records = fleet
+        .records_until("the forged approval to be refused", |r| !for_service(r, ProofKind::ExecutionRefused, "ledger").is_empty())
+        .await
+        .unwrap();
+    let refused = for_service(&records, ProofKind::ExecutionRefused, "ledger").remove(0);
+    assert_eq!(refused.reason.as_deref(), Some("bad_signature"));
+    assert!(for_service(&records, ProofKind::ActionExecuted, "ledger").is_empty());
+
+    // The pipeline user may not publish approvals at all: the server drops the message and
+    // tells the client so, asynchronously.
+    let (tx, mut violations) = tokio::sync::mpsc::unbounded_channel();
+    let password = std::fs::read_to_string(fleet.password_file("pipeline")).unwrap().trim().to_owned();
+    let pipeline = async_nats::ConnectOptions::with_user_and_password("pipeline".into(), password)
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(fleet.server.url())
+        .await
+        .unwrap();
+    let signer_for_real = impostor.sign(forged_claims("vault"));
+    let out = bus_schema::codec::Outgoing::new(&subject::APPROVED.subject(&signer_for_real.claims.env, &signer_for_real.claims.service), &signer_for_real).unwrap();
+    pipeline.publish(out.subject.clone(), out.payload.into()).await.unwrap();
+    pipeline.flush().await.unwrap();
+    let violation = tokio::time::timeout(Duration::from_secs(5), violations.recv()).await.unwrap().unwrap();
+    assert!(violation.to_lowercase().contains("permissions violation"), "{violation}");
+    assert!(violation.contains("cn.actions.approved.stage.vault"), "{violation}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let records = fleet.records().await.unwrap();
+    assert!(for_service(&records, ProofKind::ExecutionRefused, "vault").is_empty(), "the executor never saw it");
+    assert!(for_service(&records, ProofKind::ActionExecuted, "vault").is_empty());
+    let operator = async_nats::jetstream::new(fleet.client_as("operator").await.unwrap());
+    let work = operator.get_stream("CN_WORK").await.unwrap();
+    assert!(work.get_last_raw_message_by_subject(&out.subject).await.is_err(), "nothing stored on {}", out.subject);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chains_verify_after_restarts() {
+    let mut fleet = Fleet::start().await.unwrap();
+    let client = fleet.client_as("pipeline").await.unwrap();
+    client.publish("cn.events.metric.stage.search", "{\"service\": \"search\", oops".into()).await.unwrap();
+    client.publish("cn.events.metric.stage.search.v2", crash("stage", "search", true).to_string().into()).await.unwrap();
+    client.flush().await.unwrap();
+    pipeline_pub(&fleet, "cn.events.deploy.stage.search", deploy("stage", "search", "3.0.0", None, "succeeded")).await;
+    pipeline_pub(&fleet, "cn.events.metric.stage.search", crash("stage", "search", true)).await;
+    let records = fleet
+        .records_until("the good event's incident", |r| !for_service(r, ProofKind::IncidentOpened, "search").is_empty())
+        .await
+        .unwrap();
+    let rejected: Vec<ProofRecord> =
+        of_kind(&records, ProofKind::EventRejected).into_iter().filter(|r| r.agent.as_str() == "issue-detector").collect();
+    let reasons: Vec<&str> = rejected.iter().filter_map(|r| r.reason.as_deref()).collect();
+    assert_eq!(reasons, vec!["malformed", "invalid_subject"]);
+    assert!(rejected[1].detail["error"].as_str().unwrap().contains("a token may not contain '.'"));
+
+    // Restart two agents mid-run and crash a third; every chain still verifies.
+    fleet.agent("governance-gate").unwrap().restart().unwrap();
+    fleet.agent("issue-detector").unwrap().kill9();
+    fleet.agent("issue-detector").unwrap().restart().unwrap();
+    fleet.agent("executor").unwrap().restart().unwrap();
+    fleet
+        .records_until("the restarted agents to start", |r| of_kind(r, ProofKind::AgentStarted).len() >= 9)
+        .await
+        .unwrap();
+    let cnctl = cn_tests::fleet::binary("cnctl").unwrap();
+    let out = std::process::Command::new(cnctl)
+        .args(["proof", "verify", "--nats-url", &fleet.server.url(), "--nats-user", "auditor", "--nats-password-file"])
+        .arg(fleet.password_file("auditor"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("every chain is intact"), "{stdout}");
+    assert!(stdout.contains("cn.proof.issue-detector.0"), "{stdout}");
+}
