@@ -31,7 +31,7 @@ fn crash(env: &str, service: &str, looping: bool) -> Value {
     json!({"service": service, "env": env, "crash_looping": looping, "restarts": 4, "timestamp": now()})
 }
 
-fn for_service<'a>(records: &'a [StoredRecord], kind: ProofKind, service: &str) -> Vec<ProofRecord> {
+fn for_service(records: &[StoredRecord], kind: ProofKind, service: &str) -> Vec<ProofRecord> {
     of_kind(records, kind).into_iter().filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service)).collect()
 }
 
