@@ -1,0 +1,94 @@
+//! scripts/up and scripts/down as a user runs them (with the debug build scripts/test made):
+//! the fleet comes up on the chosen port and data dir, handles an event, and stops cleanly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bus_schema::proof::ProofKind;
+use cn_tests::proof_log;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// A port whose monitoring port (+4000) is also free.
+fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if port < 60000 && std::net::TcpListener::bind(("127.0.0.1", port + 4000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn script(name: &str, args: &[&str], port: u16, data: &Path) -> Output {
+    Command::new(repo().join("scripts").join(name))
+        .args(args)
+        .env("CN_NATS_PORT", port.to_string())
+        .env("CN_DATA_DIR", data)
+        .env("CN_BUILD_PROFILE", "debug")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_the_fleet_and_down_stops_it() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let up = script("up", &["-d", "--no-build"], port, data.path());
+    let stdout = String::from_utf8_lossy(&up.stdout);
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    let guard = scopeguard(port, data.path());
+    assert!(up.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("nats://127.0.0.1:{port}")), "{stdout}");
+    assert!(stdout.contains("creds/<user>.password"), "{stdout}");
+    for agent in ["deploy-agent", "issue-detector", "risk-negotiator", "rl-optimizer", "governance-gate", "executor"] {
+        assert!(stdout.contains(agent), "{agent} missing from status:\n{stdout}");
+    }
+
+    // A pipeline publishes with its credentials; the flow runs.
+    let password = std::fs::read_to_string(data.path().join("creds/pipeline.password")).unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let client = async_nats::ConnectOptions::with_user_and_password("pipeline".into(), password.trim().into()).connect(&url).await.unwrap();
+    let deploy = serde_json::json!({"service":"web","env":"dev","version":"2.0.0","status":"succeeded","timestamp":bus_schema::Timestamp::now().to_string()});
+    client.publish("cn.events.deploy.dev.web", deploy.to_string().into()).await.unwrap();
+    let crash = serde_json::json!({"service":"web","env":"dev","crash_looping":true,"timestamp":bus_schema::Timestamp::now().to_string()});
+    client.publish("cn.events.metric.dev.web", crash.to_string().into()).await.unwrap();
+    client.flush().await.unwrap();
+    let operator_pw = std::fs::read_to_string(data.path().join("creds/operator.password")).unwrap();
+    let operator = async_nats::ConnectOptions::with_user_and_password("operator".into(), operator_pw.trim().into()).connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(operator);
+    cn_tests::eventually(std::time::Duration::from_secs(20), "the restart to be executed", || async {
+        let records = proof_log::read_all(&js).await?;
+        Ok((!proof_log::of_kind(&records, ProofKind::ActionExecuted).is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // A second up on the same data dir refuses instead of starting a second fleet.
+    let again = script("up", &["-d", "--no-build"], port, data.path());
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+
+    drop(guard);
+    let run = data.path().join("run");
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0, "every pid file is gone");
+    let logs = std::fs::read_to_string(data.path().join("logs/executor.log")).unwrap();
+    assert!(logs.contains("stopped processed=1"), "{logs}");
+}
+
+/// Runs scripts/down when dropped, so a failing test does not leave a fleet behind.
+struct Down(u16, PathBuf);
+
+fn scopeguard(port: u16, data: &Path) -> Down {
+    Down(port, data.to_owned())
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let out = script("down", &[], self.0, &self.1);
+        assert!(out.status.success() || std::thread::panicking(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
