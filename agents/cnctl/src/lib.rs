@@ -7,11 +7,13 @@
 //! cnctl status                                        which agents are alive
 //! cnctl keygen                                        a governance signing key pair
 //! cnctl creds init | cnctl permissions                NATS users and their permissions
+//! cnctl bench                                         latency and ingest figures of a running fleet
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failed check (a broken chain, a missing agent) or an operation
 //! that failed, 64 bad usage.
 
+pub mod bench;
 pub mod creds;
 pub mod keys;
 pub mod publish;
@@ -69,6 +71,13 @@ pub enum Command {
     },
     /// Print the NATS authorization block (users and permissions) rendered from the fleet table.
     Permissions,
+    /// Measure a running fleet (incident-to-execution latency, metric ingest rate) and print JSON.
+    Bench {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        args: bench::BenchArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +120,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Status { nats, args } => status::run(&nats, args).await,
         Command::Keygen(args) => keys::keygen(&args),
         Command::Creds { command } => creds::run(command),
+        Command::Bench { nats, args } => bench::run(&nats, args).await,
         Command::Permissions => {
             print!("{}", creds::render_permissions());
             Ok(ExitCode::SUCCESS)

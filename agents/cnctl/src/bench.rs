@@ -1,0 +1,157 @@
+//! `cnctl bench`: measure a running fleet and print JSON.
+//!
+//! - **latency**: for each of `--services` services in `dev`, a deploy then a crash-looping
+//!   metric; the time from publishing the metric to the executor's result on
+//!   `cn.actions.executed.dev.{service}` (detector → optimizer → governance → executor, each hop
+//!   a JetStream publish and an ack). Metrics are sent one at a time, so this is the latency of
+//!   an idle fleet, not under load.
+//! - **ingest**: `--samples` healthy metric samples published as fast as JetStream acks them;
+//!   the rate is samples divided by the time from the first publish until the detector's
+//!   consumer has nothing pending or unacked.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use agent_runtime::config::NatsArgs;
+use async_nats::jetstream;
+use bus_schema::codec::{Encoding, Limits, decode};
+use bus_schema::{ExecutionResult, Timestamp};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::Failure;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Services for the latency run (one crash each).
+    #[arg(long, default_value_t = 100)]
+    pub services: usize,
+    /// Metric samples for the ingest run.
+    #[arg(long, default_value_t = 20_000)]
+    pub samples: usize,
+    /// Prefix of the benchmark's service names, so runs do not collide.
+    #[arg(long, default_value = "bench")]
+    pub prefix: String,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+async fn latency(client: &async_nats::Client, js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json::Value, Failure> {
+    let mut results = client.subscribe("cn.actions.executed.dev.>").await?;
+    for i in 0..args.services {
+        let service = format!("{}-{i}", args.prefix);
+        let deploy = json!({"service": service, "env": "dev", "version": "1.0.0", "status": "succeeded", "timestamp": Timestamp::now().to_string()});
+        js.publish(format!("cn.events.deploy.dev.{service}"), deploy.to_string().into()).await?.await?;
+    }
+    let mut latencies = Vec::with_capacity(args.services);
+    let mut timeouts = 0;
+    for i in 0..args.services {
+        let service = format!("{}-{i}", args.prefix);
+        let crash = json!({"service": service, "env": "dev", "crash_looping": true, "timestamp": Timestamp::now().to_string()});
+        let start = Instant::now();
+        client.publish(format!("cn.events.metric.dev.{service}"), crash.to_string().into()).await?;
+        client.flush().await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, results.next()).await {
+                Ok(Some(msg)) => {
+                    let Ok(r) = decode::<ExecutionResult>(Encoding::MsgPack, &msg.payload, &Limits::DEFAULT) else { continue };
+                    if r.service.as_str() == service {
+                        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+                        break;
+                    }
+                }
+                _ => {
+                    timeouts += 1;
+                    break;
+                }
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    Ok(json!({
+        "what": "crash metric published -> execution result received",
+        "samples": latencies.len(),
+        "timeouts": timeouts,
+        "p50_ms": round(percentile(&latencies, 50.0)),
+        "p99_ms": round(percentile(&latencies, 99.0)),
+        "max_ms": round(latencies.last().copied().unwrap_or(f64::NAN)),
+    }))
+}
+
+async fn ingest(js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json::Value, Failure> {
+    let consumer_of = |js: jetstream::Context| async move {
+        let stream = js.get_stream("CN_EVENTS").await?;
+        let info = stream.consumer_info("issue-detector-events").await?;
+        Ok::<_, Failure>((info.num_pending, info.num_ack_pending))
+    };
+    let start = Instant::now();
+    let mut acks = Vec::with_capacity(256);
+    let services: Vec<String> = (0..10).map(|i| format!("{}-ingest-{i}", args.prefix)).collect();
+    for n in 0..args.samples {
+        let service = &services[n % services.len()];
+        let ts = Timestamp::now();
+        let sample = json!({"service": service, "env": "dev", "error_rate": 0.001, "p95_latency_ms": 120, "cpu_percent": 35, "timestamp": ts.to_string()});
+        acks.push(js.publish(format!("cn.events.metric.dev.{service}"), sample.to_string().into()).await?);
+        if acks.len() == 256 {
+            for a in acks.drain(..) {
+                a.await?;
+            }
+        }
+    }
+    for a in acks.drain(..) {
+        a.await?;
+    }
+    let published = start.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (pending, unacked) = consumer_of(js.clone()).await?;
+        if pending == 0 && unacked == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the detector did not drain within 10 minutes ({pending} pending)").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let total = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "what": "healthy metric samples published and fully processed (acked) by the issue detector",
+        "samples": args.samples,
+        "publish_seconds": round(published),
+        "seconds": round(total),
+        "rate_per_s": round(args.samples as f64 / total),
+    }))
+}
+
+pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> {
+    let client = crate::connect(nats).await?;
+    let js = jetstream::new(client.clone());
+    let latency = latency(&client, &js, &args).await?;
+    let ingest = ingest(&js, &args).await?;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let report = json!({"machine": {"cpus": cpus, "os": std::env::consts::OS}, "incident_to_execution": latency, "metric_ingest": ingest});
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(super::percentile(&v, 50.0), 50.0);
+        assert_eq!(super::percentile(&v, 99.0), 99.0);
+        assert_eq!(super::percentile(&[7.0], 99.0), 7.0);
+    }
+}
