@@ -105,6 +105,9 @@ payload!(AgentStatus, "cn.v1.agent_status", Json, |p| Scope::Agent {
 });
 payload!(ProofRecord, "cn.v1.proof", Json, |p| Scope::Agent { agent: &p.agent, instance: &p.instance });
 
+/// How deeply a MessagePack payload may nest (JSON is limited to 128 by serde_json).
+pub const MAX_DEPTH: usize = 32;
+
 /// Decoding limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -202,6 +205,8 @@ pub fn decode<P: Payload>(encoding: Encoding, bytes: &[u8], limits: &Limits) -> 
         }
         Encoding::MsgPack => {
             let mut de = rmp_serde::Deserializer::new(bytes);
+            // Our payloads nest a few levels; deep nesting is an attack on the stack.
+            de.set_max_depth(MAX_DEPTH);
             let value = serde_path_to_error::deserialize(&mut de).map_err(msgpack_error)?;
             let trailing = de.into_inner().len();
             if trailing > 0 {

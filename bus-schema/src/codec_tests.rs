@@ -310,6 +310,26 @@ proptest! {
 }
 
 #[test]
+fn deeply_nested_input_is_rejected_not_a_crash() {
+    // An unknown field holding 5000 nested arrays (MessagePack: 0x91 = array of one).
+    let mut body = vec![0x82]; // map of 2
+    body.extend(rmp_serde::to_vec(&"service").unwrap());
+    body.extend(rmp_serde::to_vec(&"api").unwrap());
+    body.extend(rmp_serde::to_vec(&"junk").unwrap());
+    body.extend(std::iter::repeat_n(0x91, 5000));
+    body.push(0xc0);
+    let err = decode_inbound(METRIC_SUBJECT, Some("application/msgpack"), &body, &Limits::DEFAULT).unwrap_err();
+    assert_eq!(err.reason(), RejectReason::Malformed, "{err}");
+    // serde_json skips unknown values without recursing and caps nesting of known ones at 128.
+    let json = format!("{{\"junk\": {}{}}}", "[".repeat(5000), "]".repeat(5000));
+    let err = decode_inbound(METRIC_SUBJECT, None, json.as_bytes(), &Limits::DEFAULT).unwrap_err();
+    assert_eq!(err.to_string(), "payload: missing field `service`");
+    let json = format!("{{\"service\": {}{}}}", "[".repeat(5000), "]".repeat(5000));
+    let err = decode_inbound(METRIC_SUBJECT, None, json.as_bytes(), &Limits::DEFAULT).unwrap_err();
+    assert!(matches!(err.reason(), RejectReason::Malformed | RejectReason::InvalidField), "{err}");
+}
+
+#[test]
 fn decode_of_a_known_type_validates() {
     let r: Result<ProofRecord, _> = decode(Encoding::Json, b"{\"v\":2}", &Limits::DEFAULT);
     assert!(r.is_err());

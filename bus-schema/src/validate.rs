@@ -51,6 +51,11 @@ pub(crate) fn opt_range(
     v.map_or(Ok(()), |v| range(field, v, lo, hi, allowed))
 }
 
+/// Any finite number (MessagePack, unlike JSON, can carry NaN and infinities).
+pub(crate) fn finite(field: &'static str, v: f64) -> Result<(), ValidationError> {
+    range(field, v, f64::MIN, f64::MAX, "a finite number")
+}
+
 /// A fraction in 0..=1 (error rates, confidences, budgets).
 pub(crate) fn fraction(field: &'static str, v: f64) -> Result<(), ValidationError> {
     range(field, v, 0.0, 1.0, "0..=1")

@@ -201,12 +201,23 @@ impl Fleet {
     /// Waits until the proof log satisfies `done`, returning it.
     pub async fn records_until(&self, what: &str, done: impl Fn(&[StoredRecord]) -> bool) -> anyhow::Result<Vec<StoredRecord>> {
         let js = jetstream::new(self.client_as("operator").await?);
-        eventually(Duration::from_secs(30), what, || async {
+        let found = eventually(Duration::from_secs(30), what, || async {
             let records = proof_log::read_all(&js).await?;
             Ok(done(&records).then_some(records))
         })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+        .await;
+        match found {
+            Ok(records) => Ok(records),
+            Err(e) => {
+                let so_far: Vec<String> = proof_log::read_all(&js)
+                    .await
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|r| r.record.as_ref().map(|r| format!("{} {}.{} {:?} {:?}", r.kind, r.agent, r.seq, r.service, r.reason)))
+                    .collect();
+                Err(anyhow::anyhow!("{e}\nproof log so far:\n{}\n{}", so_far.join("\n"), self.logs()))
+            }
+        }
     }
 
     /// The proof log as it is now.

@@ -30,7 +30,7 @@ pub fn runtime_args(nats_url: &str, data_dir: &Path, instance: &str, extra: &[&s
     let data_dir = data_dir.to_string_lossy().into_owned();
     let mut argv = vec![
         "test-agent", "--nats-url", nats_url, "--data-dir", &data_dir, "--instance", instance,
-        "--heartbeat-interval", "200ms", "--shutdown-grace", "5s", "--ack-wait", "5s",
+        "--heartbeat-interval", "200ms", "--shutdown-grace", "5s",
     ];
     argv.extend_from_slice(extra);
     Ok(Cli::try_parse_from(argv)?.runtime)

@@ -85,7 +85,8 @@ pub fn spec() -> AgentSpec {
         name: NAME,
         version: "0.1.0",
         description: "integration-test probe",
-        inputs: vec![InputDef::new("metrics", subject::METRIC_EVENTS.all())],
+        // Two inputs, like most agents: logs stay idle in these tests, and must not starve metrics.
+        inputs: vec![InputDef::new("metrics", subject::METRIC_EVENTS.all()), InputDef::new("logs", subject::LOG_EVENTS.all())],
     }
 }
 

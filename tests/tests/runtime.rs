@@ -212,7 +212,7 @@ async fn the_agent_is_discoverable_by_heartbeat_micro_ping_and_status() -> anyho
 
     let reply = client.request("cn.status.probe-agent.0", "".into()).await?;
     let status: AgentStatus = serde_json::from_slice(&reply.payload)?;
-    assert_eq!(status.consumers, vec!["probe-agent-metrics"]);
+    assert_eq!(status.consumers, vec!["probe-agent-metrics", "probe-agent-logs"]);
     assert!(!status.stopping);
 
     agent.stop().await?;
@@ -221,4 +221,40 @@ async fn the_agent_is_discoverable_by_heartbeat_micro_ping_and_status() -> anyho
 
 fn rmp_serde_decode(bytes: &[u8]) -> anyhow::Result<Heartbeat> {
     Ok(bus_schema::codec::decode(bus_schema::Encoding::MsgPack, bytes, &bus_schema::Limits::DEFAULT)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_a_backlog_stops_within_the_grace_and_hands_the_rest_back() {
+    let f = fixture().await.unwrap();
+    let probe = Probe::default();
+    let agent = f.start(probe.clone(), &[]).await.unwrap();
+    for i in 0..5 {
+        publish(&f.js, &format!("cn.events.metric.prod.slow-{i}"), metric(&format!("slow-{i}"), i)).await.unwrap();
+    }
+    eventually(Duration::from_secs(10), "the first slow input to be in hand", || async { Ok(probe.seen.lock().unwrap().handling.clone()) }).await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(10), agent.stop()).await.expect("stopped within the grace").unwrap();
+    assert!(summary.clean);
+    let first_run = summary.processed;
+    assert!((1..5).contains(&first_run), "finished what it had in hand, not the whole backlog: {first_run}");
+
+    // What was not handled comes back to the next instance, and nothing is handled twice.
+    let probe = Probe::default();
+    let agent = f.start(probe.clone(), &[]).await.unwrap();
+    records_until(&f.js, "every slow input's incident", |r| proof_log::of_kind(r, ProofKind::IncidentOpened).len() == 5).await.unwrap();
+    let summary = agent.stop().await.unwrap();
+    assert_eq!(first_run + summary.processed, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_slower_than_the_ack_wait_is_not_redelivered_under_it() {
+    let f = fixture().await.unwrap();
+    let probe = Probe::default();
+    let agent = f.start(probe.clone(), &["--ack-wait", "1s"]).await.unwrap();
+    publish(&f.js, "cn.events.metric.prod.slow-one", metric("slow-one", 1)).await.unwrap();
+    publish(&f.js, "cn.events.metric.prod.after", metric("after", 2)).await.unwrap();
+    records_until(&f.js, "both incidents", |r| proof_log::of_kind(r, ProofKind::IncidentOpened).len() == 2).await.unwrap();
+    agent.stop().await.unwrap();
+    assert_eq!(probe.seen.lock().unwrap().attempts["slow-one"], 1, "handled once, though it took longer than the ack wait");
+    let consumer = f.js.get_stream("CN_EVENTS").await.unwrap().consumer_info("probe-agent-metrics").await.unwrap();
+    assert_eq!(consumer.num_redelivered, 0);
 }

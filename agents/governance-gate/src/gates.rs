@@ -1,5 +1,7 @@
 //! The gates every proposal passes, in a fixed order; the first that fails decides.
 //!
+//! 0. validity: not stale (older than the policy allows) and not from the future
+//!    (`invalid_proposal`)
 //! 1. source: only known proposer agents (`unknown_source`)
 //! 2. global block list (`globally_blocked`), whatever the policy says
 //! 3. environment eligibility (`not_eligible_in_env`)
@@ -48,7 +50,17 @@ fn refuse(reason: ReasonCode, detail: Value) -> Verdict {
     Verdict::Refuse { reason, detail }
 }
 
+/// How far in the future a proposal's timestamp may be (clock skew between hosts).
+const MAX_SKEW: Duration = Duration::from_secs(60);
+
 pub fn decide(policy: &Policy, facts: &Facts, p: &ActionProposal, now: Timestamp) -> Verdict {
+    let age = now.since(p.proposed_at);
+    if age > policy.max_proposal_age {
+        return refuse(ReasonCode::InvalidProposal, json!({"problem": "stale", "proposed_at": p.proposed_at, "age_s": round_ms(age), "max_age_s": policy.max_proposal_age.as_secs()}));
+    }
+    if p.proposed_at.since(now) > MAX_SKEW {
+        return refuse(ReasonCode::InvalidProposal, json!({"problem": "from the future", "proposed_at": p.proposed_at, "now": now}));
+    }
     if !policy.proposers.iter().any(|a| a == p.proposer.as_str()) {
         return refuse(ReasonCode::UnknownSource, json!({"proposer": p.proposer, "known": policy.proposers}));
     }
@@ -176,6 +188,18 @@ mod tests {
         let policy = Policy::default();
         assert_eq!(decide(&policy, &facts, &proposal("stage", Action::Restart, 0.6), Timestamp::now()), Verdict::Approve);
         assert_eq!(reason(decide(&policy, &facts, &proposal("stage", Action::Restart, 0.5999), Timestamp::now())), Some(ReasonCode::LowConfidence));
+    }
+
+    #[test]
+    fn stale_and_future_proposals_are_invalid() {
+        let facts = known(&["stage"], &["1"]);
+        let policy = Policy::default();
+        let p = proposal("stage", Action::Restart, 0.8);
+        let later = p.proposed_at.plus(Duration::from_secs(301));
+        assert_eq!(reason(decide(&policy, &facts, &p, later)), Some(ReasonCode::InvalidProposal));
+        assert_eq!(decide(&policy, &facts, &p, p.proposed_at.plus(Duration::from_secs(300))), Verdict::Approve);
+        let earlier = p.proposed_at.minus(Duration::from_secs(61));
+        assert_eq!(reason(decide(&policy, &facts, &p, earlier)), Some(ReasonCode::InvalidProposal));
     }
 
     #[test]

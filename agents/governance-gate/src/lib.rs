@@ -128,6 +128,16 @@ impl Governance {
             Some(d) => (d, false),
             None => (self.decide(&p, Timestamp::now()), true),
         };
+        // Deploy events and proposals come from different streams, in no guaranteed order. A
+        // prerequisite that looks missing may be in a deploy event not read yet: decide after it.
+        if let Decided::Refused(r) = &decided {
+            if fresh && r.reason == ReasonCode::MissingPrerequisite {
+                let behind = ctx.backlog("deploys").await?;
+                if behind > 0 {
+                    return Err(HandleError::Retry(format!("{behind} deploy events not read yet; deciding after them")));
+                }
+            }
+        }
         let record = |kind: ProofKind| {
             let draft = ProofDraft::new(kind).scope(&p.env, &p.service).action(&p.action).proposal(p.proposal_id);
             match p.incident_id {

@@ -48,6 +48,9 @@ pub struct Policy {
     pub cooldowns: BTreeMap<Action, Duration>,
     /// Agents whose proposals are considered at all.
     pub proposers: Vec<String>,
+    /// Proposals older than this are stale (a backlog replayed after an outage, a new
+    /// consumer reading history) and refused, never approved late.
+    pub max_proposal_age: Duration,
 }
 
 impl Policy {
@@ -84,6 +87,7 @@ impl Default for Policy {
             unknown_env: EnvPolicy { automatic: vec![Noop, Observe], human: vec![], custom_with_human: false, min_confidence: None },
             cooldowns: BTreeMap::from([(Restart, secs(60)), (ScaleUp, secs(120)), (ScaleDown, secs(120)), (Rollback, secs(300))]),
             proposers: vec![bus_schema::fleet::RL_OPTIMIZER.to_string(), bus_schema::fleet::DEPLOY_AGENT.to_string()],
+            max_proposal_age: secs(300),
         }
     }
 }

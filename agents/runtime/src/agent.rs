@@ -14,20 +14,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use bus_schema::codec::{Limits, decode_inbound};
+use bus_schema::codec::Limits;
 use bus_schema::proof::ProofKind;
 use bus_schema::fleet::{AgentDef, InputDef};
-use bus_schema::{AgentName, InstanceId, RejectReason, headers};
-use futures_util::StreamExt;
+use bus_schema::{AgentName, InstanceId};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RuntimeArgs;
-use crate::consumer::{DeliveryPolicy, ensure_consumer};
+use crate::consumer::{Delivery, DeliveryPolicy, ensure_consumer, pull};
+use crate::delivery::Processor;
 use crate::error::RuntimeError;
-use crate::handler::{Context, HandleError, Handler, InputMeta};
+use crate::handler::Handler;
 use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
 use crate::status::{Stats, StatusTasks};
@@ -113,7 +113,8 @@ impl Agent {
         &self.instance
     }
 
-    /// Runs until the shutdown token fires.
+    /// Runs until the shutdown token fires (or a fatal error, such as another process writing
+    /// this instance's proof chain, stops it).
     pub async fn run<H: Handler>(mut self, mut handler: H) -> Result<RunSummary, RuntimeError> {
         let durables: Vec<String> = self.spec.inputs.iter().map(|i| i.durable(&self.spec.name)).collect();
         let started = ProofDraft::new(ProofKind::AgentStarted).detail(json!({
@@ -128,59 +129,79 @@ impl Agent {
 
         let policy = DeliveryPolicy { max_attempts: self.args.max_attempts, ack_wait: self.args.ack_wait };
         let pulling = self.shutdown.child_token();
-        let (tx, mut rx) = mpsc::channel::<jetstream::Message>(1);
+        let (tx, mut rx) = mpsc::channel::<Delivery>(1);
         let mut pullers = Vec::new();
         for input in &self.spec.inputs {
-            let consumer = ensure_consumer(self.publisher.jetstream(), &self.spec.name, input, policy).await?;
-            pullers.push(tokio::spawn(pull(consumer, tx.clone(), pulling.clone())));
+            let (consumer, epoch) = ensure_consumer(self.publisher.jetstream(), &self.spec.name, input, policy).await?;
+            pullers.push(tokio::spawn(pull(consumer, epoch, tx.clone(), pulling.clone())));
         }
         // The sender stays alive until shutdown: an agent with no inputs (or whose pullers
         // stopped) keeps running rather than seeing a closed channel.
-        let _keep_open = tx;
+        let keep_open = tx;
         let status = StatusTasks::start(&self.publisher, &self.spec, &self.instance, self.args.heartbeat_interval, self.stats.clone(), durables).await?;
 
         let limits = Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
         let grace = self.args.shutdown_grace;
         let mut clean = true;
+        let mut fatal = None;
         loop {
-            let msg = tokio::select! {
+            let delivery = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                msg = rx.recv() => match msg { Some(m) => m, None => break },
+                d = rx.recv() => match d { Some(d) => d, None => break },
             };
             let shutdown = self.shutdown.clone();
-            let work = self.process(&mut handler, msg, &limits, policy);
+            let mut processor = Processor {
+                agent: &self.spec.name,
+                inputs: &self.spec.inputs,
+                publisher: &self.publisher,
+                proof: &mut self.proof,
+                stats: &self.stats,
+                limits: &limits,
+                policy,
+            };
+            let work = processor.process(&mut handler, delivery);
             tokio::pin!(work);
-            tokio::select! {
-                () = &mut work => {}
+            let result = tokio::select! {
+                r = &mut work => r,
                 () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
                     warn!(grace = ?grace, "shutdown grace period ran out with an input in hand; it will be redelivered");
                     clean = false;
                     break;
                 }
+            };
+            if let Err(e) = result {
+                error!(error = %e, "stopping: this agent cannot go on safely");
+                fatal = Some(e);
+                break;
             }
         }
 
-        // Stop pulling and hand back what was buffered, so another instance gets it at once.
+        // One deadline for the rest: stop pulling, hand back what was buffered so another
+        // instance gets it at once, record agent_stopped, drain.
         self.stats.stopping.store(true, Ordering::Relaxed);
         pulling.cancel();
-        for p in pullers {
-            let _ = p.await;
-        }
-        while let Ok(m) = rx.try_recv() {
-            let _ = m.ack_with(AckKind::Nak(None)).await;
-        }
+        drop(keep_open);
+        let deadline = tokio::time::Instant::now() + grace;
         let stopped = ProofDraft::new(ProofKind::AgentStopped).detail(json!({
             "processed": self.stats.processed.load(Ordering::Relaxed),
             "rejected": self.stats.rejected.load(Ordering::Relaxed),
-            "clean": clean,
+            "clean": clean && fatal.is_none(),
+            "error": fatal.as_ref().map(ToString::to_string),
         }));
         let finish = async {
+            rx.close();
+            while let Some(d) = rx.recv().await {
+                let _ = d.msg.ack_with(AckKind::Nak(None)).await;
+            }
+            for p in pullers {
+                let _ = p.await;
+            }
             self.proof.append(stopped, None).await?;
             status.stop().await;
             self.client.drain().await.map_err(|e| RuntimeError::Service(e.to_string()))
         };
-        match tokio::time::timeout(grace, finish).await {
+        match tokio::time::timeout_at(deadline, finish).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 error!(error = %e, "shutdown did not finish cleanly");
@@ -197,156 +218,10 @@ impl Agent {
             clean,
         };
         info!(processed = summary.processed, rejected = summary.rejected, clean, "stopped");
-        Ok(summary)
-    }
-
-    /// Handles one message to the end: acked, rejected, or handed back for a retry.
-    async fn process<H: Handler>(&mut self, handler: &mut H, msg: jetstream::Message, limits: &Limits, policy: DeliveryPolicy) {
-        let meta = match input_meta(&msg) {
-            Some(m) => m,
-            None => {
-                warn!(subject = %msg.subject, "message without JetStream metadata; ignoring it");
-                return;
-            }
-        };
-        let content_type = msg.headers.as_ref().and_then(|h| h.get(headers::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
-        let outcome = if meta.delivered > policy.max_attempts {
-            Err(HandleError::Reject {
-                reason: RejectReason::MaxDeliveriesExceeded,
-                message: format!("delivered {} times; an earlier attempt did not finish (did the agent crash?)", meta.delivered),
-            })
-        } else {
-            match decode_inbound(&meta.subject, content_type.as_deref(), &msg.payload, limits) {
-                Err(e) => Err(HandleError::Reject { reason: e.reason(), message: e.to_string() }),
-                Ok(input) => {
-                    let mut ctx = Context::new(self.spec.name.as_str(), &meta, &self.publisher, &mut self.proof);
-                    handler.handle(&mut ctx, input).await
-                }
-            }
-        };
-        let outcome = match outcome {
-            Err(HandleError::Retry(message)) if meta.delivered >= policy.max_attempts => Err(HandleError::Reject {
-                reason: RejectReason::MaxDeliveriesExceeded,
-                message: format!("gave up after {} attempts; last error: {message}", meta.delivered),
-            }),
-            other => other,
-        };
-        match outcome {
-            Ok(()) => {
-                self.stats.processed.fetch_add(1, Ordering::Relaxed);
-                ack(&msg, &meta).await;
-            }
-            Err(HandleError::Reject { reason, message }) => match self.reject(&msg, &meta, reason, &message).await {
-                Ok(()) => ack(&msg, &meta).await,
-                Err(e) => {
-                    error!(input = %meta.input_id, error = %e, "could not record the rejection; will retry");
-                    nak(&msg, policy.retry_delay(meta.delivered)).await;
-                }
-            },
-            Err(HandleError::Retry(message)) => {
-                let delay = policy.retry_delay(meta.delivered);
-                warn!(input = %meta.input_id, attempt = meta.delivered, retry_in = ?delay, error = %message, "handling failed; will retry");
-                nak(&msg, delay).await;
-            }
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(summary),
         }
-        self.stats.proof_seq.store(self.proof.head().seq, Ordering::Relaxed);
-    }
-
-    /// Records `event_rejected` with everything needed to find and replay the input.
-    async fn reject(&mut self, msg: &jetstream::Message, meta: &InputMeta, reason: RejectReason, message: &str) -> Result<(), RuntimeError> {
-        warn!(input = %meta.input_id, subject = %meta.subject, reason = %reason, "rejected input: {message}");
-        let excerpt: String = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
-        let draft = ProofDraft::new(ProofKind::EventRejected)
-            .reason(reason.as_str())
-            .correlation(meta.correlation_id.clone())
-            .detail(json!({
-                "error": message,
-                "subject": truncate(&meta.subject, 256),
-                "stream": meta.stream,
-                "stream_seq": meta.stream_seq,
-                "delivered": meta.delivered,
-                "size": msg.payload.len(),
-                "payload_excerpt": excerpt,
-            }));
-        self.proof.append(draft, Some(&format!("{}:rejected", meta.input_id))).await?;
-        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// Pulls from one consumer into the shared channel until `stop` fires.
-async fn pull(consumer: jetstream::consumer::PullConsumer, tx: mpsc::Sender<jetstream::Message>, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => return,
-            s = consumer.stream().max_messages_per_batch(16).heartbeat(Duration::from_secs(5)).expires(Duration::from_secs(30)).messages() => s,
-        };
-        let mut messages = match stream {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "cannot pull from consumer; retrying in 1s");
-                tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
-            }
-        };
-        loop {
-            let next = tokio::select! { () = stop.cancelled() => return, n = messages.next() => n };
-            match next {
-                Some(Ok(m)) => {
-                    if tx.send(m).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Err(e)) => {
-                    warn!(error = %e, "pull consumer error; continuing");
-                    tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_millis(250)) => {} }
-                }
-                None => break,
-            }
-        }
-    }
-}
-
-fn input_meta(msg: &jetstream::Message) -> Option<InputMeta> {
-    let info = msg.info().ok()?;
-    let input_id = format!("{}:{}", info.stream, info.stream_sequence);
-    let header = |name: &str| {
-        msg.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str())
-            .filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
-            .map(str::to_owned)
-    };
-    let message_id = header(headers::MSG_ID).unwrap_or_else(|| input_id.clone());
-    let correlation_id = header(headers::CORRELATION_ID).unwrap_or_else(|| message_id.clone());
-    Some(InputMeta {
-        subject: msg.subject.to_string(),
-        stream: info.stream.to_owned(),
-        stream_seq: info.stream_sequence,
-        delivered: u32::try_from(info.delivered).unwrap_or(u32::MAX),
-        input_id,
-        message_id,
-        correlation_id,
-    })
-}
-
-async fn ack(msg: &jetstream::Message, meta: &InputMeta) {
-    if let Err(e) = msg.double_ack().await {
-        // Outputs are stored and de-duplicated, so a redelivery is harmless.
-        warn!(input = %meta.input_id, error = %e, "ack not confirmed; the input may be redelivered");
-    }
-}
-
-async fn nak(msg: &jetstream::Message, delay: Duration) {
-    if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
-        warn!(error = %e, "nak failed; the input will be redelivered after the ack wait");
-    }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 
@@ -361,7 +236,7 @@ where
     loop {
         match step().await {
             Ok(v) => return Ok(v),
-            Err(e @ (RuntimeError::ProofChainContended { .. } | RuntimeError::Store { .. })) => return Err(e),
+            Err(e) if e.is_fatal() => return Err(e),
             Err(e) => warn!(error = %e, retry_in = ?delay, "waiting for {what}"),
         }
         tokio::select! {

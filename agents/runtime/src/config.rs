@@ -149,7 +149,8 @@ impl RuntimeArgs {
     pub fn prepare_data_dir(&self) -> Result<(), ConfigError> {
         let err = |source| ConfigError::DataDir { path: self.data_dir.clone(), source };
         std::fs::create_dir_all(&self.data_dir).map_err(err)?;
-        let probe = self.data_dir.join(".write-test");
+        // Several agents may share a data dir and start together: one probe file each.
+        let probe = self.data_dir.join(format!(".write-test-{}", std::process::id()));
         std::fs::write(&probe, b"ok").map_err(err)?;
         std::fs::remove_file(&probe).map_err(err)
     }

@@ -16,6 +16,8 @@ pub enum RuntimeError {
     Publish { subject: String, message: String },
     #[error("proof chain {subject}: {message}")]
     Proof { subject: String, message: String },
+    #[error("proof chain {subject}: {message}; inspect it with `cnctl proof verify`")]
+    ProofCorrupt { subject: String, message: String },
     #[error(
         "another process is appending to the proof chain {subject}: every running instance of an agent needs its own --instance"
     )]
@@ -28,4 +30,13 @@ pub enum RuntimeError {
     Service(String),
     #[error("stopped before start-up finished")]
     ShuttingDown,
+}
+
+impl RuntimeError {
+    /// Errors after which an agent must stop rather than retry: its proof chain is being
+    /// written by someone else, its state file is unusable, or the chain's last record is
+    /// unreadable.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, RuntimeError::ProofChainContended { .. } | RuntimeError::Store { .. } | RuntimeError::ProofCorrupt { .. })
+    }
 }

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::future::Future;
 
 use bus_schema::codec::Payload;
-use bus_schema::{Inbound, RejectReason, Subject};
+use bus_schema::fleet::InputDef;
+use bus_schema::{AgentName, Inbound, RejectReason, Subject};
 
 use crate::error::RuntimeError;
 use crate::proof::{ProofDraft, ProofWriter};
@@ -25,11 +26,14 @@ pub enum HandleError {
     /// Can never succeed: recorded as `event_rejected` with the reason, and acked.
     #[error("{reason}: {message}")]
     Reject { reason: RejectReason, message: String },
+    /// Going on would be unsafe: the input is handed back and the agent stops.
+    #[error(transparent)]
+    Fatal(RuntimeError),
 }
 
 impl From<RuntimeError> for HandleError {
     fn from(e: RuntimeError) -> Self {
-        HandleError::Retry(e.to_string())
+        if e.is_fatal() { HandleError::Fatal(e) } else { HandleError::Retry(e.to_string()) }
     }
 }
 
@@ -46,7 +50,7 @@ pub struct InputMeta {
     pub stream_seq: u64,
     /// 1 on first delivery.
     pub delivered: u32,
-    /// `{stream}:{stream_seq}`: unique and stable across redeliveries.
+    /// `{stream}:{epoch}:{stream_seq}`: unique and stable across redeliveries.
     pub input_id: String,
     /// The input's own `Nats-Msg-Id`, or its input id.
     pub message_id: String,
@@ -57,7 +61,8 @@ pub struct InputMeta {
 /// A handler's view of the runtime while it handles one input.
 #[derive(Debug)]
 pub struct Context<'a> {
-    agent: &'a str,
+    agent: &'a AgentName,
+    inputs: &'a [InputDef],
     meta: &'a InputMeta,
     publisher: &'a Publisher,
     proof: &'a mut ProofWriter,
@@ -66,8 +71,24 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(agent: &'a str, meta: &'a InputMeta, publisher: &'a Publisher, proof: &'a mut ProofWriter) -> Self {
-        Self { agent, meta, publisher, proof, counts: HashMap::new() }
+    pub(crate) fn new(agent: &'a AgentName, inputs: &'a [InputDef], meta: &'a InputMeta, publisher: &'a Publisher, proof: &'a mut ProofWriter) -> Self {
+        Self { agent, inputs, meta, publisher, proof, counts: HashMap::new() }
+    }
+
+    /// How many messages another of this agent's inputs has not finished yet (pending plus
+    /// in flight). Inputs on different streams are not ordered with each other; an agent that
+    /// needs facts from one input to decide on another can wait until that input caught up.
+    pub async fn backlog(&self, input: &str) -> Result<u64, RuntimeError> {
+        let def = self.inputs.iter().find(|i| i.name == input).ok_or_else(|| RuntimeError::Consumer {
+            consumer: input.to_owned(),
+            message: "not an input of this agent".to_owned(),
+        })?;
+        let durable = def.durable(self.agent);
+        let fail = |e: &dyn std::fmt::Display| RuntimeError::Consumer { consumer: durable.clone(), message: e.to_string() };
+        let stream = def.stream().ok_or_else(|| fail(&"a core NATS subject has no backlog"))?;
+        let js = self.publisher.jetstream();
+        let info = js.get_stream_no_info(stream.name()).await.map_err(|e| fail(&e))?.consumer_info(&durable).await.map_err(|e| fail(&e))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
     pub fn meta(&self) -> &InputMeta {

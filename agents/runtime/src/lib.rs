@@ -40,6 +40,7 @@ pub mod agent;
 pub mod config;
 pub mod connect;
 pub mod consumer;
+mod delivery;
 pub mod error;
 pub mod handler;
 pub mod proof;

@@ -31,6 +31,9 @@ const KEPT_KEYS: u64 = 100_000;
 struct Pending {
     seq: u64,
     bytes: Vec<u8>,
+    /// The idempotency key committed with it: forgotten if the record is discarded.
+    #[serde(default)]
+    key: Option<String>,
 }
 
 const PENDING: Table<Pending> = Table::new("proof.pending");
@@ -150,8 +153,10 @@ impl ProofWriter {
         let stream = js.get_stream(Stream::Proof.name()).await.map_err(|e| self.fail(e))?;
         match stream.get_last_raw_message_by_subject(self.subject.as_str()).await {
             Ok(msg) => {
-                let record: ProofRecord = serde_json::from_slice(&msg.payload)
-                    .map_err(|e| self.fail(format!("the last stored record (stream seq {}) is unreadable: {e}", msg.sequence)))?;
+                let record: ProofRecord = serde_json::from_slice(&msg.payload).map_err(|e| RuntimeError::ProofCorrupt {
+                    subject: self.subject.to_string(),
+                    message: format!("the last stored record (stream seq {}) is unreadable: {e}", msg.sequence),
+                })?;
                 self.head = ChainHead { seq: record.seq, hash: ProofHash::of(&msg.payload) };
                 self.head_stream_seq = msg.sequence;
                 Ok(())
@@ -168,19 +173,29 @@ impl ProofWriter {
     /// Publishes the record a crash left pending, if the stream does not have it yet.
     async fn finish_pending(&mut self) -> Result<(), RuntimeError> {
         let Some(pending) = self.store.get(&PENDING, "pending")? else { return Ok(()) };
-        if pending.seq == self.head.seq + 1 {
-            let record: ProofRecord = serde_json::from_slice(&pending.bytes).map_err(|e| self.fail(e))?;
-            if record.prev_hash == self.head.hash {
-                let hash = ProofHash::of(&pending.bytes);
-                self.publish(pending.seq, &pending.bytes, hash).await?;
-                tracing::info!(seq = pending.seq, "published the proof record an earlier run left pending");
-            } else {
-                tracing::error!(seq = pending.seq, "discarding a pending proof record that no longer follows the chain head");
-            }
-        } else if pending.seq > self.head.seq + 1 {
-            tracing::error!(pending = pending.seq, head = self.head.seq, "discarding a pending proof record ahead of the stored chain");
+        let hash = ProofHash::of(&pending.bytes);
+        let follows_head =
+            serde_json::from_slice::<ProofRecord>(&pending.bytes).is_ok_and(|r| r.prev_hash == self.head.hash);
+        if pending.seq == self.head.seq.saturating_add(1) && follows_head {
+            self.publish(pending.seq, &pending.bytes, hash).await?;
+            tracing::info!(seq = pending.seq, "published the proof record an earlier run left pending");
+            return self.store.remove(&PENDING, "pending");
         }
-        self.store.remove(&PENDING, "pending")
+        if pending.seq == self.head.seq && hash == self.head.hash {
+            // Stored before the crash; only the clean-up was missed.
+            return self.store.remove(&PENDING, "pending");
+        }
+        tracing::error!(
+            pending = pending.seq,
+            head = self.head.seq,
+            "discarding a pending proof record that does not fit the stored chain (was the stream reset, or another process writing it?)"
+        );
+        self.store.write(|tx| {
+            if let Some(key) = &pending.key {
+                tx.remove(&KEYS, key)?;
+            }
+            tx.remove(&PENDING, "pending")
+        })
     }
 
     /// Appends a record; with a key, at most once per key. Returns the record's seq.
@@ -199,7 +214,7 @@ impl ProofWriter {
         let sealed = self.seal(draft)?;
         let seq = sealed.record.seq;
         self.store.write(|tx| {
-            tx.put(&PENDING, "pending", &Pending { seq, bytes: sealed.bytes.clone() })?;
+            tx.put(&PENDING, "pending", &Pending { seq, bytes: sealed.bytes.clone(), key: key.map(str::to_owned) })?;
             if let Some(k) = key {
                 tx.put(&KEYS, k, &seq)?;
                 tx.put(&KEY_BY_SEQ, &seq_key(seq), &k.to_owned())?;

@@ -26,6 +26,9 @@ impl Validate for ActionParams {
         if let Some(w) = self.canary_weight {
             v::range("params.canary_weight", f64::from(w), 0.0, 100.0, "0..=100")?;
         }
+        if let Some(r) = self.replicas {
+            v::range("params.replicas", f64::from(r), 0.0, 10_000.0, "0..=10000")?;
+        }
         v::opt_text("params.target_version", self.target_version.as_deref(), MAX_SHORT)
     }
 }
@@ -64,7 +67,8 @@ impl Validate for ActionProposal {
         self.params.validate()?;
         v::fraction("confidence", self.confidence)?;
         v::text("explanation", &self.explanation, MAX_TEXT)?;
-        v::items("candidates", &self.candidates, 64)
+        v::items("candidates", &self.candidates, 64)?;
+        self.candidates.iter().try_for_each(|c| v::finite("candidates.value", c.value))
     }
 }
 

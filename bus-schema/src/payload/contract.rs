@@ -137,6 +137,8 @@ impl Validate for Contract {
         v::range("risk.score", self.risk.score, 0.0, 100.0, "0..=100")?;
         v::fraction("risk.confidence", self.risk.confidence)?;
         v::items("risk.factors", &self.risk.factors, 64)?;
+        self.risk.factors.iter().try_for_each(|f| v::finite("risk.factors.contribution", f.contribution))?;
+        v::range("guardrails.max_traffic_step_percent", f64::from(self.guardrails.max_traffic_step_percent), 0.0, 100.0, "0..=100")?;
         v::fraction("guardrails.max_error_rate", self.guardrails.max_error_rate)?;
         v::opt_millis("guardrails.max_p95_latency_ms", Some(self.guardrails.max_p95_latency_ms))?;
         v::opt_millis("guardrails.max_p99_latency_ms", self.guardrails.max_p99_latency_ms)?;

@@ -82,6 +82,8 @@ impl Validate for Incident {
         v::text("summary", &self.summary, MAX_TEXT)?;
         v::items("evidence", &self.evidence, v::MAX_ITEMS)?;
         for e in &self.evidence {
+            v::finite("evidence.value", e.value)?;
+            v::finite("evidence.threshold", e.threshold)?;
             v::text("evidence.signal", &e.signal, MAX_SHORT)?;
             v::text("evidence.detail", &e.detail, MAX_TEXT)?;
         }

@@ -182,7 +182,7 @@ impl SealedProof {
 impl ProofRecord {
     /// Links the record after `head` (setting `seq` and `prev_hash`) and serializes it.
     pub fn seal_after(mut self, head: ChainHead) -> Result<SealedProof, serde_json::Error> {
-        self.seq = head.seq + 1;
+        self.seq = head.seq.saturating_add(1);
         self.prev_hash = head.hash;
         let bytes = serde_json::to_vec(&self)?;
         let hash = ProofHash::of(&bytes);
