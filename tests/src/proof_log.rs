@@ -1,21 +1,13 @@
-//! Reading the proof log back from CN_PROOF, as an auditor would.
+//! Reading the proof log back from CN_PROOF, as an auditor would (with cnctl's reader).
 
-use std::time::Duration;
-
-use anyhow::Context as _;
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull};
-use bus_schema::proof::verify::StoredProof;
+use async_nats::jetstream;
 use bus_schema::proof::{ProofAudit, ProofKind, ProofRecord};
-use bus_schema::headers;
-use futures_util::StreamExt;
+use cnctl::verify::StoredMessage;
 
-/// One stored record, with what the audit needs.
+/// One stored record, parsed when it parses.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
-    pub stream_seq: u64,
-    pub subject: String,
-    pub bytes: Vec<u8>,
-    pub header_hash: Option<String>,
+    pub stored: StoredMessage,
     pub record: Option<ProofRecord>,
 }
 
@@ -23,53 +15,25 @@ impl StoredRecord {
     pub fn kind(&self) -> Option<ProofKind> {
         self.record.as_ref().map(|r| r.kind)
     }
-
-    pub fn as_stored(&self) -> StoredProof<'_> {
-        StoredProof {
-            stream_seq: self.stream_seq,
-            subject: &self.subject,
-            payload: &self.bytes,
-            header_hash: self.header_hash.as_deref(),
-        }
-    }
 }
 
 /// Every record currently in CN_PROOF, in stream order.
 pub async fn read_all(js: &jetstream::Context) -> anyhow::Result<Vec<StoredRecord>> {
-    let stream = js.get_stream("CN_PROOF").await.context("CN_PROOF")?;
-    let last = stream.get_info().await?.state.last_sequence;
-    let mut out = Vec::new();
-    if last == 0 {
-        return Ok(out);
-    }
-    let consumer = stream
-        .create_consumer(pull::Config { deliver_policy: DeliverPolicy::All, ack_policy: jetstream::consumer::AckPolicy::None, ..Default::default() })
-        .await?;
-    let mut messages = consumer.stream().max_messages_per_batch(500).messages().await?;
-    while let Some(m) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.context("reading CN_PROOF")? {
-        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let info = m.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let seq = info.stream_sequence;
-        let header_hash = m.headers.as_ref().and_then(|h| h.get(headers::PROOF_HASH)).map(|v| v.as_str().to_owned());
-        out.push(StoredRecord {
-            stream_seq: seq,
-            subject: m.subject.to_string(),
-            bytes: m.payload.to_vec(),
-            header_hash,
-            record: serde_json::from_slice(&m.payload).ok(),
-        });
-        if seq >= last {
-            break;
-        }
-    }
-    Ok(out)
+    let messages = cnctl::verify::read_all(js).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(messages
+        .into_iter()
+        .map(|stored| {
+            let record = serde_json::from_slice(&stored.payload).ok();
+            StoredRecord { stored, record }
+        })
+        .collect())
 }
 
 /// Verifies every chain in the records.
 pub fn audit(records: &[StoredRecord]) -> ProofAudit {
     let mut audit = ProofAudit::new();
     for r in records {
-        audit.push(r.as_stored());
+        audit.push(r.stored.as_stored());
     }
     audit
 }
