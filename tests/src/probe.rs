@@ -79,7 +79,7 @@ fn incident_for(m: &MetricSample) -> Incident {
 
 const NAME: AgentName = AgentName::from_static("probe-agent");
 
-/// The probe's spec: one input, every metric event.
+/// The probe's spec: metric and log events, one message at a time.
 pub fn spec() -> AgentSpec {
     AgentSpec {
         name: NAME,
@@ -87,6 +87,7 @@ pub fn spec() -> AgentSpec {
         description: "integration-test probe",
         // Two inputs, like most agents: logs stay idle in these tests, and must not starve metrics.
         inputs: vec![InputDef::new("metrics", subject::METRIC_EVENTS.all()), InputDef::new("logs", subject::LOG_EVENTS.all())],
+        prefetch: 1,
     }
 }
 

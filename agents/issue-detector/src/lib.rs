@@ -32,7 +32,9 @@ pub struct Cli {
 }
 
 pub fn spec() -> AgentSpec {
-    AgentSpec::new(bus_schema::fleet::issue_detector(), env!("CARGO_PKG_VERSION"))
+    // Handling a sample takes well under a millisecond unless it opens or resolves an
+    // incident, so prefetching is safe and is what lets the detector keep up with ingest.
+    AgentSpec { prefetch: 64, ..AgentSpec::new(bus_schema::fleet::issue_detector(), env!("CARGO_PKG_VERSION")) }
 }
 
 const OPEN: Table<Incident> = Table::new("incidents.open");

@@ -42,12 +42,16 @@ pub struct AgentSpec {
     pub version: &'static str,
     pub description: &'static str,
     pub inputs: Vec<InputDef>,
+    /// Messages pulled ahead per input. 1 is always safe; more is faster for an agent whose
+    /// handler is quick, but a prefetched message's ack wait runs while it waits its turn, so
+    /// keep `prefetch × slowest handling time` well under the ack wait.
+    pub prefetch: usize,
 }
 
 impl AgentSpec {
     /// The spec of a fleet agent (bus_schema::fleet) at a version.
     pub fn new(def: AgentDef, version: &'static str) -> Self {
-        Self { name: def.name, version, description: def.description, inputs: def.inputs }
+        Self { name: def.name, version, description: def.description, inputs: def.inputs, prefetch: 1 }
     }
 }
 
@@ -133,7 +137,7 @@ impl Agent {
         let mut pullers = Vec::new();
         for input in &self.spec.inputs {
             let (consumer, epoch) = ensure_consumer(self.publisher.jetstream(), &self.spec.name, input, policy).await?;
-            pullers.push(tokio::spawn(pull(consumer, epoch, tx.clone(), pulling.clone())));
+            pullers.push(tokio::spawn(pull(consumer, epoch, self.spec.prefetch.max(1), tx.clone(), pulling.clone())));
         }
         // The sender stays alive until shutdown: an agent with no inputs (or whose pullers
         // stopped) keeps running rather than seeing a closed channel.

@@ -7,8 +7,8 @@
 //! crashed while handling) is rejected without handling it again. So nothing is dropped
 //! without an `event_rejected` record, even when recording it fails for a while.
 //!
-//! Messages are pulled one at a time: handling is sequential, and a prefetched message would
-//! sit in a buffer while its ack wait runs out and get delivered twice.
+//! Messages are pulled one at a time unless the agent asks for more (`AgentSpec::prefetch`):
+//! handling is sequential, and a prefetched message waits in a buffer while its ack wait runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,11 +112,11 @@ fn base36(mut n: u64) -> String {
 
 /// Pulls from one consumer into the agent's channel until `stop` fires; a message it holds
 /// when told to stop is handed back to JetStream.
-pub async fn pull(consumer: jetstream::consumer::PullConsumer, epoch: Arc<str>, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
+pub async fn pull(consumer: jetstream::consumer::PullConsumer, epoch: Arc<str>, prefetch: usize, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
     loop {
         let stream = tokio::select! {
             () = stop.cancelled() => return,
-            s = consumer.stream().max_messages_per_batch(1).heartbeat(Duration::from_secs(5)).expires(Duration::from_secs(30)).messages() => s,
+            s = consumer.stream().max_messages_per_batch(prefetch).heartbeat(Duration::from_secs(5)).expires(Duration::from_secs(30)).messages() => s,
         };
         let mut messages = match stream {
             Ok(m) => m,

@@ -164,10 +164,11 @@ fn input_meta(msg: &jetstream::Message, epoch: &str) -> Option<InputMeta> {
     })
 }
 
+/// Acks without waiting for the server's confirmation: a lost ack means a redelivery, and
+/// handling a redelivered input is harmless (its outputs and records are de-duplicated).
 async fn ack(msg: &jetstream::Message, meta: &InputMeta) {
-    if let Err(e) = msg.double_ack().await {
-        // Outputs are stored and de-duplicated, so a redelivery is harmless.
-        warn!(input = %meta.input_id, error = %e, "ack not confirmed; the input may be redelivered");
+    if let Err(e) = msg.ack().await {
+        warn!(input = %meta.input_id, error = %e, "ack not sent; the input will be redelivered");
     }
 }
 

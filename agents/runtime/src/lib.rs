@@ -31,6 +31,7 @@
 //!         version: env!("CARGO_PKG_VERSION"),
 //!         description: "logs what it sees",
 //!         inputs: vec![InputDef::new("events", subject::all_events())],
+//!         prefetch: 1,
 //!     };
 //!     agent_runtime::run_agent(spec, cli.runtime, |_agent| Ok(Echo))
 //! }
