@@ -28,7 +28,13 @@ use clap::{Parser, Subcommand};
 
 /// The operator's CLI for Chaos Negotiator.
 #[derive(Debug, Parser)]
-#[command(name = "cnctl", version, about, long_about = None)]
+#[command(
+    name = "cnctl",
+    version,
+    about,
+    long_about = None,
+    after_help = "Connection: --nats-url/NATS_URL, --nats-user/NATS_USER, --nats-password-file/NATS_PASSWORD_FILE on every command that talks to NATS.\n\nExamples:\n  cnctl publish metric --env stage --service payments-api --crash-looping\n  cnctl tail --env prod --kind action_refused --since 1h\n  cnctl proof verify\n  cnctl status"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

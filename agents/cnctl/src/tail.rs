@@ -26,13 +26,16 @@ pub struct TailArgs {
     /// Print each record as stored (JSON), one per line.
     #[arg(long)]
     pub json: bool,
+    /// Only records about this environment.
     #[arg(long)]
     pub env: Option<Env>,
+    /// Only records about this service.
     #[arg(long)]
     pub service: Option<ServiceName>,
     /// Only these kinds (repeat the flag), e.g. --kind action_approved --kind action_refused.
     #[arg(long = "kind")]
     pub kinds: Vec<ProofKind>,
+    /// Only this agent's records (every instance).
     #[arg(long)]
     pub agent: Option<AgentName>,
     /// Start this long ago (10m, 2h), at an RFC 3339 time, or `all`.
