@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bus_schema::fleet::{AgentDef, fleet};
-use bus_schema::subject::Stream;
+use bus_schema::subject::{self, Stream};
 
 use crate::Failure;
 use crate::keys::write_private;
@@ -98,8 +98,8 @@ fn list(items: &[String]) -> String {
 fn agent_permissions(agent: &AgentDef) -> (Vec<String>, Vec<String>) {
     let name = &agent.name;
     let mut publish: Vec<String> = agent.outputs.iter().map(|f| format!("{}.>", f.prefix)).collect();
-    publish.push(format!("cn.proof.{name}.>"));
-    publish.push(format!("cn.heartbeat.{name}.>"));
+    publish.push(subject::PROOF.agent(name).pattern().to_owned());
+    publish.push(subject::HEARTBEAT.agent(name).pattern().to_owned());
     publish.push("$JS.API.INFO".to_owned());
     for s in Stream::ALL {
         for verb in ["INFO", "CREATE", "UPDATE"] {
@@ -116,18 +116,28 @@ fn agent_permissions(agent: &AgentDef) -> (Vec<String>, Vec<String>) {
         publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"));
         publish.push(format!("$JS.ACK.{stream}.{durable}.>"));
     }
-    let subscribe = vec!["_INBOX.>".to_owned(), "$SRV.>".to_owned(), format!("cn.status.{name}.>")];
+    let subscribe = vec!["_INBOX.>".to_owned(), "$SRV.>".to_owned(), subject::STATUS.agent(name).pattern().to_owned()];
     (publish, subscribe)
 }
 
 fn person_permissions(user: &str) -> (Vec<String>, Vec<String>) {
-    let v = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let own = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    // What a pipeline may send: events and requests, and negotiation requests.
+    let inputs = [
+        subject::all_events(),
+        subject::CONTRACT_REQUESTS.all(),
+        subject::ONBOARD_REQUESTS.all(),
+        subject::NEGOTIATE.all(),
+    ]
+    .map(|f| f.pattern().to_owned());
     match user {
-        "pipeline" => (v(&["cn.events.>", "cn.requests.>", "cn.negotiate.>"]), v(&["_INBOX.>"])),
-        "operator" => (
-            v(&["cn.approvals.>", "cn.events.>", "cn.requests.>", "cn.negotiate.>", "cn.status.>", "$SRV.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.MSG.GET.>", "$JS.API.CONSUMER.>"]),
-            v(&[">"]),
-        ),
+        "pipeline" => (inputs.to_vec(), own(&["_INBOX.>"])),
+        "operator" => {
+            let mut publish = vec![subject::HUMAN_DECISIONS.all().pattern().to_owned(), subject::STATUS.all().pattern().to_owned()];
+            publish.extend(inputs);
+            publish.extend(own(&["$SRV.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.MSG.GET.>", "$JS.API.CONSUMER.>"]));
+            (publish, own(&[">"]))
+        }
         _ => {
             let proof = Stream::Proof.name();
             let publish = [
@@ -140,7 +150,7 @@ fn person_permissions(user: &str) -> (Vec<String>, Vec<String>) {
                 format!("$JS.API.CONSUMER.MSG.NEXT.{proof}.>"),
                 format!("$JS.API.CONSUMER.DELETE.{proof}.>"),
             ];
-            (publish.to_vec(), v(&["cn.proof.>", "_INBOX.>"]))
+            (publish.to_vec(), vec![subject::PROOF.all().pattern().to_owned(), "_INBOX.>".to_owned()])
         }
     }
 }
