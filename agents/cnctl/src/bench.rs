@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use agent_runtime::config::NatsArgs;
 use async_nats::jetstream;
-use bus_schema::codec::{Encoding, Limits, decode};
-use bus_schema::{ExecutionResult, Timestamp};
+use bus_schema::codec::{Encoding, Limits, Outgoing, decode};
+use bus_schema::{DeployEvent, DeployStatus, Env, ExecutionResult, MetricSample, ServiceName, Timestamp, subject};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -46,27 +46,62 @@ fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// A benchmark service's name.
+fn service(prefix: &str, i: usize) -> Result<ServiceName, Failure> {
+    Ok(format!("{prefix}-{i}").parse().map_err(|e| format!("--prefix {prefix:?}: {e}"))?)
+}
+
+/// A metric sample as a pipeline would publish it.
+fn sample(env: &Env, service: &ServiceName, crash_looping: Option<bool>) -> MetricSample {
+    MetricSample {
+        service: service.clone(),
+        env: env.clone(),
+        error_rate: crash_looping.is_none().then_some(0.001),
+        p95_latency_ms: crash_looping.is_none().then_some(120.0),
+        p99_latency_ms: None,
+        cpu_percent: crash_looping.is_none().then_some(35.0),
+        memory_percent: None,
+        crash_looping,
+        restarts: None,
+        qps: None,
+        variant: None,
+        timestamp: Timestamp::now(),
+        source: Some("cnctl-bench".to_owned()),
+    }
+}
+
 async fn latency(client: &async_nats::Client, js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json::Value, Failure> {
-    let mut results = client.subscribe("cn.actions.executed.dev.>").await?;
+    let env = Env::from_static("dev");
+    let mut results = client.subscribe(subject::EXECUTED.env(&env).pattern().to_owned()).await?;
     for i in 0..args.services {
-        let service = format!("{}-{i}", args.prefix);
-        let deploy = json!({"service": service, "env": "dev", "version": "1.0.0", "status": "succeeded", "timestamp": Timestamp::now().to_string()});
-        js.publish(format!("cn.events.deploy.dev.{service}"), deploy.to_string().into()).await?.await?;
+        let service = service(&args.prefix, i)?;
+        let deploy = DeployEvent {
+            service: service.clone(),
+            env: env.clone(),
+            version: "1.0.0".to_owned(),
+            previous_version: None,
+            commit_sha: None,
+            status: DeployStatus::Succeeded,
+            timestamp: Timestamp::now(),
+            deployment_id: None,
+        };
+        let out = Outgoing::new(&subject::DEPLOY_EVENTS.subject(&env, &service), &deploy)?;
+        js.publish(out.subject, out.payload.into()).await?.await?;
     }
     let mut latencies = Vec::with_capacity(args.services);
     let mut timeouts = 0;
     for i in 0..args.services {
-        let service = format!("{}-{i}", args.prefix);
-        let crash = json!({"service": service, "env": "dev", "crash_looping": true, "timestamp": Timestamp::now().to_string()});
+        let service = service(&args.prefix, i)?;
+        let out = Outgoing::new(&subject::METRIC_EVENTS.subject(&env, &service), &sample(&env, &service, Some(true)))?;
         let start = Instant::now();
-        client.publish(format!("cn.events.metric.dev.{service}"), crash.to_string().into()).await?;
+        client.publish(out.subject, out.payload.into()).await?;
         client.flush().await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, results.next()).await {
                 Ok(Some(msg)) => {
                     let Ok(r) = decode::<ExecutionResult>(Encoding::MsgPack, &msg.payload, &Limits::DEFAULT) else { continue };
-                    if r.service.as_str() == service {
+                    if r.service == service {
                         latencies.push(start.elapsed().as_secs_f64() * 1000.0);
                         break;
                     }
@@ -95,14 +130,14 @@ async fn ingest(js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json:
         let info = stream.consumer_info("issue-detector-events").await?;
         Ok::<_, Failure>((info.num_pending, info.num_ack_pending))
     };
+    let env = Env::from_static("dev");
+    let services = (0..10).map(|i| service(&format!("{}-ingest", args.prefix), i)).collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let mut acks = Vec::with_capacity(256);
-    let services: Vec<String> = (0..10).map(|i| format!("{}-ingest-{i}", args.prefix)).collect();
     for n in 0..args.samples {
         let service = &services[n % services.len()];
-        let ts = Timestamp::now();
-        let sample = json!({"service": service, "env": "dev", "error_rate": 0.001, "p95_latency_ms": 120, "cpu_percent": 35, "timestamp": ts.to_string()});
-        acks.push(js.publish(format!("cn.events.metric.dev.{service}"), sample.to_string().into()).await?);
+        let out = Outgoing::new(&subject::METRIC_EVENTS.subject(&env, service), &sample(&env, service, None))?;
+        acks.push(js.publish(out.subject, out.payload.into()).await?);
         if acks.len() == 256 {
             for a in acks.drain(..) {
                 a.await?;

@@ -188,7 +188,7 @@ mod tests {
         let holders: Vec<&str> = text
             .split("user: \"")
             .skip(1)
-            .filter(|block| block.contains("\"cn.actions.approved.>\""))
+            .filter(|block| block.contains(&format!("\"{}\"", subject::APPROVED.all().pattern())))
             .filter_map(|block| block.split('"').next())
             .collect();
         assert_eq!(holders, vec!["governance-gate"]);
