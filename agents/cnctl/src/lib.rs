@@ -136,14 +136,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// Connects as cnctl, failing fast (with a clear message) when NATS is not there.
 pub async fn connect(nats: &NatsArgs) -> Result<async_nats::Client, Failure> {
-    let credentials = nats.credentials()?;
-    let urls: Vec<String> = nats.url.iter().map(|u| u.clone().into_inner().to_string()).collect();
-    let mut options = async_nats::ConnectOptions::new().name("cnctl").connection_timeout(std::time::Duration::from_secs(5));
-    if let Some(c) = credentials {
-        options = options.user_and_password(c.user, c.password);
-    }
-    options
-        .connect(nats.url.as_slice())
+    nats.connect("cnctl", agent_runtime::connect::FirstConnect::FailFast)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e} (is the fleet up? set --nats-url / NATS_URL)", urls.join(",")).into())
+        .map_err(|e| format!("{e}; is the fleet up? set --nats-url / NATS_URL").into())
 }

@@ -32,7 +32,8 @@ use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
 use crate::status::{Stats, StatusTasks};
 use crate::store::Store;
-use crate::{connect, streams};
+use crate::connect::FirstConnect;
+use crate::streams;
 
 /// What an agent is and what it consumes.
 #[derive(Debug, Clone)]
@@ -82,15 +83,11 @@ impl Agent {
     /// Validates the configuration, connects (waiting for NATS if it is not up yet), ensures
     /// the streams, opens the state file and the proof chain.
     pub async fn start(spec: AgentSpec, args: RuntimeArgs, shutdown: CancellationToken) -> Result<Self, RuntimeError> {
-        let credentials = args.validate()?;
+        args.validate()?;
         let instance = args.instance.clone();
-        let conn_name = format!("{}.{}", spec.name, instance);
-        let client = connect::connect(&conn_name, &args.nats.url, credentials.as_ref())
-            .await
-            .map_err(|e| RuntimeError::Connect(e.to_string()))?;
+        let client = args.nats.connect(&format!("{}.{}", spec.name, instance), FirstConnect::Wait).await?;
         if client.connection_state() != async_nats::connection::State::Connected {
-            let urls: Vec<String> = args.nats.url.iter().map(|u| u.clone().into_inner().to_string()).collect();
-            info!(nats_url = %urls.join(","), "waiting for NATS");
+            info!(nats_url = %args.nats.urls(), "waiting for NATS");
         }
         let js = jetstream::new(client.clone());
         retry_until_ready(&shutdown, "JetStream streams", || streams::ensure_streams(&js)).await?;
@@ -107,14 +104,6 @@ impl Agent {
     /// The agent's state file, for its handler.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub fn publisher(&self) -> &Publisher {
-        &self.publisher
-    }
-
-    pub fn instance(&self) -> &InstanceId {
-        &self.instance
     }
 
     /// Runs until the shutdown token fires (or a fatal error, such as another process writing

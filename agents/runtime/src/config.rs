@@ -137,10 +137,17 @@ impl NatsArgs {
         Ok(Some(Credentials { user, password }))
     }
 
+    /// The server URLs as given, for messages.
+    pub fn urls(&self) -> String {
+        self.url.iter().map(|u| u.clone().into_inner().to_string()).collect::<Vec<_>>().join(",")
+    }
+
     /// Connects as configured (see [`crate::connect::connect`]).
-    pub async fn connect(&self, name: &str) -> Result<async_nats::Client, crate::RuntimeError> {
+    pub async fn connect(&self, name: &str, first: crate::connect::FirstConnect) -> Result<async_nats::Client, crate::RuntimeError> {
         let credentials = self.credentials()?;
-        crate::connect::connect(name, &self.url, credentials.as_ref()).await.map_err(|e| crate::RuntimeError::Connect(e.to_string()))
+        crate::connect::connect(name, &self.url, credentials.as_ref(), first)
+            .await
+            .map_err(|e| crate::RuntimeError::Connect(format!("{} ({e})", self.urls())))
     }
 }
 
@@ -156,10 +163,10 @@ impl RuntimeArgs {
     }
 
     /// Every check that needs the filesystem, run once at start.
-    pub fn validate(&self) -> Result<Option<Credentials>, ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         crate::telemetry::parse_filter(&self.log)?;
         self.prepare_data_dir()?;
-        self.nats.credentials()
+        self.nats.credentials().map(drop)
     }
 }
 

@@ -12,22 +12,32 @@ use tracing::{error, info, warn};
 
 use crate::config::Credentials;
 
-/// Connects (or keeps trying in the background) and returns the client at once.
-///
-/// The first connection is retried like every reconnect, so an agent started before its NATS
-/// server waits for it instead of exiting.
+/// What to do when the first connection fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstConnect {
+    /// Keep trying in the background and return the client at once: an agent started before
+    /// its NATS server waits for it instead of exiting.
+    Wait,
+    /// Fail at once with the error (a CLI should say so, not hang).
+    FailFast,
+}
+
+/// Connects with the given name and credentials; reconnects forever once connected.
 pub async fn connect(
     name: &str,
     servers: &[ServerAddr],
     credentials: Option<&Credentials>,
+    first: FirstConnect,
 ) -> Result<Client, async_nats::ConnectError> {
     let mut options = ConnectOptions::new()
         .name(name)
-        .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
         .reconnect_delay_callback(reconnect_delay)
         .event_callback(move |event| async move { log_event(&event) });
+    if first == FirstConnect::Wait {
+        options = options.retry_on_initial_connect();
+    }
     if let Some(c) = credentials {
         options = options.user_and_password(c.user.clone(), c.password.clone());
     }

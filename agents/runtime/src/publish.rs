@@ -67,9 +67,8 @@ impl Publisher {
         }
     }
 
-    /// Publishes already-encoded bytes to a stream subject with the given headers and waits
-    /// for the ack (the proof writer uses this for its exact bytes).
-    pub async fn publish_stored(&self, subject: String, headers: HeaderMap, payload: Vec<u8>) -> Result<Published, RuntimeError> {
+    /// Publishes encoded bytes to a stream subject and waits for the ack.
+    async fn publish_stored(&self, subject: String, headers: HeaderMap, payload: Vec<u8>) -> Result<Published, RuntimeError> {
         let publish = PublishMessage::build().payload(payload.into()).headers(headers);
         self.send(subject, publish).await.map_err(|(subject, e)| RuntimeError::Publish { subject, message: e.to_string() })
     }

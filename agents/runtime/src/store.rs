@@ -63,10 +63,6 @@ impl Store {
         Ok(Self { db: Arc::new(db), path: path.to_owned() })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn fail(&self, e: impl std::fmt::Display) -> RuntimeError {
         RuntimeError::Store { path: self.path.display().to_string(), message: e.to_string() }
     }
