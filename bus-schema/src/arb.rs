@@ -152,10 +152,10 @@ fn evidence() -> impl Strategy<Value = Evidence> {
 pub fn incident() -> impl Strategy<Value = Incident> {
     let head = (uuid(), env(), service(), pick(IncidentKind::ALL), pick(Severity::ALL), pick(IncidentStatus::ALL), text());
     let times = (ts(), ts(), option::of(ts()));
-    let rest = (vec(evidence(), 0..3), any::<bool>(), option::of(text()), option::of(num()), any::<u64>());
+    let rest = (vec(evidence(), 0..3), any::<bool>(), option::of(text()), option::of(num()), (any::<u64>(), any::<u32>()));
     (head, times, rest).prop_map(
-        |((incident_id, env, service, kind, severity, status, summary), (opened_at, updated_at, resolved_at), (evidence, signal_conflict, suspect_version, time_to_recover_s, sample_count))| Incident {
-            incident_id, env, service, kind, severity, status, summary, opened_at, updated_at, resolved_at, evidence, signal_conflict, suspect_version, time_to_recover_s, sample_count,
+        |((incident_id, env, service, kind, severity, status, summary), (opened_at, updated_at, resolved_at), (evidence, signal_conflict, suspect_version, time_to_recover_s, (sample_count, reopen_count)))| Incident {
+            incident_id, env, service, kind, severity, status, summary, opened_at, updated_at, resolved_at, evidence, signal_conflict, suspect_version, time_to_recover_s, sample_count, reopen_count,
         },
     )
 }

@@ -58,8 +58,8 @@ pub fn deploy_agent() -> AgentDef {
 pub fn issue_detector() -> AgentDef {
     AgentDef {
         name: ISSUE_DETECTOR,
-        description: "Chaos Negotiator issue detector: events in, incidents out",
-        inputs: vec![InputDef::new("events", subject::all_events())],
+        description: "Chaos Negotiator issue detector: events in; incidents, outcomes and SLO status out",
+        inputs: vec![InputDef::new("events", subject::all_events()), InputDef::new("executed", subject::EXECUTED.all())],
         outputs: vec![subject::INCIDENTS.info(), subject::OUTCOMES.info(), subject::SLO.info()],
     }
 }

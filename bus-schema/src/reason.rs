@@ -49,6 +49,9 @@ string_enum! {
         InvalidSubject = "invalid_subject",
         /// The payload's env/service disagree with the subject's tokens.
         ScopeMismatch = "scope_mismatch",
+        /// Stamped too far behind the newest event of its service to be judged in its window,
+        /// or too far ahead of the receiving agent's clock.
+        OutOfOrder = "out_of_order",
         /// The agent could not process it after its bounded redeliveries.
         MaxDeliveriesExceeded = "max_deliveries_exceeded",
         /// The agent understood it and refuses to act on it.

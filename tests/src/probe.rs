@@ -74,6 +74,7 @@ fn incident_for(m: &MetricSample) -> Incident {
         suspect_version: None,
         time_to_recover_s: None,
         sample_count: 1,
+        reopen_count: 0,
     }
 }
 

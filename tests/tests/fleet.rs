@@ -62,9 +62,11 @@ async fn a_crash_in_stage_is_detected_restarted_and_executed_and_a_second_restar
     assert_eq!(flow[3].detail["backend"], "dry_run");
     assert_eq!(flow[0].incident_id, flow[3].incident_id);
 
-    // Recovery resolves the incident; a new crash within 60 s gets a restart proposal that the
-    // cooldown holds back.
-    pipeline_pub(&fleet, "cn.events.metric.stage.payments-api", crash("stage", "payments-api", false)).await;
+    // Three healthy samples resolve the incident; a new crash within 60 s reopens it, and the
+    // restart proposed for it is held back by the cooldown.
+    for _ in 0..3 {
+        pipeline_pub(&fleet, "cn.events.metric.stage.payments-api", crash("stage", "payments-api", false)).await;
+    }
     pipeline_pub(&fleet, "cn.events.metric.stage.payments-api", crash("stage", "payments-api", true)).await;
     let records = fleet
         .records_until("the second restart to be refused", |r| !for_service(r, ProofKind::ActionRefused, "payments-api").is_empty())
@@ -76,6 +78,75 @@ async fn a_crash_in_stage_is_detected_restarted_and_executed_and_a_second_restar
     assert_eq!(refused[0].action, Some(Action::Restart));
     assert!(refused[0].detail["remaining_s"].as_f64().unwrap() > 0.0);
     assert_eq!(for_service(&records, ProofKind::ActionExecuted, "payments-api").len(), 1, "executed once");
+}
+
+/// A metric sample `offset_s` from now.
+fn metric_at(env: &str, service: &str, offset_s: i64, fields: Value) -> Value {
+    let now = Timestamp::now();
+    let at = if offset_s >= 0 { now.plus(Duration::from_secs(offset_s as u64)) } else { now.minus(Duration::from_secs(offset_s.unsigned_abs())) };
+    let mut body = json!({"service": service, "env": env, "timestamp": at.to_string()});
+    body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_works_is_judged_recovered_and_the_incident_resolves_all_on_the_proof_log() {
+    let fleet = Fleet::start().await.unwrap();
+    let subject = "cn.events.metric.stage.orders";
+    pipeline_pub(&fleet, "cn.events.deploy.stage.orders", deploy("stage", "orders", "2.4.0", Some("2.3.9"), "succeeded")).await;
+    pipeline_pub(&fleet, subject, metric_at("stage", "orders", 0, json!({"crash_looping": true, "restarts": 5}))).await;
+    fleet.records_until("the restart to be executed", |r| !for_service(r, ProofKind::ActionExecuted, "orders").is_empty()).await.unwrap();
+
+    // The service recovers: three healthy samples resolve the incident; then time passes, in
+    // the samples' own clock, until the 5 minute verification window has run out.
+    for k in 1..=3 {
+        pipeline_pub(&fleet, subject, metric_at("stage", "orders", 10 * k, json!({"crash_looping": false, "error_rate": 0.001}))).await;
+    }
+    // The execution result may reach the detector after those samples: each later sample
+    // moves the service's clock on, until the window has run out either way.
+    let mut records = Vec::new();
+    for step in 1..=12 {
+        pipeline_pub(&fleet, subject, metric_at("stage", "orders", 300 + 60 * step, json!({"crash_looping": false, "error_rate": 0.001}))).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        records = fleet.records().await.unwrap();
+        if !for_service(&records, ProofKind::OutcomeRecorded, "orders").is_empty() {
+            break;
+        }
+    }
+    let outcomes = for_service(&records, ProofKind::OutcomeRecorded, "orders");
+    let outcome = outcomes.first().unwrap_or_else(|| panic!("no outcome; the detector said:\n{}", fleet.logs())).clone();
+    assert_eq!(outcome.detail["recovered"], true, "{outcome:#?}");
+    assert_eq!(outcome.action, Some(Action::Restart));
+    let executed = for_service(&records, ProofKind::ActionExecuted, "orders").remove(0);
+    assert_eq!(outcome.correlation_id, executed.correlation_id, "the outcome continues the action's chain");
+    assert_eq!(outcome.proposal_id, executed.proposal_id);
+    let resolved = for_service(&records, ProofKind::IncidentResolved, "orders").remove(0);
+    assert_eq!(resolved.incident_id, outcome.incident_id);
+    assert!(resolved.detail["time_to_recover_s"].as_f64().unwrap() > 0.0, "{}", resolved.detail);
+    let chain = [ProofKind::IncidentOpened, ProofKind::ActionProposed, ProofKind::ActionApproved, ProofKind::ActionExecuted, ProofKind::IncidentResolved];
+    let positions: Vec<usize> = chain.iter().map(|k| position(&records, *k, "orders")).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order: {positions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_killed_mid_incident_opens_no_duplicate_after_it_restarts() {
+    let mut fleet = Fleet::start().await.unwrap();
+    let subject = "cn.events.metric.stage.ledger";
+    for k in 0..20 {
+        pipeline_pub(&fleet, subject, metric_at("stage", "ledger", -400 + 10 * k, json!({"error_rate": 0.2}))).await;
+    }
+    fleet.records_until("the incident", |r| !for_service(r, ProofKind::IncidentOpened, "ledger").is_empty()).await.unwrap();
+    fleet.agent("issue-detector").unwrap().kill9();
+    fleet.agent("issue-detector").unwrap().restart().unwrap();
+    for k in 20..40 {
+        pipeline_pub(&fleet, subject, metric_at("stage", "ledger", -400 + 10 * k, json!({"error_rate": 0.2}))).await;
+    }
+    // Events are handled in order: once this one's incident is there, the samples before it were judged.
+    pipeline_pub(&fleet, "cn.events.deploy.stage.marker", deploy("stage", "marker", "1.0.0", None, "failed")).await;
+    let records = fleet.records_until("the marker incident", |r| !for_service(r, ProofKind::IncidentOpened, "marker").is_empty()).await.unwrap();
+    let opened = for_service(&records, ProofKind::IncidentOpened, "ledger");
+    assert_eq!(opened.len(), 1, "{opened:#?}");
+    assert_eq!(opened[0].detail["kind"], "high_error_rate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ pub fn prior(kind: IncidentKind) -> (Action, f64) {
 pub fn propose(incident: &Incident, proposer: &AgentName, now: Timestamp) -> ActionProposal {
     let (action, confidence) = prior(incident.kind);
     ActionProposal {
-        proposal_id: derive_id(&["proposal", &incident.incident_id.to_string(), "1"]),
+        proposal_id: derive_id(&["proposal", &incident.incident_id.to_string(), &(incident.reopen_count + 1).to_string()]),
         incident_id: Some(incident.incident_id),
         env: incident.env.clone(),
         service: incident.service.clone(),

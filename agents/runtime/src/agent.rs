@@ -170,6 +170,10 @@ impl Agent {
             }
         }
 
+        if let Err(e) = handler.on_stop() {
+            error!(error = %e, "the handler could not save its state on the way out");
+        }
+
         // One deadline for the rest: stop pulling, hand back what was buffered so another
         // instance gets it at once, record agent_stopped, drain.
         self.stats.stopping.store(true, Ordering::Relaxed);

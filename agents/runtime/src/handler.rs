@@ -40,6 +40,12 @@ impl From<RuntimeError> for HandleError {
 /// An agent's logic. `handle` runs for one input at a time, in delivery order.
 pub trait Handler: Send {
     fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> impl Future<Output = Result<(), HandleError>> + Send;
+
+    /// Called once when the agent stops, after the last input: the place to save state
+    /// that is kept in memory between inputs.
+    fn on_stop(&mut self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
 }
 
 /// Where an input came from.
@@ -106,10 +112,17 @@ impl<'a> Context<'a> {
     /// Its `Nats-Msg-Id` is `{agent}:{input id}:{type}:{n}`, the same on every redelivery of
     /// the input, so a repeat is dropped by JetStream.
     pub async fn publish<P: Payload>(&mut self, subject: &Subject<P>, payload: &P) -> Result<Published, RuntimeError> {
+        let correlation_id = self.meta.correlation_id.clone();
+        self.publish_in_chain(subject, payload, correlation_id).await
+    }
+
+    /// Like [`Context::publish`], for an output that continues another chain than the input's
+    /// (an outcome judged while handling a later sample carries the action's correlation id).
+    pub async fn publish_in_chain<P: Payload>(&mut self, subject: &Subject<P>, payload: &P, correlation_id: String) -> Result<Published, RuntimeError> {
         let n = self.next(P::CN_TYPE);
         let trace = Trace {
             msg_id: format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE),
-            correlation_id: self.meta.correlation_id.clone(),
+            correlation_id,
             causation_id: self.meta.message_id.clone(),
         };
         self.publisher.publish(subject, payload, &trace).await

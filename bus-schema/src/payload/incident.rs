@@ -75,6 +75,13 @@ pub struct Incident {
     pub time_to_recover_s: Option<f64>,
     #[serde(default)]
     pub sample_count: u64,
+    /// How many times it came back within the flap window after resolving (extension).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reopen_count: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Validate for Incident {

@@ -1,0 +1,111 @@
+//! One service's reaction to one event: record it, run the detectors, move the incidents
+//! along, judge pending outcomes and decide whether the SLO status is worth publishing.
+//! Pure: no bus, no clock except the wall clock handed in for the skew check.
+
+use std::time::Duration;
+
+use bus_schema::{DeployEvent, DeployStatus, ExecutionResult, Incident, LogEvent, MetricSample, SloStatus, Timestamp};
+
+use crate::config::DetectorConfig;
+use crate::detect::{self, Verdicts};
+use crate::lifecycle::Step;
+use crate::outcome::{self, Judged};
+use crate::service::{NotAdmitted, ServiceState, SloMark};
+use crate::slo::{self, SloView};
+
+/// SLO status is re-published at least this often (event time) while samples flow.
+const SLO_PUBLISH_EVERY: Duration = Duration::from_secs(60);
+
+/// What one event produced.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Output {
+    pub incidents: Vec<Incident>,
+    pub outcomes: Vec<Judged>,
+    pub slo: Option<SloStatus>,
+}
+
+impl Output {
+    /// Whether the state must be saved before the input is acked (a decision was published).
+    pub fn is_decision(&self) -> bool {
+        !self.incidents.is_empty() || !self.outcomes.is_empty()
+    }
+}
+
+impl ServiceState {
+    /// A metric sample: windows, every detector, lifecycle, outcomes, SLO status.
+    pub fn on_metric(&mut self, m: &MetricSample, config: &DetectorConfig, input_id: &str, wall_clock: Timestamp) -> Result<Output, NotAdmitted> {
+        self.admit(m.timestamp, config, wall_clock)?;
+        let t = config.for_service(&self.env, &self.service);
+        self.record_metric(m, t);
+        let now = self.now_or(m.timestamp);
+        let view = slo::evaluate(&self.windows, now.unix_millis() / 1000, t);
+        let verdicts = detect::on_metric(self, m, t, &view, &config.log_patterns);
+        let related = detect::sample_evidence(m, t);
+        let mut out = self.step(config, input_id, verdicts, related);
+        out.slo = self.slo_status(&view, now);
+        Ok(out)
+    }
+
+    /// A deploy event: failed deploys, regression watches.
+    pub fn on_deploy(&mut self, d: &DeployEvent, config: &DetectorConfig, input_id: &str) -> Output {
+        self.advance(d.timestamp);
+        let verdicts = detect::on_deploy(d);
+        match d.status {
+            DeployStatus::Succeeded => self.record_deploy(d),
+            DeployStatus::RolledBack => self.deploy = None,
+            DeployStatus::Started | DeployStatus::Failed => {}
+        }
+        self.step(config, input_id, verdicts, Vec::new())
+    }
+
+    /// A log line: pattern matches.
+    pub fn on_log(&mut self, l: &LogEvent, config: &DetectorConfig, input_id: &str, wall_clock: Timestamp) -> Result<Output, NotAdmitted> {
+        self.admit(l.timestamp, config, wall_clock)?;
+        self.advance(l.timestamp);
+        self.logs.record(&config.log_patterns, l);
+        let longest = config.log_patterns.iter().map(|p| p.window_s).max().unwrap_or(0);
+        self.logs.prune(self.now_or(l.timestamp), longest);
+        let verdicts = detect::on_log(self, &config.log_patterns);
+        Ok(self.step(config, input_id, verdicts, Vec::new()))
+    }
+
+    /// An execution result: starts (or, for a failure, settles) the verdict on the action.
+    pub fn on_executed(&mut self, r: &ExecutionResult, config: &DetectorConfig, correlation_id: &str) -> Output {
+        let t = config.for_service(&self.env, &self.service);
+        let mut outcomes = outcome::start(self, r, correlation_id, Duration::from_secs(t.verification_s));
+        outcomes.extend(outcome::judge_due(self));
+        Output { outcomes, ..Output::default() }
+    }
+
+    fn step(&mut self, config: &DetectorConfig, input_id: &str, verdicts: Verdicts, related: Vec<bus_schema::Evidence>) -> Output {
+        let Some(now) = self.newest else { return Output::default() };
+        let t = config.for_service(&self.env, &self.service);
+        let step = Step { env: &self.env, service: &self.service, now, input_id, tunables: t, conflicts: self.conflicts(now, t), related };
+        let incidents = self.incidents.apply(&step, verdicts);
+        let outcomes = outcome::judge_due(self);
+        Output { incidents, outcomes, slo: None }
+    }
+
+    /// The SLO status, when it changed meaningfully or was last published a while ago.
+    fn slo_status(&mut self, view: &SloView, now: Timestamp) -> Option<SloStatus> {
+        let alert = view.alert.as_ref().map(|(i, _)| *i);
+        let exhausted = view.remaining() <= 0.0;
+        let due = match &self.slo_published {
+            None => true,
+            Some(last) => last.alert != alert || last.exhausted != exhausted || now.since(last.at) >= SLO_PUBLISH_EVERY,
+        };
+        if !due || view.burn_rates.is_empty() {
+            return None;
+        }
+        self.slo_published = Some(SloMark { at: now, alert, exhausted });
+        Some(SloStatus {
+            env: self.env.clone(),
+            service: self.service.clone(),
+            objective: view.objective,
+            window_days: view.period_days,
+            burn_rates: view.burn_rates.clone(),
+            budget_remaining: view.remaining().max(-1e6),
+            ts: now,
+        })
+    }
+}

@@ -1,0 +1,300 @@
+//! Everything the detector knows about one env/service, built from its events: windows,
+//! the latest reading of each source, the last deploy, log matches, incidents and the
+//! actions waiting to be judged. One redb record per service.
+//!
+//! Time is the service's *event time*: the newest sample timestamp seen. A sample stands for
+//! the time since the previous one (capped at [`MAX_GAP_S`]); a late sample stands for the
+//! service's typical gap. Samples more than `max_lateness` behind the newest one are rejected,
+//! as are samples stamped more than `max_clock_skew` ahead of this machine's clock (one bogus
+//! far-future timestamp would otherwise make every later sample look late).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bus_schema::{DeployEvent, Env, Evidence, MetricSample, ServiceName, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DetectorConfig, Tunables};
+use crate::lifecycle::Incidents;
+use crate::logs::LogMatches;
+use crate::outcome::Verification;
+use crate::slo;
+use crate::window::{ErrorTime, SIGNALS, Signal, Windows};
+
+/// The most time one sample stands for.
+pub const MAX_GAP_S: f64 = 300.0;
+/// Assumed gap before a service's cadence is known.
+const INITIAL_GAP_S: f64 = 10.0;
+/// Distinct sources remembered per service (the oldest is forgotten first).
+const MAX_SOURCES: usize = 16;
+
+/// The latest reading of one source (exporter, probe) of a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceReading {
+    pub at: Timestamp,
+    pub error_rate: Option<f64>,
+    pub cpu: Option<f64>,
+    pub memory: Option<f64>,
+    pub crash: Option<bool>,
+}
+
+/// The service's most recent successful deploy, for the regression detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployMarker {
+    pub version: String,
+    pub previous_version: Option<String>,
+    pub at: Timestamp,
+}
+
+/// Where the service stands on its SLO, as last published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloMark {
+    pub at: Timestamp,
+    pub alert: Option<usize>,
+    pub exhausted: bool,
+}
+
+/// Why a sample was not taken into the windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotAdmitted {
+    Late { behind: Duration, newest: Timestamp },
+    Future { ahead: Duration },
+}
+
+impl std::fmt::Display for NotAdmitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotAdmitted::Late { behind, newest } => write!(f, "{} s behind this service's newest sample ({newest})", behind.as_secs()),
+            NotAdmitted::Future { ahead } => write!(f, "{} s ahead of this detector's clock", ahead.as_secs()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub env: Env,
+    pub service: ServiceName,
+    /// Event time: the newest sample seen.
+    pub newest: Option<Timestamp>,
+    typical_gap_s: f64,
+    pub windows: Windows,
+    sources: BTreeMap<String, SourceReading>,
+    pub deploy: Option<DeployMarker>,
+    pub logs: LogMatches,
+    pub incidents: Incidents,
+    pub verifications: Vec<Verification>,
+    pub slo_published: Option<SloMark>,
+}
+
+impl ServiceState {
+    pub fn new(env: Env, service: ServiceName) -> Self {
+        Self {
+            env,
+            service,
+            newest: None,
+            typical_gap_s: INITIAL_GAP_S,
+            windows: Windows::default(),
+            sources: BTreeMap::new(),
+            deploy: None,
+            logs: LogMatches::default(),
+            incidents: Incidents::default(),
+            verifications: Vec::new(),
+            slo_published: None,
+        }
+    }
+
+    /// `env/service`, the key of this state.
+    pub fn key(&self) -> String {
+        key(&self.env, &self.service)
+    }
+
+    /// The service's event time, or `fallback` before its first sample.
+    pub fn now_or(&self, fallback: Timestamp) -> Timestamp {
+        self.newest.unwrap_or(fallback)
+    }
+
+    /// Whether a sample stamped `at` may enter the windows.
+    pub fn admit(&self, at: Timestamp, config: &DetectorConfig, wall_clock: Timestamp) -> Result<(), NotAdmitted> {
+        if at > wall_clock.plus(config.max_clock_skew) {
+            return Err(NotAdmitted::Future { ahead: at.since(wall_clock) });
+        }
+        match self.newest {
+            Some(newest) if at < newest.minus(config.max_lateness) => Err(NotAdmitted::Late { behind: newest.since(at), newest }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves event time forward (never back).
+    pub fn advance(&mut self, at: Timestamp) {
+        if self.newest.is_none_or(|n| at > n) {
+            self.newest = Some(at);
+        }
+    }
+
+    /// Takes a metric sample into the windows and the source table.
+    pub fn record_metric(&mut self, m: &MetricSample, t: &Tunables) {
+        let at = m.timestamp;
+        let dt = match self.newest {
+            Some(newest) if at > newest => {
+                let gap = (at.unix_millis() - newest.unix_millis()) as f64 / 1000.0;
+                self.typical_gap_s = 0.8 * self.typical_gap_s + 0.2 * gap.min(MAX_GAP_S);
+                gap.min(MAX_GAP_S)
+            }
+            _ => self.typical_gap_s.min(MAX_GAP_S),
+        };
+        self.advance(at);
+        let mut readings: [Option<(f64, bool)>; SIGNALS] = [None; SIGNALS];
+        for signal in Signal::ALL {
+            readings[signal as usize] = value(m, signal).map(|v| (v, v > threshold(t, signal)));
+        }
+        let errors = m.error_rate.map(|rate| ErrorTime { bad_s: rate * dt, seen_s: dt, burning: slo::burning(rate, t) });
+        let newest_s = self.newest.map_or(0, |n| n.unix_millis() / 1000);
+        self.windows.add(at.unix_millis() / 1000, readings, errors, newest_s);
+
+        let source = m.source.clone().unwrap_or_else(|| "default".to_owned());
+        let reading = SourceReading { at, error_rate: m.error_rate, cpu: m.cpu_percent, memory: m.memory_percent, crash: m.crash_looping };
+        match self.sources.get(&source) {
+            Some(known) if known.at > at => {}
+            _ => {
+                self.sources.insert(source, reading);
+            }
+        }
+        while self.sources.len() > MAX_SOURCES {
+            let oldest = self.sources.iter().min_by_key(|(_, r)| r.at).map(|(name, _)| name.clone());
+            if let Some(name) = oldest {
+                self.sources.remove(&name);
+            }
+        }
+    }
+
+    /// Remembers a successful deploy as the start of a regression watch.
+    pub fn record_deploy(&mut self, d: &DeployEvent) {
+        self.deploy = Some(DeployMarker { version: d.version.clone(), previous_version: d.previous_version.clone(), at: d.timestamp });
+    }
+
+    /// Readings from different sources (or one sample) that cannot all be true, at `now`.
+    pub fn conflicts(&self, now: Timestamp, t: &Tunables) -> Vec<Evidence> {
+        let from = now.minus(Duration::from_secs(t.conflict_window_s));
+        let recent: Vec<(&String, &SourceReading)> = self.sources.iter().filter(|(_, r)| r.at >= from).collect();
+        let mut out = Vec::new();
+        let spread = |pick: fn(&SourceReading) -> Option<f64>| -> Option<(f64, f64, String)> {
+            let values: Vec<(f64, &String)> = recent.iter().filter_map(|(name, r)| Some((pick(r)?, *name))).collect();
+            let max = values.iter().map(|(v, _)| *v).fold(f64::MIN, f64::max);
+            let min = values.iter().map(|(v, _)| *v).fold(f64::MAX, f64::min);
+            let detail = values.iter().map(|(v, name)| format!("{name}={v}")).collect::<Vec<_>>().join(", ");
+            (values.len() > 1).then_some((min, max, detail))
+        };
+        for (signal, pick) in [("cpu_percent", (|r: &SourceReading| r.cpu) as fn(&SourceReading) -> Option<f64>), ("memory_percent", |r| r.memory)] {
+            if let Some((min, max, detail)) = spread(pick).filter(|(min, max, _)| max - min >= t.conflict_gap_percent) {
+                out.push(conflict(signal, max - min, t.conflict_gap_percent, format!("sources disagree: {detail} (min {min})")));
+            }
+        }
+        if let Some((min, max, detail)) = spread(|r| r.error_rate).filter(|(min, max, _)| *max > t.error_rate && *min <= t.error_rate / 10.0) {
+            out.push(conflict("error_rate", max - min, t.error_rate, format!("sources disagree: {detail}")));
+        }
+        let crashing = recent.iter().any(|(_, r)| r.crash == Some(true));
+        let no_errors = recent.iter().any(|(_, r)| r.error_rate == Some(0.0));
+        if crashing && no_errors {
+            out.push(conflict("crash_looping", 1.0, 0.0, "crash_looping is reported while error_rate is 0".to_owned()));
+        }
+        out
+    }
+}
+
+fn conflict(signal: &str, value: f64, threshold: f64, detail: String) -> Evidence {
+    Evidence { signal: format!("conflict:{signal}"), value, threshold, window_s: 0, detail }
+}
+
+/// `env/service`.
+pub fn key(env: &Env, service: &ServiceName) -> String {
+    format!("{env}/{service}")
+}
+
+/// A sample's value of one signal.
+pub fn value(m: &MetricSample, signal: Signal) -> Option<f64> {
+    match signal {
+        Signal::ErrorRate => m.error_rate,
+        Signal::P95 => m.p95_latency_ms,
+        Signal::P99 => m.p99_latency_ms,
+        Signal::Cpu => m.cpu_percent,
+        Signal::Memory => m.memory_percent,
+    }
+}
+
+/// The threshold above which a signal is bad.
+pub fn threshold(t: &Tunables, signal: Signal) -> f64 {
+    match signal {
+        Signal::ErrorRate => t.error_rate,
+        Signal::P95 => t.p95_ms,
+        Signal::P99 => t.p99_ms,
+        Signal::Cpu => t.cpu_percent,
+        Signal::Memory => t.memory_percent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: &str, extra: serde_json::Value) -> MetricSample {
+        let mut base = serde_json::json!({"service": "api", "env": "prod", "timestamp": at});
+        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn state() -> ServiceState {
+        ServiceState::new("prod".parse().unwrap(), "api".parse().unwrap())
+    }
+
+    #[test]
+    fn late_and_far_future_samples_are_not_admitted_and_say_why() {
+        let config = DetectorConfig::default();
+        let mut s = state();
+        let wall: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        s.record_metric(&sample("2026-11-22T10:00:00Z", serde_json::json!({"error_rate": 0.0})), &Tunables::default());
+        assert_eq!(s.admit("2026-11-22T09:56:00Z".parse().unwrap(), &config, wall), Ok(()), "within the 5 min bound");
+        let late = s.admit("2026-11-22T09:54:59Z".parse().unwrap(), &config, wall).unwrap_err();
+        assert_eq!(late.to_string(), "301 s behind this service's newest sample (2026-11-22T10:00:00Z)");
+        assert!(matches!(s.admit("2026-11-22T11:00:01Z".parse().unwrap(), &config, wall), Err(NotAdmitted::Future { .. })));
+    }
+
+    #[test]
+    fn conflicting_sources_are_named() {
+        let t = Tunables::default();
+        let mut s = state();
+        let mut a = sample("2026-11-22T10:00:00Z", serde_json::json!({"cpu_percent": 95, "source": "node-exporter"}));
+        s.record_metric(&a, &t);
+        a = sample("2026-11-22T10:00:05Z", serde_json::json!({"cpu_percent": 5, "source": "cadvisor"}));
+        s.record_metric(&a, &t);
+        let now = "2026-11-22T10:00:05Z".parse().unwrap();
+        let c = s.conflicts(now, &t);
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].signal.as_str(), c[0].value), ("conflict:cpu_percent", 90.0));
+        assert!(c[0].detail.contains("cadvisor=5") && c[0].detail.contains("node-exporter=95"), "{}", c[0].detail);
+        // Readings far apart in time are a change, not a conflict.
+        assert!(s.conflicts("2026-11-22T10:01:00Z".parse().unwrap(), &t).is_empty());
+    }
+
+    #[test]
+    fn a_crash_loop_with_no_errors_is_a_conflict_but_one_source_changing_its_mind_is_not() {
+        let t = Tunables::default();
+        let mut s = state();
+        s.record_metric(&sample("2026-11-22T10:00:00Z", serde_json::json!({"crash_looping": true, "error_rate": 0.0})), &t);
+        let now = "2026-11-22T10:00:00Z".parse().unwrap();
+        assert_eq!(s.conflicts(now, &t)[0].signal, "conflict:crash_looping");
+        let mut s = state();
+        s.record_metric(&sample("2026-11-22T10:00:00Z", serde_json::json!({"error_rate": 0.3})), &t);
+        s.record_metric(&sample("2026-11-22T10:00:10Z", serde_json::json!({"error_rate": 0.0})), &t);
+        assert!(s.conflicts("2026-11-22T10:00:10Z".parse().unwrap(), &t).is_empty());
+    }
+
+    #[test]
+    fn sources_are_bounded() {
+        let t = Tunables::default();
+        let mut s = state();
+        for i in 0..100 {
+            s.record_metric(&sample(&format!("2026-11-22T10:{:02}:00Z", i % 60), serde_json::json!({"cpu_percent": 50, "source": format!("s{i}")})), &t);
+        }
+        assert_eq!(s.sources.len(), MAX_SOURCES);
+    }
+}
