@@ -93,20 +93,24 @@ fn metric_at(env: &str, service: &str, offset_s: i64, fields: Value) -> Value {
 async fn a_restart_that_works_is_judged_recovered_and_the_incident_resolves_all_on_the_proof_log() {
     let fleet = Fleet::start().await.unwrap();
     let subject = "cn.events.metric.stage.orders";
-    pipeline_pub(&fleet, "cn.events.deploy.stage.orders", deploy("stage", "orders", "2.4.0", Some("2.3.9"), "succeeded")).await;
-    pipeline_pub(&fleet, subject, metric_at("stage", "orders", 0, json!({"crash_looping": true, "restarts": 5}))).await;
+    // Everything is stamped in the recent past, so that the detector's verification window
+    // (5 min of the service's own time) can run out within the test.
+    let mut deployed = deploy("stage", "orders", "2.4.0", Some("2.3.9"), "succeeded");
+    deployed["timestamp"] = metric_at("stage", "orders", -1300, json!({}))["timestamp"].clone();
+    pipeline_pub(&fleet, "cn.events.deploy.stage.orders", deployed).await;
+    pipeline_pub(&fleet, subject, metric_at("stage", "orders", -1200, json!({"crash_looping": true, "restarts": 5}))).await;
     fleet.records_until("the restart to be executed", |r| !for_service(r, ProofKind::ActionExecuted, "orders").is_empty()).await.unwrap();
 
     // The service recovers: three healthy samples resolve the incident; then time passes, in
-    // the samples' own clock, until the 5 minute verification window has run out.
+    // the samples' own clock, until the verification window has run out.
     for k in 1..=3 {
-        pipeline_pub(&fleet, subject, metric_at("stage", "orders", 10 * k, json!({"crash_looping": false, "error_rate": 0.001}))).await;
+        pipeline_pub(&fleet, subject, metric_at("stage", "orders", -1200 + 10 * k, json!({"crash_looping": false, "error_rate": 0.001}))).await;
     }
     // The execution result may reach the detector after those samples: each later sample
     // moves the service's clock on, until the window has run out either way.
     let mut records = Vec::new();
     for step in 1..=12 {
-        pipeline_pub(&fleet, subject, metric_at("stage", "orders", 300 + 60 * step, json!({"crash_looping": false, "error_rate": 0.001}))).await;
+        pipeline_pub(&fleet, subject, metric_at("stage", "orders", -1200 + 300 + 60 * step, json!({"crash_looping": false, "error_rate": 0.001}))).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         records = fleet.records().await.unwrap();
         if !for_service(&records, ProofKind::OutcomeRecorded, "orders").is_empty() {
@@ -248,6 +252,8 @@ async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chain
     client.publish("cn.events.metric.stage.search", "{\"service\": \"search\", oops".into()).await.unwrap();
     client.publish("cn.events.metric.stage.search.v2", crash("stage", "search", true).to_string().into()).await.unwrap();
     client.flush().await.unwrap();
+    // Well-formed, but stamped an hour ahead of the detector's clock.
+    pipeline_pub(&fleet, "cn.events.metric.stage.search", metric_at("stage", "search", 3600, json!({"crash_looping": true}))).await;
     pipeline_pub(&fleet, "cn.events.deploy.stage.search", deploy("stage", "search", "3.0.0", None, "succeeded")).await;
     pipeline_pub(&fleet, "cn.events.metric.stage.search", crash("stage", "search", true)).await;
     let records = fleet
@@ -257,8 +263,9 @@ async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chain
     let rejected: Vec<ProofRecord> =
         of_kind(&records, ProofKind::EventRejected).into_iter().filter(|r| r.agent.as_str() == "issue-detector").collect();
     let reasons: Vec<&str> = rejected.iter().filter_map(|r| r.reason.as_deref()).collect();
-    assert_eq!(reasons, vec!["malformed", "invalid_subject"]);
+    assert_eq!(reasons, vec!["malformed", "invalid_subject", "out_of_order"]);
     assert!(rejected[1].detail["error"].as_str().unwrap().contains("a token may not contain '.'"));
+    assert!(rejected[2].detail["error"].as_str().unwrap().contains("ahead of this detector's clock"), "{}", rejected[2].detail);
 
     // Restart two agents mid-run and crash a third; every chain still verifies.
     fleet.agent("governance-gate").unwrap().restart().unwrap();

@@ -76,6 +76,34 @@ fn invalid_configuration_exits_64_with_a_clear_message() -> anyhow::Result<()> {
 }
 
 #[test]
+fn the_detector_refuses_a_bad_config_file_naming_the_key() -> anyhow::Result<()> {
+    let detector = cn_tests::fleet::binary("issue-detector")?;
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, text: &str| -> anyhow::Result<String> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text)?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let typo = write("typo.toml", "[defaults]\nsustain = 120\n")?;
+    let range = write("range.toml", "[env.prod]\nslo_objective = 99.9\n")?;
+    let token = write("token.toml", "[service.\"prod/Payments\"]\np95_ms = 300\n")?;
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--config", &typo], "unknown field `sustain`"),
+        (vec!["--config", &range], "[env.prod]: slo_objective = 99.9 must be strictly between 0 and 1"),
+        (vec!["--config", &token], "prod/Payments"),
+        (vec!["--config", "/nonexistent/detector.toml"], "cannot read /nonexistent/detector.toml"),
+        (vec!["--error-rate-threshold", "5"], "flags: error_rate = 5 must be a fraction"),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(&detector).args(&args).env_remove("CN_DETECTOR_CONFIG").output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr}");
+    }
+    Ok(())
+}
+
+#[test]
 fn help_names_every_flag_with_its_environment_variable() -> anyhow::Result<()> {
     let out = run(&["--help"])?;
     assert_eq!(out.status.code(), Some(0));

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bus_schema::{Env, LogLevel, ServiceName, Severity};
 use serde::{Deserialize, Serialize};
 
-use crate::logs::{LogPattern, default_patterns};
+use crate::logs::{LogPattern, MAX_MATCHES_KEPT, default_patterns};
 
 /// The knobs that may differ per env/service, with their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +124,9 @@ impl Tunables {
             return Err(format!("bad_ratio = {} must be in (0, 1]", self.bad_ratio));
         }
         at_least("resolve_after_samples", u64::from(self.resolve_after_samples), 1)?;
+        if self.resolve_after_samples > 1000 {
+            return Err(format!("resolve_after_samples = {} must be at most 1000", self.resolve_after_samples));
+        }
         if !(self.slo_objective > 0.0 && self.slo_objective < 1.0) {
             return Err(format!("slo_objective = {} must be strictly between 0 and 1 (e.g. 0.999)", self.slo_objective));
         }
@@ -152,10 +155,10 @@ impl Tunables {
 }
 
 /// Global defaults given on the command line; each overrides `[defaults]` in the file.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Flags {
     /// Detector config file (TOML): per env and per env/service thresholds, SLOs and log
-    /// patterns. See the README for the format.
+    /// patterns. deploy/detector.example.toml documents every key.
     #[arg(long = "config", env = "CN_DETECTOR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Error rate (fraction) above which a sample is bad [default: 0.05].
@@ -185,9 +188,31 @@ pub struct Flags {
     /// Samples older than this behind the newest sample of their service are rejected as late.
     #[arg(long = "max-lateness", env = "CN_MAX_LATENESS", default_value = "5m", value_parser = agent_runtime::config::parse_duration)]
     pub max_lateness: Duration,
-    /// Samples stamped further than this ahead of this machine's clock are rejected.
-    #[arg(long = "max-clock-skew", env = "CN_MAX_CLOCK_SKEW", default_value = "1h", value_parser = agent_runtime::config::parse_duration)]
+    /// Events stamped further than this ahead of this machine's clock are rejected. At most
+    /// --max-lateness: a sample from the future moves its service's clock, and on-time samples
+    /// must not then look late.
+    #[arg(long = "max-clock-skew", env = "CN_MAX_CLOCK_SKEW", default_value = "2m", value_parser = agent_runtime::config::parse_duration)]
     pub max_clock_skew: Duration,
+}
+
+impl Default for Flags {
+    /// What the command line gives when no flag is set.
+    fn default() -> Self {
+        let defaults = DetectorConfig::default();
+        Self {
+            config: None,
+            error_rate: None,
+            p95_ms: None,
+            p99_ms: None,
+            saturation_percent: None,
+            sustain: None,
+            resolve_after_samples: None,
+            slo_objective: None,
+            verification: None,
+            max_lateness: defaults.max_lateness,
+            max_clock_skew: defaults.max_clock_skew,
+        }
+    }
 }
 
 impl Flags {
@@ -282,7 +307,7 @@ impl Default for DetectorConfig {
             by_service: HashMap::new(),
             log_patterns: default_patterns(),
             max_lateness: Duration::from_secs(300),
-            max_clock_skew: Duration::from_secs(3600),
+            max_clock_skew: Duration::from_secs(120),
         }
     }
 }
@@ -302,6 +327,12 @@ impl DetectorConfig {
 
     /// Builds the configuration from a file's text and the flags.
     pub fn parse(text: &str, flags: &Flags) -> Result<Self, String> {
+        if flags.max_clock_skew > flags.max_lateness {
+            return Err(format!(
+                "--max-clock-skew {:?} must not exceed --max-lateness {:?}: an early sample would make every on-time one late",
+                flags.max_clock_skew, flags.max_lateness
+            ));
+        }
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let layer = |base: &Tunables, patch: &toml::Table, what: &str| -> Result<Tunables, String> {
             let base = toml::Table::try_from(base).map_err(|e| format!("{what}: {e}"))?;
@@ -347,6 +378,9 @@ impl DetectorConfig {
             let what = format!("[[log_pattern]] {:?}", entry.name);
             if entry.min_count == 0 || entry.window_s == 0 {
                 return Err(format!("{what}: min_count and window_s must be at least 1"));
+            }
+            if entry.min_count as usize > MAX_MATCHES_KEPT || entry.window_s > 86_400 {
+                return Err(format!("{what}: min_count must be at most {MAX_MATCHES_KEPT} and window_s at most 86400"));
             }
             log_patterns.retain(|p| p.name != entry.name);
             if entry.enabled {
@@ -446,6 +480,17 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.contains(wanted), "{text:?}: {err:?} should mention {wanted:?}");
         }
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults_and_loads() {
+        let text = include_str!("../../../deploy/detector.example.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.defaults(), &Tunables::default(), "the example's [defaults] must be the built-in defaults");
+        let pay = c.for_service(&env("prod"), &svc("payments-api"));
+        assert_eq!((pay.p95_ms, pay.slo_objective), (400.0, 0.9995));
+        assert!(!c.log_patterns.iter().any(|p| p.name == "tls_failure"));
+        assert_eq!(c.log_patterns.iter().find(|p| p.name == "connection_refused").unwrap().min_count, 3);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use bus_schema::{DeployEvent, DeployStatus, Evidence, IncidentKind, MetricSample
 
 use crate::config::Tunables;
 use crate::logs::LogPattern;
-use crate::service::{DeployMarker, ServiceState, threshold, value};
+use crate::service::{ServiceState, threshold, value};
 use crate::slo::{RULES, SloView, human};
 use crate::window::{FINE_WIDTH_S, Signal, WindowStats};
 
@@ -150,7 +150,10 @@ fn sustained_group(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i6
         return None;
     }
     if carried.iter().all(|&(s, v)| v <= threshold(t, s)) {
-        return Some(Verdict::Healthy);
+        // Healthy only if the signals this sample does not carry are not bad either: one
+        // source's CPU reading says nothing about the memory another source reports.
+        let quiet = signals.iter().filter(|s| !carried.iter().any(|(c, _)| c == *s)).all(|&s| state.windows.last(s, now, t.sustain_s).agg.bad == 0);
+        return quiet.then_some(Verdict::Healthy);
     }
     let mut evidence = Vec::new();
     let mut worst = 0.0_f64;
@@ -199,28 +202,32 @@ fn slo_finding(rule: usize, evidence: &[Evidence], slo: &SloView) -> Finding {
     Finding { severity: r.severity, summary, evidence: evidence.to_vec(), suspect_version: None }
 }
 
-/// The baseline of a deploy: the regression window before it.
-fn baseline(state: &ServiceState, marker: &DeployMarker, t: &Tunables, signal: Signal) -> WindowStats {
-    let at = secs(marker.at);
-    state.windows.range(signal, at - t.regression_window_s as i64, at - FINE_WIDTH_S)
+/// The baseline of a deploy at `at`: the mean over the regression window before it, if it
+/// had enough samples. Taken when the deploy is recorded, so it outlives the fine windows.
+pub fn baseline(state: &ServiceState, at: bus_schema::Timestamp, t: &Tunables, signal: Signal) -> Option<f64> {
+    let at = secs(at);
+    let before = state.windows.range(signal, at - t.regression_window_s as i64, at - FINE_WIDTH_S);
+    before.agg.mean().filter(|_| before.agg.n >= t.min_samples)
 }
 
 fn regression(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i64) -> Option<Verdict> {
     let marker = state.deploy.as_ref()?;
+    if m.error_rate.is_none() && m.p95_latency_ms.is_none() {
+        return None;
+    }
     let at = secs(marker.at);
     let watching = now > at && now <= at + t.regression_window_s as i64;
     if !watching && !state.incidents.is_open(IncidentKind::DeployRegression) {
         return None;
     }
     let checks = [
-        (Signal::ErrorRate, t.regression_factor, t.regression_floor),
-        (Signal::P95, t.latency_regression_factor, t.latency_regression_floor_ms),
+        (Signal::ErrorRate, marker.baseline_error_rate, t.regression_factor, t.regression_floor),
+        (Signal::P95, marker.baseline_p95_ms, t.latency_regression_factor, t.latency_regression_floor_ms),
     ];
     let mut evidence = Vec::new();
     let mut sample_bad = false;
-    for (signal, factor, floor) in checks {
-        let before = baseline(state, marker, t, signal);
-        let Some(base) = before.agg.mean().filter(|_| before.agg.n >= t.min_samples) else { continue };
+    for (signal, base, factor, floor) in checks {
+        let Some(base) = base else { continue };
         let limit = (base * factor).max(floor);
         sample_bad |= value(m, signal).is_some_and(|v| v > limit);
         let after = state.windows.range(signal, at + FINE_WIDTH_S, now);

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use bus_schema::{DeployEvent, DeployStatus, ExecutionResult, Incident, LogEvent, MetricSample, SloStatus, Timestamp};
+use bus_schema::{DeployEvent, DeployStatus, ExecutionResult, Incident, LogEvent, MetricSample, Outcome, SloStatus, Timestamp};
+use serde::{Deserialize, Serialize};
 
 use crate::config::DetectorConfig;
 use crate::detect::{self, Verdicts};
@@ -29,6 +30,23 @@ impl Output {
     pub fn is_decision(&self) -> bool {
         !self.incidents.is_empty() || !self.outcomes.is_empty()
     }
+
+    /// The outputs in publishing order.
+    pub fn into_pending(self) -> Vec<Pending> {
+        let incidents = self.incidents.into_iter().map(Pending::Incident);
+        let outcomes = self.outcomes.into_iter().map(|(o, correlation)| Pending::Outcome(o, correlation));
+        incidents.chain(outcomes).chain(self.slo.map(Pending::Slo)).collect()
+    }
+}
+
+/// An output decided but not yet published: the service's outbox keeps it until it is stored,
+/// so a failed publish is retried before anything newer for the service goes out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Pending {
+    Incident(Incident),
+    /// With the correlation id of the action's chain.
+    Outcome(Outcome, String),
+    Slo(SloStatus),
 }
 
 impl ServiceState {
@@ -47,15 +65,17 @@ impl ServiceState {
     }
 
     /// A deploy event: failed deploys, regression watches.
-    pub fn on_deploy(&mut self, d: &DeployEvent, config: &DetectorConfig, input_id: &str) -> Output {
+    pub fn on_deploy(&mut self, d: &DeployEvent, config: &DetectorConfig, input_id: &str, wall_clock: Timestamp) -> Result<Output, NotAdmitted> {
+        // A late deploy is still a fact (it cannot move event time back); a far-future one is not.
+        self.admit_future(d.timestamp, config, wall_clock)?;
         self.advance(d.timestamp);
         let verdicts = detect::on_deploy(d);
         match d.status {
-            DeployStatus::Succeeded => self.record_deploy(d),
+            DeployStatus::Succeeded => self.record_deploy(d, config.for_service(&self.env, &self.service)),
             DeployStatus::RolledBack => self.deploy = None,
             DeployStatus::Started | DeployStatus::Failed => {}
         }
-        self.step(config, input_id, verdicts, Vec::new())
+        Ok(self.step(config, input_id, verdicts, Vec::new()))
     }
 
     /// A log line: pattern matches.

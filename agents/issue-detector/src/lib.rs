@@ -7,12 +7,14 @@
 //!   causes explaining symptoms.
 //! - [`outcome`]: did an executed action help?
 //! - [`engine`]: one service's reaction to one event (pure).
-//! - [`Detector`]: the bus shell. For each event it works on a copy of the service's state,
-//!   publishes what changed (proof record first), and only then keeps the copy, so a retried
-//!   event reproduces the same de-duplicated outputs. A state that produced a decision is
-//!   written to redb before the input is acked; windows alone are saved every
-//!   [`FLUSH_EVERY`] and on shutdown, so a crash can lose a second of window samples but never
-//!   an incident or a pending verdict.
+//! - [`Detector`]: the bus shell. Each service's state remembers the highest stream sequence
+//!   it applied, so a redelivered input is never counted twice, and keeps what it decided in an
+//!   outbox until it is stored on the bus (proof record first), so a failed publish is retried
+//!   before anything newer for that service goes out. A state that produced a decision is
+//!   written to redb before the input is acked: a crash before that write replays the input
+//!   into the saved state and republishes the same outputs, which JetStream de-duplicates.
+//!   Windows alone are saved every [`FLUSH_EVERY`] and on shutdown, so a crash can lose a
+//!   second of window samples but never an incident or a pending verdict.
 
 pub mod config;
 pub mod detect;
@@ -30,11 +32,11 @@ use std::time::{Duration, Instant};
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Env, Inbound, IncidentStatus, RejectReason, ServiceName, Timestamp, subject};
+use bus_schema::{AgentName, Inbound, IncidentStatus, RejectReason, Timestamp, subject};
 use serde_json::json;
 
 use config::DetectorConfig;
-use engine::Output;
+use engine::{Output, Pending};
 use service::ServiceState;
 
 pub const NAME: AgentName = bus_schema::fleet::ISSUE_DETECTOR;
@@ -78,83 +80,91 @@ impl Detector {
         Ok(Self { store, config, services, dirty: BTreeSet::new(), last_flush: Instant::now() })
     }
 
-    fn state(&self, env: &Env, service: &ServiceName) -> ServiceState {
-        self.services.get(&service::key(env, service)).cloned().unwrap_or_else(|| ServiceState::new(env.clone(), service.clone()))
-    }
-
-    async fn emit(ctx: &mut Context<'_>, out: &Output) -> Result<(), HandleError> {
-        for incident in &out.incidents {
-            let kind = match incident.status {
-                IncidentStatus::Resolved => ProofKind::IncidentResolved,
-                IncidentStatus::Updated => ProofKind::IncidentUpdated,
-                IncidentStatus::Opened => ProofKind::IncidentOpened,
-            };
-            let draft = ProofDraft::new(kind).scope(&incident.env, &incident.service).incident(incident.incident_id).detail(json!({
-                "kind": incident.kind,
-                "severity": incident.severity,
-                "summary": incident.summary,
-                "evidence": incident.evidence,
-                "signal_conflict": incident.signal_conflict,
-                "suspect_version": incident.suspect_version,
-                "sample_count": incident.sample_count,
-                "reopen_count": incident.reopen_count,
-                "time_to_recover_s": incident.time_to_recover_s,
-            }));
-            // The record first, so the proof log reads in causal order.
-            ctx.prove(draft).await?;
-            ctx.publish(&subject::INCIDENTS.subject(&incident.env, &incident.service), incident).await?;
-        }
-        for (outcome, correlation) in &out.outcomes {
-            let mut draft = ProofDraft::new(ProofKind::OutcomeRecorded)
-                .scope(&outcome.env, &outcome.service)
-                .action(&outcome.action)
-                .incident(outcome.incident_id)
-                .correlation(correlation.clone())
-                .detail(json!({"recovered": outcome.recovered, "time_to_recover_s": outcome.time_to_recover_s, "detail": outcome.detail}));
-            if let Some(p) = outcome.proposal_id {
-                draft = draft.proposal(p);
+    async fn emit(ctx: &mut Context<'_>, item: &Pending) -> Result<(), HandleError> {
+        match item {
+            Pending::Incident(incident) => {
+                let kind = match incident.status {
+                    IncidentStatus::Resolved => ProofKind::IncidentResolved,
+                    IncidentStatus::Updated => ProofKind::IncidentUpdated,
+                    IncidentStatus::Opened => ProofKind::IncidentOpened,
+                };
+                let draft = ProofDraft::new(kind).scope(&incident.env, &incident.service).incident(incident.incident_id).detail(json!({
+                    "kind": incident.kind,
+                    "severity": incident.severity,
+                    "summary": incident.summary,
+                    "evidence": incident.evidence,
+                    "signal_conflict": incident.signal_conflict,
+                    "suspect_version": incident.suspect_version,
+                    "sample_count": incident.sample_count,
+                    "reopen_count": incident.reopen_count,
+                    "time_to_recover_s": incident.time_to_recover_s,
+                }));
+                // The record first, so the proof log reads in causal order.
+                ctx.prove(draft).await?;
+                ctx.publish(&subject::INCIDENTS.subject(&incident.env, &incident.service), incident).await?;
             }
-            ctx.prove(draft).await?;
-            ctx.publish_in_chain(&subject::OUTCOMES.subject(&outcome.env, &outcome.service), outcome, correlation.clone()).await?;
-        }
-        // Burn rates and budget are telemetry, not decisions: published, not proved.
-        if let Some(slo) = &out.slo {
-            ctx.publish(&subject::SLO.subject(&slo.env, &slo.service), slo).await?;
-        }
-        Ok(())
-    }
-
-    /// Keeps the new state; saves it now if it produced a decision, else soon.
-    fn keep(&mut self, state: ServiceState, decided: bool) -> Result<(), RuntimeError> {
-        let key = state.key();
-        if decided {
-            self.store.put(&SERVICES, &key, &state)?;
-            self.dirty.remove(&key);
-        } else {
-            self.dirty.insert(key.clone());
-        }
-        self.services.insert(key, state);
-        if self.last_flush.elapsed() >= FLUSH_EVERY {
-            self.flush()?;
+            Pending::Outcome(outcome, correlation) => {
+                let mut draft = ProofDraft::new(ProofKind::OutcomeRecorded)
+                    .scope(&outcome.env, &outcome.service)
+                    .action(&outcome.action)
+                    .incident(outcome.incident_id)
+                    .correlation(correlation.clone())
+                    .detail(json!({"recovered": outcome.recovered, "time_to_recover_s": outcome.time_to_recover_s, "detail": outcome.detail}));
+                if let Some(p) = outcome.proposal_id {
+                    draft = draft.proposal(p);
+                }
+                ctx.prove(draft).await?;
+                ctx.publish_in_chain(&subject::OUTCOMES.subject(&outcome.env, &outcome.service), outcome, correlation.clone()).await?;
+            }
+            // Burn rates and budget are telemetry, not decisions: published, not proved.
+            Pending::Slo(slo) => {
+                ctx.publish(&subject::SLO.subject(&slo.env, &slo.service), slo).await?;
+            }
         }
         Ok(())
     }
 
-    /// Saves every state changed since the last save, in one transaction.
+    /// Saves every state changed since the last save, in one transaction, and forgets
+    /// services that have been silent for longer than their SLO period with nothing open.
     pub fn flush(&mut self) -> Result<(), RuntimeError> {
-        let dirty = std::mem::take(&mut self.dirty);
+        let idle = self.idle(Timestamp::now());
         let services = &self.services;
+        let dirty = &self.dirty;
         self.store.write(|txn| {
-            for key in &dirty {
+            for key in dirty {
                 if let Some(state) = services.get(key) {
                     txn.put(&SERVICES, key, state)?;
                 }
             }
+            for key in &idle {
+                txn.remove(&SERVICES, key)?;
+            }
             Ok(())
         })?;
+        for key in &idle {
+            self.services.remove(key);
+        }
+        self.dirty.clear();
         self.last_flush = Instant::now();
         Ok(())
     }
+
+    fn idle(&self, wall_clock: Timestamp) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|(_, s)| {
+                let period = Duration::from_secs(u64::from(self.config.for_service(&s.env, &s.service).slo_period_days + 1) * 86_400);
+                s.newest.is_some_and(|n| n < wall_clock.minus(period)) && s.incidents.open().next().is_none() && s.verifications.is_empty() && s.outbox.is_empty()
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// `{stream}:{epoch}` and the stream sequence of an input id `{stream}:{epoch}:{seq}`.
+fn source_and_seq(input_id: &str) -> Option<(&str, u64)> {
+    let (source, seq) = input_id.rsplit_once(':')?;
+    Some((source, seq.parse().ok()?))
 }
 
 fn out_of_order(e: service::NotAdmitted) -> HandleError {
@@ -163,39 +173,91 @@ fn out_of_order(e: service::NotAdmitted) -> HandleError {
 
 impl Handler for Detector {
     async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
-        let input_id = ctx.meta().input_id.clone();
-        // Deploys and execution results are rare and start watches that must survive a crash:
-        // they are saved before the ack like decisions are.
-        let (state, out, save_now) = match input {
-            Inbound::Metric(m) => {
-                let mut state = self.state(&m.env, &m.service);
-                let out = state.on_metric(&m, &self.config, &input_id, Timestamp::now()).map_err(out_of_order)?;
-                (state, out, false)
-            }
-            Inbound::Log(l) => {
-                let mut state = self.state(&l.env, &l.service);
-                let out = state.on_log(&l, &self.config, &input_id, Timestamp::now()).map_err(out_of_order)?;
-                (state, out, false)
-            }
-            Inbound::Deploy(d) => {
-                let mut state = self.state(&d.env, &d.service);
-                let out = state.on_deploy(&d, &self.config, &input_id);
-                (state, out, true)
-            }
-            Inbound::Executed(r) => {
-                let mut state = self.state(&r.env, &r.service);
-                let correlation = ctx.meta().correlation_id.clone();
-                let out = state.on_executed(&r, &self.config, &correlation);
-                (state, out, true)
-            }
+        let (env, service) = match &input {
+            Inbound::Metric(m) => (m.env.clone(), m.service.clone()),
+            Inbound::Log(l) => (l.env.clone(), l.service.clone()),
+            Inbound::Deploy(d) => (d.env.clone(), d.service.clone()),
+            Inbound::Executed(r) => (r.env.clone(), r.service.clone()),
             _ => return Ok(()),
         };
-        Self::emit(ctx, &out).await?;
-        self.keep(state, save_now || out.is_decision())?;
+        let key = service::key(&env, &service);
+        let input_id = ctx.meta().input_id.clone();
+        let correlation = ctx.meta().correlation_id.clone();
+        let state = self.services.entry(key.clone()).or_insert_with(|| ServiceState::new(env, service));
+
+        // Decide, unless this input was applied before (a redelivery after a lost ack, or a
+        // retry after a failed publish): then only what is still unpublished goes out.
+        let mut save_now = !state.outbox.is_empty();
+        let position = source_and_seq(&input_id);
+        if position.is_none_or(|(source, seq)| !state.applied_before(source, seq)) {
+            let wall_clock = Timestamp::now();
+            // Deploys and execution results start watches that must survive a crash.
+            let (out, watch) = match input {
+                Inbound::Metric(m) => (state.on_metric(&m, &self.config, &input_id, wall_clock), false),
+                Inbound::Log(l) => (state.on_log(&l, &self.config, &input_id, wall_clock), false),
+                Inbound::Deploy(d) => (state.on_deploy(&d, &self.config, &input_id, wall_clock), true),
+                Inbound::Executed(r) => (Ok(state.on_executed(&r, &self.config, &correlation)), true),
+                _ => (Ok(Output::default()), false),
+            };
+            // Rejected inputs changed nothing and are not marked: a retry is judged again.
+            let out = out.map_err(out_of_order)?;
+            if let Some((source, seq)) = position {
+                state.mark_applied(source, seq);
+            }
+            save_now |= watch || out.is_decision();
+            state.outbox.extend(out.into_pending());
+        }
+        // Publish the outbox in order; a failure leaves the rest there for the retry.
+        while let Some(item) = state.outbox.front() {
+            if let Err(e) = Self::emit(ctx, item).await {
+                self.dirty.insert(key);
+                return Err(e);
+            }
+            state.outbox.pop_front();
+        }
+        if save_now {
+            self.store.put(&SERVICES, &key, state)?;
+            self.dirty.remove(&key);
+        } else {
+            self.dirty.insert(key);
+        }
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
         Ok(())
     }
 
     fn on_stop(&mut self) -> Result<(), RuntimeError> {
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_silent_for_longer_than_their_slo_period_are_forgotten_unless_something_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("d.redb")).unwrap();
+        let mut detector = Detector::load(store.clone(), DetectorConfig::default()).unwrap();
+        let now = Timestamp::now();
+        for (name, days_ago) in [("fresh", 1_u64), ("gone", 40)] {
+            let mut s = ServiceState::new("prod".parse().unwrap(), name.parse().unwrap());
+            s.newest = Some(now.minus(Duration::from_secs(days_ago * 86_400)));
+            detector.dirty.insert(s.key());
+            detector.services.insert(s.key(), s);
+        }
+        detector.flush().unwrap();
+        let mut kept: Vec<String> = detector.services.keys().cloned().collect();
+        kept.sort();
+        assert_eq!(kept, ["prod/fresh"]);
+        assert_eq!(store.scan(&SERVICES).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn input_ids_carry_the_stream_position() {
+        assert_eq!(source_and_seq("CN_EVENTS:k3x9:42"), Some(("CN_EVENTS:k3x9", 42)));
+        assert_eq!(source_and_seq("nonsense"), None);
     }
 }

@@ -3,9 +3,10 @@
 //! when it comes back within `flap_window_s`, and then slower to resolve (flap damping).
 //!
 //! Causes explain symptoms, as in Alertmanager's inhibition: while a crash loop, failed deploy
-//! or deploy regression is open (or resolved less than [`detect::inhibit_for`] ago), the error
-//! rate, latency and SLO burn it causes do not open incidents of their own; their evidence is
-//! added to the cause instead. A high error rate likewise explains an SLO burn.
+//! or deploy regression is firing (or fired or resolved less than [`detect::inhibit_for`]
+//! ago), the error rate, latency and SLO burn it causes do not open incidents of their own;
+//! their evidence and severity are added to the cause instead. A high error rate likewise
+//! explains an SLO burn.
 //!
 //! Updates are published when the severity, the conflict flag or the set of evidence signals
 //! changes, and otherwise at most every `update_interval_s`, so a thousand bad samples make one
@@ -13,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bus_schema::{Env, Evidence, Incident, IncidentKind, IncidentStatus, ServiceName, Timestamp, Uuid, derive_id};
+use bus_schema::{Env, Evidence, Incident, IncidentKind, IncidentStatus, ServiceName, Severity, Timestamp, Uuid, derive_id};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Tunables;
@@ -44,6 +45,11 @@ pub struct Tracked {
     /// When it was (re)opened; time to recover counts from here.
     since: Timestamp,
     last_published: Timestamp,
+    /// When a detector last said the problem is there.
+    last_firing: Timestamp,
+    /// This step's new figures, published (or not) once the step is complete.
+    #[serde(skip)]
+    draft: Option<Incident>,
 }
 
 /// The open and recently resolved incidents of one service.
@@ -84,12 +90,14 @@ impl Incidents {
     /// Applies one event's verdicts; returns the incidents to publish.
     pub fn apply(&mut self, step: &Step<'_>, verdicts: Verdicts) -> Vec<Incident> {
         let mut changed: BTreeMap<IncidentKind, Incident> = BTreeMap::new();
-        let mut explained: Vec<Evidence> = Vec::new();
+        let mut explained: BTreeMap<IncidentKind, (Vec<Evidence>, Severity)> = BTreeMap::new();
         for (kind, verdict) in verdicts {
             match verdict {
                 Verdict::Firing(finding) => {
                     if let Some(cause) = self.explaining(kind, step) {
-                        explained.extend(finding.evidence.into_iter().map(|mut e| {
+                        let (evidence, severity) = explained.entry(cause).or_insert((Vec::new(), Severity::Low));
+                        *severity = (*severity).max(finding.severity);
+                        evidence.extend(finding.evidence.into_iter().map(|mut e| {
                             e.detail = format!("{} (explained by {cause})", e.detail);
                             e
                         }));
@@ -109,23 +117,31 @@ impl Incidents {
                 Verdict::Cleared => changed.extend(self.resolve(kind, step.now).map(|i| (kind, i))),
             }
         }
-        // Symptoms' evidence goes on the causes that explain them, and conflicts on everything.
+        // Symptoms' evidence (and severity) goes on the incidents that explain them, and
+        // conflicts on everything.
         let kinds: Vec<IncidentKind> = self.open.keys().copied().collect();
         for kind in kinds {
-            let extra: Vec<Evidence> = if CAUSES.contains(&kind) { explained.clone() } else { Vec::new() };
-            if let Some(incident) = self.refresh(kind, extra, step) {
-                changed.entry(kind).or_insert(incident);
+            let (extra, severity) = explained.remove(&kind).unwrap_or((Vec::new(), Severity::Low));
+            if let Some(mut incident) = self.refresh(kind, extra, severity, step) {
+                // Opened in this step: it goes out once, as opened, with everything added.
+                if let Some(earlier) = changed.get(&kind) {
+                    incident.status = earlier.status;
+                }
+                changed.insert(kind, incident);
             }
         }
         self.prune(step.now, step.tunables);
         changed.into_values().collect()
     }
 
-    /// The open (or just resolved) cause that explains a symptom of `kind`.
+    /// The cause that explains a symptom of `kind`: one that fired (or resolved) within
+    /// [`detect::inhibit_for`]. A cause that went quiet — a failed deploy hours ago, a crash
+    /// loop no sample mentions any more — explains nothing new.
     fn explaining(&self, kind: IncidentKind, step: &Step<'_>) -> Option<IncidentKind> {
         let recent = step.now.minus(detect::inhibit_for(step.tunables));
         explained_by(kind).iter().copied().find(|cause| {
-            self.open.contains_key(cause) || self.resolved.get(cause).is_some_and(|t| t.incident.resolved_at.is_some_and(|at| at >= recent))
+            self.open.get(cause).is_some_and(|t| t.last_firing >= recent)
+                || self.resolved.get(cause).is_some_and(|t| t.incident.resolved_at.is_some_and(|at| at >= recent))
         })
     }
 
@@ -144,13 +160,17 @@ impl Incidents {
         let now = step.now;
         if let Some(t) = self.open.get_mut(&kind) {
             t.healthy_run = 0;
+            t.last_firing = now;
             t.incident.sample_count += 1;
             let mut next = t.incident.clone();
-            next.severity = finding.severity;
+            // An open incident's severity only rises.
+            next.severity = next.severity.max(finding.severity);
             next.summary = finding.summary;
-            next.evidence = merge(finding.evidence, &step.related);
+            // Fresh figures first; what only earlier events showed stays listed.
+            next.evidence = union(merge(finding.evidence, &step.related), &t.incident.evidence);
             next.suspect_version = finding.suspect_version.or(next.suspect_version);
-            return Self::publish_if_material(t, next, step);
+            t.draft = Some(next);
+            return None;
         }
         let reopen = self.resolved.remove(&kind).filter(|t| t.incident.resolved_at.is_some_and(|at| now.since(at).as_secs() < step.tunables.flap_window_s));
         let incident = match reopen {
@@ -189,15 +209,17 @@ impl Incidents {
         };
         let mut incident = incident;
         incident.evidence = merge(incident.evidence, &step.conflicts);
-        self.open.insert(kind, Tracked { incident: incident.clone(), healthy_run: 0, since: now, last_published: now });
+        self.open.insert(kind, Tracked { incident: incident.clone(), healthy_run: 0, since: now, last_published: now, last_firing: now, draft: None });
         Some(incident)
     }
 
-    /// Adds evidence and the conflict flag to an open incident; publishes if that is material.
-    fn refresh(&mut self, kind: IncidentKind, extra: Vec<Evidence>, step: &Step<'_>) -> Option<Incident> {
+    /// Adds explained symptoms (raising the severity to theirs) and the conflict flag to an
+    /// open incident; publishes if that is material.
+    fn refresh(&mut self, kind: IncidentKind, extra: Vec<Evidence>, severity: Severity, step: &Step<'_>) -> Option<Incident> {
         let t = self.open.get_mut(&kind)?;
-        let mut next = t.incident.clone();
+        let mut next = t.draft.take().unwrap_or_else(|| t.incident.clone());
         next.evidence = merge(merge(next.evidence, &extra), &step.conflicts);
+        next.severity = next.severity.max(severity);
         next.signal_conflict = !step.conflicts.is_empty();
         Self::publish_if_material(t, next, step)
     }
@@ -210,6 +232,7 @@ impl Incidents {
         if !(material || due) {
             // Keep the newest figures without publishing them.
             t.incident.evidence = next.evidence;
+            t.incident.summary = next.summary;
             return None;
         }
         next.status = IncidentStatus::Updated;
@@ -235,6 +258,17 @@ impl Incidents {
         let keep_s = t.flap_window_s.max(t.verification_s).max(detect::inhibit_for(t).as_secs());
         self.resolved.retain(|_, r| r.incident.resolved_at.is_some_and(|at| now.since(at).as_secs() <= keep_s));
     }
+}
+
+/// `base` plus the entries of `old` whose signal it does not have, capped.
+fn union(mut base: Vec<Evidence>, old: &[Evidence]) -> Vec<Evidence> {
+    for e in old {
+        if !base.iter().any(|b| b.signal == e.signal) {
+            base.push(e.clone());
+        }
+    }
+    base.truncate(MAX_EVIDENCE);
+    base
 }
 
 /// `base` plus the entries of `extra` whose signal it does not have yet, capped.

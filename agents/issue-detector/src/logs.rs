@@ -12,7 +12,7 @@ use bus_schema::{Evidence, LogEvent, LogLevel, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// How many match times are kept per pattern per service.
-const MAX_MATCHES_KEPT: usize = 64;
+pub const MAX_MATCHES_KEPT: usize = 64;
 
 /// A named set of phrases.
 #[derive(Debug, Clone, PartialEq)]

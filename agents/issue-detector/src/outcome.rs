@@ -1,7 +1,8 @@
 //! Did the action help? After an executed action on an incident, the detector waits
-//! `verification_s` of the service's event time and then judges: *recovered* if the incident
-//! is resolved at that moment (and did not come back), with the time from the action to the
-//! resolution; *not recovered* if it is still or again open. A failed execution is judged
+//! `verification_s` of the service's event time, starting with the service's first event after
+//! the action, and then judges: *recovered* if the incident is resolved at that moment, with
+//! the time from that first event to the resolution; *not recovered* if it is still or again
+//! open. A failed execution is judged
 //! not recovered at once. A refused one changed nothing and is not judged.
 //!
 //! Judging at the end of the window rather than at the first resolution is deliberate: a
@@ -25,8 +26,11 @@ pub struct Verification {
     pub proposal_id: Uuid,
     pub incident_id: Uuid,
     pub action: Action,
+    /// The service's first event after the action; until it arrives, when the result came.
     pub started_at: Timestamp,
     pub deadline: Timestamp,
+    /// Whether an event after the action has started the window.
+    pub anchored: bool,
     /// The action's chain, which the outcome continues.
     pub correlation_id: String,
 }
@@ -60,6 +64,7 @@ pub fn start(state: &mut ServiceState, r: &ExecutionResult, correlation_id: &str
                 action: r.action.clone(),
                 started_at: now,
                 deadline: now.plus(verification),
+                anchored: false,
                 correlation_id: correlation_id.to_owned(),
             });
             let mut judged = Vec::new();
@@ -75,6 +80,14 @@ pub fn start(state: &mut ServiceState, r: &ExecutionResult, correlation_id: &str
 /// Judges every action whose window ended by the service's event time.
 pub fn judge_due(state: &mut ServiceState) -> Vec<Judged> {
     let Some(now) = state.newest else { return Vec::new() };
+    // The window starts with the first event after the action, so a service that was silent
+    // when the action ran still gets the whole window.
+    for v in state.verifications.iter_mut().filter(|v| !v.anchored && now > v.started_at) {
+        let window = v.deadline.since(v.started_at);
+        v.started_at = now;
+        v.deadline = now.plus(window);
+        v.anchored = true;
+    }
     let (due, waiting): (Vec<Verification>, Vec<Verification>) = std::mem::take(&mut state.verifications).into_iter().partition(|v| v.deadline <= now);
     state.verifications = waiting;
     due.iter().map(|v| verdict(state, v, now, "")).collect()

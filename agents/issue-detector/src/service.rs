@@ -2,26 +2,28 @@
 //! the latest reading of each source, the last deploy, log matches, incidents and the
 //! actions waiting to be judged. One redb record per service.
 //!
-//! Time is the service's *event time*: the newest sample timestamp seen. A sample stands for
-//! the time since the previous one (capped at [`MAX_GAP_S`]); a late sample stands for the
-//! service's typical gap. Samples more than `max_lateness` behind the newest one are rejected,
+//! Time is the service's *event time*: the newest timestamp seen. A sample stands for the time
+//! since the previous sample (capped at [`MAX_GAP_S`] or twice the usual cadence, whichever is
+//! longer); a late sample stands for the service's typical gap. Samples more than `max_lateness` behind the newest one are rejected,
 //! as are samples stamped more than `max_clock_skew` ahead of this machine's clock (one bogus
 //! far-future timestamp would otherwise make every later sample look late).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use bus_schema::{DeployEvent, Env, Evidence, MetricSample, ServiceName, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DetectorConfig, Tunables};
+use crate::detect;
+use crate::engine::Pending;
 use crate::lifecycle::Incidents;
 use crate::logs::LogMatches;
 use crate::outcome::Verification;
 use crate::slo;
 use crate::window::{ErrorTime, SIGNALS, Signal, Windows};
 
-/// The most time one sample stands for.
+/// The most time one sample stands for, unless the service's usual cadence is slower.
 pub const MAX_GAP_S: f64 = 300.0;
 /// Assumed gap before a service's cadence is known.
 const INITIAL_GAP_S: f64 = 10.0;
@@ -44,6 +46,9 @@ pub struct DeployMarker {
     pub version: String,
     pub previous_version: Option<String>,
     pub at: Timestamp,
+    /// Mean error rate and p95 over the regression window before the deploy.
+    pub baseline_error_rate: Option<f64>,
+    pub baseline_p95_ms: Option<f64>,
 }
 
 /// Where the service stands on its SLO, as last published.
@@ -77,6 +82,9 @@ pub struct ServiceState {
     /// Event time: the newest sample seen.
     pub newest: Option<Timestamp>,
     typical_gap_s: f64,
+    /// The newest metric sample (deploys and logs move event time, not the sample cadence).
+    #[serde(default)]
+    last_sample: Option<Timestamp>,
     pub windows: Windows,
     sources: BTreeMap<String, SourceReading>,
     pub deploy: Option<DeployMarker>,
@@ -84,6 +92,13 @@ pub struct ServiceState {
     pub incidents: Incidents,
     pub verifications: Vec<Verification>,
     pub slo_published: Option<SloMark>,
+    /// Outputs decided but not yet stored on the bus, oldest first.
+    #[serde(default)]
+    pub outbox: VecDeque<Pending>,
+    /// The highest stream sequence applied, per `{stream}:{epoch}`: a redelivered input is
+    /// not applied twice.
+    #[serde(default)]
+    applied: BTreeMap<String, u64>,
 }
 
 impl ServiceState {
@@ -93,6 +108,7 @@ impl ServiceState {
             service,
             newest: None,
             typical_gap_s: INITIAL_GAP_S,
+            last_sample: None,
             windows: Windows::default(),
             sources: BTreeMap::new(),
             deploy: None,
@@ -100,6 +116,25 @@ impl ServiceState {
             incidents: Incidents::default(),
             verifications: Vec::new(),
             slo_published: None,
+            outbox: VecDeque::new(),
+            applied: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the input at `seq` of `source` (`{stream}:{epoch}`), or a later one, was applied.
+    pub fn applied_before(&self, source: &str, seq: u64) -> bool {
+        self.applied.get(source).is_some_and(|done| *done >= seq)
+    }
+
+    /// Records that the input at `seq` of `source` is applied.
+    pub fn mark_applied(&mut self, source: &str, seq: u64) {
+        self.applied.insert(source.to_owned(), seq);
+        // A recreated stream starts a new epoch; old epochs are forgotten after a while.
+        while self.applied.len() > 8 {
+            let oldest = self.applied.iter().min_by_key(|(_, s)| **s).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.applied.remove(&k);
+            }
         }
     }
 
@@ -115,13 +150,19 @@ impl ServiceState {
 
     /// Whether a sample stamped `at` may enter the windows.
     pub fn admit(&self, at: Timestamp, config: &DetectorConfig, wall_clock: Timestamp) -> Result<(), NotAdmitted> {
-        if at > wall_clock.plus(config.max_clock_skew) {
-            return Err(NotAdmitted::Future { ahead: at.since(wall_clock) });
-        }
+        self.admit_future(at, config, wall_clock)?;
         match self.newest {
             Some(newest) if at < newest.minus(config.max_lateness) => Err(NotAdmitted::Late { behind: newest.since(at), newest }),
             _ => Ok(()),
         }
+    }
+
+    /// Whether `at` is at most `max_clock_skew` ahead of this machine's clock.
+    pub fn admit_future(&self, at: Timestamp, config: &DetectorConfig, wall_clock: Timestamp) -> Result<(), NotAdmitted> {
+        if at > wall_clock.plus(config.max_clock_skew) {
+            return Err(NotAdmitted::Future { ahead: at.since(wall_clock) });
+        }
+        Ok(())
     }
 
     /// Moves event time forward (never back).
@@ -134,14 +175,20 @@ impl ServiceState {
     /// Takes a metric sample into the windows and the source table.
     pub fn record_metric(&mut self, m: &MetricSample, t: &Tunables) {
         let at = m.timestamp;
-        let dt = match self.newest {
-            Some(newest) if at > newest => {
-                let gap = (at.unix_millis() - newest.unix_millis()) as f64 / 1000.0;
-                self.typical_gap_s = 0.8 * self.typical_gap_s + 0.2 * gap.min(MAX_GAP_S);
-                gap.min(MAX_GAP_S)
+        // A sample stands for the time since the previous sample, up to twice the service's
+        // usual cadence (at least MAX_GAP_S): a silence is not counted as measured time.
+        let cap = MAX_GAP_S.max(2.0 * self.typical_gap_s);
+        let dt = match self.last_sample {
+            Some(last) if at > last => {
+                let gap = ((at.unix_millis() - last.unix_millis()) as f64 / 1000.0).min(cap);
+                self.typical_gap_s = 0.8 * self.typical_gap_s + 0.2 * gap;
+                gap
             }
-            _ => self.typical_gap_s.min(MAX_GAP_S),
+            _ => self.typical_gap_s.min(cap),
         };
+        if self.last_sample.is_none_or(|last| at > last) {
+            self.last_sample = Some(at);
+        }
         self.advance(at);
         let mut readings: [Option<(f64, bool)>; SIGNALS] = [None; SIGNALS];
         for signal in Signal::ALL {
@@ -168,8 +215,14 @@ impl ServiceState {
     }
 
     /// Remembers a successful deploy as the start of a regression watch.
-    pub fn record_deploy(&mut self, d: &DeployEvent) {
-        self.deploy = Some(DeployMarker { version: d.version.clone(), previous_version: d.previous_version.clone(), at: d.timestamp });
+    pub fn record_deploy(&mut self, d: &DeployEvent, t: &Tunables) {
+        self.deploy = Some(DeployMarker {
+            version: d.version.clone(),
+            previous_version: d.previous_version.clone(),
+            at: d.timestamp,
+            baseline_error_rate: detect::baseline(self, d.timestamp, t, Signal::ErrorRate),
+            baseline_p95_ms: detect::baseline(self, d.timestamp, t, Signal::P95),
+        });
     }
 
     /// Readings from different sources (or one sample) that cannot all be true, at `now`.
@@ -286,6 +339,17 @@ mod tests {
         s.record_metric(&sample("2026-11-22T10:00:00Z", serde_json::json!({"error_rate": 0.3})), &t);
         s.record_metric(&sample("2026-11-22T10:00:10Z", serde_json::json!({"error_rate": 0.0})), &t);
         assert!(s.conflicts("2026-11-22T10:00:10Z".parse().unwrap(), &t).is_empty());
+    }
+
+    #[test]
+    fn a_redelivered_input_is_recognised_per_stream_epoch() {
+        let mut s = state();
+        assert!(!s.applied_before("CN_EVENTS:a", 7));
+        s.mark_applied("CN_EVENTS:a", 7);
+        assert!(s.applied_before("CN_EVENTS:a", 7) && s.applied_before("CN_EVENTS:a", 3));
+        assert!(!s.applied_before("CN_EVENTS:a", 8));
+        assert!(!s.applied_before("CN_WORK:a", 7), "another stream counts on its own");
+        assert!(!s.applied_before("CN_EVENTS:b", 1), "a recreated stream starts again");
     }
 
     #[test]

@@ -232,7 +232,11 @@ mod tests {
     #[test]
     fn a_single_bad_sample_is_not_a_burn() {
         let mut w = Windows::default();
-        let now = feed(&mut w, T0, 1, 60, 500.0);
+        // Windows well covered, so only the spike guard stands between this sample and a page.
+        feed(&mut w, T0, 60, 10, 0.0);
+        let now = feed(&mut w, T0 + 3600, 1, 60, 5000.0);
+        let e = w.errors(now, 300);
+        assert!(e.error_rate().unwrap() / 0.001 > 14.4 && w.errors(now, 3600).error_rate().unwrap() / 0.001 > 14.4, "both windows do burn: {e:?}");
         assert_eq!(evaluate(&w, now, &Tunables::default()).alert, None);
     }
 }

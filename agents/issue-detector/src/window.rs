@@ -123,13 +123,27 @@ impl Coarse {
         }
     }
 
-    fn sum(&self, from_exclusive: i64, to: i64) -> ErrorTime {
-        let mut total = ErrorTime::default();
-        for (_, e) in self.buckets.iter().filter(|(s, _)| *s > from_exclusive - self.width && *s <= to) {
-            total.merge(e);
-        }
-        total
+    fn sum(&self, from: i64, to: i64) -> ErrorTime {
+        sum_errors(self.buckets.iter().map(|(s, e)| (*s, e)), self.width, from, to)
     }
+}
+
+/// Error time in `(from, to]`; the bucket straddling `from` counts for the part of it inside
+/// the window, so a 30-day budget is 30 days, not 31.
+fn sum_errors<'a>(buckets: impl Iterator<Item = (i64, &'a ErrorTime)>, width: i64, from: i64, to: i64) -> ErrorTime {
+    let mut total = ErrorTime::default();
+    for (start, e) in buckets.filter(|(s, _)| *s > from - width && *s <= to) {
+        if start >= from {
+            total.merge(e);
+        } else {
+            let inside = (start + width - from) as f64 / width as f64;
+            total.bad_s += e.bad_s * inside;
+            total.seen_s += e.seen_s * inside;
+        }
+    }
+    // Burning samples are counted by whole fine buckets (see `errors`).
+    total.burning = [0; 2];
+    total
 }
 
 /// What one signal looked like over a window of fine buckets.
@@ -188,12 +202,12 @@ impl Windows {
         }
     }
 
-    /// One signal over the fine buckets in `(to - window_s, to]`.
+    /// One signal over the fine buckets overlapping `(to - window_s, to]` (whole buckets).
     pub fn last(&self, signal: Signal, to: i64, window_s: u64) -> WindowStats {
         self.range(signal, to - window_s as i64, to)
     }
 
-    /// One signal over the fine buckets whose start lies in `(from, to]`.
+    /// One signal over the fine buckets overlapping `(from, to]` (whole buckets).
     pub fn range(&self, signal: Signal, from: i64, to: i64) -> WindowStats {
         let mut agg = Agg::default();
         let (mut first, mut last) = (None, None);
@@ -216,9 +230,11 @@ impl Windows {
     pub fn errors(&self, to: i64, window_s: u64) -> ErrorTime {
         let from = to - window_s as i64;
         if window_s <= (FINE_LEN * FINE_WIDTH_S) as u64 {
-            let mut total = ErrorTime::default();
+            // Paging rules count whole 10 s buckets of samples burning on their own.
+            let mut total = sum_errors(self.fine.iter().map(|b| (b.start, &b.errors)), FINE_WIDTH_S, from, to);
             for b in self.fine.iter().filter(|b| b.start > from - FINE_WIDTH_S && b.start <= to) {
-                total.merge(&b.errors);
+                total.burning[0] += b.errors.burning[0];
+                total.burning[1] += b.errors.burning[1];
             }
             return total;
         }
@@ -253,7 +269,7 @@ mod tests {
         let s = w.last(Signal::ErrorRate, T0 + 30, 60);
         assert_eq!((s.agg.n, s.agg.bad, s.span_s), (3, 2, 40));
         assert!((s.agg.mean().unwrap() - 0.2).abs() < 1e-9);
-        assert_eq!(w.last(Signal::ErrorRate, T0 + 30, 20).agg.n, 2, "(T0+10, T0+30]");
+        assert_eq!(w.last(Signal::ErrorRate, T0 + 30, 20).agg.n, 2, "the buckets at T0+10 and T0+30 overlap (T0+10, T0+30]");
     }
 
     #[test]
@@ -286,5 +302,20 @@ mod tests {
         assert!((hour - (0.10 * 600.0 + 0.01 * 3000.0) / 3600.0).abs() < 0.005, "{hour}");
         assert!((six_h.seen_s - 7800.0).abs() < 1.0, "six hours sees everything: {six_h:?}");
         assert!((w.errors(end, 30 * 86_400).bad_s - (0.10 * 600.0 + 0.01 * 7200.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_window_straddling_a_bucket_counts_only_its_share_of_it() {
+        let mut w = Windows::default();
+        // Five days of 1 % errors every five minutes; beyond 3 days the tier's buckets are days.
+        let start = 1_800_000_000 / 86_400 * 86_400;
+        for i in 0..(5 * 288) {
+            let at = start + i * 300;
+            w.add(at, only_error(0.01, false), err(0.01, 300.0), at);
+        }
+        let end = start + 5 * 86_400 - 300;
+        // Four and a half days back: the oldest day's bucket counts for half of it.
+        let e = w.errors(end, 108 * 3600);
+        assert!((e.seen_s - 108.0 * 3600.0).abs() <= 600.0, "{} h", e.seen_s / 3600.0);
     }
 }

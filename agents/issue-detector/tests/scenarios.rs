@@ -68,7 +68,7 @@ impl World {
     fn deploy(&mut self, offset_s: i64, version: &str, previous: &str, status: &str) {
         let d: DeployEvent = serde_json::from_value(json!({"service": "api", "env": "prod", "version": version, "previous_version": previous, "status": status, "timestamp": at(offset_s).to_string()})).unwrap();
         let id = self.input();
-        let out = self.state.on_deploy(&d, &self.config, &id);
+        let out = self.state.on_deploy(&d, &self.config, &id, d.timestamp).unwrap();
         self.take(out);
     }
 
@@ -361,7 +361,7 @@ fn an_action_followed_by_recovery_is_judged_recovered_with_its_time_to_recover()
     w.metrics(100, 400, 10, json!({"crash_looping": false}));
     let o = &w.outcomes[0];
     assert_eq!((o.recovered, o.proposal_id, o.incident_id), (true, Some(proposal), incident));
-    assert_eq!(o.time_to_recover_s, Some(60.0), "from the action (at the service's newest sample, t=20) to resolution (t=80)");
+    assert_eq!(o.time_to_recover_s, Some(20.0), "from the first sample after the action (t=60) to the resolution (t=80)");
     assert_eq!(w.outcomes.len(), 1);
 }
 
@@ -392,7 +392,96 @@ fn state_saved_mid_incident_and_loaded_again_opens_no_duplicate() {
         store.put(&table, "prod/api", &w.state).unwrap();
     }
     let store = agent_runtime::store::Store::open(&dir.path().join("state.redb")).unwrap();
-    w.state = store.get(&table, "prod/api").unwrap().unwrap();
+    let loaded: ServiceState = store.get(&table, "prod/api").unwrap().unwrap();
+    assert_eq!(loaded, w.state, "everything survives the round trip");
+    w.state = loaded;
     w.metrics(200, 600, 10, json!({"error_rate": 0.2}));
     assert_eq!(w.opened(), vec![IncidentKind::HighErrorRate]);
+}
+
+#[test]
+fn a_deploy_from_the_far_future_is_refused_and_does_not_blind_the_service() {
+    let mut w = World::new();
+    w.metric(0, json!({"error_rate": 0.0}));
+    let d: DeployEvent = serde_json::from_value(json!({"service": "api", "env": "prod", "version": "9.9.9", "status": "succeeded", "timestamp": "2199-01-01T00:00:00Z"})).unwrap();
+    assert!(w.state.on_deploy(&d, &w.config, "x", at(0)).unwrap_err().to_string().contains("ahead of this detector's clock"));
+    w.metrics(10, 300, 10, json!({"cpu_percent": 99}));
+    assert_eq!(w.opened(), vec![IncidentKind::Overload]);
+}
+
+#[test]
+fn a_failed_deploy_long_ago_does_not_hide_new_errors() {
+    let mut w = World::new();
+    w.deploy(0, "2.0.0", "1.9.0", "failed");
+    w.metrics(3600, 3900, 10, json!({"error_rate": 0.5}));
+    assert_eq!(w.opened(), vec![IncidentKind::DeployFailed, IncidentKind::HighErrorRate]);
+}
+
+#[test]
+fn an_explaining_incident_is_not_republished_for_every_sample() {
+    let mut w = World::new();
+    w.metrics(0, 3000, 10, json!({"error_rate": 0.13, "p95_latency_ms": 1450, "crash_looping": true, "restarts": 4}));
+    let crash = w.of(IncidentKind::CrashLoop);
+    assert!(crash.len() <= 15, "{} publications for 300 samples", crash.len());
+}
+
+#[test]
+fn an_slo_page_explained_by_the_error_rate_lends_it_its_severity_and_burn_rates() {
+    let mut w = World::new();
+    w.metrics(0, 600, 10, json!({"error_rate": 0.5}));
+    assert_eq!(w.opened(), vec![IncidentKind::HighErrorRate]);
+    let latest = *w.of(IncidentKind::HighErrorRate).last().unwrap();
+    assert_eq!(latest.severity, Severity::Critical, "the page's severity");
+    assert!(signals(latest).contains(&"burn_rate_5m") && signals(latest).contains(&"error_budget_consumed"), "{:?}", signals(latest));
+}
+
+#[test]
+fn one_source_reading_cpu_does_not_resolve_the_memory_another_source_reports() {
+    let mut w = World::new();
+    for t in (0..300).step_by(10) {
+        w.metric(t, json!({"memory_percent": 97, "source": "a"}));
+        w.metric(t + 5, json!({"cpu_percent": 20, "source": "b"}));
+    }
+    assert_eq!(w.statuses(IncidentKind::Overload)[0], IncidentStatus::Opened);
+    assert!(!w.statuses(IncidentKind::Overload).contains(&IncidentStatus::Resolved));
+}
+
+#[test]
+fn a_regression_stays_open_while_errors_stay_up_and_readings_without_them_say_nothing() {
+    let mut w = World::new();
+    w.metrics(0, 600, 10, json!({"error_rate": 0.002}));
+    w.deploy(600, "1.15.0", "1.14.2", "succeeded");
+    w.metrics(600, 1200, 10, json!({"error_rate": 0.03}));
+    w.metrics(1200, 1500, 10, json!({"cpu_percent": 30}));
+    // More than an hour after the deploy the baseline is still known.
+    for t in (1500..5400).step_by(10) {
+        w.metric(t, json!({"error_rate": 0.03}));
+    }
+    assert_eq!(w.statuses(IncidentKind::DeployRegression).first(), Some(&IncidentStatus::Opened));
+    assert!(!w.statuses(IncidentKind::DeployRegression).contains(&IncidentStatus::Resolved));
+    w.metrics(5400, 5430, 10, json!({"error_rate": 0.002}));
+    assert_eq!(w.statuses(IncidentKind::DeployRegression).last(), Some(&IncidentStatus::Resolved));
+}
+
+#[test]
+fn a_service_silent_when_the_action_ran_still_gets_the_whole_verification_window() {
+    let mut w = World::new();
+    w.metrics(0, 30, 10, json!({"crash_looping": true}));
+    let incident = w.of(IncidentKind::CrashLoop)[0].incident_id;
+    w.executed(incident, "executed", 1200);
+    // Twenty minutes of silence, then the service reports again: the window starts now.
+    w.metric(1220, json!({"crash_looping": true}));
+    assert!(w.outcomes.is_empty());
+    w.metrics(1230, 1500, 10, json!({"crash_looping": false}));
+    assert!(w.outcomes.is_empty(), "judged 300 s after t=1220");
+    w.metric(1530, json!({"crash_looping": false}));
+    assert!(w.outcomes[0].recovered, "{:?}", w.outcomes);
+}
+
+#[test]
+fn a_month_burning_exactly_the_budget_spends_exactly_the_budget() {
+    let mut w = World::new();
+    w.metrics(0, 30 * 86_400, 600, json!({"error_rate": 0.001}));
+    let remaining = *w.budget.last().unwrap();
+    assert!(remaining.abs() < 0.01, "{remaining}");
 }
