@@ -130,6 +130,14 @@ async fn a_restart_that_works_is_judged_recovered_and_the_incident_resolves_all_
     let chain = [ProofKind::IncidentOpened, ProofKind::ActionProposed, ProofKind::ActionApproved, ProofKind::ActionExecuted, ProofKind::IncidentResolved];
     let positions: Vec<usize> = chain.iter().map(|k| position(&records, *k, "orders")).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order: {positions:?}");
+
+    // The service's SLO status, for the negotiator's error-budget gate, is on the bus too.
+    let operator = async_nats::jetstream::new(fleet.client_as("operator").await.unwrap());
+    let stored = operator.get_stream("CN_WORK").await.unwrap().get_last_raw_message_by_subject("cn.slo.stage.orders").await.unwrap();
+    let slo: bus_schema::SloStatus = bus_schema::codec::decode(bus_schema::Encoding::MsgPack, &stored.payload, &bus_schema::Limits::default()).unwrap();
+    assert_eq!((slo.objective, slo.window_days), (0.999, 30));
+    assert!(slo.budget_remaining > 0.99 && slo.budget_remaining <= 1.0, "{slo:?}");
+    assert!(slo.burn_rates.iter().any(|b| b.window_s == 300), "{slo:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

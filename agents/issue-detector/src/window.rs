@@ -202,6 +202,13 @@ impl Windows {
         }
     }
 
+    /// The fine buckets overlapping `(from, to]`, found by binary search: a 5 min window
+    /// looks at 30 buckets, not 360.
+    fn fine_between(&self, from: i64, to: i64) -> impl Iterator<Item = &FineBucket> {
+        let first = self.fine.partition_point(|b| b.start <= from - FINE_WIDTH_S);
+        self.fine.range(first..).take_while(move |b| b.start <= to)
+    }
+
     /// One signal over the fine buckets overlapping `(to - window_s, to]` (whole buckets).
     pub fn last(&self, signal: Signal, to: i64, window_s: u64) -> WindowStats {
         self.range(signal, to - window_s as i64, to)
@@ -211,7 +218,7 @@ impl Windows {
     pub fn range(&self, signal: Signal, from: i64, to: i64) -> WindowStats {
         let mut agg = Agg::default();
         let (mut first, mut last) = (None, None);
-        for b in self.fine.iter().filter(|b| b.start > from - FINE_WIDTH_S && b.start <= to) {
+        for b in self.fine_between(from, to) {
             let a = &b.signals[signal as usize];
             if a.n > 0 {
                 agg.merge(a);
@@ -231,8 +238,8 @@ impl Windows {
         let from = to - window_s as i64;
         if window_s <= (FINE_LEN * FINE_WIDTH_S) as u64 {
             // Paging rules count whole 10 s buckets of samples burning on their own.
-            let mut total = sum_errors(self.fine.iter().map(|b| (b.start, &b.errors)), FINE_WIDTH_S, from, to);
-            for b in self.fine.iter().filter(|b| b.start > from - FINE_WIDTH_S && b.start <= to) {
+            let mut total = sum_errors(self.fine_between(from, to).map(|b| (b.start, &b.errors)), FINE_WIDTH_S, from, to);
+            for b in self.fine_between(from, to) {
                 total.burning[0] += b.errors.burning[0];
                 total.burning[1] += b.errors.burning[1];
             }
