@@ -34,6 +34,11 @@ impl DeployHistory {
         self.last_status = Some(event.status.to_string());
     }
 
+    /// Whether a deploy has started and not yet ended: canary actions act on it.
+    pub fn rollout_in_progress(&self) -> bool {
+        self.last_status.as_deref() == Some("started")
+    }
+
     /// The version a rollback would restore: after a failed deploy, the last good version;
     /// otherwise the one before the current.
     pub fn rollback_target(&self) -> Option<&str> {

@@ -86,7 +86,14 @@ pub fn governance_gate() -> AgentDef {
     AgentDef {
         name: GOVERNANCE_GATE,
         description: "Chaos Negotiator governance gate: proposals in, signed approvals or refusals out",
-        inputs: vec![InputDef::new("deploys", subject::DEPLOY_EVENTS.all()), InputDef::new("proposals", subject::PROPOSED.all())],
+        inputs: vec![
+            InputDef::new("deploys", subject::DEPLOY_EVENTS.all()),
+            InputDef::new("proposals", subject::PROPOSED.all()),
+            InputDef::new("decisions", subject::HUMAN_DECISIONS.all()),
+            InputDef::new("incidents", subject::INCIDENTS.all()),
+            InputDef::new("outcomes", subject::OUTCOMES.all()),
+            InputDef::new("slo", subject::SLO.all()),
+        ],
         outputs: vec![subject::APPROVED.info(), subject::REFUSED.info(), subject::PENDING.info()],
     }
 }

@@ -117,6 +117,12 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the fleet with extra flags for some agents, e.g.
+    /// `[("governance-gate", &["--human-approval-ttl", "2s"])]`.
+    pub async fn start_with(extra: &[(&str, &[&str])]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cn-fleet-").tempdir()?;
         let creds = dir.path().join("creds");
         cnctl::creds::init(&creds).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -157,6 +163,11 @@ impl Fleet {
                 "executor" => args.extend(["--verify-key".to_owned(), keys.join("governance.pub").to_string_lossy().into_owned()]),
                 _ => {}
             }
+            for (agent, flags) in extra {
+                if *agent == name {
+                    args.extend(flags.iter().map(|f| (*f).to_owned()));
+                }
+            }
             let log = dir.path().join(format!("{name}.log"));
             agents.insert(name.clone(), AgentProcess::spawn(&name, args, log)?);
         }
@@ -182,6 +193,12 @@ impl Fleet {
     pub async fn client_as(&self, user: &str) -> anyhow::Result<async_nats::Client> {
         let password = std::fs::read_to_string(cnctl::creds::password_file(&self.creds, user))?.trim().to_owned();
         Ok(async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password).connect(self.server.url()).await?)
+    }
+
+    /// Governance's signing key (tests use it to sign approvals that are valid but expired).
+    pub fn signing_key(&self) -> anyhow::Result<ApprovalSigner> {
+        let text = std::fs::read_to_string(self.dir.path().join("keys").join("governance.key"))?;
+        ApprovalSigner::from_hex(&text).map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// The password file of a user (for running cnctl as that user).

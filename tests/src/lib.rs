@@ -8,6 +8,7 @@ pub mod fleet;
 mod nats_server;
 pub mod probe;
 pub mod proof_log;
+pub mod scenario;
 
 pub use nats_server::{NatsServer, Setup};
 

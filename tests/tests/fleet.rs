@@ -9,38 +9,9 @@ use bus_schema::approval::ApprovalSigner;
 use bus_schema::proof::{ProofKind, ProofRecord};
 use bus_schema::{Action, ActionParams, ApprovalClaims, Timestamp, Uuid, subject};
 use cn_tests::fleet::Fleet;
-use cn_tests::proof_log::{StoredRecord, of_kind};
-use serde_json::{Value, json};
-
-/// Publishes JSON as the pipeline user, exactly like `nats pub SUBJECT 'JSON'`.
-async fn pipeline_pub(fleet: &Fleet, subject: &str, body: Value) {
-    let client = fleet.client_as("pipeline").await.unwrap();
-    client.publish(subject.to_owned(), body.to_string().into()).await.unwrap();
-    client.flush().await.unwrap();
-}
-
-fn now() -> String {
-    Timestamp::now().to_string()
-}
-
-fn deploy(env: &str, service: &str, version: &str, previous: Option<&str>, status: &str) -> Value {
-    json!({"service": service, "env": env, "version": version, "previous_version": previous, "status": status, "timestamp": now()})
-}
-
-fn crash(env: &str, service: &str, looping: bool) -> Value {
-    json!({"service": service, "env": env, "crash_looping": looping, "restarts": 4, "timestamp": now()})
-}
-
-fn for_service(records: &[StoredRecord], kind: ProofKind, service: &str) -> Vec<ProofRecord> {
-    of_kind(records, kind).into_iter().filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service)).collect()
-}
-
-fn position(records: &[StoredRecord], kind: ProofKind, service: &str) -> usize {
-    records
-        .iter()
-        .position(|r| r.record.as_ref().is_some_and(|r| r.kind == kind && r.service.as_ref().is_some_and(|s| s.as_str() == service)))
-        .unwrap_or_else(|| panic!("no {kind} for {service}"))
-}
+use cn_tests::proof_log::of_kind;
+use cn_tests::scenario::{crash, deploy, for_service, metric_at, pipeline_pub, position};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_in_stage_is_detected_restarted_and_executed_and_a_second_restart_is_held_by_the_cooldown() {
@@ -78,15 +49,6 @@ async fn a_crash_in_stage_is_detected_restarted_and_executed_and_a_second_restar
     assert_eq!(refused[0].action, Some(Action::Restart));
     assert!(refused[0].detail["remaining_s"].as_f64().unwrap() > 0.0);
     assert_eq!(for_service(&records, ProofKind::ActionExecuted, "payments-api").len(), 1, "executed once");
-}
-
-/// A metric sample `offset_s` from now.
-fn metric_at(env: &str, service: &str, offset_s: i64, fields: Value) -> Value {
-    let now = Timestamp::now();
-    let at = if offset_s >= 0 { now.plus(Duration::from_secs(offset_s as u64)) } else { now.minus(Duration::from_secs(offset_s.unsigned_abs())) };
-    let mut body = json!({"service": service, "env": env, "timestamp": at.to_string()});
-    body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

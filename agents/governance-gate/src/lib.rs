@@ -1,30 +1,40 @@
 //! The governance gate: nothing acts unless it says yes.
 //!
 //! Every proposal passes the gates in [`gates`] against the [`policy`] and what governance
-//! knows ([`facts`], from deploy events, and the cooldown ledger). The verdict is published —
-//! a signed approval on `cn.actions.approved.*` (only governance may publish there), a refusal
-//! with its reason code, or a pending approval for a human — and recorded on the proof log.
-//! Each decision is stored by proposal id, so a redelivered proposal gets the same answer
-//! instead of being decided again (which would, for one, run into its own cooldown).
+//! remembers ([`ledger`]: deploys, approvals, outcome back-offs, error budgets, incidents). The
+//! verdict is published — a signed approval on `cn.actions.approved.*` (only governance may
+//! publish there), a refusal with its reason code, or a pending approval for a human — and
+//! recorded on the proof log first. Each decision is stored by proposal id, so a redelivered
+//! proposal gets the same answer instead of being decided again.
+//!
+//! Human decisions arrive on `cn.approvals.*` (only the `operator` NATS user may publish
+//! there). An approval runs the gates again (a human overrides the human gate, not the
+//! others); a denial or an expired request is refused with `approval_denied` or
+//! `approval_expired`, and every decision records who and why. A request nobody answers is
+//! refused as `approval_expired` when it expires, by the runtime's clock.
 
 pub mod gates;
+pub mod ledger;
 pub mod policy;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_runtime::config::parse_duration;
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
+use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
 use bus_schema::approval::{ApprovalSigner, proposal_hash};
 use bus_schema::proof::ProofKind;
 use bus_schema::{
-    ActionProposal, AgentName, ApprovalClaims, DeployHistory, Inbound, PendingApproval, ReasonCode, Refusal, SignedApproval, Timestamp, derive_id, subject,
+    ActionProposal, AgentName, ApprovalClaims, Decision, HumanDecision, Inbound, PendingApproval, ReasonCode, Refusal, RejectReason, SignedApproval, Timestamp, Uuid,
+    derive_id, subject,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use gates::{Facts, Verdict, cooldown_key, service_key};
+use gates::{Mode, Verdict, View};
+use ledger::{IncidentLedger, ServiceLedger, service_key};
 use policy::Policy;
 
 pub const NAME: AgentName = bus_schema::fleet::GOVERNANCE_GATE;
@@ -38,10 +48,14 @@ pub struct Cli {
     /// File with governance's Ed25519 signing key (create one with `cnctl keygen`).
     #[arg(long, env = "CN_SIGNING_KEY_FILE")]
     pub signing_key: PathBuf,
+    /// Policy file (TOML); without one the DESIGN §6 defaults apply. Check it first with
+    /// `cnctl policy check FILE`; deploy/policy.toml documents every key.
+    #[arg(long, env = "CN_POLICY_FILE", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// How long a signed approval stays valid for the executor.
     #[arg(long, env = "CN_APPROVAL_TTL", default_value = "5m", value_parser = parse_duration)]
     pub approval_ttl: Duration,
-    /// How long a pending approval waits for a human.
+    /// How long a pending approval waits for a human before it is refused as approval_expired.
     #[arg(long, env = "CN_HUMAN_APPROVAL_TTL", default_value = "15m", value_parser = parse_duration)]
     pub human_approval_ttl: Duration,
 }
@@ -53,13 +67,21 @@ impl Cli {
             .map_err(|e| format!("cannot read --signing-key {}: {e} (create one with `cnctl keygen`)", self.signing_key.display()))?;
         ApprovalSigner::from_hex(&text).map_err(|e| format!("--signing-key {}: {e}", self.signing_key.display()))
     }
+
+    /// The policy file's policy, or the defaults.
+    pub fn policy(&self) -> Result<Policy, String> {
+        match &self.policy {
+            Some(path) => Policy::from_file(path),
+            None => Ok(Policy::default()),
+        }
+    }
 }
 
 pub fn spec() -> AgentSpec {
     AgentSpec::new(bus_schema::fleet::governance_gate(), env!("CARGO_PKG_VERSION"))
 }
 
-/// A decision as published, kept to answer a redelivered proposal the same way.
+/// A decision as published.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Decided {
     Approved(SignedApproval),
@@ -67,16 +89,29 @@ enum Decided {
     Pending(PendingApproval),
 }
 
-const SERVICES: Table<DeployHistory> = Table::new("services");
-const LAST_APPROVED: Table<Timestamp> = Table::new("cooldowns.last_approved");
-const DECISIONS: Table<Decided> = Table::new("decisions");
+/// A decision, what it is about, the input that made it (a redelivery of that input
+/// republishes it) and its chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    proposal: ActionProposal,
+    decided: Decided,
+    input_id: String,
+    correlation_id: String,
+}
+
+const SERVICES: Table<ServiceLedger> = Table::new("ledger.services");
+const INCIDENTS: Table<IncidentLedger> = Table::new("ledger.incidents");
+const DECISIONS: Table<Record> = Table::new("decisions.v2");
 
 /// Governance's bus shell.
 #[derive(Debug)]
 pub struct Governance {
     store: Store,
     policy: Policy,
-    facts: Facts,
+    services: HashMap<String, ServiceLedger>,
+    incidents: HashMap<Uuid, IncidentLedger>,
+    /// Requests waiting for a human: expiry and chain.
+    pending: BTreeMap<Uuid, (Timestamp, String)>,
     signer: ApprovalSigner,
     approval_ttl: Duration,
     human_ttl: Duration,
@@ -84,60 +119,62 @@ pub struct Governance {
 
 impl Governance {
     pub fn load(store: Store, policy: Policy, signer: ApprovalSigner, approval_ttl: Duration, human_ttl: Duration) -> Result<Self, RuntimeError> {
-        let facts = Facts {
-            services: store.scan(&SERVICES)?.into_iter().collect(),
-            last_approved: store.scan(&LAST_APPROVED)?.into_iter().collect(),
-        };
-        Ok(Self { store, policy, facts, signer, approval_ttl, human_ttl })
+        let services = store.scan(&SERVICES)?.into_iter().collect();
+        let incidents = store.scan(&INCIDENTS)?.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        let pending = store
+            .scan(&DECISIONS)?
+            .into_iter()
+            .filter_map(|(_, r)| match r.decided {
+                Decided::Pending(pa) => Some((pa.proposal.proposal_id, (pa.expires_at, r.correlation_id))),
+                _ => None,
+            })
+            .collect();
+        Ok(Self { store, policy, services, incidents, pending, signer, approval_ttl, human_ttl })
+    }
+
+    fn view(&self, p: &ActionProposal) -> View<'_> {
+        View { service: self.services.get(&service_key(p.env.as_str(), p.service.as_str())), incident: p.incident_id.and_then(|id| self.incidents.get(&id)) }
+    }
+
+    fn sign(&self, p: &ActionProposal, approved_by: &str, now: Timestamp) -> SignedApproval {
+        self.signer.sign(ApprovalClaims {
+            approval_id: derive_id(&["approval", &p.proposal_id.to_string()]),
+            proposal_id: p.proposal_id,
+            proposal_hash: proposal_hash(p),
+            incident_id: p.incident_id,
+            env: p.env.clone(),
+            service: p.service.clone(),
+            action: p.action.clone(),
+            params: p.params.clone(),
+            approved_by: approved_by.to_owned(),
+            issued_at: now,
+            expires_at: now.plus(self.approval_ttl),
+        })
+    }
+
+    fn refusal(p: &ActionProposal, reason: ReasonCode, detail: &Value, now: Timestamp) -> Refusal {
+        Refusal {
+            proposal_id: p.proposal_id,
+            incident_id: p.incident_id,
+            env: p.env.clone(),
+            service: p.service.clone(),
+            action: p.action.clone(),
+            reason,
+            detail: detail.to_string(),
+            refused_at: now,
+        }
     }
 
     fn decide(&self, p: &ActionProposal, now: Timestamp) -> Decided {
-        match gates::decide(&self.policy, &self.facts, p, now) {
-            Verdict::Approve => Decided::Approved(self.signer.sign(ApprovalClaims {
-                approval_id: derive_id(&["approval", &p.proposal_id.to_string()]),
-                proposal_id: p.proposal_id,
-                proposal_hash: proposal_hash(p),
-                incident_id: p.incident_id,
-                env: p.env.clone(),
-                service: p.service.clone(),
-                action: p.action.clone(),
-                params: p.params.clone(),
-                approved_by: "policy".to_owned(),
-                issued_at: now,
-                expires_at: now.plus(self.approval_ttl),
-            })),
-            Verdict::Refuse { reason, detail } => Decided::Refused(Refusal {
-                proposal_id: p.proposal_id,
-                incident_id: p.incident_id,
-                env: p.env.clone(),
-                service: p.service.clone(),
-                action: p.action.clone(),
-                reason,
-                detail: detail.to_string(),
-                refused_at: now,
-            }),
-            Verdict::NeedsHuman { why } => {
-                Decided::Pending(PendingApproval { proposal: p.clone(), reason: why, requested_at: now, expires_at: now.plus(self.human_ttl) })
-            }
+        match gates::decide(&self.policy, self.view(p), p, now, Mode::Proposal) {
+            Verdict::Approve => Decided::Approved(self.sign(p, "policy", now)),
+            Verdict::Refuse { reason, detail } => Decided::Refused(Self::refusal(p, reason, &detail, now)),
+            Verdict::NeedsHuman { why } => Decided::Pending(PendingApproval { proposal: p.clone(), reason: why, requested_at: now, expires_at: now.plus(self.human_ttl) }),
         }
     }
 
-    async fn on_proposal(&mut self, ctx: &mut Context<'_>, p: ActionProposal) -> Result<(), HandleError> {
-        let key = p.proposal_id.to_string();
-        let (decided, fresh) = match self.store.get(&DECISIONS, &key)? {
-            Some(d) => (d, false),
-            None => (self.decide(&p, Timestamp::now()), true),
-        };
-        // Deploy events and proposals come from different streams, in no guaranteed order. A
-        // prerequisite that looks missing may be in a deploy event not read yet: decide after it.
-        if let Decided::Refused(r) = &decided {
-            if fresh && r.reason == ReasonCode::MissingPrerequisite {
-                let behind = ctx.backlog("deploys").await?;
-                if behind > 0 {
-                    return Err(HandleError::Retry(format!("{behind} deploy events not read yet; deciding after them")));
-                }
-            }
-        }
+    /// Records and publishes a decision about `p`.
+    async fn publish(ctx: &mut Context<'_>, p: &ActionProposal, decided: &Decided) -> Result<(), HandleError> {
         let record = |kind: ProofKind| {
             let draft = ProofDraft::new(kind).scope(&p.env, &p.service).action(&p.action).proposal(p.proposal_id);
             match p.incident_id {
@@ -145,8 +182,8 @@ impl Governance {
                 None => draft,
             }
         };
-        match &decided {
-            // Each record goes first, so the proof log reads in causal order.
+        // Each record goes first, so the proof log reads in causal order.
+        match decided {
             Decided::Approved(a) => {
                 ctx.prove(record(ProofKind::ActionApproved).detail(json!({
                     "approval_id": a.claims.approval_id, "expires_at": a.claims.expires_at,
@@ -156,33 +193,141 @@ impl Governance {
                 ctx.publish(&subject::APPROVED.subject(&p.env, &p.service), a).await?;
             }
             Decided::Refused(r) => {
-                let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or(json!(r.detail));
+                let detail: Value = serde_json::from_str(&r.detail).unwrap_or(json!(r.detail));
                 ctx.prove(record(ProofKind::ActionRefused).reason(r.reason.as_str()).detail(detail)).await?;
                 ctx.publish(&subject::REFUSED.subject(&p.env, &p.service), r).await?;
             }
             Decided::Pending(pa) => {
-                let detail = json!({"why": pa.reason, "expires_at": pa.expires_at});
+                let detail = json!({"why": pa.reason, "expires_at": pa.expires_at, "confidence": p.confidence});
                 ctx.prove(record(ProofKind::ActionPendingApproval).reason(ReasonCode::ApprovalRequired.as_str()).detail(detail)).await?;
                 ctx.publish(&subject::PENDING.subject(&p.env, &p.service), pa).await?;
             }
         }
-        if fresh {
-            let ck = cooldown_key(&p);
-            let approved_at = match &decided {
-                Decided::Approved(a) => Some(a.claims.issued_at),
-                _ => None,
-            };
-            self.store.write(|tx| {
-                tx.put(&DECISIONS, &key, &decided)?;
-                if let Some(at) = approved_at {
-                    tx.put(&LAST_APPROVED, &ck, &at)?;
-                }
-                Ok(())
-            })?;
-            if let Some(at) = approved_at {
-                self.facts.last_approved.insert(ck, at);
+        Ok(())
+    }
+
+    /// Stores a decision; an approval also goes into the ledgers.
+    fn keep(&mut self, record: Record) -> Result<(), RuntimeError> {
+        let p = &record.proposal;
+        let key = service_key(p.env.as_str(), p.service.as_str());
+        let mut service = self.services.get(&key).cloned().unwrap_or_default();
+        let mut incident = p.incident_id.map(|id| self.incidents.get(&id).cloned().unwrap_or_default());
+        let approved = matches!(record.decided, Decided::Approved(_));
+        if let Decided::Approved(a) = &record.decided {
+            service.record_approval(&p.action, a.claims.issued_at, &self.policy);
+            if let Some(i) = incident.as_mut() {
+                i.approved_actions += 1;
             }
         }
+        match &record.decided {
+            Decided::Pending(pa) => self.pending.insert(p.proposal_id, (pa.expires_at, record.correlation_id.clone())),
+            _ => self.pending.remove(&p.proposal_id),
+        };
+        self.store.write(|tx| {
+            tx.put(&DECISIONS, &p.proposal_id.to_string(), &record)?;
+            if approved {
+                tx.put(&SERVICES, &key, &service)?;
+                if let (Some(id), Some(i)) = (p.incident_id, &incident) {
+                    tx.put(&INCIDENTS, &id.to_string(), i)?;
+                }
+            }
+            Ok(())
+        })?;
+        if approved {
+            self.services.insert(key, service);
+            if let (Some(id), Some(i)) = (p.incident_id, incident) {
+                self.incidents.insert(id, i);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_proposal(&mut self, ctx: &mut Context<'_>, p: ActionProposal) -> Result<(), HandleError> {
+        if let Some(known) = self.store.get(&DECISIONS, &p.proposal_id.to_string())? {
+            // Decided before (a redelivery, or the same proposal published twice): same answer.
+            return Self::publish(ctx, &p, &known.decided).await;
+        }
+        let decided = self.decide(&p, Timestamp::now());
+        // Deploy events and proposals come from different streams, in no guaranteed order. A
+        // prerequisite that looks missing may be in a deploy event not read yet: decide after it.
+        if let Decided::Refused(r) = &decided {
+            if r.reason == ReasonCode::MissingPrerequisite {
+                let behind = ctx.backlog("deploys").await?;
+                if behind > 0 {
+                    return Err(HandleError::Retry(format!("{behind} deploy events not read yet; deciding after them")));
+                }
+            }
+        }
+        Self::publish(ctx, &p, &decided).await?;
+        let record = Record { proposal: p, decided, input_id: ctx.meta().input_id.clone(), correlation_id: ctx.meta().correlation_id.clone() };
+        Ok(self.keep(record)?)
+    }
+
+    async fn on_human(&mut self, ctx: &mut Context<'_>, h: HumanDecision) -> Result<(), HandleError> {
+        let refuse = |message: String| HandleError::Reject { reason: RejectReason::Refused, message };
+        let Some(record) = self.store.get(&DECISIONS, &h.proposal_id.to_string())? else {
+            return Err(refuse(format!("no approval is waiting for proposal {}", h.proposal_id)));
+        };
+        let input_id = ctx.meta().input_id.clone();
+        let pa = match record.decided {
+            Decided::Pending(pa) => pa,
+            // This decision again (redelivered): the same answer.
+            decided if record.input_id == input_id => return Self::publish(ctx, &record.proposal, &decided).await,
+            Decided::Approved(a) => return Err(refuse(format!("proposal {} was already approved by {}", h.proposal_id, a.claims.approved_by))),
+            Decided::Refused(r) => return Err(refuse(format!("proposal {} was already refused: {}", h.proposal_id, r.reason))),
+        };
+        let p = pa.proposal.clone();
+        let expected = subject::HUMAN_DECISIONS.subject(&p.env, &p.service);
+        if ctx.meta().subject != expected.as_str() {
+            return Err(refuse(format!("a decision about {}/{} must be published on {expected}, not {}", p.env, p.service, ctx.meta().subject)));
+        }
+        let now = Timestamp::now();
+        let who = json!({"operator": h.operator, "reason": h.reason});
+        let decided = if now > pa.expires_at {
+            Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalExpired, &json!({"expired_at": pa.expires_at, "late_decision": who}), now))
+        } else if h.decision == Decision::Deny {
+            Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalDenied, &who, now))
+        } else {
+            match gates::decide(&self.policy, self.view(&p), &p, now, Mode::HumanApproved) {
+                Verdict::Approve | Verdict::NeedsHuman { .. } => Decided::Approved(self.sign(&p, &h.operator, now)),
+                Verdict::Refuse { reason, detail } => Decided::Refused(Self::refusal(&p, reason, &json!({"gate": detail, "approved_by": who}), now)),
+            }
+        };
+        let mut draft = ProofDraft::new(ProofKind::HumanDecision)
+            .scope(&p.env, &p.service)
+            .action(&p.action)
+            .proposal(p.proposal_id)
+            .correlation(record.correlation_id.clone())
+            .detail(json!({"decision": h.decision, "operator": h.operator, "reason": h.reason, "requested_at": pa.requested_at, "expires_at": pa.expires_at}));
+        if let Some(id) = p.incident_id {
+            draft = draft.incident(id);
+        }
+        ctx.prove(draft).await?;
+        Self::publish(ctx, &p, &decided).await?;
+        Ok(self.keep(Record { proposal: p, decided, input_id, correlation_id: record.correlation_id })?)
+    }
+
+    fn on_fact(&mut self, input: Inbound) -> Result<(), RuntimeError> {
+        match input {
+            Inbound::Deploy(d) => self.update_service(&service_key(d.env.as_str(), d.service.as_str()), |s, _| s.on_deploy(&d)),
+            Inbound::Slo(s) => self.update_service(&service_key(s.env.as_str(), s.service.as_str()), |l, _| l.on_slo(&s)),
+            Inbound::Outcome(o) => self.update_service(&service_key(o.env.as_str(), o.service.as_str()), |l, policy| l.on_outcome(&o, policy)),
+            Inbound::Incident(i) => {
+                let mut ledger = self.incidents.get(&i.incident_id).cloned().unwrap_or_default();
+                ledger.on_incident(&i);
+                self.store.put(&INCIDENTS, &i.incident_id.to_string(), &ledger)?;
+                self.incidents.insert(i.incident_id, ledger);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn update_service(&mut self, key: &str, f: impl FnOnce(&mut ServiceLedger, &Policy)) -> Result<(), RuntimeError> {
+        let mut ledger = self.services.get(key).cloned().unwrap_or_default();
+        f(&mut ledger, &self.policy);
+        self.store.put(&SERVICES, key, &ledger)?;
+        self.services.insert(key.to_owned(), ledger);
         Ok(())
     }
 }
@@ -190,16 +335,35 @@ impl Governance {
 impl Handler for Governance {
     async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
         match input {
-            Inbound::Deploy(d) => {
-                let key = service_key(d.env.as_str(), d.service.as_str());
-                let mut facts = self.facts.services.get(&key).cloned().unwrap_or_default();
-                facts.apply(&d);
-                self.store.put(&SERVICES, &key, &facts)?;
-                self.facts.services.insert(key, facts);
-                Ok(())
-            }
             Inbound::Proposed(p) => self.on_proposal(ctx, p).await,
-            _ => Ok(()),
+            Inbound::HumanDecision(h) => self.on_human(ctx, h).await,
+            fact => Ok(self.on_fact(fact)?),
         }
+    }
+
+    fn due(&mut self, now: Timestamp) -> Vec<Due> {
+        self.pending
+            .iter()
+            .filter(|(_, (expires, _))| *expires <= now)
+            .map(|(id, (_, correlation))| Due { key: format!("expire:{id}"), correlation_id: correlation.clone() })
+            .collect()
+    }
+
+    /// A request nobody answered in time is refused as `approval_expired`.
+    async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
+        let Some(id) = due.key.strip_prefix("expire:") else { return Ok(()) };
+        let Some(record) = self.store.get(&DECISIONS, id)? else { return Ok(()) };
+        let Decided::Pending(pa) = record.decided else {
+            if let Ok(id) = id.parse() {
+                self.pending.remove(&id);
+            }
+            return Ok(());
+        };
+        let now = Timestamp::now();
+        let p = pa.proposal.clone();
+        let waited = now.since(pa.requested_at).as_secs();
+        let decided = Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalExpired, &json!({"expired_at": pa.expires_at, "waited_s": waited, "hint": "nobody approved or denied it in time"}), now));
+        Self::publish(ctx, &p, &decided).await?;
+        Ok(self.keep(Record { proposal: p, decided, input_id: ctx.meta().input_id.clone(), correlation_id: record.correlation_id })?)
     }
 }

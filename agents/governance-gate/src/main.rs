@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use governance_gate::policy::Policy;
 use governance_gate::{Cli, Governance, spec};
 
 fn main() -> ExitCode {
@@ -9,7 +8,14 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return agent_runtime::config::config_failure("governance-gate", &e),
     };
+    let policy = match cli.policy() {
+        Ok(p) => p,
+        Err(e) => return agent_runtime::config::config_failure("governance-gate", &e),
+    };
     agent_runtime::run_agent(spec(), cli.runtime, |agent| {
-        Ok(Governance::load(agent.store().clone(), Policy::default(), signer, cli.approval_ttl, cli.human_approval_ttl)?)
+        for warning in policy.warnings() {
+            tracing::warn!("policy: {warning}");
+        }
+        Ok(Governance::load(agent.store().clone(), policy, signer, cli.approval_ttl, cli.human_approval_ttl)?)
     })
 }

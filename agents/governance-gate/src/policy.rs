@@ -1,10 +1,19 @@
 //! The governance policy: which actions each environment approves automatically, which need a
-//! human, the confidence each requires, and the cooldown of each action (DESIGN §6 defaults).
+//! human, the confidence each requires, cooldowns, repetition and per-incident limits, and the
+//! actions an error-budget freeze stops. Built-in defaults are DESIGN §6; a TOML file
+//! (`--policy`, see `deploy/policy.toml`) changes them and is checked at start.
+//!
+//! In the file every key is optional. An `[env.X]` table changes only the keys it names of
+//! that environment's defaults (a new environment starts with nothing allowed). Action lists
+//! may say `"built-in"` for every built-in action. Names on the global block list may appear
+//! (the check warns) but are refused in every environment all the same.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use agent_runtime::config::parse_duration;
 use bus_schema::Action;
+use serde::Deserialize;
 
 /// One environment's rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +46,10 @@ impl EnvPolicy {
             Eligibility::NotEligible
         }
     }
+
+    fn empty() -> Self {
+        Self { automatic: Vec::new(), human: Vec::new(), custom_with_human: false, min_confidence: None }
+    }
 }
 
 /// The whole policy.
@@ -51,6 +64,15 @@ pub struct Policy {
     /// Proposals older than this are stale (a backlog replayed after an outage, a new
     /// consumer reading history) and refused, never approved late.
     pub max_proposal_age: Duration,
+    /// At most this many approvals of one action for one env/service within the window.
+    pub repetition_limit: u32,
+    pub repetition_window: Duration,
+    /// At most this many approved actions per incident.
+    pub actions_per_incident: u32,
+    /// A cooldown doubles after each "not recovered" outcome of its action, up to this.
+    pub cooldown_cap: Duration,
+    /// Actions refused while the service's error budget is spent (they push change forward).
+    pub freeze_actions: Vec<Action>,
 }
 
 impl Policy {
@@ -60,6 +82,153 @@ impl Policy {
 
     pub fn cooldown(&self, action: &Action) -> Duration {
         self.cooldowns.get(action).copied().unwrap_or(Duration::ZERO)
+    }
+
+    /// Reads and checks a policy file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| format!("policy {}: {e}", path.display()))
+    }
+
+    /// Builds a policy from the defaults and a file's text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut p = Policy::default();
+        let duration = |key: &str, v: &Option<String>, slot: &mut Duration| -> Result<(), String> {
+            if let Some(text) = v {
+                *slot = parse_duration(text).map_err(|e| format!("{key}: {e}"))?;
+            }
+            Ok(())
+        };
+        duration("max_proposal_age", &file.max_proposal_age, &mut p.max_proposal_age)?;
+        duration("repetition_window", &file.repetition_window, &mut p.repetition_window)?;
+        duration("cooldown_cap", &file.cooldown_cap, &mut p.cooldown_cap)?;
+        if let Some(v) = file.proposers {
+            for name in &v {
+                name.parse::<bus_schema::AgentName>().map_err(|e| format!("proposers: {name:?}: {e}"))?;
+            }
+            p.proposers = v;
+        }
+        if let Some(n) = file.repetition_limit {
+            p.repetition_limit = n;
+        }
+        if let Some(n) = file.actions_per_incident {
+            p.actions_per_incident = n;
+        }
+        if let Some(v) = file.error_budget_freeze {
+            p.freeze_actions = actions("error_budget_freeze", &v)?;
+        }
+        for (name, text) in &file.cooldowns {
+            let action: Action = name.parse().map_err(|e| format!("[cooldowns] {name}: {e}"))?;
+            let d = parse_duration(text).map_err(|e| format!("[cooldowns] {name}: {e}"))?;
+            p.cooldowns.insert(action, d);
+        }
+        for (name, table) in &file.env {
+            name.parse::<bus_schema::Env>().map_err(|e| format!("[env.{name}]: {e}"))?;
+            let base = p.envs.get(name).cloned().unwrap_or_else(EnvPolicy::empty);
+            let env = table.apply(base, &format!("[env.{name}]"))?;
+            p.envs.insert(name.clone(), env);
+        }
+        if let Some(table) = &file.unknown_env {
+            p.unknown_env = table.apply(p.unknown_env.clone(), "[unknown_env]")?;
+        }
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the policy is coherent.
+    pub fn validate(&self) -> Result<(), String> {
+        let envs = self.envs.iter().map(|(n, e)| (format!("[env.{n}]"), e)).chain([("[unknown_env]".to_owned(), &self.unknown_env)]);
+        for (name, env) in envs {
+            if let Some(a) = env.automatic.iter().find(|a| env.human.contains(a)) {
+                return Err(format!("{name}: {a} is both automatic and human; list it once"));
+            }
+            if let Some(c) = env.min_confidence.filter(|c| !(0.0..=1.0).contains(c)) {
+                return Err(format!("{name}: min_confidence = {c} must be in 0..=1"));
+            }
+        }
+        if self.proposers.is_empty() {
+            return Err("proposers is empty: nothing could ever be approved".into());
+        }
+        if self.repetition_limit == 0 || self.actions_per_incident == 0 {
+            return Err("repetition_limit and actions_per_incident must be at least 1".into());
+        }
+        if self.cooldowns.values().any(|c| *c > self.cooldown_cap) {
+            return Err(format!("cooldown_cap ({:?}) must be at least every cooldown", self.cooldown_cap));
+        }
+        Ok(())
+    }
+
+    /// Things that are allowed but probably not meant: block-listed names in an action list.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, env) in self.envs.iter().map(|(n, e)| (format!("env.{n}"), e)).chain([("unknown_env".to_owned(), &self.unknown_env)]) {
+            for a in env.automatic.iter().chain(&env.human).filter(|a| a.is_globally_blocked()) {
+                out.push(format!("{name} lists {a}, which is on the global block list and is refused in every environment"));
+            }
+        }
+        out
+    }
+}
+
+fn actions(key: &str, names: &[String]) -> Result<Vec<Action>, String> {
+    let mut out = Vec::new();
+    for name in names {
+        if name == "built-in" {
+            out.extend(Action::BUILT_IN.iter().cloned());
+        } else {
+            out.push(name.parse().map_err(|e| format!("{key}: {name:?}: {e}"))?);
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    max_proposal_age: Option<String>,
+    proposers: Option<Vec<String>>,
+    repetition_limit: Option<u32>,
+    repetition_window: Option<String>,
+    actions_per_incident: Option<u32>,
+    cooldown_cap: Option<String>,
+    error_budget_freeze: Option<Vec<String>>,
+    #[serde(default)]
+    cooldowns: BTreeMap<String, String>,
+    #[serde(default)]
+    env: BTreeMap<String, EnvTable>,
+    unknown_env: Option<EnvTable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvTable {
+    automatic: Option<Vec<String>>,
+    human: Option<Vec<String>>,
+    /// `"human"` (operator-defined actions need a human) or `"never"`.
+    custom_actions: Option<String>,
+    min_confidence: Option<f64>,
+}
+
+impl EnvTable {
+    fn apply(&self, mut env: EnvPolicy, name: &str) -> Result<EnvPolicy, String> {
+        if let Some(v) = &self.automatic {
+            env.automatic = actions(&format!("{name} automatic"), v)?;
+        }
+        if let Some(v) = &self.human {
+            env.human = actions(&format!("{name} human"), v)?;
+        }
+        match self.custom_actions.as_deref() {
+            None => {}
+            Some("human") => env.custom_with_human = true,
+            Some("never") => env.custom_with_human = false,
+            Some(other) => return Err(format!("{name}: custom_actions = {other:?}; use \"human\" or \"never\"")),
+        }
+        if self.min_confidence.is_some() {
+            env.min_confidence = self.min_confidence;
+        }
+        Ok(env)
     }
 }
 
@@ -88,6 +257,58 @@ impl Default for Policy {
             cooldowns: BTreeMap::from([(Restart, secs(60)), (ScaleUp, secs(120)), (ScaleDown, secs(120)), (Rollback, secs(300))]),
             proposers: vec![bus_schema::fleet::RL_OPTIMIZER.to_string(), bus_schema::fleet::DEPLOY_AGENT.to_string()],
             max_proposal_age: secs(300),
+            repetition_limit: 3,
+            repetition_window: secs(300),
+            actions_per_incident: 3,
+            cooldown_cap: secs(3600),
+            freeze_actions: vec![Promote, SetCanaryWeight],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policy_file_is_the_design_default() {
+        let p = Policy::from_toml(include_str!("../../../deploy/policy.toml")).unwrap();
+        assert_eq!(p, Policy::default());
+    }
+
+    #[test]
+    fn an_env_table_changes_only_what_it_names() {
+        let p = Policy::from_toml("[env.prod]\nmin_confidence = 0.8\n[env.qa]\nautomatic = [\"noop\", \"restart\"]").unwrap();
+        assert_eq!(p.for_env("prod").min_confidence, Some(0.8));
+        assert_eq!(p.for_env("prod").human, Policy::default().for_env("prod").human);
+        assert_eq!(p.for_env("qa").automatic, vec![Action::Noop, Action::Restart]);
+        assert_eq!(p.for_env("qa").min_confidence, None);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases = [
+            ("max_proposal_age = \"soon\"", "max_proposal_age"),
+            ("[cooldowns]\nrestart = \"1x\"", "[cooldowns] restart"),
+            ("[cooldowns]\nrestart = \"2h\"", "cooldown_cap"),
+            ("[env.prod]\nautomatic = [\"rollback\"]", "rollback is both automatic and human"),
+            ("[env.prod]\nmin_confidence = 1.5", "min_confidence = 1.5"),
+            ("[env.Prod]\nautomatic = []", "[env.Prod]"),
+            ("[env.dev]\nautomatic = [\"Restart Now\"]", "Restart Now"),
+            ("[env.dev]\ncustom_actions = \"always\"", "custom_actions"),
+            ("proposers = []", "proposers is empty"),
+            ("repetition_limit = 0", "repetition_limit"),
+            ("unknown = 1", "unknown field"),
+        ];
+        for (text, wanted) in cases {
+            let err = Policy::from_toml(text).unwrap_err();
+            assert!(err.contains(wanted), "{text:?}: {err:?} should mention {wanted:?}");
+        }
+    }
+
+    #[test]
+    fn block_listed_names_are_accepted_with_a_warning() {
+        let p = Policy::from_toml("[env.dev]\nautomatic = [\"built-in\", \"drop_database\"]").unwrap();
+        assert!(p.warnings()[0].contains("drop_database"), "{:?}", p.warnings());
     }
 }

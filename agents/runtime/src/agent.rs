@@ -27,13 +27,16 @@ use crate::config::RuntimeArgs;
 use crate::consumer::{Delivery, DeliveryPolicy, ensure_consumer, pull};
 use crate::delivery::Processor;
 use crate::error::RuntimeError;
-use crate::handler::Handler;
+use crate::handler::{Context, HandleError, Handler};
 use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
 use crate::status::{Stats, StatusTasks};
 use crate::store::Store;
 use crate::connect::FirstConnect;
 use crate::streams;
+
+/// How often an agent is asked for work that fell due by the clock.
+const DUE_EVERY: Duration = Duration::from_secs(1);
 
 /// What an agent is and what it consumes.
 #[derive(Debug, Clone)]
@@ -101,6 +104,21 @@ impl Agent {
         Ok(Self { spec, args, instance, client, publisher, store, proof, stats, shutdown })
     }
 
+    /// Hands the handler's due work to it, one item at a time. A failed item is logged and
+    /// asked for again on the next tick; `Err` means the agent must stop.
+    async fn run_due<H: Handler>(&mut self, handler: &mut H) -> Result<(), RuntimeError> {
+        for due in handler.due(bus_schema::Timestamp::now()) {
+            let meta = due.meta();
+            let mut ctx = Context::new(&self.spec.name, &self.spec.inputs, &meta, &self.publisher, &mut self.proof);
+            match handler.handle_due(&mut ctx, due.clone()).await {
+                Ok(()) => {}
+                Err(HandleError::Fatal(e)) => return Err(e),
+                Err(e) => warn!(key = %due.key, error = %e, "due work failed; trying again on the next tick"),
+            }
+        }
+        Ok(())
+    }
+
     /// The agent's state file, for its handler.
     pub fn store(&self) -> &Store {
         &self.store
@@ -137,10 +155,20 @@ impl Agent {
         let grace = self.args.shutdown_grace;
         let mut clean = true;
         let mut fatal = None;
+        let mut clock = tokio::time::interval(DUE_EVERY);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let delivery = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
+                _ = clock.tick() => {
+                    if let Err(e) = self.run_due(&mut handler).await {
+                        error!(error = %e, "stopping: this agent cannot go on safely");
+                        fatal = Some(e);
+                        break;
+                    }
+                    continue;
+                }
                 d = rx.recv() => match d { Some(d) => d, None => break },
             };
             let shutdown = self.shutdown.clone();

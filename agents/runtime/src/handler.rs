@@ -46,6 +46,44 @@ pub trait Handler: Send {
     fn on_stop(&mut self) -> Result<(), RuntimeError> {
         Ok(())
     }
+
+    /// Work that falls due by the clock rather than by an input (a pending approval that
+    /// expires unanswered). The runtime asks about once a second, between inputs, and hands
+    /// each item to [`Handler::handle_due`].
+    fn due(&mut self, _now: bus_schema::Timestamp) -> Vec<Due> {
+        Vec::new()
+    }
+
+    /// Does one item of due work. Its outputs get ids derived from the item's key, so doing it
+    /// again (after a crash, or an error) publishes duplicates JetStream drops.
+    fn handle_due(&mut self, _ctx: &mut Context<'_>, _due: Due) -> impl Future<Output = Result<(), HandleError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// An item of work that fell due by the clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// Stable and unique for the work: its outputs' ids derive from it.
+    pub key: String,
+    /// The chain the work continues.
+    pub correlation_id: String,
+}
+
+impl Due {
+    /// The input metadata a due item is handled under.
+    pub(crate) fn meta(&self) -> InputMeta {
+        let id = format!("due:{}", self.key);
+        InputMeta {
+            subject: String::new(),
+            stream: "due".to_owned(),
+            stream_seq: 0,
+            delivered: 1,
+            input_id: id.clone(),
+            message_id: id,
+            correlation_id: self.correlation_id.clone(),
+        }
+    }
 }
 
 /// Where an input came from.

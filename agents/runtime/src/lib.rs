@@ -57,7 +57,7 @@ use std::process::ExitCode;
 pub use agent::{Agent, AgentSpec, RunSummary};
 pub use config::RuntimeArgs;
 pub use error::RuntimeError;
-pub use handler::{Context, HandleError, Handler, InputMeta};
+pub use handler::{Context, Due, HandleError, Handler, InputMeta};
 pub use proof::{ProofDraft, ProofWriter};
 pub use publish::{Published, Publisher, Trace};
 

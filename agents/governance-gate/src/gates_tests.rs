@@ -1,0 +1,206 @@
+//! Every gate and reason code, with its boundaries, as a sequence of decisions against one
+//! service's ledger (approvals are recorded as the shell records them).
+
+use super::*;
+use bus_schema::{DeployEvent, Outcome, Uuid};
+
+const T0: &str = "2026-11-22T10:00:00Z";
+
+fn at(s: f64) -> Timestamp {
+    let t0: Timestamp = T0.parse().unwrap();
+    t0.plus(Duration::from_secs_f64(s))
+}
+
+fn proposal(env: &str, action: &str, confidence: f64, proposed_s: f64) -> ActionProposal {
+    ActionProposal {
+        proposal_id: Uuid::from_u128(7),
+        incident_id: Some(Uuid::from_u128(1)),
+        env: env.parse().unwrap(),
+        service: "api".parse().unwrap(),
+        action: action.parse().unwrap(),
+        params: Default::default(),
+        confidence,
+        proposer: "rl-optimizer".parse().unwrap(),
+        explanation: String::new(),
+        candidates: vec![],
+        exploratory: false,
+        proposed_at: at(proposed_s),
+    }
+}
+
+/// One service, its deploys, one incident, and the policy.
+struct World {
+    policy: Policy,
+    service: ServiceLedger,
+    incident: IncidentLedger,
+}
+
+impl World {
+    fn new(env: &str, versions: &[(&str, &str)]) -> Self {
+        let mut service = ServiceLedger::default();
+        for (v, status) in versions {
+            let d: DeployEvent = serde_json::from_value(json!({"service": "api", "env": env, "version": v, "status": status, "timestamp": T0})).unwrap();
+            service.on_deploy(&d);
+        }
+        Self { policy: Policy::default(), service, incident: IncidentLedger::default() }
+    }
+
+    /// Decides at `s` seconds; records the approval like the shell does.
+    fn decide(&mut self, env: &str, action: &str, confidence: f64, s: f64) -> Verdict {
+        self.decide_as(&proposal(env, action, confidence, s), s, Mode::Proposal)
+    }
+
+    fn decide_as(&mut self, p: &ActionProposal, s: f64, mode: Mode) -> Verdict {
+        let verdict = decide(&self.policy, View { service: Some(&self.service), incident: Some(&self.incident) }, p, at(s), mode);
+        if verdict == Verdict::Approve {
+            self.service.record_approval(&p.action, at(s), &self.policy);
+            self.incident.approved_actions += 1;
+        }
+        verdict
+    }
+
+    fn outcome(&mut self, action: &str, recovered: bool) {
+        let o: Outcome = serde_json::from_value(json!({"incident_id": Uuid::from_u128(1), "env": "stage", "service": "api", "action": action, "recovered": recovered, "judged_at": T0})).unwrap();
+        self.service.on_outcome(&o, &self.policy);
+    }
+}
+
+fn code(v: &Verdict) -> &str {
+    match v {
+        Verdict::Approve => "approved",
+        Verdict::NeedsHuman { .. } => "approval_required",
+        Verdict::Refuse { reason, .. } => reason.as_str(),
+    }
+}
+
+#[test]
+fn every_gate_in_order_with_its_reason_code() {
+    // (env, deploys, action, confidence, proposed at, decided at, expected)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, f64, f64, f64, &'a str);
+    let one: &[(&str, &str)] = &[("1.0", "succeeded")];
+    let two: &[(&str, &str)] = &[("1.0", "succeeded"), ("1.1", "succeeded")];
+    let rolling: &[(&str, &str)] = &[("1.0", "succeeded"), ("1.1", "started")];
+    let cases: &[Case<'_>] = &[
+        ("stage", one, "restart", 0.8, 0.0, 0.0, "approved"),
+        ("stage", one, "restart", 0.8, 0.0, 300.0, "approved"),
+        ("stage", one, "restart", 0.8, 0.0, 300.001, "invalid_proposal"),
+        ("stage", one, "restart", 0.8, 61.0, 0.0, "invalid_proposal"),
+        ("stage", one, "drop_database", 1.0, 0.0, 0.0, "globally_blocked"),
+        ("qa", one, "restart", 0.9, 0.0, 0.0, "not_eligible_in_env"),
+        ("qa", &[], "observe", 0.1, 0.0, 0.0, "approved"),
+        ("qa", &[], "noop", 0.0, 0.0, 0.0, "approved"),
+        ("prod", one, "delete_backups", 1.0, 0.0, 0.0, "globally_blocked"),
+        ("stage", &[], "restart", 0.9, 0.0, 0.0, "missing_prerequisite"),
+        ("stage", one, "rollback", 0.9, 0.0, 0.0, "missing_prerequisite"),
+        ("stage", two, "rollback", 0.9, 0.0, 0.0, "approved"),
+        ("stage", one, "set_canary_weight", 0.9, 0.0, 0.0, "missing_prerequisite"),
+        ("stage", rolling, "set_canary_weight", 0.9, 0.0, 0.0, "approved"),
+        ("stage", one, "restart", 0.6, 0.0, 0.0, "approved"),
+        ("stage", one, "restart", 0.5999, 0.0, 0.0, "low_confidence"),
+        ("dev", one, "restart", 0.5, 0.0, 0.0, "approved"),
+        ("prod", two, "rollback", 0.9, 0.0, 0.0, "approval_required"),
+        ("prod", one, "clear_cache", 0.9, 0.0, 0.0, "approval_required"),
+        ("stage", one, "clear_cache", 0.9, 0.0, 0.0, "not_eligible_in_env"),
+    ];
+    for (env, deploys, action, confidence, proposed, decided, expected) in cases {
+        let mut w = World::new(env, deploys);
+        let v = w.decide_as(&proposal(env, action, *confidence, *proposed), *decided, Mode::Proposal);
+        assert_eq!(code(&v), *expected, "{env} {action} conf {confidence} proposed {proposed} decided {decided}: {v:?}");
+    }
+}
+
+#[test]
+fn unknown_sources_are_refused() {
+    let mut w = World::new("dev", &[("1", "succeeded")]);
+    let mut p = proposal("dev", "restart", 0.9, 0.0);
+    p.proposer = "someone".parse().unwrap();
+    assert_eq!(code(&w.decide_as(&p, 0.0, Mode::Proposal)), "unknown_source");
+}
+
+#[test]
+fn block_listed_names_are_refused_even_when_a_policy_file_allows_them() {
+    let mut w = World::new("dev", &[("1", "succeeded")]);
+    w.policy = Policy::from_toml("[env.dev]\nautomatic = [\"built-in\", \"drop_database\", \"execute_shell_commands\"]").unwrap();
+    for env in ["dev", "stage", "prod", "qa"] {
+        assert_eq!(code(&w.decide(env, "drop_database", 1.0, 0.0)), "globally_blocked", "{env}");
+        assert_eq!(code(&w.decide(env, "execute_shell_commands", 1.0, 0.0)), "globally_blocked", "{env}");
+    }
+}
+
+#[test]
+fn the_cooldown_holds_until_exactly_its_length_and_refusals_do_not_extend_it() {
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 0.0)), "approved");
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 30.0)), "cooldown_active");
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 59.9)), "cooldown_active");
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 60.0)), "approved", "the refusals at 30 s and 59.9 s did not extend it");
+    assert_eq!(code(&w.decide("stage", "scale_up", 0.8, 60.0)), "approved", "each action has its own cooldown");
+}
+
+#[test]
+fn the_fourth_identical_action_within_the_window_is_suppressed() {
+    // Each decision for its own incident, so the per-incident budget does not interfere.
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    let mut out = Vec::new();
+    for s in [0.0, 60.0, 120.0, 180.0, 299.9, 300.0] {
+        w.incident = IncidentLedger::default();
+        out.push(code(&w.decide("stage", "restart", 0.8, s)).to_owned());
+    }
+    assert_eq!(out, ["approved", "approved", "approved", "repetition_suppressed", "repetition_suppressed", "approved"], "the first leaves the window at 300 s");
+}
+
+#[test]
+fn an_incident_gets_at_most_three_actions() {
+    let mut w = World::new("stage", &[("1", "succeeded"), ("2", "succeeded")]);
+    let out: Vec<String> = ["restart", "scale_up", "rollback", "scale_down"].iter().map(|a| code(&w.decide("stage", a, 0.9, 0.0)).to_owned()).collect();
+    assert_eq!(out, ["approved", "approved", "approved", "action_budget_exhausted"]);
+    assert_eq!(code(&w.decide("stage", "observe", 0.9, 0.0)), "approved", "observing is always allowed");
+}
+
+#[test]
+fn a_failed_outcome_doubles_the_cooldown_up_to_the_cap_and_a_success_resets_it() {
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 0.0)), "approved");
+    w.outcome("restart", false);
+    w.incident = IncidentLedger::default();
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 60.0)), "cooldown_active", "120 s now");
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 119.9)), "cooldown_active");
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 120.0)), "approved");
+    for _ in 0..10 {
+        w.outcome("restart", false);
+    }
+    assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(3600), "capped at cooldown_cap");
+    w.outcome("restart", true);
+    assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(60));
+}
+
+#[test]
+fn a_spent_error_budget_freezes_rollouts_but_not_remedies() {
+    let mut w = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
+    w.service.budget_remaining = Some(0.0);
+    assert_eq!(code(&w.decide("stage", "promote", 0.9, 0.0)), "error_budget_freeze");
+    assert_eq!(code(&w.decide("stage", "set_canary_weight", 0.9, 0.0)), "error_budget_freeze");
+    assert_eq!(code(&w.decide("stage", "abort_rollout", 0.9, 0.0)), "approved");
+    assert_eq!(code(&w.decide("stage", "restart", 0.9, 0.0)), "approved");
+    w.service.budget_remaining = Some(0.01);
+    w.incident = IncidentLedger::default();
+    assert_eq!(code(&w.decide("stage", "promote", 0.9, 0.0)), "approved");
+}
+
+#[test]
+fn conflicting_signals_allow_only_observing() {
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    w.incident.signal_conflict = true;
+    assert_eq!(code(&w.decide("stage", "restart", 0.99, 0.0)), "signal_conflict");
+    assert_eq!(code(&w.decide("stage", "observe", 0.99, 0.0)), "approved");
+}
+
+#[test]
+fn a_human_approval_passes_the_human_gate_but_not_the_others() {
+    let mut w = World::new("prod", &[("1.0", "succeeded"), ("1.1", "succeeded")]);
+    let p = proposal("prod", "rollback", 0.9, 0.0);
+    assert_eq!(code(&w.decide_as(&p, 0.0, Mode::Proposal)), "approval_required");
+    assert_eq!(code(&w.decide_as(&p, 600.0, Mode::HumanApproved)), "approved", "the proposal's age does not matter to a human");
+    w.incident = IncidentLedger::default();
+    assert_eq!(code(&w.decide_as(&p, 660.0, Mode::HumanApproved)), "cooldown_active", "rollback's 300 s cooldown still holds");
+}

@@ -1,0 +1,90 @@
+//! What governance remembers between proposals, built from the streams and kept in redb:
+//! per env/service its deploys, recent approvals per action, the cooldown back-off each action
+//! earned from its outcomes, and the error budget left; per incident how many actions were
+//! approved and whether its signals conflict.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bus_schema::{Action, DeployEvent, DeployHistory, Incident, Outcome, SloStatus, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+
+/// Governance's view of one env/service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceLedger {
+    pub deploys: DeployHistory,
+    /// Whether any deploy event was seen: the service is known.
+    pub known: bool,
+    /// Approval times per action, newest last, kept as long as a cooldown or the repetition
+    /// window can look back.
+    pub approvals: BTreeMap<Action, Vec<Timestamp>>,
+    /// Cooldown multiplier per action: doubles after each outcome that did not recover, back to
+    /// 1 after one that did.
+    pub backoff: BTreeMap<Action, u32>,
+    /// The service's error budget left (from the detector's SLO status), if known.
+    pub budget_remaining: Option<f64>,
+}
+
+impl ServiceLedger {
+    pub fn on_deploy(&mut self, d: &DeployEvent) {
+        self.deploys.apply(d);
+        self.known = true;
+    }
+
+    pub fn on_slo(&mut self, s: &SloStatus) {
+        self.budget_remaining = Some(s.budget_remaining);
+    }
+
+    /// Doubles (capped) or resets the action's cooldown back-off.
+    pub fn on_outcome(&mut self, o: &Outcome, policy: &Policy) {
+        let base = policy.cooldown(&o.action);
+        let max = if base.is_zero() { 1 } else { (policy.cooldown_cap.as_secs_f64() / base.as_secs_f64()).floor().max(1.0) as u32 };
+        let factor = self.backoff.entry(o.action.clone()).or_insert(1);
+        *factor = if o.recovered { 1 } else { factor.saturating_mul(2).min(max) };
+    }
+
+    /// The action's cooldown with its back-off.
+    pub fn cooldown(&self, action: &Action, policy: &Policy) -> Duration {
+        let factor = self.backoff.get(action).copied().unwrap_or(1);
+        (policy.cooldown(action) * factor).min(policy.cooldown_cap.max(policy.cooldown(action)))
+    }
+
+    pub fn last_approved(&self, action: &Action) -> Option<Timestamp> {
+        self.approvals.get(action).and_then(|t| t.last().copied())
+    }
+
+    /// Approvals of `action` within `window` before `now`.
+    pub fn approvals_within(&self, action: &Action, window: Duration, now: Timestamp) -> usize {
+        let from = now.minus(window);
+        self.approvals.get(action).map_or(0, |t| t.iter().filter(|at| **at > from).count())
+    }
+
+    pub fn record_approval(&mut self, action: &Action, at: Timestamp, policy: &Policy) {
+        let keep = policy.repetition_window.max(policy.cooldown_cap);
+        let times = self.approvals.entry(action.clone()).or_default();
+        times.push(at);
+        times.retain(|t| at.since(*t) <= keep);
+    }
+}
+
+/// Governance's view of one incident.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IncidentLedger {
+    pub approved_actions: u32,
+    pub signal_conflict: bool,
+    pub last_seen: Option<Timestamp>,
+}
+
+impl IncidentLedger {
+    pub fn on_incident(&mut self, i: &Incident) {
+        self.signal_conflict = i.signal_conflict;
+        self.last_seen = Some(i.updated_at);
+    }
+}
+
+/// `env/service`.
+pub fn service_key(env: &str, service: &str) -> String {
+    format!("{env}/{service}")
+}

@@ -1,0 +1,53 @@
+//! The vocabulary of fleet scenarios: events as a pipeline publishes them, and questions
+//! about the proof log. Like the tests that use them, they fail by panicking.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use bus_schema::Timestamp;
+use bus_schema::proof::{ProofKind, ProofRecord};
+use serde_json::{Value, json};
+
+use crate::fleet::Fleet;
+use crate::proof_log::{StoredRecord, of_kind};
+
+/// Publishes JSON as the pipeline user, exactly like `nats pub SUBJECT 'JSON'`.
+pub async fn pipeline_pub(fleet: &Fleet, subject: &str, body: Value) {
+    let client = fleet.client_as("pipeline").await.unwrap();
+    client.publish(subject.to_owned(), body.to_string().into()).await.unwrap();
+    client.flush().await.unwrap();
+}
+
+pub fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+pub fn deploy(env: &str, service: &str, version: &str, previous: Option<&str>, status: &str) -> Value {
+    json!({"service": service, "env": env, "version": version, "previous_version": previous, "status": status, "timestamp": now()})
+}
+
+pub fn crash(env: &str, service: &str, looping: bool) -> Value {
+    json!({"service": service, "env": env, "crash_looping": looping, "restarts": 4, "timestamp": now()})
+}
+
+pub fn for_service(records: &[StoredRecord], kind: ProofKind, service: &str) -> Vec<ProofRecord> {
+    of_kind(records, kind).into_iter().filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service)).collect()
+}
+
+pub fn position(records: &[StoredRecord], kind: ProofKind, service: &str) -> usize {
+    records
+        .iter()
+        .position(|r| r.record.as_ref().is_some_and(|r| r.kind == kind && r.service.as_ref().is_some_and(|s| s.as_str() == service)))
+        .unwrap_or_else(|| panic!("no {kind} for {service}"))
+}
+
+/// A metric sample `offset_s` from now.
+pub fn metric_at(env: &str, service: &str, offset_s: i64, fields: Value) -> Value {
+    let now = Timestamp::now();
+    let at = if offset_s >= 0 { now.plus(Duration::from_secs(offset_s as u64)) } else { now.minus(Duration::from_secs(offset_s.unsigned_abs())) };
+    let mut body = json!({"service": service, "env": env, "timestamp": at.to_string()});
+    body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    body
+}
+
