@@ -103,6 +103,9 @@ const SERVICES: Table<ServiceLedger> = Table::new("ledger.services");
 const INCIDENTS: Table<IncidentLedger> = Table::new("ledger.incidents");
 const DECISIONS: Table<Record> = Table::new("decisions.v2");
 
+/// Incidents remembered for their conflict flag and action budget.
+const MAX_INCIDENTS: usize = 50_000;
+
 /// Governance's bus shell.
 #[derive(Debug)]
 pub struct Governance {
@@ -247,9 +250,16 @@ impl Governance {
             // Decided before (a redelivery, or the same proposal published twice): same answer.
             return Self::publish(ctx, &p, &known.decided).await;
         }
+        // Incidents and proposals come from different consumers, in no guaranteed order: the
+        // incident a proposal is about (its conflict flag) is read first.
+        if p.incident_id.is_some_and(|id| !self.incidents.contains_key(&id)) {
+            let behind = ctx.backlog("incidents").await?;
+            if behind > 0 {
+                return Err(HandleError::Retry(format!("{behind} incidents not read yet; deciding after them")));
+            }
+        }
         let decided = self.decide(&p, Timestamp::now());
-        // Deploy events and proposals come from different streams, in no guaranteed order. A
-        // prerequisite that looks missing may be in a deploy event not read yet: decide after it.
+        // Likewise a prerequisite that looks missing may be in a deploy event not read yet.
         if let Decided::Refused(r) = &decided {
             if r.reason == ReasonCode::MissingPrerequisite {
                 let behind = ctx.backlog("deploys").await?;
@@ -317,10 +327,26 @@ impl Governance {
                 ledger.on_incident(&i);
                 self.store.put(&INCIDENTS, &i.incident_id.to_string(), &ledger)?;
                 self.incidents.insert(i.incident_id, ledger);
-                Ok(())
+                self.forget_old_incidents()
             }
             _ => Ok(()),
         }
+    }
+
+    /// Keeps the incident ledger bounded: beyond [`MAX_INCIDENTS`], the least recently seen
+    /// tenth is forgotten (an incident that old has long been resolved).
+    fn forget_old_incidents(&mut self) -> Result<(), RuntimeError> {
+        if self.incidents.len() <= MAX_INCIDENTS {
+            return Ok(());
+        }
+        let mut by_age: Vec<(Option<Timestamp>, Uuid)> = self.incidents.iter().map(|(id, l)| (l.last_seen, *id)).collect();
+        by_age.sort();
+        let old: Vec<Uuid> = by_age.into_iter().take(MAX_INCIDENTS / 10).map(|(_, id)| id).collect();
+        self.store.write(|tx| old.iter().try_for_each(|id| tx.remove(&INCIDENTS, &id.to_string())))?;
+        for id in old {
+            self.incidents.remove(&id);
+        }
+        Ok(())
     }
 
     fn update_service(&mut self, key: &str, f: impl FnOnce(&mut ServiceLedger, &Policy)) -> Result<(), RuntimeError> {
