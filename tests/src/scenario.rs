@@ -51,3 +51,27 @@ pub fn metric_at(env: &str, service: &str, offset_s: i64, fields: Value) -> Valu
     body
 }
 
+
+/// Runs the cnctl binary as a NATS user, with `stdin` as its input, and waits for it. The
+/// operator-name and wait variables of the caller's environment are not passed on.
+pub fn cnctl(fleet: &Fleet, user: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(crate::fleet::binary("cnctl").unwrap())
+        .args(args)
+        .env("NATS_URL", fleet.server.url())
+        .env("NATS_USER", user)
+        .env("NATS_PASSWORD_FILE", fleet.password_file(user))
+        .env_remove("CN_OPERATOR")
+        .env_remove("CN_APPROVAL_WAIT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}

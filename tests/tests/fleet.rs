@@ -10,7 +10,7 @@ use bus_schema::proof::{ProofKind, ProofRecord};
 use bus_schema::{Action, ActionParams, ApprovalClaims, Timestamp, Uuid, subject};
 use cn_tests::fleet::Fleet;
 use cn_tests::proof_log::of_kind;
-use cn_tests::scenario::{crash, deploy, for_service, metric_at, pipeline_pub, position};
+use cn_tests::scenario::{cnctl, crash, deploy, for_service, metric_at, pipeline_pub, position};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,25 +256,6 @@ async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chain
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("every chain is intact"), "{stdout}");
     assert!(stdout.contains("cn.proof.issue-detector.0"), "{stdout}");
-}
-
-/// Runs the cnctl binary as a NATS user.
-fn cnctl(fleet: &Fleet, user: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(cn_tests::fleet::binary("cnctl").unwrap())
-        .args(args)
-        .env("NATS_URL", fleet.server.url())
-        .env("NATS_USER", user)
-        .env("NATS_PASSWORD_FILE", fleet.password_file(user))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

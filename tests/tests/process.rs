@@ -104,6 +104,22 @@ fn the_detector_refuses_a_bad_config_file_naming_the_key() -> anyhow::Result<()>
 }
 
 #[test]
+fn cnctl_policy_check_accepts_the_shipped_policy_and_names_a_mistake() -> anyhow::Result<()> {
+    let cnctl = cn_tests::fleet::binary("cnctl")?;
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policy.toml");
+    let ok = Command::new(&cnctl).args(["policy", "check", shipped]).output()?;
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("human:     rollback, scale_down, promote"));
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("policy.toml");
+    std::fs::write(&bad, "[cooldowns]\nrestart = \"a while\"\n")?;
+    let out = Command::new(&cnctl).args(["policy", "check"]).arg(&bad).output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[cooldowns] restart"), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[test]
 fn help_names_every_flag_with_its_environment_variable() -> anyhow::Result<()> {
     let out = run(&["--help"])?;
     assert_eq!(out.status.code(), Some(0));

@@ -5,17 +5,21 @@
 //! cnctl tail                                          follow the proof log, readable or --json
 //! cnctl proof verify                                  check every hash chain in CN_PROOF
 //! cnctl status                                        which agents are alive
+//! cnctl approvals list|show|approve|deny              actions waiting for a human, and the human's answer
 //! cnctl keygen                                        a governance signing key pair
 //! cnctl creds init | cnctl permissions                NATS users and their permissions
 //! cnctl bench                                         latency and ingest figures of a running fleet
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failed check (a broken chain, a missing agent) or an operation
-//! that failed, 64 bad usage.
+//! that failed, 2 a decision governance has not answered yet (`approvals approve|deny`), 64 bad
+//! usage.
 
+pub mod approvals;
 pub mod bench;
 pub mod creds;
 pub mod keys;
+pub mod policy;
 pub mod publish;
 pub mod status;
 pub mod tail;
@@ -33,7 +37,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about = None,
-    after_help = "Connection: --nats-url/NATS_URL, --nats-user/NATS_USER, --nats-password-file/NATS_PASSWORD_FILE on every command that talks to NATS.\n\nExamples:\n  cnctl publish metric --env stage --service payments-api --crash-looping\n  cnctl tail --env prod --kind action_refused --since 1h\n  cnctl proof verify\n  cnctl status"
+    after_help = "Connection: --nats-url/NATS_URL, --nats-user/NATS_USER, --nats-password-file/NATS_PASSWORD_FILE on every command that talks to NATS.\n\nExamples:\n  cnctl publish metric --env stage --service payments-api --crash-looping\n  cnctl tail --env prod --kind action_refused --since 1h\n  cnctl proof verify\n  cnctl status\n  cnctl approvals list\n  cnctl policy check deploy/policy.toml"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -68,6 +72,19 @@ pub enum Command {
         #[command(flatten)]
         args: status::StatusArgs,
     },
+    /// Human approvals: list the actions waiting for a human, show one, approve or deny it.
+    #[command(after_help = APPROVALS_HELP)]
+    Approvals {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(subcommand)]
+        command: approvals::ApprovalsCommand,
+    },
+    /// Governance policy files: check one before deploying it.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Create a governance signing key pair: DIR/governance.key (secret) and DIR/governance.pub.
     Keygen(keys::KeygenArgs),
     /// NATS credentials for the fleet, the pipeline, the operator and the auditor.
@@ -84,6 +101,35 @@ pub enum Command {
         #[command(flatten)]
         args: bench::BenchArgs,
     },
+}
+
+const APPROVALS_HELP: &str = "\
+When policy needs a human (in prod by default: rollback, scale_down, promote, custom actions), \
+governance publishes a pending approval and waits, by default 15 minutes; then it refuses the \
+action as approval_expired. A decision is published on cn.approvals.{env}.{service}, which only \
+the `operator` NATS user may do; governance answers with a signed approval or a refusal \
+(approval_denied, or a gate that still says no). Every decision records who (--operator, \
+CN_OPERATOR, else $USER) and why (--reason, required). IDs may be abbreviated to a unique \
+prefix of at least 4 characters.
+
+Exit codes:
+  0   listed or shown; or the decision was stored and governance answered (approved or refused)
+  1   unknown or ambiguous id, already decided, expired, not stored (e.g. not the operator user)
+  2   the decision was stored but governance did not answer within --wait
+  64  bad usage (e.g. no --reason)
+
+Examples:
+  cnctl approvals list --env prod
+  cnctl approvals list --all --json
+  cnctl approvals show 3f2a9c1e
+  cnctl approvals approve 3f2a9c1e --reason \"checked dashboards, 1.14.2 was healthy\"
+  cnctl approvals deny 3f2a9c1e --reason \"fix forward instead\" --operator oncall-sre";
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Load a policy file exactly as governance-gate --policy will and print what it allows in
+    /// each environment; exits 1 naming the first mistake. Example: cnctl policy check deploy/policy.toml
+    Check(policy::CheckArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +173,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Keygen(args) => keys::keygen(&args),
         Command::Creds { command } => creds::run(command),
         Command::Bench { nats, args } => bench::run(&nats, args).await,
+        Command::Approvals { nats, command } => approvals::run(&nats, command).await,
+        Command::Policy { command: PolicyCommand::Check(args) } => policy::check(&args),
         Command::Permissions => {
             print!("{}", creds::render_permissions());
             Ok(ExitCode::SUCCESS)

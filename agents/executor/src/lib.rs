@@ -6,7 +6,11 @@
 //! (`unknown_action`). The use is recorded in redb *before* acting, so a crash mid-action is
 //! reported as interrupted on redelivery instead of being run again blindly.
 //!
-//! Backends: `dry-run` (the default and, for now, the only one) records what it would do.
+//! Backends: `dry-run` (the default) records what it would do; `sim` asks the simulator to act,
+//! over the bus; `command` runs the operator's argv template for the action ([`command`]).
+//! A failed execution is reported, never retried.
+
+pub mod command;
 
 use std::path::PathBuf;
 
@@ -14,9 +18,12 @@ use agent_runtime::store::{Store, Table};
 use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs};
 use bus_schema::approval::{self, ApprovalError, ApprovalVerifier};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Backend, ExecutionResult, ExecutionStatus, Inbound, ReasonCode, SignedApproval, Timestamp, subject};
+use bus_schema::{AgentName, Backend, ExecutionResult, ExecutionStatus, Inbound, ReasonCode, SignedApproval, SimAction, Timestamp, subject};
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use crate::command::Commands;
 
 pub const NAME: AgentName = bus_schema::fleet::EXECUTOR;
 
@@ -30,6 +37,42 @@ pub struct Cli {
     /// trust several during a key rotation.
     #[arg(long = "verify-key", env = "CN_VERIFY_KEY_FILES", value_delimiter = ',', required = true)]
     pub verify_keys: Vec<PathBuf>,
+    /// How approved actions are carried out.
+    #[arg(long, env = "CN_EXECUTOR_BACKEND", value_enum, default_value = "dry-run")]
+    pub backend: BackendChoice,
+    /// TOML file with the argv template of each action the command backend may run
+    /// ([action.NAME] argv = [...], timeout = "60s"); required with --backend command.
+    #[arg(long, env = "CN_EXECUTOR_COMMANDS")]
+    pub commands: Option<PathBuf>,
+}
+
+/// The backend named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// Record what would be done; touch nothing.
+    DryRun,
+    /// Ask the simulator to act, on cn.sim.actions.{env}.{service}.
+    Sim,
+    /// Run the action's argv template from --commands, without a shell.
+    Command,
+}
+
+/// How this executor carries out approved actions.
+#[derive(Debug, Clone)]
+pub enum ExecBackend {
+    DryRun,
+    Sim,
+    Command(Commands),
+}
+
+impl ExecBackend {
+    fn kind(&self) -> Backend {
+        match self {
+            Self::DryRun => Backend::DryRun,
+            Self::Sim => Backend::Sim,
+            Self::Command(_) => Backend::Command,
+        }
+    }
 }
 
 impl Cli {
@@ -42,6 +85,22 @@ impl Cli {
                 ApprovalVerifier::from_hex(&text).map_err(|e| format!("--verify-key {}: {e}", path.display()))
             })
             .collect()
+    }
+
+    /// The backend, with its commands file read and checked; a problem is a configuration error.
+    pub fn exec_backend(&self) -> Result<ExecBackend, String> {
+        match (self.backend, &self.commands) {
+            (BackendChoice::Command, Some(path)) => Commands::load(path).map(ExecBackend::Command),
+            (BackendChoice::Command, None) => {
+                Err("--backend command needs --commands FILE (CN_EXECUTOR_COMMANDS): the argv template of each action".to_owned())
+            }
+            (other, Some(_)) => {
+                let name = other.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+                Err(format!("--commands is only read by --backend command, and the backend is {name}; remove one of them"))
+            }
+            (BackendChoice::DryRun, None) => Ok(ExecBackend::DryRun),
+            (BackendChoice::Sim, None) => Ok(ExecBackend::Sim),
+        }
     }
 }
 
@@ -65,14 +124,15 @@ const USED: Table<Use> = Table::new("approvals.used");
 pub struct Executor {
     store: Store,
     trusted: Vec<ApprovalVerifier>,
+    backend: ExecBackend,
 }
 
 impl Executor {
-    pub fn new(store: Store, trusted: Vec<ApprovalVerifier>) -> Self {
-        Self { store, trusted }
+    pub fn new(store: Store, trusted: Vec<ApprovalVerifier>, backend: ExecBackend) -> Self {
+        Self { store, trusted, backend }
     }
 
-    fn result(a: &SignedApproval, status: ExecutionStatus, refusal: Option<ReasonCode>, detail: String, started: Timestamp) -> ExecutionResult {
+    fn result(&self, a: &SignedApproval, status: ExecutionStatus, refusal: Option<ReasonCode>, detail: String, started: Timestamp) -> ExecutionResult {
         let c = &a.claims;
         ExecutionResult {
             proposal_id: c.proposal_id,
@@ -81,7 +141,7 @@ impl Executor {
             env: c.env.clone(),
             service: c.service.clone(),
             action: c.action.clone(),
-            backend: Backend::DryRun,
+            backend: self.backend.kind(),
             status,
             refusal,
             exit_code: None,
@@ -98,10 +158,48 @@ impl Executor {
             ApprovalError::Expired { .. } => (ReasonCode::Expired, e.to_string()),
             ApprovalError::UnknownKey(_) | ApprovalError::BadSignature => (ReasonCode::BadSignature, e.to_string()),
         })?;
-        if !a.claims.action.is_built_in() {
-            return Err((ReasonCode::UnknownAction, format!("no backend action is configured for {}", a.claims.action)));
+        let action = &a.claims.action;
+        match &self.backend {
+            ExecBackend::Command(commands) if commands.get(action).is_none() => {
+                Err((ReasonCode::UnknownAction, format!("no command is configured for {action}; configured: {}", commands.names())))
+            }
+            ExecBackend::DryRun | ExecBackend::Sim if !action.is_built_in() => {
+                Err((ReasonCode::UnknownAction, format!("no backend action is configured for {action}")))
+            }
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Carries out a checked approval whose use is already recorded.
+    async fn act(&self, ctx: &mut Context<'_>, a: &SignedApproval, started: Timestamp) -> Result<ExecutionResult, HandleError> {
+        let c = &a.claims;
+        let done = |status, detail| self.result(a, status, None, detail, started);
+        match &self.backend {
+            ExecBackend::DryRun => Ok(done(ExecutionStatus::Executed, format!("dry-run: would {} {}/{}", c.action, c.env, c.service))),
+            ExecBackend::Sim => {
+                let order = SimAction {
+                    proposal_id: c.proposal_id,
+                    env: c.env.clone(),
+                    service: c.service.clone(),
+                    action: c.action.clone(),
+                    params: c.params.clone(),
+                    issued_at: started,
+                };
+                match ctx.publish(&subject::SIM_ACTIONS.subject(&c.env, &c.service), &order).await {
+                    Ok(_) => Ok(done(ExecutionStatus::Executed, "sent to the simulator".to_owned())),
+                    Err(e) if e.is_fatal() => Err(HandleError::Fatal(e)),
+                    // It may or may not have been stored: reported, not retried.
+                    Err(e) => Ok(done(ExecutionStatus::Failed, format!("the simulator's order was not confirmed: {e}; not retried"))),
+                }
+            }
+            ExecBackend::Command(commands) => {
+                let Some(template) = commands.get(&c.action) else {
+                    return Ok(done(ExecutionStatus::Failed, format!("no command is configured for {}", c.action)));
+                };
+                let ran = command::execute(template, c).await;
+                Ok(ExecutionResult { exit_code: ran.exit_code, output_tail: ran.output_tail, ..done(ran.status, ran.detail) })
+            }
+        }
     }
 
     async fn publish(&self, ctx: &mut Context<'_>, r: &ExecutionResult) -> Result<(), HandleError> {
@@ -111,7 +209,7 @@ impl Executor {
             ExecutionStatus::Refused => ProofKind::ExecutionRefused,
         };
         let mut draft = ProofDraft::new(kind).scope(&r.env, &r.service).action(&r.action).proposal(r.proposal_id).detail(json!({
-            "approval_id": r.approval_id, "backend": r.backend, "status": r.status, "detail": r.detail,
+            "approval_id": r.approval_id, "backend": r.backend, "status": r.status, "detail": r.detail, "exit_code": r.exit_code,
         }));
         if let Some(id) = r.incident_id {
             draft = draft.incident(id);
@@ -133,28 +231,27 @@ impl Executor {
             // This very input again (redelivered): report what happened, never act twice.
             Some(Use { input_id: by, result }) if by == input_id => result.unwrap_or_else(|| {
                 let detail = "interrupted: the executor stopped while acting; not retried, check the service";
-                Self::result(&a, ExecutionStatus::Failed, None, detail.to_owned(), started)
+                self.result(&a, ExecutionStatus::Failed, None, detail.to_owned(), started)
             }),
             Some(Use { input_id: by, .. }) => {
                 let detail = format!("approval {} was already used by input {by}", a.claims.approval_id);
-                let refused = Self::result(&a, ExecutionStatus::Refused, Some(ReasonCode::Replayed), detail, started);
+                let refused = self.result(&a, ExecutionStatus::Refused, Some(ReasonCode::Replayed), detail, started);
                 return self.publish(ctx, &refused).await;
             }
             None => {
                 if let Err((code, detail)) = self.check(&a, started) {
-                    let refused = Self::result(&a, ExecutionStatus::Refused, Some(code), detail, started);
+                    let refused = self.result(&a, ExecutionStatus::Refused, Some(code), detail, started);
                     return self.publish(ctx, &refused).await;
                 }
                 // Recorded before acting: a crash from here on is reported, not retried.
                 self.store.put(&USED, &key, &Use { input_id: input_id.clone(), result: None })?;
-                let c = &a.claims;
-                let detail = format!("dry-run: would {} {}/{}", c.action, c.env, c.service);
-                Self::result(&a, ExecutionStatus::Executed, None, detail, started)
+                self.act(ctx, &a, started).await?
             }
         };
-        self.publish(ctx, &result).await?;
-        self.store.put(&USED, &key, &Use { input_id, result: Some(result) })?;
-        Ok(())
+        // Stored before it is published: a crash from here on republishes this same result
+        // (which JetStream de-duplicates); only a crash while acting reads as interrupted.
+        self.store.put(&USED, &key, &Use { input_id, result: Some(result.clone()) })?;
+        self.publish(ctx, &result).await
     }
 }
 
@@ -164,5 +261,38 @@ impl Handler for Executor {
             Inbound::Approved(a) => self.on_approval(ctx, a).await,
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn backend(args: &[&str]) -> Result<ExecBackend, String> {
+        let argv = ["executor", "--verify-key", "governance.pub"].into_iter().chain(args.iter().copied());
+        Cli::try_parse_from(argv).map_err(|e| e.to_string())?.exec_backend()
+    }
+
+    #[test]
+    fn the_backend_is_dry_run_unless_chosen_and_command_needs_a_valid_commands_file() {
+        assert!(matches!(backend(&[]), Ok(ExecBackend::DryRun)));
+        assert!(matches!(backend(&["--backend", "sim"]), Ok(ExecBackend::Sim)));
+        assert!(backend(&["--backend", "shell"]).unwrap_err().contains("possible values: dry-run, sim, command"));
+        assert!(backend(&["--backend", "command"]).unwrap_err().contains("--backend command needs --commands FILE"));
+        assert!(backend(&["--commands", "c.toml"]).unwrap_err().contains("only read by --backend command, and the backend is dry-run"));
+        let missing = backend(&["--backend", "command", "--commands", "/nonexistent/commands.toml"]).unwrap_err();
+        assert!(missing.contains("cannot read --commands /nonexistent/commands.toml"), "{missing}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("commands.toml");
+        let path = file.to_str().unwrap();
+        std::fs::write(&file, "[action.restart]\nargv = [\"kubectl\", \"{svc}\"]\n").unwrap();
+        let bad = backend(&["--backend", "command", "--commands", path]).unwrap_err();
+        assert!(bad.contains(&format!("--commands {path}: action \"restart\": argv[1]")) && bad.contains("{svc}"), "{bad}");
+        std::fs::write(&file, "[action.restart]\nargv = [\"kubectl\", \"{service}\"]\n").unwrap();
+        let Ok(ExecBackend::Command(commands)) = backend(&["--backend", "command", "--commands", path]) else { panic!("a valid file") };
+        assert_eq!(commands.names(), "restart");
     }
 }
