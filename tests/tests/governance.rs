@@ -161,3 +161,22 @@ async fn killing_governance_and_the_executor_mid_stream_loses_nothing_and_runs_n
     }
     assert!(of_kind(&records, ProofKind::ExecutionRefused).is_empty(), "no replays were even attempted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldowns_survive_a_governance_crash() {
+    let mut fleet = Fleet::start().await.unwrap();
+    pipeline_pub(&fleet, "cn.events.deploy.stage.cart", deploy("stage", "cart", "2.0.0", Some("1.9.0"), "succeeded")).await;
+    pipeline_pub(&fleet, "cn.events.metric.stage.cart", crash("stage", "cart", true)).await;
+    fleet.records_until("the first restart", |r| !for_service(r, ProofKind::ActionExecuted, "cart").is_empty()).await.unwrap();
+    fleet.agent("governance-gate").unwrap().kill9();
+    fleet.agent("governance-gate").unwrap().restart().unwrap();
+    // The crash resolves and comes back: the reopened incident gets a new restart proposal,
+    // which the remembered cooldown holds back.
+    for _ in 0..3 {
+        pipeline_pub(&fleet, "cn.events.metric.stage.cart", crash("stage", "cart", false)).await;
+    }
+    pipeline_pub(&fleet, "cn.events.metric.stage.cart", crash("stage", "cart", true)).await;
+    let records = fleet.records_until("the second restart to be refused", |r| !for_service(r, ProofKind::ActionRefused, "cart").is_empty()).await.unwrap();
+    assert_eq!(for_service(&records, ProofKind::ActionRefused, "cart")[0].reason.as_deref(), Some("cooldown_active"));
+    assert_eq!(for_service(&records, ProofKind::ActionExecuted, "cart").len(), 1);
+}
