@@ -44,6 +44,8 @@ pub struct AgentDef {
     pub inputs: Vec<InputDef>,
     /// The subject families it publishes decisions on (besides its proof chain and heartbeat).
     pub outputs: Vec<FamilyInfo>,
+    /// Core NATS subjects it answers requests on (queue group: the agent's name).
+    pub requests: Vec<Filter>,
 }
 
 pub fn deploy_agent() -> AgentDef {
@@ -52,6 +54,7 @@ pub fn deploy_agent() -> AgentDef {
         description: "Chaos Negotiator deploy agent: onboarding and deploy tracking",
         inputs: vec![InputDef::new("deploys", subject::DEPLOY_EVENTS.all()), InputDef::new("onboarding", subject::ONBOARD_REQUESTS.all())],
         outputs: vec![subject::PROPOSED.info()],
+        requests: vec![],
     }
 }
 
@@ -61,6 +64,7 @@ pub fn issue_detector() -> AgentDef {
         description: "Chaos Negotiator issue detector: events in; incidents, outcomes and SLO status out",
         inputs: vec![InputDef::new("events", subject::all_events()), InputDef::new("executed", subject::EXECUTED.all())],
         outputs: vec![subject::INCIDENTS.info(), subject::OUTCOMES.info(), subject::SLO.info()],
+        requests: vec![],
     }
 }
 
@@ -70,6 +74,7 @@ pub fn risk_negotiator() -> AgentDef {
         description: "Chaos Negotiator risk negotiator: contract requests in, contracts out",
         inputs: vec![InputDef::new("requests", subject::CONTRACT_REQUESTS.all())],
         outputs: vec![subject::CONTRACTS.info()],
+        requests: vec![subject::NEGOTIATE.all(), subject::MODEL.agent(&RISK_NEGOTIATOR)],
     }
 }
 
@@ -79,6 +84,7 @@ pub fn rl_optimizer() -> AgentDef {
         description: "Chaos Negotiator optimizer: incidents in, action proposals out",
         inputs: vec![InputDef::new("incidents", subject::INCIDENTS.all())],
         outputs: vec![subject::PROPOSED.info()],
+        requests: vec![],
     }
 }
 
@@ -95,6 +101,7 @@ pub fn governance_gate() -> AgentDef {
             InputDef::new("slo", subject::SLO.all()),
         ],
         outputs: vec![subject::APPROVED.info(), subject::REFUSED.info(), subject::PENDING.info()],
+        requests: vec![],
     }
 }
 
@@ -104,6 +111,7 @@ pub fn executor() -> AgentDef {
         description: "Chaos Negotiator executor: signed approvals in, execution results out",
         inputs: vec![InputDef::new("approvals", subject::APPROVED.all())],
         outputs: vec![subject::EXECUTED.info(), subject::SIM_ACTIONS.info()],
+        requests: vec![],
     }
 }
 

@@ -246,6 +246,8 @@ pub const PROOF: AgentFamily<ProofRecord> = AgentFamily::new("cn.proof", PROOF_S
 pub const HEARTBEAT: AgentFamily<Heartbeat> = AgentFamily::new("cn.heartbeat", CORE);
 /// The micro-service status endpoint (extension; core request/reply, JSON).
 pub const STATUS: AgentFamily<AgentStatus> = AgentFamily::new("cn.status", CORE);
+/// The risk negotiator's learned model and calibration (extension; core request/reply, JSON).
+pub const MODEL: AgentFamily<ModelStats> = AgentFamily::new("cn.model", CORE);
 
 /// Every family, in DESIGN order.
 pub const FAMILIES: &[FamilyInfo] = &[
@@ -269,6 +271,7 @@ pub const FAMILIES: &[FamilyInfo] = &[
     PROOF.info(),
     HEARTBEAT.info(),
     STATUS.info(),
+    MODEL.info(),
 ];
 
 /// Every pipeline input event (`cn.events.>`): deploy, metric and log.

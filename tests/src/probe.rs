@@ -89,6 +89,7 @@ pub fn spec() -> AgentSpec {
         // Two inputs, like most agents: logs stay idle in these tests, and must not starve metrics.
         inputs: vec![InputDef::new("metrics", subject::METRIC_EVENTS.all()), InputDef::new("logs", subject::LOG_EVENTS.all())],
         prefetch: 1,
+        requests: vec![],
     }
 }
 

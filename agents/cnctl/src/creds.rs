@@ -116,7 +116,8 @@ fn agent_permissions(agent: &AgentDef) -> (Vec<String>, Vec<String>) {
         publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"));
         publish.push(format!("$JS.ACK.{stream}.{durable}.>"));
     }
-    let subscribe = vec!["_INBOX.>".to_owned(), "$SRV.>".to_owned(), subject::STATUS.agent(name).pattern().to_owned()];
+    let mut subscribe = vec!["_INBOX.>".to_owned(), "$SRV.>".to_owned(), subject::STATUS.agent(name).pattern().to_owned()];
+    subscribe.extend(agent.requests.iter().map(|f| f.pattern().to_owned()));
     (publish, subscribe)
 }
 
@@ -131,9 +132,13 @@ fn person_permissions(user: &str) -> (Vec<String>, Vec<String>) {
     ]
     .map(|f| f.pattern().to_owned());
     match user {
-        "pipeline" => (inputs.to_vec(), own(&["_INBOX.>"])),
+        "pipeline" => {
+            let mut publish = inputs.to_vec();
+            publish.push(subject::MODEL.all().pattern().to_owned());
+            (publish, own(&["_INBOX.>"]))
+        }
         "operator" => {
-            let mut publish = vec![subject::HUMAN_DECISIONS.all().pattern().to_owned(), subject::STATUS.all().pattern().to_owned()];
+            let mut publish = vec![subject::HUMAN_DECISIONS.all().pattern().to_owned(), subject::STATUS.all().pattern().to_owned(), subject::MODEL.all().pattern().to_owned()];
             publish.extend(inputs);
             publish.extend(own(&["$SRV.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.MSG.GET.>", "$JS.API.CONSUMER.>"]));
             (publish, own(&[">"]))

@@ -14,10 +14,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use bus_schema::codec::Limits;
+use bus_schema::codec::{Limits, decode_inbound};
 use bus_schema::proof::ProofKind;
 use bus_schema::fleet::{AgentDef, InputDef};
-use bus_schema::{AgentName, InstanceId};
+use bus_schema::{AgentName, Filter, InstanceId, RejectReason, headers};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ use crate::config::RuntimeArgs;
 use crate::consumer::{Delivery, DeliveryPolicy, ensure_consumer, pull};
 use crate::delivery::Processor;
 use crate::error::RuntimeError;
-use crate::handler::{Context, HandleError, Handler};
+use crate::handler::{Context, HandleError, Handler, InputMeta, Request};
 use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
 use crate::status::{Stats, StatusTasks};
@@ -37,6 +37,22 @@ use crate::streams;
 
 /// How often an agent is asked for work that fell due by the clock.
 const DUE_EVERY: Duration = Duration::from_secs(1);
+/// Requests waiting for the handler; beyond this the listener waits (requesters time out).
+const REQUEST_BACKLOG: usize = 64;
+
+/// Passes a subscription's requests to the agent's loop until shutdown.
+async fn forward_requests(mut sub: async_nats::Subscriber, tx: mpsc::Sender<async_nats::Message>, stop: CancellationToken) {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::select! {
+            () = stop.cancelled() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        if tx.send(msg).await.is_err() {
+            break;
+        }
+    }
+}
 
 /// What an agent is and what it consumes.
 #[derive(Debug, Clone)]
@@ -50,12 +66,14 @@ pub struct AgentSpec {
     /// handler is quick, but a prefetched message's ack wait runs while it waits its turn, so
     /// keep `prefetch × slowest handling time` well under the ack wait.
     pub prefetch: usize,
+    /// Core NATS subjects the agent answers requests on, through [`Handler::respond`].
+    pub requests: Vec<Filter>,
 }
 
 impl AgentSpec {
     /// The spec of a fleet agent (bus_schema::fleet) at a version.
     pub fn new(def: AgentDef, version: &'static str) -> Self {
-        Self { name: def.name, version, description: def.description, inputs: def.inputs, prefetch: 1 }
+        Self { name: def.name, version, description: def.description, inputs: def.inputs, prefetch: 1, requests: def.requests }
     }
 }
 
@@ -102,6 +120,65 @@ impl Agent {
         .await?;
         let stats = Arc::new(Stats::new(proof.head().seq));
         Ok(Self { spec, args, instance, client, publisher, store, proof, stats, shutdown })
+    }
+
+    /// Answers one core request through the handler. Bad input is recorded as
+    /// `event_rejected` like any input and answered with a `Cn-Error` header and a JSON body
+    /// saying why; `Err` means the agent must stop.
+    async fn answer<H: Handler>(&mut self, handler: &mut H, msg: async_nats::Message) -> Result<(), RuntimeError> {
+        let Some(reply_to) = msg.reply.clone() else {
+            warn!(subject = %msg.subject, "a request without a reply subject; ignoring it");
+            return Ok(());
+        };
+        let id = format!("request:{}", bus_schema::Uuid::new_v4());
+        let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let meta = InputMeta {
+            subject: msg.subject.to_string(),
+            stream: "core".to_owned(),
+            stream_seq: 0,
+            delivered: 1,
+            input_id: id.clone(),
+            message_id: header(headers::MSG_ID).unwrap_or_else(|| id.clone()),
+            correlation_id: header(headers::CORRELATION_ID).unwrap_or(id),
+        };
+        let limits = Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
+        let request = match decode_inbound(&meta.subject, header(headers::CONTENT_TYPE).as_deref(), &msg.payload, &limits) {
+            Ok(input) => Ok(Request::Input(Box::new(input))),
+            Err(e) if e.reason() == RejectReason::InvalidSubject && msg.payload.is_empty() => Ok(Request::Query(meta.subject.clone())),
+            Err(e) => Err(HandleError::Reject { reason: e.reason(), message: e.to_string() }),
+        };
+        let mut ctx = Context::new(&self.spec.name, &self.spec.inputs, &meta, &self.publisher, &mut self.proof);
+        let result = match request {
+            Ok(request) => handler.respond(&mut ctx, request).await,
+            Err(e) => Err(e),
+        };
+        let (payload, reply_headers) = match result {
+            Ok(reply) => {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert(headers::CONTENT_TYPE, reply.content_type);
+                h.insert(headers::CN_TYPE, reply.cn_type);
+                (reply.payload, h)
+            }
+            Err(HandleError::Fatal(e)) => return Err(e),
+            Err(e) => {
+                let (reason, message) = match &e {
+                    HandleError::Reject { reason, message } => (reason.as_str(), message.clone()),
+                    other => ("retry", other.to_string()),
+                };
+                if let HandleError::Reject { reason, message } = &e {
+                    let draft = ProofDraft::new(ProofKind::EventRejected).reason(reason.as_str()).detail(json!({"subject": meta.subject, "error": message}));
+                    self.proof.append(draft, Some(&format!("{}:rejected", meta.input_id))).await?;
+                }
+                let mut h = async_nats::HeaderMap::new();
+                h.insert(headers::CONTENT_TYPE, headers::JSON);
+                h.insert("Cn-Error", reason);
+                (serde_json::to_vec(&json!({"error": reason, "message": message})).unwrap_or_default(), h)
+            }
+        };
+        if let Err(e) = self.client.publish_with_headers(reply_to, reply_headers, payload.into()).await {
+            warn!(error = %e, "could not send a reply");
+        }
+        Ok(())
     }
 
     /// Hands the handler's due work to it, one item at a time. A failed item is logged and
@@ -155,6 +232,17 @@ impl Agent {
         let grace = self.args.shutdown_grace;
         let mut clean = true;
         let mut fatal = None;
+        let (req_tx, mut requests) = mpsc::channel::<async_nats::Message>(REQUEST_BACKLOG);
+        let mut listeners = Vec::new();
+        for filter in &self.spec.requests {
+            let sub = self
+                .client
+                .queue_subscribe(filter.pattern().to_owned(), self.spec.name.to_string())
+                .await
+                .map_err(|e| RuntimeError::Service(format!("cannot listen for requests on {}: {e}", filter.pattern())))?;
+            listeners.push(tokio::spawn(forward_requests(sub, req_tx.clone(), pulling.clone())));
+        }
+        drop(req_tx);
         let mut clock = tokio::time::interval(DUE_EVERY);
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -163,6 +251,14 @@ impl Agent {
                 () = self.shutdown.cancelled() => break,
                 _ = clock.tick() => {
                     if let Err(e) = self.run_due(&mut handler).await {
+                        error!(error = %e, "stopping: this agent cannot go on safely");
+                        fatal = Some(e);
+                        break;
+                    }
+                    continue;
+                }
+                Some(request) = requests.recv() => {
+                    if let Err(e) = self.answer(&mut handler, request).await {
                         error!(error = %e, "stopping: this agent cannot go on safely");
                         fatal = Some(e);
                         break;
@@ -200,6 +296,10 @@ impl Agent {
 
         if let Err(e) = handler.on_stop() {
             error!(error = %e, "the handler could not save its state on the way out");
+        }
+
+        for l in listeners {
+            l.abort();
         }
 
         // One deadline for the rest: stop pulling, hand back what was buffered so another

@@ -54,10 +54,40 @@ pub trait Handler: Send {
         Vec::new()
     }
 
+    /// Answers a core NATS request on one of the agent's request subjects. Its proof
+    /// records and outputs are written like an input's; the reply goes to the requester only.
+    fn respond(&mut self, _ctx: &mut Context<'_>, _request: Request) -> impl Future<Output = Result<Reply, HandleError>> + Send {
+        async { Err(HandleError::Reject { reason: RejectReason::Refused, message: "this agent answers no requests".to_owned() }) }
+    }
+
     /// Does one item of due work. Its outputs get ids derived from the item's key, so doing it
     /// again (after a crash, or an error) publishes duplicates JetStream drops.
     fn handle_due(&mut self, _ctx: &mut Context<'_>, _due: Due) -> impl Future<Output = Result<(), HandleError>> + Send {
         async { Ok(()) }
+    }
+}
+
+/// A core NATS request an agent answers (negotiation, queries about its state).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// A decoded, validated message on an input subject (e.g. a counter-proposal).
+    Input(Box<Inbound>),
+    /// A question without a payload of ours (e.g. `cn.model.{agent}.{instance}`), by subject.
+    Query(String),
+}
+
+/// The answer to a request, encoded like any payload of the contract.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub payload: Vec<u8>,
+    pub content_type: &'static str,
+    pub cn_type: &'static str,
+}
+
+impl Reply {
+    pub fn of<P: Payload>(payload: &P) -> Result<Self, HandleError> {
+        let bytes = bus_schema::codec::encode(payload).map_err(|e| HandleError::Retry(e.to_string()))?;
+        Ok(Self { payload: bytes, content_type: P::ENCODING.content_type(), cn_type: P::CN_TYPE })
     }
 }
 

@@ -32,6 +32,7 @@
 //!         description: "logs what it sees",
 //!         inputs: vec![InputDef::new("events", subject::all_events())],
 //!         prefetch: 1,
+//!         requests: vec![],
 //!     };
 //!     agent_runtime::run_agent(spec, cli.runtime, |_agent| Ok(Echo))
 //! }
@@ -57,7 +58,7 @@ use std::process::ExitCode;
 pub use agent::{Agent, AgentSpec, RunSummary};
 pub use config::RuntimeArgs;
 pub use error::RuntimeError;
-pub use handler::{Context, Due, HandleError, Handler, InputMeta};
+pub use handler::{Context, Due, HandleError, Handler, InputMeta, Reply, Request};
 pub use proof::{ProofDraft, ProofWriter};
 pub use publish::{Published, Publisher, Trace};
 

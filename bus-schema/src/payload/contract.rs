@@ -212,3 +212,48 @@ impl Validate for NegotiationReply {
         self.contract.as_ref().map_or(Ok(()), Validate::validate)
     }
 }
+
+/// How well the risk model's predicted failure probability matched what happened, for one
+/// band of predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBucket {
+    pub from: f64,
+    pub to: f64,
+    pub count: u64,
+    pub mean_predicted: f64,
+    pub observed_rate: f64,
+}
+
+/// A learned weight of one risk factor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FactorWeight {
+    pub name: String,
+    pub weight: f64,
+}
+
+/// `cn.model.{agent}.{instance}` reply (core request/reply, JSON): the negotiator's learned
+/// risk model and its calibration (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStats {
+    /// Deploy outcomes learned from.
+    pub observations: u64,
+    /// Mean squared error of the predicted failure probability (lower is better); none yet
+    /// without observations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brier: Option<f64>,
+    #[serde(default)]
+    pub reliability: Vec<ReliabilityBucket>,
+    pub bias: f64,
+    #[serde(default)]
+    pub weights: Vec<FactorWeight>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Timestamp>,
+}
+
+impl Validate for ModelStats {
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::items("reliability", &self.reliability, 32)?;
+        v::items("weights", &self.weights, 256)?;
+        self.weights.iter().try_for_each(|w| v::finite("weights.weight", w.weight))
+    }
+}
