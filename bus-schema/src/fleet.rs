@@ -71,8 +71,13 @@ pub fn issue_detector() -> AgentDef {
 pub fn risk_negotiator() -> AgentDef {
     AgentDef {
         name: RISK_NEGOTIATOR,
-        description: "Chaos Negotiator risk negotiator: contract requests in, contracts out",
-        inputs: vec![InputDef::new("requests", subject::CONTRACT_REQUESTS.all())],
+        description: "Chaos Negotiator risk negotiator: contract requests in, contracts out; negotiates and learns from deploy outcomes",
+        inputs: vec![
+            InputDef::new("requests", subject::CONTRACT_REQUESTS.all()),
+            InputDef::new("deploys", subject::DEPLOY_EVENTS.all()),
+            InputDef::new("incidents", subject::INCIDENTS.all()),
+            InputDef::new("slo", subject::SLO.all()),
+        ],
         outputs: vec![subject::CONTRACTS.info()],
         requests: vec![subject::NEGOTIATE.all(), subject::MODEL.agent(&RISK_NEGOTIATOR)],
     }

@@ -14,6 +14,8 @@ pub const CORRELATION_ID: &str = "Cn-Correlation-Id";
 pub const CAUSATION_ID: &str = "Cn-Causation-Id";
 /// Hex SHA-256 of a proof record's exact payload bytes.
 pub const PROOF_HASH: &str = "Cn-Proof-Hash";
+/// On a reply to a core request that was refused: the reason code (the body says why).
+pub const ERROR: &str = "Cn-Error";
 
 /// Content type of JSON payloads.
 pub const JSON: &str = "application/json";

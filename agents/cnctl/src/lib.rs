@@ -6,17 +6,20 @@
 //! cnctl proof verify                                  check every hash chain in CN_PROOF
 //! cnctl status                                        which agents are alive
 //! cnctl approvals list|show|approve|deny              actions waiting for a human, and the human's answer
+//! cnctl contract request|from-git|counter|accept|stats  deployment contracts: draft, negotiate, calibration
 //! cnctl keygen                                        a governance signing key pair
 //! cnctl creds init | cnctl permissions                NATS users and their permissions
 //! cnctl bench                                         latency and ingest figures of a running fleet
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failed check (a broken chain, a missing agent) or an operation
-//! that failed, 2 a decision governance has not answered yet (`approvals approve|deny`), 64 bad
-//! usage.
+//! that failed, 2 a decision governance has not answered yet (`approvals approve|deny`) or no
+//! answer from the risk negotiator (`contract`), 3 an ask the negotiator refused (`contract
+//! counter|accept`), 64 bad usage.
 
 pub mod approvals;
 pub mod bench;
+pub mod contract;
 pub mod creds;
 pub mod keys;
 pub mod policy;
@@ -37,7 +40,7 @@ use clap::{Parser, Subcommand};
     version,
     about,
     long_about = None,
-    after_help = "Connection: --nats-url/NATS_URL, --nats-user/NATS_USER, --nats-password-file/NATS_PASSWORD_FILE on every command that talks to NATS.\n\nExamples:\n  cnctl publish metric --env stage --service payments-api --crash-looping\n  cnctl tail --env prod --kind action_refused --since 1h\n  cnctl proof verify\n  cnctl status\n  cnctl approvals list\n  cnctl policy check deploy/policy.toml"
+    after_help = "Connection: --nats-url/NATS_URL, --nats-user/NATS_USER, --nats-password-file/NATS_PASSWORD_FILE on every command that talks to NATS.\n\nExamples:\n  cnctl publish metric --env stage --service payments-api --crash-looping\n  cnctl tail --env prod --kind action_refused --since 1h\n  cnctl proof verify\n  cnctl status\n  cnctl approvals list\n  cnctl contract from-git HEAD~5..HEAD --env stage --service payments-api\n  cnctl policy check deploy/policy.toml"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -79,6 +82,15 @@ pub enum Command {
         nats: NatsArgs,
         #[command(subcommand)]
         command: approvals::ApprovalsCommand,
+    },
+    /// Deployment contracts: request one (from a file or git history), negotiate it, accept it,
+    /// and see how well the risk model is calibrated.
+    #[command(after_help = contract::CONTRACT_HELP)]
+    Contract {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(subcommand)]
+        command: contract::ContractCommand,
     },
     /// Governance policy files: check one before deploying it.
     Policy {
@@ -174,6 +186,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Creds { command } => creds::run(command),
         Command::Bench { nats, args } => bench::run(&nats, args).await,
         Command::Approvals { nats, command } => approvals::run(&nats, command).await,
+        Command::Contract { nats, command } => contract::run(&nats, command).await,
         Command::Policy { command: PolicyCommand::Check(args) } => policy::check(&args),
         Command::Permissions => {
             print!("{}", creds::render_permissions());

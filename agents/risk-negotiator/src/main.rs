@@ -4,5 +4,5 @@ use risk_negotiator::{Cli, Negotiator, spec};
 
 fn main() -> ExitCode {
     let cli: Cli = agent_runtime::config::parse_args();
-    agent_runtime::run_agent(spec(), cli.runtime, |_agent| Ok(Negotiator))
+    agent_runtime::run_agent(spec(), cli.runtime, |agent| Ok(Negotiator::load(agent.store().clone())?))
 }

@@ -171,7 +171,7 @@ impl Agent {
                 }
                 let mut h = async_nats::HeaderMap::new();
                 h.insert(headers::CONTENT_TYPE, headers::JSON);
-                h.insert("Cn-Error", reason);
+                h.insert(headers::ERROR, reason);
                 (serde_json::to_vec(&json!({"error": reason, "message": message})).unwrap_or_default(), h)
             }
         };

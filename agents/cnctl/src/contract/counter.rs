@@ -1,0 +1,123 @@
+//! Negotiation and model statistics: core NATS request/reply with the risk negotiator.
+//!
+//! Asks are checked here (known guardrail, sensible value, known validator) so that a typo is
+//! a usage error, not a refusal. The counter-proposal travels like every message we publish:
+//! MessagePack with `Content-Type`, `Cn-Type` and the trace headers.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::client::{Request, RequestErrorKind};
+use bus_schema::codec::{Encoding, Limits, Outgoing, Payload, decode};
+use bus_schema::fleet::RISK_NEGOTIATOR;
+use bus_schema::proof::ProofHash;
+use bus_schema::subject::{MODEL, NEGOTIATE};
+use bus_schema::{Ask, CounterProposal, InstanceId, ModelStats, NegotiationReply, ValidatorKind, headers};
+
+use crate::Failure;
+
+/// The guardrails a developer may ask to relax, with the values each accepts.
+pub const GUARDRAILS: &[(&str, &str)] = &[
+    ("max_error_rate", "a fraction 0..1"),
+    ("max_p95_latency_ms", "milliseconds, more than 0"),
+    ("max_p99_latency_ms", "milliseconds, more than 0"),
+    ("max_traffic_step_percent", "a whole percent 1..100"),
+];
+
+/// One `--relax GUARDRAIL=VALUE`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relax {
+    pub guardrail: String,
+    pub value: f64,
+}
+
+/// Parses and checks `--relax GUARDRAIL=VALUE`.
+pub fn parse_relax(s: &str) -> Result<Relax, String> {
+    let names = || GUARDRAILS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not GUARDRAIL=VALUE (guardrails: {})", names()))?;
+    let (name, value) = (name.trim(), value.trim());
+    let Some((_, accepts)) = GUARDRAILS.iter().find(|(n, _)| *n == name) else {
+        return Err(format!("unknown guardrail {name:?}; expected one of: {}", names()));
+    };
+    let v: f64 = value.parse().map_err(|_| format!("{name}={value:?}: the value is not a number ({accepts})"))?;
+    let ok = v.is_finite()
+        && match name {
+            "max_error_rate" => (0.0..=1.0).contains(&v),
+            "max_traffic_step_percent" => (1.0..=100.0).contains(&v) && v.fract() == 0.0,
+            _ => v > 0.0,
+        };
+    if !ok {
+        return Err(format!("{name}={value}: out of range ({accepts})"));
+    }
+    Ok(Relax { guardrail: name.to_owned(), value: v })
+}
+
+/// The asks, in a fixed order: canary, guardrails, validators.
+pub fn asks_from_flags(shorten_canary: Option<u8>, skip_canary: bool, relax: &[Relax], waive: &[ValidatorKind]) -> Vec<Ask> {
+    let mut asks = Vec::new();
+    if skip_canary {
+        asks.push(Ask::SkipCanary);
+    } else if let Some(stages) = shorten_canary {
+        asks.push(Ask::ShortenCanary { stages });
+    }
+    asks.extend(relax.iter().map(|r| Ask::RelaxGuardrail { guardrail: r.guardrail.clone(), value: r.value }));
+    for &validator in waive {
+        let ask = Ask::WaiveValidator { validator };
+        if !asks.contains(&ask) {
+            asks.push(ask);
+        }
+    }
+    asks
+}
+
+/// True when the negotiator took the proposal as a whole and every ask in it.
+pub fn all_accepted(reply: &NegotiationReply) -> bool {
+    reply.accepted && reply.decisions.iter().all(|d| d.accepted)
+}
+
+/// A reply, or why there was none (no responders, a timeout).
+#[derive(Debug)]
+pub enum Answered<T> {
+    Reply(T),
+    Nobody(String),
+}
+
+/// Sends a core request and decodes the reply as `R` (by its `Content-Type`).
+async fn request<R: Payload>(client: &async_nats::Client, subject: String, request: Request, timeout: Duration) -> Result<Answered<R>, Failure> {
+    let reply = match client.send_request(subject.clone(), request.timeout(Some(timeout))).await {
+        Ok(reply) => reply,
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => return Ok(Answered::Nobody(format!("nobody answers on {subject}"))),
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => return Ok(Answered::Nobody(format!("no answer on {subject} within {timeout:?}"))),
+        Err(e) => return Err(format!("request on {subject} failed: {e}").into()),
+    };
+    let header = |name: &str| reply.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    if let Some(reason) = header(bus_schema::headers::ERROR) {
+        let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+        let message = body["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default();
+        return Err(format!("the negotiator did not take the request on {subject}: {reason}{message}").into());
+    }
+    let encoding = Encoding::from_content_type(header(headers::CONTENT_TYPE).as_deref(), R::ENCODING)?;
+    let answer = decode::<R>(encoding, &reply.payload, &Limits::DEFAULT).map_err(|e| format!("unreadable reply on {subject}: {e}"))?;
+    Ok(Answered::Reply(answer))
+}
+
+/// Sends a counter-proposal on `cn.negotiate.{env}.{service}` with the usual headers. The
+/// message id is a hash of the proposal: the same proposal sent twice is recognisably a repeat.
+pub async fn send_counter(client: &async_nats::Client, proposal: &CounterProposal, timeout: Duration) -> Result<Answered<NegotiationReply>, Failure> {
+    let out = Outgoing::new(&NEGOTIATE.subject(&proposal.env, &proposal.service), proposal)?;
+    let id = format!("cnctl:counter:{}", &ProofHash::of(&[out.subject.as_bytes(), b"\0", &out.payload].concat()).to_hex()[..32]);
+    let mut h = HeaderMap::new();
+    h.insert(headers::MSG_ID, id.as_str());
+    h.insert(headers::CONTENT_TYPE, out.encoding.content_type());
+    h.insert(headers::CN_TYPE, out.cn_type);
+    h.insert(headers::CORRELATION_ID, id.as_str());
+    h.insert(headers::CAUSATION_ID, id.as_str());
+    request(client, out.subject, Request::new().payload(out.payload.into()).headers(h), timeout).await
+}
+
+/// Asks one risk negotiator instance for its model on `cn.model.risk-negotiator.{instance}`
+/// (an empty request, like the status endpoint).
+pub async fn model_stats(client: &async_nats::Client, instance: &InstanceId, timeout: Duration) -> Result<Answered<ModelStats>, Failure> {
+    let subject = MODEL.subject(&RISK_NEGOTIATOR, instance);
+    request(client, subject.as_str().to_owned(), Request::new().payload("".into()), timeout).await
+}
