@@ -10,7 +10,7 @@ use bus_schema::proof::{ProofKind, ProofRecord};
 use bus_schema::{Ask, CounterProposal, Encoding, Limits, ModelStats, NegotiationReply, Uuid, ValidatorKind, subject};
 use cn_tests::fleet::Fleet;
 use cn_tests::proof_log::StoredRecord;
-use cn_tests::scenario::{for_service, metric_at, pipeline_pub};
+use cn_tests::scenario::{cnctl, for_service, metric_at, pipeline_pub};
 use serde_json::{Value, json};
 
 fn request(service: &str, deployment: &str, tags: &[&str], rollback: bool) -> Value {
@@ -68,6 +68,14 @@ async fn an_acceptable_counter_changes_the_contract_and_a_non_negotiable_one_is_
     let stored = operator.get_stream("CN_WORK").await.unwrap().get_last_raw_message_by_subject("cn.contracts.stage.cart").await.unwrap();
     let published: bus_schema::Contract = decode(Encoding::MsgPack, &stored.payload, &Limits::default()).unwrap();
     assert_eq!(published.revision, 2, "the changed contract is published");
+
+    // The same through cnctl, as a developer (the pipeline user) would.
+    let id = id.to_string();
+    let refused = cnctl(&fleet, "pipeline", &["contract", "counter", &id, "--env", "stage", "--service", "cart", "--waive", "tests", "--justification", "hurry", "--requested-by", "dev-ana"], None);
+    assert_eq!(refused.status.code(), Some(3), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("tests"), "{}", String::from_utf8_lossy(&refused.stdout));
+    let accepted = cnctl(&fleet, "pipeline", &["contract", "accept", &id, "--env", "stage", "--service", "cart", "--requested-by", "dev-ana"], None);
+    assert_eq!(accepted.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&accepted.stdout), String::from_utf8_lossy(&accepted.stderr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,4 +132,7 @@ async fn a_contract_follows_its_deploy_and_a_rollback_is_learned() {
     let stats: ModelStats = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(stats.observations, 1);
     assert!(stats.brier.is_some());
+    let shown = cnctl(&fleet, "operator", &["contract", "stats"], None);
+    assert_eq!(shown.status.code(), Some(0), "{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("Brier score"), "{}", String::from_utf8_lossy(&shown.stdout));
 }
