@@ -62,16 +62,21 @@ async fn a_prod_rollback_approved_by_an_operator_is_executed_exactly_once() {
 async fn a_denied_rollback_is_never_executed_and_unknown_decisions_are_rejected() {
     let fleet = Fleet::start().await.unwrap();
     let pending = pending_rollback(&fleet, "billing").await;
-    decide(&fleet, "billing", &pending.proposal_id.unwrap().to_string(), "deny", "a fix-forward is on its way").await;
+    let id = pending.proposal_id.unwrap().to_string();
+    // An approval published on another service's subject does not count.
+    decide(&fleet, "checkout", &id, "approve", "wrong window").await;
+    decide(&fleet, "billing", &id, "deny", "a fix-forward is on its way").await;
     decide(&fleet, "billing", "00000000-0000-0000-0000-000000000042", "approve", "made up").await;
     let records = fleet
-        .records_until("the denial and the rejection", |r| !for_service(r, ProofKind::ActionRefused, "billing").is_empty() && !rejected_by_governance(r).is_empty())
+        .records_until("the denial and the rejections", |r| !for_service(r, ProofKind::ActionRefused, "billing").is_empty() && rejected_by_governance(r).len() >= 2)
         .await
         .unwrap();
     let refused = for_service(&records, ProofKind::ActionRefused, "billing").remove(0);
     assert_eq!(refused.reason.as_deref(), Some("approval_denied"));
     assert_eq!(refused.detail["reason"], "a fix-forward is on its way");
-    assert!(rejected_by_governance(&records)[0].detail["error"].as_str().unwrap().contains("no approval is waiting"));
+    let errors: Vec<String> = rejected_by_governance(&records).iter().map(|r| r.detail["error"].as_str().unwrap().to_owned()).collect();
+    assert!(errors[0].contains("must be published on cn.approvals.prod.billing"), "{errors:?}");
+    assert!(errors[1].contains("no approval is waiting"), "{errors:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let records = fleet.records().await.unwrap();
     assert!(for_service(&records, ProofKind::ActionApproved, "billing").is_empty());

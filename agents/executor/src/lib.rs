@@ -227,6 +227,13 @@ impl Executor {
         let input_id = ctx.meta().input_id.clone();
         let key = a.claims.approval_id.to_string();
         let started = Timestamp::now();
+        // Nothing about an approval is believed before its signature: a forged message that
+        // reuses a consumed approval id is bad_signature, not a replay of the genuine one.
+        if let Err(ApprovalError::UnknownKey(_) | ApprovalError::BadSignature) = approval::verify(&a, &self.trusted, a.claims.issued_at) {
+            let detail = "the signature does not match a trusted governance key".to_owned();
+            let refused = self.result(&a, ExecutionStatus::Refused, Some(ReasonCode::BadSignature), detail, started);
+            return self.publish(ctx, &refused).await;
+        }
         let result = match self.store.get(&USED, &key)? {
             // This very input again (redelivered): report what happened, never act twice.
             Some(Use { input_id: by, result }) if by == input_id => result.unwrap_or_else(|| {

@@ -2,11 +2,11 @@
 //!
 //! | # | gate | refusal |
 //! |---|---|---|
-//! | 1 | validity: not stale (older than `max_proposal_age`), not from the future | `invalid_proposal` |
+//! | 1 | validity: not stale (older than `max_proposal_age`), not from the future; parameters that fit the action (a canary weight of 1–99, at least 1 replica); a remediation names its incident | `invalid_proposal` |
 //! | 2 | source: only the policy's proposer agents | `unknown_source` |
 //! | 3 | global block list, whatever the policy says | `globally_blocked` |
 //! | 4 | environment eligibility (unknown environments: `noop`, `observe`) | `not_eligible_in_env` |
-//! | 5 | prerequisites: the service is known from a deploy; a rollback has a version to go back to; canary actions need a rollout in progress | `missing_prerequisite` |
+//! | 5 | prerequisites: the service is known from a deploy; a rollback has a version to go back to (and, if it names one, that version); canary actions need a rollout in progress; the incident is known | `missing_prerequisite` |
 //! | 6 | error-budget freeze: the policy's freeze actions while the budget is spent | `error_budget_freeze` |
 //! | 7 | signal conflict: the incident's sources disagree, so only `noop`/`observe` | `signal_conflict` |
 //! | 8 | confidence at or above the environment's minimum | `low_confidence` |
@@ -59,7 +59,7 @@ fn refuse(reason: ReasonCode, detail: Value) -> Verdict {
 /// How far in the future a proposal's timestamp may be (clock skew between hosts).
 const MAX_SKEW: Duration = Duration::from_secs(60);
 
-fn changes_nothing(action: &Action) -> bool {
+pub fn changes_nothing(action: &Action) -> bool {
     matches!(action, Action::Noop | Action::Observe)
 }
 
@@ -77,6 +77,9 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
             return refuse(ReasonCode::InvalidProposal, json!({"problem": "from the future", "proposed_at": p.proposed_at, "now": now}));
         }
     }
+    if let Some(problem) = invalid_params(p) {
+        return refuse(ReasonCode::InvalidProposal, json!({"problem": problem, "params": p.params}));
+    }
     if !policy.proposers.iter().any(|a| a == p.proposer.as_str()) {
         return refuse(ReasonCode::UnknownSource, json!({"proposer": p.proposer, "known": policy.proposers}));
     }
@@ -93,8 +96,20 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
         let Some(service) = service else {
             return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "service_known", "hint": "no deploy event seen for this env/service"}));
         };
-        if p.action == Action::Rollback && service.deploys.rollback_target().is_none() {
-            return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "previous_version", "hint": "no earlier version known to roll back to"}));
+        if p.action == Action::Rollback {
+            let target = service.deploys.rollback_target();
+            if target.is_none() {
+                return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "previous_version", "hint": "no earlier version known to roll back to"}));
+            }
+            if let Some(asked) = p.params.target_version.as_deref().filter(|asked| Some(*asked) != target) {
+                return refuse(
+                    ReasonCode::MissingPrerequisite,
+                    json!({"missing": "rollback_target", "asked": asked, "known": target, "hint": "the version to roll back to is not (or no longer) the service's previous version"}),
+                );
+            }
+        }
+        if p.incident_id.is_some() && view.incident.is_none() {
+            return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "incident_known", "hint": "governance has not seen the incident this proposal is about"}));
         }
         if is_canary_action(&p.action) && !service.deploys.rollout_in_progress() {
             return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "rollout_in_progress", "hint": "no deploy of this service has started and not yet ended"}));
@@ -137,6 +152,19 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
         return Verdict::NeedsHuman { why: format!("{} in {} needs a human's approval", p.action, p.env) };
     }
     Verdict::Approve
+}
+
+/// What is wrong with a proposal's parameters for its action, if anything.
+fn invalid_params(p: &ActionProposal) -> Option<&'static str> {
+    let remediation = !changes_nothing(&p.action) && !is_canary_action(&p.action);
+    match &p.action {
+        Action::SetCanaryWeight if !p.params.canary_weight.is_some_and(|w| (1..=99).contains(&w)) => {
+            Some("set_canary_weight needs a canary_weight of 1..=99 (100 % is a promotion: propose promote)")
+        }
+        Action::ScaleUp | Action::ScaleDown if p.params.replicas == Some(0) => Some("replicas must be at least 1 (scaling to zero is not a remedy)"),
+        _ if remediation && p.incident_id.is_none() => Some("a remediation must name the incident it remedies"),
+        _ => None,
+    }
 }
 
 fn secs(d: Duration) -> f64 {

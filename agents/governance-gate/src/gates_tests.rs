@@ -18,7 +18,7 @@ fn proposal(env: &str, action: &str, confidence: f64, proposed_s: f64) -> Action
         env: env.parse().unwrap(),
         service: "api".parse().unwrap(),
         action: action.parse().unwrap(),
-        params: Default::default(),
+        params: if action == "set_canary_weight" { bus_schema::ActionParams { canary_weight: Some(10), ..Default::default() } } else { Default::default() },
         confidence,
         proposer: "rl-optimizer".parse().unwrap(),
         explanation: String::new(),
@@ -52,7 +52,7 @@ impl World {
 
     fn decide_as(&mut self, p: &ActionProposal, s: f64, mode: Mode) -> Verdict {
         let verdict = decide(&self.policy, View { service: Some(&self.service), incident: Some(&self.incident) }, p, at(s), mode);
-        if verdict == Verdict::Approve {
+        if verdict == Verdict::Approve && !changes_nothing(&p.action) {
             self.service.record_approval(&p.action, at(s), &self.policy);
             self.incident.approved_actions += 1;
         }
@@ -60,7 +60,11 @@ impl World {
     }
 
     fn outcome(&mut self, action: &str, recovered: bool) {
-        let o: Outcome = serde_json::from_value(json!({"incident_id": Uuid::from_u128(1), "env": "stage", "service": "api", "action": action, "recovered": recovered, "judged_at": T0})).unwrap();
+        self.outcome_of(action, recovered, Uuid::new_v4());
+    }
+
+    fn outcome_of(&mut self, action: &str, recovered: bool, proposal: Uuid) {
+        let o: Outcome = serde_json::from_value(json!({"incident_id": Uuid::from_u128(1), "proposal_id": proposal, "env": "stage", "service": "api", "action": action, "recovered": recovered, "judged_at": T0})).unwrap();
         self.service.on_outcome(&o, &self.policy);
     }
 }
@@ -203,4 +207,51 @@ fn a_human_approval_passes_the_human_gate_but_not_the_others() {
     assert_eq!(code(&w.decide_as(&p, 600.0, Mode::HumanApproved)), "approved", "the proposal's age does not matter to a human");
     w.incident = IncidentLedger::default();
     assert_eq!(code(&w.decide_as(&p, 660.0, Mode::HumanApproved)), "cooldown_active", "rollback's 300 s cooldown still holds");
+}
+
+#[test]
+fn parameters_must_fit_the_action_and_remediations_name_their_incident() {
+    let mut w = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
+    let mut full = proposal("stage", "set_canary_weight", 0.9, 0.0);
+    full.params.canary_weight = Some(100);
+    assert_eq!(code(&w.decide_as(&full, 0.0, Mode::Proposal)), "invalid_proposal", "100 % is a promotion");
+    let mut zero = proposal("stage", "scale_up", 0.9, 0.0);
+    zero.params.replicas = Some(0);
+    assert_eq!(code(&w.decide_as(&zero, 0.0, Mode::Proposal)), "invalid_proposal");
+    let mut orphan = proposal("stage", "restart", 0.9, 0.0);
+    orphan.incident_id = None;
+    assert_eq!(code(&w.decide_as(&orphan, 0.0, Mode::Proposal)), "invalid_proposal");
+    let unknown = decide(&w.policy, View { service: Some(&w.service), incident: None }, &proposal("stage", "restart", 0.9, 0.0), at(0.0), Mode::Proposal);
+    assert_eq!(code(&unknown), "missing_prerequisite", "an incident governance never saw");
+}
+
+#[test]
+fn a_rollback_goes_only_to_the_known_previous_version() {
+    let mut w = World::new("stage", &[("1.0", "succeeded"), ("1.1", "succeeded")]);
+    let mut elsewhere = proposal("stage", "rollback", 0.9, 0.0);
+    elsewhere.params.target_version = Some("0.3.0".into());
+    assert_eq!(code(&w.decide_as(&elsewhere, 0.0, Mode::Proposal)), "missing_prerequisite");
+    elsewhere.params.target_version = Some("1.0".into());
+    assert_eq!(code(&w.decide_as(&elsewhere, 0.0, Mode::Proposal)), "approved");
+}
+
+#[test]
+fn observing_uses_up_no_budget_and_the_first_failing_gate_decides() {
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    for s in [0.0, 1.0, 2.0, 3.0] {
+        assert_eq!(code(&w.decide("stage", "observe", 0.9, s)), "approved");
+    }
+    assert_eq!(code(&w.decide("stage", "restart", 0.9, 4.0)), "approved", "four observations left the incident's budget alone");
+    // Failing several gates: the earliest in the order is the reason.
+    assert_eq!(code(&w.decide("qa", "drop_database", 0.1, 5.0)), "globally_blocked", "block list before eligibility and confidence");
+    assert_eq!(code(&w.decide("stage", "restart", 0.1, 6.0)), "low_confidence", "confidence before the cooldown");
+}
+
+#[test]
+fn a_redelivered_outcome_doubles_the_cooldown_once() {
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    let proposal = Uuid::from_u128(77);
+    w.outcome_of("restart", false, proposal);
+    w.outcome_of("restart", false, proposal);
+    assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(120));
 }

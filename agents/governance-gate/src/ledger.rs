@@ -23,9 +23,19 @@ pub struct ServiceLedger {
     /// Cooldown multiplier per action: doubles after each outcome that did not recover, back to
     /// 1 after one that did.
     pub backoff: BTreeMap<Action, u32>,
-    /// The service's error budget left (from the detector's SLO status), if known.
+    /// The service's error budget left (from the detector's SLO status), if known, and when
+    /// it was measured: an older status arriving late does not overwrite a newer one.
     pub budget_remaining: Option<f64>,
+    #[serde(default)]
+    pub budget_at: Option<Timestamp>,
+    /// The proposals whose outcomes were applied (newest last, bounded): a redelivered outcome
+    /// does not double a back-off twice.
+    #[serde(default)]
+    pub outcomes_applied: Vec<bus_schema::Uuid>,
 }
+
+/// Outcomes remembered per service against redelivery.
+const OUTCOMES_REMEMBERED: usize = 64;
 
 impl ServiceLedger {
     pub fn on_deploy(&mut self, d: &DeployEvent) {
@@ -34,11 +44,23 @@ impl ServiceLedger {
     }
 
     pub fn on_slo(&mut self, s: &SloStatus) {
-        self.budget_remaining = Some(s.budget_remaining);
+        if self.budget_at.is_none_or(|at| s.ts >= at) {
+            self.budget_remaining = Some(s.budget_remaining);
+            self.budget_at = Some(s.ts);
+        }
     }
 
     /// Doubles (capped) or resets the action's cooldown back-off.
     pub fn on_outcome(&mut self, o: &Outcome, policy: &Policy) {
+        if let Some(id) = o.proposal_id {
+            if self.outcomes_applied.contains(&id) {
+                return;
+            }
+            self.outcomes_applied.push(id);
+            if self.outcomes_applied.len() > OUTCOMES_REMEMBERED {
+                self.outcomes_applied.remove(0);
+            }
+        }
         let base = policy.cooldown(&o.action);
         let max = if base.is_zero() { 1 } else { (policy.cooldown_cap.as_secs_f64() / base.as_secs_f64()).floor().max(1.0) as u32 };
         let factor = self.backoff.entry(o.action.clone()).or_insert(1);

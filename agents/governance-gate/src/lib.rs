@@ -93,7 +93,10 @@ enum Decided {
 /// republishes it) and its chain.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
+    /// The proposal as decided (a rollback carries the version governance rolls back to).
     proposal: ActionProposal,
+    /// The hash of the proposal as received: the same id with other content is refused.
+    received_hash: String,
     decided: Decided,
     input_id: String,
     correlation_id: String,
@@ -102,6 +105,9 @@ struct Record {
 const SERVICES: Table<ServiceLedger> = Table::new("ledger.services");
 const INCIDENTS: Table<IncidentLedger> = Table::new("ledger.incidents");
 const DECISIONS: Table<Record> = Table::new("decisions.v2");
+
+/// Deliveries of a proposal that wait for its incident or deploy events to be read first.
+const INCIDENT_WAIT_ATTEMPTS: u32 = 3;
 
 /// Incidents remembered for their conflict flag and action budget.
 const MAX_INCIDENTS: usize = 50_000;
@@ -115,6 +121,8 @@ pub struct Governance {
     incidents: HashMap<Uuid, IncidentLedger>,
     /// Requests waiting for a human: expiry and chain.
     pending: BTreeMap<Uuid, (Timestamp, String)>,
+    /// Expiries stored but not yet published (the publish failed): chain.
+    unpublished: BTreeMap<Uuid, String>,
     signer: ApprovalSigner,
     approval_ttl: Duration,
     human_ttl: Duration,
@@ -132,7 +140,7 @@ impl Governance {
                 _ => None,
             })
             .collect();
-        Ok(Self { store, policy, services, incidents, pending, signer, approval_ttl, human_ttl })
+        Ok(Self { store, policy, services, incidents, pending, unpublished: BTreeMap::new(), signer, approval_ttl, human_ttl })
     }
 
     fn view(&self, p: &ActionProposal) -> View<'_> {
@@ -215,17 +223,14 @@ impl Governance {
         let key = service_key(p.env.as_str(), p.service.as_str());
         let mut service = self.services.get(&key).cloned().unwrap_or_default();
         let mut incident = p.incident_id.map(|id| self.incidents.get(&id).cloned().unwrap_or_default());
-        let approved = matches!(record.decided, Decided::Approved(_));
-        if let Decided::Approved(a) = &record.decided {
+        // Observing changes nothing: it uses up no cooldown, repetition or incident budget.
+        let approved = matches!(record.decided, Decided::Approved(_)) && !gates::changes_nothing(&p.action);
+        if let (Decided::Approved(a), true) = (&record.decided, approved) {
             service.record_approval(&p.action, a.claims.issued_at, &self.policy);
             if let Some(i) = incident.as_mut() {
                 i.approved_actions += 1;
             }
         }
-        match &record.decided {
-            Decided::Pending(pa) => self.pending.insert(p.proposal_id, (pa.expires_at, record.correlation_id.clone())),
-            _ => self.pending.remove(&p.proposal_id),
-        };
         self.store.write(|tx| {
             tx.put(&DECISIONS, &p.proposal_id.to_string(), &record)?;
             if approved {
@@ -242,35 +247,59 @@ impl Governance {
                 self.incidents.insert(id, i);
             }
         }
+        match &record.decided {
+            Decided::Pending(pa) => self.pending.insert(p.proposal_id, (pa.expires_at, record.correlation_id.clone())),
+            _ => self.pending.remove(&p.proposal_id),
+        };
         Ok(())
     }
 
     async fn on_proposal(&mut self, ctx: &mut Context<'_>, p: ActionProposal) -> Result<(), HandleError> {
         if let Some(known) = self.store.get(&DECISIONS, &p.proposal_id.to_string())? {
+            if known.received_hash != proposal_hash(&p) {
+                return Err(HandleError::Reject {
+                    reason: RejectReason::Refused,
+                    message: format!("proposal id {} was already decided for different content; a new proposal needs a new id", p.proposal_id),
+                });
+            }
             // Decided before (a redelivery, or the same proposal published twice): same answer.
-            return Self::publish(ctx, &p, &known.decided).await;
+            return Self::publish(ctx, &known.proposal, &known.decided).await;
         }
         // Incidents and proposals come from different consumers, in no guaranteed order: the
-        // incident a proposal is about (its conflict flag) is read first.
-        if p.incident_id.is_some_and(|id| !self.incidents.contains_key(&id)) {
+        // incident a proposal is about (its conflict flag, its budget) is read first — for a
+        // few attempts; after that an unknown incident is a missing prerequisite.
+        if p.incident_id.is_some_and(|id| !self.incidents.contains_key(&id)) && ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS {
             let behind = ctx.backlog("incidents").await?;
             if behind > 0 {
                 return Err(HandleError::Retry(format!("{behind} incidents not read yet; deciding after them")));
             }
         }
+        let received_hash = proposal_hash(&p);
+        let p = self.with_rollback_target(p);
         let decided = self.decide(&p, Timestamp::now());
         // Likewise a prerequisite that looks missing may be in a deploy event not read yet.
         if let Decided::Refused(r) = &decided {
-            if r.reason == ReasonCode::MissingPrerequisite {
+            if r.reason == ReasonCode::MissingPrerequisite && ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS {
                 let behind = ctx.backlog("deploys").await?;
                 if behind > 0 {
                     return Err(HandleError::Retry(format!("{behind} deploy events not read yet; deciding after them")));
                 }
             }
         }
-        Self::publish(ctx, &p, &decided).await?;
-        let record = Record { proposal: p, decided, input_id: ctx.meta().input_id.clone(), correlation_id: ctx.meta().correlation_id.clone() };
-        Ok(self.keep(record)?)
+        // Stored before it is published: a crash in between republishes this same decision.
+        let record = Record { proposal: p, received_hash, decided, input_id: ctx.meta().input_id.clone(), correlation_id: ctx.meta().correlation_id.clone() };
+        self.keep(record.clone())?;
+        Self::publish(ctx, &record.proposal, &record.decided).await
+    }
+
+    /// A rollback names the version it goes back to, as governance knows it now; a human who
+    /// approves it later approves that version, and the gates refuse it if it changed.
+    fn with_rollback_target(&self, mut p: ActionProposal) -> ActionProposal {
+        if p.action == bus_schema::Action::Rollback && p.params.target_version.is_none() {
+            let target = self.services.get(&service_key(p.env.as_str(), p.service.as_str())).and_then(|s| s.deploys.rollback_target());
+            p.params.target_version = target.map(str::to_owned);
+        }
+        p
     }
 
     async fn on_human(&mut self, ctx: &mut Context<'_>, h: HumanDecision) -> Result<(), HandleError> {
@@ -281,8 +310,22 @@ impl Governance {
         let input_id = ctx.meta().input_id.clone();
         let pa = match record.decided {
             Decided::Pending(pa) => pa,
-            // This decision again (redelivered): the same answer.
-            decided if record.input_id == input_id => return Self::publish(ctx, &record.proposal, &decided).await,
+            // This decision again (redelivered, perhaps after a crash before it went out): the
+            // same records and answer, which the proof writer and JetStream de-duplicate.
+            decided if record.input_id == input_id => {
+                let p = &record.proposal;
+                let mut draft = ProofDraft::new(ProofKind::HumanDecision)
+                    .scope(&p.env, &p.service)
+                    .action(&p.action)
+                    .proposal(p.proposal_id)
+                    .correlation(record.correlation_id.clone())
+                    .detail(json!({"decision": h.decision, "operator": h.operator, "reason": h.reason}));
+                if let Some(id) = p.incident_id {
+                    draft = draft.incident(id);
+                }
+                ctx.prove(draft).await?;
+                return Self::publish(ctx, p, &decided).await;
+            }
             Decided::Approved(a) => return Err(refuse(format!("proposal {} was already approved by {}", h.proposal_id, a.claims.approved_by))),
             Decided::Refused(r) => return Err(refuse(format!("proposal {} was already refused: {}", h.proposal_id, r.reason))),
         };
@@ -293,7 +336,7 @@ impl Governance {
         }
         let now = Timestamp::now();
         let who = json!({"operator": h.operator, "reason": h.reason});
-        let decided = if now > pa.expires_at {
+        let decided = if now >= pa.expires_at {
             Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalExpired, &json!({"expired_at": pa.expires_at, "late_decision": who}), now))
         } else if h.decision == Decision::Deny {
             Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalDenied, &who, now))
@@ -312,9 +355,10 @@ impl Governance {
         if let Some(id) = p.incident_id {
             draft = draft.incident(id);
         }
+        let record = Record { proposal: p, received_hash: record.received_hash, decided, input_id, correlation_id: record.correlation_id };
+        self.keep(record.clone())?;
         ctx.prove(draft).await?;
-        Self::publish(ctx, &p, &decided).await?;
-        Ok(self.keep(Record { proposal: p, decided, input_id, correlation_id: record.correlation_id })?)
+        Self::publish(ctx, &record.proposal, &record.decided).await
     }
 
     fn on_fact(&mut self, input: Inbound) -> Result<(), RuntimeError> {
@@ -368,28 +412,40 @@ impl Handler for Governance {
     }
 
     fn due(&mut self, now: Timestamp) -> Vec<Due> {
-        self.pending
-            .iter()
-            .filter(|(_, (expires, _))| *expires <= now)
-            .map(|(id, (_, correlation))| Due { key: format!("expire:{id}"), correlation_id: correlation.clone() })
+        let expired = self.pending.iter().filter(|(_, (expires, _))| *expires <= now).map(|(id, (_, correlation))| (*id, correlation.clone()));
+        expired
+            .chain(self.unpublished.iter().map(|(id, c)| (*id, c.clone())))
+            .map(|(id, correlation_id)| Due { key: format!("expire:{id}"), correlation_id })
             .collect()
     }
 
-    /// A request nobody answered in time is refused as `approval_expired`.
+    /// A request nobody answered in time is refused as `approval_expired`: stored, then
+    /// published; a publish that fails is tried again on the next tick.
     async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
-        let Some(id) = due.key.strip_prefix("expire:") else { return Ok(()) };
-        let Some(record) = self.store.get(&DECISIONS, id)? else { return Ok(()) };
-        let Decided::Pending(pa) = record.decided else {
-            if let Ok(id) = id.parse() {
-                self.pending.remove(&id);
+        let Some(id) = due.key.strip_prefix("expire:").and_then(|id| id.parse::<Uuid>().ok()) else { return Ok(()) };
+        let Some(record) = self.store.get(&DECISIONS, &id.to_string())? else { return Ok(()) };
+        let record = match record.decided {
+            Decided::Pending(pa) => {
+                let now = Timestamp::now();
+                let p = pa.proposal.clone();
+                let waited = now.since(pa.requested_at).as_secs();
+                let detail = json!({"expired_at": pa.expires_at, "waited_s": waited, "hint": "nobody approved or denied it in time"});
+                let decided = Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalExpired, &detail, now));
+                let record = Record { proposal: p, received_hash: record.received_hash, decided, input_id: ctx.meta().input_id.clone(), correlation_id: record.correlation_id };
+                self.keep(record.clone())?;
+                self.unpublished.insert(id, record.correlation_id.clone());
+                record
             }
-            return Ok(());
+            // Stored by an earlier tick whose publish failed: publish it now.
+            _ if record.input_id == ctx.meta().input_id => record,
+            _ => {
+                self.pending.remove(&id);
+                self.unpublished.remove(&id);
+                return Ok(());
+            }
         };
-        let now = Timestamp::now();
-        let p = pa.proposal.clone();
-        let waited = now.since(pa.requested_at).as_secs();
-        let decided = Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalExpired, &json!({"expired_at": pa.expires_at, "waited_s": waited, "hint": "nobody approved or denied it in time"}), now));
-        Self::publish(ctx, &p, &decided).await?;
-        Ok(self.keep(Record { proposal: p, decided, input_id: ctx.meta().input_id.clone(), correlation_id: record.correlation_id })?)
+        Self::publish(ctx, &record.proposal, &record.decided).await?;
+        self.unpublished.remove(&id);
+        Ok(())
     }
 }

@@ -37,6 +37,8 @@ use crate::streams;
 
 /// How often an agent is asked for work that fell due by the clock.
 const DUE_EVERY: Duration = Duration::from_secs(1);
+/// Due items handled per tick at most.
+const DUE_PER_TICK: usize = 16;
 /// Requests waiting for the handler; beyond this the listener waits (requesters time out).
 const REQUEST_BACKLOG: usize = 64;
 
@@ -130,8 +132,10 @@ impl Agent {
             warn!(subject = %msg.subject, "a request without a reply subject; ignoring it");
             return Ok(());
         };
-        let id = format!("request:{}", bus_schema::Uuid::new_v4());
         let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        // A retried request carries the same Nats-Msg-Id: the same input id, so its records
+        // and outputs are de-duplicated like a redelivered input's.
+        let id = format!("request:{}", header(headers::MSG_ID).unwrap_or_else(|| bus_schema::Uuid::new_v4().to_string()));
         let meta = InputMeta {
             subject: msg.subject.to_string(),
             stream: "core".to_owned(),
@@ -184,13 +188,17 @@ impl Agent {
     /// Hands the handler's due work to it, one item at a time. A failed item is logged and
     /// asked for again on the next tick; `Err` means the agent must stop.
     async fn run_due<H: Handler>(&mut self, handler: &mut H) -> Result<(), RuntimeError> {
-        for due in handler.due(bus_schema::Timestamp::now()) {
+        // A few items per tick, so inputs are not held up; the first failure ends the tick.
+        for due in handler.due(bus_schema::Timestamp::now()).into_iter().take(DUE_PER_TICK) {
             let meta = due.meta();
             let mut ctx = Context::new(&self.spec.name, &self.spec.inputs, &meta, &self.publisher, &mut self.proof);
             match handler.handle_due(&mut ctx, due.clone()).await {
                 Ok(()) => {}
                 Err(HandleError::Fatal(e)) => return Err(e),
-                Err(e) => warn!(key = %due.key, error = %e, "due work failed; trying again on the next tick"),
+                Err(e) => {
+                    warn!(key = %due.key, error = %e, "due work failed; trying again on the next tick");
+                    break;
+                }
             }
         }
         Ok(())
