@@ -137,9 +137,9 @@ pub fn counter_proposal() -> impl Strategy<Value = CounterProposal> {
 }
 
 pub fn negotiation_reply() -> impl Strategy<Value = NegotiationReply> {
-    (uuid(), any::<u32>(), any::<bool>(), vec((ask(), any::<bool>(), text()), 0..3), option::of(contract())).prop_map(
-        |(contract_id, round, accepted, d, contract)| NegotiationReply {
-            contract_id, round, accepted, contract,
+    (uuid(), any::<u32>(), any::<bool>(), vec((ask(), any::<bool>(), text()), 0..3), option::of(contract()), option::of(text())).prop_map(
+        |(contract_id, round, accepted, d, contract, reason)| NegotiationReply {
+            contract_id, round, accepted, contract, reason,
             decisions: d.into_iter().map(|(ask, accepted, reason)| AskDecision { ask, accepted, reason }).collect(),
         },
     )

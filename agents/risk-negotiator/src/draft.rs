@@ -16,7 +16,10 @@
 //!
 //! Levels: <25 low, <50 medium, <75 high, else critical. Tags and descriptions match on whole
 //! words, case-insensitively, so "DB-Migration" and "db migration" are schema changes and
-//! "rapid upload" is not an API change.
+//! "rapid upload" is not an API change; a path counts in every area it matches.
+//!
+//! Confidence grows with the request's evidence up to [`REQUEST_CONFIDENCE`] (0.55) and only
+//! outcomes of similar changes take it past what negotiation needs (0.6), never past 0.95.
 //!
 //! Error-budget gate: when `budget_remaining <= 0` the contract is rejected with
 //! `error_budget_freeze`, unless a change is tagged as urgent: a tag containing the word
@@ -87,7 +90,9 @@ impl Area {
         })
     }
 
-    fn from_path(path: &str) -> Option<Area> {
+    /// Every area a path belongs to: `db/migrations/0042_grant_admin_permissions.sql` is a
+    /// schema change and a permissions change.
+    fn from_path(path: &str) -> Vec<Area> {
         let p = path.to_ascii_lowercase();
         let file = p.rsplit('/').next().unwrap_or_default();
         let ext = file.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
@@ -100,24 +105,22 @@ impl Area {
         let stem_words: Vec<&str> = file.split(['.', '_', '-']).collect();
         let schema_dir = dirs.iter().any(|d| matches!(*d, "migration" | "migrations" | "migrate" | "schema" | "schemas" | "db" | "database"));
         let schema_file = stem_words.iter().any(|w| matches!(*w, "migration" | "migrations" | "migrate" | "schema"));
-        if matches!(ext, "sql" | "ddl" | "prisma") || schema_dir || schema_file {
-            Some(Area::Schema)
-        } else if any(&["auth", "authn", "authz", "permission", "permissions", "rbac", "security", "acl", "oauth"]) {
-            Some(Area::Auth)
-        } else if matches!(
+        let manifest = matches!(
             file,
             "cargo.toml" | "cargo.lock" | "package.json" | "package-lock.json" | "yarn.lock" | "requirements.txt" | "pyproject.toml" | "go.mod" | "go.sum" | "pom.xml" | "gemfile" | "build.gradle"
-        ) {
-            Some(Area::Dependencies)
-        } else if ext == "proto" || any(&["api", "openapi", "swagger", "graphql"]) {
-            Some(Area::Api)
-        } else if any(&["cache", "caching"]) {
-            Some(Area::Caching)
-        } else if matches!(ext, "yaml" | "yml" | "toml" | "ini" | "env" | "conf") || any(&["config", "configuration", "settings"]) {
-            Some(Area::Config)
-        } else {
-            None
-        }
+        );
+        let config = !manifest && (matches!(ext, "yaml" | "yml" | "toml" | "ini" | "env" | "conf") || any(&["config", "configuration", "settings"]));
+        [
+            (Area::Schema, matches!(ext, "sql" | "ddl" | "prisma") || schema_dir || schema_file),
+            (Area::Auth, any(&["auth", "authn", "authz", "permission", "permissions", "rbac", "security", "acl", "oauth"])),
+            (Area::Dependencies, manifest),
+            (Area::Api, ext == "proto" || any(&["api", "openapi", "swagger", "graphql"])),
+            (Area::Caching, any(&["cache", "caching"])),
+            (Area::Config, config),
+        ]
+        .into_iter()
+        .filter_map(|(area, hit)| hit.then_some(area))
+        .collect()
     }
 }
 
@@ -228,6 +231,11 @@ fn rule_factors(req: &ContractRequest, inputs: &DraftInputs<'_>, now: Timestamp)
     out
 }
 
+/// The most confidence a request's own evidence gives, below [`crate::negotiate::MIN_CONFIDENCE`].
+pub const REQUEST_CONFIDENCE: f64 = 0.55;
+/// The longest latency guardrail the schema accepts (a day, in milliseconds).
+pub const MAX_GUARDRAIL_MS: f64 = 86_400_000.0;
+
 /// The risk of a request: rule factors, the learned adjustment, score, level and confidence.
 pub fn assess(req: &ContractRequest, inputs: &DraftInputs<'_>, now: Timestamp) -> RiskAssessment {
     let mut factors = rule_factors(req, inputs, now);
@@ -239,10 +247,12 @@ pub fn assess(req: &ContractRequest, inputs: &DraftInputs<'_>, now: Timestamp) -
     let sum: f64 = factors.iter().map(|f| f.contribution).sum();
     let score = if sum.is_finite() { sum.clamp(0.0, 100.0) } else { 100.0 };
     // Evidence from the request (changes described, targets given) and from outcomes of
-    // similar changes raises confidence; never certainty.
+    // similar changes raises confidence; never certainty. The request alone stops at
+    // REQUEST_CONFIDENCE, short of what negotiation asks for: only outcomes cross it.
     let evidence = req.changes.len().min(4) + usize::from(req.target_error_rate.is_some()) + usize::from(req.target_p95_latency_ms.is_some());
+    let from_request = (REQUEST_CONFIDENCE - 0.5) * evidence as f64 / 6.0;
     let n = inputs.model.similar_observations(&factors) as f64;
-    let confidence = (0.5 + 0.025 * evidence as f64 + 0.35 * n / (n + 10.0)).min(0.95);
+    let confidence = (0.5 + from_request + 0.35 * n / (n + 10.0)).min(0.95);
     RiskAssessment { score, level: level_of(score), confidence, factors }
 }
 
@@ -271,15 +281,16 @@ pub fn max_step(canary: &[CanaryStage]) -> u8 {
 
 /// Guardrails relative to the service's own targets, or to its current values when no target
 /// is given (error rate ×2, p95 ×1.2), with defaults when nothing is known. The p99 guardrail is
-/// 1.5 × the p95 guardrail when the p95 is known from the request.
+/// 1.5 × the p95 guardrail when the p95 is known from the request. Latencies stop at
+/// [`MAX_GUARDRAIL_MS`], so the contract always passes the schema's validation.
 fn guardrails(req: &ContractRequest, canary: &[CanaryStage]) -> Guardrails {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite() && *x >= 0.0);
     let error = finite(req.target_error_rate).or(finite(req.current_error_rate).map(|e| (e * 2.0).max(0.001))).unwrap_or(0.01).min(1.0);
     let known_p95 = finite(req.target_p95_latency_ms).or(finite(req.current_p95_latency_ms).map(|p| p * 1.2));
     Guardrails {
         max_error_rate: error,
-        max_p95_latency_ms: known_p95.unwrap_or(500.0),
-        max_p99_latency_ms: known_p95.map(|p| p * 1.5),
+        max_p95_latency_ms: known_p95.unwrap_or(500.0).min(MAX_GUARDRAIL_MS),
+        max_p99_latency_ms: known_p95.map(|p| (p * 1.5).min(MAX_GUARDRAIL_MS)),
         max_traffic_step_percent: max_step(canary),
     }
 }

@@ -1,3 +1,4 @@
+use bus_schema::Validate;
 use proptest::prelude::*;
 
 use super::*;
@@ -87,6 +88,44 @@ fn words_match_on_boundaries_not_substrings() {
         let c = draft_offline(&request(one(path, &[], description, 1), true), now());
         assert_eq!(names(&c), want, "{path} / {description}");
     }
+}
+
+#[test]
+fn a_path_counts_in_every_area_it_matches() {
+    let c = draft_offline(&request(one("db/migrations/0042_grant_admin_permissions.sql", &[], "", 10), true), now());
+    assert_eq!(names(&c)[..2], ["schema_or_data_migration", "auth_or_permissions"], "{:?}", c.risk.factors);
+    assert!(has(&c, ValidatorKind::SecurityReview) && has(&c, ValidatorKind::MigrationRollbackScript));
+    let f = facts(&request(one("db/migrations/0042_grant_admin_permissions.sql", &[], "", 10), true));
+    assert!(f.touches_schema && f.touches_auth);
+}
+
+#[test]
+fn only_outcomes_make_a_draft_confident_enough_to_negotiate() {
+    let changes: Vec<serde_json::Value> =
+        (0..6).map(|i| serde_json::json!({"file_path": format!("src/cache/x{i}.rs"), "change_type": "modify", "lines_changed": 5})).collect();
+    let mut r = request(serde_json::Value::Array(changes), true);
+    (r.target_error_rate, r.target_p95_latency_ms) = (Some(0.01), Some(300.0));
+    let c = draft_offline(&r, now());
+    assert!((c.risk.confidence - REQUEST_CONFIDENCE).abs() < 1e-9, "{}", c.risk.confidence);
+    assert!(c.risk.confidence < crate::negotiate::MIN_CONFIDENCE);
+    let mut model = Model::default();
+    for _ in 0..2 {
+        model.learn(&c.risk.factors, false, now());
+    }
+    let h = ServiceHistory::default();
+    let learned = draft(&r, &DraftInputs { history: &h, model: &model, budget_remaining: None }, "i", now());
+    assert!(learned.risk.confidence >= crate::negotiate::MIN_CONFIDENCE, "{}", learned.risk.confidence);
+}
+
+#[test]
+fn latency_guardrails_stay_within_the_schema() {
+    let mut r = request(one("src/main.rs", &[], "", 10), true);
+    r.target_p95_latency_ms = Some(6e7);
+    let c = draft_offline(&r, now());
+    assert_eq!((c.guardrails.max_p95_latency_ms, c.guardrails.max_p99_latency_ms), (6e7, Some(MAX_GUARDRAIL_MS)));
+    assert_eq!(c.validate(), Ok(()));
+    r.target_p95_latency_ms = Some(1e300);
+    assert_eq!(draft_offline(&r, now()).guardrails.max_p95_latency_ms, MAX_GUARDRAIL_MS);
 }
 
 #[test]
@@ -216,6 +255,7 @@ proptest! {
         prop_assert!((0.0..=1.0).contains(&c.risk.confidence));
         prop_assert_eq!(c.risk.level, level_of(c.risk.score));
         prop_assert!(c.guardrails.max_error_rate.is_finite() && c.guardrails.max_p95_latency_ms.is_finite());
+        prop_assert!(c.validate().is_ok(), "{:?}: {:?}", c.validate(), c.guardrails);
     }
 
     #[test]

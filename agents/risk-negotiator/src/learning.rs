@@ -8,10 +8,12 @@
 //! |---|---|
 //! | deploy `failed` or `rolled_back` | failure, at once |
 //! | incident `deploy_regression` / `deploy_failed` whose `suspect_version` is the deployed version, opened within the quiet window after `succeeded` (or while deploying) | failure |
-//! | deploy `succeeded`, then [`QUIET_WINDOW`] (30 min of event time) with no such incident | success, labelled when a later event for the service arrives past the window, when the next deploy of the service starts, or when the shell calls [`Learner::settle`] |
+//! | deploy `succeeded`, then [`QUIET_WINDOW`] (30 min of event time) with no such incident | success, labelled when a later event for the same service arrives past the window or the next deploy of the service starts ([`Learner::settle`] does the same on demand) |
 //!
-//! Only event time is used (the events' own timestamps), never a clock. Each deployment is
-//! labelled at most once, so redelivered events teach nothing twice.
+//! Only event time is used (the events' own timestamps), never a clock: the shell caps an
+//! event's time at its own clock, so a future-stamped event settles nothing early. One service's
+//! events never settle another's deploys. Each deployment is labelled at most once, so
+//! redelivered events teach nothing twice.
 //!
 //! [`ServiceHistory`] keeps the last [`HISTORY_LEN`] outcomes per service (deploys and blamed
 //! incidents, labelled or not); the draft turns recent failures into a risk factor.
@@ -138,10 +140,15 @@ impl Learner {
         self.histories.get(&key(env, service)).unwrap_or(&EMPTY_HISTORY)
     }
 
-    /// Labels every succeeded deploy whose quiet window ended by `now` (event time).
-    pub fn settle(&mut self, now: Timestamp) -> Vec<Label> {
+    /// Labels every succeeded deploy of one service whose quiet window ended by `now` (event
+    /// time).
+    pub fn settle(&mut self, env: &str, service: &str, now: Timestamp) -> Vec<Label> {
+        self.settle_key(&key(env, service), now)
+    }
+
+    fn settle_key(&mut self, k: &str, now: Timestamp) -> Vec<Label> {
         let mut out = Vec::new();
-        for list in self.tracked.values_mut() {
+        if let Some(list) = self.tracked.get_mut(k) {
             list.retain(|t| match t.stage {
                 Stage::Succeeded { at } if at.plus(QUIET_WINDOW) <= now => {
                     out.push(Label { factors: t.factors.clone(), failed: false, at: at.plus(QUIET_WINDOW) });
@@ -155,8 +162,8 @@ impl Learner {
 
     /// Folds in a deploy event; returns the labels it decides.
     pub fn on_deploy(&mut self, event: &DeployEvent) -> Vec<Label> {
-        let mut out = self.settle(event.timestamp);
         let k = key(event.env.as_str(), event.service.as_str());
+        let mut out = self.settle_key(&k, event.timestamp);
         let history = self.histories.entry(k.clone()).or_default();
         match event.status {
             DeployStatus::Succeeded => history.record(&event.version, DeployOutcome::Succeeded, event.timestamp),
@@ -194,12 +201,12 @@ impl Learner {
     /// Folds in an incident; a deploy regression or failure blaming a tracked version that is
     /// deploying or within its quiet window labels that deploy a failure.
     pub fn on_incident(&mut self, incident: &Incident) -> Vec<Label> {
-        let mut out = self.settle(incident.opened_at);
+        let k = key(incident.env.as_str(), incident.service.as_str());
+        let mut out = self.settle_key(&k, incident.opened_at);
         if !matches!(incident.kind, IncidentKind::DeployRegression | IncidentKind::DeployFailed) {
             return out;
         }
         let Some(version) = incident.suspect_version.as_deref() else { return out };
-        let k = key(incident.env.as_str(), incident.service.as_str());
         self.histories.entry(k.clone()).or_default().record(version, DeployOutcome::CausedIncident, incident.opened_at);
         let Some(list) = self.tracked.get_mut(&k) else { return out };
         if let Some(pos) = list.iter().position(|t| t.version == version && t.stage != Stage::Drafted) {

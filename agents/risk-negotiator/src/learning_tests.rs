@@ -59,8 +59,8 @@ fn failed_and_rolled_back_deploys_are_failures_at_once() {
 fn a_success_counts_only_after_a_quiet_window() {
     let mut l = tracked("api", "v2");
     l.on_deploy(&deploy("api", "v2", "succeeded", 1));
-    assert!(l.settle(t(30)).is_empty(), "still inside the window");
-    assert_eq!(failed(&l.settle(t(31))), vec![false]);
+    assert!(l.settle("stage", "api", t(30)).is_empty(), "still inside the window");
+    assert_eq!(failed(&l.settle("stage", "api", t(31))), vec![false]);
 
     let mut l = tracked("api", "v2");
     l.on_deploy(&deploy("api", "v2", "succeeded", 1));
@@ -69,6 +69,14 @@ fn a_success_counts_only_after_a_quiet_window() {
     let mut l = tracked("api", "v2");
     l.on_deploy(&deploy("api", "v2", "succeeded", 1));
     assert_eq!(failed(&l.on_deploy(&deploy("api", "v3", "started", 5))), vec![false], "the next deploy starts");
+
+    // Another service's events, however late, settle nothing here.
+    let mut l = tracked("api", "v2");
+    l.on_deploy(&deploy("api", "v2", "succeeded", 1));
+    assert!(l.on_deploy(&deploy("search", "v7", "succeeded", 90)).is_empty());
+    assert!(l.on_incident(&incident("search", "high_error_rate", "v7", 95)).is_empty());
+    assert!(l.settle("stage", "search", t(99)).is_empty());
+    assert_eq!(failed(&l.settle("stage", "api", t(99))), vec![false]);
 }
 
 #[test]

@@ -7,8 +7,11 @@
 //! - [`negotiate`]: counter-proposals judged within bounds set by risk and confidence.
 //! - [`lifecycle`]: draft → negotiated → accepted/rejected → deploying → completed/rolled_back.
 //!
-//! The bus shell keeps contracts, the model, the learner and each service's remaining error
-//! budget in redb. Contracts and their status changes go out on `cn.contracts.{env}.{service}`
+//! The bus shell keeps contracts (with their drafted guardrails), the model, the learner and
+//! each service's remaining error budget in redb. Each input is worked out on copies, published
+//! and proved, written in one transaction, and only then taken into memory; a contract that
+//! would fail validation is never published. A new draft supersedes the open drafts of the same
+//! deployment. Contracts and their status changes go out on `cn.contracts.{env}.{service}`
 //! with a proof record first; counter-proposals are answered on `cn.negotiate.{env}.{service}`
 //! (core request/reply) and the model on `cn.model.risk-negotiator.{instance}`. Every
 //! negotiation round and every learned outcome is on the proof log.
@@ -24,7 +27,11 @@ use std::collections::HashMap;
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs, RuntimeError};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Contract, ContractRequest, CounterProposal, DeployEvent, Inbound, Incident, RejectReason, Timestamp, Uuid, subject};
+
+use bus_schema::{
+    AgentName, Contract, ContractRequest, ContractStatus, CounterProposal, DeployEvent, Guardrails, Inbound, Incident, RejectReason, Timestamp, Uuid, Validate,
+    subject,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -53,7 +60,33 @@ pub fn spec() -> AgentSpec {
 struct Stored {
     contract: Contract,
     facts: ContractFacts,
+    /// Negotiation rounds answered, changed or not (the reply's round number).
     rounds: u32,
+    /// The guardrails as drafted, which bound every relax; `None` in contracts stored before
+    /// they were kept, which are then bounded against their current guardrails.
+    #[serde(default)]
+    drafted: Option<Guardrails>,
+}
+
+impl Stored {
+    fn drafted(&self) -> &Guardrails {
+        self.drafted.as_ref().unwrap_or(&self.contract.guardrails)
+    }
+
+    /// Open for negotiation, a freeze or a newer draft: not yet deploying, not closed.
+    fn is_open(&self) -> bool {
+        matches!(self.contract.status, ContractStatus::Draft | ContractStatus::Negotiated | ContractStatus::Accepted)
+    }
+}
+
+/// What one input changes, written to redb in one transaction and only then taken into memory,
+/// so that a failed publish or write leaves the negotiator as it was.
+#[derive(Debug, Default)]
+struct Pending {
+    contracts: Vec<Stored>,
+    model: Option<Model>,
+    learner: Option<Learner>,
+    budget: Option<(String, f64)>,
 }
 
 const CONTRACTS: Table<Stored> = Table::new("contracts");
@@ -75,6 +108,14 @@ pub struct Negotiator {
 
 fn key(env: &impl std::fmt::Display, service: &impl std::fmt::Display) -> String {
     format!("{env}/{service}")
+}
+
+/// A contract that would fail the schema's validation is never published.
+fn check_valid(contract: &Contract, what: &str) -> Result<(), HandleError> {
+    contract.validate().map_err(|e| HandleError::Reject {
+        reason: RejectReason::Refused,
+        message: format!("the {what} contract {} would not pass validation ({e}); nothing was published", contract.contract_id),
+    })
 }
 
 impl Negotiator {
@@ -104,11 +145,44 @@ impl Negotiator {
         Ok(())
     }
 
+    /// Writes what an input changed in one transaction, then takes it into memory.
+    fn commit(&mut self, pending: Pending) -> Result<(), HandleError> {
+        self.store.write(|tx| {
+            for s in &pending.contracts {
+                tx.put(&CONTRACTS, &s.contract.contract_id.to_string(), s)?;
+            }
+            if let Some(model) = &pending.model {
+                tx.put(&MODEL, SINGLETON, model)?;
+            }
+            if let Some(learner) = &pending.learner {
+                tx.put(&LEARNER, SINGLETON, learner)?;
+            }
+            if let Some((k, b)) = &pending.budget {
+                tx.put(&BUDGETS, k, b)?;
+            }
+            Ok(())
+        })?;
+        for s in pending.contracts {
+            self.contracts.insert(s.contract.contract_id, s);
+        }
+        if let Some(model) = pending.model {
+            self.model = model;
+        }
+        if let Some(learner) = pending.learner {
+            self.learner = learner;
+        }
+        if let Some((k, b)) = pending.budget {
+            self.budgets.insert(k, b);
+        }
+        Ok(())
+    }
+
     async fn on_request(&mut self, ctx: &mut Context<'_>, req: ContractRequest) -> Result<(), HandleError> {
         let budget = self.budgets.get(&key(&req.env, &req.service)).copied();
-        let history = self.learner.history(req.env.as_str(), req.service.as_str()).clone();
-        let inputs = DraftInputs { history: &history, model: &self.model, budget_remaining: budget };
-        let contract = draft::draft(&req, &inputs, &ctx.meta().input_id.clone(), Timestamp::now());
+        let inputs = DraftInputs { history: self.learner.history(req.env.as_str(), req.service.as_str()), model: &self.model, budget_remaining: budget };
+        let now = Timestamp::now();
+        let contract = draft::draft(&req, &inputs, &ctx.meta().input_id.clone(), now);
+        check_valid(&contract, "drafted")?;
         let risk = &contract.risk;
         let extra = json!({
             "risk": {"score": risk.score, "level": risk.level, "confidence": risk.confidence,
@@ -118,91 +192,92 @@ impl Negotiator {
             "budget_remaining": budget,
         });
         Self::publish(ctx, ProofKind::ContractDrafted, &contract, extra).await?;
-        self.learner.remember(&contract);
-        let stored = Stored { facts: draft::facts(&req), contract, rounds: 0 };
-        self.store.write(|tx| {
-            tx.put(&CONTRACTS, &stored.contract.contract_id.to_string(), &stored)?;
-            tx.put(&LEARNER, SINGLETON, &self.learner)
-        })?;
-        self.contracts.insert(stored.contract.contract_id, stored);
-        Ok(())
+        // Older open drafts of the same deployment give way, so its deploy moves only this one.
+        let older: Vec<Stored> = self
+            .contracts
+            .values()
+            .filter(|s| s.is_open() && s.contract.contract_id != contract.contract_id)
+            .filter(|s| (&s.contract.env, &s.contract.service, &s.contract.deployment_id) == (&contract.env, &contract.service, &contract.deployment_id))
+            .cloned()
+            .collect();
+        let mut pending = Pending::default();
+        for stored in older {
+            let Ok(mut steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Superseded(contract.contract_id), now) else { continue };
+            let Some(superseded) = steps.pop() else { continue };
+            Self::publish(ctx, ProofKind::ContractStatusChanged, &superseded, json!({"superseded_by": contract.contract_id})).await?;
+            pending.contracts.push(Stored { contract: superseded, ..stored });
+        }
+        let mut learner = self.learner.clone();
+        learner.remember(&contract);
+        pending.learner = Some(learner);
+        pending.contracts.push(Stored { facts: draft::facts(&req), drafted: Some(contract.guardrails.clone()), contract, rounds: 0 });
+        self.commit(pending)
     }
 
-    /// Feeds labels to the model, each on the proof log.
-    async fn learn(&mut self, ctx: &mut Context<'_>, labels: Vec<Label>, env: &bus_schema::Env, service: &bus_schema::ServiceName) -> Result<(), HandleError> {
+    /// Feeds labels to `model`, each on the proof log.
+    async fn learn(ctx: &mut Context<'_>, model: &mut Model, labels: Vec<Label>, env: &bus_schema::Env, service: &bus_schema::ServiceName) -> Result<(), HandleError> {
         for label in labels {
-            let before = self.model.predict(&label.factors);
-            self.model.learn(&label.factors, label.failed, label.at);
-            let after = self.model.predict(&label.factors);
+            let before = model.predict(&label.factors);
+            model.learn(&label.factors, label.failed, label.at);
+            let after = model.predict(&label.factors);
             let factors: Vec<&str> = label.factors.iter().map(|f| f.name.as_str()).collect();
-            let detail = json!({"model": "deploy_risk", "failed": label.failed, "factors": factors, "predicted_before": before, "predicted_after": after, "observations": self.model.observations()});
+            let detail = json!({"model": "deploy_risk", "failed": label.failed, "factors": factors, "predicted_before": before, "predicted_after": after, "observations": model.observations()});
             ctx.prove(ProofDraft::new(ProofKind::PolicyLearned).scope(env, service).detail(detail)).await?;
         }
         Ok(())
     }
 
     async fn on_deploy(&mut self, ctx: &mut Context<'_>, d: DeployEvent) -> Result<(), HandleError> {
-        let matching: Vec<Uuid> = self.contracts.values().filter(|s| lifecycle::matches(&s.contract, &d)).map(|s| s.contract.contract_id).collect();
-        let mut changed = Vec::new();
-        for id in matching {
-            let Some(stored) = self.contracts.get(&id) else { continue };
-            let Ok(steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Deploy(&d), Timestamp::now()) else { continue };
+        let now = Timestamp::now();
+        let matching: Vec<Stored> = self.contracts.values().filter(|s| lifecycle::matches(&s.contract, &d)).cloned().collect();
+        let mut pending = Pending::default();
+        for stored in matching {
+            let Ok(steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Deploy(&d), now) else { continue };
             for step in &steps {
                 Self::publish(ctx, ProofKind::ContractStatusChanged, step, json!({"deploy_status": d.status})).await?;
             }
             if let Some(last) = steps.into_iter().last() {
-                changed.push(Stored { contract: last, ..stored.clone() });
+                pending.contracts.push(Stored { contract: last, ..stored });
             }
         }
         // What the deploy teaches comes after what it did to the contracts.
-        let mut labels = self.learner.settle(d.timestamp);
-        labels.extend(self.learner.on_deploy(&d));
-        self.learn(ctx, labels, &d.env, &d.service).await?;
-        self.save(changed)
+        // Learned in event time, but never past this clock: a future-stamped event would
+        // otherwise end quiet windows early.
+        let (mut learner, mut model) = (self.learner.clone(), self.model.clone());
+        let labels = learner.on_deploy(&DeployEvent { timestamp: d.timestamp.min(now), ..d.clone() });
+        Self::learn(ctx, &mut model, labels, &d.env, &d.service).await?;
+        (pending.learner, pending.model) = (Some(learner), Some(model));
+        self.commit(pending)
     }
 
     async fn on_incident(&mut self, ctx: &mut Context<'_>, i: Incident) -> Result<(), HandleError> {
-        let labels = self.learner.on_incident(&i);
-        if labels.is_empty() {
-            return Ok(());
-        }
-        self.learn(ctx, labels, &i.env, &i.service).await?;
-        self.save(Vec::new())
+        let mut learner = self.learner.clone();
+        let labels = learner.on_incident(&Incident { opened_at: i.opened_at.min(Timestamp::now()), ..i.clone() });
+        let mut model = self.model.clone();
+        Self::learn(ctx, &mut model, labels, &i.env, &i.service).await?;
+        self.commit(Pending { learner: Some(learner), model: Some(model), ..Pending::default() })
     }
 
-    /// A spent budget rejects the service's open contracts (urgent fixes excepted).
+    /// While the budget is spent, every open contract of the service is rejected (urgent
+    /// fixes and deploys under way excepted); the budget is stored with the rejections, after
+    /// they are published, so a failed publish is retried rather than forgotten.
     async fn on_slo(&mut self, ctx: &mut Context<'_>, s: bus_schema::SloStatus) -> Result<(), HandleError> {
-        let k = key(&s.env, &s.service);
-        let newly_spent = s.budget_remaining <= 0.0 && self.budgets.get(&k).is_none_or(|b| *b > 0.0);
-        self.budgets.insert(k.clone(), s.budget_remaining);
-        self.store.put(&BUDGETS, &k, &s.budget_remaining)?;
-        if !newly_spent {
-            return Ok(());
-        }
-        let open: Vec<Stored> =
-            self.contracts.values().filter(|c| c.contract.env == s.env && c.contract.service == s.service && !c.facts.urgent).cloned().collect();
-        let mut changed = Vec::new();
-        for stored in open {
-            let Ok(mut steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Freeze, Timestamp::now()) else { continue };
-            let Some(rejected) = steps.pop() else { continue };
-            Self::publish(ctx, ProofKind::ContractStatusChanged, &rejected, json!({"budget_remaining": s.budget_remaining})).await?;
-            changed.push(Stored { contract: rejected, ..stored });
-        }
-        self.save(changed)
-    }
-
-    fn save(&mut self, changed: Vec<Stored>) -> Result<(), HandleError> {
-        self.store.write(|tx| {
-            for s in &changed {
-                tx.put(&CONTRACTS, &s.contract.contract_id.to_string(), s)?;
+        let mut pending = Pending { budget: Some((key(&s.env, &s.service), s.budget_remaining)), ..Pending::default() };
+        if draft::budget_spent(Some(s.budget_remaining)) {
+            let open: Vec<Stored> = self
+                .contracts
+                .values()
+                .filter(|c| c.contract.env == s.env && c.contract.service == s.service && !c.facts.urgent && c.is_open())
+                .cloned()
+                .collect();
+            for stored in open {
+                let Ok(mut steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Freeze, Timestamp::now()) else { continue };
+                let Some(rejected) = steps.pop() else { continue };
+                Self::publish(ctx, ProofKind::ContractStatusChanged, &rejected, json!({"budget_remaining": s.budget_remaining})).await?;
+                pending.contracts.push(Stored { contract: rejected, ..stored });
             }
-            tx.put(&MODEL, SINGLETON, &self.model)?;
-            tx.put(&LEARNER, SINGLETON, &self.learner)
-        })?;
-        for s in changed {
-            self.contracts.insert(s.contract.contract_id, s);
         }
-        Ok(())
+        self.commit(pending)
     }
 
     /// One negotiation round: judged, recorded, and the changed contract published.
@@ -211,18 +286,21 @@ impl Negotiator {
             return Err(HandleError::Reject { reason: RejectReason::Refused, message: format!("no contract {} is known to the negotiator", counter.contract_id) });
         };
         let round = stored.rounds + 1;
-        let facts = NegotiationFacts::new(&stored.facts, self.budgets.get(&key(&counter.env, &counter.service)).copied());
+        let facts = NegotiationFacts::new(&stored.facts, stored.drafted(), self.budgets.get(&key(&counter.env, &counter.service)).copied());
         let (reply, contract) = negotiate::negotiate(&stored.contract, &counter, &facts, round, Timestamp::now());
+        if contract != stored.contract {
+            check_valid(&contract, "negotiated")?;
+        }
         let decisions: Vec<serde_json::Value> = reply.decisions.iter().map(|d| json!({"ask": d.ask, "accepted": d.accepted, "reason": d.reason})).collect();
         let detail = json!({
             "contract_id": counter.contract_id, "round": round, "requested_by": counter.requested_by, "justification": counter.justification,
-            "accepted": reply.accepted, "decisions": decisions, "status": contract.status, "revision": contract.revision,
+            "accepted": reply.accepted, "reason": reply.reason, "decisions": decisions, "status": contract.status, "revision": contract.revision,
         });
         ctx.prove(ProofDraft::new(ProofKind::ContractNegotiated).scope(&counter.env, &counter.service).detail(detail)).await?;
         if contract != stored.contract {
             Self::publish(ctx, ProofKind::ContractStatusChanged, &contract, json!({"round": round})).await?;
         }
-        self.save(vec![Stored { contract, rounds: round, ..stored }])?;
+        self.commit(Pending { contracts: vec![Stored { contract, rounds: round, ..stored }], ..Pending::default() })?;
         Reply::of(&reply)
     }
 }

@@ -4,6 +4,7 @@
 //! draft ──negotiated change──▶ negotiated (revision + 1; again from negotiated)
 //! draft | negotiated ──developer accepts (counter with no asks)──▶ accepted
 //! draft | negotiated | accepted ──error-budget freeze──▶ rejected (error_budget_freeze)
+//! draft | negotiated | accepted ──newer draft of the same deployment──▶ rejected (superseded by <id>)
 //! draft | negotiated | accepted ──deploy started──▶ deploying
 //! deploying ──succeeded──▶ completed
 //! deploying ──failed | rolled_back──▶ rolled_back
@@ -17,7 +18,7 @@
 //!
 //! Each transition returns the contracts to publish, in order, one per status change.
 
-use bus_schema::{Contract, ContractStatus, DeployEvent, DeployStatus, ReasonCode, Timestamp};
+use bus_schema::{Contract, ContractStatus, DeployEvent, DeployStatus, ReasonCode, Timestamp, Uuid};
 
 /// What happened to a contract.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,8 @@ pub enum LifecycleEvent<'a> {
     Accepted,
     /// The service's error budget is spent and the contract is not an urgent fix.
     Freeze,
+    /// A newer draft (this id) of the same env, service and deployment replaces it.
+    Superseded(Uuid),
     /// A deploy event that [`matches`] the contract.
     Deploy(&'a DeployEvent),
 }
@@ -97,6 +100,10 @@ pub fn apply(contract: &Contract, event: LifecycleEvent<'_>, now: Timestamp) -> 
         LifecycleEvent::Freeze => match contract.status {
             S::Deploying => Err(refuse(contract, "a deploy in progress is governed by its canary guardrails")),
             _ => Ok(vec![step(contract, S::Rejected, ReasonCode::ErrorBudgetFreeze.as_str(), now)]),
+        },
+        LifecycleEvent::Superseded(newer) => match contract.status {
+            S::Deploying => Err(refuse(contract, "a deploy in progress keeps its contract")),
+            _ => Ok(vec![step(contract, S::Rejected, &format!("superseded by {newer}"), now)]),
         },
         LifecycleEvent::Deploy(ev) => {
             if !matches(contract, ev) {
@@ -171,6 +178,7 @@ mod tests {
             (S::Negotiated, LifecycleEvent::Accepted, vec![S::Accepted]),
             (S::Draft, LifecycleEvent::Freeze, vec![S::Rejected]),
             (S::Accepted, LifecycleEvent::Freeze, vec![S::Rejected]),
+            (S::Negotiated, LifecycleEvent::Superseded(Uuid::nil()), vec![S::Rejected]),
             (S::Accepted, LifecycleEvent::Deploy(&started), vec![S::Deploying]),
             (S::Draft, LifecycleEvent::Deploy(&started), vec![S::Accepted, S::Deploying]),
             (S::Deploying, LifecycleEvent::Deploy(&succeeded), vec![S::Completed]),
@@ -183,6 +191,8 @@ mod tests {
         }
         let frozen = apply(&contract(S::Draft), LifecycleEvent::Freeze, now()).unwrap();
         assert_eq!(frozen[0].reason.as_deref(), Some("error_budget_freeze"));
+        let superseded = apply(&contract(S::Draft), LifecycleEvent::Superseded(Uuid::nil()), now()).unwrap();
+        assert_eq!(superseded[0].reason.as_deref(), Some("superseded by 00000000-0000-0000-0000-000000000000"));
     }
 
     #[test]
@@ -195,6 +205,7 @@ mod tests {
             (S::Rejected, LifecycleEvent::Freeze, "closed"),
             (S::Accepted, LifecycleEvent::Accepted, "already accepted"),
             (S::Deploying, LifecycleEvent::Freeze, "canary guardrails"),
+            (S::Deploying, LifecycleEvent::Superseded(Uuid::nil()), "deploy in progress"),
             (S::Deploying, LifecycleEvent::Deploy(&started), "already deploying"),
             (S::Accepted, LifecycleEvent::Deploy(&other), "another deployment"),
         ];

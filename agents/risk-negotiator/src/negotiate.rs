@@ -9,6 +9,11 @@
 //! | relax error rate / p95 / p99 | up to ×1.5 | up to ×1.5 (×1.25 below confidence 0.6) | refused | refused |
 //! | waive a negotiable validator | yes | confidence ≥ 0.6 | refused | refused |
 //!
+//! A confidence of 0.6 takes outcomes of similar deploys: the request alone gives at most 0.55
+//! (see [`crate::draft`]).
+//!
+//! Every relax is bounded against the guardrail as drafted, not as last negotiated, so asks and
+//! rounds do not compound (0.01 drafted may become at most 0.015, however it is asked for).
 //! Absolute ceilings whatever the level: error rate 0.05, p95 5 000 ms, p99 10 000 ms.
 //! Tightening a guardrail is always accepted. The traffic step follows the canary plan: ask to
 //! shorten the canary instead.
@@ -20,10 +25,14 @@
 //! fix.
 //!
 //! Accepted asks change the contract (revision + 1, status negotiated); refused ones change
-//! nothing. The reply is `accepted` only if every ask was. A counter with no asks accepts the
-//! contract (status accepted, see [`crate::lifecycle`]).
+//! nothing. The reply is `accepted` only if every ask was, and says why when it is not. A
+//! counter with no asks accepts the contract (status accepted, see [`crate::lifecycle`]).
+//! At most [`MAX_ROUNDS`] rounds may change a contract; refused and no-op rounds do not count,
+//! and accepting is always possible.
 
-use bus_schema::{Ask, AskDecision, Contract, ContractStatus, CounterProposal, NegotiationReply, ReasonCode, RiskLevel, Timestamp, ValidatorKind};
+use bus_schema::{
+    Ask, AskDecision, Contract, ContractStatus, CounterProposal, Guardrails, NegotiationReply, ReasonCode, RiskLevel, Timestamp, ValidatorKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::draft::{ContractFacts, budget_spent, max_step};
@@ -35,10 +44,11 @@ pub const RELAX_FACTOR_LOW_CONFIDENCE: f64 = 1.25;
 pub const MAX_ERROR_RATE: f64 = 0.05;
 pub const MAX_P95_MS: f64 = 5_000.0;
 pub const MAX_P99_MS: f64 = 10_000.0;
+/// Most rounds that change a contract (revisions after the draft).
 pub const MAX_ROUNDS: u32 = 20;
 
 /// What negotiation must know beyond the contract.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NegotiationFacts {
     pub touches_schema: bool,
     pub touches_auth: bool,
@@ -46,30 +56,34 @@ pub struct NegotiationFacts {
     pub budget_frozen: bool,
     /// Tagged as a security or P0 fix: passes the freeze.
     pub urgent: bool,
+    /// The guardrails as drafted: every relax is bounded against these.
+    pub drafted: Guardrails,
 }
 
 impl NegotiationFacts {
-    /// The stored facts of a contract plus the budget as known now.
-    pub fn new(facts: &ContractFacts, budget_remaining: Option<f64>) -> Self {
+    /// The stored facts of a contract, its drafted guardrails and the budget as known now.
+    pub fn new(facts: &ContractFacts, drafted: &Guardrails, budget_remaining: Option<f64>) -> Self {
         NegotiationFacts {
             touches_schema: facts.touches_schema,
             touches_auth: facts.touches_auth,
             budget_frozen: budget_spent(budget_remaining),
             urgent: facts.urgent,
+            drafted: drafted.clone(),
         }
     }
 }
 
 /// Checks that a counter-proposal can be negotiated at all; the error says why not.
-pub fn check_counter(contract: &Contract, counter: &CounterProposal, round: u32) -> Result<(), String> {
+pub fn check_counter(contract: &Contract, counter: &CounterProposal) -> Result<(), String> {
     if counter.contract_id != contract.contract_id || counter.env != contract.env || counter.service != contract.service {
         return Err(format!("the counter-proposal is for another contract; this is {} for {}/{}", contract.contract_id, contract.env, contract.service));
     }
     if !counter.asks.is_empty() && counter.justification.trim().is_empty() {
         return Err("a justification is required: say why the contract should change".into());
     }
-    if round > MAX_ROUNDS {
-        return Err(format!("too many rounds ({round} > {MAX_ROUNDS}): accept the contract or request a new one"));
+    let changes = contract.revision.saturating_sub(1);
+    if !counter.asks.is_empty() && changes >= MAX_ROUNDS {
+        return Err(format!("the contract was changed {changes} times, the most allowed: accept it or request a new one"));
     }
     if !matches!(contract.status, ContractStatus::Draft | ContractStatus::Negotiated) {
         return Err(format!("the contract is {}: negotiation is closed", contract.status));
@@ -78,18 +92,19 @@ pub fn check_counter(contract: &Contract, counter: &CounterProposal, round: u32)
 }
 
 pub fn negotiate(contract: &Contract, counter: &CounterProposal, facts: &NegotiationFacts, round: u32, now: Timestamp) -> (NegotiationReply, Contract) {
-    let reply = |accepted, decisions, changed: Option<&Contract>| NegotiationReply {
+    let reply = |accepted: bool, decisions, changed: Option<&Contract>, reason: &str| NegotiationReply {
         contract_id: contract.contract_id,
         round,
         accepted,
         decisions,
         contract: changed.cloned(),
+        reason: (!accepted).then(|| reason.chars().take(1000).collect()),
     };
     let refuse_all = |reason: &str| -> Vec<AskDecision> {
         counter.asks.iter().map(|ask| AskDecision { ask: ask.clone(), accepted: false, reason: reason.to_owned() }).collect()
     };
-    if let Err(why) = check_counter(contract, counter, round) {
-        return (reply(false, refuse_all(&why), None), contract.clone());
+    if let Err(why) = check_counter(contract, counter) {
+        return (reply(false, refuse_all(&why), None, &why), contract.clone());
     }
     if facts.budget_frozen && !facts.urgent {
         let why = &format!(
@@ -97,14 +112,15 @@ pub fn negotiate(contract: &Contract, counter: &CounterProposal, facts: &Negotia
             ReasonCode::ErrorBudgetFreeze
         );
         return match lifecycle::apply(contract, LifecycleEvent::Freeze, now).ok().and_then(|mut v| v.pop()) {
-            Some(rejected) => (reply(false, refuse_all(why), Some(&rejected)), rejected),
-            None => (reply(false, refuse_all(why), None), contract.clone()),
+            Some(rejected) => (reply(false, refuse_all(why), Some(&rejected), why), rejected),
+            None => (reply(false, refuse_all(why), None, why), contract.clone()),
         };
     }
     if counter.asks.is_empty() {
-        return match lifecycle::apply(contract, LifecycleEvent::Accepted, now).ok().and_then(|mut v| v.pop()) {
-            Some(accepted) => (reply(true, Vec::new(), Some(&accepted)), accepted),
-            None => (reply(false, Vec::new(), None), contract.clone()),
+        return match lifecycle::apply(contract, LifecycleEvent::Accepted, now).map(|mut v| v.pop()) {
+            Ok(Some(accepted)) => (reply(true, Vec::new(), Some(&accepted), ""), accepted),
+            Ok(None) => (reply(false, Vec::new(), None, "the contract cannot be accepted"), contract.clone()),
+            Err(refused) => (reply(false, Vec::new(), None, &format!("cannot accept: {refused}")), contract.clone()),
         };
     }
     let mut working = contract.clone();
@@ -122,13 +138,15 @@ pub fn negotiate(contract: &Contract, counter: &CounterProposal, facts: &Negotia
         decisions.push(AskDecision { ask: ask.clone(), accepted, reason });
     }
     let all = decisions.iter().all(|d| d.accepted);
+    let refused: Vec<&str> = decisions.iter().filter(|d| !d.accepted).map(|d| d.reason.as_str()).collect();
+    let partly = format!("{} of {} asks refused: {}", refused.len(), decisions.len(), refused.join("; "));
     if !changed {
-        return (reply(all, decisions, None), contract.clone());
+        return (reply(all, decisions, None, &partly), contract.clone());
     }
     let why: String = format!("negotiated with {}: {}", counter.requested_by, counter.justification.trim()).chars().take(500).collect();
     match lifecycle::revise(contract, working, &why, now) {
-        Ok(revised) => (reply(all, decisions, Some(&revised)), revised),
-        Err(refused) => (reply(false, refuse_all(&refused.reason), None), contract.clone()),
+        Ok(revised) => (reply(all, decisions, Some(&revised), &partly), revised),
+        Err(refused) => (reply(false, refuse_all(&refused.reason), None, &refused.reason), contract.clone()),
     }
 }
 
@@ -178,7 +196,7 @@ fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Chang
             c.guardrails.max_traffic_step_percent = max_step(&c.canary);
             Ok(Change::Applied(format!("low risk with confidence {:.2}: the canary is skipped; guardrails still apply", c.risk.confidence)))
         }
-        Ask::RelaxGuardrail { guardrail, value } => relax(c, guardrail, *value),
+        Ask::RelaxGuardrail { guardrail, value } => relax(c, &facts.drafted, guardrail, *value),
         Ask::WaiveValidator { validator } => {
             let non_negotiable = match validator {
                 ValidatorKind::Tests => Some("tests are never waived"),
@@ -205,13 +223,17 @@ fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Chang
     }
 }
 
-fn relax(c: &mut Contract, guardrail: &str, value: f64) -> Result<Change, String> {
+/// Relaxes or tightens one guardrail; a relax is bounded against the `drafted` value.
+fn relax(c: &mut Contract, drafted: &Guardrails, guardrail: &str, value: f64) -> Result<Change, String> {
     let g = &mut c.guardrails;
-    let (slot, ceiling): (&mut f64, f64) = match guardrail {
-        "max_error_rate" => (&mut g.max_error_rate, MAX_ERROR_RATE),
-        "max_p95_latency_ms" => (&mut g.max_p95_latency_ms, MAX_P95_MS),
+    let (slot, ceiling, base): (&mut f64, f64, f64) = match guardrail {
+        "max_error_rate" => (&mut g.max_error_rate, MAX_ERROR_RATE, drafted.max_error_rate),
+        "max_p95_latency_ms" => (&mut g.max_p95_latency_ms, MAX_P95_MS, drafted.max_p95_latency_ms),
         "max_p99_latency_ms" => match g.max_p99_latency_ms.as_mut() {
-            Some(p99) => (p99, MAX_P99_MS),
+            Some(p99) => {
+                let base = drafted.max_p99_latency_ms.unwrap_or(*p99);
+                (p99, MAX_P99_MS, base)
+            }
             None => return Err("this contract has no p99 guardrail to relax".into()),
         },
         "max_traffic_step_percent" => return Err("the traffic step follows the canary plan: ask to shorten the canary instead".into()),
@@ -230,12 +252,15 @@ fn relax(c: &mut Contract, guardrail: &str, value: f64) -> Result<Change, String
         RiskLevel::Medium if c.risk.confidence < MIN_CONFIDENCE => RELAX_FACTOR_LOW_CONFIDENCE,
         _ => RELAX_FACTOR,
     };
-    let bound = (current * factor).min(ceiling);
+    let bound = (base * factor).min(ceiling);
     if value > bound {
-        return Err(format!("{} risk with confidence {:.2}: {guardrail} may go up to {bound} (×{factor}, ceiling {ceiling}), not {value}", c.risk.level, c.risk.confidence));
+        return Err(format!(
+            "{} risk with confidence {:.2}: {guardrail} may go up to {bound} (×{factor} of the drafted {base}, ceiling {ceiling}), not {value}",
+            c.risk.level, c.risk.confidence
+        ));
     }
     *slot = value;
-    Ok(Change::Applied(format!("{} risk: {guardrail} relaxed from {current} to {value}, within ×{factor}", c.risk.level)))
+    Ok(Change::Applied(format!("{} risk: {guardrail} relaxed from {current} to {value}, within ×{factor} of the drafted {base}", c.risk.level)))
 }
 
 #[cfg(test)]

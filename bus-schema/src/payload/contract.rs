@@ -204,11 +204,15 @@ pub struct NegotiationReply {
     /// The contract after this round, when anything changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contract: Option<Contract>,
+    /// Why the reply is not `accepted` (set whenever it is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Validate for NegotiationReply {
     fn validate(&self) -> Result<(), ValidationError> {
         v::items("decisions", &self.decisions, 16)?;
+        v::opt_text("reason", self.reason.as_deref(), MAX_TEXT)?;
         self.contract.as_ref().map_or(Ok(()), Validate::validate)
     }
 }

@@ -16,12 +16,12 @@ use bus_schema::{Ask, CounterProposal, InstanceId, ModelStats, NegotiationReply,
 
 use crate::Failure;
 
-/// The guardrails a developer may ask to relax, with the values each accepts.
+/// The guardrails a developer may ask to relax, with the values each accepts. The traffic
+/// step is not one of them: it follows the canary plan (`--shorten-canary`).
 pub const GUARDRAILS: &[(&str, &str)] = &[
     ("max_error_rate", "a fraction 0..1"),
     ("max_p95_latency_ms", "milliseconds, more than 0"),
     ("max_p99_latency_ms", "milliseconds, more than 0"),
-    ("max_traffic_step_percent", "a whole percent 1..100"),
 ];
 
 /// One `--relax GUARDRAIL=VALUE`.
@@ -36,6 +36,9 @@ pub fn parse_relax(s: &str) -> Result<Relax, String> {
     let names = || GUARDRAILS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
     let (name, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not GUARDRAIL=VALUE (guardrails: {})", names()))?;
     let (name, value) = (name.trim(), value.trim());
+    if name == "max_traffic_step_percent" {
+        return Err("the traffic step follows the canary plan: ask for fewer, bigger stages with --shorten-canary N (or --skip-canary)".into());
+    }
     let Some((_, accepts)) = GUARDRAILS.iter().find(|(n, _)| *n == name) else {
         return Err(format!("unknown guardrail {name:?}; expected one of: {}", names()));
     };
@@ -43,7 +46,6 @@ pub fn parse_relax(s: &str) -> Result<Relax, String> {
     let ok = v.is_finite()
         && match name {
             "max_error_rate" => (0.0..=1.0).contains(&v),
-            "max_traffic_step_percent" => (1.0..=100.0).contains(&v) && v.fract() == 0.0,
             _ => v > 0.0,
         };
     if !ok {

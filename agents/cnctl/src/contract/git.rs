@@ -4,9 +4,10 @@
 //!
 //! Git runs as a plain process (never a shell) with NUL-separated output (`-z`), so paths with
 //! spaces, quotes or newlines parse like any other. The range is checked before git sees it and
-//! follows `--end-of-options`; repository settings that would run programs on `git diff`
-//! (`core.fsmonitor`, external diff drivers, textconv filters) are turned off, because the
-//! repository may not be ours.
+//! follows `--end-of-options`; repository settings that would run programs or reach the
+//! network (`core.fsmonitor`, external diff drivers, textconv filters, `log.showSignature` with
+//! its `gpg.program`, pagers, remote protocols, lazy fetches, the system-wide config) are turned
+//! off, because the repository may not be ours.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -296,6 +297,12 @@ impl ChangeSet {
     }
 }
 
+/// Settings given on every git command line, which win over the repository's own: nothing
+/// the repository configures may run a program (`core.fsmonitor`; `log.showSignature` runs
+/// `gpg.program` on signed commits) or reach the network (`protocol.allow`, lazy fetches of a
+/// partial clone).
+const SAFE_CONFIG: [&str; 4] = ["core.fsmonitor=false", "core.quotePath=false", "log.showSignature=false", "protocol.allow=never"];
+
 /// A repository to read history from.
 #[derive(Debug)]
 pub struct Git {
@@ -314,10 +321,13 @@ impl Git {
         let output = Command::new("git")
             .arg("-C")
             .arg(&self.repo)
-            .args(["-c", "core.fsmonitor=false", "-c", "core.quotePath=false"])
+            .arg("--no-pager")
+            .args(SAFE_CONFIG.iter().flat_map(|setting| ["-c", setting]))
             .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_OPTIONAL_LOCKS", "0")
+            .env("GIT_NO_LAZY_FETCH", "1")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
             .output()
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => "git is not installed (or not on PATH)".to_owned(),
@@ -349,7 +359,7 @@ impl Git {
         };
         let (numstat, name_status) = (diff("--numstat")?, diff("--name-status")?);
         let log = self
-            .run(&["log", "-z", "-M", "--no-merges", "--format=%x1e%s", "--name-status", "--no-ext-diff", "--no-textconv", "--end-of-options", &spec])
+            .run(&["log", "-z", "-M", "--no-merges", "--no-show-signature", "--format=%x1e%s", "--name-status", "--no-ext-diff", "--no-textconv", "--end-of-options", &spec])
             .map_err(|e| format!("git log {spec}: {e}"))?;
         Ok(ChangeSet::build(&parse_name_status(&name_status), &parse_numstat(&numstat), &parse_log(&log)))
     }

@@ -164,8 +164,8 @@ pub struct CounterArgs {
     /// Deploy without a canary.
     #[arg(long, conflicts_with = "shorten_canary")]
     pub skip_canary: bool,
-    /// Loosen a guardrail: max_error_rate (0..1), max_p95_latency_ms, max_p99_latency_ms or
-    /// max_traffic_step_percent (1..100). Repeatable.
+    /// Loosen a guardrail: max_error_rate (0..1), max_p95_latency_ms or max_p99_latency_ms.
+    /// Repeatable. (The traffic step follows the canary: use --shorten-canary.)
     #[arg(long = "relax", value_name = "GUARDRAIL=VALUE", value_parser = parse_relax)]
     pub relax: Vec<Relax>,
     /// Drop a required validator: tests, canary, rollback_plan, feature_flag,

@@ -107,6 +107,9 @@ pub fn render_reply(r: &NegotiationReply) -> String {
         (false, _) => "refused",
     };
     let _ = writeln!(o, "negotiation round {} on contract {}: {verdict}", r.round, r.contract_id);
+    if let Some(reason) = r.reason.as_deref().filter(|_| !r.accepted) {
+        let _ = writeln!(o, "  why: {reason}");
+    }
     for d in &r.decisions {
         let mark = if d.accepted { "accepted" } else { "REFUSED " };
         let _ = writeln!(o, "  {mark}  {}: {}", describe_ask(&d.ask), d.reason);

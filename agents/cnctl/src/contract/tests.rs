@@ -182,12 +182,15 @@ fn bad_asks_are_usage_errors() {
         "max_error_rate=2",
         "max_error_rate=NaN",
         "max_traffic_step_percent=0",
-        "max_traffic_step_percent=12.5",
+        "max_traffic_step_percent=50",
         "max_p95_latency_ms=-1",
         "max_p99_latency_ms=fast",
     ] {
         assert!(parse_relax(bad).is_err(), "{bad:?} was accepted");
     }
+    let step = parse_relax("max_traffic_step_percent=50").unwrap_err();
+    assert!(step.contains("--shorten-canary"), "{step}");
+    assert!(!parse_relax("max_latency=5").unwrap_err().contains("max_traffic_step_percent"));
     let base = ["counter", ID, "--env", "prod", "--service", "api", "--justification", "x"];
     let with = |extra: &[&str]| cli(&base.iter().chain(extra).copied().collect::<Vec<_>>());
     assert!(with(&["--waive", "vibes"]).is_err());
@@ -273,6 +276,7 @@ fn a_reply_says_each_ask_and_why_and_the_new_revision() {
             AskDecision { ask: Ask::WaiveValidator { validator: ValidatorKind::Tests }, accepted: false, reason: "tests are never waived".into() },
         ],
         contract: Some(revised),
+        reason: None,
     };
     let text = render_reply(&reply);
     assert!(text.contains("round 1 on contract 00000000-0000-0000-0000-000000000007: accepted in part"), "{text}");
@@ -282,6 +286,9 @@ fn a_reply_says_each_ask_and_why_and_the_new_revision() {
     assert!(!all_accepted(&reply));
     let unchanged = NegotiationReply { decisions: vec![], contract: None, ..reply };
     assert!(all_accepted(&unchanged) && render_reply(&unchanged).contains("contract accepted"));
+    let refused = NegotiationReply { accepted: false, reason: Some("cannot accept: contract is rejected: the contract is closed".into()), ..unchanged };
+    let text = render_reply(&refused);
+    assert!(text.contains("refused") && text.contains("why: cannot accept: contract is rejected"), "{text}");
 }
 
 #[test]
