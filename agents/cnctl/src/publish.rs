@@ -119,7 +119,8 @@ pub enum Event {
     },
 }
 
-fn read_json<P: Payload>(path: &PathBuf) -> Result<P, Failure> {
+/// A payload from a JSON file, or stdin for `-`, checked as its consumer will check it.
+pub(crate) fn read_json<P: Payload>(path: &PathBuf) -> Result<P, Failure> {
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut bytes).map_err(|e| format!("cannot read stdin: {e}"))?;

@@ -5,7 +5,6 @@
 //! is dropped by JetStream as a duplicate and drafts nothing new; then the contract already
 //! stored for it is shown, by reading the service's contracts from the start.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,13 +25,7 @@ const JS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A contract request from a JSON file or stdin, checked as the negotiator will check it.
 pub(super) fn read_request(path: &Path) -> Result<ContractRequest, Failure> {
-    let mut bytes = Vec::new();
-    if path.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut bytes).map_err(|e| format!("cannot read stdin: {e}"))?;
-    } else {
-        bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    }
-    Ok(decode(Encoding::Json, &bytes, &Limits::DEFAULT).map_err(|e| format!("{}: {e}", path.display()))?)
+    crate::publish::read_json(&path.to_path_buf())
 }
 
 /// Publishes `request`, waits up to `wait` for its contract and prints it.
