@@ -104,6 +104,7 @@ payload!(AgentStatus, "cn.v1.agent_status", Json, |p| Scope::Agent {
     instance: &p.heartbeat.instance
 });
 payload!(ModelStats, "cn.v1.model_stats", Json, |_p| Scope::Unscoped);
+payload!(LearnedPolicy, "cn.v1.learned_policy", Json, |_p| Scope::Unscoped);
 payload!(ProofRecord, "cn.v1.proof", Json, |p| Scope::Agent { agent: &p.agent, instance: &p.instance });
 
 /// How deeply a MessagePack payload may nest (JSON is limited to 128 by serde_json).

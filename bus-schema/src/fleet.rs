@@ -12,6 +12,7 @@ pub const RISK_NEGOTIATOR: AgentName = AgentName::from_static("risk-negotiator")
 pub const RL_OPTIMIZER: AgentName = AgentName::from_static("rl-optimizer");
 pub const GOVERNANCE_GATE: AgentName = AgentName::from_static("governance-gate");
 pub const EXECUTOR: AgentName = AgentName::from_static("executor");
+pub const SIMULATOR: AgentName = AgentName::from_static("simulator");
 
 /// One input of an agent: a durable consumer `{agent}-{name}` over a filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,10 +87,14 @@ pub fn risk_negotiator() -> AgentDef {
 pub fn rl_optimizer() -> AgentDef {
     AgentDef {
         name: RL_OPTIMIZER,
-        description: "Chaos Negotiator optimizer: incidents in, action proposals out",
-        inputs: vec![InputDef::new("incidents", subject::INCIDENTS.all())],
+        description: "Chaos Negotiator optimizer: incidents in, action proposals out; learns from outcomes",
+        inputs: vec![
+            InputDef::new("incidents", subject::INCIDENTS.all()),
+            InputDef::new("outcomes", subject::OUTCOMES.all()),
+            InputDef::new("refusals", subject::REFUSED.all()),
+        ],
         outputs: vec![subject::PROPOSED.info()],
-        requests: vec![],
+        requests: vec![subject::POLICY.agent(&RL_OPTIMIZER)],
     }
 }
 
@@ -116,6 +121,18 @@ pub fn executor() -> AgentDef {
         description: "Chaos Negotiator executor: signed approvals in, execution results out",
         inputs: vec![InputDef::new("approvals", subject::APPROVED.all())],
         outputs: vec![subject::EXECUTED.info(), subject::SIM_ACTIONS.info()],
+        requests: vec![],
+    }
+}
+
+/// The simulated world: acts on the executor's `sim` actions and publishes the events a
+/// pipeline would (for demos, tests and benchmarks).
+pub fn simulator() -> AgentDef {
+    AgentDef {
+        name: SIMULATOR,
+        description: "Chaos Negotiator simulator: a simulated world of services that reacts to sim actions",
+        inputs: vec![InputDef::new("actions", subject::SIM_ACTIONS.all())],
+        outputs: vec![subject::DEPLOY_EVENTS.info(), subject::METRIC_EVENTS.info(), subject::LOG_EVENTS.info()],
         requests: vec![],
     }
 }

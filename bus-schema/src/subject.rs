@@ -248,6 +248,8 @@ pub const HEARTBEAT: AgentFamily<Heartbeat> = AgentFamily::new("cn.heartbeat", C
 pub const STATUS: AgentFamily<AgentStatus> = AgentFamily::new("cn.status", CORE);
 /// The risk negotiator's learned model and calibration (extension; core request/reply, JSON).
 pub const MODEL: AgentFamily<ModelStats> = AgentFamily::new("cn.model", CORE);
+/// The optimizer's learned action values (extension; core request/reply, JSON).
+pub const POLICY: AgentFamily<LearnedPolicy> = AgentFamily::new("cn.policy", CORE);
 
 /// Every family, in DESIGN order.
 pub const FAMILIES: &[FamilyInfo] = &[
@@ -272,6 +274,7 @@ pub const FAMILIES: &[FamilyInfo] = &[
     HEARTBEAT.info(),
     STATUS.info(),
     MODEL.info(),
+    POLICY.info(),
 ];
 
 /// Every pipeline input event (`cn.events.>`): deploy, metric and log.

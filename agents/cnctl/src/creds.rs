@@ -135,10 +135,11 @@ fn person_permissions(user: &str) -> (Vec<String>, Vec<String>) {
         "pipeline" => {
             let mut publish = inputs.to_vec();
             publish.push(subject::MODEL.all().pattern().to_owned());
+            publish.push(subject::POLICY.all().pattern().to_owned());
             (publish, own(&["_INBOX.>"]))
         }
         "operator" => {
-            let mut publish = vec![subject::HUMAN_DECISIONS.all().pattern().to_owned(), subject::STATUS.all().pattern().to_owned(), subject::MODEL.all().pattern().to_owned()];
+            let mut publish = vec![subject::HUMAN_DECISIONS.all().pattern().to_owned(), subject::STATUS.all().pattern().to_owned(), subject::MODEL.all().pattern().to_owned(), subject::POLICY.all().pattern().to_owned()];
             publish.extend(inputs);
             publish.extend(own(&["$SRV.>", "$JS.API.INFO", "$JS.API.STREAM.INFO.>", "$JS.API.STREAM.MSG.GET.>", "$JS.API.CONSUMER.>"]));
             (publish, own(&[">"]))

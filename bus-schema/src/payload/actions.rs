@@ -223,3 +223,35 @@ impl Validate for SimAction {
         self.params.validate()
     }
 }
+
+/// One learned value: how good `action` is in `state` (a description of the situation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyEntry {
+    pub state: String,
+    pub action: Action,
+    pub value: f64,
+    pub visits: u64,
+}
+
+/// `cn.policy.{agent}.{instance}` reply (core request/reply, JSON): the optimizer's learned
+/// action values (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedPolicy {
+    /// `learning`, `frozen` or `shadow`.
+    pub mode: String,
+    pub alpha: f64,
+    pub gamma: f64,
+    pub epsilon: f64,
+    /// Q-value updates so far.
+    pub updates: u64,
+    #[serde(default)]
+    pub entries: Vec<PolicyEntry>,
+}
+
+impl Validate for LearnedPolicy {
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::text("mode", &self.mode, MAX_SHORT)?;
+        v::items("entries", &self.entries, 10_000)?;
+        self.entries.iter().try_for_each(|e| v::finite("entries.value", e.value))
+    }
+}
