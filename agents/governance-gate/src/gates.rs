@@ -2,7 +2,7 @@
 //!
 //! | # | gate | refusal |
 //! |---|---|---|
-//! | 1 | validity: not stale (older than `max_proposal_age`), not from the future; parameters that fit the action (a canary weight of 1–99, at least 1 replica); a remediation names its incident | `invalid_proposal` |
+//! | 1 | validity: not stale (older than `max_proposal_age`), not from the future; not exploratory outside `explore_envs` (never prod); parameters that fit the action (a canary weight of 1–99, at least 1 replica); a remediation names its incident | `invalid_proposal` |
 //! | 2 | source: only the policy's proposer agents | `unknown_source` |
 //! | 3 | global block list, whatever the policy says | `globally_blocked` |
 //! | 4 | environment eligibility (unknown environments: `noop`, `observe`) | `not_eligible_in_env` |
@@ -76,6 +76,9 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
         if p.proposed_at.since(now) > MAX_SKEW {
             return refuse(ReasonCode::InvalidProposal, json!({"problem": "from the future", "proposed_at": p.proposed_at, "now": now}));
         }
+    }
+    if p.exploratory && !policy.explore_envs.iter().any(|e| e == p.env.as_str()) {
+        return refuse(ReasonCode::InvalidProposal, json!({"problem": "an exploratory proposal in an environment where nothing is tried out", "explore_envs": policy.explore_envs}));
     }
     if let Some(problem) = invalid_params(p) {
         return refuse(ReasonCode::InvalidProposal, json!({"problem": problem, "params": p.params}));

@@ -255,3 +255,15 @@ fn a_redelivered_outcome_doubles_the_cooldown_once() {
     w.outcome_of("restart", false, proposal);
     assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(120));
 }
+
+#[test]
+fn exploration_is_refused_outside_the_explore_envs_and_always_in_prod() {
+    let mut w = World::new("prod", &[("1", "succeeded")]);
+    let mut tryout = proposal("prod", "restart", 0.9, 0.0);
+    tryout.exploratory = true;
+    assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "invalid_proposal");
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    let mut tryout = proposal("stage", "restart", 0.9, 0.0);
+    tryout.exploratory = true;
+    assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "approved");
+}

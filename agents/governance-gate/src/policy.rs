@@ -73,6 +73,8 @@ pub struct Policy {
     pub cooldown_cap: Duration,
     /// Actions refused while the service's error budget is spent (they push change forward).
     pub freeze_actions: Vec<Action>,
+    /// Environments where a learner may propose an exploratory action; never prod.
+    pub explore_envs: Vec<String>,
 }
 
 impl Policy {
@@ -117,6 +119,15 @@ impl Policy {
         }
         if let Some(v) = file.error_budget_freeze {
             p.freeze_actions = actions("error_budget_freeze", &v)?;
+        }
+        if let Some(v) = file.explore_envs {
+            if v.iter().any(|e| e == "prod") {
+                return Err("explore_envs may not include prod: nothing is tried out on production".into());
+            }
+            for name in &v {
+                name.parse::<bus_schema::Env>().map_err(|e| format!("explore_envs: {name:?}: {e}"))?;
+            }
+            p.explore_envs = v;
         }
         for (name, text) in &file.cooldowns {
             let action: Action = name.parse().map_err(|e| format!("[cooldowns] {name}: {e}"))?;
@@ -194,6 +205,7 @@ struct File {
     actions_per_incident: Option<u32>,
     cooldown_cap: Option<String>,
     error_budget_freeze: Option<Vec<String>>,
+    explore_envs: Option<Vec<String>>,
     #[serde(default)]
     cooldowns: BTreeMap<String, String>,
     #[serde(default)]
@@ -262,6 +274,7 @@ impl Default for Policy {
             actions_per_incident: 3,
             cooldown_cap: secs(3600),
             freeze_actions: vec![Promote, SetCanaryWeight],
+            explore_envs: vec!["dev".to_owned(), "stage".to_owned()],
         }
     }
 }
@@ -299,6 +312,7 @@ mod tests {
             ("proposers = []", "proposers is empty"),
             ("repetition_limit = 0", "repetition_limit"),
             ("unknown = 1", "unknown field"),
+            ("explore_envs = [\"stage\", \"prod\"]", "may not include prod"),
         ];
         for (text, wanted) in cases {
             let err = Policy::from_toml(text).unwrap_err();
