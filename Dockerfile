@@ -16,6 +16,7 @@ COPY --from=build /src/target/release/cnctl \
                   /src/target/release/rl-optimizer \
                   /src/target/release/governance-gate \
                   /src/target/release/executor \
+                  /src/target/release/simulator \
                   /usr/local/bin/
 USER cn
 WORKDIR /data

@@ -126,7 +126,7 @@ pub fn executor() -> AgentDef {
 }
 
 /// The simulated world: acts on the executor's `sim` actions and publishes the events a
-/// pipeline would (for demos, tests and benchmarks).
+/// pipeline would (for demos, tests and benchmarks). Idle without a scenario.
 pub fn simulator() -> AgentDef {
     AgentDef {
         name: SIMULATOR,
@@ -139,7 +139,7 @@ pub fn simulator() -> AgentDef {
 
 /// Every agent, in DESIGN order.
 pub fn fleet() -> Vec<AgentDef> {
-    vec![deploy_agent(), issue_detector(), risk_negotiator(), rl_optimizer(), governance_gate(), executor()]
+    vec![deploy_agent(), issue_detector(), risk_negotiator(), rl_optimizer(), governance_gate(), executor(), simulator()]
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ fn script(name: &str, args: &[&str], port: u16, data: &Path) -> Output {
 async fn up_runs_the_fleet_and_down_stops_it() {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let up = script("up", &["-d", "--no-build"], port, data.path());
+    let up = script("up", &["-d", "--no-build", "--no-sim"], port, data.path());
     let stdout = String::from_utf8_lossy(&up.stdout);
     let stderr = String::from_utf8_lossy(&up.stderr);
     let guard = scopeguard(port, data.path());
@@ -68,7 +68,7 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     .unwrap();
 
     // A second up on the same data dir refuses instead of starting a second fleet.
-    let again = script("up", &["-d", "--no-build"], port, data.path());
+    let again = script("up", &["-d", "--no-build", "--no-sim"], port, data.path());
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
 
@@ -77,6 +77,39 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0, "every pid file is gone");
     let logs = std::fs::read_to_string(data.path().join("logs/executor.log")).unwrap();
     assert!(logs.contains("stopped processed=1"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let up = script("up", &["-d", "--no-build"], port, data.path());
+    let guard = scopeguard(port, data.path());
+    assert!(up.status.success(), "{}\n{}", String::from_utf8_lossy(&up.stdout), String::from_utf8_lossy(&up.stderr));
+    let url = format!("nats://127.0.0.1:{port}");
+    let operator_pw = std::fs::read_to_string(data.path().join("creds/operator.password")).unwrap();
+    let operator = async_nats::ConnectOptions::with_user_and_password("operator".into(), operator_pw.trim().into()).connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(operator);
+    let about = |records: &[proof_log::StoredRecord], kind: ProofKind, service: &str| -> Vec<bus_schema::ProofRecord> {
+        proof_log::of_kind(records, kind).into_iter().filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service)).collect()
+    };
+    // The demo: crash → restart, overload → scale_up, a bad deploy in prod → a rollback that
+    // waits for a human, a false alarm → nothing.
+    let records = cn_tests::eventually(std::time::Duration::from_secs(90), "the demo's three stories", || async {
+        let records = proof_log::read_all(&js).await?;
+        let done = !about(&records, ProofKind::ActionExecuted, "checkout").is_empty()
+            && !about(&records, ProofKind::ActionExecuted, "search").is_empty()
+            && !about(&records, ProofKind::ActionPendingApproval, "payments").is_empty();
+        Ok(done.then_some(records))
+    })
+    .await
+    .unwrap();
+    assert_eq!(about(&records, ProofKind::ActionExecuted, "checkout")[0].action, Some(bus_schema::Action::Restart));
+    assert_eq!(about(&records, ProofKind::ActionExecuted, "search")[0].action, Some(bus_schema::Action::ScaleUp));
+    assert_eq!(about(&records, ProofKind::ActionPendingApproval, "payments")[0].action, Some(bus_schema::Action::Rollback));
+    assert!(about(&records, ProofKind::ActionExecuted, "checkout")[0].detail["backend"] == "sim");
+    assert!(about(&records, ProofKind::IncidentOpened, "catalog").is_empty(), "the false alarm opened an incident");
+    drop(guard);
 }
 
 /// Runs scripts/down when dropped, so a failing test does not leave a fleet behind.

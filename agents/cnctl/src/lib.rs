@@ -7,6 +7,7 @@
 //! cnctl status                                        which agents are alive
 //! cnctl approvals list|show|approve|deny              actions waiting for a human, and the human's answer
 //! cnctl contract request|from-git|counter|accept|stats  deployment contracts: draft, negotiate, calibration
+//! cnctl policy check FILE | policy show               check a governance policy; what the optimizer learned
 //! cnctl keygen                                        a governance signing key pair
 //! cnctl creds init | cnctl permissions                NATS users and their permissions
 //! cnctl bench                                         latency and ingest figures of a running fleet
@@ -14,7 +15,7 @@
 //!
 //! Exit codes: 0 success, 1 a failed check (a broken chain, a missing agent) or an operation
 //! that failed, 2 a decision governance has not answered yet (`approvals approve|deny`) or no
-//! answer from the risk negotiator (`contract`), 3 an ask the negotiator refused (`contract
+//! answer from the risk negotiator (`contract`) or the optimizer (`policy show`), 3 an ask the negotiator refused (`contract
 //! counter|accept`), 64 bad usage.
 
 pub mod approvals;
@@ -22,8 +23,10 @@ pub mod bench;
 pub mod contract;
 pub mod creds;
 pub mod keys;
+pub mod learned;
 pub mod policy;
 pub mod publish;
+pub mod request;
 pub mod status;
 pub mod tail;
 pub mod verify;
@@ -92,7 +95,7 @@ pub enum Command {
         #[command(subcommand)]
         command: contract::ContractCommand,
     },
-    /// Governance policy files: check one before deploying it.
+    /// Governance policy files: check one before deploying it; show what the optimizer learned.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -142,6 +145,10 @@ pub enum PolicyCommand {
     /// Load a policy file exactly as governance-gate --policy will and print what it allows in
     /// each environment; exits 1 naming the first mistake. Example: cnctl policy check deploy/policy.toml
     Check(policy::CheckArgs),
+    /// Ask the rl-optimizer what it has learned: mode, α, γ, ε, updates and each state's action
+    /// values and visits, best first; exits 2 when no optimizer answers.
+    /// Example: cnctl policy show --state crash_loop
+    Show(learned::ShowArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,6 +195,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Approvals { nats, command } => approvals::run(&nats, command).await,
         Command::Contract { nats, command } => contract::run(&nats, command).await,
         Command::Policy { command: PolicyCommand::Check(args) } => policy::check(&args),
+        Command::Policy { command: PolicyCommand::Show(args) } => learned::show(&args).await,
         Command::Permissions => {
             print!("{}", creds::render_permissions());
             Ok(ExitCode::SUCCESS)

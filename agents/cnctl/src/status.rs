@@ -3,7 +3,8 @@
 //! Every agent registers as a NATS micro service named after itself. Status pings
 //! `$SRV.PING`, collects the answers for a moment, asks each instance's status endpoint
 //! (`cn.status.{agent}.{instance}`) for its counters, and lists fleet agents that did not
-//! answer. It exits 1 when a fleet agent is missing, so scripts can wait on it.
+//! answer. It exits 1 when a fleet agent is missing (the simulator is optional), so scripts can
+//! wait on it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -69,7 +70,13 @@ pub async fn discover(client: &async_nats::Client, wait: Duration) -> Result<Vec
 pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure> {
     let client = crate::connect(nats).await?;
     let seen = discover(&client, args.wait).await?;
-    let missing: Vec<String> = fleet().iter().map(|a| a.name.to_string()).filter(|name| !seen.iter().any(|s| &s.agent == name)).collect();
+    // The simulator runs only in demos; a fleet fed by real pipelines has none.
+    let missing: Vec<String> = fleet()
+        .iter()
+        .filter(|a| a.name != bus_schema::fleet::SIMULATOR)
+        .map(|a| a.name.to_string())
+        .filter(|name| !seen.iter().any(|s| &s.agent == name))
+        .collect();
     let now = Timestamp::now();
     if args.json {
         let agents: Vec<Value> = seen

@@ -9,7 +9,7 @@
 //! | 5 | prerequisites: the service is known from a deploy; a rollback has a version to go back to (and, if it names one, that version); canary actions need a rollout in progress; the incident is known | `missing_prerequisite` |
 //! | 6 | error-budget freeze: the policy's freeze actions while the budget is spent | `error_budget_freeze` |
 //! | 7 | signal conflict: the incident's sources disagree, so only `noop`/`observe` | `signal_conflict` |
-//! | 8 | confidence at or above the environment's minimum | `low_confidence` |
+//! | 8 | confidence at or above the environment's minimum (exploratory proposals, allowed only in `explore_envs`, are exempt) | `low_confidence` |
 //! | 9 | cooldown per env/service/action since its last approval, doubled per failed outcome | `cooldown_active` |
 //! | 10 | repetition: at most `repetition_limit` approvals of the action in `repetition_window` | `repetition_suppressed` |
 //! | 11 | per-incident action budget | `action_budget_exhausted` |
@@ -126,7 +126,9 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
             return refuse(ReasonCode::SignalConflict, json!({"hint": "the incident's sources disagree; only noop and observe until they agree"}));
         }
     }
-    if let Some(min) = env.min_confidence {
+    // An exploratory proposal is uncertain by design; gate 1 already allowed it only where
+    // the policy permits trying things out.
+    if let Some(min) = env.min_confidence.filter(|_| !p.exploratory) {
         if p.confidence < min {
             return refuse(ReasonCode::LowConfidence, json!({"confidence": p.confidence, "min_confidence": min}));
         }

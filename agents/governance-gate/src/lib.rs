@@ -106,8 +106,10 @@ const SERVICES: Table<ServiceLedger> = Table::new("ledger.services");
 const INCIDENTS: Table<IncidentLedger> = Table::new("ledger.incidents");
 const DECISIONS: Table<Record> = Table::new("decisions.v2");
 
-/// Deliveries of a proposal that wait for its incident or deploy events to be read first.
-const INCIDENT_WAIT_ATTEMPTS: u32 = 3;
+/// Deliveries of a proposal that wait for its incident or deploy events to be read first
+/// (with the runtime's back-off, about 7 s); after that an unknown incident is refused as a
+/// missing prerequisite — the safe side.
+const INCIDENT_WAIT_ATTEMPTS: u32 = 4;
 
 /// Incidents remembered for their conflict flag and action budget.
 const MAX_INCIDENTS: usize = 50_000;

@@ -1,10 +1,11 @@
 //! The prior: which action to try first for each kind of incident, and how sure we are.
 //!
 //! This is the optimizer's day-one knowledge (crash → restart, overload → scale up, failed
-//! deploy → roll back, latency → restart, otherwise observe-only `noop`). The Q-learning that
-//! improves on it from outcomes builds on this table.
+//! deploy → roll back, latency → restart, otherwise observe-only `noop`). The Q-table starts
+//! from it ([`crate::qlearn::prior_value`]) and the confidence of a choice starts at it
+//! ([`crate::qlearn::confidence`]), so day-one choices are these.
 
-use bus_schema::{Action, ActionProposal, AgentName, Incident, IncidentKind, Timestamp, derive_id};
+use bus_schema::{Action, IncidentKind};
 
 /// The prior choice for a kind of incident and its confidence (0..=1).
 pub fn prior(kind: IncidentKind) -> (Action, f64) {
@@ -14,26 +15,6 @@ pub fn prior(kind: IncidentKind) -> (Action, f64) {
         IncidentKind::DeployFailed | IncidentKind::DeployRegression => (Action::Rollback, 0.7),
         IncidentKind::HighLatency => (Action::Restart, 0.6),
         IncidentKind::HighErrorRate | IncidentKind::LogPattern | IncidentKind::SloBurn => (Action::Noop, 0.5),
-    }
-}
-
-/// The proposal for a newly opened incident. Its id is derived from the incident, so the same
-/// incident always yields the same proposal.
-pub fn propose(incident: &Incident, proposer: &AgentName, now: Timestamp) -> ActionProposal {
-    let (action, confidence) = prior(incident.kind);
-    ActionProposal {
-        proposal_id: derive_id(&["proposal", &incident.incident_id.to_string(), &(incident.reopen_count + 1).to_string()]),
-        incident_id: Some(incident.incident_id),
-        env: incident.env.clone(),
-        service: incident.service.clone(),
-        action: action.clone(),
-        params: Default::default(),
-        confidence,
-        proposer: proposer.clone(),
-        explanation: format!("prior for {}: {action} (confidence {confidence})", incident.kind),
-        candidates: Vec::new(),
-        exploratory: false,
-        proposed_at: now,
     }
 }
 

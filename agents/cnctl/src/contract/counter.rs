@@ -7,14 +7,15 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::client::{Request, RequestErrorKind};
-use bus_schema::codec::{Encoding, Limits, Outgoing, Payload, decode};
+use async_nats::client::Request;
+use bus_schema::codec::Outgoing;
 use bus_schema::fleet::RISK_NEGOTIATOR;
 use bus_schema::proof::ProofHash;
 use bus_schema::subject::{MODEL, NEGOTIATE};
 use bus_schema::{Ask, CounterProposal, InstanceId, ModelStats, NegotiationReply, ValidatorKind, headers};
 
 use crate::Failure;
+pub use crate::request::Answered;
 
 /// The guardrails a developer may ask to relax, with the values each accepts. The traffic
 /// step is not one of them: it follows the canary plan (`--shorten-canary`).
@@ -77,32 +78,6 @@ pub fn all_accepted(reply: &NegotiationReply) -> bool {
     reply.accepted && reply.decisions.iter().all(|d| d.accepted)
 }
 
-/// A reply, or why there was none (no responders, a timeout).
-#[derive(Debug)]
-pub enum Answered<T> {
-    Reply(T),
-    Nobody(String),
-}
-
-/// Sends a core request and decodes the reply as `R` (by its `Content-Type`).
-async fn request<R: Payload>(client: &async_nats::Client, subject: String, request: Request, timeout: Duration) -> Result<Answered<R>, Failure> {
-    let reply = match client.send_request(subject.clone(), request.timeout(Some(timeout))).await {
-        Ok(reply) => reply,
-        Err(e) if e.kind() == RequestErrorKind::NoResponders => return Ok(Answered::Nobody(format!("nobody answers on {subject}"))),
-        Err(e) if e.kind() == RequestErrorKind::TimedOut => return Ok(Answered::Nobody(format!("no answer on {subject} within {timeout:?}"))),
-        Err(e) => return Err(format!("request on {subject} failed: {e}").into()),
-    };
-    let header = |name: &str| reply.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-    if let Some(reason) = header(bus_schema::headers::ERROR) {
-        let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
-        let message = body["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default();
-        return Err(format!("the negotiator did not take the request on {subject}: {reason}{message}").into());
-    }
-    let encoding = Encoding::from_content_type(header(headers::CONTENT_TYPE).as_deref(), R::ENCODING)?;
-    let answer = decode::<R>(encoding, &reply.payload, &Limits::DEFAULT).map_err(|e| format!("unreadable reply on {subject}: {e}"))?;
-    Ok(Answered::Reply(answer))
-}
-
 /// Sends a counter-proposal on `cn.negotiate.{env}.{service}` with the usual headers. The
 /// message id is a hash of the proposal: the same proposal sent twice is recognisably a repeat.
 pub async fn send_counter(client: &async_nats::Client, proposal: &CounterProposal, timeout: Duration) -> Result<Answered<NegotiationReply>, Failure> {
@@ -114,12 +89,12 @@ pub async fn send_counter(client: &async_nats::Client, proposal: &CounterProposa
     h.insert(headers::CN_TYPE, out.cn_type);
     h.insert(headers::CORRELATION_ID, id.as_str());
     h.insert(headers::CAUSATION_ID, id.as_str());
-    request(client, out.subject, Request::new().payload(out.payload.into()).headers(h), timeout).await
+    crate::request::request(client, out.subject, Request::new().payload(out.payload.into()).headers(h), timeout).await
 }
 
 /// Asks one risk negotiator instance for its model on `cn.model.risk-negotiator.{instance}`
 /// (an empty request, like the status endpoint).
 pub async fn model_stats(client: &async_nats::Client, instance: &InstanceId, timeout: Duration) -> Result<Answered<ModelStats>, Failure> {
     let subject = MODEL.subject(&RISK_NEGOTIATOR, instance);
-    request(client, subject.as_str().to_owned(), Request::new().payload("".into()), timeout).await
+    crate::request::request(client, subject.as_str().to_owned(), Request::new().payload("".into()), timeout).await
 }

@@ -1,0 +1,112 @@
+//! `cnctl policy show`: what the optimizer has learned.
+//!
+//! Asks one rl-optimizer instance on `cn.policy.rl-optimizer.{instance}` (a core request with
+//! an empty body, like the status endpoint) and prints its mode, α, γ, ε, the number of
+//! updates and, per state, every action's value and visits, best first. States it never
+//! learned about are not listed: they use the prior. Exit 2 when no optimizer answers.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agent_runtime::config::{NatsArgs, parse_duration};
+use async_nats::client::Request;
+use bus_schema::fleet::RL_OPTIMIZER;
+use bus_schema::subject::POLICY;
+use bus_schema::{InstanceId, LearnedPolicy, PolicyEntry};
+
+use crate::Failure;
+use crate::request::Answered;
+
+/// Arguments of `cnctl policy show`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// The optimizer instance to ask.
+    #[arg(long, default_value = "0")]
+    pub instance: InstanceId,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only states whose key contains this, e.g. `crash_loop` or `prod/deploy`.
+    #[arg(long, value_name = "FILTER")]
+    pub state: Option<String>,
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub wait: Duration,
+}
+
+/// Asks the optimizer and prints what it learned.
+pub async fn show(args: &ShowArgs) -> Result<ExitCode, Failure> {
+    let client = crate::connect(&args.nats).await?;
+    let subject = POLICY.subject(&RL_OPTIMIZER, &args.instance).as_str().to_owned();
+    let mut policy: LearnedPolicy = match crate::request::request(&client, subject.clone(), Request::new().payload("".into()), args.wait).await? {
+        Answered::Reply(policy) => policy,
+        Answered::Nobody(why) => {
+            eprintln!("cnctl: {why} (is rl-optimizer instance {} running?)", args.instance);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(filter) = &args.state {
+        policy.entries.retain(|e| e.state.contains(filter.as_str()));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&policy)?);
+    } else {
+        print!("{}", render(&policy));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The policy as readable text: a header line, then one table per state, best action first.
+pub fn render(policy: &LearnedPolicy) -> String {
+    let mut out = format!(
+        "mode {}  α {}  γ {}  ε {}  updates {}  states {}\n",
+        policy.mode,
+        policy.alpha,
+        policy.gamma,
+        policy.epsilon,
+        policy.updates,
+        policy.entries.iter().map(|e| e.state.as_str()).collect::<std::collections::BTreeSet<_>>().len()
+    );
+    let mut states: BTreeMap<&str, Vec<&PolicyEntry>> = BTreeMap::new();
+    for e in &policy.entries {
+        states.entry(e.state.as_str()).or_default().push(e);
+    }
+    if states.is_empty() {
+        out.push_str("nothing learned yet: every state uses the prior\n");
+    }
+    for (state, mut entries) in states {
+        entries.sort_by(|a, b| b.value.total_cmp(&a.value).then(a.action.cmp(&b.action)));
+        out.push_str(&format!("\n{state}\n  {:<20} {:>8} {:>7}\n", "ACTION", "VALUE", "VISITS"));
+        for e in entries {
+            out.push_str(&format!("  {:<20} {:>8.3} {:>7}\n", e.action.as_str(), e.value, e.visits));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus_schema::Action;
+
+    #[test]
+    fn states_are_listed_best_action_first() {
+        let entry = |action, value, visits| PolicyEntry { state: "crash_loop/high/stage/deploy/tried=-".into(), action, value, visits };
+        let policy = LearnedPolicy {
+            mode: "learning".into(),
+            alpha: 0.3,
+            gamma: 0.5,
+            epsilon: 0.1,
+            updates: 3,
+            entries: vec![entry(Action::Restart, -0.163, 2), entry(Action::Rollback, 0.415, 1), entry(Action::Noop, 0.0, 0)],
+        };
+        let text = render(&policy);
+        assert!(text.starts_with("mode learning  α 0.3  γ 0.5  ε 0.1  updates 3  states 1"), "{text}");
+        let rollback = text.find("rollback").unwrap();
+        assert!(rollback < text.find("noop").unwrap() && text.find("noop").unwrap() < text.find("restart").unwrap(), "{text}");
+        assert!(render(&LearnedPolicy { entries: vec![], ..policy }).contains("nothing learned yet"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Scenario files: which services exist, how each one fails, and how fast time runs.
+//!
+//! ```toml
+//! seed = 42            # optional, default 1; --seed overrides it
+//! tick_s = 10          # simulated seconds between samples (1..=3600), default 10
+//! speed = 30           # simulated seconds per real second (0 < speed <= 10000), default 30
+//! duration_s = 7200    # optional: stop publishing after this much simulated time
+//!
+//! [[service]]
+//! env = "stage"
+//! name = "checkout"
+//! failure = "crash_loop"   # healthy (default) | crash_loop | cpu_overload | bad_deploy |
+//!                          # memory_leak | latency_regression | false_alarm | flapping
+//! start_after_s = 60       # simulated seconds of health before the failure starts (default 0)
+//! leak_percent_per_min = 20  # memory_leak only (default 20)
+//! flap_period_s = 60       # flapping only: bad this long, then healthy this long (default 60)
+//! ```
+//!
+//! `demo` names the built-in [`DEMO`] scenario. Unknown keys, bad values and duplicate
+//! services are refused when the file is loaded, naming the key, so the simulator stops at
+//! start (exit 64) rather than simulating something other than what was asked for.
+
+use std::path::Path;
+
+use bus_schema::{Env, ServiceName};
+use serde::Deserialize;
+
+/// The built-in scenario behind `--scenario demo`.
+pub const DEMO: &str = r#"
+seed = 7
+tick_s = 10
+speed = 30
+
+[[service]]
+env = "stage"
+name = "checkout"
+failure = "crash_loop"
+start_after_s = 600
+
+[[service]]
+env = "stage"
+name = "search"
+failure = "cpu_overload"
+start_after_s = 900
+
+[[service]]
+env = "prod"
+name = "payments"
+failure = "bad_deploy"
+start_after_s = 1200
+
+[[service]]
+env = "stage"
+name = "catalog"
+failure = "false_alarm"
+start_after_s = 700
+
+[[service]]
+env = "prod"
+name = "frontend"
+
+[[service]]
+env = "stage"
+name = "users"
+
+[[service]]
+env = "dev"
+name = "inventory"
+"#;
+
+/// How a service goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    #[default]
+    Healthy,
+    CrashLoop,
+    CpuOverload,
+    BadDeploy,
+    MemoryLeak,
+    LatencyRegression,
+    FalseAlarm,
+    Flapping,
+}
+
+/// One simulated service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub env: Env,
+    pub name: ServiceName,
+    #[serde(default)]
+    pub failure: Failure,
+    #[serde(default)]
+    pub start_after_s: u64,
+    #[serde(default = "default_leak")]
+    pub leak_percent_per_min: f64,
+    #[serde(default = "default_flap_period")]
+    pub flap_period_s: u64,
+}
+
+fn default_leak() -> f64 {
+    20.0
+}
+
+fn default_flap_period() -> u64 {
+    60
+}
+
+/// A whole scenario.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default = "default_tick")]
+    pub tick_s: u64,
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    #[serde(default)]
+    pub duration_s: Option<u64>,
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceSpec>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_tick() -> u64 {
+    10
+}
+
+fn default_speed() -> f64 {
+    30.0
+}
+
+/// Why a scenario was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read scenario {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("scenario {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Scenario {
+    /// `demo`, or a TOML file.
+    pub fn load(name_or_path: &str) -> Result<Self, ScenarioError> {
+        if name_or_path == "demo" {
+            return Self::parse(DEMO, "demo");
+        }
+        let text = std::fs::read_to_string(Path::new(name_or_path))
+            .map_err(|source| ScenarioError::Read { path: name_or_path.to_owned(), source })?;
+        Self::parse(&text, name_or_path)
+    }
+
+    /// Parses and checks a scenario; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        let invalid = |message: String| ScenarioError::Invalid { path: origin.to_owned(), message };
+        let scenario: Scenario = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        scenario.validate().map_err(invalid)?;
+        Ok(scenario)
+    }
+
+    /// Checks every value is in range and no service appears twice.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=3600).contains(&self.tick_s) {
+            return Err(format!("tick_s = {} must be in 1..=3600", self.tick_s));
+        }
+        check_speed(self.speed)?;
+        if self.duration_s == Some(0) {
+            return Err("duration_s must be more than 0 (leave it out to run forever)".to_owned());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = format!("service[{i}] ({}/{})", s.env, s.name);
+            if !seen.insert((s.env.to_string(), s.name.to_string())) {
+                return Err(format!("{at} appears twice"));
+            }
+            if !(s.leak_percent_per_min.is_finite() && s.leak_percent_per_min > 0.0 && s.leak_percent_per_min <= 100.0) {
+                return Err(format!("{at}: leak_percent_per_min = {} must be in (0, 100]", s.leak_percent_per_min));
+            }
+            if !(10..=86_400).contains(&s.flap_period_s) {
+                return Err(format!("{at}: flap_period_s = {} must be in 10..=86400", s.flap_period_s));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `speed` must be a positive number no larger than 10000.
+pub fn check_speed(speed: f64) -> Result<(), String> {
+    if speed.is_finite() && speed > 0.0 && speed <= 10_000.0 {
+        Ok(())
+    } else {
+        Err(format!("speed = {speed} must be more than 0 and at most 10000"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_parses_with_the_advertised_failures() {
+        let demo = Scenario::load("demo").unwrap();
+        let failure = |env: &str, name: &str| {
+            demo.services.iter().find(|s| s.env.as_str() == env && s.name.as_str() == name).map(|s| s.failure)
+        };
+        assert_eq!(failure("stage", "checkout"), Some(Failure::CrashLoop));
+        assert_eq!(failure("stage", "search"), Some(Failure::CpuOverload));
+        assert_eq!(failure("prod", "payments"), Some(Failure::BadDeploy));
+        assert_eq!(failure("stage", "catalog"), Some(Failure::FalseAlarm));
+        assert_eq!(failure("prod", "frontend"), Some(Failure::Healthy));
+        assert_eq!((demo.tick_s, demo.speed), (10, 30.0));
+    }
+
+    #[test]
+    fn a_good_file_uses_defaults_for_what_it_leaves_out() {
+        let s = Scenario::parse("[[service]]\nenv = \"dev\"\nname = \"api\"\nfailure = \"memory_leak\"\n", "t").unwrap();
+        assert_eq!((s.seed, s.tick_s, s.speed, s.duration_s), (1, 10, 30.0, None));
+        assert_eq!(s.services[0].failure, Failure::MemoryLeak);
+        assert_eq!(s.services[0].leak_percent_per_min, 20.0);
+    }
+
+    #[test]
+    fn bad_files_are_refused_naming_the_key() {
+        let cases = [
+            ("tick = 10", "unknown field `tick`"),
+            ("tick_s = 0", "tick_s = 0"),
+            ("speed = -1.0", "speed = -1"),
+            ("duration_s = 0", "duration_s"),
+            ("[[service]]\nenv = \"Prod\"\nname = \"a\"", "env"),
+            ("[[service]]\nenv = \"dev\"\nname = \"a\"\nfailure = \"meltdown\"", "unknown variant `meltdown`"),
+            ("[[service]]\nenv = \"dev\"\nname = \"a\"\ncolour = \"red\"", "unknown field `colour`"),
+            ("[[service]]\nenv = \"dev\"\nname = \"a\"\n[[service]]\nenv = \"dev\"\nname = \"a\"", "appears twice"),
+            ("[[service]]\nenv = \"dev\"\nname = \"a\"\nleak_percent_per_min = 0.0", "leak_percent_per_min"),
+            ("[[service]]\nenv = \"dev\"\nname = \"a\"\nflap_period_s = 1", "flap_period_s"),
+        ];
+        for (text, expected) in cases {
+            let err = Scenario::parse(text, "bad.toml").unwrap_err().to_string();
+            assert!(err.contains(expected) && err.contains("bad.toml"), "{text:?}: expected {expected:?} in {err}");
+        }
+        assert!(matches!(Scenario::load("/nonexistent/s.toml"), Err(ScenarioError::Read { .. })));
+    }
+}

@@ -1,0 +1,290 @@
+//! One simulated service: its versions, its failure and how actions change it (pure).
+//!
+//! A healthy service reports noise in normal ranges (error rate 0.001–0.004, p95 120–200 ms,
+//! CPU 30–50 %, memory 40–60 %). Its failure starts `start_after_s` into the simulation.
+//! Failures that come with a version (bad deploy, latency regression, memory leak) start with
+//! a `succeeded` deploy of 1.2.0 and last while that version runs, so a rollback cures them;
+//! the others are properties of the running service that only the right action clears.
+
+use bus_schema::{Action, ActionParams, DeployEvent, DeployStatus, LogEvent, LogLevel, MetricSample, Timestamp};
+
+use crate::rng::Rng;
+use crate::scenario::{Failure, ServiceSpec};
+use crate::world::Event;
+
+/// The version every service runs at start, the one before it, and the one that brings a
+/// version-borne failure.
+pub const INITIAL_VERSIONS: [&str; 2] = ["1.0.0", "1.1.0"];
+pub const FAULTY_VERSION: &str = "1.2.0";
+/// Memory at which a leaking service is OOM-killed in a loop.
+pub const OOM_PERCENT: f64 = 97.0;
+/// How long a wrong action makes things worse.
+pub const HARM_S: u64 = 60;
+
+/// A service and its state.
+#[derive(Debug, Clone)]
+pub struct ServiceSim {
+    pub spec: ServiceSpec,
+    rng: Rng,
+    pub version: String,
+    pub previous: Option<String>,
+    faulty_version: Option<String>,
+    announced: bool,
+    triggered: bool,
+    crash_loop: bool,
+    overload: bool,
+    /// Scaled down: less headroom until scaled up again.
+    squeezed: bool,
+    memory: f64,
+    restarts: u32,
+    spike_left: u8,
+    flap_since: Option<u64>,
+    harmed_until: u64,
+    qps_base: f64,
+}
+
+/// What an action did to a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effect {
+    /// For the log line: what changed, in words.
+    pub summary: String,
+    pub events: Vec<Event>,
+}
+
+impl ServiceSim {
+    pub fn new(spec: ServiceSpec, seed: u64) -> Self {
+        let mut rng = Rng::derive(seed, &format!("{}/{}", spec.env, spec.name));
+        let memory = rng.range(42.0, 50.0);
+        let qps_base = rng.range(100.0, 800.0);
+        Self {
+            spec,
+            rng,
+            version: INITIAL_VERSIONS[1].to_owned(),
+            previous: Some(INITIAL_VERSIONS[0].to_owned()),
+            faulty_version: None,
+            announced: false,
+            triggered: false,
+            crash_loop: false,
+            overload: false,
+            squeezed: false,
+            memory,
+            restarts: 0,
+            spike_left: 0,
+            flap_since: None,
+            harmed_until: 0,
+            qps_base,
+        }
+    }
+
+    fn version_fault(&self) -> bool {
+        self.faulty_version.as_deref() == Some(self.version.as_str())
+    }
+
+    fn leaking(&self) -> bool {
+        self.spec.failure == Failure::MemoryLeak && self.version_fault()
+    }
+
+    fn deploy(&self, version: &str, previous: Option<&str>, status: DeployStatus, at: Timestamp) -> Event {
+        Event::Deploy(DeployEvent {
+            service: self.spec.name.clone(),
+            env: self.spec.env.clone(),
+            version: version.to_owned(),
+            previous_version: previous.map(str::to_owned),
+            commit_sha: None,
+            status,
+            timestamp: at,
+            deployment_id: None,
+        })
+    }
+
+    fn log(&self, level: LogLevel, message: String, at: Timestamp) -> Event {
+        Event::Log(LogEvent { service: self.spec.name.clone(), env: self.spec.env.clone(), level, message, timestamp: at, source: Some("simulator".to_owned()) })
+    }
+
+    /// Starts the failure: called once, at `start_after_s`.
+    fn trigger(&mut self, elapsed: u64, at: Timestamp, out: &mut Vec<Event>) {
+        self.triggered = true;
+        match self.spec.failure {
+            Failure::Healthy => {}
+            Failure::CrashLoop => self.crash_loop = true,
+            Failure::CpuOverload => self.overload = true,
+            Failure::FalseAlarm => self.spike_left = if self.rng.chance(0.5) { 1 } else { 2 },
+            Failure::Flapping => self.flap_since = Some(elapsed),
+            Failure::BadDeploy | Failure::LatencyRegression | Failure::MemoryLeak => {
+                let previous = std::mem::replace(&mut self.version, FAULTY_VERSION.to_owned());
+                out.push(self.deploy(FAULTY_VERSION, Some(&previous), DeployStatus::Succeeded, at));
+                self.previous = Some(previous);
+                self.faulty_version = Some(FAULTY_VERSION.to_owned());
+            }
+        }
+    }
+
+    /// The service's events for the tick `elapsed` simulated seconds into the run.
+    pub fn step(&mut self, elapsed: u64, tick_s: u64, at: Timestamp) -> Vec<Event> {
+        let mut out = Vec::new();
+        if !self.announced {
+            // Two deploys, so governance knows the service and has a version to roll back to.
+            self.announced = true;
+            out.push(self.deploy(INITIAL_VERSIONS[0], None, DeployStatus::Succeeded, at));
+            out.push(self.deploy(INITIAL_VERSIONS[1], Some(INITIAL_VERSIONS[0]), DeployStatus::Succeeded, at));
+        }
+        if !self.triggered && elapsed >= self.spec.start_after_s && self.spec.failure != Failure::Healthy {
+            self.trigger(elapsed, at, &mut out);
+        }
+        let r = &mut self.rng;
+        let mut error = r.range(0.001, 0.004);
+        let mut p95 = r.range(120.0, 200.0);
+        let mut cpu = r.range(30.0, 50.0);
+        let noise = r.range(-1.5, 1.5);
+        let qps = self.qps_base * r.range(0.9, 1.1);
+        let tail = r.range(1.3, 1.7);
+        let roll = r.unit();
+        let mut crash = false;
+        let mut memory = if self.leaking() {
+            self.memory = (self.memory + self.spec.leak_percent_per_min * tick_s as f64 / 60.0).min(99.0);
+            self.memory + noise.min(0.9)
+        } else {
+            45.0 + noise * 4.0
+        };
+        let mut logs: Vec<(LogLevel, String)> = Vec::new();
+
+        if self.crash_loop {
+            crash = true;
+            error = 0.25 + roll * 0.15;
+            if roll < 0.4 {
+                logs.push((LogLevel::Error, "container exited with code 1; back-off restarting failed container".to_owned()));
+            }
+        }
+        if self.overload {
+            cpu = 92.0 + roll * 7.0;
+            p95 = 600.0 + roll * 300.0;
+            error = error.max(0.01 + roll * 0.02);
+        }
+        if self.squeezed {
+            cpu = (cpu + 20.0).min(100.0);
+            if self.overload {
+                cpu = 99.0 + roll;
+                error = error.max(0.08 + roll * 0.07);
+            }
+        }
+        if self.version_fault() {
+            match self.spec.failure {
+                Failure::BadDeploy => {
+                    error = error.max(0.08 + roll * 0.04);
+                    if roll < 0.4 {
+                        logs.push((LogLevel::Error, format!("unhandled exception in request handler (version {FAULTY_VERSION})")));
+                    }
+                }
+                Failure::LatencyRegression => p95 = 1200.0 + roll * 400.0,
+                _ => {}
+            }
+        }
+        if self.leaking() && self.memory >= 90.0 {
+            if self.memory >= OOM_PERCENT {
+                crash = true;
+                error = error.max(0.05 + roll * 0.05);
+                logs.push((LogLevel::Error, "Out of memory: container killed (OOMKilled)".to_owned()));
+            } else if roll < 0.5 {
+                logs.push((LogLevel::Warn, format!("memory usage at {:.0}% of the limit", self.memory)));
+            }
+        }
+        if self.spike_left > 0 {
+            self.spike_left -= 1;
+            error = 0.2 + roll * 0.1;
+            p95 = 1500.0 + roll * 1000.0;
+        }
+        if let Some(since) = self.flap_since {
+            if (elapsed - since) / self.spec.flap_period_s % 2 == 0 {
+                crash = true;
+                error = error.max(0.1 + roll * 0.1);
+            }
+        }
+        if elapsed <= self.harmed_until && self.harmed_until > 0 {
+            cpu = 99.0 + roll;
+            error = error.max(0.08 + roll * 0.04);
+            p95 *= 3.0;
+        }
+        if crash {
+            self.restarts += 1;
+        }
+        memory = memory.clamp(0.0, 100.0);
+        out.push(Event::Metric(MetricSample {
+            service: self.spec.name.clone(),
+            env: self.spec.env.clone(),
+            error_rate: Some(error.clamp(0.0, 1.0)),
+            p95_latency_ms: Some(p95),
+            p99_latency_ms: Some(p95 * tail),
+            cpu_percent: Some(cpu.clamp(0.0, 100.0)),
+            memory_percent: Some(memory),
+            crash_looping: Some(crash),
+            restarts: Some(self.restarts),
+            qps: Some(qps),
+            variant: None,
+            timestamp: at,
+            source: Some("simulator".to_owned()),
+        }));
+        out.extend(logs.into_iter().map(|(level, message)| self.log(level, message, at)));
+        out
+    }
+
+    /// Applies an action `elapsed` simulated seconds into the run.
+    pub fn act(&mut self, action: &Action, params: &ActionParams, elapsed: u64, at: Timestamp) -> Effect {
+        let none = |summary: &str| Effect { summary: summary.to_owned(), events: Vec::new() };
+        match action {
+            Action::Noop | Action::Observe => none("nothing changes"),
+            Action::Restart => {
+                self.restarts += 1;
+                if self.crash_loop {
+                    self.crash_loop = false;
+                    none("crash loop cleared")
+                } else if self.leaking() {
+                    self.memory = self.rng.range(42.0, 50.0);
+                    none("memory back to baseline; the leak goes on")
+                } else if self.overload {
+                    self.harmed_until = elapsed + HARM_S;
+                    none("cold start under overload: worse for a minute")
+                } else {
+                    none("restarted; nothing else changes")
+                }
+            }
+            Action::ScaleUp => {
+                let was = (self.overload, self.squeezed);
+                self.overload = false;
+                self.squeezed = false;
+                match was {
+                    (true, _) => none("overload cured"),
+                    (false, true) => none("capacity restored"),
+                    _ => none("more replicas; nothing else changes"),
+                }
+            }
+            Action::ScaleDown => {
+                self.squeezed = true;
+                if self.overload { none("less capacity under overload: worse until scaled up") } else { none("less headroom: CPU higher until scaled up") }
+            }
+            Action::Rollback => self.rollback(params, at),
+            _ => none("no effect in the simulation"),
+        }
+    }
+
+    fn rollback(&mut self, params: &ActionParams, at: Timestamp) -> Effect {
+        let Some(target) = params.target_version.clone().or_else(|| self.previous.clone()) else {
+            return Effect { summary: "nothing to roll back to".to_owned(), events: Vec::new() };
+        };
+        if target == self.version {
+            return Effect { summary: format!("already at {target}; nothing changes"), events: Vec::new() };
+        }
+        let was_faulty = self.version_fault();
+        let from = std::mem::replace(&mut self.version, target.clone());
+        self.previous = Some(from.clone());
+        if was_faulty && !self.version_fault() {
+            self.memory = self.rng.range(42.0, 50.0);
+        }
+        let event = self.deploy(&target, Some(&from), DeployStatus::RolledBack, at);
+        let summary = if was_faulty && !self.version_fault() {
+            format!("rolled back {from} → {target}: the failure that came with {from} is gone")
+        } else {
+            format!("rolled back {from} → {target}; the failure was not in {from}")
+        };
+        Effect { summary, events: vec![event] }
+    }
+}

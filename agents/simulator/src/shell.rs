@@ -1,0 +1,228 @@
+//! The simulator's bus shell: flags, the agent spec, and the handler that publishes due ticks
+//! and applies `sim` actions. See the crate docs for how ticks are keyed and retried.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, RuntimeArgs};
+use bus_schema::{Inbound, SimAction, Timestamp, subject};
+use tracing::{info, warn};
+
+use crate::clock::{BEHIND_WALL_CLOCK, SimClock};
+use crate::scenario::{Scenario, ScenarioError, check_speed};
+use crate::world::{Event, Tick, World};
+
+/// Ticks computed ahead of publishing at most (the runtime hands over 16 due items a second).
+const MAX_PENDING: usize = 16;
+/// Applied actions remembered, so a redelivered one is published again but not re-applied.
+const REMEMBERED_ACTIONS: usize = 256;
+/// Actions issued longer ago than this are left alone: they were meant for an earlier world.
+const STALE_ACTION: Duration = Duration::from_secs(600);
+
+/// A simulated world of services that publishes metric, deploy and log events and reacts to
+/// the executor's `sim` actions.
+#[derive(Debug, clap::Parser)]
+#[command(name = "simulator", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub sim: Flags,
+}
+
+/// The simulator's own flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Flags {
+    /// Scenario: a TOML file, or `demo` for the built-in one. Without it the simulator is
+    /// idle: it publishes nothing and only reports actions for services it does not know.
+    #[arg(long, env = "CN_SIM_SCENARIO")]
+    pub scenario: Option<String>,
+
+    /// Seed of the random model; overrides the scenario's.
+    #[arg(long, env = "CN_SIM_SEED")]
+    pub seed: Option<u64>,
+
+    /// Simulated seconds per real second (until the simulation catches up with the wall
+    /// clock); overrides the scenario's.
+    #[arg(long, env = "CN_SIM_SPEED", value_parser = parse_speed)]
+    pub speed: Option<f64>,
+
+    /// How far behind the wall clock simulated time starts (e.g. 6h, 30m).
+    #[arg(long, env = "CN_SIM_LEAD", default_value = "6h", value_parser = agent_runtime::config::parse_duration)]
+    pub lead: Duration,
+
+    /// Where simulated time starts (RFC 3339); overrides --lead. Never later than the wall
+    /// clock minus 5 s.
+    #[arg(long, env = "CN_SIM_START")]
+    pub start: Option<Timestamp>,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let speed: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number such as 30"))?;
+    check_speed(speed).map(|()| speed)
+}
+
+pub fn spec() -> AgentSpec {
+    AgentSpec::new(bus_schema::fleet::simulator(), env!("CARGO_PKG_VERSION"))
+}
+
+/// The simulator's bus shell.
+#[derive(Debug)]
+pub struct Simulator {
+    world: World,
+    clock: SimClock,
+    pending: VecDeque<(String, Tick)>,
+    applied: VecDeque<(String, Vec<Event>)>,
+    caught_up: bool,
+}
+
+impl Simulator {
+    /// The scenario the flags name, checked (`None` without `--scenario`).
+    pub fn load_scenario(flags: &Flags) -> Result<Option<Scenario>, ScenarioError> {
+        flags.scenario.as_deref().map(Scenario::load).transpose()
+    }
+
+    /// The world of `scenario` as the flags adjust it, with its clock starting at `wall_now`.
+    pub fn start(flags: &Flags, scenario: Option<&Scenario>, wall_now: Timestamp) -> Self {
+        let start = flags.start.unwrap_or_else(|| wall_now.minus(flags.lead));
+        let Some(scenario) = scenario else {
+            info!("no scenario: idle");
+            let clock = SimClock::new(start, wall_now, 1.0);
+            return Self::new(World::empty(clock.start()), clock);
+        };
+        let seed = flags.seed.unwrap_or(scenario.seed);
+        let speed = flags.speed.unwrap_or(scenario.speed);
+        let clock = SimClock::new(start, wall_now, speed);
+        info!(
+            scenario = flags.scenario.as_deref().unwrap_or_default(), services = scenario.services.len(), seed, speed,
+            tick_s = scenario.tick_s, start = %clock.start(), "simulating"
+        );
+        Self::new(World::new(scenario, seed, clock.start()), clock)
+    }
+
+    pub fn new(world: World, clock: SimClock) -> Self {
+        Self { world, clock, pending: VecDeque::new(), applied: VecDeque::new(), caught_up: false }
+    }
+
+    async fn publish(ctx: &mut Context<'_>, events: &[Event]) -> Result<(), HandleError> {
+        for event in events {
+            match event {
+                Event::Deploy(e) => ctx.publish(&subject::DEPLOY_EVENTS.subject(&e.env, &e.service), e).await?,
+                Event::Metric(e) => ctx.publish(&subject::METRIC_EVENTS.subject(&e.env, &e.service), e).await?,
+                Event::Log(e) => ctx.publish(&subject::LOG_EVENTS.subject(&e.env, &e.service), e).await?,
+            };
+        }
+        Ok(())
+    }
+
+    async fn on_action(&mut self, ctx: &mut Context<'_>, action: SimAction) -> Result<(), HandleError> {
+        let input_id = ctx.meta().input_id.clone();
+        if let Some((_, events)) = self.applied.iter().find(|(id, _)| *id == input_id) {
+            let events = events.clone();
+            return Self::publish(ctx, &events).await;
+        }
+        if Timestamp::now().since(action.issued_at) > STALE_ACTION {
+            info!(env = %action.env, service = %action.service, action = %action.action, issued_at = %action.issued_at, "ignoring a stale sim action");
+            return Ok(());
+        }
+        let effect = match self.world.act(&action) {
+            Ok(effect) => effect,
+            Err(unknown) => {
+                warn!(action = %action.action, proposal_id = %action.proposal_id, "sim action ignored: {unknown}");
+                return Ok(());
+            }
+        };
+        info!(
+            env = %action.env, service = %action.service, action = %action.action, proposal_id = %action.proposal_id,
+            sim_time = %self.world.now(), effect = %effect.summary, "action_applied"
+        );
+        if self.applied.len() >= REMEMBERED_ACTIONS {
+            self.applied.pop_front();
+        }
+        self.applied.push_back((input_id, effect.events.clone()));
+        Self::publish(ctx, &effect.events).await
+    }
+}
+
+impl Handler for Simulator {
+    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+        match input {
+            Inbound::SimAction(action) => self.on_action(ctx, action).await,
+            _ => Ok(()),
+        }
+    }
+
+    fn due(&mut self, now: Timestamp) -> Vec<Due> {
+        let sim_now = self.clock.now(now);
+        if !self.caught_up && sim_now >= now.minus(BEHIND_WALL_CLOCK) && self.world.next_tick_at().is_some() {
+            self.caught_up = true;
+            info!(sim_time = %sim_now, "caught up with the wall clock; simulating in real time");
+        }
+        let run = self.world.start().unix_millis() / 1000;
+        while self.pending.len() < MAX_PENDING {
+            match self.world.next_tick_at() {
+                Some(at) if at <= sim_now => {}
+                _ => break,
+            }
+            let Some(tick) = self.world.step() else { break };
+            let key = format!("tick:{run}:{}", tick.at.unix_millis() / 1000);
+            self.pending.push_back((key, tick));
+        }
+        self.pending.iter().map(|(key, _)| Due { key: key.clone(), correlation_id: format!("simulator:{key}") }).collect()
+    }
+
+    async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
+        let Some(i) = self.pending.iter().position(|(key, _)| *key == due.key) else { return Ok(()) };
+        let events = self.pending[i].1.events.clone();
+        // On failure the tick stays pending and is published again, with the same ids.
+        Self::publish(ctx, &events).await?;
+        self.pending.remove(i);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn flags(args: &[&str]) -> Flags {
+        Cli::try_parse_from(std::iter::once("simulator").chain(args.iter().copied())).unwrap().sim
+    }
+
+    #[test]
+    fn due_ticks_are_stable_bounded_and_never_ahead_of_the_wall_clock_minus_5s() {
+        let wall: Timestamp = "2026-02-20T12:00:00Z".parse().unwrap();
+        let f = flags(&["--scenario", "demo", "--lead", "1h", "--speed", "100"]);
+        let scenario = Simulator::load_scenario(&f).unwrap();
+        let mut sim = Simulator::start(&f, scenario.as_ref(), wall);
+        assert!(sim.due(wall).len() == 1, "only the tick at the start is due at once");
+        let later = wall.plus(Duration::from_secs(60));
+        let due = sim.due(later);
+        assert_eq!(due.len(), MAX_PENDING, "at most {MAX_PENDING} ticks wait to be published");
+        assert_eq!(sim.due(later), due, "asking again hands out the same keys");
+        let start_s = wall.minus(Duration::from_secs(3600)).unix_millis() / 1000;
+        assert_eq!(due[0].key, format!("tick:{start_s}:{start_s}"));
+        // Publish everything as it falls due for two hours: no tick is stamped after wall - 5 s.
+        for s in 60..7200 {
+            let now = wall.plus(Duration::from_secs(s));
+            sim.due(now);
+            for (_, tick) in sim.pending.drain(..) {
+                assert!(tick.at <= now.minus(BEHIND_WALL_CLOCK), "{} is ahead of {now} - 5 s", tick.at);
+            }
+        }
+        assert!(sim.caught_up);
+    }
+
+    #[test]
+    fn flags_come_with_defaults_and_refuse_nonsense() {
+        let f = flags(&[]);
+        assert_eq!((f.scenario, f.seed, f.speed, f.lead), (None, None, None, Duration::from_secs(6 * 3600)));
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("simulator").chain(args.iter().copied()));
+        assert!(parse(&["--speed", "0"]).is_err());
+        assert!(parse(&["--lead", "soon"]).is_err());
+        assert!(parse(&["--start", "yesterday"]).is_err());
+        let idle = Simulator::start(&flags(&[]), None, Timestamp::now());
+        assert!(idle.world.next_tick_at().is_none());
+    }
+}
