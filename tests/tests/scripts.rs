@@ -109,6 +109,18 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
     assert_eq!(about(&records, ProofKind::ActionPendingApproval, "payments")[0].action, Some(bus_schema::Action::Rollback));
     assert!(about(&records, ProofKind::ActionExecuted, "checkout")[0].detail["backend"] == "sim");
     assert!(about(&records, ProofKind::IncidentOpened, "catalog").is_empty(), "the false alarm opened an incident");
+
+    // The outcomes reach the optimizer, which learns from them (its table, over the bus).
+    let client = async_nats::ConnectOptions::with_user_and_password("operator".into(), operator_pw.trim().into()).connect(&url).await.unwrap();
+    let learned = cn_tests::eventually(std::time::Duration::from_secs(60), "the optimizer to learn from an outcome", || async {
+        let reply = client.request("cn.policy.rl-optimizer.0", "".into()).await?;
+        let policy: bus_schema::LearnedPolicy = serde_json::from_slice(&reply.payload)?;
+        Ok((policy.updates > 0).then_some(policy))
+    })
+    .await
+    .unwrap();
+    assert_eq!(learned.mode, "learning");
+    assert!(learned.entries.iter().any(|e| e.state.starts_with("crash_loop/") && e.action == bus_schema::Action::Restart && e.visits > 0), "{learned:?}");
     drop(guard);
 }
 

@@ -57,7 +57,7 @@ pub fn on_metric(state: &ServiceState, m: &MetricSample, t: &Tunables, slo: &Slo
     let now = state.now_or(m.timestamp);
     let mut out = Verdicts::new();
     if let Some(crash) = m.crash_looping {
-        out.push((IncidentKind::CrashLoop, if crash { Verdict::Firing(crash_finding(m)) } else { Verdict::Healthy }));
+        out.push((IncidentKind::CrashLoop, if crash { Verdict::Firing(suspect_recent_deploy(crash_finding(m), state, now)) } else { Verdict::Healthy }));
     }
     let groups: [(IncidentKind, &[Signal]); 3] = [
         (IncidentKind::HighErrorRate, &[Signal::ErrorRate]),
@@ -66,6 +66,11 @@ pub fn on_metric(state: &ServiceState, m: &MetricSample, t: &Tunables, slo: &Slo
     ];
     for (kind, signals) in groups {
         if let Some(v) = sustained_group(state, m, t, secs(now), kind, signals) {
+            let v = match v {
+                // Capacity is not a release's fault; errors and latency may be.
+                Verdict::Firing(f) if kind != IncidentKind::Overload => Verdict::Firing(suspect_recent_deploy(f, state, now)),
+                other => other,
+            };
             out.push((kind, v));
         }
     }
@@ -124,6 +129,23 @@ pub fn sample_evidence(m: &MetricSample, t: &Tunables) -> Vec<Evidence> {
         out.extend(crash_finding(m).evidence);
     }
     out
+}
+
+/// How long after a successful deploy a new problem names it as the suspect.
+pub const SUSPECT_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Names the service's last deploy as the suspect when it happened within [`SUSPECT_WINDOW`]:
+/// a crash loop half an hour after a release is probably the release's (a memory leak that
+/// came with it, say), and that is what lets a rollback be considered for it.
+fn suspect_recent_deploy(mut f: Finding, state: &ServiceState, now: bus_schema::Timestamp) -> Finding {
+    let Some(marker) = state.deploy.as_ref().filter(|d| d.at <= now && now.since(d.at) <= SUSPECT_WINDOW) else { return f };
+    if f.suspect_version.is_none() {
+        f.suspect_version = Some(marker.version.clone());
+        let ago = now.since(marker.at).as_secs();
+        let from = marker.previous_version.as_ref().map(|p| format!(" (from {p})")).unwrap_or_default();
+        f.evidence.push(Evidence { signal: "recent_deploy".into(), value: ago as f64, threshold: SUSPECT_WINDOW.as_secs() as f64, window_s: 0, detail: format!("{} deployed{from} {ago} s before", marker.version) });
+    }
+    f
 }
 
 fn crash_finding(m: &MetricSample) -> Finding {
