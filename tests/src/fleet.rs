@@ -161,6 +161,9 @@ impl Fleet {
             match name.as_str() {
                 "governance-gate" => args.extend(["--signing-key".to_owned(), keys.join("governance.key").to_string_lossy().into_owned()]),
                 "executor" => args.extend(["--verify-key".to_owned(), keys.join("governance.pub").to_string_lossy().into_owned()]),
+                // Scenarios assert the optimizer's considered choice: no exploring here (the
+                // optimizer's own tests cover exploration).
+                "rl-optimizer" => args.extend(["--epsilon".to_owned(), "0".to_owned()]),
                 _ => {}
             }
             for (agent, flags) in extra {
