@@ -76,7 +76,7 @@ fn requests_are_matched_with_their_answers_by_proposal_id() {
     l.refused(&refusal_of(2, ReasonCode::ApprovalRequired)); // "pending", not an answer
     l.refused(&refusal_of(3, ReasonCode::ApprovalDenied));
     l.approved(&approval_of(3, "late")); // the first answer wins
-    l.sent("cn.approvals.prod.checkout", decision(4, Decision::Approve), Some(at(30)));
+    l.sent(&decisions_on("checkout"), decision(4, Decision::Approve), Some(at(30)));
     assert!(l.get(&id(99)).is_none());
     let now = at(60);
     assert!(matches!(l.get(&id(1)).unwrap().state(now), State::Answered(Answer::Approved { approved_by, .. }) if approved_by == "oncall-sre"));
@@ -89,10 +89,10 @@ fn requests_are_matched_with_their_answers_by_proposal_id() {
 fn a_decision_on_another_services_subject_does_not_count() {
     let mut l = Ledger::default();
     l.pending(pending(1, "checkout", 0));
-    l.sent("cn.approvals.prod.payments", decision(1, Decision::Approve), None);
+    l.sent(&decisions_on("payments"), decision(1, Decision::Approve), None);
     assert!(l.get(&id(1)).unwrap().sent.is_none());
-    l.sent("cn.approvals.prod.checkout", decision(1, Decision::Deny), None);
-    l.sent("cn.approvals.prod.checkout", decision(1, Decision::Approve), None);
+    l.sent(&decisions_on("checkout"), decision(1, Decision::Deny), None);
+    l.sent(&decisions_on("checkout"), decision(1, Decision::Approve), None);
     assert_eq!(l.get(&id(1)).unwrap().sent.as_ref().unwrap().decision.decision, Decision::Deny, "the first one counts");
 }
 
@@ -152,7 +152,7 @@ fn a_decided_request_cannot_be_decided_again_and_says_how_it_was_decided() {
     }
     l.approved(&approval_of(1, "sam"));
     l.refused(&refusal_of(2, ReasonCode::ApprovalExpired));
-    l.sent("cn.approvals.prod.checkout", decision(3, Decision::Deny), Some(at(5)));
+    l.sent(&decisions_on("checkout"), decision(3, Decision::Deny), Some(at(5)));
     let now = at(10);
     assert!(why_not(l.get(&id(1)).unwrap(), now).unwrap().contains("already approved by sam"));
     assert!(why_not(l.get(&id(2)).unwrap(), now).unwrap().contains("refused it as approval_expired"));
@@ -214,4 +214,9 @@ fn answers_read_as_one_line() {
     assert_eq!(answer_line(&approved), "approved: approval 00000000-0000-0000-0000-000000000007 signed, expires 2026-11-22T10:05:00Z (approved by sam)");
     let refused = Answer::Refused { reason: ReasonCode::ApprovalDenied, detail: "{\"operator\":\"sam\"}".into(), refused_at: at(0) };
     assert_eq!(answer_line(&refused), "refused: approval_denied {\"operator\":\"sam\"}");
+}
+
+/// The subject operators publish decisions about prod/`service` on.
+fn decisions_on(service: &str) -> String {
+    bus_schema::subject::HUMAN_DECISIONS.subject(&"prod".parse().unwrap(), &service.parse().unwrap()).as_str().to_owned()
 }
