@@ -160,7 +160,8 @@ async fn an_agent_started_before_nats_waits_for_it() -> anyhow::Result<()> {
     server.kill();
     let dir = tempfile::tempdir()?;
     let child = spawn(&server.url(), dir.path())?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Long enough for a failed first attempt (and its log line) even on a loaded machine.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     server.restart()?;
     let js = jetstream::new(server.client().await?);
     eventually(Duration::from_secs(20), "agent_started once NATS is up", || async {

@@ -184,7 +184,7 @@ impl Incidents {
                 evidence: merge(finding.evidence, &step.related),
                 suspect_version: finding.suspect_version.or(previous.incident.suspect_version.clone()),
                 sample_count: previous.incident.sample_count + 1,
-                reopen_count: previous.incident.reopen_count + 1,
+                reopen_count: previous.incident.reopen_count.saturating_add(1),
                 signal_conflict: !step.conflicts.is_empty(),
                 ..previous.incident
             },

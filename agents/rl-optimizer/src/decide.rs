@@ -32,7 +32,7 @@ pub struct Decision {
 /// The proposal id of an incident's `reopen_count`-th reopening: the same as the prior
 /// optimizer's, so a replay of the same incident yields the same proposal.
 pub fn proposal_id(incident: &Incident) -> bus_schema::Uuid {
-    derive_id(&["proposal", &incident.incident_id.to_string(), &(incident.reopen_count + 1).to_string()])
+    derive_id(&["proposal", &incident.incident_id.to_string(), &(u64::from(incident.reopen_count) + 1).to_string()])
 }
 
 /// Decides on a newly opened (or reopened) incident. `tried` is what this optimizer proposed
