@@ -246,7 +246,7 @@ pub fn confidence(state: &State, values: &[Valued], chosen: usize) -> f64 {
 pub fn choose(table: &QTable, state: &State, candidates: &[Action], epsilon: f64, rng: &mut SplitMix64) -> Option<Choice> {
     let values = table.ranked(state, candidates);
     let greedy = values.first()?.action.clone();
-    let explore = values.len() > 1 && epsilon > 0.0 && rng.next_f64() < epsilon;
+    let explore = values.len() > 1 && epsilon > 0.0 && rng.unit() < epsilon;
     let chosen = if explore { 1 + rng.below(values.len() - 1) } else { 0 };
     let confidence = confidence(state, &values, chosen);
     let action = values[chosen].action.clone();

@@ -114,40 +114,8 @@ impl State {
     }
 }
 
-/// A tiny, fast, well-mixed pseudo-random generator (Steele, Lea & Flood's SplitMix64).
-/// Seeded explicitly, so every decision can be replayed.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn next_f64(&mut self) -> f64 {
-        // The top 53 bits fill an f64's mantissa exactly.
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `0..n` (`n` > 0; 0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            return 0;
-        }
-        ((self.next_f64() * n as f64) as usize).min(n - 1)
-    }
-}
+/// The seeded PRNG exploration draws from (the runtime's SplitMix64).
+pub use agent_runtime::rng::Rng as SplitMix64;
 
 /// The seed of the decision on one opening of an incident.
 pub fn seed_for(incident_id: Uuid, reopen_count: u32) -> u64 {

@@ -53,7 +53,7 @@ fn a_wrong_prior_for_memory_leaks_is_unlearned_with_bounded_regret() {
     let (mut regret, mut greedy_regret, mut explored, mut refused, mut leaks) = (0.0, 0.0, 0u64, 0u64, 0u64);
     let mut switch_at = None;
     for n in 0..INCIDENTS {
-        let leak = world.next_f64() < 0.5;
+        let leak = world.unit() < 0.5;
         let i = incident(n, "stage", IncidentKind::CrashLoop, leak);
         let d = decide(&settings, &table, &i, &[], &rl_optimizer::NAME, Timestamp::now()).unwrap();
         let action = d.proposal.action.clone();
@@ -64,8 +64,8 @@ fn a_wrong_prior_for_memory_leaks_is_unlearned_with_bounded_regret() {
             best - reward(&Action::Noop, false, None)
         } else {
             let (p, fast) = dynamics(leak, &action);
-            let recovered = world.next_f64() < p;
-            let ttr = recovered.then(|| if world.next_f64() < fast { 30.0 } else { 300.0 });
+            let recovered = world.unit() < p;
+            let ttr = recovered.then(|| if world.unit() < fast { 30.0 } else { 300.0 });
             learn(&settings, &mut table, &d.state, &d.candidates, &outcome(&i, d.proposal.proposal_id, &action, recovered, ttr));
             best - expected_reward(leak, &action)
         };

@@ -167,7 +167,7 @@ fn confidence_stays_in_0_1_for_any_values() {
     for _ in 0..10_000 {
         let values: Vec<Valued> = actions
             .iter()
-            .map(|a| Valued { action: a.clone(), entry: rl_optimizer::qlearn::Entry { value: rng.next_f64() * 4.0 - 2.0, visits: rng.next_u64() % 1_000 } })
+            .map(|a| Valued { action: a.clone(), entry: rl_optimizer::qlearn::Entry { value: rng.unit() * 4.0 - 2.0, visits: rng.next_u64() % 1_000 } })
             .collect();
         for chosen in 0..values.len() {
             let c = confidence(&state, &values, chosen);

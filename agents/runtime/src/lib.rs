@@ -47,6 +47,7 @@ pub mod error;
 pub mod handler;
 pub mod proof;
 pub mod publish;
+pub mod rng;
 pub mod shutdown;
 pub mod status;
 pub mod store;
