@@ -175,10 +175,12 @@ pub fn slo_status() -> impl Strategy<Value = SloStatus> {
 
 pub fn proposal() -> impl Strategy<Value = ActionProposal> {
     let head = (uuid(), option::of(uuid()), env(), service(), action(), params());
-    let tail = (num(), agent(), text(), vec((action(), num()).prop_map(|(action, value)| Candidate { action, value }), 0..3), any::<bool>(), ts());
-    (head, tail).prop_map(|((proposal_id, incident_id, env, service, action, params), (confidence, proposer, explanation, candidates, exploratory, proposed_at))| ActionProposal {
-        proposal_id, incident_id, env, service, action, params, confidence, proposer, explanation, candidates, exploratory, proposed_at,
-    })
+    let tail = (num(), agent(), text(), vec((action(), num()).prop_map(|(action, value)| Candidate { action, value }), 0..3), any::<bool>(), any::<bool>(), ts());
+    (head, tail).prop_map(
+        |((proposal_id, incident_id, env, service, action, params), (confidence, proposer, explanation, candidates, exploratory, require_human, proposed_at))| ActionProposal {
+            proposal_id, incident_id, env, service, action, params, confidence, proposer, explanation, candidates, exploratory, require_human, proposed_at,
+        },
+    )
 }
 
 pub fn signed_approval() -> impl Strategy<Value = SignedApproval> {

@@ -39,10 +39,10 @@ impl DeployHistory {
         self.last_status.as_deref() == Some("started")
     }
 
-    /// The version a rollback would restore: after a failed deploy, the last good version;
-    /// otherwise the one before the current.
+    /// The version a rollback would restore: during a rollout or after a failed deploy, the last
+    /// good version; otherwise the one before the current.
     pub fn rollback_target(&self) -> Option<&str> {
-        if self.last_status.as_deref() == Some("failed") {
+        if matches!(self.last_status.as_deref(), Some("failed" | "started")) {
             self.current_version.as_deref().or(self.previous_version.as_deref())
         } else {
             self.previous_version.as_deref()
@@ -85,6 +85,10 @@ mod tests {
         f.apply(&deploy("1.15.0", Some("1.14.2"), "failed"));
         assert_eq!(f.current_version.as_deref(), Some("1.14.2"));
         assert_eq!(f.rollback_target(), Some("1.14.2"));
+        let mut rolling = DeployHistory::default();
+        rolling.apply(&deploy("1.14.2", None, "succeeded"));
+        rolling.apply(&deploy("1.15.0", Some("1.14.2"), "started"));
+        assert_eq!(rolling.rollback_target(), Some("1.14.2"), "a rollout in progress rolls back to what runs");
         let mut fresh = DeployHistory::default();
         fresh.apply(&deploy("1.15.0", Some("1.14.2"), "failed"));
         assert_eq!(fresh.rollback_target(), Some("1.14.2"));

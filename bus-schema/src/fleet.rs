@@ -52,9 +52,16 @@ pub struct AgentDef {
 pub fn deploy_agent() -> AgentDef {
     AgentDef {
         name: DEPLOY_AGENT,
-        description: "Chaos Negotiator deploy agent: onboarding and deploy tracking",
-        inputs: vec![InputDef::new("deploys", subject::DEPLOY_EVENTS.all()), InputDef::new("onboarding", subject::ONBOARD_REQUESTS.all())],
-        outputs: vec![subject::PROPOSED.info()],
+        description: "Chaos Negotiator deploy agent: onboarding, and canary rollouts driven by accepted contracts and judged against the stable version",
+        inputs: vec![
+            InputDef::new("deploys", subject::DEPLOY_EVENTS.all()),
+            InputDef::new("onboarding", subject::ONBOARD_REQUESTS.all()),
+            InputDef::new("contracts", subject::CONTRACTS.all()),
+            InputDef::new("metrics", subject::METRIC_EVENTS.all()),
+            InputDef::new("executed", subject::EXECUTED.all()),
+            InputDef::new("refused", subject::REFUSED.all()),
+        ],
+        outputs: vec![subject::PROPOSED.info(), subject::DEPLOY_EVENTS.info()],
         requests: vec![],
     }
 }

@@ -1,21 +1,37 @@
-//! The deploy agent: onboards apps and tracks what is deployed where.
+//! The deploy agent: onboards apps and drives contract-driven canary rollouts.
 //!
-//! Onboarding requests are validated deterministically ([`onboarding`]) and answered on the
-//! proof log (`onboarding_accepted` / `onboarding_refused` with a reason code); accepted app
-//! specs are kept in redb. Deploy events keep each service's current and previous version.
-//! Contract-driven canary rollouts build on this.
+//! - [`onboarding`]: onboarding requests are validated deterministically and answered on the
+//!   proof log (`onboarding_accepted` / `onboarding_refused` with a reason code); accepted app
+//!   specs are kept in redb.
+//! - [`rollout`]: when a deploy starts under an accepted contract (in either order: the
+//!   contract, then the deploy event, or the other way round), the contract's canary plan runs
+//!   stage by stage through governance; [`judge`] judges each stage with [`stats`].
+//! - [`DeployAgent`]: the bus shell. Each rollout lives in redb with the stream positions it
+//!   applied and an outbox of what it decided but has not published, written before anything
+//!   is published: a restarted agent resumes at the stage it was in, and a redelivered input is
+//!   neither applied twice nor lost.
 
+pub mod judge;
 pub mod onboarding;
+pub mod rollout;
+pub mod stats;
 
+use std::collections::HashMap;
+
+use agent_runtime::handler::stream_position;
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs};
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, DeployHistory, Inbound, OnboardRequest};
+use bus_schema::{AgentName, Contract, ContractStatus, DeployEvent, DeployHistory, DeployStatus, Inbound, OnboardRequest, Timestamp, subject};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::info;
+
+use rollout::{Effect, Rollout};
 
 pub const NAME: AgentName = bus_schema::fleet::DEPLOY_AGENT;
 
-/// Onboards apps and tracks what is deployed where.
+/// Onboards apps and drives canary rollouts from accepted deployment contracts.
 #[derive(Debug, clap::Parser)]
 #[command(name = "deploy-agent", version, about)]
 pub struct Cli {
@@ -32,17 +48,39 @@ pub fn spec() -> AgentSpec {
 
 const APPS: Table<OnboardRequest> = Table::new("apps");
 const VERSIONS: Table<DeployHistory> = Table::new("versions");
+/// Per env/service: the newest accepted contract.
+const CONTRACTS: Table<Contract> = Table::new("contracts");
+/// Per env/service: a deploy that started before its contract was accepted.
+const STARTED: Table<Started> = Table::new("started");
+/// Per env/service: the current rollout, or the last one.
+const ROLLOUTS: Table<Rollout> = Table::new("rollouts");
+
+/// A started deploy waiting for its contract.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Started {
+    deploy: DeployEvent,
+    stable_version: Option<String>,
+    correlation_id: String,
+}
 
 /// The deploy agent's bus shell.
 #[derive(Debug)]
 pub struct DeployAgent {
     store: Store,
     allow_prod: bool,
+    /// Every rollout in the store, by env/service.
+    rollouts: HashMap<String, Rollout>,
 }
 
 impl DeployAgent {
-    pub fn new(store: Store, allow_prod: bool) -> Self {
-        Self { store, allow_prod }
+    /// Loads the rollouts the store holds.
+    pub fn load(store: Store, allow_prod: bool) -> Result<Self, RuntimeError> {
+        let rollouts: HashMap<String, Rollout> = store.scan(&ROLLOUTS)?.into_iter().collect();
+        let active = rollouts.values().filter(|r| !r.is_done()).count();
+        if active > 0 {
+            info!(active, "resuming rollouts");
+        }
+        Ok(Self { store, allow_prod, rollouts })
     }
 
     async fn onboard(&mut self, ctx: &mut Context<'_>, req: OnboardRequest) -> Result<(), HandleError> {
@@ -62,18 +100,132 @@ impl DeployAgent {
         ctx.prove(draft.env(&req.env)).await?;
         Ok(())
     }
+
+    async fn on_deploy(&mut self, ctx: &mut Context<'_>, d: DeployEvent) -> Result<(), HandleError> {
+        let key = rollout::key(&d.env, &d.service);
+        let mut history = self.store.get(&VERSIONS, &key)?.unwrap_or_default();
+        let stable_version = d.previous_version.clone().or_else(|| history.current_version.clone()).filter(|v| *v != d.version);
+        history.apply(&d);
+        self.store.put(&VERSIONS, &key, &history)?;
+        if d.status != DeployStatus::Started {
+            self.store.remove(&STARTED, &key)?;
+            return self.drive(ctx, &key, "deploys", |r, _| r.on_deploy_ended(&d)).await;
+        }
+        let started = Started { deploy: d, stable_version, correlation_id: ctx.meta().correlation_id.clone() };
+        match self.store.get(&CONTRACTS, &key)?.filter(|c| c.covers(&started.deploy)) {
+            Some(contract) => self.start(ctx, &contract, started).await,
+            None => {
+                info!(env = %started.deploy.env, service = %started.deploy.service, version = %started.deploy.version, "deploy started without an accepted contract (yet): no canary until one is accepted");
+                self.store.put(&STARTED, &key, &started)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_contract(&mut self, ctx: &mut Context<'_>, c: Contract) -> Result<(), HandleError> {
+        if !matches!(c.status, ContractStatus::Accepted | ContractStatus::Deploying) {
+            return Ok(());
+        }
+        let key = rollout::key(&c.env, &c.service);
+        self.store.put(&CONTRACTS, &key, &c)?;
+        match self.store.get(&STARTED, &key)?.filter(|s| c.covers(&s.deploy)) {
+            Some(started) => {
+                self.store.remove(&STARTED, &key)?;
+                self.start(ctx, &c, started).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the rollout of `started` under `contract`, superseding the service's current one.
+    async fn start(&mut self, ctx: &mut Context<'_>, contract: &Contract, started: Started) -> Result<(), HandleError> {
+        let key = rollout::key(&started.deploy.env, &started.deploy.service);
+        let id = rollout::rollout_id(contract, &started.deploy);
+        if self.rollouts.get(&key).is_some_and(|r| r.rollout_id == id) {
+            return Ok(()); // started before: this is a redelivery
+        }
+        let version = started.deploy.version.clone();
+        self.drive(ctx, &key, "start", |r, _| r.supersede(&version)).await?;
+        let (mut rollout, effects) = Rollout::start(contract, &started.deploy, started.stable_version, started.correlation_id, Timestamp::now());
+        info!(env = %rollout.env, service = %rollout.service, version = %rollout.version, stages = rollout.stages.len(), "rollout started");
+        rollout.outbox.extend(effects);
+        self.rollouts.insert(key.clone(), rollout);
+        self.publish_outbox(ctx, &key).await
+    }
+
+    /// Applies an input to the service's rollout, unless it was applied before, then publishes
+    /// what the rollout decided. Nothing happens without a rollout in progress.
+    async fn drive(&mut self, ctx: &mut Context<'_>, key: &str, input: &str, f: impl FnOnce(&mut Rollout, Timestamp) -> Vec<Effect>) -> Result<(), HandleError> {
+        let Some(r) = self.rollouts.get_mut(key).filter(|r| !r.is_done() || !r.outbox.is_empty()) else { return Ok(()) };
+        if !r.is_done() && r.first_time(input, stream_position(&ctx.meta().input_id)) {
+            let effects = f(r, Timestamp::now());
+            r.outbox.extend(effects);
+        }
+        self.publish_outbox(ctx, key).await
+    }
+
+    /// Stores the rollout with its outbox, publishes the outbox in order, and stores it again.
+    /// A failure leaves the rest in the outbox for the retry.
+    async fn publish_outbox(&mut self, ctx: &mut Context<'_>, key: &str) -> Result<(), HandleError> {
+        let Some(r) = self.rollouts.get_mut(key) else { return Ok(()) };
+        self.store.put(&ROLLOUTS, key, r)?;
+        if r.outbox.is_empty() {
+            return Ok(());
+        }
+        while let Some(effect) = r.outbox.front() {
+            if let Err(e) = emit(ctx, r, effect).await {
+                self.store.put(&ROLLOUTS, key, r)?;
+                return Err(e);
+            }
+            r.outbox.pop_front();
+        }
+        self.store.put(&ROLLOUTS, key, r)?;
+        Ok(())
+    }
+}
+
+/// Publishes one effect of a rollout, in the rollout's chain.
+async fn emit(ctx: &mut Context<'_>, r: &Rollout, effect: &Effect) -> Result<(), HandleError> {
+    let chain = r.correlation_id.clone();
+    match effect {
+        Effect::Propose(p) => {
+            let draft = ProofDraft::new(ProofKind::ActionProposed)
+                .scope(&p.env, &p.service)
+                .action(&p.action)
+                .proposal(p.proposal_id)
+                .correlation(chain.clone())
+                .detail(json!({"confidence": p.confidence, "explanation": p.explanation, "params": p.params, "require_human": p.require_human, "rollout_id": r.rollout_id}));
+            ctx.prove(draft).await?;
+            ctx.publish_in_chain(&subject::PROPOSED.subject(&p.env, &p.service), p, chain).await?;
+        }
+        Effect::Prove(proof) => {
+            let detail = serde_json::from_str(&proof.detail).unwrap_or_default();
+            ctx.prove(ProofDraft::new(proof.kind).scope(&r.env, &r.service).reason(proof.reason.clone()).correlation(chain).detail(detail)).await?;
+        }
+        Effect::Deploy(d) => {
+            ctx.publish_in_chain(&subject::DEPLOY_EVENTS.subject(&d.env, &d.service), d, chain).await?;
+        }
+    }
+    Ok(())
 }
 
 impl Handler for DeployAgent {
     async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
         match input {
             Inbound::Onboard(req) => self.onboard(ctx, req).await,
-            Inbound::Deploy(d) => {
-                let key = format!("{}/{}", d.env, d.service);
-                let mut history = self.store.get(&VERSIONS, &key)?.unwrap_or_default();
-                history.apply(&d);
-                self.store.put(&VERSIONS, &key, &history)?;
-                Ok(())
+            Inbound::Deploy(d) => self.on_deploy(ctx, d).await,
+            Inbound::Contract(c) => self.on_contract(ctx, c).await,
+            Inbound::Metric(m) => {
+                let key = rollout::key(&m.env, &m.service);
+                self.drive(ctx, &key, "metrics", |r, now| r.on_metric(&m, now)).await
+            }
+            Inbound::Executed(x) => {
+                let key = rollout::key(&x.env, &x.service);
+                self.drive(ctx, &key, "executed", |r, now| r.on_executed(&x, now)).await
+            }
+            Inbound::Refused(x) => {
+                let key = rollout::key(&x.env, &x.service);
+                self.drive(ctx, &key, "refused", |r, now| r.on_refused(&x, now)).await
             }
             _ => Ok(()),
         }

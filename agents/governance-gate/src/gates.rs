@@ -2,18 +2,18 @@
 //!
 //! | # | gate | refusal |
 //! |---|---|---|
-//! | 1 | validity: not stale (older than `max_proposal_age`), not from the future; not exploratory outside `explore_envs` (never prod); parameters that fit the action (a canary weight of 1–99, at least 1 replica); a remediation names its incident | `invalid_proposal` |
+//! | 1 | validity: not stale (older than `max_proposal_age`), not from the future; not exploratory outside `explore_envs` (never prod); parameters that fit the action (a canary weight of 1–99, at least 1 replica); a remediation names its incident (except the deploy agent's rollback of a rollout it aborted) | `invalid_proposal` |
 //! | 2 | source: only the policy's proposer agents | `unknown_source` |
 //! | 3 | global block list, whatever the policy says | `globally_blocked` |
 //! | 4 | environment eligibility (unknown environments: `noop`, `observe`) | `not_eligible_in_env` |
-//! | 5 | prerequisites: the service is known from a deploy; a rollback has a version to go back to (and, if it names one, that version); canary actions need a rollout in progress; the incident is known | `missing_prerequisite` |
+//! | 5 | prerequisites: the service is known from a deploy; a rollback has a version to go back to (and, if it names one, that version); canary actions, and a rollback that names no incident, need a rollout in progress; the incident is known | `missing_prerequisite` |
 //! | 6 | error-budget freeze: the policy's freeze actions while the budget is spent | `error_budget_freeze` |
 //! | 7 | signal conflict: the incident's sources disagree, so only `noop`/`observe` | `signal_conflict` |
 //! | 8 | confidence at or above the environment's minimum (exploratory proposals, allowed only in `explore_envs`, are exempt) | `low_confidence` |
 //! | 9 | cooldown per env/service/action since its last approval, doubled per failed outcome | `cooldown_active` |
 //! | 10 | repetition: at most `repetition_limit` approvals of the action in `repetition_window` | `repetition_suppressed` |
 //! | 11 | per-incident action budget | `action_budget_exhausted` |
-//! | 12 | a human, where the policy says so | `approval_required` (pending) |
+//! | 12 | a human, where the policy says so or the proposer asks for one (`require_human`) | `approval_required` (pending) |
 //!
 //! `noop` and `observe` change nothing, so gates 5–7 and 9–11 do not apply to them. A
 //! proposal a human approved runs through gates 2–11 again when the decision arrives: a human
@@ -114,7 +114,8 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
         if p.incident_id.is_some() && view.incident.is_none() {
             return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "incident_known", "hint": "governance has not seen the incident this proposal is about"}));
         }
-        if is_canary_action(&p.action) && !service.deploys.rollout_in_progress() {
+        let ends_rollout = p.action == Action::Rollback && p.incident_id.is_none();
+        if (is_canary_action(&p.action) || ends_rollout) && !service.deploys.rollout_in_progress() {
             return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "rollout_in_progress", "hint": "no deploy of this service has started and not yet ended"}));
         }
         if policy.freeze_actions.contains(&p.action) {
@@ -156,18 +157,24 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
     if eligibility == Eligibility::NeedsHuman && mode == Mode::Proposal {
         return Verdict::NeedsHuman { why: format!("{} in {} needs a human's approval", p.action, p.env) };
     }
+    if p.require_human && mode == Mode::Proposal {
+        return Verdict::NeedsHuman { why: format!("{} asks a human: {}", p.proposer, p.explanation) };
+    }
     Verdict::Approve
 }
 
 /// What is wrong with a proposal's parameters for its action, if anything.
 fn invalid_params(p: &ActionProposal) -> Option<&'static str> {
     let remediation = !changes_nothing(&p.action) && !is_canary_action(&p.action);
+    // The deploy agent rolls back a canary it aborted: the rollout, not an incident, is why
+    // (gate 5 checks a rollout is in progress).
+    let ends_rollout = p.action == Action::Rollback && p.proposer == bus_schema::fleet::DEPLOY_AGENT;
     match &p.action {
         Action::SetCanaryWeight if !p.params.canary_weight.is_some_and(|w| (1..=99).contains(&w)) => {
             Some("set_canary_weight needs a canary_weight of 1..=99 (100 % is a promotion: propose promote)")
         }
         Action::ScaleUp | Action::ScaleDown if p.params.replicas == Some(0) => Some("replicas must be at least 1 (scaling to zero is not a remedy)"),
-        _ if remediation && p.incident_id.is_none() => Some("a remediation must name the incident it remedies"),
+        _ if remediation && p.incident_id.is_none() && !ends_rollout => Some("a remediation must name the incident it remedies"),
         _ => None,
     }
 }

@@ -24,6 +24,7 @@ fn proposal(env: &str, action: &str, confidence: f64, proposed_s: f64) -> Action
         explanation: String::new(),
         candidates: vec![],
         exploratory: false,
+        require_human: false,
         proposed_at: at(proposed_s),
     }
 }
@@ -223,6 +224,37 @@ fn parameters_must_fit_the_action_and_remediations_name_their_incident() {
     assert_eq!(code(&w.decide_as(&orphan, 0.0, Mode::Proposal)), "invalid_proposal");
     let unknown = decide(&w.policy, View { service: Some(&w.service), incident: None }, &proposal("stage", "restart", 0.9, 0.0), at(0.0), Mode::Proposal);
     assert_eq!(code(&unknown), "missing_prerequisite", "an incident governance never saw");
+}
+
+#[test]
+fn the_deploy_agent_rolls_back_an_aborted_rollout_without_an_incident_but_only_during_one() {
+    let deploy_agent_rollback = || {
+        let mut p = proposal("stage", "rollback", 0.9, 0.0);
+        p.incident_id = None;
+        p.proposer = bus_schema::fleet::DEPLOY_AGENT;
+        p
+    };
+    let mut w = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
+    let mut named = deploy_agent_rollback();
+    named.params.target_version = Some("1.0".into());
+    assert_eq!(code(&w.decide_as(&named, 0.0, Mode::Proposal)), "approved", "back to what runs, not to the canary's version");
+    let mut ended = World::new("stage", &[("1.0", "succeeded"), ("1.1", "succeeded")]);
+    assert_eq!(code(&ended.decide_as(&deploy_agent_rollback(), 0.0, Mode::Proposal)), "missing_prerequisite", "no rollout to end");
+    let mut optimizer = deploy_agent_rollback();
+    optimizer.proposer = bus_schema::fleet::RL_OPTIMIZER;
+    assert_eq!(code(&w.decide_as(&optimizer, 0.0, Mode::Proposal)), "invalid_proposal", "a remediation still names its incident");
+}
+
+#[test]
+fn a_proposer_can_ask_for_a_human_but_not_past_the_gates() {
+    let mut w = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
+    let mut ask = proposal("stage", "set_canary_weight", 0.9, 0.0);
+    ask.require_human = true;
+    assert_eq!(code(&w.decide_as(&ask, 0.0, Mode::Proposal)), "approval_required", "stage would approve on its own");
+    assert_eq!(code(&w.decide_as(&ask, 1.0, Mode::HumanApproved)), "approved");
+    let mut frozen = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
+    frozen.service.budget_remaining = Some(0.0);
+    assert_eq!(code(&frozen.decide_as(&ask, 0.0, Mode::Proposal)), "error_budget_freeze", "asking for a human skips no gate");
 }
 
 #[test]

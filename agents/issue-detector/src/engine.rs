@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bus_schema::{DeployEvent, DeployStatus, ExecutionResult, Incident, LogEvent, MetricSample, Outcome, SloStatus, Timestamp};
+use bus_schema::{DeployEvent, DeployStatus, ExecutionResult, Incident, LogEvent, MetricSample, Outcome, SloStatus, Timestamp, Variant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::DetectorConfig;
@@ -51,7 +51,12 @@ pub enum Pending {
 
 impl ServiceState {
     /// A metric sample: windows, every detector, lifecycle, outcomes, SLO status.
+    /// Canary samples are left to the deploy agent, which judges them against the stable
+    /// version: a bad canary is aborted, not remediated.
     pub fn on_metric(&mut self, m: &MetricSample, config: &DetectorConfig, input_id: &str, wall_clock: Timestamp) -> Result<Output, NotAdmitted> {
+        if m.variant == Some(Variant::Canary) {
+            return Ok(Output::default());
+        }
         self.admit(m.timestamp, config, wall_clock)?;
         let t = config.for_service(&self.env, &self.service);
         self.record_metric(m, t);

@@ -162,11 +162,6 @@ impl Detector {
 }
 
 /// `{stream}:{epoch}` and the stream sequence of an input id `{stream}:{epoch}:{seq}`.
-fn source_and_seq(input_id: &str) -> Option<(&str, u64)> {
-    let (source, seq) = input_id.rsplit_once(':')?;
-    Some((source, seq.parse().ok()?))
-}
-
 fn out_of_order(e: service::NotAdmitted) -> HandleError {
     HandleError::Reject { reason: RejectReason::OutOfOrder, message: format!("timestamp is {e}; not judged") }
 }
@@ -188,7 +183,7 @@ impl Handler for Detector {
         // Decide, unless this input was applied before (a redelivery after a lost ack, or a
         // retry after a failed publish): then only what is still unpublished goes out.
         let mut save_now = !state.outbox.is_empty();
-        let position = source_and_seq(&input_id);
+        let position = agent_runtime::handler::stream_position(&input_id);
         if position.is_none_or(|(source, seq)| !state.applied_before(source, seq)) {
             let wall_clock = Timestamp::now();
             // Deploys and execution results start watches that must survive a crash.
@@ -253,11 +248,5 @@ mod tests {
         kept.sort();
         assert_eq!(kept, ["prod/fresh"]);
         assert_eq!(store.scan(&SERVICES).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn input_ids_carry_the_stream_position() {
-        assert_eq!(source_and_seq("CN_EVENTS:k3x9:42"), Some(("CN_EVENTS:k3x9", 42)));
-        assert_eq!(source_and_seq("nonsense"), None);
     }
 }

@@ -123,6 +123,15 @@ fn the_design_example_gives_one_crash_loop_incident_whose_evidence_shows_all_thr
 }
 
 #[test]
+fn a_failing_canary_is_the_deploy_agents_to_judge_while_the_stable_version_is_ours() {
+    let mut w = World::new();
+    w.metrics(0, 300, 10, json!({"error_rate": 0.4, "crash_looping": true, "variant": "canary"}));
+    assert!(w.opened().is_empty(), "canary samples open nothing: {:?}", w.opened());
+    w.metrics(300, 480, 10, json!({"error_rate": 0.13, "variant": "stable"}));
+    assert_eq!(w.opened(), vec![IncidentKind::HighErrorRate]);
+}
+
+#[test]
 fn without_a_crash_the_same_errors_and_latency_open_their_own_incidents_once_sustained() {
     let mut w = World::new();
     w.metrics(0, 50, 10, json!({"error_rate": 0.13, "p95_latency_ms": 1450}));

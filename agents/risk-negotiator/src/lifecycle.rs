@@ -52,15 +52,9 @@ pub fn is_terminal(status: ContractStatus) -> bool {
     matches!(status, ContractStatus::Completed | ContractStatus::RolledBack | ContractStatus::Rejected)
 }
 
-/// Whether a deploy event is about this contract: same env and service, and the same
-/// deployment id when the event carries one, otherwise the same version.
+/// Whether a deploy event is about this contract ([`Contract::covers`]).
 pub fn matches(contract: &Contract, event: &DeployEvent) -> bool {
-    contract.env == event.env
-        && contract.service == event.service
-        && match &event.deployment_id {
-            Some(id) => *id == contract.deployment_id,
-            None => event.version == contract.version,
-        }
+    contract.covers(event)
 }
 
 fn refuse(contract: &Contract, reason: impl Into<String>) -> Refused {

@@ -55,6 +55,7 @@ pub fn decide(settings: &Settings, table: &QTable, incident: &Incident, tried: &
         explanation: bounded(&choice.explanation),
         candidates: choice.values.iter().map(|v| Candidate { action: v.action.clone(), value: v.entry.value }).collect(),
         exploratory: choice.exploratory,
+        require_human: false,
         proposed_at: now,
     };
     Some(Decision { proposal, state, candidates, choice })

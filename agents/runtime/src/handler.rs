@@ -132,6 +132,17 @@ pub struct InputMeta {
     pub correlation_id: String,
 }
 
+/// Where a stream input's id says it sits: `({stream}:{epoch}, stream_seq)`; `None` for due
+/// work and ids without a position. Lets a stateful handler remember what it applied and skip
+/// a redelivery.
+pub fn stream_position(input_id: &str) -> Option<(&str, u64)> {
+    if input_id.starts_with("due:") {
+        return None;
+    }
+    let (source, seq) = input_id.rsplit_once(':')?;
+    Some((source, seq.parse().ok()?))
+}
+
 /// A handler's view of the runtime while it handles one input.
 #[derive(Debug)]
 pub struct Context<'a> {
@@ -205,5 +216,17 @@ impl<'a> Context<'a> {
         }
         let key = format!("{}:{}:{n}", self.meta.input_id, draft.kind);
         self.proof.append(draft, Some(&key)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_ids_carry_the_stream_position() {
+        assert_eq!(stream_position("CN_EVENTS:k3x9:42"), Some(("CN_EVENTS:k3x9", 42)));
+        assert_eq!(stream_position("due:tick:1"), None);
+        assert_eq!(stream_position("nonsense"), None);
     }
 }

@@ -59,6 +59,10 @@ pub struct ActionProposal {
     pub candidates: Vec<Candidate>,
     #[serde(default)]
     pub exploratory: bool,
+    /// The proposer asks for a human's decision even where policy would approve on its own
+    /// (extension; e.g. a canary stage whose verdict stayed inconclusive).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_human: bool,
     pub proposed_at: Timestamp,
 }
 

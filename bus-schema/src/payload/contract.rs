@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::string_enum::string_enum;
 use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, ValidationError, Validate};
-use crate::{Env, ServiceName, Timestamp};
+use crate::{DeployEvent, Env, ServiceName, Timestamp};
 
 string_enum! {
     pub enum RiskLevel {
@@ -128,6 +128,19 @@ pub struct Contract {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub updated_at: Timestamp,
+}
+
+impl Contract {
+    /// Whether a deploy event is about this contract: same env and service, and the same
+    /// deployment id when the event carries one, otherwise the same version.
+    pub fn covers(&self, event: &DeployEvent) -> bool {
+        self.env == event.env
+            && self.service == event.service
+            && match &event.deployment_id {
+                Some(id) => *id == self.deployment_id,
+                None => event.version == self.version,
+            }
+    }
 }
 
 impl Validate for Contract {

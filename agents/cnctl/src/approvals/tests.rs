@@ -25,6 +25,7 @@ fn pending(n: u128, service: &str, requested: u64) -> Approval {
         explanation: "deploy 1.15.0 failed; 1.14.2 was healthy".into(),
         candidates: vec![Candidate { action: Action::Rollback, value: 0.81 }, Candidate { action: Action::Restart, value: 0.4 }],
         exploratory: false,
+        require_human: false,
         proposed_at: at(requested),
     };
     let reason = "rollback in prod needs a human".to_owned();

@@ -1,0 +1,407 @@
+//! One contract-driven canary rollout as a state machine (pure).
+//!
+//! ```text
+//!  start ─► shift(stage 1) ─executed─► observe ─pass─► shift(stage 2) … ─► promote ─executed─► promoted
+//!                │                        │ fail                              │
+//!                │ refused / failed       ▼                                   │ refused / failed
+//!                └──────────────────► abort_rollout ─executed─► rollback ─executed─► rolled back
+//! ```
+//!
+//! - Every traffic change is an `set_canary_weight` proposal to governance; the stage starts
+//!   when the executor reports it executed, and its samples are those that arrive after.
+//! - Each stage is judged by [`crate::judge`] at every sample. Pass goes on; fail proposes
+//!   `abort_rollout`, then a rollback to the stable version; inconclusive extends the stage
+//!   once by its minimum duration, then asks a human (the next step is proposed with
+//!   `require_human`: approving it goes on, denying it aborts).
+//! - Promotion is a `promote` proposal: in prod the policy sends it to a human.
+//! - Every verdict is a `canary_stage` record with the numbers behind it; the end is a
+//!   `canary_promoted` or `canary_aborted` record and a deploy event (`succeeded`, or
+//!   `rolled_back`/`failed`) carrying the contract's deployment id, so governance, the detector
+//!   and the negotiator see the rollout end.
+//!
+//! Proposal ids derive from the rollout and the step, so a replayed input proposes the same
+//! thing under the same id.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bus_schema::proof::ProofKind;
+use bus_schema::{
+    Action, ActionParams, ActionProposal, CanaryStage, Contract, DeployEvent, DeployStatus, Env, ExecutionResult, ExecutionStatus, Guardrails, MetricSample, ReasonCode,
+    Refusal, ServiceName, Timestamp, Uuid, derive_id,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::judge::{self, Criteria, DEFAULT_MIN_SAMPLES, StageData, Verdict};
+
+/// Confidence of a step the plan calls for: the contract was accepted and the last stage
+/// passed (governance's floor is 0.6 in stage and prod).
+pub const STEP_CONFIDENCE: f64 = 0.9;
+/// Confidence of ending a rollout that failed its judgement.
+pub const ABORT_CONFIDENCE: f64 = 0.99;
+
+/// Where a rollout is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// A traffic change or the promotion is proposed; waiting for it to be executed.
+    Proposed { proposal: ActionProposal },
+    /// Traffic is at the stage's weight; samples are being judged.
+    Observing,
+    /// The canary failed (or could not go on): traffic back to 0.
+    Aborting { proposal: ActionProposal, why: String },
+    /// Traffic is at 0; the stable version replaces the canary.
+    RollingBack { proposal: ActionProposal },
+    Done { outcome: Outcome },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    /// Aborted with no rollback (none possible, or refused): traffic is at 0.
+    Aborted,
+    /// Governance or the executor would not take traffic back to 0: a human must look.
+    AbortFailed,
+    /// A deploy event ended the deploy while the canary ran.
+    Ended,
+    /// A newer deploy of the service replaced it.
+    Superseded,
+}
+
+/// What a step of the machine asks the shell to do, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    Propose(ActionProposal),
+    Prove(Proof),
+    Deploy(DeployEvent),
+}
+
+/// A proof record to write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proof {
+    pub kind: ProofKind,
+    pub reason: String,
+    /// JSON text (the store is MessagePack, which does not round-trip arbitrary JSON values).
+    pub detail: String,
+}
+
+/// A rollout and what it still has to publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub rollout_id: Uuid,
+    pub contract_id: Uuid,
+    pub deployment_id: String,
+    pub env: Env,
+    pub service: ServiceName,
+    /// The canary's version.
+    pub version: String,
+    /// The version the canary runs beside, and what a rollback restores.
+    pub stable_version: Option<String>,
+    /// The chain every output continues: the deploy event that started the rollout.
+    pub correlation_id: String,
+    /// The traffic stages (weights below 100), in order; promotion follows the last.
+    pub stages: Vec<CanaryStage>,
+    pub guardrails: Guardrails,
+    /// The current stage; `stages.len()` once promoting.
+    pub stage: usize,
+    pub phase: Phase,
+    pub data: StageData,
+    /// The current stage was extended once already.
+    pub extended: bool,
+    pub started_at: Timestamp,
+    /// Highest stream sequence applied per input and stream, so a redelivery is not applied twice.
+    pub applied: BTreeMap<String, u64>,
+    /// Effects decided but not yet published.
+    pub outbox: VecDeque<Effect>,
+}
+
+impl Rollout {
+    /// A rollout of `deploy` (status started) under `contract`, and its first effects.
+    pub fn start(contract: &Contract, deploy: &DeployEvent, stable_version: Option<String>, correlation_id: String, now: Timestamp) -> (Self, Vec<Effect>) {
+        let stages: Vec<CanaryStage> = contract.canary.iter().filter(|s| s.weight_percent < 100).cloned().collect();
+        let mut r = Self {
+            rollout_id: rollout_id(contract, deploy),
+            contract_id: contract.contract_id,
+            deployment_id: contract.deployment_id.clone(),
+            env: deploy.env.clone(),
+            service: deploy.service.clone(),
+            version: deploy.version.clone(),
+            stable_version,
+            correlation_id,
+            stages,
+            guardrails: contract.guardrails.clone(),
+            stage: 0,
+            phase: Phase::Observing,
+            data: StageData::default(),
+            extended: false,
+            started_at: now,
+            applied: BTreeMap::new(),
+            outbox: VecDeque::new(),
+        };
+        let weights: Vec<u8> = r.stages.iter().map(|s| s.weight_percent).collect();
+        let mut out = vec![r.proof(
+            ProofKind::CanaryStage,
+            "rollout_started",
+            json!({
+                "contract_id": contract.contract_id, "contract_revision": contract.revision, "deployment_id": r.deployment_id,
+                "version": r.version, "stable_version": r.stable_version, "weights": weights, "guardrails": r.guardrails,
+                "risk": contract.risk.level,
+            }),
+        )];
+        out.extend(r.next_step(now, None));
+        (r, out)
+    }
+
+    pub fn key(&self) -> String {
+        key(&self.env, &self.service)
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done { .. })
+    }
+
+    /// Whether this input was applied before; marks it applied otherwise. `input` names the
+    /// consumer (inputs on one stream are not ordered with each other).
+    pub fn first_time(&mut self, input: &str, position: Option<(&str, u64)>) -> bool {
+        let Some((source, seq)) = position else { return true };
+        let key = format!("{input}:{source}");
+        if self.applied.get(&key).is_some_and(|done| *done >= seq) {
+            return false;
+        }
+        self.applied.insert(key, seq);
+        true
+    }
+
+    /// A metric sample of the service.
+    pub fn on_metric(&mut self, m: &MetricSample, now: Timestamp) -> Vec<Effect> {
+        if self.phase != Phase::Observing {
+            return Vec::new();
+        }
+        self.data.add(m);
+        let Some(stage) = self.stages.get(self.stage) else { return Vec::new() };
+        let extension = if self.extended { f64::from(stage.min_duration_s) } else { 0.0 };
+        let criteria = Criteria {
+            min_duration_s: f64::from(stage.min_duration_s) + extension,
+            min_samples: if stage.min_samples == 0 { DEFAULT_MIN_SAMPLES } else { stage.min_samples as usize },
+            guardrails: self.guardrails.clone(),
+        };
+        let j = judge::judge(&self.data, &criteria);
+        let mut detail = json!({"stage": self.stage + 1, "of": self.stages.len(), "weight_percent": stage.weight_percent, "verdict": j.verdict, "reasons": j.reasons});
+        merge(&mut detail, j.evidence);
+        match j.verdict {
+            Verdict::Wait => Vec::new(),
+            Verdict::Pass => {
+                let mut out = vec![self.proof(ProofKind::CanaryStage, "passed", detail)];
+                self.stage += 1;
+                out.extend(self.next_step(now, None));
+                out
+            }
+            Verdict::Fail => {
+                let mut out = vec![self.proof(ProofKind::CanaryStage, "failed", detail)];
+                out.extend(self.abort(format!("stage {} at {} % failed: {}", self.stage + 1, stage.weight_percent, j.reasons.join("; ")), now));
+                out
+            }
+            Verdict::Inconclusive if !self.extended => {
+                self.extended = true;
+                detail["extended_by_s"] = json!(stage.min_duration_s);
+                vec![self.proof(ProofKind::CanaryStage, "extended", detail)]
+            }
+            Verdict::Inconclusive => {
+                let why = format!("stage {} at {} % stayed inconclusive after an extension: {}", self.stage + 1, stage.weight_percent, j.reasons.join("; "));
+                let mut out = vec![self.proof(ProofKind::CanaryStage, "inconclusive", detail)];
+                self.stage += 1;
+                out.extend(self.next_step(now, Some(why)));
+                out
+            }
+        }
+    }
+
+    /// An execution result; only the one for the proposal in flight matters.
+    pub fn on_executed(&mut self, r: &ExecutionResult, now: Timestamp) -> Vec<Effect> {
+        let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned() else { return Vec::new() };
+        let executed = r.status == ExecutionStatus::Executed;
+        match (&self.phase, executed) {
+            (Phase::Proposed { .. }, true) if proposal.action == Action::Promote => {
+                self.phase = Phase::Done { outcome: Outcome::Promoted };
+                let stable = self.stable_version.clone();
+                vec![
+                    self.proof(ProofKind::CanaryPromoted, "promoted", json!({"version": self.version, "replaces": stable, "stages_passed": self.stages.len(), "backend": r.backend})),
+                    Effect::Deploy(self.deploy_event(&self.version, stable.as_deref(), DeployStatus::Succeeded, now)),
+                ]
+            }
+            (Phase::Proposed { .. }, true) => {
+                self.phase = Phase::Observing;
+                self.data = StageData::default();
+                self.extended = false;
+                Vec::new()
+            }
+            (Phase::Proposed { .. }, false) => self.abort(format!("{} was not carried out: {} ({})", proposal.action, r.status, r.detail), now),
+            (Phase::Aborting { why, .. }, true) => {
+                let why = why.clone();
+                let mut out = vec![self.proof(ProofKind::CanaryAborted, "aborted", json!({"why": why, "version": self.version, "stable_version": self.stable_version}))];
+                out.extend(self.roll_back(now));
+                out
+            }
+            (Phase::Aborting { why, .. }, false) => {
+                let detail = json!({"why": why, "abort_status": r.status, "abort_detail": r.detail, "hint": "traffic may still reach the canary: set it to 0 by hand"});
+                self.phase = Phase::Done { outcome: Outcome::AbortFailed };
+                vec![self.proof(ProofKind::CanaryAborted, "abort_failed", detail)]
+            }
+            (Phase::RollingBack { .. }, true) => {
+                self.phase = Phase::Done { outcome: Outcome::RolledBack };
+                let stable = self.stable_version.clone().unwrap_or_default();
+                vec![Effect::Deploy(self.deploy_event(&stable, Some(&self.version), DeployStatus::RolledBack, now))]
+            }
+            (Phase::RollingBack { .. }, false) => self.end_without_rollback(now),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A refusal; only the one for the proposal in flight matters.
+    pub fn on_refused(&mut self, r: &Refusal, now: Timestamp) -> Vec<Effect> {
+        let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned() else { return Vec::new() };
+        match &self.phase {
+            Phase::Proposed { .. } => {
+                let who = if r.reason == ReasonCode::ApprovalDenied { "a human denied" } else { "governance refused" };
+                self.abort(format!("{who} {} ({}): {}", proposal.action, r.reason, r.detail), now)
+            }
+            Phase::Aborting { why, .. } => {
+                let detail = json!({"why": why, "refusal": r.reason, "refusal_detail": r.detail, "hint": "traffic may still reach the canary: set it to 0 by hand"});
+                self.phase = Phase::Done { outcome: Outcome::AbortFailed };
+                vec![self.proof(ProofKind::CanaryAborted, "abort_refused", detail)]
+            }
+            Phase::RollingBack { .. } => self.end_without_rollback(now),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A deploy event of the service that ends the deploy (not `started`) while the rollout
+    /// runs: someone else finished it.
+    pub fn on_deploy_ended(&mut self, d: &DeployEvent) -> Vec<Effect> {
+        if self.is_done() || d.status == DeployStatus::Started {
+            return Vec::new();
+        }
+        self.phase = Phase::Done { outcome: Outcome::Ended };
+        vec![self.proof(ProofKind::CanaryAborted, "deploy_ended", json!({"status": d.status, "version": d.version, "hint": "a deploy event ended the deploy while its canary ran"}))]
+    }
+
+    /// A newer rollout of the service replaces this one.
+    pub fn supersede(&mut self, by: &str) -> Vec<Effect> {
+        if self.is_done() {
+            return Vec::new();
+        }
+        self.phase = Phase::Done { outcome: Outcome::Superseded };
+        vec![self.proof(ProofKind::CanaryAborted, "superseded", json!({"version": self.version, "superseded_by": by}))]
+    }
+
+    fn in_flight(&self) -> Option<&ActionProposal> {
+        match &self.phase {
+            Phase::Proposed { proposal } | Phase::Aborting { proposal, .. } | Phase::RollingBack { proposal } => Some(proposal),
+            Phase::Observing | Phase::Done { .. } => None,
+        }
+    }
+
+    /// Proposes the current stage's traffic, or the promotion after the last; `human` asks a
+    /// human to decide, saying why.
+    fn next_step(&mut self, now: Timestamp, human: Option<String>) -> Vec<Effect> {
+        let total = self.stages.len();
+        let (action, params, tag, mut explanation) = match self.stages.get(self.stage) {
+            Some(s) => (
+                Action::SetCanaryWeight,
+                ActionParams { canary_weight: Some(s.weight_percent), ..Default::default() },
+                format!("stage-{}", self.stage),
+                format!("canary {} stage {} of {total}: {} % of traffic", self.version, self.stage + 1, s.weight_percent),
+            ),
+            None => (Action::Promote, ActionParams::default(), "promote".to_owned(), format!("canary {} passed {total} stages: promote it", self.version)),
+        };
+        let tag = if human.is_some() { format!("{tag}-human") } else { tag };
+        if let Some(why) = &human {
+            explanation = format!("{explanation}; {why}; a human decides whether to go on");
+        }
+        let proposal = self.proposal(action, params, &tag, explanation, STEP_CONFIDENCE, human.is_some(), now);
+        self.phase = Phase::Proposed { proposal: proposal.clone() };
+        vec![Effect::Propose(proposal)]
+    }
+
+    fn abort(&mut self, why: String, now: Timestamp) -> Vec<Effect> {
+        let explanation = format!("abort canary {}: {why}", self.version);
+        let proposal = self.proposal(Action::AbortRollout, ActionParams::default(), "abort", explanation, ABORT_CONFIDENCE, false, now);
+        self.phase = Phase::Aborting { proposal: proposal.clone(), why };
+        vec![Effect::Propose(proposal)]
+    }
+
+    fn roll_back(&mut self, now: Timestamp) -> Vec<Effect> {
+        let Some(stable) = self.stable_version.clone() else { return self.end_without_rollback(now) };
+        let explanation = format!("roll back the aborted canary {} to {stable}", self.version);
+        let params = ActionParams { target_version: Some(stable), ..Default::default() };
+        let proposal = self.proposal(Action::Rollback, params, "rollback", explanation, ABORT_CONFIDENCE, false, now);
+        self.phase = Phase::RollingBack { proposal: proposal.clone() };
+        vec![Effect::Propose(proposal)]
+    }
+
+    /// Traffic is at 0 but the canary stays deployed: the deploy failed.
+    fn end_without_rollback(&mut self, now: Timestamp) -> Vec<Effect> {
+        self.phase = Phase::Done { outcome: Outcome::Aborted };
+        vec![Effect::Deploy(self.deploy_event(&self.version, self.stable_version.as_deref(), DeployStatus::Failed, now))]
+    }
+
+    #[allow(clippy::too_many_arguments)] // one place builds every proposal
+    fn proposal(&self, action: Action, params: ActionParams, tag: &str, explanation: String, confidence: f64, require_human: bool, now: Timestamp) -> ActionProposal {
+        ActionProposal {
+            proposal_id: derive_id(&["rollout", &self.rollout_id.to_string(), tag]),
+            incident_id: None,
+            env: self.env.clone(),
+            service: self.service.clone(),
+            action,
+            params,
+            confidence,
+            proposer: crate::NAME,
+            explanation,
+            candidates: Vec::new(),
+            exploratory: false,
+            require_human,
+            proposed_at: now,
+        }
+    }
+
+    fn proof(&self, kind: ProofKind, reason: &str, mut detail: Value) -> Effect {
+        merge(&mut detail, json!({"rollout_id": self.rollout_id, "version": self.version}));
+        Effect::Prove(Proof { kind, reason: reason.to_owned(), detail: detail.to_string() })
+    }
+
+    fn deploy_event(&self, version: &str, previous: Option<&str>, status: DeployStatus, now: Timestamp) -> DeployEvent {
+        DeployEvent {
+            service: self.service.clone(),
+            env: self.env.clone(),
+            version: version.to_owned(),
+            previous_version: previous.map(str::to_owned),
+            commit_sha: None,
+            status,
+            timestamp: now,
+            deployment_id: Some(self.deployment_id.clone()),
+        }
+    }
+}
+
+/// The key of a service's rollout.
+pub fn key(env: &Env, service: &ServiceName) -> String {
+    format!("{env}/{service}")
+}
+
+/// One rollout per contract and deployed version.
+pub fn rollout_id(contract: &Contract, deploy: &DeployEvent) -> Uuid {
+    derive_id(&["rollout", &contract.contract_id.to_string(), &deploy.version])
+}
+
+/// Adds `extra`'s keys to `detail` (both objects).
+fn merge(detail: &mut Value, extra: Value) {
+    if let (Some(d), Value::Object(e)) = (detail.as_object_mut(), extra) {
+        d.extend(e);
+    }
+}
+
+#[cfg(test)]
+#[path = "rollout_tests.rs"]
+mod tests;

@@ -1,0 +1,228 @@
+//! The rollout machine, step by step: what it proposes, records and publishes for each input.
+
+use std::time::Duration;
+
+use super::*;
+use bus_schema::{Backend, RiskAssessment, RiskLevel, RollbackPlan, DataLossRisk, Variant};
+
+const T0: &str = "2026-11-22T10:00:00Z";
+
+fn at(s: u64) -> Timestamp {
+    T0.parse::<Timestamp>().unwrap().plus(Duration::from_secs(s))
+}
+
+fn contract(weights: &[u8]) -> Contract {
+    Contract {
+        contract_id: Uuid::from_u128(42),
+        deployment_id: "deploy-7".into(),
+        env: "stage".parse().unwrap(),
+        service: "api".parse().unwrap(),
+        version: "2.0.0".into(),
+        status: bus_schema::ContractStatus::Accepted,
+        revision: 1,
+        risk: RiskAssessment { score: 40.0, level: RiskLevel::Medium, confidence: 0.6, factors: vec![] },
+        guardrails: Guardrails { max_error_rate: 0.02, max_p95_latency_ms: 500.0, max_p99_latency_ms: None, max_traffic_step_percent: 50 },
+        validators: vec![],
+        canary: weights.iter().map(|&w| CanaryStage { weight_percent: w, min_duration_s: 120, min_samples: 12 }).collect(),
+        rollback: RollbackPlan { possible: true, steps: vec![], estimated_s: 60, data_loss_risk: DataLossRisk::None },
+        suggestions: vec![],
+        reason: None,
+        updated_at: at(0),
+    }
+}
+
+fn started() -> DeployEvent {
+    serde_json::from_value(json!({"service": "api", "env": "stage", "version": "2.0.0", "previous_version": "1.9.0", "status": "started", "timestamp": T0, "deployment_id": "deploy-7"})).unwrap()
+}
+
+/// A rollout of 10 → 50 → 100 and what it did first.
+fn rollout() -> (Rollout, Vec<Effect>) {
+    Rollout::start(&contract(&[10, 50, 100]), &started(), Some("1.9.0".into()), "corr-1".into(), at(0))
+}
+
+fn proposals(effects: &[Effect]) -> Vec<&ActionProposal> {
+    effects.iter().filter_map(|e| if let Effect::Propose(p) = e { Some(p) } else { None }).collect()
+}
+
+fn proofs(effects: &[Effect]) -> Vec<(ProofKind, &str)> {
+    effects.iter().filter_map(|e| if let Effect::Prove(p) = e { Some((p.kind, p.reason.as_str())) } else { None }).collect()
+}
+
+fn result(p: &ActionProposal, status: &str) -> ExecutionResult {
+    serde_json::from_value(json!({
+        "proposal_id": p.proposal_id, "env": "stage", "service": "api", "action": p.action, "backend": Backend::Sim,
+        "status": status, "detail": "done", "started_at": T0, "finished_at": T0
+    }))
+    .unwrap()
+}
+
+fn refusal(p: &ActionProposal, reason: &str) -> Refusal {
+    serde_json::from_value(json!({
+        "proposal_id": p.proposal_id, "env": "stage", "service": "api", "action": p.action, "reason": reason, "detail": "no", "refused_at": T0
+    }))
+    .unwrap()
+}
+
+fn in_flight(r: &Rollout) -> ActionProposal {
+    r.in_flight().cloned().expect("a proposal in flight")
+}
+
+/// One tick: a stable and a canary sample `s` seconds in; the canary's error rate × `factor`.
+fn tick(r: &mut Rollout, s: u64, factor: f64) -> Vec<Effect> {
+    let wobble = ((s * 7919) % 1000) as f64 / 1000.0;
+    let sample = |variant: Variant, error: f64, qps: f64| -> MetricSample {
+        serde_json::from_value(json!({
+            "service": "api", "env": "stage", "timestamp": at(s).to_string(), "variant": variant,
+            "error_rate": error, "p95_latency_ms": 150.0 + 40.0 * wobble, "qps": qps
+        }))
+        .unwrap()
+    };
+    let mut out = r.on_metric(&sample(Variant::Stable, 0.002 + 0.001 * wobble, 450.0), at(s));
+    out.extend(r.on_metric(&sample(Variant::Canary, (0.002 + 0.001 * (1.0 - wobble)) * factor, 50.0), at(s)));
+    out
+}
+
+/// Ticks every 10 s from `from` until something is decided.
+fn until_decided(r: &mut Rollout, from: u64, factor: f64) -> (u64, Vec<Effect>) {
+    for i in 0..200 {
+        let s = from + i * 10;
+        let out = tick(r, s, factor);
+        if !out.is_empty() {
+            return (s, out);
+        }
+    }
+    panic!("no decision in 200 ticks");
+}
+
+#[test]
+fn a_healthy_canary_walks_its_plan_and_is_promoted() {
+    let (mut r, first) = rollout();
+    assert_eq!(proofs(&first), [(ProofKind::CanaryStage, "rollout_started")]);
+    let shift = proposals(&first)[0].clone();
+    assert_eq!((shift.action.clone(), shift.params.canary_weight, shift.require_human), (Action::SetCanaryWeight, Some(10), false));
+    assert_eq!((shift.proposer.as_str(), shift.incident_id, shift.confidence), ("deploy-agent", None, STEP_CONFIDENCE));
+
+    assert!(tick(&mut r, 0, 1.0).is_empty(), "samples before the traffic change are not the stage's");
+    assert!(r.on_executed(&result(&shift, "executed"), at(5)).is_empty());
+    assert_eq!(r.phase, Phase::Observing);
+    let (when, passed) = until_decided(&mut r, 10, 1.0);
+    assert_eq!(proofs(&passed), [(ProofKind::CanaryStage, "passed")]);
+    assert_eq!(when, 10 + 12 * 10, "12 samples a side over 120 s");
+    let next = proposals(&passed)[0].clone();
+    assert_eq!(next.params.canary_weight, Some(50));
+    assert_ne!(next.proposal_id, shift.proposal_id);
+
+    r.on_executed(&result(&next, "executed"), at(200));
+    let (_, passed) = until_decided(&mut r, 300, 1.0);
+    let promote = proposals(&passed)[0].clone();
+    assert_eq!(promote.action, Action::Promote, "the 100 % stage is the promotion");
+    let end = r.on_executed(&result(&promote, "executed"), at(600));
+    assert_eq!(proofs(&end), [(ProofKind::CanaryPromoted, "promoted")]);
+    let Some(Effect::Deploy(d)) = end.last() else { panic!("{end:?}") };
+    assert_eq!((d.status, d.version.as_str(), d.previous_version.as_deref(), d.deployment_id.as_deref()), (DeployStatus::Succeeded, "2.0.0", Some("1.9.0"), Some("deploy-7")));
+    assert_eq!(r.phase, Phase::Done { outcome: Outcome::Promoted });
+}
+
+#[test]
+fn a_failing_canary_is_aborted_then_rolled_back_to_the_stable_version() {
+    let (mut r, first) = rollout();
+    r.on_executed(&result(proposals(&first)[0], "executed"), at(5));
+    let (_, failed) = until_decided(&mut r, 10, 3.0);
+    assert_eq!(proofs(&failed), [(ProofKind::CanaryStage, "failed")]);
+    let Some(Effect::Prove(verdict)) = failed.first() else { panic!() };
+    let detail: Value = serde_json::from_str(&verdict.detail).unwrap();
+    assert_eq!((detail["stage"].as_u64(), detail["samples"]["canary"].as_u64()), (Some(1), Some(12)), "{detail}");
+    assert!(detail["errors"]["comparison"]["p_value"].as_f64().unwrap() < judge::ALPHA, "{detail}");
+    let abort = proposals(&failed)[0].clone();
+    assert_eq!((abort.action.clone(), abort.confidence), (Action::AbortRollout, ABORT_CONFIDENCE));
+    assert!(tick(&mut r, 2000, 3.0).is_empty(), "no more judging while aborting");
+
+    let aborted = r.on_executed(&result(&abort, "executed"), at(300));
+    assert_eq!(proofs(&aborted), [(ProofKind::CanaryAborted, "aborted")]);
+    let rollback = proposals(&aborted)[0].clone();
+    assert_eq!((rollback.action.clone(), rollback.params.target_version.as_deref(), rollback.incident_id), (Action::Rollback, Some("1.9.0"), None));
+    let end = r.on_executed(&result(&rollback, "executed"), at(320));
+    let Some(Effect::Deploy(d)) = end.last() else { panic!("{end:?}") };
+    assert_eq!((d.status, d.version.as_str(), d.previous_version.as_deref()), (DeployStatus::RolledBack, "1.9.0", Some("2.0.0")));
+    assert_eq!(r.phase, Phase::Done { outcome: Outcome::RolledBack });
+}
+
+#[test]
+fn a_refused_or_failed_step_aborts_and_says_who_stopped_it() {
+    let (mut r, first) = rollout();
+    let out = r.on_refused(&refusal(proposals(&first)[0], "approval_denied"), at(1));
+    assert!(proposals(&out)[0].explanation.contains("a human denied set_canary_weight (approval_denied)"), "{out:?}");
+    let (mut r, first) = rollout();
+    let out = r.on_executed(&result(proposals(&first)[0], "failed"), at(1));
+    assert_eq!(proposals(&out)[0].action, Action::AbortRollout);
+    // An abort governance will not approve leaves a loud record and a finished rollout.
+    let abort = in_flight(&r);
+    let out = r.on_refused(&refusal(&abort, "cooldown_active"), at(2));
+    assert_eq!(proofs(&out), [(ProofKind::CanaryAborted, "abort_refused")]);
+    assert_eq!(r.phase, Phase::Done { outcome: Outcome::AbortFailed });
+}
+
+#[test]
+fn a_refused_rollback_still_ends_the_deploy_as_failed() {
+    let (mut r, first) = rollout();
+    r.on_executed(&result(proposals(&first)[0], "executed"), at(5));
+    let (_, failed) = until_decided(&mut r, 10, 3.0);
+    let aborted = r.on_executed(&result(proposals(&failed)[0], "executed"), at(300));
+    let out = r.on_refused(&refusal(proposals(&aborted)[0], "approval_expired"), at(400));
+    let Some(Effect::Deploy(d)) = out.last() else { panic!("{out:?}") };
+    assert_eq!((d.status, d.version.as_str()), (DeployStatus::Failed, "2.0.0"));
+    assert_eq!(r.phase, Phase::Done { outcome: Outcome::Aborted });
+}
+
+#[test]
+fn an_inconclusive_stage_is_extended_once_then_a_human_decides() {
+    let (mut r, first) = rollout();
+    r.on_executed(&result(proposals(&first)[0], "executed"), at(5));
+    // Only stable samples: the canary gets no traffic to speak of.
+    let stable_only = |r: &mut Rollout, s: u64| {
+        let m: MetricSample = serde_json::from_value(json!({"service": "api", "env": "stage", "timestamp": at(s).to_string(), "error_rate": 0.002, "p95_latency_ms": 150.0})).unwrap();
+        r.on_metric(&m, at(s))
+    };
+    let decided: Vec<(u64, Vec<Effect>)> = (0..40).map(|i| (i * 10, stable_only(&mut r, i * 10))).filter(|(_, out)| !out.is_empty()).collect();
+    assert_eq!(decided.len(), 2, "{decided:?}");
+    assert_eq!((decided[0].0, proofs(&decided[0].1)), (120, vec![(ProofKind::CanaryStage, "extended")]));
+    assert_eq!((decided[1].0, proofs(&decided[1].1)), (240, vec![(ProofKind::CanaryStage, "inconclusive")]));
+    let ask = proposals(&decided[1].1)[0];
+    assert_eq!((ask.params.canary_weight, ask.require_human), (Some(50), true));
+    assert!(ask.explanation.contains("a human decides"), "{}", ask.explanation);
+    assert_eq!(ask.proposal_id, derive_id(&["rollout", &r.rollout_id.to_string(), "stage-1-human"]));
+}
+
+#[test]
+fn inputs_are_applied_once_per_consumer_and_stream_position() {
+    let (mut r, _) = rollout();
+    assert!(r.first_time("metrics", Some(("CN_EVENTS:e1", 10))));
+    assert!(!r.first_time("metrics", Some(("CN_EVENTS:e1", 10))), "a redelivery");
+    assert!(!r.first_time("metrics", Some(("CN_EVENTS:e1", 9))));
+    assert!(r.first_time("deploys", Some(("CN_EVENTS:e1", 9))), "another consumer of the same stream");
+    assert!(r.first_time("metrics", Some(("CN_EVENTS:e2", 1))), "a new stream epoch");
+}
+
+#[test]
+fn results_for_other_proposals_and_ended_deploys_are_handled_right() {
+    let (mut r, first) = rollout();
+    let mut other = proposals(&first)[0].clone();
+    other.proposal_id = Uuid::from_u128(9);
+    assert!(r.on_executed(&result(&other, "executed"), at(1)).is_empty());
+    assert!(matches!(r.phase, Phase::Proposed { .. }));
+    let mut ended = started();
+    ended.status = DeployStatus::Succeeded;
+    assert_eq!(proofs(&r.on_deploy_ended(&ended)), [(ProofKind::CanaryAborted, "deploy_ended")]);
+    assert!(r.on_deploy_ended(&ended).is_empty(), "once");
+    let (mut r, _) = rollout();
+    assert_eq!(proofs(&r.supersede("2.0.1")), [(ProofKind::CanaryAborted, "superseded")]);
+}
+
+#[test]
+fn a_plan_without_stages_goes_straight_to_promotion_and_ids_are_stable() {
+    let (r, first) = Rollout::start(&contract(&[]), &started(), None, "c".into(), at(0));
+    assert_eq!(proposals(&first)[0].action, Action::Promote);
+    let (again, _) = Rollout::start(&contract(&[]), &started(), None, "c".into(), at(0));
+    assert_eq!(r.rollout_id, again.rollout_id);
+    assert_eq!(in_flight(&r).proposal_id, in_flight(&again).proposal_id);
+}
