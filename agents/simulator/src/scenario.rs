@@ -10,11 +10,19 @@
 //! env = "stage"
 //! name = "checkout"
 //! failure = "crash_loop"   # healthy (default) | crash_loop | cpu_overload | bad_deploy |
-//!                          # memory_leak | latency_regression | false_alarm | flapping
+//!                          # memory_leak | latency_regression | false_alarm | flapping | slowdown
 //! start_after_s = 60       # simulated seconds of health before the failure starts (default 0)
 //! leak_percent_per_min = 20  # memory_leak only (default 20)
 //! flap_period_s = 60       # flapping only: bad this long, then healthy this long (default 60)
+//! slowdown_factor = 2.0    # slowdown only: p95/p99 of every variant × this (1 < f <= 100, default 2)
+//! canary_error_factor = 1.0    # a canary's error rate × this, vs the stable's (0 < f <= 100, default 1)
+//! canary_latency_factor = 1.0  # a canary's p95/p99 × this, vs the stable's (0 < f <= 100, default 1)
 //! ```
+//!
+//! The canary factors describe the new version a deploy agent rolls out with
+//! `set_canary_weight`; `promote` makes it the stable version, factors and all. A `slowdown`
+//! is a dependency getting slower: it hits the stable and the canary alike and no action
+//! cures it.
 //!
 //! `demo` names the built-in [`DEMO`] scenario. Unknown keys, bad values and duplicate
 //! services are refused when the file is loaded, naming the key, so the simulator stops at
@@ -81,6 +89,7 @@ pub enum Failure {
     LatencyRegression,
     FalseAlarm,
     Flapping,
+    Slowdown,
 }
 
 /// One simulated service.
@@ -97,6 +106,12 @@ pub struct ServiceSpec {
     pub leak_percent_per_min: f64,
     #[serde(default = "default_flap_period")]
     pub flap_period_s: u64,
+    #[serde(default = "default_slowdown")]
+    pub slowdown_factor: f64,
+    #[serde(default = "unchanged")]
+    pub canary_error_factor: f64,
+    #[serde(default = "unchanged")]
+    pub canary_latency_factor: f64,
 }
 
 fn default_leak() -> f64 {
@@ -105,6 +120,14 @@ fn default_leak() -> f64 {
 
 fn default_flap_period() -> u64 {
     60
+}
+
+fn default_slowdown() -> f64 {
+    2.0
+}
+
+fn unchanged() -> f64 {
+    1.0
 }
 
 /// A whole scenario.
@@ -178,11 +201,19 @@ impl Scenario {
             if !seen.insert((s.env.to_string(), s.name.to_string())) {
                 return Err(format!("{at} appears twice"));
             }
-            if !(s.leak_percent_per_min.is_finite() && s.leak_percent_per_min > 0.0 && s.leak_percent_per_min <= 100.0) {
-                return Err(format!("{at}: leak_percent_per_min = {} must be in (0, 100]", s.leak_percent_per_min));
-            }
             if !(10..=86_400).contains(&s.flap_period_s) {
                 return Err(format!("{at}: flap_period_s = {} must be in 10..=86400", s.flap_period_s));
+            }
+            let bounded = [
+                ("leak_percent_per_min", s.leak_percent_per_min, 0.0),
+                ("slowdown_factor", s.slowdown_factor, 1.0),
+                ("canary_error_factor", s.canary_error_factor, 0.0),
+                ("canary_latency_factor", s.canary_latency_factor, 0.0),
+            ];
+            for (key, value, above) in bounded {
+                if !(value.is_finite() && value > above && value <= 100.0) {
+                    return Err(format!("{at}: {key} = {value} must be in ({above}, 100]"));
+                }
             }
         }
         Ok(())
@@ -222,6 +253,42 @@ mod tests {
         assert_eq!((s.seed, s.tick_s, s.speed, s.duration_s), (1, 10, 30.0, None));
         assert_eq!(s.services[0].failure, Failure::MemoryLeak);
         assert_eq!(s.services[0].leak_percent_per_min, 20.0);
+        let spec = &s.services[0];
+        assert_eq!((spec.slowdown_factor, spec.canary_error_factor, spec.canary_latency_factor), (2.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn slowdown_and_canary_factors_are_read_as_given() {
+        let text = "[[service]]\nenv = \"prod\"\nname = \"api\"\nfailure = \"slowdown\"\nslowdown_factor = 3.5\n\
+                    canary_error_factor = 0.5\ncanary_latency_factor = 100\n";
+        let spec = Scenario::parse(text, "t").unwrap().services.remove(0);
+        assert_eq!(spec.failure, Failure::Slowdown);
+        assert_eq!((spec.slowdown_factor, spec.canary_error_factor, spec.canary_latency_factor), (3.5, 0.5, 100.0));
+    }
+
+    #[test]
+    fn out_of_range_factors_are_refused_naming_the_service_and_the_key() {
+        let cases = [
+            "slowdown_factor = 1.0",
+            "slowdown_factor = 0.5",
+            "slowdown_factor = 101.0",
+            "slowdown_factor = inf",
+            "canary_error_factor = 0.0",
+            "canary_error_factor = -2.0",
+            "canary_error_factor = 100.5",
+            "canary_error_factor = nan",
+            "canary_latency_factor = 0.0",
+            "canary_latency_factor = 1000.0",
+            "canary_latency_factor = -inf",
+        ];
+        for line in cases {
+            let text = format!("[[service]]\nenv = \"dev\"\nname = \"a\"\n{line}\n");
+            let err = Scenario::parse(&text, "bad.toml").unwrap_err().to_string();
+            let key = line.split(' ').next().unwrap();
+            assert!(err.contains("dev/a") && err.contains(&format!("{key} = ")), "{line:?}: {err}");
+        }
+        let text = "[[service]]\nenv = \"dev\"\nname = \"a\"\ncanary_error_factor = \"high\"\n";
+        assert!(Scenario::parse(text, "bad.toml").unwrap_err().to_string().contains("canary_error_factor"), "not a number");
     }
 
     #[test]

@@ -5,8 +5,18 @@
 //! Failures that come with a version (bad deploy, latency regression, memory leak) start with
 //! a `succeeded` deploy of 1.2.0 and last while that version runs, so a rollback cures them;
 //! the others are properties of the running service that only the right action clears.
+//!
+//! A canary rollout splits each tick in two: `set_canary_weight` sends a share of the traffic
+//! to the new version, and from then on the service reports a `stable` and a `canary` sample
+//! per tick, each with its own noise, the canary's scaled by the scenario's canary factors.
+//! Whatever befalls the service (overload, crash loop, a slow dependency…) shows in both, and
+//! a version's factors scale it too. `promote` makes the new version the stable one and
+//! `abort_rollout` sends all traffic back to the stable; neither publishes a deploy event,
+//! since the deploy agent that drives the rollout reports those itself. The new version is
+//! known by its factors only: promoting it does not change `version`, and a later rollback
+//! does not undo it. Without a canary the service reports one sample, with no variant.
 
-use bus_schema::{Action, ActionParams, DeployEvent, DeployStatus, LogEvent, LogLevel, MetricSample, Timestamp};
+use bus_schema::{Action, ActionParams, DeployEvent, DeployStatus, LogEvent, LogLevel, MetricSample, Timestamp, Variant};
 
 use crate::rng::Rng;
 use crate::scenario::{Failure, ServiceSpec};
@@ -20,6 +30,70 @@ pub const FAULTY_VERSION: &str = "1.2.0";
 pub const OOM_PERCENT: f64 = 97.0;
 /// How long a wrong action makes things worse.
 pub const HARM_S: u64 = 60;
+
+/// How a version's error rate and latency compare with those of the version the service
+/// started with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct VersionFactors {
+    error: f64,
+    latency: f64,
+}
+
+impl VersionFactors {
+    const BASELINE: Self = Self { error: 1.0, latency: 1.0 };
+}
+
+/// Error rate and p95 latency of one version in one tick.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    error: f64,
+    p95: f64,
+}
+
+/// A service-wide effect on the error rate or the p95 latency: every variant feels it.
+#[derive(Debug, Clone, Copy)]
+enum Shift {
+    ErrorTo(f64),
+    ErrorAtLeast(f64),
+    P95To(f64),
+    P95Times(f64),
+}
+
+impl Reading {
+    /// A healthy version's noise.
+    fn draw(rng: &mut Rng) -> Self {
+        let error = rng.range(0.001, 0.004);
+        let p95 = rng.range(120.0, 200.0);
+        Self { error, p95 }
+    }
+
+    fn shifted(mut self, shifts: &[Shift]) -> Self {
+        for shift in shifts {
+            match *shift {
+                Shift::ErrorTo(e) => self.error = e,
+                Shift::ErrorAtLeast(e) => self.error = self.error.max(e),
+                Shift::P95To(p) => self.p95 = p,
+                Shift::P95Times(k) => self.p95 *= k,
+            }
+        }
+        self
+    }
+
+    fn scaled(self, by: VersionFactors) -> Self {
+        Self { error: self.error * by.error, p95: self.p95 * by.latency }
+    }
+}
+
+/// What every variant of a service reports alike in one tick.
+struct Shared {
+    at: Timestamp,
+    cpu: f64,
+    memory: f64,
+    crash: bool,
+    qps: f64,
+    /// p99 as a multiple of p95.
+    tail: f64,
+}
 
 /// A service and its state.
 #[derive(Debug, Clone)]
@@ -41,6 +115,12 @@ pub struct ServiceSim {
     flap_since: Option<u64>,
     harmed_until: u64,
     qps_base: f64,
+    /// A dependency got slower: latency × `spec.slowdown_factor` from now on.
+    slowed: bool,
+    /// Share of the traffic, in percent, on the new version; 0 when no canary runs.
+    canary_weight: u8,
+    /// The stable version's factors: the new version's once a canary was promoted.
+    stable: VersionFactors,
 }
 
 /// What an action did to a service.
@@ -73,7 +153,15 @@ impl ServiceSim {
             flap_since: None,
             harmed_until: 0,
             qps_base,
+            slowed: false,
+            canary_weight: 0,
+            stable: VersionFactors::BASELINE,
         }
+    }
+
+    /// The factors of the version a canary runs.
+    fn canary_factors(&self) -> VersionFactors {
+        VersionFactors { error: self.spec.canary_error_factor, latency: self.spec.canary_latency_factor }
     }
 
     fn version_fault(&self) -> bool {
@@ -110,6 +198,7 @@ impl ServiceSim {
             Failure::CpuOverload => self.overload = true,
             Failure::FalseAlarm => self.spike_left = if self.rng.chance(0.5) { 1 } else { 2 },
             Failure::Flapping => self.flap_since = Some(elapsed),
+            Failure::Slowdown => self.slowed = true,
             Failure::BadDeploy | Failure::LatencyRegression | Failure::MemoryLeak => {
                 let previous = std::mem::replace(&mut self.version, FAULTY_VERSION.to_owned());
                 out.push(self.deploy(FAULTY_VERSION, Some(&previous), DeployStatus::Succeeded, at));
@@ -132,13 +221,14 @@ impl ServiceSim {
             self.trigger(elapsed, at, &mut out);
         }
         let r = &mut self.rng;
-        let mut error = r.range(0.001, 0.004);
-        let mut p95 = r.range(120.0, 200.0);
+        let stable = Reading::draw(r);
         let mut cpu = r.range(30.0, 50.0);
         let noise = r.range(-1.5, 1.5);
         let qps = self.qps_base * r.range(0.9, 1.1);
         let tail = r.range(1.3, 1.7);
         let roll = r.unit();
+        // Drawn after the stable's, so a tick without a canary draws exactly what it always did.
+        let canary = (self.canary_weight > 0).then(|| Reading::draw(r));
         let mut crash = false;
         let mut memory = if self.leaking() {
             self.memory = (self.memory + self.spec.leak_percent_per_min * tick_s as f64 / 60.0).min(99.0);
@@ -146,43 +236,44 @@ impl ServiceSim {
         } else {
             45.0 + noise * 4.0
         };
+        let mut shifts: Vec<Shift> = Vec::new();
         let mut logs: Vec<(LogLevel, String)> = Vec::new();
 
         if self.crash_loop {
             crash = true;
-            error = 0.25 + roll * 0.15;
+            shifts.push(Shift::ErrorTo(0.25 + roll * 0.15));
             if roll < 0.4 {
                 logs.push((LogLevel::Error, "container exited with code 1; back-off restarting failed container".to_owned()));
             }
         }
         if self.overload {
             cpu = 92.0 + roll * 7.0;
-            p95 = 600.0 + roll * 300.0;
-            error = error.max(0.01 + roll * 0.02);
+            shifts.push(Shift::P95To(600.0 + roll * 300.0));
+            shifts.push(Shift::ErrorAtLeast(0.01 + roll * 0.02));
         }
         if self.squeezed {
             cpu = (cpu + 20.0).min(100.0);
             if self.overload {
                 cpu = 99.0 + roll;
-                error = error.max(0.08 + roll * 0.07);
+                shifts.push(Shift::ErrorAtLeast(0.08 + roll * 0.07));
             }
         }
         if self.version_fault() {
             match self.spec.failure {
                 Failure::BadDeploy => {
-                    error = error.max(0.08 + roll * 0.04);
+                    shifts.push(Shift::ErrorAtLeast(0.08 + roll * 0.04));
                     if roll < 0.4 {
                         logs.push((LogLevel::Error, format!("unhandled exception in request handler (version {FAULTY_VERSION})")));
                     }
                 }
-                Failure::LatencyRegression => p95 = 1200.0 + roll * 400.0,
+                Failure::LatencyRegression => shifts.push(Shift::P95To(1200.0 + roll * 400.0)),
                 _ => {}
             }
         }
         if self.leaking() && self.memory >= 90.0 {
             if self.memory >= OOM_PERCENT {
                 crash = true;
-                error = error.max(0.05 + roll * 0.05);
+                shifts.push(Shift::ErrorAtLeast(0.05 + roll * 0.05));
                 logs.push((LogLevel::Error, "Out of memory: container killed (OOMKilled)".to_owned()));
             } else if roll < 0.5 {
                 logs.push((LogLevel::Warn, format!("memory usage at {:.0}% of the limit", self.memory)));
@@ -190,41 +281,60 @@ impl ServiceSim {
         }
         if self.spike_left > 0 {
             self.spike_left -= 1;
-            error = 0.2 + roll * 0.1;
-            p95 = 1500.0 + roll * 1000.0;
+            shifts.push(Shift::ErrorTo(0.2 + roll * 0.1));
+            shifts.push(Shift::P95To(1500.0 + roll * 1000.0));
         }
         if let Some(since) = self.flap_since {
             if (elapsed - since) / self.spec.flap_period_s % 2 == 0 {
                 crash = true;
-                error = error.max(0.1 + roll * 0.1);
+                shifts.push(Shift::ErrorAtLeast(0.1 + roll * 0.1));
             }
         }
         if elapsed <= self.harmed_until && self.harmed_until > 0 {
             cpu = 99.0 + roll;
-            error = error.max(0.08 + roll * 0.04);
-            p95 *= 3.0;
+            shifts.push(Shift::ErrorAtLeast(0.08 + roll * 0.04));
+            shifts.push(Shift::P95Times(3.0));
+        }
+        if self.slowed {
+            shifts.push(Shift::P95Times(self.spec.slowdown_factor));
         }
         if crash {
             self.restarts += 1;
         }
         memory = memory.clamp(0.0, 100.0);
-        out.push(Event::Metric(MetricSample {
-            service: self.spec.name.clone(),
-            env: self.spec.env.clone(),
-            error_rate: Some(error.clamp(0.0, 1.0)),
-            p95_latency_ms: Some(p95),
-            p99_latency_ms: Some(p95 * tail),
-            cpu_percent: Some(cpu.clamp(0.0, 100.0)),
-            memory_percent: Some(memory),
-            crash_looping: Some(crash),
-            restarts: Some(self.restarts),
-            qps: Some(qps),
-            variant: None,
-            timestamp: at,
-            source: Some("simulator".to_owned()),
-        }));
+        let shared = Shared { at, cpu: cpu.clamp(0.0, 100.0), memory, crash, qps, tail };
+        let stable = stable.shifted(&shifts).scaled(self.stable);
+        match canary {
+            None => out.push(Event::Metric(self.sample(&shared, None, stable, 100))),
+            Some(canary) => {
+                let canary = canary.shifted(&shifts).scaled(self.canary_factors());
+                let weight = self.canary_weight;
+                out.push(Event::Metric(self.sample(&shared, Some(Variant::Stable), stable, 100 - weight)));
+                out.push(Event::Metric(self.sample(&shared, Some(Variant::Canary), canary, weight)));
+            }
+        }
         out.extend(logs.into_iter().map(|(level, message)| self.log(level, message, at)));
         out
+    }
+
+    /// The sample of one variant that serves `percent` of the traffic.
+    fn sample(&self, shared: &Shared, variant: Option<Variant>, reading: Reading, percent: u8) -> MetricSample {
+        MetricSample {
+            service: self.spec.name.clone(),
+            env: self.spec.env.clone(),
+            error_rate: Some(reading.error.clamp(0.0, 1.0)),
+            p95_latency_ms: Some(reading.p95),
+            p99_latency_ms: Some(reading.p95 * shared.tail),
+            cpu_percent: Some(shared.cpu),
+            memory_percent: Some(shared.memory),
+            crash_looping: Some(shared.crash),
+            restarts: Some(self.restarts),
+            // × 1.0 exactly at 100 %, so a tick without a canary reports what it always did.
+            qps: Some(shared.qps * (f64::from(percent) / 100.0)),
+            variant,
+            timestamp: shared.at,
+            source: Some("simulator".to_owned()),
+        }
     }
 
     /// Applies an action `elapsed` simulated seconds into the run.
@@ -262,7 +372,40 @@ impl ServiceSim {
                 if self.overload { none("less capacity under overload: worse until scaled up") } else { none("less headroom: CPU higher until scaled up") }
             }
             Action::Rollback => self.rollback(params, at),
+            Action::SetCanaryWeight => none(&self.set_canary_weight(params.canary_weight)),
+            Action::Promote => none(&self.promote()),
+            Action::AbortRollout => none(&self.abort_rollout()),
             _ => none("no effect in the simulation"),
+        }
+    }
+
+    /// Sends `weight` percent of the traffic to the new version.
+    fn set_canary_weight(&mut self, weight: Option<u8>) -> String {
+        match weight {
+            Some(weight @ 1..=99) => {
+                self.canary_weight = weight;
+                format!("canary at {weight} %")
+            }
+            Some(weight) => format!("canary weight {weight} % is not in 1..=99 (abort_rollout and promote end a rollout); nothing changes"),
+            None => "no params.canary_weight given; nothing changes".to_owned(),
+        }
+    }
+
+    /// Makes the canary's version the stable one.
+    fn promote(&mut self) -> String {
+        let weight = std::mem::take(&mut self.canary_weight);
+        if weight == 0 {
+            return "no canary running: nothing to promote".to_owned();
+        }
+        self.stable = self.canary_factors();
+        format!("canary promoted: the new version takes all traffic (was at {weight} %)")
+    }
+
+    /// Sends all traffic back to the stable version.
+    fn abort_rollout(&mut self) -> String {
+        match std::mem::take(&mut self.canary_weight) {
+            0 => "no canary running: nothing to abort".to_owned(),
+            weight => format!("canary traffic to 0 % (was {weight} %)"),
         }
     }
 

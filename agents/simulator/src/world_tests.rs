@@ -1,14 +1,20 @@
 //! Each failure mode's signature over simulated time, and what actions do to it.
 
-use bus_schema::{Action, ActionParams, DeployStatus, LogLevel, MetricSample, SimAction, Timestamp, Uuid};
+use bus_schema::{Action, ActionParams, DeployStatus, LogLevel, MetricSample, SimAction, Timestamp, Uuid, Variant};
 
 use crate::scenario::Scenario;
+use crate::service::Effect;
 use crate::world::{Event, Tick, World};
 
 const TICK_S: u64 = 10;
 
 fn world_with(failure: &str, start_after_s: u64, seed: u64) -> World {
-    let text = format!("[[service]]\nenv = \"stage\"\nname = \"api\"\nfailure = \"{failure}\"\nstart_after_s = {start_after_s}\n");
+    world_of(&format!("failure = \"{failure}\"\nstart_after_s = {start_after_s}"), seed)
+}
+
+/// A world of one service, stage/api, whose spec has the keys `keys` besides its name.
+fn world_of(keys: &str, seed: u64) -> World {
+    let text = format!("[[service]]\nenv = \"stage\"\nname = \"api\"\n{keys}\n");
     World::new(&Scenario::parse(&text, "test").unwrap(), seed, "2026-02-20T06:00:00Z".parse().unwrap())
 }
 
@@ -22,15 +28,12 @@ fn run(world: &mut World, minutes: u64) -> Vec<MetricSample> {
 }
 
 fn act(world: &mut World, action: Action) -> Vec<Event> {
-    let a = SimAction {
-        proposal_id: Uuid::nil(),
-        env: "stage".parse().unwrap(),
-        service: "api".parse().unwrap(),
-        action,
-        params: ActionParams::default(),
-        issued_at: Timestamp::now(),
-    };
-    world.act(&a).unwrap().events
+    act_with(world, action, ActionParams::default()).events
+}
+
+fn act_with(world: &mut World, action: Action, params: ActionParams) -> Effect {
+    let a = SimAction { proposal_id: Uuid::nil(), env: "stage".parse().unwrap(), service: "api".parse().unwrap(), action, params, issued_at: Timestamp::now() };
+    world.act(&a).unwrap()
 }
 
 fn deploys(events: &[Event]) -> Vec<(String, Option<String>, DeployStatus)> {
@@ -193,4 +196,173 @@ fn actions_for_unknown_services_are_refused_and_the_scenario_ends_after_its_dura
     assert!(w.act(&a).is_ok());
     assert_eq!(std::iter::from_fn(|| w.step()).count(), 7, "ticks at 0, 10, …, 60 s");
     assert!(World::empty(Timestamp::now()).step().is_none());
+}
+
+fn set_canary(world: &mut World, weight: u8) -> Effect {
+    act_with(world, Action::SetCanaryWeight, ActionParams { canary_weight: Some(weight), ..ActionParams::default() })
+}
+
+/// The next `ticks` ticks of a service running a canary: its stable and its canary samples.
+fn run_canary(world: &mut World, ticks: usize) -> (Vec<MetricSample>, Vec<MetricSample>) {
+    (0..ticks)
+        .map(|_| {
+            let tick = world.step().unwrap();
+            let metrics: Vec<MetricSample> = tick.events.into_iter().filter_map(|e| if let Event::Metric(m) = e { Some(m) } else { None }).collect();
+            let [stable, canary] = <[MetricSample; 2]>::try_from(metrics).unwrap();
+            assert_eq!((stable.variant, canary.variant), (Some(Variant::Stable), Some(Variant::Canary)));
+            (stable, canary)
+        })
+        .unzip()
+}
+
+fn mean(samples: &[MetricSample], value: fn(&MetricSample) -> Option<f64>) -> f64 {
+    samples.iter().map(|m| value(m).unwrap()).sum::<f64>() / samples.len() as f64
+}
+
+fn error_rate(m: &MetricSample) -> Option<f64> {
+    m.error_rate
+}
+
+fn p95(m: &MetricSample) -> Option<f64> {
+    m.p95_latency_ms
+}
+
+#[test]
+fn a_healthy_canary_at_ten_percent_reports_beside_the_stable_and_looks_like_it() {
+    for seed in 0..5 {
+        let mut w = world_with("healthy", 0, seed);
+        w.step().unwrap();
+        let effect = set_canary(&mut w, 10);
+        assert_eq!((effect.summary.as_str(), effect.events.len()), ("canary at 10 %", 0));
+        let (stable, canary) = run_canary(&mut w, 200);
+        for (s, c) in stable.iter().zip(&canary) {
+            assert_eq!((c.timestamp, c.source.as_deref(), c.crash_looping, c.restarts), (s.timestamp, Some("simulator"), s.crash_looping, s.restarts));
+            assert_eq!((c.cpu_percent, c.memory_percent), (s.cpu_percent, s.memory_percent), "the service's host numbers are shared");
+            let share = c.qps.unwrap() / (c.qps.unwrap() + s.qps.unwrap());
+            assert!((share - 0.10).abs() < 1e-9, "canary share {share}");
+            assert!(healthy(s) && healthy(c));
+        }
+        assert_ne!(stable.iter().map(error_rate).collect::<Vec<_>>(), canary.iter().map(error_rate).collect::<Vec<_>>(), "the canary has its own noise");
+        for value in [error_rate, p95] {
+            let ratio = mean(&canary, value) / mean(&stable, value);
+            assert!((0.8..=1.2).contains(&ratio), "seed {seed}: canary/stable {ratio}");
+        }
+    }
+}
+
+#[test]
+fn a_worse_canary_shows_its_factors_and_leaves_the_stable_as_it_was() {
+    let mut plain = world_with("healthy", 0, 8);
+    let mut worse = world_of("canary_error_factor = 3.0\ncanary_latency_factor = 2.0", 8);
+    for w in [&mut plain, &mut worse] {
+        w.step().unwrap();
+        set_canary(w, 25);
+    }
+    let (plain_stable, _) = run_canary(&mut plain, 200);
+    let (stable, canary) = run_canary(&mut worse, 200);
+    assert_eq!(stable, plain_stable, "the factors are the new version's alone");
+    let errors = mean(&canary, error_rate) / mean(&stable, error_rate);
+    let latency = mean(&canary, p95) / mean(&stable, p95);
+    assert!((2.5..=3.5).contains(&errors), "canary errors ×{errors}");
+    assert!((1.8..=2.2).contains(&latency), "canary p95 ×{latency}");
+    assert!(canary.iter().all(|m| m.p99_latency_ms.unwrap() > m.p95_latency_ms.unwrap() && m.p95_latency_ms.unwrap() >= 240.0));
+}
+
+#[test]
+fn a_slowdown_slows_every_variant_alike_and_no_action_cures_it() {
+    let mut w = world_of("failure = \"slowdown\"\nstart_after_s = 600\nslowdown_factor = 3.0", 9);
+    w.step().unwrap();
+    set_canary(&mut w, 20);
+    let (stable_before, canary_before) = run_canary(&mut w, 59);
+    let (stable_after, canary_after) = run_canary(&mut w, 200);
+    for (before, after) in [(&stable_before, &stable_after), (&canary_before, &canary_after)] {
+        let p95_ratio = mean(after, p95) / mean(before, p95);
+        let p99_ratio = mean(after, |m| m.p99_latency_ms) / mean(before, |m| m.p99_latency_ms);
+        assert!((2.6..=3.4).contains(&p95_ratio) && (2.6..=3.4).contains(&p99_ratio), "p95 ×{p95_ratio}, p99 ×{p99_ratio}");
+        assert!(after.iter().all(|m| m.error_rate.unwrap() < 0.005), "slower, not failing");
+    }
+    for action in [Action::AbortRollout, Action::Restart, Action::Rollback, Action::ScaleUp] {
+        act(&mut w, action);
+    }
+    assert!(run(&mut w, 10).iter().all(|m| m.variant.is_none() && m.p95_latency_ms.unwrap() >= 360.0), "a slow dependency stays slow");
+}
+
+#[test]
+fn a_crash_loop_shows_in_both_variants() {
+    let mut w = world_of("failure = \"crash_loop\"\ncanary_error_factor = 0.5", 10);
+    w.step().unwrap();
+    set_canary(&mut w, 50);
+    let (stable, canary) = run_canary(&mut w, 30);
+    for (s, c) in stable.iter().zip(&canary) {
+        assert!(s.crash_looping == Some(true) && c.crash_looping == Some(true) && s.restarts == c.restarts);
+        assert!(s.error_rate.unwrap() > 0.2 && c.error_rate.unwrap() > 0.1, "even a better version fails while the service crashes");
+        assert_eq!(s.qps, c.qps, "half the traffic each");
+    }
+}
+
+#[test]
+fn abort_ends_the_canary_and_promote_makes_the_new_version_stable() {
+    let mut w = world_of("canary_error_factor = 3.0", 11);
+    assert_eq!(act_with(&mut w, Action::AbortRollout, ActionParams::default()).summary, "no canary running: nothing to abort");
+    assert_eq!(act_with(&mut w, Action::Promote, ActionParams::default()).summary, "no canary running: nothing to promote");
+    let baseline = run(&mut w, 40);
+    set_canary(&mut w, 10);
+    run_canary(&mut w, 10);
+    let aborted = act_with(&mut w, Action::AbortRollout, ActionParams::default());
+    assert_eq!((aborted.summary.as_str(), aborted.events.len()), ("canary traffic to 0 % (was 10 %)", 0));
+    let after_abort = run(&mut w, 40);
+    assert!(after_abort.iter().all(|m| m.variant.is_none()), "one sample per tick again");
+    assert!((0.8..=1.2).contains(&(mean(&after_abort, error_rate) / mean(&baseline, error_rate))), "the stable kept its errors");
+
+    set_canary(&mut w, 50);
+    run_canary(&mut w, 10);
+    let promoted = act_with(&mut w, Action::Promote, ActionParams::default());
+    assert_eq!((promoted.summary.as_str(), promoted.events.len()), ("canary promoted: the new version takes all traffic (was at 50 %)", 0));
+    let after_promote = run(&mut w, 200);
+    assert!(after_promote.iter().all(|m| m.variant.is_none()));
+    let errors = mean(&after_promote, error_rate) / mean(&baseline, error_rate);
+    assert!((2.5..=3.5).contains(&errors), "the promoted version has its errors: ×{errors}");
+    let qps = mean(&after_promote, |m| m.qps) / mean(&baseline, |m| m.qps);
+    assert!((0.95..=1.05).contains(&qps), "all the traffic on one sample: ×{qps}");
+}
+
+#[test]
+fn a_canary_weight_outside_one_to_ninety_nine_changes_nothing() {
+    let mut w = world_with("healthy", 0, 12);
+    w.step().unwrap();
+    let missing = act_with(&mut w, Action::SetCanaryWeight, ActionParams::default());
+    assert_eq!(missing.summary, "no params.canary_weight given; nothing changes");
+    for weight in [0, 100, 200] {
+        let effect = set_canary(&mut w, weight);
+        assert!(effect.summary.contains(&format!("{weight} % is not in 1..=99")) && effect.summary.ends_with("nothing changes"), "{}", effect.summary);
+        assert!(effect.events.is_empty());
+    }
+    assert!(run(&mut w, 2).iter().all(|m| m.variant.is_none()));
+    set_canary(&mut w, 30);
+    set_canary(&mut w, 100);
+    let (stable, canary) = run_canary(&mut w, 1);
+    let share = canary[0].qps.unwrap() / (canary[0].qps.unwrap() + stable[0].qps.unwrap());
+    assert!((share - 0.30).abs() < 1e-9, "a refused weight leaves a running canary where it was: {share}");
+}
+
+#[test]
+fn without_a_canary_the_world_is_what_it_was() {
+    for failure in ["healthy", "bad_deploy", "memory_leak"] {
+        let trace = |keys: &str, canary_actions: bool| {
+            let mut w = world_of(&format!("failure = \"{failure}\"\nstart_after_s = 60\n{keys}"), 13);
+            let mut out: Vec<Tick> = (0..20).map(|_| w.step().unwrap()).collect();
+            if canary_actions {
+                for action in [Action::AbortRollout, Action::Promote, Action::SetCanaryWeight] {
+                    assert!(act_with(&mut w, action, ActionParams::default()).events.is_empty());
+                }
+                set_canary(&mut w, 0);
+            }
+            act(&mut w, Action::Rollback);
+            out.extend((0..20).map(|_| w.step().unwrap()));
+            out
+        };
+        let plain = trace("", false);
+        assert_eq!(trace("canary_error_factor = 5.0\ncanary_latency_factor = 0.5", true), plain, "{failure}");
+        assert!(plain.iter().flat_map(|t| &t.events).all(|e| !matches!(e, Event::Metric(m) if m.variant.is_some())));
+    }
 }
