@@ -141,8 +141,12 @@ pub async fn pull(consumer: jetstream::consumer::PullConsumer, epoch: Arc<str>, 
                     permit.send(Delivery { msg, epoch: epoch.clone() });
                 }
                 Some(Err(e)) => {
-                    warn!(error = %e, "pull consumer error; continuing");
+                    // A missed heartbeat means the server holds no live pull request for us
+                    // (seen after a kill -9 and restart): pull afresh rather than wait on a
+                    // stream that will never deliver again.
+                    warn!(consumer = %consumer.cached_info().name, error = %e, "pull consumer error; pulling afresh");
                     tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_millis(250)) => {} }
+                    break;
                 }
                 None => break,
             }
