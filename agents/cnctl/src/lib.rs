@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cnctl publish deploy|metric|log|contract|onboard   publish an event or request (flags, --file or stdin)
+//! cnctl onboard                                       onboard an app and wait for the deploy agent's verdict
 //! cnctl tail                                          follow the proof log, readable or --json
 //! cnctl proof verify                                  check every hash chain in CN_PROOF
 //! cnctl status                                        which agents are alive
@@ -14,8 +15,8 @@
 //! ```
 //!
 //! Exit codes: 0 success, 1 a failed check (a broken chain, a missing agent) or an operation
-//! that failed, 2 a decision governance has not answered yet (`approvals approve|deny`) or no
-//! answer from the risk negotiator (`contract`) or the optimizer (`policy show`), 3 an ask the negotiator refused (`contract
+//! that failed or an onboarding the deploy agent refused, 2 a decision governance has not answered yet (`approvals approve|deny`) or no
+//! answer from the risk negotiator (`contract`), the optimizer (`policy show`) or the deploy agent (`onboard`), 3 an ask the negotiator refused (`contract
 //! counter|accept`), 64 bad usage.
 
 pub mod approvals;
@@ -24,6 +25,7 @@ pub mod contract;
 pub mod creds;
 pub mod keys;
 pub mod learned;
+pub mod onboard;
 pub mod policy;
 pub mod publish;
 pub mod request;
@@ -58,6 +60,14 @@ pub enum Command {
         nats: NatsArgs,
         #[command(subcommand)]
         event: publish::Event,
+    },
+    /// Onboard an app: publish the request and wait for the deploy agent's verdict.
+    #[command(after_help = onboard::ONBOARD_HELP)]
+    Onboard {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        args: onboard::OnboardArgs,
     },
     /// Follow the proof log (CN_PROOF), readable by default.
     Tail {
@@ -186,6 +196,7 @@ pub fn main(cli: Cli) -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Publish { nats, event } => publish::run(&nats, event).await,
+        Command::Onboard { nats, args } => onboard::run(&nats, args).await,
         Command::Tail { nats, args } => tail::run(&nats, args).await,
         Command::Proof { command: ProofCommand::Verify { nats, json } } => verify::run(&nats, json).await,
         Command::Status { nats, args } => status::run(&nats, args).await,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agent_runtime::config::NatsArgs;
-use agent_runtime::{Publisher, Trace};
+use agent_runtime::{Published, Publisher, Trace};
 use bus_schema::codec::{Encoding, Limits, Payload, decode};
 use bus_schema::proof::ProofHash;
 use bus_schema::{
@@ -193,32 +193,39 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
             send(nats, &subject::CONTRACT_REQUESTS.subject(&r.env, &r.service), &r, "contract request").await
         }
         Event::Onboard { source, app, repo, runtime, env } => {
-            let r = match source.file {
-                Some(f) => read_json::<OnboardRequest>(&f)?,
-                None => OnboardRequest {
-                    app_name: need(app, "--app")?,
-                    repo_url: need(repo, "--repo")?,
-                    runtime: need(runtime, "--runtime")?,
-                    env: need(env, "--env")?,
-                },
-            };
+            let r = onboard_request(source, app, repo, runtime, env)?;
             send(nats, &subject::ONBOARD_REQUESTS.subject(&r.env), &r, "onboarding request").await
         }
     }
 }
 
+/// An onboarding request from `--file`, or else from the flags (each then required).
+pub(crate) fn onboard_request(source: Source, app: Option<String>, repo: Option<String>, runtime: Option<String>, env: Option<Env>) -> Result<OnboardRequest, Failure> {
+    Ok(match source.file {
+        Some(f) => read_json::<OnboardRequest>(&f)?,
+        None => OnboardRequest { app_name: need(app, "--app")?, repo_url: need(repo, "--repo")?, runtime: need(runtime, "--runtime")?, env: need(env, "--env")? },
+    })
+}
+
 async fn send<P: Payload>(nats: &NatsArgs, subject: &Subject<P>, payload: &P, what: &str) -> Result<ExitCode, Failure> {
     payload.validate().map_err(|e| format!("not published: {e}"))?;
-    let bytes = bus_schema::codec::encode(payload)?;
-    let id = format!("cnctl:{}", &ProofHash::of(&[subject.as_str().as_bytes(), b"\0", &bytes].concat()).to_hex()[..32]);
     let client = crate::connect(nats).await?;
-    let publisher = Publisher::new(client.clone(), async_nats::jetstream::new(client));
-    let trace = Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id };
-    let published = publisher.publish(subject, payload, &trace).await?;
+    let (published, _) = publish_traced(&client, subject, payload).await?;
     if published.duplicate {
         println!("{what} on {subject} was already published (stream seq {}); not stored again", published.stream_seq);
     } else {
         println!("published {what} on {subject} (stream seq {})", published.stream_seq);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes a payload with cnctl's `Nats-Msg-Id` (a hash of subject and payload), which is
+/// also its `Cn-Correlation-Id`: the agents' proof records about it carry that id. Returns
+/// what JetStream said and the id.
+pub(crate) async fn publish_traced<P: Payload>(client: &async_nats::Client, subject: &Subject<P>, payload: &P) -> Result<(Published, String), Failure> {
+    let bytes = bus_schema::codec::encode(payload)?;
+    let id = format!("cnctl:{}", &ProofHash::of(&[subject.as_str().as_bytes(), b"\0", &bytes].concat()).to_hex()[..32]);
+    let publisher = Publisher::new(client.clone(), async_nats::jetstream::new(client.clone()));
+    let trace = Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id.clone() };
+    Ok((publisher.publish(subject, payload, &trace).await?, id))
 }
