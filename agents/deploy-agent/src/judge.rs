@@ -5,7 +5,7 @@
 //! |---|---|
 //! | fail | the canary alone breaches a guardrail (median p95/p99 or mean error rate over the stage, from [`GUARDRAIL_MIN_SAMPLES`] canary samples); or, with the stage's minimum samples on both sides, the canary is significantly worse (one-sided p < [`ALPHA`]) *and* materially worse ([`LATENCY_MARGIN`], [`ERROR_RATIO`] and [`ERROR_MIN_DIFF`]) |
 //! | pass | the stage ran its minimum duration, both sides have the minimum samples, nothing failed, and the stable version is within the guardrails too |
-//! | inconclusive | the minimum duration is over but samples are missing, or the stable version breaches the guardrails as well (a shared problem is not the canary's to answer for) |
+//! | inconclusive | the stage's deadline passed without the minimum samples, or it has them but the stable version breaches the guardrails as well (a shared problem is not the canary's to answer for) |
 //! | wait | otherwise |
 //!
 //! Latency is compared with Mann-Whitney U on per-sample p95. Errors are compared with the
@@ -77,6 +77,8 @@ impl StageData {
 pub struct Criteria {
     /// Event time the stage runs at least (its minimum duration, plus an extension).
     pub min_duration_s: f64,
+    /// Event time after which a stage still short of samples is inconclusive.
+    pub deadline_s: f64,
     /// Samples per side.
     pub min_samples: usize,
     pub guardrails: Guardrails,
@@ -205,9 +207,9 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
     let done = elapsed >= c.min_duration_s;
     let verdict = if !fails.is_empty() {
         Verdict::Fail
-    } else if done && enough && shared.is_empty() {
-        Verdict::Pass
-    } else if done {
+    } else if done && enough {
+        if shared.is_empty() { Verdict::Pass } else { Verdict::Inconclusive }
+    } else if elapsed >= c.deadline_s {
         Verdict::Inconclusive
     } else {
         Verdict::Wait
@@ -221,7 +223,7 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
         reasons.push(format!("no difference that matters between canary and stable over {elapsed:.0} s"));
     }
     let evidence = json!({
-        "elapsed_s": round(elapsed, 1), "min_duration_s": c.min_duration_s,
+        "elapsed_s": round(elapsed, 1), "min_duration_s": c.min_duration_s, "deadline_s": c.deadline_s,
         "samples": {"canary": canary.len(), "stable": stable.len(), "min": c.min_samples},
         "alpha": ALPHA, "latency": latency, "errors": errors,
     });
@@ -237,7 +239,7 @@ mod tests {
     }
 
     fn criteria() -> Criteria {
-        Criteria { min_duration_s: 120.0, min_samples: 30, guardrails: guardrails() }
+        Criteria { min_duration_s: 120.0, deadline_s: 600.0, min_samples: 30, guardrails: guardrails() }
     }
 
     /// `n` samples 10 s apart per side; `f(i)` gives (p95, error rate) for sample i.
@@ -312,12 +314,14 @@ mod tests {
     }
 
     #[test]
-    fn a_stage_short_of_samples_is_inconclusive_when_its_time_is_up() {
+    fn a_stage_short_of_samples_waits_for_them_until_its_deadline() {
         let mut data = stage(8, healthy(1), healthy(2));
         data.stable.push(Sample { at_ms: 200_000, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(0.002), qps: Some(400.0) });
+        assert_eq!(judge(&data, &criteria()).verdict, Verdict::Wait, "past the minimum duration, before the deadline");
+        data.stable.push(Sample { at_ms: 600_000, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(0.002), qps: Some(400.0) });
         let j = judge(&data, &criteria());
         assert_eq!(j.verdict, Verdict::Inconclusive);
-        assert!(j.reasons[0].contains("8 canary and 9 stable samples"), "{:?}", j.reasons);
+        assert!(j.reasons[0].contains("8 canary and 10 stable samples"), "{:?}", j.reasons);
     }
 
     #[test]

@@ -10,9 +10,12 @@
 //! - Every traffic change is an `set_canary_weight` proposal to governance; the stage starts
 //!   when the executor reports it executed, and its samples are those that arrive after.
 //! - Each stage is judged by [`crate::judge`] at every sample. Pass goes on; fail proposes
-//!   `abort_rollout`, then a rollback to the stable version; inconclusive extends the stage
-//!   once by its minimum duration, then asks a human (the next step is proposed with
-//!   `require_human`: approving it goes on, denying it aborts).
+//!   `abort_rollout`, then a rollback to the stable version. A stage waits for its minimum
+//!   duration and samples; it is inconclusive when its deadline (twice its minimum duration,
+//!   at least [`MIN_STAGE_DEADLINE_S`]) passes without the samples, or when the stable version
+//!   breaches the guardrails too. Inconclusive extends the stage once (minimum duration and
+//!   deadline doubled), then asks a human (the next step is proposed with `require_human`:
+//!   approving it goes on, denying it aborts).
 //! - Promotion is a `promote` proposal: in prod the policy sends it to a human.
 //! - Every verdict is a `canary_stage` record with the numbers behind it; the end is a
 //!   `canary_promoted` or `canary_aborted` record and a deploy event (`succeeded`, or
@@ -39,6 +42,9 @@ use crate::judge::{self, Criteria, DEFAULT_MIN_SAMPLES, StageData, Verdict};
 pub const STEP_CONFIDENCE: f64 = 0.9;
 /// Confidence of ending a rollout that failed its judgement.
 pub const ABORT_CONFIDENCE: f64 = 0.99;
+/// A stage still short of samples is inconclusive after twice its minimum duration, but
+/// never before this much event time (30 samples take 7.5 min at a 15 s scrape interval).
+pub const MIN_STAGE_DEADLINE_S: f64 = 600.0;
 
 /// Where a rollout is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,9 +187,12 @@ impl Rollout {
         }
         self.data.add(m);
         let Some(stage) = self.stages.get(self.stage) else { return Vec::new() };
-        let extension = if self.extended { f64::from(stage.min_duration_s) } else { 0.0 };
+        // An extension gives the stage its time once more.
+        let times = if self.extended { 2.0 } else { 1.0 };
+        let min_duration_s = f64::from(stage.min_duration_s);
         let criteria = Criteria {
-            min_duration_s: f64::from(stage.min_duration_s) + extension,
+            min_duration_s: min_duration_s * times,
+            deadline_s: (2.0 * min_duration_s).max(MIN_STAGE_DEADLINE_S) * times,
             min_samples: if stage.min_samples == 0 { DEFAULT_MIN_SAMPLES } else { stage.min_samples as usize },
             guardrails: self.guardrails.clone(),
         };
@@ -205,7 +214,7 @@ impl Rollout {
             }
             Verdict::Inconclusive if !self.extended => {
                 self.extended = true;
-                detail["extended_by_s"] = json!(stage.min_duration_s);
+                detail["extended"] = json!({"min_duration_s": criteria.min_duration_s * 2.0, "deadline_s": criteria.deadline_s * 2.0});
                 vec![self.proof(ProofKind::CanaryStage, "extended", detail)]
             }
             Verdict::Inconclusive => {

@@ -183,10 +183,10 @@ fn an_inconclusive_stage_is_extended_once_then_a_human_decides() {
         let m: MetricSample = serde_json::from_value(json!({"service": "api", "env": "stage", "timestamp": at(s).to_string(), "error_rate": 0.002, "p95_latency_ms": 150.0})).unwrap();
         r.on_metric(&m, at(s))
     };
-    let decided: Vec<(u64, Vec<Effect>)> = (0..40).map(|i| (i * 10, stable_only(&mut r, i * 10))).filter(|(_, out)| !out.is_empty()).collect();
+    let decided: Vec<(u64, Vec<Effect>)> = (0..130).map(|i| (i * 10, stable_only(&mut r, i * 10))).filter(|(_, out)| !out.is_empty()).collect();
     assert_eq!(decided.len(), 2, "{decided:?}");
-    assert_eq!((decided[0].0, proofs(&decided[0].1)), (120, vec![(ProofKind::CanaryStage, "extended")]));
-    assert_eq!((decided[1].0, proofs(&decided[1].1)), (240, vec![(ProofKind::CanaryStage, "inconclusive")]));
+    assert_eq!((decided[0].0, proofs(&decided[0].1)), (600, vec![(ProofKind::CanaryStage, "extended")]), "the deadline: 10 min");
+    assert_eq!((decided[1].0, proofs(&decided[1].1)), (1200, vec![(ProofKind::CanaryStage, "inconclusive")]), "doubled once");
     let ask = proposals(&decided[1].1)[0];
     assert_eq!((ask.params.canary_weight, ask.require_human), (Some(50), true));
     assert!(ask.explanation.contains("a human decides"), "{}", ask.explanation);

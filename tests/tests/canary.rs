@@ -1,0 +1,118 @@
+//! Canary rollouts through the real fleet and the simulator: a contract is drafted and accepted,
+//! the pipeline starts the deploy, and the deploy agent walks the contract's canary plan
+//! through governance and the executor's `sim` backend while the simulator serves the stable
+//! and the canary version. Simulated time runs 60× faster than the wall clock.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
+use std::time::Duration;
+
+use bus_schema::proof::{ProofKind, ProofRecord};
+use bus_schema::{Action, ContractRequest, RiskLevel};
+use cn_tests::fleet::Fleet;
+use cn_tests::proof_log::StoredRecord;
+use cn_tests::scenario::{cnctl, for_service, pipeline_pub};
+use serde_json::{Value, json};
+
+/// A change the negotiator drafts as medium risk: 10 → 50 → 100 %, 2 min and 30 samples a
+/// stage (the high-risk plan's four traffic steps would meet governance's repetition limit of
+/// 3 in 5 min of wall-clock time at this speed).
+fn request(service: &str) -> Value {
+    json!({"deployment_id": format!("deploy-{service}"), "service": service, "env": "stage", "version": "2.0.0",
+        "changes": [
+            {"file_path": "src/handlers/search.rs", "change_type": "modify", "lines_changed": 120, "description": "New ranking behind the search API endpoint"},
+            {"file_path": "src/handlers/ranking.rs", "change_type": "add", "lines_changed": 90, "description": "Cache the ranking weights"},
+            {"file_path": "tests/ranking.rs", "change_type": "add", "lines_changed": 60, "description": "Ranking tests"}],
+        "rollback_capability": true})
+}
+
+#[test]
+fn the_request_drafts_a_medium_risk_contract_with_a_two_stage_canary() {
+    let req: ContractRequest = serde_json::from_value(request("api")).unwrap();
+    let c = risk_negotiator::draft::draft_offline(&req, bus_schema::Timestamp::now());
+    assert_eq!(c.risk.level, RiskLevel::Medium, "{:?}", c.risk);
+    assert_eq!(c.canary.iter().map(|s| s.weight_percent).collect::<Vec<_>>(), [10, 50, 100]);
+}
+
+/// A fleet whose simulator runs `services` (TOML `[[service]]` tables) on stage, 5 s ticks.
+async fn fleet_with(services: &str) -> Fleet {
+    let scenario = std::env::temp_dir().join(format!("cn-canary-{}.toml", bus_schema::Uuid::new_v4()));
+    std::fs::write(&scenario, format!("seed = 5\ntick_s = 5\nspeed = 60\n{services}")).unwrap();
+    let scenario = scenario.to_string_lossy().into_owned();
+    let sim: &[&str] = &["--scenario", &scenario, "--lead", "2h"];
+    let fleet = Fleet::start_with(&[("simulator", sim), ("executor", &["--backend", "sim"])]).await.unwrap();
+    std::fs::remove_file(&scenario).unwrap(); // read at start
+    fleet
+}
+
+/// Drafts and accepts the contract for `service`, then starts its deploy as a pipeline would.
+async fn start_rollout(fleet: &Fleet, service: &str) {
+    let file = fleet.dir.path().join(format!("{service}-request.json"));
+    std::fs::write(&file, request(service).to_string()).unwrap();
+    // The operator user: `contract request` waits for the contract by reading CN_WORK.
+    let out = cnctl(fleet, "operator", &["contract", "request", file.to_str().unwrap(), "--json"], None);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let contract: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(contract["risk"]["level"], "medium", "{contract}");
+    let id = contract["contract_id"].as_str().unwrap();
+    let out = cnctl(fleet, "pipeline", &["contract", "accept", id, "--env", "stage", "--service", service, "--requested-by", "dev-ana"], None);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Stamped at the simulation's start, 2 h back, so the detector's event time for the
+    // service is not pushed past the simulated samples.
+    let at = bus_schema::Timestamp::now().minus(Duration::from_secs(7200));
+    let deploy = json!({"service": service, "env": "stage", "version": "2.0.0", "previous_version": "1.1.0", "status": "started",
+        "timestamp": at.to_string(), "deployment_id": format!("deploy-{service}")});
+    pipeline_pub(fleet, &format!("cn.events.deploy.stage.{service}"), deploy).await;
+}
+
+/// The deploy agent's stage verdicts for a service: (stage, reason), in order.
+fn verdicts(records: &[StoredRecord], service: &str) -> Vec<(u64, String)> {
+    for_service(records, ProofKind::CanaryStage, service)
+        .into_iter()
+        .filter(|r| r.reason.as_deref() != Some("rollout_started"))
+        .map(|r| (r.detail["stage"].as_u64().unwrap_or(0), r.reason.clone().unwrap_or_default()))
+        .collect()
+}
+
+/// What the executor carried out for a service: (action, the canary weight the deploy agent
+/// proposed), in order.
+fn executed(records: &[StoredRecord], service: &str) -> Vec<(Action, Option<u64>)> {
+    let proposed = for_service(records, ProofKind::ActionProposed, service);
+    let weight = |r: &ProofRecord| proposed.iter().find(|p| p.proposal_id == r.proposal_id).and_then(|p| p.detail["params"]["canary_weight"].as_u64());
+    for_service(records, ProofKind::ActionExecuted, service).iter().map(|r| (r.action.clone().unwrap(), weight(r))).collect()
+}
+
+fn ended(records: &[StoredRecord], service: &str) -> bool {
+    !for_service(records, ProofKind::CanaryPromoted, service).is_empty() || !for_service(records, ProofKind::CanaryAborted, service).is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_agent_killed_mid_rollout_resumes_at_its_stage_and_promotes() {
+    let mut fleet = fleet_with("[[service]]\nenv = \"stage\"\nname = \"api\"\n").await;
+    start_rollout(&fleet, "api").await;
+    // Kill it as soon as the first stage passed: the 50 % step is proposed or under way.
+    fleet.records_until("stage 1 to pass", |r| verdicts(r, "api").contains(&(1, "passed".into()))).await.unwrap();
+    fleet.agent("deploy-agent").unwrap().kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await; // 2 simulated minutes go by
+    fleet.agent("deploy-agent").unwrap().restart().unwrap();
+    let records = fleet.records_until("the rollout to end", |r| ended(r, "api")).await.unwrap();
+
+    assert_eq!(verdicts(&records, "api"), [(1, "passed".into()), (2, "passed".into())], "no stage repeated or skipped");
+    assert_eq!(for_service(&records, ProofKind::CanaryPromoted, "api").len(), 1, "{}", fleet.logs());
+    assert_eq!(executed(&records, "api"), [(Action::SetCanaryWeight, Some(10)), (Action::SetCanaryWeight, Some(50)), (Action::Promote, None)]);
+    let starts = for_service(&records, ProofKind::CanaryStage, "api").into_iter().filter(|r| r.reason.as_deref() == Some("rollout_started")).count();
+    assert_eq!(starts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_with_three_times_the_errors_is_aborted_and_rolled_back_through_the_fleet() {
+    let fleet = fleet_with("[[service]]\nenv = \"stage\"\nname = \"shop\"\ncanary_error_factor = 3.0\n").await;
+    start_rollout(&fleet, "shop").await;
+    let records = fleet.records_until("the rollout to end", |r| ended(r, "shop")).await.unwrap();
+    assert_eq!(verdicts(&records, "shop"), [(1, "failed".into())], "{}", fleet.logs());
+    let failed = for_service(&records, ProofKind::CanaryStage, "shop").into_iter().find(|r| r.reason.as_deref() == Some("failed")).unwrap();
+    assert!(failed.detail["errors"]["comparison"]["p_value"].as_f64().unwrap() < 0.001, "{}", failed.detail);
+    let records = fleet.records_until("the rollback", |r| executed(r, "shop").len() >= 3).await.unwrap();
+    assert_eq!(executed(&records, "shop"), [(Action::SetCanaryWeight, Some(10)), (Action::AbortRollout, None), (Action::Rollback, None)]);
+    assert_eq!(for_service(&records, ProofKind::CanaryAborted, "shop")[0].reason.as_deref(), Some("aborted"));
+}
