@@ -116,3 +116,27 @@ async fn a_canary_with_three_times_the_errors_is_aborted_and_rolled_back_through
     assert_eq!(executed(&records, "shop"), [(Action::SetCanaryWeight, Some(10)), (Action::AbortRollout, None), (Action::Rollback, None)]);
     assert_eq!(for_service(&records, ProofKind::CanaryAborted, "shop")[0].reason.as_deref(), Some("aborted"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_that_hears_nothing_is_put_to_a_human_whose_no_aborts_the_rollout() {
+    // No simulator scenario: nothing reports the service's metrics. The executor runs dry.
+    let fleet = Fleet::start_with(&[("deploy-agent", &["--canary-silence", "2s"])]).await.unwrap();
+    let at = bus_schema::Timestamp::now().minus(Duration::from_secs(600)).to_string();
+    for (version, previous) in [("1.0.0", None), ("1.1.0", Some("1.0.0"))] {
+        let deploy = json!({"service": "quiet", "env": "stage", "version": version, "previous_version": previous, "status": "succeeded", "timestamp": at});
+        pipeline_pub(&fleet, "cn.events.deploy.stage.quiet", deploy).await;
+    }
+    start_rollout(&fleet, "quiet").await;
+    let records = fleet.records_until("the silent stage to reach a human", |r| !for_service(r, ProofKind::ActionPendingApproval, "quiet").is_empty()).await.unwrap();
+    assert_eq!(verdicts(&records, "quiet"), [(1, "silent".into())]);
+    let pending = for_service(&records, ProofKind::ActionPendingApproval, "quiet").remove(0);
+    assert_eq!(pending.action, Some(Action::SetCanaryWeight), "the next step, put to a human although stage approves it alone");
+
+    let id = pending.proposal_id.unwrap().to_string();
+    let deny = cnctl(&fleet, "operator", &["approvals", "deny", &id, "--reason", "no metrics, no canary", "--operator", "oncall-sre"], None);
+    assert!(matches!(deny.status.code(), Some(0 | 2)), "{}", String::from_utf8_lossy(&deny.stderr));
+    let records = fleet.records_until("the abort", |r| !for_service(r, ProofKind::CanaryAborted, "quiet").is_empty()).await.unwrap();
+    let proposed = for_service(&records, ProofKind::ActionProposed, "quiet");
+    let abort = proposed.iter().find(|p| p.action == Some(Action::AbortRollout)).expect("an abort");
+    assert!(abort.detail["explanation"].as_str().unwrap().contains("a human denied set_canary_weight (approval_denied)"), "{}", abort.detail);
+}

@@ -17,10 +17,11 @@ pub mod rollout;
 pub mod stats;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use agent_runtime::handler::stream_position;
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
+use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
 use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, Contract, ContractStatus, DeployEvent, DeployHistory, DeployStatus, Inbound, OnboardRequest, Timestamp, subject};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,10 @@ pub struct Cli {
     /// Accept onboarding requests straight into prod.
     #[arg(long, env = "CN_ALLOW_PROD_ONBOARDING")]
     pub allow_prod_onboarding: bool,
+    /// A canary stage that hears no metric sample for this long (wall clock) cannot be judged:
+    /// its next step is put to a human (e.g. 15m, 1h).
+    #[arg(long, env = "CN_CANARY_SILENCE", default_value = "15m", value_parser = agent_runtime::config::parse_duration)]
+    pub canary_silence: Duration,
 }
 
 pub fn spec() -> AgentSpec {
@@ -68,19 +73,20 @@ struct Started {
 pub struct DeployAgent {
     store: Store,
     allow_prod: bool,
+    silence: Duration,
     /// Every rollout in the store, by env/service.
     rollouts: HashMap<String, Rollout>,
 }
 
 impl DeployAgent {
     /// Loads the rollouts the store holds.
-    pub fn load(store: Store, allow_prod: bool) -> Result<Self, RuntimeError> {
+    pub fn load(store: Store, allow_prod: bool, silence: Duration) -> Result<Self, RuntimeError> {
         let rollouts: HashMap<String, Rollout> = store.scan(&ROLLOUTS)?.into_iter().collect();
         let active = rollouts.values().filter(|r| !r.is_done()).count();
         if active > 0 {
             info!(active, "resuming rollouts");
         }
-        Ok(Self { store, allow_prod, rollouts })
+        Ok(Self { store, allow_prod, silence, rollouts })
     }
 
     async fn onboard(&mut self, ctx: &mut Context<'_>, req: OnboardRequest) -> Result<(), HandleError> {
@@ -229,5 +235,17 @@ impl Handler for DeployAgent {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Stages that have heard nothing for `--canary-silence`.
+    fn due(&mut self, now: Timestamp) -> Vec<Due> {
+        let silent = self.rollouts.iter().filter(|(_, r)| r.is_silent(now, self.silence));
+        silent.map(|(key, r)| Due { key: format!("silence:{key}:{}:{}", r.rollout_id, r.stage), correlation_id: r.correlation_id.clone() }).collect()
+    }
+
+    async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
+        let Some(key) = due.key.strip_prefix("silence:").and_then(|rest| rest.rsplitn(3, ':').nth(2)) else { return Ok(()) };
+        let (key, silence) = (key.to_owned(), self.silence);
+        self.drive(ctx, &key, "silence", |r, now| r.on_silence(now, silence)).await
     }
 }

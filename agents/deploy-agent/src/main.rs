@@ -4,5 +4,5 @@ use deploy_agent::{Cli, DeployAgent, spec};
 
 fn main() -> ExitCode {
     let cli: Cli = agent_runtime::config::parse_args();
-    agent_runtime::run_agent(spec(), cli.runtime, |agent| Ok(DeployAgent::load(agent.store().clone(), cli.allow_prod_onboarding)?))
+    agent_runtime::run_agent(spec(), cli.runtime, |agent| Ok(DeployAgent::load(agent.store().clone(), cli.allow_prod_onboarding, cli.canary_silence)?))
 }

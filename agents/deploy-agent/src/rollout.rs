@@ -15,7 +15,8 @@
 //!   at least [`MIN_STAGE_DEADLINE_S`]) passes without the samples, or when the stable version
 //!   breaches the guardrails too. Inconclusive extends the stage once (minimum duration and
 //!   deadline doubled), then asks a human (the next step is proposed with `require_human`:
-//!   approving it goes on, denying it aborts).
+//!   approving it goes on, denying it aborts). A stage that hears no sample at all for a
+//!   while of wall-clock time ([`Rollout::on_silence`]) goes to a human the same way.
 //! - Promotion is a `promote` proposal: in prod the policy sends it to a human.
 //! - Every verdict is a `canary_stage` record with the numbers behind it; the end is a
 //!   `canary_promoted` or `canary_aborted` record and a deploy event (`succeeded`, or
@@ -26,6 +27,7 @@
 //! thing under the same id.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use bus_schema::proof::ProofKind;
 use bus_schema::{
@@ -117,6 +119,9 @@ pub struct Rollout {
     /// The current stage was extended once already.
     pub extended: bool,
     pub started_at: Timestamp,
+    /// Wall-clock time of the last sample (or of the stage's start): a stage that hears
+    /// nothing for long goes to a human ([`Rollout::on_silence`]).
+    pub last_heard: Timestamp,
     /// Highest stream sequence applied per input and stream, so a redelivery is not applied twice.
     pub applied: BTreeMap<String, u64>,
     /// Effects decided but not yet published.
@@ -143,6 +148,7 @@ impl Rollout {
             data: StageData::default(),
             extended: false,
             started_at: now,
+            last_heard: now,
             applied: BTreeMap::new(),
             outbox: VecDeque::new(),
         };
@@ -186,6 +192,7 @@ impl Rollout {
             return Vec::new();
         }
         self.data.add(m);
+        self.last_heard = now;
         let Some(stage) = self.stages.get(self.stage) else { return Vec::new() };
         // An extension gives the stage its time once more.
         let times = if self.extended { 2.0 } else { 1.0 };
@@ -227,6 +234,34 @@ impl Rollout {
         }
     }
 
+    /// Whether the stage under observation has heard no sample for `silence` of wall-clock time.
+    pub fn is_silent(&self, now: Timestamp, silence: Duration) -> bool {
+        self.phase == Phase::Observing && now.since(self.last_heard) >= silence
+    }
+
+    /// A stage that heard no sample for `silence` (the canary may be down, or the pipeline does
+    /// not report this service) cannot be judged: a human decides whether to go on.
+    pub fn on_silence(&mut self, now: Timestamp, silence: Duration) -> Vec<Effect> {
+        if !self.is_silent(now, silence) {
+            return Vec::new();
+        }
+        let Some(stage) = self.stages.get(self.stage) else { return Vec::new() };
+        let why = format!(
+            "stage {} at {} % heard no metric sample for {} s of wall-clock time",
+            self.stage + 1,
+            stage.weight_percent,
+            now.since(self.last_heard).as_secs()
+        );
+        let detail = json!({
+            "stage": self.stage + 1, "of": self.stages.len(), "weight_percent": stage.weight_percent, "verdict": Verdict::Inconclusive,
+            "reasons": [why], "samples": {"canary": self.data.canary.len(), "stable": self.data.stable.len()}, "last_heard": self.last_heard,
+        });
+        let mut out = vec![self.proof(ProofKind::CanaryStage, "silent", detail)];
+        self.stage += 1;
+        out.extend(self.next_step(now, Some(why)));
+        out
+    }
+
     /// An execution result; only the one for the proposal in flight matters.
     pub fn on_executed(&mut self, r: &ExecutionResult, now: Timestamp) -> Vec<Effect> {
         let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned() else { return Vec::new() };
@@ -244,6 +279,7 @@ impl Rollout {
                 self.phase = Phase::Observing;
                 self.data = StageData::default();
                 self.extended = false;
+                self.last_heard = now;
                 Vec::new()
             }
             (Phase::Proposed { .. }, false) => self.abort(format!("{} was not carried out: {} ({})", proposal.action, r.status, r.detail), now),

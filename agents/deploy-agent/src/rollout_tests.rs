@@ -226,3 +226,19 @@ fn a_plan_without_stages_goes_straight_to_promotion_and_ids_are_stable() {
     assert_eq!(r.rollout_id, again.rollout_id);
     assert_eq!(in_flight(&r).proposal_id, in_flight(&again).proposal_id);
 }
+
+#[test]
+fn a_stage_that_hears_nothing_goes_to_a_human() {
+    let (mut r, first) = rollout();
+    let silence = Duration::from_secs(900);
+    assert!(r.on_silence(at(10_000), silence).is_empty(), "waiting for the traffic change is not silence");
+    r.on_executed(&result(proposals(&first)[0], "executed"), at(5));
+    tick(&mut r, 10, 1.0);
+    assert!(r.on_silence(at(10 + 899), silence).is_empty());
+    let out = r.on_silence(at(10 + 900), silence);
+    assert_eq!(proofs(&out), [(ProofKind::CanaryStage, "silent")]);
+    let ask = proposals(&out)[0];
+    assert_eq!((ask.params.canary_weight, ask.require_human), (Some(50), true));
+    assert!(ask.explanation.contains("heard no metric sample for 900 s"), "{}", ask.explanation);
+    assert!(r.on_silence(at(20_000), silence).is_empty(), "once");
+}
