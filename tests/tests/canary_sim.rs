@@ -6,11 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
+mod common;
+
 use bus_schema::proof::ProofKind;
-use bus_schema::{
-    Action, ActionProposal, Backend, Contract, ContractStatus, DataLossRisk, DeployEvent, DeployStatus, ExecutionResult, ExecutionStatus, Guardrails, Refusal, RiskAssessment,
-    RiskLevel, RollbackPlan, SimAction, Timestamp, Uuid,
-};
+use bus_schema::{Action, Contract, ContractStatus, DataLossRisk, DeployEvent, DeployStatus, Guardrails, Refusal, RiskAssessment, RiskLevel, RollbackPlan, Uuid};
 use deploy_agent::rollout::{Effect, Outcome, Phase, Rollout};
 use governance_gate::gates::{self, Mode, Verdict, View};
 use governance_gate::ledger::ServiceLedger;
@@ -124,7 +123,7 @@ fn apply(effect: Effect, rollout: &mut Rollout, world: &mut World, ledger: &mut 
             match gates::decide(policy, View { service: Some(ledger), incident: None }, &p, now, Mode::Proposal) {
                 Verdict::Approve => {
                     ledger.record_approval(&p.action, now, policy);
-                    let result = execute(world, &p);
+                    let (result, _) = common::execute(world, &p);
                     story.executed.push((p.action.clone(), p.params.canary_weight));
                     rollout.on_executed(&result, now)
                 }
@@ -135,29 +134,6 @@ fn apply(effect: Effect, rollout: &mut Rollout, world: &mut World, ledger: &mut 
                 Verdict::NeedsHuman { why } => panic!("stage needs no human here: {why}"),
             }
         }
-    }
-}
-
-/// The executor's sim backend: the action goes to the world.
-fn execute(world: &mut World, p: &ActionProposal) -> ExecutionResult {
-    let at: Timestamp = world.now();
-    let action = SimAction { proposal_id: p.proposal_id, env: p.env.clone(), service: p.service.clone(), action: p.action.clone(), params: p.params.clone(), issued_at: at };
-    let effect = world.act(&action).unwrap();
-    ExecutionResult {
-        proposal_id: p.proposal_id,
-        approval_id: None,
-        incident_id: None,
-        env: p.env.clone(),
-        service: p.service.clone(),
-        action: p.action.clone(),
-        backend: Backend::Sim,
-        status: ExecutionStatus::Executed,
-        refusal: None,
-        exit_code: None,
-        output_tail: None,
-        detail: effect.summary,
-        started_at: at,
-        finished_at: at,
     }
 }
 

@@ -20,13 +20,12 @@
 //! resolved at the end of the first restart's 5-min window.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bus_schema::{
-    Action, ActionParams, ActionProposal, Backend, ExecutionResult, ExecutionStatus, Incident, IncidentKind, IncidentStatus, Outcome, SimAction,
-    Timestamp, Uuid,
-};
+use bus_schema::{Action, Incident, IncidentKind, IncidentStatus, Outcome, Timestamp, Uuid};
 use governance_gate::gates::{self, Mode as GateMode, Verdict, View};
 use governance_gate::ledger::{IncidentLedger, ServiceLedger};
 use governance_gate::policy::Policy;
@@ -174,7 +173,7 @@ impl Fleet {
             }
             self.gov_service.record_approval(&p.proposal.action, now, &self.policy);
             self.gov_incidents.entry(incident.incident_id).or_default().approved_actions += 1;
-            let (result, events) = execute(world, &p.proposal);
+            let (result, events) = common::execute(world, &p.proposal);
             caused.extend(events);
             outcomes.extend(d.on_executed(&result, &self.config, "corr").outcomes.into_iter().map(|(o, _)| o));
         }
@@ -231,30 +230,6 @@ impl Fleet {
         p.learned = decide::learn(&self.settings, &mut self.table, &p.state, &p.candidates, o);
         Some(reward(&o.action, o.recovered, o.time_to_recover_s))
     }
-}
-
-/// The executor's sim backend: the action goes to the world; the result to the detector.
-fn execute(world: &mut World, p: &ActionProposal) -> (ExecutionResult, Vec<Event>) {
-    let at = world.now();
-    let action = SimAction { proposal_id: p.proposal_id, env: p.env.clone(), service: p.service.clone(), action: p.action.clone(), params: ActionParams::default(), issued_at: at };
-    let effect = world.act(&action).unwrap();
-    let result = ExecutionResult {
-        proposal_id: p.proposal_id,
-        approval_id: None,
-        incident_id: p.incident_id,
-        env: p.env.clone(),
-        service: p.service.clone(),
-        action: p.action.clone(),
-        backend: Backend::Sim,
-        status: ExecutionStatus::Executed,
-        refusal: None,
-        exit_code: None,
-        output_tail: None,
-        detail: effect.summary,
-        started_at: at,
-        finished_at: at,
-    };
-    (result, effect.events)
 }
 
 /// The first proposal of an episode for the leak's crash loop, in its initial state.
