@@ -7,7 +7,13 @@
 //! - [`two_proportions`]: the pooled two-proportion z-test on error counts (errors out of
 //!   requests).
 //!
-//! Both return the statistic, the one-sided p-value and an effect size, so a verdict can show
+//! - [`rate_ratio`]: the exact conditional test of the same question, for when too few errors
+//!   are expected for the normal approximation: given the errors both sides made, the canary's
+//!   share is binomial with its share of the requests if the rates are alike.
+//! - [`counts_above`] and [`sign_above`]: is a rate, or a per-sample value's median, above a
+//!   fixed limit (a guardrail)? Exact Poisson and binomial (sign test) tails.
+//!
+//! Each returns the statistic, the one-sided p-value and an effect size, so a verdict can show
 //! the numbers behind it. Everything here is pure.
 
 use serde::Serialize;
@@ -38,6 +44,27 @@ pub struct TwoProportions {
     pub stable_rate: f64,
     pub z: f64,
     /// One-sided.
+    pub p_value: f64,
+}
+
+/// The exact conditional test: is the canary's error rate greater than the stable's?
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RateRatio {
+    pub canary_errors: u64,
+    pub stable_errors: u64,
+    /// The canary's share of the requests: its expected share of the errors if alike.
+    pub canary_share: f64,
+    /// One-sided: P(at least `canary_errors` of the errors fall on the canary).
+    pub p_value: f64,
+}
+
+/// A one-sided test that values lie above a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AboveLimit {
+    /// What was observed: errors (counts) or samples above the limit (sign test).
+    pub observed: f64,
+    /// What the limit allows: expected errors at the limit, or half the samples.
+    pub allowed: f64,
     pub p_value: f64,
 }
 
@@ -84,6 +111,93 @@ pub fn two_proportions(canary_errors: f64, canary_requests: f64, stable_errors: 
     let se = (pooled * (1.0 - pooled) * (1.0 / canary_requests + 1.0 / stable_requests)).sqrt();
     let z = if se > 0.0 { (p1 - p2) / se } else { 0.0 };
     Some(TwoProportions { canary_errors, canary_requests, stable_errors, stable_requests, canary_rate: p1, stable_rate: p2, z, p_value: upper_tail(z) })
+}
+
+/// `canary_errors` and `stable_errors` (rounded to whole errors) out of request counts.
+/// `None` without requests on either side or with counts that are not finite.
+pub fn rate_ratio(canary_errors: f64, canary_requests: f64, stable_errors: f64, stable_requests: f64) -> Option<RateRatio> {
+    let counts = [canary_errors, canary_requests, stable_errors, stable_requests];
+    if counts.iter().any(|c| !c.is_finite() || *c < 0.0) || canary_requests <= 0.0 || stable_requests <= 0.0 {
+        return None;
+    }
+    let (ce, se) = (canary_errors.min(canary_requests).round() as u64, stable_errors.min(stable_requests).round() as u64);
+    let share = canary_requests / (canary_requests + stable_requests);
+    Some(RateRatio { canary_errors: ce, stable_errors: se, canary_share: share, p_value: binomial_upper(ce + se, ce, share) })
+}
+
+/// Is the error rate of `requests` above `limit`? Exact Poisson tail of `errors` (rounded)
+/// against `requests · limit` expected: conservative against the binomial for small limits.
+pub fn counts_above(errors: f64, requests: f64, limit: f64) -> Option<AboveLimit> {
+    if !(errors.is_finite() && requests.is_finite() && limit.is_finite()) || errors < 0.0 || requests <= 0.0 || limit < 0.0 {
+        return None;
+    }
+    let (observed, allowed) = (errors.min(requests).round(), requests * limit);
+    Some(AboveLimit { observed, allowed, p_value: poisson_upper(allowed, observed as u64) })
+}
+
+/// Is the median of `values` above `limit`? The sign test: with the median at the limit, each
+/// value is above it with probability one half. `None` without finite values.
+pub fn sign_above(values: &[f64], limit: f64) -> Option<AboveLimit> {
+    let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if finite.is_empty() || !limit.is_finite() {
+        return None;
+    }
+    let above = finite.iter().filter(|v| **v > limit).count() as u64;
+    let n = finite.len() as u64;
+    Some(AboveLimit { observed: above as f64, allowed: n as f64 / 2.0, p_value: binomial_upper(n, above, 0.5) })
+}
+
+/// P(X ≥ k) for X ~ Binomial(n, p), summed exactly in log space from k up.
+pub fn binomial_upper(n: u64, k: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n || p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let (ln_p, ln_q, ln_n) = (p.ln(), (1.0 - p).ln(), ln_factorial(n));
+    let term = |i: u64| (ln_n - ln_factorial(i) - ln_factorial(n - i) + i as f64 * ln_p + (n - i) as f64 * ln_q).exp();
+    tail_sum(k, n, (n as f64 * p).ceil() as u64, term)
+}
+
+/// P(X ≥ k) for X ~ Poisson(lambda).
+pub fn poisson_upper(lambda: f64, k: u64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if lambda <= 0.0 {
+        return 0.0;
+    }
+    let ln_lambda = lambda.ln();
+    let term = |i: u64| (-lambda + i as f64 * ln_lambda - ln_factorial(i)).exp();
+    tail_sum(k, u64::MAX, lambda.ceil() as u64, term)
+}
+
+/// Σ term(i) for i in from..=to, stopping once past the mode the terms no longer matter.
+fn tail_sum(from: u64, to: u64, mode: u64, term: impl Fn(u64) -> f64) -> f64 {
+    let mut sum = 0.0;
+    let mut i = from;
+    loop {
+        let t = term(i);
+        sum += t;
+        if i >= to || (i > mode && t <= sum * 1e-17) {
+            return sum.min(1.0);
+        }
+        i += 1;
+    }
+}
+
+/// ln(n!), by Stirling's series beyond a table-free exact product for small n.
+fn ln_factorial(n: u64) -> f64 {
+    if n < 20 {
+        return (2..=n).map(|i| (i as f64).ln()).sum();
+    }
+    let x = n as f64;
+    // ln Γ(x + 1) = x ln x - x + ½ ln(2πx) + 1/(12x) - 1/(360x³) + 1/(1260x⁵): error < 1e-15 here.
+    x * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI * x).ln() + 1.0 / (12.0 * x) - 1.0 / (360.0 * x.powi(3)) + 1.0 / (1260.0 * x.powi(5))
 }
 
 /// P(Z > z) for a standard normal Z.
@@ -176,7 +290,55 @@ mod tests {
         assert_eq!(median(&[]), None);
     }
 
+    #[test]
+    fn exact_tails_match_known_values() {
+        // Binomial(10, ½): P(X ≥ 10) = 1/1024, P(X ≥ 8) = 56/1024; Binomial(30, 0.05): P(X ≥ 5) = 0.0156.
+        assert!(close(binomial_upper(10, 10, 0.5), 1.0 / 1024.0, 1e-12));
+        assert!(close(binomial_upper(10, 8, 0.5), 56.0 / 1024.0, 1e-12));
+        assert!(close(binomial_upper(30, 5, 0.05), 0.015_631, 1e-5), "{}", binomial_upper(30, 5, 0.05));
+        assert_eq!((binomial_upper(5, 0, 0.3), binomial_upper(5, 6, 0.3)), (1.0, 0.0));
+        // Poisson(2): P(X ≥ 5) = 0.052653; Poisson(800): P(X ≥ 900) ≈ 2.3e-4 (normal approx 2.4e-4).
+        assert!(close(poisson_upper(2.0, 5), 0.052_653, 1e-6), "{}", poisson_upper(2.0, 5));
+        let far = poisson_upper(800.0, 900);
+        assert!(far > 1e-4 && far < 4e-4, "{far}");
+        assert!(close(ln_factorial(20), 42.335_616_460_753_485, 1e-12) && close(ln_factorial(19), 39.339_884_187_199_49, 1e-12));
+    }
+
+    #[test]
+    fn the_exact_rate_test_judges_few_errors() {
+        // 16 canary errors in 2123 requests, 104 in 40346: the canary holds 5 % of the requests
+        // and 13 % of the errors.
+        let r = rate_ratio(16.0, 2123.0, 104.0, 40346.0).unwrap();
+        assert!(r.p_value < 1e-3, "{r:?}");
+        // Three errors in a 1 % canary against none in the stable: p = 0.0099³. With half the
+        // requests, 6 against 0 is only p = 1/64.
+        assert!(rate_ratio(3.0, 100.0, 0.0, 10_000.0).unwrap().p_value < 1e-5);
+        assert!(close(rate_ratio(6.0, 1000.0, 0.0, 1000.0).unwrap().p_value, 1.0 / 64.0, 1e-12));
+        assert_eq!(rate_ratio(0.0, 100.0, 5.0, 100.0).unwrap().p_value, 1.0, "no canary errors: no evidence");
+        assert_eq!(rate_ratio(1.0, 0.0, 0.0, 1.0), None);
+    }
+
+    #[test]
+    fn limits_are_breached_only_with_evidence() {
+        // A 1 % canary at 0.4 qps: 2 errors in 30 requests is 6.7 %, but not evidence against a 2 % limit.
+        assert!(counts_above(2.0, 30.0, 0.02).unwrap().p_value > 0.1);
+        assert!(counts_above(60.0, 1000.0, 0.02).unwrap().p_value < 1e-6);
+        let five_of_five = sign_above(&[700.0; 5], 500.0).unwrap();
+        assert!(close(five_of_five.p_value, 1.0 / 32.0, 1e-12), "five samples cannot reach 0.001");
+        assert!(sign_above(&[700.0; 10], 500.0).unwrap().p_value < 1e-3);
+        assert!(sign_above(&[400.0; 10], 500.0).unwrap().p_value == 1.0);
+        assert_eq!(sign_above(&[f64::NAN], 500.0), None);
+    }
+
     proptest! {
+        #[test]
+        fn exact_tails_are_probabilities_and_fall_with_k(n in 1u64..400, k in 0u64..400, p in 0.0f64..1.0, lambda in 0.0f64..500.0) {
+            let (b, b1) = (binomial_upper(n, k, p), binomial_upper(n, k + 1, p));
+            prop_assert!((0.0..=1.0).contains(&b) && b1 <= b + 1e-12);
+            let (q, q1) = (poisson_upper(lambda, k), poisson_upper(lambda, k + 1));
+            prop_assert!((0.0..=1.0).contains(&q) && q1 <= q + 1e-12);
+        }
+
         #[test]
         fn p_values_are_probabilities_and_u_is_bounded(
             canary in prop::collection::vec(0.0f64..5000.0, 1..80),
