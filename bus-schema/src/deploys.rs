@@ -20,6 +20,16 @@ pub struct DeployHistory {
 impl DeployHistory {
     /// Folds in one deploy event.
     pub fn apply(&mut self, event: &DeployEvent) {
+        if event.status == DeployStatus::RolledBack {
+            // `version` runs again and `previous_version` is the version given up: it must not
+            // become what the next rollback restores.
+            if self.previous_version.as_deref().is_some_and(|p| p == event.version || Some(p) == event.previous_version.as_deref()) {
+                self.previous_version = None;
+            }
+            self.current_version = Some(event.version.clone());
+            self.last_status = Some(event.status.to_string());
+            return;
+        }
         if let Some(prev) = &event.previous_version {
             if self.current_version.as_deref() != Some(prev.as_str()) || event.status == DeployStatus::Succeeded {
                 self.previous_version = Some(prev.clone());
@@ -92,5 +102,21 @@ mod tests {
         let mut fresh = DeployHistory::default();
         fresh.apply(&deploy("1.15.0", Some("1.14.2"), "failed"));
         assert_eq!(fresh.rollback_target(), Some("1.14.2"));
+    }
+
+    #[test]
+    fn a_rolled_back_version_is_never_the_next_rollback_target() {
+        // A canary rolled back before it succeeded.
+        let mut canary = DeployHistory::default();
+        canary.apply(&deploy("1.14.2", Some("1.14.1"), "succeeded"));
+        canary.apply(&deploy("1.15.0", Some("1.14.2"), "started"));
+        canary.apply(&deploy("1.14.2", Some("1.15.0"), "rolled_back"));
+        assert_eq!((canary.current_version.as_deref(), canary.rollback_target()), (Some("1.14.2"), Some("1.14.1")));
+        // A release rolled back after it succeeded.
+        let mut release = DeployHistory::default();
+        release.apply(&deploy("1.14.2", None, "succeeded"));
+        release.apply(&deploy("1.15.0", None, "succeeded"));
+        release.apply(&deploy("1.14.2", Some("1.15.0"), "rolled_back"));
+        assert_eq!((release.current_version.as_deref(), release.rollback_target()), (Some("1.14.2"), None), "nothing older is known");
     }
 }

@@ -81,10 +81,16 @@ pub struct DeployAgent {
 impl DeployAgent {
     /// Loads the rollouts the store holds.
     pub fn load(store: Store, allow_prod: bool, silence: Duration) -> Result<Self, RuntimeError> {
-        let rollouts: HashMap<String, Rollout> = store.scan(&ROLLOUTS)?.into_iter().collect();
+        let mut rollouts: HashMap<String, Rollout> = store.scan(&ROLLOUTS)?.into_iter().collect();
         let active = rollouts.values().filter(|r| !r.is_done()).count();
         if active > 0 {
             info!(active, "resuming rollouts");
+        }
+        // Silence is measured while the agent listens: samples sent while it was down are
+        // still in the stream, to be read before a stage can be called silent.
+        let now = Timestamp::now();
+        for r in rollouts.values_mut() {
+            r.last_heard = now;
         }
         Ok(Self { store, allow_prod, silence, rollouts })
     }
@@ -110,7 +116,7 @@ impl DeployAgent {
     async fn on_deploy(&mut self, ctx: &mut Context<'_>, d: DeployEvent) -> Result<(), HandleError> {
         let key = rollout::key(&d.env, &d.service);
         let mut history = self.store.get(&VERSIONS, &key)?.unwrap_or_default();
-        let stable_version = d.previous_version.clone().or_else(|| history.current_version.clone()).filter(|v| *v != d.version);
+        let stable_version = d.previous_version.clone().or_else(|| history.rollback_target().map(str::to_owned)).filter(|v| *v != d.version);
         history.apply(&d);
         self.store.put(&VERSIONS, &key, &history)?;
         if d.status != DeployStatus::Started {
@@ -184,15 +190,18 @@ impl DeployAgent {
                 return Err(e);
             }
             r.outbox.pop_front();
+            r.published += 1;
         }
         self.store.put(&ROLLOUTS, key, r)?;
         Ok(())
     }
 }
 
-/// Publishes one effect of a rollout, in the rollout's chain.
+/// Publishes one effect of a rollout, in the rollout's chain, under ids of its own: the
+/// rollout's and the effect's number.
 async fn emit(ctx: &mut Context<'_>, r: &Rollout, effect: &Effect) -> Result<(), HandleError> {
     let chain = r.correlation_id.clone();
+    let id = format!("rollout:{}:{}", r.rollout_id, r.published);
     match effect {
         Effect::Propose(p) => {
             let draft = ProofDraft::new(ProofKind::ActionProposed)
@@ -201,15 +210,15 @@ async fn emit(ctx: &mut Context<'_>, r: &Rollout, effect: &Effect) -> Result<(),
                 .proposal(p.proposal_id)
                 .correlation(chain.clone())
                 .detail(json!({"confidence": p.confidence, "explanation": p.explanation, "params": p.params, "require_human": p.require_human, "rollout_id": r.rollout_id}));
-            ctx.prove(draft).await?;
-            ctx.publish_in_chain(&subject::PROPOSED.subject(&p.env, &p.service), p, chain).await?;
+            ctx.prove_keyed(draft, &id).await?;
+            ctx.publish_keyed(&subject::PROPOSED.subject(&p.env, &p.service), p, chain, &id).await?;
         }
         Effect::Prove(proof) => {
             let detail = serde_json::from_str(&proof.detail).unwrap_or_default();
-            ctx.prove(ProofDraft::new(proof.kind).scope(&r.env, &r.service).reason(proof.reason.clone()).correlation(chain).detail(detail)).await?;
+            ctx.prove_keyed(ProofDraft::new(proof.kind).scope(&r.env, &r.service).reason(proof.reason.clone()).correlation(chain).detail(detail), &id).await?;
         }
         Effect::Deploy(d) => {
-            ctx.publish_in_chain(&subject::DEPLOY_EVENTS.subject(&d.env, &d.service), d, chain).await?;
+            ctx.publish_keyed(&subject::DEPLOY_EVENTS.subject(&d.env, &d.service), d, chain, &id).await?;
         }
     }
     Ok(())
@@ -237,15 +246,34 @@ impl Handler for DeployAgent {
         }
     }
 
-    /// Stages that have heard nothing for `--canary-silence`.
+    /// Stages that have heard nothing for `--canary-silence`, held-back steps due again, and
+    /// outboxes a restart left unpublished.
     fn due(&mut self, now: Timestamp) -> Vec<Due> {
-        let silent = self.rollouts.iter().filter(|(_, r)| r.is_silent(now, self.silence));
-        silent.map(|(key, r)| Due { key: format!("silence:{key}:{}:{}", r.rollout_id, r.stage), correlation_id: r.correlation_id.clone() }).collect()
+        let mut due = Vec::new();
+        for (key, r) in &self.rollouts {
+            let item = |kind: &str, n: u64| Due { key: format!("{kind}:{key}:{}:{n}", r.rollout_id), correlation_id: r.correlation_id.clone() };
+            if r.is_silent(now, self.silence) {
+                due.push(item("silence", r.stage as u64));
+            }
+            if r.retry_due(now) {
+                due.push(item("retry", u64::from(r.retries)));
+            }
+            if !r.outbox.is_empty() {
+                due.push(item("flush", r.published));
+            }
+        }
+        due
     }
 
     async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
-        let Some(key) = due.key.strip_prefix("silence:").and_then(|rest| rest.rsplitn(3, ':').nth(2)) else { return Ok(()) };
-        let (key, silence) = (key.to_owned(), self.silence);
-        self.drive(ctx, &key, "silence", |r, now| r.on_silence(now, silence)).await
+        // {kind}:{env}/{service}:{rollout id}:{n}
+        let Some((kind, rest)) = due.key.split_once(':') else { return Ok(()) };
+        let Some(key) = rest.rsplitn(3, ':').nth(2).map(str::to_owned) else { return Ok(()) };
+        let silence = self.silence;
+        match kind {
+            "silence" => self.drive(ctx, &key, "silence", |r, now| r.on_silence(now, silence)).await,
+            "retry" => self.drive(ctx, &key, "retry", |r, now| r.on_retry(now)).await,
+            _ => self.drive(ctx, &key, "flush", |_, _| Vec::new()).await,
+        }
     }
 }

@@ -23,6 +23,10 @@
 //!   `rolled_back`/`failed`) carrying the contract's deployment id, so governance, the detector
 //!   and the negotiator see the rollout end.
 //!
+//! - A step governance holds back for now (`cooldown_active`, `repetition_suppressed`: a
+//!   plan with short stages can outpace the repetition limit) is proposed again after a
+//!   backoff, up to [`MAX_RETRIES`] times; any other refusal of a step aborts.
+//!
 //! Proposal ids derive from the rollout and the step, so a replayed input proposes the same
 //! thing under the same id.
 
@@ -47,6 +51,13 @@ pub const ABORT_CONFIDENCE: f64 = 0.99;
 /// A stage still short of samples is inconclusive after twice its minimum duration, but
 /// never before this much event time (30 samples take 7.5 min at a 15 s scrape interval).
 pub const MIN_STAGE_DEADLINE_S: f64 = 600.0;
+/// A step governance holds back for now (`cooldown_active`, `repetition_suppressed`) is
+/// proposed again this many times before the rollout gives up on it ...
+pub const MAX_RETRIES: u32 = 5;
+/// ... after 30 s, then twice as long each time, at most 5 min (or the cooldown's remainder
+/// when governance says how long it is).
+pub const RETRY_BASE: Duration = Duration::from_secs(30);
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// Where a rollout is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +137,16 @@ pub struct Rollout {
     pub applied: BTreeMap<String, u64>,
     /// Effects decided but not yet published.
     pub outbox: VecDeque<Effect>,
+    /// Effects published so far: the next one's number, from which its message id derives, so
+    /// an effect published again (after a crash) is dropped as a duplicate.
+    #[serde(default)]
+    pub published: u64,
+    /// Times the proposal in flight was held back by governance and proposed again.
+    #[serde(default)]
+    pub retries: u32,
+    /// When a held-back proposal is to be proposed again.
+    #[serde(default)]
+    pub retry_at: Option<Timestamp>,
 }
 
 impl Rollout {
@@ -151,6 +172,9 @@ impl Rollout {
             last_heard: now,
             applied: BTreeMap::new(),
             outbox: VecDeque::new(),
+            published: 0,
+            retries: 0,
+            retry_at: None,
         };
         let weights: Vec<u8> = r.stages.iter().map(|s| s.weight_percent).collect();
         let mut out = vec![r.proof(
@@ -307,6 +331,9 @@ impl Rollout {
     /// A refusal; only the one for the proposal in flight matters.
     pub fn on_refused(&mut self, r: &Refusal, now: Timestamp) -> Vec<Effect> {
         let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned() else { return Vec::new() };
+        if matches!(r.reason, ReasonCode::CooldownActive | ReasonCode::RepetitionSuppressed) && self.retries < MAX_RETRIES {
+            return self.retry_later(&proposal, r, now);
+        }
         match &self.phase {
             Phase::Proposed { .. } => {
                 let who = if r.reason == ReasonCode::ApprovalDenied { "a human denied" } else { "governance refused" };
@@ -322,10 +349,45 @@ impl Rollout {
         }
     }
 
-    /// A deploy event of the service that ends the deploy (not `started`) while the rollout
-    /// runs: someone else finished it.
+    /// Governance holds the step back for now: propose it again later.
+    fn retry_later(&mut self, proposal: &ActionProposal, r: &Refusal, now: Timestamp) -> Vec<Effect> {
+        self.retries += 1;
+        let backoff = RETRY_BASE.saturating_mul(1 << (self.retries - 1).min(16)).min(RETRY_MAX);
+        // Governance says how long a cooldown has left.
+        let remaining = serde_json::from_str::<Value>(&r.detail).ok().and_then(|d| d["remaining_s"].as_f64()).filter(|s| s.is_finite() && *s > 0.0);
+        let wait = remaining.map_or(backoff, |s| backoff.max(Duration::from_secs_f64(s.min(86_400.0) + 1.0)));
+        let retry_at = now.plus(wait);
+        self.retry_at = Some(retry_at);
+        let detail = json!({
+            "action": proposal.action, "refusal": r.reason, "refusal_detail": r.detail, "attempt": self.retries, "max_attempts": MAX_RETRIES,
+            "retry_at": retry_at, "stage": self.stage + 1,
+        });
+        vec![self.proof(ProofKind::CanaryStage, "retry_later", detail)]
+    }
+
+    /// Whether a held-back proposal is due again.
+    pub fn retry_due(&self, now: Timestamp) -> bool {
+        !self.is_done() && self.retry_at.is_some_and(|at| now >= at)
+    }
+
+    /// Proposes the held-back step again, under a new id (governance decided the old one).
+    pub fn on_retry(&mut self, now: Timestamp) -> Vec<Effect> {
+        if !self.retry_due(now) {
+            return Vec::new();
+        }
+        self.retry_at = None;
+        let attempt = self.retries.to_string();
+        let Some(p) = self.in_flight_mut() else { return Vec::new() };
+        p.proposal_id = derive_id(&[&p.proposal_id.to_string(), "retry", &attempt]);
+        p.proposed_at = now;
+        vec![Effect::Propose(p.clone())]
+    }
+
+    /// A deploy event of the service that ends this rollout's deploy (not `started`) while the
+    /// rollout runs: someone else finished it. An event about another deploy changes nothing.
     pub fn on_deploy_ended(&mut self, d: &DeployEvent) -> Vec<Effect> {
-        if self.is_done() || d.status == DeployStatus::Started {
+        let ours = d.deployment_id.as_deref().map_or(d.version == self.version, |id| id == self.deployment_id);
+        if self.is_done() || d.status == DeployStatus::Started || !ours {
             return Vec::new();
         }
         self.phase = Phase::Done { outcome: Outcome::Ended };
@@ -343,6 +405,13 @@ impl Rollout {
 
     fn in_flight(&self) -> Option<&ActionProposal> {
         match &self.phase {
+            Phase::Proposed { proposal } | Phase::Aborting { proposal, .. } | Phase::RollingBack { proposal } => Some(proposal),
+            Phase::Observing | Phase::Done { .. } => None,
+        }
+    }
+
+    fn in_flight_mut(&mut self) -> Option<&mut ActionProposal> {
+        match &mut self.phase {
             Phase::Proposed { proposal } | Phase::Aborting { proposal, .. } | Phase::RollingBack { proposal } => Some(proposal),
             Phase::Observing | Phase::Done { .. } => None,
         }
@@ -366,14 +435,14 @@ impl Rollout {
             explanation = format!("{explanation}; {why}; a human decides whether to go on");
         }
         let proposal = self.proposal(action, params, &tag, explanation, STEP_CONFIDENCE, human.is_some(), now);
-        self.phase = Phase::Proposed { proposal: proposal.clone() };
+        self.set_in_flight(Phase::Proposed { proposal: proposal.clone() });
         vec![Effect::Propose(proposal)]
     }
 
     fn abort(&mut self, why: String, now: Timestamp) -> Vec<Effect> {
         let explanation = format!("abort canary {}: {why}", self.version);
         let proposal = self.proposal(Action::AbortRollout, ActionParams::default(), "abort", explanation, ABORT_CONFIDENCE, false, now);
-        self.phase = Phase::Aborting { proposal: proposal.clone(), why };
+        self.set_in_flight(Phase::Aborting { proposal: proposal.clone(), why });
         vec![Effect::Propose(proposal)]
     }
 
@@ -382,8 +451,15 @@ impl Rollout {
         let explanation = format!("roll back the aborted canary {} to {stable}", self.version);
         let params = ActionParams { target_version: Some(stable), ..Default::default() };
         let proposal = self.proposal(Action::Rollback, params, "rollback", explanation, ABORT_CONFIDENCE, false, now);
-        self.phase = Phase::RollingBack { proposal: proposal.clone() };
+        self.set_in_flight(Phase::RollingBack { proposal: proposal.clone() });
         vec![Effect::Propose(proposal)]
+    }
+
+    /// A new step in flight: it has not been held back yet.
+    fn set_in_flight(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.retries = 0;
+        self.retry_at = None;
     }
 
     /// Traffic is at 0 but the canary stays deployed: the deploy failed.
@@ -435,9 +511,10 @@ pub fn key(env: &Env, service: &ServiceName) -> String {
     format!("{env}/{service}")
 }
 
-/// One rollout per contract and deployed version.
+/// One rollout per contract and started deploy (the same version deployed again after a
+/// rollback is a new rollout; a redelivered deploy event is not).
 pub fn rollout_id(contract: &Contract, deploy: &DeployEvent) -> Uuid {
-    derive_id(&["rollout", &contract.contract_id.to_string(), &deploy.version])
+    derive_id(&["rollout", &contract.contract_id.to_string(), &deploy.version, &deploy.timestamp.to_string()])
 }
 
 /// Adds `extra`'s keys to `detail` (both objects).

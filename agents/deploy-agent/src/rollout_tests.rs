@@ -157,7 +157,7 @@ fn a_refused_or_failed_step_aborts_and_says_who_stopped_it() {
     assert_eq!(proposals(&out)[0].action, Action::AbortRollout);
     // An abort governance will not approve leaves a loud record and a finished rollout.
     let abort = in_flight(&r);
-    let out = r.on_refused(&refusal(&abort, "cooldown_active"), at(2));
+    let out = r.on_refused(&refusal(&abort, "globally_blocked"), at(2));
     assert_eq!(proofs(&out), [(ProofKind::CanaryAborted, "abort_refused")]);
     assert_eq!(r.phase, Phase::Done { outcome: Outcome::AbortFailed });
 }
@@ -212,6 +212,12 @@ fn results_for_other_proposals_and_ended_deploys_are_handled_right() {
     assert!(matches!(r.phase, Phase::Proposed { .. }));
     let mut ended = started();
     ended.status = DeployStatus::Succeeded;
+    let mut another = ended.clone();
+    another.deployment_id = Some("deploy-6".into());
+    assert!(r.on_deploy_ended(&another).is_empty(), "the end of another deploy is not this one's");
+    let mut unnamed = ended.clone();
+    (unnamed.deployment_id, unnamed.version) = (None, "1.9.1".into());
+    assert!(r.on_deploy_ended(&unnamed).is_empty(), "nor is another version's");
     assert_eq!(proofs(&r.on_deploy_ended(&ended)), [(ProofKind::CanaryAborted, "deploy_ended")]);
     assert!(r.on_deploy_ended(&ended).is_empty(), "once");
     let (mut r, _) = rollout();
@@ -225,6 +231,52 @@ fn a_plan_without_stages_goes_straight_to_promotion_and_ids_are_stable() {
     let (again, _) = Rollout::start(&contract(&[]), &started(), None, "c".into(), at(0));
     assert_eq!(r.rollout_id, again.rollout_id);
     assert_eq!(in_flight(&r).proposal_id, in_flight(&again).proposal_id);
+    let mut redeploy = started();
+    redeploy.timestamp = at(3600);
+    let (later, _) = Rollout::start(&contract(&[]), &redeploy, None, "c".into(), at(3600));
+    assert_ne!(r.rollout_id, later.rollout_id, "the same version deployed again (after a rollback) is a new rollout");
+}
+
+#[test]
+fn a_step_governance_holds_back_is_proposed_again_later() {
+    let (mut r, first) = rollout();
+    let step = proposals(&first)[0].clone();
+    // A cooldown with 100 s left: wait for it (more than the 30 s backoff).
+    let mut held = refusal(&step, "cooldown_active");
+    held.detail = json!({"cooldown_s": 120, "remaining_s": 100}).to_string();
+    let out = r.on_refused(&held, at(10));
+    assert_eq!(proofs(&out), [(ProofKind::CanaryStage, "retry_later")]);
+    assert!(proposals(&out).is_empty() && matches!(r.phase, Phase::Proposed { .. }));
+    assert!(!r.retry_due(at(110)) && r.on_retry(at(110)).is_empty());
+    assert!(r.retry_due(at(111)));
+    let again = r.on_retry(at(111));
+    let retried = proposals(&again)[0];
+    assert_eq!((&retried.action, retried.params.canary_weight), (&Action::SetCanaryWeight, Some(10)));
+    assert_ne!(retried.proposal_id, step.proposal_id, "a new proposal: governance decided the old one");
+    assert!(r.on_retry(at(500)).is_empty(), "once");
+    // The refusal of the old proposal is not this one's; the backoff doubles per attempt.
+    assert!(r.on_refused(&held, at(112)).is_empty());
+    let mut waits = Vec::new();
+    let mut now = 200;
+    for _ in 1..MAX_RETRIES {
+        r.on_refused(&refusal(&in_flight(&r), "repetition_suppressed"), at(now));
+        let retry_at = r.retry_at.expect("held back");
+        waits.push(retry_at.since(at(now)).as_secs());
+        now = retry_at.since(at(0)).as_secs();
+        assert_eq!(proposals(&r.on_retry(at(now))).len(), 1);
+    }
+    assert_eq!(waits, [60, 120, 240, 300]);
+    // After the last attempt, the rollout gives up: abort.
+    let out = r.on_refused(&refusal(&in_flight(&r), "repetition_suppressed"), at(now + 1));
+    assert_eq!(proposals(&out)[0].action, Action::AbortRollout);
+    assert!(proposals(&out)[0].explanation.contains("repetition_suppressed"), "{out:?}");
+    // An executed step starts counting afresh.
+    let (mut r, first) = rollout();
+    r.on_refused(&refusal(proposals(&first)[0], "cooldown_active"), at(1));
+    r.on_retry(at(40));
+    r.on_executed(&result(&in_flight(&r), "executed"), at(41));
+    let (_, next) = until_decided(&mut r, 50, 1.0);
+    assert_eq!((proposals(&next).len(), r.retries, r.retry_at), (1, 0, None));
 }
 
 #[test]

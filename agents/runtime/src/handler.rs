@@ -207,6 +207,25 @@ impl<'a> Context<'a> {
         self.publisher.publish(subject, payload, &trace).await
     }
 
+    /// Like [`Context::publish_in_chain`] for an output whose identity is its own rather than
+    /// this input's (an outbox decided under one input and published under another, or after a
+    /// restart): its `Nats-Msg-Id` is `{agent}:{key}:{type}`, so publishing it again under any
+    /// input is dropped by JetStream.
+    pub async fn publish_keyed<P: Payload>(&mut self, subject: &Subject<P>, payload: &P, correlation_id: String, key: &str) -> Result<Published, RuntimeError> {
+        let trace = Trace { msg_id: format!("{}:{key}:{}", self.agent, P::CN_TYPE), correlation_id, causation_id: self.meta.message_id.clone() };
+        self.publisher.publish(subject, payload, &trace).await
+    }
+
+    /// Like [`Context::prove`] for a record whose identity is `key` rather than this input's:
+    /// recorded once whichever input writes it.
+    pub async fn prove_keyed(&mut self, mut draft: ProofDraft, key: &str) -> Result<u64, RuntimeError> {
+        if draft.correlation_id.is_none() {
+            draft.correlation_id = Some(self.meta.correlation_id.clone());
+        }
+        let key = format!("keyed:{key}:{}", draft.kind);
+        self.proof.append(draft, Some(&key)).await
+    }
+
     /// Records a decision on the proof log, once per input even across redeliveries.
     /// The correlation id defaults to the input's.
     pub async fn prove(&mut self, mut draft: ProofDraft) -> Result<u64, RuntimeError> {
