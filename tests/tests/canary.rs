@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 /// A change the negotiator drafts as medium risk: 10 → 50 → 100 %, 2 min and 30 samples a
 /// stage (the high-risk plan's four traffic steps would meet governance's repetition limit of
-/// 3 in 5 min of wall-clock time at this speed).
+/// 3 in 5 min of wall-clock time at this speed, and wait for it).
 fn request(service: &str) -> Value {
     json!({"deployment_id": format!("deploy-{service}"), "service": service, "env": "stage", "version": "2.0.0",
         "changes": [
@@ -36,12 +36,26 @@ fn the_request_drafts_a_medium_risk_contract_with_a_two_stage_canary() {
 
 /// A fleet whose simulator runs `services` (TOML `[[service]]` tables) on stage, 5 s ticks.
 async fn fleet_with(services: &str) -> Fleet {
+    fleet_with_policy(services, None).await
+}
+
+/// Like [`fleet_with`], with governance reading `policy` (TOML) when given.
+async fn fleet_with_policy(services: &str, policy: Option<&str>) -> Fleet {
     let scenario = std::env::temp_dir().join(format!("cn-canary-{}.toml", bus_schema::Uuid::new_v4()));
     std::fs::write(&scenario, format!("seed = 5\ntick_s = 5\nspeed = 60\n{services}")).unwrap();
     let scenario = scenario.to_string_lossy().into_owned();
+    let policy_file = std::env::temp_dir().join(format!("cn-canary-policy-{}.toml", bus_schema::Uuid::new_v4()));
+    let policy_path = policy_file.to_string_lossy().into_owned();
     let sim: &[&str] = &["--scenario", &scenario, "--lead", "2h"];
-    let fleet = Fleet::start_with(&[("simulator", sim), ("executor", &["--backend", "sim"])]).await.unwrap();
+    let mut agents: Vec<(&str, &[&str])> = vec![("simulator", sim), ("executor", &["--backend", "sim"])];
+    let governance = ["--policy", policy_path.as_str()];
+    if let Some(policy) = policy {
+        std::fs::write(&policy_file, policy).unwrap();
+        agents.push(("governance-gate", &governance));
+    }
+    let fleet = Fleet::start_with(&agents).await.unwrap();
     std::fs::remove_file(&scenario).unwrap(); // read at start
+    let _ = std::fs::remove_file(&policy_file);
     fleet
 }
 
@@ -115,6 +129,24 @@ async fn a_canary_with_three_times_the_errors_is_aborted_and_rolled_back_through
     let records = fleet.records_until("the rollback", |r| executed(r, "shop").len() >= 3).await.unwrap();
     assert_eq!(executed(&records, "shop"), [(Action::SetCanaryWeight, Some(10)), (Action::AbortRollout, None), (Action::Rollback, None)]);
     assert_eq!(for_service(&records, ProofKind::CanaryAborted, "shop")[0].reason.as_deref(), Some("aborted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_the_repetition_limit_holds_back_is_proposed_again_and_the_rollout_goes_on() {
+    // One set_canary_weight per 20 s of wall-clock time: at 60× speed stage 1 passes within
+    // seconds, so governance holds the 50 % step back; the deploy agent asks again after 30 s.
+    let policy = "repetition_limit = 1\nrepetition_window = \"20s\"\n";
+    let fleet = fleet_with_policy("[[service]]\nenv = \"stage\"\nname = \"pace\"\n", Some(policy)).await;
+    start_rollout(&fleet, "pace").await;
+    fleet.records_until("the 50 % step to be held back", |r| verdicts(r, "pace").iter().any(|(_, v)| v == "retry_later")).await.unwrap();
+    let records = fleet.records_until("the rollout to end", |r| ended(r, "pace")).await.unwrap();
+    assert_eq!(verdicts(&records, "pace"), [(1, "passed".into()), (2, "retry_later".into()), (2, "passed".into())], "{}", fleet.logs());
+    let refused = for_service(&records, ProofKind::ActionRefused, "pace");
+    assert_eq!(refused.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(), [Some("repetition_suppressed")]);
+    let retry = for_service(&records, ProofKind::CanaryStage, "pace").into_iter().find(|r| r.reason.as_deref() == Some("retry_later")).unwrap();
+    assert_eq!((retry.detail["attempt"].as_u64(), retry.detail["refusal"].as_str()), (Some(1), Some("repetition_suppressed")), "{}", retry.detail);
+    assert_eq!(executed(&records, "pace"), [(Action::SetCanaryWeight, Some(10)), (Action::SetCanaryWeight, Some(50)), (Action::Promote, None)]);
+    assert_eq!(for_service(&records, ProofKind::CanaryPromoted, "pace").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,7 +161,7 @@ impl Detector {
     }
 }
 
-/// `{stream}:{epoch}` and the stream sequence of an input id `{stream}:{epoch}:{seq}`.
+/// A sample too far out of order to judge, as a rejection with the reason.
 fn out_of_order(e: service::NotAdmitted) -> HandleError {
     HandleError::Reject { reason: RejectReason::OutOfOrder, message: format!("timestamp is {e}; not judged") }
 }
