@@ -139,6 +139,7 @@ async fn a_step_the_repetition_limit_holds_back_is_proposed_again_and_the_rollou
     let fleet = fleet_with_policy("[[service]]\nenv = \"stage\"\nname = \"pace\"\n", Some(policy)).await;
     start_rollout(&fleet, "pace").await;
     fleet.records_until("the 50 % step to be held back", |r| verdicts(r, "pace").iter().any(|(_, v)| v == "retry_later")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(25)).await; // most of the 30 s backoff
     let records = fleet.records_until("the rollout to end", |r| ended(r, "pace")).await.unwrap();
     assert_eq!(verdicts(&records, "pace"), [(1, "passed".into()), (2, "retry_later".into()), (2, "passed".into())], "{}", fleet.logs());
     let refused = for_service(&records, ProofKind::ActionRefused, "pace");
