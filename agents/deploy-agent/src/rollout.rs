@@ -58,6 +58,8 @@ pub const MAX_RETRIES: u32 = 5;
 /// when governance says how long it is).
 pub const RETRY_BASE: Duration = Duration::from_secs(30);
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
+/// The longest minimum duration a stage is held to (a day).
+pub const MAX_STAGE_DURATION_S: u32 = 86_400;
 
 /// Where a rollout is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,7 +154,7 @@ pub struct Rollout {
 impl Rollout {
     /// A rollout of `deploy` (status started) under `contract`, and its first effects.
     pub fn start(contract: &Contract, deploy: &DeployEvent, stable_version: Option<String>, correlation_id: String, now: Timestamp) -> (Self, Vec<Effect>) {
-        let stages: Vec<CanaryStage> = contract.canary.iter().filter(|s| s.weight_percent < 100).cloned().collect();
+        let (stages, skipped) = plan(&contract.canary);
         let mut r = Self {
             rollout_id: rollout_id(contract, deploy),
             contract_id: contract.contract_id,
@@ -183,7 +185,7 @@ impl Rollout {
             json!({
                 "contract_id": contract.contract_id, "contract_revision": contract.revision, "deployment_id": r.deployment_id,
                 "version": r.version, "stable_version": r.stable_version, "weights": weights, "guardrails": r.guardrails,
-                "risk": contract.risk.level,
+                "risk": contract.risk.level, "stages": r.stages, "skipped_weights": skipped,
             }),
         )];
         out.extend(r.next_step(now, None));
@@ -504,6 +506,24 @@ impl Rollout {
             deployment_id: Some(self.deployment_id.clone()),
         }
     }
+}
+
+/// The traffic stages a contract's canary plan asks for, as the rollout runs them: weights of
+/// 1..=99 % that rise (100 % is the promotion; a weight of 0 or one that does not rise is
+/// skipped, and said so), minimum durations of at most [`MAX_STAGE_DURATION_S`], and minimum
+/// samples no more than a stage keeps ([`judge::MAX_STAGE_SAMPLES`]).
+fn plan(canary: &[CanaryStage]) -> (Vec<CanaryStage>, Vec<u8>) {
+    let (mut stages, mut skipped) = (Vec::<CanaryStage>::new(), Vec::new());
+    for s in canary {
+        let rises = stages.last().is_none_or(|last| s.weight_percent > last.weight_percent);
+        if (1..=99).contains(&s.weight_percent) && rises {
+            let min_samples = s.min_samples.min(judge::MAX_STAGE_SAMPLES as u32);
+            stages.push(CanaryStage { weight_percent: s.weight_percent, min_duration_s: s.min_duration_s.min(MAX_STAGE_DURATION_S), min_samples });
+        } else if s.weight_percent != 100 {
+            skipped.push(s.weight_percent);
+        }
+    }
+    (stages, skipped)
 }
 
 /// The key of a service's rollout.

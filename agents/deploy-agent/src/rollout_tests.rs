@@ -238,6 +238,19 @@ fn a_plan_without_stages_goes_straight_to_promotion_and_ids_are_stable() {
 }
 
 #[test]
+fn a_plan_runs_rising_weights_below_100_within_bounds() {
+    let mut c = contract(&[0, 10, 10, 50, 30, 100]);
+    c.canary[1].min_duration_s = u32::MAX;
+    c.canary[3].min_samples = 1_000_000;
+    let (r, first) = Rollout::start(&c, &started(), None, "c".into(), at(0));
+    let weights: Vec<(u8, u32, u32)> = r.stages.iter().map(|s| (s.weight_percent, s.min_duration_s, s.min_samples)).collect();
+    assert_eq!(weights, [(10, MAX_STAGE_DURATION_S, 12), (50, 120, judge::MAX_STAGE_SAMPLES as u32)]);
+    let Some(Effect::Prove(started)) = first.first() else { panic!("{first:?}") };
+    let detail: Value = serde_json::from_str(&started.detail).unwrap();
+    assert_eq!(detail["skipped_weights"], json!([0, 10, 30]), "what the rollout will not run is said: {detail}");
+}
+
+#[test]
 fn a_step_governance_holds_back_is_proposed_again_later() {
     let (mut r, first) = rollout();
     let step = proposals(&first)[0].clone();
