@@ -116,7 +116,8 @@ impl DeployAgent {
     async fn on_deploy(&mut self, ctx: &mut Context<'_>, d: DeployEvent) -> Result<(), HandleError> {
         let key = rollout::key(&d.env, &d.service);
         let mut history = self.store.get(&VERSIONS, &key)?.unwrap_or_default();
-        let stable_version = d.previous_version.clone().or_else(|| history.rollback_target().map(str::to_owned)).filter(|v| *v != d.version);
+        // The canary runs beside the last version that succeeded (a rolled-back one is never it).
+        let stable_version = d.previous_version.clone().or_else(|| history.current_version.clone()).filter(|v| *v != d.version);
         history.apply(&d);
         self.store.put(&VERSIONS, &key, &history)?;
         if d.status != DeployStatus::Started {
