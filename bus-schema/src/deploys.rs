@@ -21,12 +21,20 @@ impl DeployHistory {
     /// Folds in one deploy event.
     pub fn apply(&mut self, event: &DeployEvent) {
         if event.status == DeployStatus::RolledBack {
-            // `version` runs again and `previous_version` is the version given up: it must not
-            // become what the next rollback restores.
-            if self.previous_version.as_deref().is_some_and(|p| p == event.version || Some(p) == event.previous_version.as_deref()) {
+            // The version given up must not become what the next rollback restores; the one
+            // restored runs again.
+            let given_up = event.deployed_version();
+            let restored = if event.previous_version.is_some() {
+                Some(event.version.clone())
+            } else {
+                self.current_version.clone().filter(|c| c != given_up).or_else(|| self.previous_version.clone())
+            };
+            if self.previous_version.as_deref().is_some_and(|p| p == given_up || Some(p) == restored.as_deref()) {
                 self.previous_version = None;
             }
-            self.current_version = Some(event.version.clone());
+            if restored.is_some() {
+                self.current_version = restored;
+            }
             self.last_status = Some(event.status.to_string());
             return;
         }
@@ -118,5 +126,16 @@ mod tests {
         release.apply(&deploy("1.15.0", None, "succeeded"));
         release.apply(&deploy("1.14.2", Some("1.15.0"), "rolled_back"));
         assert_eq!((release.current_version.as_deref(), release.rollback_target()), (Some("1.14.2"), None), "nothing older is known");
+        // A pipeline that names only the version it gave up.
+        let mut terse = DeployHistory::default();
+        terse.apply(&deploy("1.14.2", None, "succeeded"));
+        terse.apply(&deploy("1.15.0", None, "succeeded"));
+        terse.apply(&deploy("1.15.0", None, "rolled_back"));
+        assert_eq!((terse.current_version.as_deref(), terse.rollback_target()), (Some("1.14.2"), None));
+        let mut terse_canary = DeployHistory::default();
+        terse_canary.apply(&deploy("1.14.2", Some("1.14.1"), "succeeded"));
+        terse_canary.apply(&deploy("1.15.0", None, "started"));
+        terse_canary.apply(&deploy("1.15.0", None, "rolled_back"));
+        assert_eq!((terse_canary.current_version.as_deref(), terse_canary.rollback_target()), (Some("1.14.2"), Some("1.14.1")));
     }
 }

@@ -388,7 +388,7 @@ impl Rollout {
     /// A deploy event of the service that ends this rollout's deploy (not `started`) while the
     /// rollout runs: someone else finished it. An event about another deploy changes nothing.
     pub fn on_deploy_ended(&mut self, d: &DeployEvent) -> Vec<Effect> {
-        let ours = d.deployment_id.as_deref().map_or(d.version == self.version, |id| id == self.deployment_id);
+        let ours = d.deployment_id.as_deref().map_or(d.deployed_version() == self.version, |id| id == self.deployment_id);
         if self.is_done() || d.status == DeployStatus::Started || !ours {
             return Vec::new();
         }

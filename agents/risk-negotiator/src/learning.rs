@@ -168,13 +168,13 @@ impl Learner {
         match event.status {
             DeployStatus::Succeeded => history.record(&event.version, DeployOutcome::Succeeded, event.timestamp),
             DeployStatus::Failed => history.record(&event.version, DeployOutcome::Failed, event.timestamp),
-            DeployStatus::RolledBack => history.record(&event.version, DeployOutcome::RolledBack, event.timestamp),
+            DeployStatus::RolledBack => history.record(event.deployed_version(), DeployOutcome::RolledBack, event.timestamp),
             DeployStatus::Started => {}
         }
         let Some(list) = self.tracked.get_mut(&k) else { return out };
         let matches = |t: &Tracked| match &event.deployment_id {
             Some(id) => *id == t.deployment_id,
-            None => t.version == event.version,
+            None => t.version == event.deployed_version(),
         };
         if event.status == DeployStatus::Started {
             // The next deploy starting ends the quiet window of every earlier success.

@@ -56,6 +56,17 @@ fn failed_and_rolled_back_deploys_are_failures_at_once() {
 }
 
 #[test]
+fn a_rollback_that_names_the_restored_version_labels_the_version_given_up() {
+    // The simulator's and the deploy agent's rolled_back: version 1.0 runs again, v2 is given up.
+    let mut l = tracked("api", "v2");
+    l.on_deploy(&deploy("api", "v2", "started", 1));
+    let mut back = deploy("api", "1.0", "rolled_back", 2);
+    back.previous_version = Some("v2".into());
+    assert_eq!(failed(&l.on_deploy(&back)), vec![true]);
+    assert_eq!(l.history("stage", "api").recent.iter().map(|p| p.version.as_str()).collect::<Vec<_>>(), ["v2"]);
+}
+
+#[test]
 fn a_success_counts_only_after_a_quiet_window() {
     let mut l = tracked("api", "v2");
     l.on_deploy(&deploy("api", "v2", "succeeded", 1));

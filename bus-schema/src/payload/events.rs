@@ -70,6 +70,19 @@ pub struct DeployEvent {
     pub deployment_id: Option<String>,
 }
 
+impl DeployEvent {
+    /// The version whose deploy the event reports: `version`, except in a `rolled_back` event
+    /// that names `previous_version` — then `version` is what runs again and `previous_version`
+    /// the version given up (the convention of the simulator and the deploy agent). A
+    /// `rolled_back` event without `previous_version` reports `version` as given up.
+    pub fn deployed_version(&self) -> &str {
+        match (&self.status, &self.previous_version) {
+            (DeployStatus::RolledBack, Some(given_up)) => given_up,
+            _ => &self.version,
+        }
+    }
+}
+
 impl Validate for DeployEvent {
     fn validate(&self) -> Result<(), ValidationError> {
         v::non_empty("version", &self.version, MAX_SHORT)?;
