@@ -44,18 +44,22 @@ async fn fleet_with_policy(services: &str, policy: Option<&str>) -> Fleet {
     let scenario = std::env::temp_dir().join(format!("cn-canary-{}.toml", bus_schema::Uuid::new_v4()));
     std::fs::write(&scenario, format!("seed = 5\ntick_s = 5\nspeed = 60\n{services}")).unwrap();
     let scenario = scenario.to_string_lossy().into_owned();
-    let policy_file = std::env::temp_dir().join(format!("cn-canary-policy-{}.toml", bus_schema::Uuid::new_v4()));
-    let policy_path = policy_file.to_string_lossy().into_owned();
+    let policy_file = policy.map(|text| {
+        let path = std::env::temp_dir().join(format!("cn-canary-policy-{}.toml", bus_schema::Uuid::new_v4()));
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    });
     let sim: &[&str] = &["--scenario", &scenario, "--lead", "2h"];
+    let governance: Vec<&str> = policy_file.iter().flat_map(|path| ["--policy", path.as_str()]).collect();
     let mut agents: Vec<(&str, &[&str])> = vec![("simulator", sim), ("executor", &["--backend", "sim"])];
-    let governance = ["--policy", policy_path.as_str()];
-    if let Some(policy) = policy {
-        std::fs::write(&policy_file, policy).unwrap();
+    if !governance.is_empty() {
         agents.push(("governance-gate", &governance));
     }
     let fleet = Fleet::start_with(&agents).await.unwrap();
     std::fs::remove_file(&scenario).unwrap(); // read at start
-    let _ = std::fs::remove_file(&policy_file);
+    if let Some(path) = &policy_file {
+        std::fs::remove_file(path).unwrap();
+    }
     fleet
 }
 

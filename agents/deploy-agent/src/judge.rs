@@ -200,6 +200,7 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
     let mut fails = Vec::new();
     let mut shared = Vec::new();
     let (c_counts, s_counts) = (counts(canary), counts(stable));
+    let (c95_median, s95_median) = (stats::median(&c95), stats::median(&s95));
 
     // Guardrails: the canary alone significantly above a limit fails; with the stable above it
     // as well, the problem is shared.
@@ -217,7 +218,7 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
             }
         };
         let p95 = above(stats::sign_above(&c95, g.max_p95_latency_ms), "sign");
-        check("median p95", p95, stats::median(&c95), stats::median(&s95), g.max_p95_latency_ms, " ms");
+        check("median p95", p95, c95_median, s95_median, g.max_p95_latency_ms, " ms");
         if let Some(limit) = g.max_p99_latency_ms {
             let (c99, s99) = (values(canary, |s| s.p99_ms), values(stable, |s| s.p99_ms));
             check("median p99", above(stats::sign_above(&c99, limit), "sign"), stats::median(&c99), stats::median(&s99), limit, " ms");
@@ -231,7 +232,6 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
     }
 
     // Latency: Mann-Whitney on per-sample p95, and the medians for the margin.
-    let (c95_median, s95_median) = (stats::median(&c95), stats::median(&s95));
     let mut latency = json!({"canary_median_p95_ms": c95_median.map(|v| round(v, 1)), "stable_median_p95_ms": s95_median.map(|v| round(v, 1)), "guardrail_p95_ms": g.max_p95_latency_ms});
     if let (true, Some(r)) = (latency_enough, stats::mann_whitney(&c95, &s95)) {
         let (cm, sm) = (c95_median.unwrap_or_default(), s95_median.unwrap_or_default());
@@ -331,6 +331,11 @@ mod tests {
         data
     }
 
+    /// A sample with a p95 of 150 ms and no p99.
+    fn flat(at_ms: i64, error_rate: f64, qps: f64) -> Sample {
+        Sample { at_ms, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(error_rate), qps: Some(qps) }
+    }
+
     /// A deterministic wobble in [0, 1).
     fn wobble(i: usize, salt: usize) -> f64 {
         ((i * 7919 + salt * 104_729) % 1000) as f64 / 1000.0
@@ -399,7 +404,7 @@ mod tests {
     #[test]
     fn a_stage_short_of_samples_waits_for_them_until_its_deadline() {
         let mut data = stage(8, healthy(1), healthy(2));
-        let late = |at_ms| Sample { at_ms, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(0.002), qps: Some(400.0) };
+        let late = |at_ms| flat(at_ms, 0.002, 400.0);
         for at_s in (80..=200).step_by(10) {
             data.push(false, late(at_s * 1000));
         }
@@ -420,9 +425,8 @@ mod tests {
         let mut data = StageData::default();
         for i in 0..5 {
             let at_ms = i * 15_000;
-            data.push(false, Sample { at_ms, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(0.002), qps: Some(40.0) });
-            let error_rate = Some(if i == 2 { 1.0 / 6.0 } else { 0.0 });
-            data.push(true, Sample { at_ms, p95_ms: Some(150.0), p99_ms: None, error_rate, qps: Some(0.4) });
+            data.push(false, flat(at_ms, 0.002, 40.0));
+            data.push(true, flat(at_ms, if i == 2 { 1.0 / 6.0 } else { 0.0 }, 0.4));
         }
         let j = judge(&data, &criteria());
         assert_eq!(j.verdict, Verdict::Wait, "{:?}", j.reasons);
@@ -437,8 +441,8 @@ mod tests {
         let mut data = StageData::default();
         for i in 0..40 {
             let at_ms = i * 15_000;
-            data.push(false, Sample { at_ms, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(0.001), qps: Some(97.0) });
-            data.push(true, Sample { at_ms, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(0.005), qps: Some(3.0) });
+            data.push(false, flat(at_ms, 0.001, 97.0));
+            data.push(true, flat(at_ms, 0.005, 3.0));
         }
         let j = judge(&data, &criteria());
         let comparison = &j.evidence["errors"]["comparison"];
@@ -452,8 +456,8 @@ mod tests {
         let mut data = stage(10, healthy(1), healthy(2));
         assert_eq!(data.elapsed_s(), 90.0);
         // A sample stamped a day ahead adds at most one capped gap; the next in-time sample adds nothing.
-        data.push(true, Sample { at_ms: 86_400_000, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(0.0), qps: Some(40.0) });
-        data.push(true, Sample { at_ms: 100_000, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(0.0), qps: Some(40.0) });
+        data.push(true, flat(86_400_000, 0.0, 40.0));
+        data.push(true, flat(100_000, 0.0, 40.0));
         assert_eq!(data.elapsed_s(), 90.0 + MAX_SAMPLE_GAP_S);
         // One stamped before the stage's first sample is stale: not judged.
         data.push(true, Sample { at_ms: -5_000, p95_ms: Some(9999.0), p99_ms: None, error_rate: Some(1.0), qps: Some(40.0) });

@@ -101,8 +101,7 @@ pub fn mann_whitney(canary: &[f64], stable: &[f64]) -> Option<MannWhitney> {
 
 /// `None` without requests on either side, or with counts that are not finite.
 pub fn two_proportions(canary_errors: f64, canary_requests: f64, stable_errors: f64, stable_requests: f64) -> Option<TwoProportions> {
-    let counts = [canary_errors, canary_requests, stable_errors, stable_requests];
-    if counts.iter().any(|c| !c.is_finite() || *c < 0.0) || canary_requests <= 0.0 || stable_requests <= 0.0 {
+    if !plausible_counts(canary_errors, canary_requests, stable_errors, stable_requests) {
         return None;
     }
     let (canary_errors, stable_errors) = (canary_errors.min(canary_requests), stable_errors.min(stable_requests));
@@ -116,8 +115,7 @@ pub fn two_proportions(canary_errors: f64, canary_requests: f64, stable_errors: 
 /// `canary_errors` and `stable_errors` (rounded to whole errors) out of request counts.
 /// `None` without requests on either side or with counts that are not finite.
 pub fn rate_ratio(canary_errors: f64, canary_requests: f64, stable_errors: f64, stable_requests: f64) -> Option<RateRatio> {
-    let counts = [canary_errors, canary_requests, stable_errors, stable_requests];
-    if counts.iter().any(|c| !c.is_finite() || *c < 0.0) || canary_requests <= 0.0 || stable_requests <= 0.0 {
+    if !plausible_counts(canary_errors, canary_requests, stable_errors, stable_requests) {
         return None;
     }
     let (ce, se) = (canary_errors.min(canary_requests).round() as u64, stable_errors.min(stable_requests).round() as u64);
@@ -145,6 +143,12 @@ pub fn sign_above(values: &[f64], limit: f64) -> Option<AboveLimit> {
     let above = finite.iter().filter(|v| **v > limit).count() as u64;
     let n = finite.len() as u64;
     Some(AboveLimit { observed: above as f64, allowed: n as f64 / 2.0, p_value: binomial_upper(n, above, 0.5) })
+}
+
+/// Finite, non-negative counts with requests on both sides.
+fn plausible_counts(canary_errors: f64, canary_requests: f64, stable_errors: f64, stable_requests: f64) -> bool {
+    let counts = [canary_errors, canary_requests, stable_errors, stable_requests];
+    counts.iter().all(|c| c.is_finite() && *c >= 0.0) && canary_requests > 0.0 && stable_requests > 0.0
 }
 
 /// P(X ≥ k) for X ~ Binomial(n, p), summed exactly in log space from k up.
@@ -190,7 +194,7 @@ fn tail_sum(from: u64, to: u64, mode: u64, term: impl Fn(u64) -> f64) -> f64 {
     }
 }
 
-/// ln(n!), by Stirling's series beyond a table-free exact product for small n.
+/// ln(n!): the exact sum of logs below 20, Stirling's series from there.
 fn ln_factorial(n: u64) -> f64 {
     if n < 20 {
         return (2..=n).map(|i| (i as f64).ln()).sum();

@@ -199,12 +199,8 @@ impl<'a> Context<'a> {
     /// (an outcome judged while handling a later sample carries the action's correlation id).
     pub async fn publish_in_chain<P: Payload>(&mut self, subject: &Subject<P>, payload: &P, correlation_id: String) -> Result<Published, RuntimeError> {
         let n = self.next(P::CN_TYPE);
-        let trace = Trace {
-            msg_id: format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE),
-            correlation_id,
-            causation_id: self.meta.message_id.clone(),
-        };
-        self.publisher.publish(subject, payload, &trace).await
+        let msg_id = format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE);
+        self.publish_as(subject, payload, msg_id, correlation_id).await
     }
 
     /// Like [`Context::publish_in_chain`] for an output whose identity is its own rather than
@@ -212,29 +208,36 @@ impl<'a> Context<'a> {
     /// restart): its `Nats-Msg-Id` is `{agent}:{key}:{type}`, so publishing it again under any
     /// input is dropped by JetStream.
     pub async fn publish_keyed<P: Payload>(&mut self, subject: &Subject<P>, payload: &P, correlation_id: String, key: &str) -> Result<Published, RuntimeError> {
-        let trace = Trace { msg_id: format!("{}:{key}:{}", self.agent, P::CN_TYPE), correlation_id, causation_id: self.meta.message_id.clone() };
+        let msg_id = format!("{}:{key}:{}", self.agent, P::CN_TYPE);
+        self.publish_as(subject, payload, msg_id, correlation_id).await
+    }
+
+    async fn publish_as<P: Payload>(&mut self, subject: &Subject<P>, payload: &P, msg_id: String, correlation_id: String) -> Result<Published, RuntimeError> {
+        let trace = Trace { msg_id, correlation_id, causation_id: self.meta.message_id.clone() };
         self.publisher.publish(subject, payload, &trace).await
     }
 
     /// Like [`Context::prove`] for a record whose identity is `key` rather than this input's:
     /// recorded once whichever input writes it.
-    pub async fn prove_keyed(&mut self, mut draft: ProofDraft, key: &str) -> Result<u64, RuntimeError> {
-        if draft.correlation_id.is_none() {
-            draft.correlation_id = Some(self.meta.correlation_id.clone());
-        }
+    pub async fn prove_keyed(&mut self, draft: ProofDraft, key: &str) -> Result<u64, RuntimeError> {
         let key = format!("keyed:{key}:{}", draft.kind);
-        self.proof.append(draft, Some(&key)).await
+        self.prove_as(draft, &key).await
     }
 
     /// Records a decision on the proof log, once per input even across redeliveries.
     /// The correlation id defaults to the input's.
-    pub async fn prove(&mut self, mut draft: ProofDraft) -> Result<u64, RuntimeError> {
+    pub async fn prove(&mut self, draft: ProofDraft) -> Result<u64, RuntimeError> {
         let n = self.next(draft.kind.as_str());
+        let key = format!("{}:{}:{n}", self.meta.input_id, draft.kind);
+        self.prove_as(draft, &key).await
+    }
+
+    /// Appends `draft` once per `key`, in the input's chain unless it names another.
+    async fn prove_as(&mut self, mut draft: ProofDraft, key: &str) -> Result<u64, RuntimeError> {
         if draft.correlation_id.is_none() {
             draft.correlation_id = Some(self.meta.correlation_id.clone());
         }
-        let key = format!("{}:{}:{n}", self.meta.input_id, draft.kind);
-        self.proof.append(draft, Some(&key)).await
+        self.proof.append(draft, Some(key)).await
     }
 }
 
