@@ -10,14 +10,22 @@
 //! env = "stage"
 //! name = "checkout"
 //! failure = "crash_loop"   # healthy (default) | crash_loop | cpu_overload | bad_deploy |
-//!                          # memory_leak | latency_regression | false_alarm | flapping | slowdown
+//!                          # memory_leak | latency_regression | bad_config | deploy_overload |
+//!                          # false_alarm | flapping | slowdown
 //! start_after_s = 60       # simulated seconds of health before the failure starts (default 0)
-//! leak_percent_per_min = 20  # memory_leak only (default 20)
+//! restart_success = 1.0    # crash_loop only: chance a restart clears it (0 < p <= 1, default 1)
+//! leak_percent_per_min = 20  # memory_leak only (default 20; a slow leak is e.g. 4)
 //! flap_period_s = 60       # flapping only: bad this long, then healthy this long (default 60)
 //! slowdown_factor = 2.0    # slowdown only: p95/p99 of every variant × this (1 < f <= 100, default 2)
 //! canary_error_factor = 1.0    # a canary's error rate × this, vs the stable's (0 < f <= 100, default 1)
 //! canary_latency_factor = 1.0  # a canary's p95/p99 × this, vs the stable's (0 < f <= 100, default 1)
 //! ```
+//!
+//! Five failures come with a deploy of 1.2.0 and last while it runs: `bad_deploy` (errors),
+//! `latency_regression` (p95), `memory_leak` (memory rises to an OOM crash loop),
+//! `bad_config` (a crash loop no restart fixes) and `deploy_overload` (an overload like
+//! `cpu_overload`'s, from the version's CPU-bound hot path, that no scale_up fixes). What
+//! each action does to each failure is in [`crate::service`].
 //!
 //! The canary factors describe the new version a deploy agent rolls out with
 //! `set_canary_weight`; `promote` makes it the stable version, factors and all. A `slowdown`
@@ -87,6 +95,8 @@ pub enum Failure {
     BadDeploy,
     MemoryLeak,
     LatencyRegression,
+    BadConfig,
+    DeployOverload,
     FalseAlarm,
     Flapping,
     Slowdown,
@@ -102,6 +112,9 @@ pub struct ServiceSpec {
     pub failure: Failure,
     #[serde(default)]
     pub start_after_s: u64,
+    /// The chance that a restart clears a crash loop.
+    #[serde(default = "always")]
+    pub restart_success: f64,
     #[serde(default = "default_leak")]
     pub leak_percent_per_min: f64,
     #[serde(default = "default_flap_period")]
@@ -112,6 +125,10 @@ pub struct ServiceSpec {
     pub canary_error_factor: f64,
     #[serde(default = "unchanged")]
     pub canary_latency_factor: f64,
+}
+
+fn always() -> f64 {
+    1.0
 }
 
 fn default_leak() -> f64 {
@@ -205,14 +222,15 @@ impl Scenario {
                 return Err(format!("{at}: flap_period_s = {} must be in 10..=86400", s.flap_period_s));
             }
             let bounded = [
-                ("leak_percent_per_min", s.leak_percent_per_min, 0.0),
-                ("slowdown_factor", s.slowdown_factor, 1.0),
-                ("canary_error_factor", s.canary_error_factor, 0.0),
-                ("canary_latency_factor", s.canary_latency_factor, 0.0),
+                ("restart_success", s.restart_success, 0.0, 1.0),
+                ("leak_percent_per_min", s.leak_percent_per_min, 0.0, 100.0),
+                ("slowdown_factor", s.slowdown_factor, 1.0, 100.0),
+                ("canary_error_factor", s.canary_error_factor, 0.0, 100.0),
+                ("canary_latency_factor", s.canary_latency_factor, 0.0, 100.0),
             ];
-            for (key, value, above) in bounded {
-                if !(value.is_finite() && value > above && value <= 100.0) {
-                    return Err(format!("{at}: {key} = {value} must be in ({above}, 100]"));
+            for (key, value, above, most) in bounded {
+                if !(value.is_finite() && value > above && value <= most) {
+                    return Err(format!("{at}: {key} = {value} must be in ({above}, {most}]"));
                 }
             }
         }
@@ -289,6 +307,27 @@ mod tests {
         }
         let text = "[[service]]\nenv = \"dev\"\nname = \"a\"\ncanary_error_factor = \"high\"\n";
         assert!(Scenario::parse(text, "bad.toml").unwrap_err().to_string().contains("canary_error_factor"), "not a number");
+    }
+
+    #[test]
+    fn the_new_failures_and_restart_success_are_read_as_given() {
+        let text = "[[service]]\nenv = \"dev\"\nname = \"a\"\nfailure = \"crash_loop\"\nrestart_success = 0.7\n\
+                    [[service]]\nenv = \"dev\"\nname = \"b\"\nfailure = \"bad_config\"\n\
+                    [[service]]\nenv = \"dev\"\nname = \"c\"\nfailure = \"deploy_overload\"\n";
+        let s = Scenario::parse(text, "t").unwrap();
+        let read: Vec<(Failure, f64)> = s.services.iter().map(|s| (s.failure, s.restart_success)).collect();
+        assert_eq!(read, [(Failure::CrashLoop, 0.7), (Failure::BadConfig, 1.0), (Failure::DeployOverload, 1.0)]);
+    }
+
+    #[test]
+    fn a_restart_success_outside_zero_to_one_is_refused_naming_the_service_and_the_key() {
+        for value in ["0.0", "-0.5", "1.5", "nan", "inf"] {
+            let text = format!("[[service]]\nenv = \"dev\"\nname = \"a\"\nfailure = \"crash_loop\"\nrestart_success = {value}\n");
+            let err = Scenario::parse(&text, "bad.toml").unwrap_err().to_string();
+            assert!(err.contains("dev/a") && err.contains("restart_success = ") && err.contains("(0, 1]"), "{value}: {err}");
+        }
+        let text = "[[service]]\nenv = \"dev\"\nname = \"a\"\nrestart_success = 1\n";
+        assert!(Scenario::parse(text, "t").is_ok_and(|s| s.services[0].restart_success == 1.0), "1 itself is allowed");
     }
 
     #[test]

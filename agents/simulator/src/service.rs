@@ -2,9 +2,21 @@
 //!
 //! A healthy service reports noise in normal ranges (error rate 0.001–0.004, p95 120–200 ms,
 //! CPU 30–50 %, memory 40–60 %). Its failure starts `start_after_s` into the simulation.
-//! Failures that come with a version (bad deploy, latency regression, memory leak) start with
-//! a `succeeded` deploy of 1.2.0 and last while that version runs, so a rollback cures them;
-//! the others are properties of the running service that only the right action clears.
+//! Failures that come with a version (bad deploy, latency regression, memory leak, bad config,
+//! deploy overload) start with a `succeeded` deploy of 1.2.0 and last while that version runs,
+//! so a rollback cures them; the others are properties of the running service that only the
+//! right action clears.
+//!
+//! What each action does to each failure:
+//! - `restart` clears a crash loop (with the scenario's `restart_success` chance, else it
+//!   crashes again), resets a leaking service's memory for a while (the leak goes on), makes
+//!   an overload (`cpu_overload` or `deploy_overload`) worse for [`HARM_S`], and does nothing
+//!   for a bad config: 1.2.0 crashes on it again.
+//! - `scale_up` cures a `cpu_overload` and undoes a `scale_down`; a `deploy_overload` stays,
+//!   since 1.2.0's CPU-bound hot path saturates the new replicas too. `scale_down` leaves less
+//!   headroom, and makes an overload of either kind worse, until scaled up.
+//! - `rollback` away from 1.2.0 cures every version-borne failure; rolling back to it brings
+//!   the failure back. No action cures a `slowdown` or `flapping`; a `false_alarm` passes.
 //!
 //! A canary rollout splits each tick in two: `set_canary_weight` sends a share of the traffic
 //! to the new version, and from then on the service reports a `stable` and a `canary` sample
@@ -168,8 +180,23 @@ impl ServiceSim {
         self.faulty_version.as_deref() == Some(self.version.as_str())
     }
 
+    /// Whether the version that brought `failure` runs.
+    fn running_fault(&self, failure: Failure) -> bool {
+        self.spec.failure == failure && self.version_fault()
+    }
+
     fn leaking(&self) -> bool {
-        self.spec.failure == Failure::MemoryLeak && self.version_fault()
+        self.running_fault(Failure::MemoryLeak)
+    }
+
+    /// 1.2.0 exits at start on its config: a crash loop that lasts while it runs.
+    fn config_crashing(&self) -> bool {
+        self.running_fault(Failure::BadConfig)
+    }
+
+    /// Overloaded, by load (`cpu_overload`) or by 1.2.0's CPU-bound hot path (`deploy_overload`).
+    fn overloaded(&self) -> bool {
+        self.overload || self.running_fault(Failure::DeployOverload)
     }
 
     fn deploy(&self, version: &str, previous: Option<&str>, status: DeployStatus, at: Timestamp) -> Event {
@@ -199,7 +226,7 @@ impl ServiceSim {
             Failure::FalseAlarm => self.spike_left = if self.rng.chance(0.5) { 1 } else { 2 },
             Failure::Flapping => self.flap_since = Some(elapsed),
             Failure::Slowdown => self.slowed = true,
-            Failure::BadDeploy | Failure::LatencyRegression | Failure::MemoryLeak => {
+            Failure::BadDeploy | Failure::LatencyRegression | Failure::MemoryLeak | Failure::BadConfig | Failure::DeployOverload => {
                 let previous = std::mem::replace(&mut self.version, FAULTY_VERSION.to_owned());
                 out.push(self.deploy(FAULTY_VERSION, Some(&previous), DeployStatus::Succeeded, at));
                 self.previous = Some(previous);
@@ -239,21 +266,27 @@ impl ServiceSim {
         let mut shifts: Vec<Shift> = Vec::new();
         let mut logs: Vec<(LogLevel, String)> = Vec::new();
 
-        if self.crash_loop {
+        let (overloaded, config_crashing) = (self.overloaded(), self.config_crashing());
+        if self.crash_loop || config_crashing {
             crash = true;
             shifts.push(Shift::ErrorTo(0.25 + roll * 0.15));
             if roll < 0.4 {
-                logs.push((LogLevel::Error, "container exited with code 1; back-off restarting failed container".to_owned()));
+                let message = if config_crashing {
+                    format!("config error: missing key `database.url` in {FAULTY_VERSION}; exiting")
+                } else {
+                    "container exited with code 1; back-off restarting failed container".to_owned()
+                };
+                logs.push((LogLevel::Error, message));
             }
         }
-        if self.overload {
+        if overloaded {
             cpu = 92.0 + roll * 7.0;
             shifts.push(Shift::P95To(600.0 + roll * 300.0));
             shifts.push(Shift::ErrorAtLeast(0.01 + roll * 0.02));
         }
         if self.squeezed {
             cpu = (cpu + 20.0).min(100.0);
-            if self.overload {
+            if overloaded {
                 cpu = 99.0 + roll;
                 shifts.push(Shift::ErrorAtLeast(0.08 + roll * 0.07));
             }
@@ -345,12 +378,20 @@ impl ServiceSim {
             Action::Restart => {
                 self.restarts += 1;
                 if self.crash_loop {
-                    self.crash_loop = false;
-                    none("crash loop cleared")
+                    // A certain restart draws nothing, so such a world replays as it always did.
+                    let p = self.spec.restart_success;
+                    if p >= 1.0 || self.rng.chance(p) {
+                        self.crash_loop = false;
+                        none("crash loop cleared")
+                    } else {
+                        none("restarted; it crashed again")
+                    }
+                } else if self.config_crashing() {
+                    none(&format!("restarted; the bad config in {FAULTY_VERSION} crashes it again"))
                 } else if self.leaking() {
                     self.memory = self.rng.range(42.0, 50.0);
                     none("memory back to baseline; the leak goes on")
-                } else if self.overload {
+                } else if self.overloaded() {
                     self.harmed_until = elapsed + HARM_S;
                     none("cold start under overload: worse for a minute")
                 } else {
@@ -363,13 +404,19 @@ impl ServiceSim {
                 self.squeezed = false;
                 match was {
                     (true, _) => none("overload cured"),
+                    (false, true) if self.overloaded() => none(&format!("capacity restored; {FAULTY_VERSION}'s hot loop still saturates it")),
                     (false, true) => none("capacity restored"),
+                    _ if self.overloaded() => none(&format!("more replicas; {FAULTY_VERSION}'s hot loop saturates them too")),
                     _ => none("more replicas; nothing else changes"),
                 }
             }
             Action::ScaleDown => {
                 self.squeezed = true;
-                if self.overload { none("less capacity under overload: worse until scaled up") } else { none("less headroom: CPU higher until scaled up") }
+                if self.overloaded() {
+                    none("less capacity under overload: worse until scaled up")
+                } else {
+                    none("less headroom: CPU higher until scaled up")
+                }
             }
             Action::Rollback => self.rollback(params, at),
             Action::SetCanaryWeight => none(&self.set_canary_weight(params.canary_weight)),

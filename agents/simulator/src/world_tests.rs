@@ -179,6 +179,116 @@ fn a_latency_regression_follows_a_deploy_and_rollback_cures_it() {
     assert!(run(&mut w, 10).iter().all(healthy));
 }
 
+/// The deploy of 1.2.0 over 1.1.0 that brings a version-borne failure.
+fn faulty_deploy() -> Vec<(String, Option<String>, DeployStatus)> {
+    vec![("1.2.0".to_owned(), Some("1.1.0".to_owned()), DeployStatus::Succeeded)]
+}
+
+#[test]
+fn a_bad_config_comes_with_a_deploy_crash_loops_and_only_a_rollback_cures_it() {
+    let mut w = world_with("bad_config", 120, 14);
+    assert!(run(&mut w, 2).iter().all(healthy));
+    let tick = w.step().unwrap();
+    assert_eq!((tick.at.since(w.start()).as_secs(), deploys(&tick.events)), (120, faulty_deploy()));
+    let looping = run(&mut w, 5);
+    assert!(looping.iter().all(|m| m.crash_looping == Some(true) && (0.25..=0.4).contains(&m.error_rate.unwrap())));
+    assert!(looping.windows(2).all(|p| p[1].restarts.unwrap() == p[0].restarts.unwrap() + 1), "one more restart every tick");
+    let mut w2 = w.clone();
+    let config_errors = (0..30)
+        .flat_map(|_| w2.step().unwrap().events)
+        .filter(|e| matches!(e, Event::Log(l) if l.level == LogLevel::Error && l.message.starts_with("config error: missing key")))
+        .filter(|e| matches!(e, Event::Log(l) if l.message.ends_with("in 1.2.0; exiting")))
+        .count();
+    assert!(config_errors > 0, "the crash says why");
+
+    let restart = act_with(&mut w, Action::Restart, ActionParams::default());
+    assert_eq!(restart.summary, "restarted; the bad config in 1.2.0 crashes it again");
+    assert!(run(&mut w, 2).iter().all(|m| m.crash_looping == Some(true)));
+    for wrong in [Action::ScaleDown, Action::ScaleUp, Action::Observe] {
+        let summary = act_with(&mut w, wrong, ActionParams::default()).summary;
+        assert!(run(&mut w, 2).iter().all(|m| m.crash_looping == Some(true)), "{summary}: not cured");
+    }
+    let events = act(&mut w, Action::Rollback);
+    assert_eq!(deploys(&events), vec![("1.1.0".to_owned(), Some("1.2.0".to_owned()), DeployStatus::RolledBack)]);
+    assert!(run(&mut w, 60).iter().all(healthy), "rollback cures the bad config");
+}
+
+#[test]
+fn a_deploy_overload_looks_like_a_cpu_overload_but_only_a_rollback_cures_it() {
+    let mut w = world_with("deploy_overload", 300, 15);
+    let mut load = world_with("cpu_overload", 300, 15);
+    assert!(run(&mut w, 5).iter().all(healthy));
+    run(&mut load, 5);
+    let tick = w.step().unwrap();
+    assert_eq!((tick.at.since(w.start()).as_secs(), deploys(&tick.events)), (300, faulty_deploy()));
+    assert_eq!(metric(&tick), metric(&load.step().unwrap()));
+    let hot = run(&mut w, 10);
+    assert_eq!(hot, run(&mut load, 10), "the same samples as a cpu_overload");
+    assert!(hot.iter().all(|m| (92.0..=99.0).contains(&m.cpu_percent.unwrap()) && (600.0..=900.0).contains(&m.p95_latency_ms.unwrap())));
+    assert!(hot.iter().all(|m| (0.01..=0.03).contains(&m.error_rate.unwrap()) && m.crash_looping == Some(false)));
+
+    let scaled = act_with(&mut w, Action::ScaleUp, ActionParams::default());
+    assert_eq!(scaled.summary, "more replicas; 1.2.0's hot loop saturates them too");
+    assert_eq!(act_with(&mut load, Action::ScaleUp, ActionParams::default()).summary, "overload cured");
+    assert!(run(&mut load, 5).iter().all(healthy), "scale_up still cures a cpu_overload");
+    assert!(run(&mut w, 5).iter().all(|m| m.cpu_percent.unwrap() > 90.0), "…but not an overload from the version");
+
+    assert_eq!(act_with(&mut w, Action::Restart, ActionParams::default()).summary, "cold start under overload: worse for a minute");
+    assert!(run(&mut w, 1).iter().all(|m| m.error_rate.unwrap() >= 0.08 && m.cpu_percent.unwrap() >= 99.0));
+    assert!(run(&mut w, 5).iter().all(|m| m.cpu_percent.unwrap() > 90.0 && m.error_rate.unwrap() < 0.08), "back to plain overload");
+    act(&mut w, Action::ScaleDown);
+    assert!(run(&mut w, 2).iter().all(|m| m.error_rate.unwrap() >= 0.08), "less capacity hurts");
+    assert_eq!(act_with(&mut w, Action::ScaleUp, ActionParams::default()).summary, "capacity restored; 1.2.0's hot loop still saturates it");
+    assert!(run(&mut w, 2).iter().all(|m| m.cpu_percent.unwrap() > 90.0 && m.error_rate.unwrap() < 0.08));
+
+    let events = act(&mut w, Action::Rollback);
+    assert_eq!(deploys(&events), vec![("1.1.0".to_owned(), Some("1.2.0".to_owned()), DeployStatus::RolledBack)]);
+    assert!(run(&mut w, 30).iter().all(healthy), "rollback cures the overload");
+}
+
+/// Whether one restart, a minute into a crash loop, clears it.
+fn a_restart_clears_the_crash_loop(keys: &str, seed: u64) -> bool {
+    let mut w = world_of(&format!("failure = \"crash_loop\"\n{keys}"), seed);
+    run(&mut w, 1);
+    let summary = act_with(&mut w, Action::Restart, ActionParams::default()).summary;
+    let after = run(&mut w, 2);
+    let cleared = after.iter().all(healthy);
+    assert!(cleared || after.iter().all(|m| m.crash_looping == Some(true)), "seed {seed}: cleared for good or not at all");
+    assert_eq!(summary, if cleared { "crash loop cleared" } else { "restarted; it crashed again" }, "seed {seed}");
+    cleared
+}
+
+#[test]
+fn a_restart_clears_a_crash_loop_with_the_chance_the_scenario_gives() {
+    let cleared = (0..200).filter(|&seed| a_restart_clears_the_crash_loop("restart_success = 0.7", seed)).count();
+    assert!((110..=170).contains(&cleared), "{cleared} of 200 restarts cleared the crash loop");
+    assert!((0..200).all(|seed| a_restart_clears_the_crash_loop("restart_success = 1.0", seed)));
+    let trace = |keys: &str| {
+        let mut w = world_of(&format!("failure = \"crash_loop\"\nstart_after_s = 60\n{keys}"), 16);
+        let mut out: Vec<Tick> = (0..20).map(|_| w.step().unwrap()).collect();
+        act(&mut w, Action::Restart);
+        out.extend((0..20).map(|_| w.step().unwrap()));
+        out
+    };
+    assert_eq!(trace("restart_success = 1.0"), trace(""), "a certain restart draws nothing from the seed");
+}
+
+#[test]
+fn a_slow_leak_gives_a_restart_more_than_five_minutes_of_relief() {
+    // Simulated seconds from a restart, once OOM-killed, to the next OOM crash loop.
+    let relief = |keys: &str| {
+        let mut w = world_of(&format!("failure = \"memory_leak\"\n{keys}"), 17);
+        assert_eq!(run(&mut w, 30).last().unwrap().crash_looping, Some(true), "{keys:?}: OOM-killed within 30 minutes");
+        act(&mut w, Action::Restart);
+        let after = run(&mut w, 60);
+        after.iter().position(|m| m.crash_looping == Some(true)).unwrap() as u64 * TICK_S
+    };
+    let fast = relief("");
+    let slow = relief("leak_percent_per_min = 4");
+    assert!(fast <= 300, "the default 20 %/min is back within 5 minutes: {fast} s");
+    assert!(slow > 300, "4 %/min lasts longer: {slow} s");
+}
+
 #[test]
 fn actions_for_unknown_services_are_refused_and_the_scenario_ends_after_its_duration() {
     let s = Scenario::parse("duration_s = 60\n[[service]]\nenv = \"dev\"\nname = \"a\"\n", "t").unwrap();
