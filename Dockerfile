@@ -18,6 +18,7 @@ COPY --from=build /src/target/release/cnctl \
                   /src/target/release/executor \
                   /src/target/release/simulator \
                   /usr/local/bin/
+COPY deploy/policy.toml deploy/policy.demo.toml /etc/chaos-negotiator/
 USER cn
 WORKDIR /data
 ENV CN_DATA_DIR=/data CN_LOG_FORMAT=json

@@ -161,9 +161,10 @@ pub fn incident() -> impl Strategy<Value = Incident> {
 }
 
 pub fn outcome() -> impl Strategy<Value = Outcome> {
-    (uuid(), option::of(uuid()), env(), service(), action(), any::<bool>(), option::of(num()), ts(), text()).prop_map(
-        |(incident_id, proposal_id, env, service, action, recovered, time_to_recover_s, judged_at, detail)| Outcome {
-            incident_id, proposal_id, env, service, action, recovered, time_to_recover_s, judged_at, detail,
+    let head = (uuid(), option::of(uuid()), env(), service(), action(), any::<bool>(), option::of(num()), ts(), text());
+    (head, any::<bool>(), option::of(uuid())).prop_map(
+        |((incident_id, proposal_id, env, service, action, recovered, time_to_recover_s, judged_at, detail), revised, superseded_by)| Outcome {
+            incident_id, proposal_id, env, service, action, recovered, time_to_recover_s, judged_at, detail, revised, superseded_by,
         },
     )
 }
@@ -176,9 +177,12 @@ pub fn slo_status() -> impl Strategy<Value = SloStatus> {
 pub fn proposal() -> impl Strategy<Value = ActionProposal> {
     let head = (uuid(), option::of(uuid()), env(), service(), action(), params());
     let tail = (num(), agent(), text(), vec((action(), num()).prop_map(|(action, value)| Candidate { action, value }), 0..3), any::<bool>(), any::<bool>(), ts());
-    (head, tail).prop_map(
-        |((proposal_id, incident_id, env, service, action, params), (confidence, proposer, explanation, candidates, exploratory, require_human, proposed_at))| ActionProposal {
-            proposal_id, incident_id, env, service, action, params, confidence, proposer, explanation, candidates, exploratory, require_human, proposed_at,
+    (head, tail, option::of(num())).prop_map(
+        |((proposal_id, incident_id, env, service, action, params), (confidence, proposer, explanation, candidates, exploratory, require_human, proposed_at), propensity)| {
+            ActionProposal {
+                proposal_id, incident_id, env, service, action, params, confidence, proposer, explanation, candidates, exploratory, require_human, proposed_at,
+                propensity,
+            }
         },
     )
 }

@@ -94,11 +94,12 @@ pub fn risk_negotiator() -> AgentDef {
 pub fn rl_optimizer() -> AgentDef {
     AgentDef {
         name: RL_OPTIMIZER,
-        description: "Chaos Negotiator optimizer: incidents in, action proposals out; learns from outcomes",
+        description: "Chaos Negotiator optimizer: incidents in, action proposals out, one after another until the service is well; learns from outcomes",
         inputs: vec![
             InputDef::new("incidents", subject::INCIDENTS.all()),
             InputDef::new("outcomes", subject::OUTCOMES.all()),
             InputDef::new("refusals", subject::REFUSED.all()),
+            InputDef::new("deploys", subject::DEPLOY_EVENTS.all()),
         ],
         outputs: vec![subject::PROPOSED.info()],
         requests: vec![subject::POLICY.agent(&RL_OPTIMIZER)],

@@ -18,6 +18,9 @@ string_enum! {
         LowConfidence = "low_confidence",
         SignalConflict = "signal_conflict",
         ErrorBudgetFreeze = "error_budget_freeze",
+        /// Another action's verification is still pending on the service (extension): wait
+        /// for its outcome, so that each outcome is credited to one action.
+        VerificationPending = "verification_pending",
         /// Pending a human, not a final refusal.
         ApprovalRequired = "approval_required",
         ApprovalDenied = "approval_denied",

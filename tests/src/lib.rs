@@ -5,6 +5,7 @@
 //! [`NatsServer`] is dropped.
 
 pub mod fleet;
+pub mod learning;
 mod nats_server;
 pub mod probe;
 pub mod proof_log;

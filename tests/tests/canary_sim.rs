@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
-mod common;
 
 use bus_schema::proof::ProofKind;
 use bus_schema::{Action, Contract, ContractStatus, DataLossRisk, DeployEvent, DeployStatus, Guardrails, Refusal, RiskAssessment, RiskLevel, RollbackPlan, Uuid};
@@ -128,7 +127,7 @@ fn apply(effect: Effect, rollout: &mut Rollout, world: &mut World, ledger: &mut 
             match gates::decide(policy, View { service: Some(ledger), incident: None }, &p, now, Mode::Proposal) {
                 Verdict::Approve => {
                     ledger.record_approval(&p.action, now, policy);
-                    let (result, _) = common::execute(world, &p);
+                    let (result, _) = cn_tests::learning::execute(world, &p);
                     story.executed.push((p.action.clone(), p.params.canary_weight));
                     rollout.on_executed(&result, now)
                 }

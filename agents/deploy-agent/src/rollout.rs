@@ -486,6 +486,8 @@ impl Rollout {
             exploratory: false,
             require_human,
             proposed_at: now,
+            // A rollout's next step is decided, not drawn.
+            propensity: Some(1.0),
         }
     }
 

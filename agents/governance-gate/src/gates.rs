@@ -9,16 +9,19 @@
 //! | 5 | prerequisites: the service is known from a deploy; a rollback has a version to go back to (and, if it names one, that version); canary actions, and a rollback that names no incident, need a rollout in progress; the incident is known | `missing_prerequisite` |
 //! | 6 | error-budget freeze: the policy's freeze actions while the budget is spent | `error_budget_freeze` |
 //! | 7 | signal conflict: the incident's sources disagree, so only `noop`/`observe` | `signal_conflict` |
-//! | 8 | confidence at or above the environment's minimum (exploratory proposals, allowed only in `explore_envs`, are exempt) | `low_confidence` |
-//! | 9 | cooldown per env/service/action since its last approval, doubled per failed outcome | `cooldown_active` |
-//! | 10 | repetition: at most `repetition_limit` approvals of the action in `repetition_window` | `repetition_suppressed` |
-//! | 11 | per-incident action budget | `action_budget_exhausted` |
-//! | 12 | a human, where the policy says so or the proposer asks for one (`require_human`) | `approval_required` (pending) |
+//! | 8 | confidence at or above the environment's minimum; exploratory proposals too, while `noop`, `observe` and proposals that ask a human are never refused for it | `low_confidence` |
+//! | 9 | one action at a time: no other remediation of the service is waiting for its verdict (until its outcome, at most `verification_timeout`) | `verification_pending` |
+//! | 10 | cooldown per env/service/action since its last approval, doubled per failed outcome | `cooldown_active` |
+//! | 11 | repetition: at most `repetition_limit` approvals of the action in `repetition_window` | `repetition_suppressed` |
+//! | 12 | per-incident action budget; a proposal that asks a human goes to one instead | `action_budget_exhausted` |
+//! | 13 | a human, where the policy says so or the proposer asks for one (`require_human`) | `approval_required` (pending) |
 //!
-//! `noop` and `observe` change nothing, so gates 5–7 and 9–11 do not apply to them. A
+//! `noop` and `observe` change nothing, so gates 5–7 and 9–12 do not apply to them. A
 //! proposal a human approved runs through gates 2–11 again when the decision arrives: a human
-//! can say yes to what policy sends to humans, not to what policy forbids. Refused attempts
-//! leave no trace in the cooldown or repetition ledgers. Everything here is pure.
+//! can say yes to what policy sends to humans, not to what policy forbids — but a human may
+//! act while another action is being verified (gate 9), and beyond the automatic budget (gate
+//! 12), which are there to keep automation attributable and bounded. Refused attempts leave
+//! no trace in the cooldown or repetition ledgers. Everything here is pure.
 
 use std::time::Duration;
 
@@ -127,14 +130,21 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
             return refuse(ReasonCode::SignalConflict, json!({"hint": "the incident's sources disagree; only noop and observe until they agree"}));
         }
     }
-    // An exploratory proposal is uncertain by design; gate 1 already allowed it only where
-    // the policy permits trying things out.
-    if let Some(min) = env.min_confidence.filter(|_| !p.exploratory) {
+    // Doing nothing needs no confidence, and a human judges what is put to a human.
+    if let Some(min) = env.min_confidence.filter(|_| !changes_nothing(&p.action) && !p.require_human) {
         if p.confidence < min {
             return refuse(ReasonCode::LowConfidence, json!({"confidence": p.confidence, "min_confidence": min}));
         }
     }
     if let (Some(service), false) = (service, changes_nothing(&p.action)) {
+        let other = service.awaiting_verdict(now).filter(|v| v.proposal_id != p.proposal_id);
+        if let (Some(v), Some(_), Mode::Proposal) = (other, p.incident_id, mode) {
+            return refuse(
+                ReasonCode::VerificationPending,
+                json!({"awaiting": v.proposal_id, "action": v.action, "incident_id": v.incident_id, "approved_at": v.approved_at, "until": v.until,
+                       "hint": "one remediation at a time per service, so that each outcome is credited to one action"}),
+            );
+        }
         let cooldown = service.cooldown(&p.action, policy);
         if let Some(last) = service.last_approved(&p.action) {
             let since = now.since(last);
@@ -151,7 +161,14 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
             return refuse(ReasonCode::RepetitionSuppressed, json!({"approved_in_window": recent, "limit": policy.repetition_limit, "window_s": policy.repetition_window.as_secs()}));
         }
         if let Some(incident) = view.incident.filter(|i| i.approved_actions >= policy.actions_per_incident) {
-            return refuse(ReasonCode::ActionBudgetExhausted, json!({"approved_for_incident": incident.approved_actions, "limit": policy.actions_per_incident}));
+            let spent = format!("the incident's automatic budget of {} actions is spent", policy.actions_per_incident);
+            match mode {
+                Mode::HumanApproved => {}
+                Mode::Proposal if p.require_human => return Verdict::NeedsHuman { why: format!("{spent}; {} asks a human: {}", p.proposer, p.explanation) },
+                Mode::Proposal => {
+                    return refuse(ReasonCode::ActionBudgetExhausted, json!({"approved_for_incident": incident.approved_actions, "limit": policy.actions_per_incident}));
+                }
+            }
         }
     }
     if eligibility == Eligibility::NeedsHuman && mode == Mode::Proposal {

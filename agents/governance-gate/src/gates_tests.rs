@@ -26,6 +26,7 @@ fn proposal(env: &str, action: &str, confidence: f64, proposed_s: f64) -> Action
         exploratory: false,
         require_human: false,
         proposed_at: at(proposed_s),
+        propensity: None,
     }
 }
 
@@ -54,10 +55,17 @@ impl World {
     fn decide_as(&mut self, p: &ActionProposal, s: f64, mode: Mode) -> Verdict {
         let verdict = decide(&self.policy, View { service: Some(&self.service), incident: Some(&self.incident) }, p, at(s), mode);
         if verdict == Verdict::Approve && !changes_nothing(&p.action) {
-            self.service.record_approval(&p.action, at(s), &self.policy);
+            self.service.on_approved(p, at(s), &self.policy);
             self.incident.approved_actions += 1;
         }
         verdict
+    }
+
+    /// The verdict on the last approved remediation arrives.
+    fn judged(&mut self) {
+        if let Some(v) = self.service.verifying.clone() {
+            self.outcome_of(v.action.as_str(), false, v.proposal_id);
+        }
     }
 
     fn outcome(&mut self, action: &str, recovered: bool) {
@@ -295,7 +303,87 @@ fn exploration_is_refused_outside_the_explore_envs_and_always_in_prod() {
     tryout.exploratory = true;
     assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "invalid_proposal");
     let mut w = World::new("stage", &[("1", "succeeded")]);
+    w.policy.explore_envs = vec!["stage".into()];
     let mut tryout = proposal("stage", "restart", 0.3, 0.0);
     tryout.exploratory = true;
-    assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "approved", "exploration is uncertain by design");
+    assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "low_confidence", "exploring passes the same gates as any proposal");
+    tryout.confidence = 0.7;
+    assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "approved");
+    assert!(Policy::default().explore_envs.is_empty(), "exploring is opt-in");
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "invalid_proposal", "not in the default policy's explore_envs");
+}
+
+#[test]
+fn doing_nothing_and_asking_a_human_are_never_refused_for_low_confidence() {
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    assert_eq!(code(&w.decide("stage", "noop", 0.1, 0.0)), "approved");
+    assert_eq!(code(&w.decide("stage", "observe", 0.0, 0.0)), "approved");
+    let mut ask = proposal("stage", "restart", 0.2, 0.0);
+    ask.require_human = true;
+    assert_eq!(code(&w.decide_as(&ask, 0.0, Mode::Proposal)), "approval_required", "the human judges it");
+    assert_eq!(code(&w.decide("stage", "restart", 0.2, 0.0)), "low_confidence");
+}
+
+#[test]
+fn one_remediation_at_a_time_per_service_until_its_outcome_arrives() {
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    assert_eq!(code(&w.decide("stage", "restart", 0.8, 0.0)), "approved");
+    let mut sibling = proposal("stage", "scale_up", 0.8, 10.0);
+    sibling.proposal_id = Uuid::from_u128(8);
+    sibling.incident_id = Some(Uuid::from_u128(2));
+    let v = w.decide_as(&sibling, 10.0, Mode::Proposal);
+    assert_eq!(code(&v), "verification_pending");
+    let Verdict::Refuse { detail, .. } = v else { unreachable!() };
+    assert_eq!(detail["awaiting"], json!(Uuid::from_u128(7)));
+    assert_eq!(code(&w.decide("stage", "observe", 0.8, 10.0)), "approved", "observing changes nothing");
+    assert_eq!(code(&w.decide_as(&sibling, 10.0, Mode::HumanApproved)), "approved", "a human may act meanwhile");
+    // The human's action is now the one awaited; its outcome frees the service.
+    let mut third = proposal("stage", "scale_up", 0.8, 200.0);
+    third.proposal_id = Uuid::from_u128(9);
+    third.incident_id = Some(Uuid::from_u128(3));
+    assert_eq!(code(&w.decide_as(&third, 200.0, Mode::Proposal)), "verification_pending");
+    w.judged();
+    assert_eq!(code(&w.decide_as(&third, 200.0, Mode::Proposal)), "cooldown_active", "next in line: scale_up's own cooldown");
+    assert_eq!(code(&w.decide_as(&third, 250.0, Mode::Proposal)), "approved");
+    // Without an outcome the wait ends after verification_timeout.
+    w.incident = IncidentLedger::default();
+    let mut fourth = proposal("stage", "restart", 0.8, 250.0 + 1199.0);
+    fourth.incident_id = Some(Uuid::from_u128(4));
+    assert_eq!(code(&w.decide_as(&fourth, 250.0 + 1199.0, Mode::Proposal)), "verification_pending");
+    let mut fifth = proposal("stage", "restart", 0.8, 250.0 + 1200.0);
+    fifth.incident_id = Some(Uuid::from_u128(4));
+    assert_eq!(code(&w.decide_as(&fifth, 250.0 + 1200.0, Mode::Proposal)), "approved");
+}
+
+#[test]
+fn with_the_budget_spent_a_proposal_that_asks_a_human_goes_to_one_and_a_human_may_approve_it() {
+    let mut w = World::new("stage", &[("1", "succeeded"), ("2", "succeeded")]);
+    for (s, a) in [(0.0, "restart"), (400.0, "scale_up"), (800.0, "rollback")] {
+        assert_eq!(code(&w.decide("stage", a, 0.9, s)), "approved", "{a}");
+        w.judged();
+    }
+    assert_eq!(code(&w.decide("stage", "scale_down", 0.9, 1200.0)), "action_budget_exhausted");
+    let mut escalation = proposal("stage", "scale_down", 0.3, 1200.0);
+    escalation.require_human = true;
+    let v = w.decide_as(&escalation, 1200.0, Mode::Proposal);
+    let Verdict::NeedsHuman { why } = v else { panic!("{v:?}") };
+    assert!(why.contains("budget of 3 actions is spent"), "{why}");
+    assert_eq!(code(&w.decide_as(&escalation, 1260.0, Mode::HumanApproved)), "approved");
+}
+
+#[test]
+fn a_revised_verdict_counts_as_a_failure_once_and_a_superseded_one_not_at_all() {
+    let mut w = World::new("stage", &[("1", "succeeded")]);
+    let id = Uuid::from_u128(70);
+    w.outcome_of("restart", true, id);
+    let revised: Outcome = serde_json::from_value(json!({"incident_id": Uuid::from_u128(1), "proposal_id": id, "env": "stage", "service": "api",
+        "action": "restart", "recovered": false, "revised": true, "judged_at": T0})).unwrap();
+    w.service.on_outcome(&revised, &w.policy);
+    w.service.on_outcome(&revised, &w.policy);
+    assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(120), "doubled once");
+    let superseded: Outcome = serde_json::from_value(json!({"incident_id": Uuid::from_u128(1), "proposal_id": Uuid::from_u128(71), "env": "stage", "service": "api",
+        "action": "restart", "recovered": false, "superseded_by": Uuid::from_u128(72), "judged_at": T0})).unwrap();
+    w.service.on_outcome(&superseded, &w.policy);
+    assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(120), "not the restart's fault");
 }

@@ -1,12 +1,13 @@
 //! What governance remembers between proposals, built from the streams and kept in redb:
 //! per env/service its deploys, recent approvals per action, the cooldown back-off each action
-//! earned from its outcomes, and the error budget left; per incident how many actions were
-//! approved and whether its signals conflict.
+//! earned from its outcomes, the error budget left, and the remediation whose verdict it waits
+//! for (one action at a time per service); per incident how many actions were approved and
+//! whether its signals conflict.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bus_schema::{Action, DeployEvent, DeployHistory, Incident, Outcome, SloStatus, Timestamp};
+use bus_schema::{Action, ActionProposal, DeployEvent, DeployHistory, Incident, Outcome, SloStatus, Timestamp, Uuid};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
@@ -31,7 +32,22 @@ pub struct ServiceLedger {
     /// The proposals whose outcomes were applied (newest last, bounded): a redelivered outcome
     /// does not double a back-off twice.
     #[serde(default)]
-    pub outcomes_applied: Vec<bus_schema::Uuid>,
+    pub outcomes_applied: Vec<Uuid>,
+    /// The approved remediation whose outcome is awaited: until it arrives (or `until`),
+    /// other automatic remediations of the service wait, so each outcome is one action's.
+    #[serde(default)]
+    pub verifying: Option<Verifying>,
+}
+
+/// A remediation approved on a service and not judged yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verifying {
+    pub proposal_id: Uuid,
+    pub incident_id: Uuid,
+    pub action: Action,
+    pub approved_at: Timestamp,
+    /// Waited for at most until then (`verification_timeout` after the approval).
+    pub until: Timestamp,
 }
 
 /// Outcomes remembered per service against redelivery.
@@ -50,9 +66,19 @@ impl ServiceLedger {
         }
     }
 
-    /// Doubles (capped) or resets the action's cooldown back-off.
+    /// Ends the wait for the action's verdict, and doubles (capped) or resets its cooldown
+    /// back-off. A superseded action's outcome says nothing about it; a revised verdict (the
+    /// recovery did not hold) counts as a failure of its own.
     pub fn on_outcome(&mut self, o: &Outcome, policy: &Policy) {
+        if self.verifying.as_ref().is_some_and(|v| Some(v.proposal_id) == o.proposal_id) {
+            self.verifying = None;
+        }
+        if !o.attributable() {
+            return;
+        }
         if let Some(id) = o.proposal_id {
+            // A revision gets an id of its own: it follows the verdict it revises.
+            let id = if o.revised { bus_schema::derive_id(&["revised", &id.to_string()]) } else { id };
             if self.outcomes_applied.contains(&id) {
                 return;
             }
@@ -88,6 +114,21 @@ impl ServiceLedger {
         let times = self.approvals.entry(action.clone()).or_default();
         times.push(at);
         times.retain(|t| at.since(*t) <= keep);
+    }
+
+    /// An approval of `p` at `at` that changes something: its cooldown and repetition count,
+    /// and, for a remediation of an incident, the wait for its verdict.
+    pub fn on_approved(&mut self, p: &ActionProposal, at: Timestamp, policy: &Policy) {
+        self.record_approval(&p.action, at, policy);
+        if let Some(incident_id) = p.incident_id {
+            let until = at.plus(policy.verification_timeout);
+            self.verifying = Some(Verifying { proposal_id: p.proposal_id, incident_id, action: p.action.clone(), approved_at: at, until });
+        }
+    }
+
+    /// The remediation whose verdict the service still waits for at `now`, if any.
+    pub fn awaiting_verdict(&self, now: Timestamp) -> Option<&Verifying> {
+        self.verifying.as_ref().filter(|v| now < v.until)
     }
 }
 

@@ -228,7 +228,7 @@ impl Governance {
         // Observing changes nothing: it uses up no cooldown, repetition or incident budget.
         let approved = matches!(record.decided, Decided::Approved(_)) && !gates::changes_nothing(&p.action);
         if let (Decided::Approved(a), true) = (&record.decided, approved) {
-            service.record_approval(&p.action, a.claims.issued_at, &self.policy);
+            service.on_approved(p, a.claims.issued_at, &self.policy);
             if let Some(i) = incident.as_mut() {
                 i.approved_actions += 1;
             }
@@ -279,12 +279,19 @@ impl Governance {
         let received_hash = proposal_hash(&p);
         let p = self.with_rollback_target(p);
         let decided = self.decide(&p, Timestamp::now());
-        // Likewise a prerequisite that looks missing may be in a deploy event not read yet.
+        // Likewise a prerequisite that looks missing may be in a deploy event not read yet, and
+        // the verdict a service waits for may be in an outcome not read yet (the proposer
+        // often reacts to that very outcome).
         if let Decided::Refused(r) = &decided {
-            if r.reason == ReasonCode::MissingPrerequisite && ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS {
-                let behind = ctx.backlog("deploys").await?;
+            let unread = match r.reason {
+                ReasonCode::MissingPrerequisite => Some("deploys"),
+                ReasonCode::VerificationPending => Some("outcomes"),
+                _ => None,
+            };
+            if let Some(input) = unread.filter(|_| ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS) {
+                let behind = ctx.backlog(input).await?;
                 if behind > 0 {
-                    return Err(HandleError::Retry(format!("{behind} deploy events not read yet; deciding after them")));
+                    return Err(HandleError::Retry(format!("{behind} {input} not read yet; deciding after them")));
                 }
             }
         }

@@ -73,8 +73,12 @@ pub struct Policy {
     pub cooldown_cap: Duration,
     /// Actions refused while the service's error budget is spent (they push change forward).
     pub freeze_actions: Vec<Action>,
-    /// Environments where a learner may propose an exploratory action; never prod.
+    /// Environments where a learner may propose an exploratory action; never prod. None by
+    /// default: exploring is opt-in wherever actions touch real systems.
     pub explore_envs: Vec<String>,
+    /// How long an approved remediation holds its service for its verdict (one action at a
+    /// time per service) when no outcome arrives: the executor never ran it, say.
+    pub verification_timeout: Duration,
 }
 
 impl Policy {
@@ -105,6 +109,7 @@ impl Policy {
         duration("max_proposal_age", &file.max_proposal_age, &mut p.max_proposal_age)?;
         duration("repetition_window", &file.repetition_window, &mut p.repetition_window)?;
         duration("cooldown_cap", &file.cooldown_cap, &mut p.cooldown_cap)?;
+        duration("verification_timeout", &file.verification_timeout, &mut p.verification_timeout)?;
         if let Some(v) = file.proposers {
             for name in &v {
                 name.parse::<bus_schema::AgentName>().map_err(|e| format!("proposers: {name:?}: {e}"))?;
@@ -161,6 +166,9 @@ impl Policy {
         if self.proposers.is_empty() {
             return Err("proposers is empty: nothing could ever be approved".into());
         }
+        if self.verification_timeout.is_zero() {
+            return Err("verification_timeout must be more than 0".into());
+        }
         if self.repetition_limit == 0 || self.actions_per_incident == 0 {
             return Err("repetition_limit and actions_per_incident must be at least 1".into());
         }
@@ -206,6 +214,7 @@ struct File {
     cooldown_cap: Option<String>,
     error_budget_freeze: Option<Vec<String>>,
     explore_envs: Option<Vec<String>>,
+    verification_timeout: Option<String>,
     #[serde(default)]
     cooldowns: BTreeMap<String, String>,
     #[serde(default)]
@@ -274,7 +283,8 @@ impl Default for Policy {
             actions_per_incident: 3,
             cooldown_cap: secs(3600),
             freeze_actions: vec![Promote, SetCanaryWeight],
-            explore_envs: vec!["dev".to_owned(), "stage".to_owned()],
+            explore_envs: Vec::new(),
+            verification_timeout: secs(1200),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct Tunables {
     pub bad_ratio: f64,
     /// Consecutive healthy samples that resolve an incident.
     pub resolve_after_samples: u32,
+    /// A sample that does not say `crash_looping` counts as healthy for a crash loop once no
+    /// sample has reported one for this long and the restart counter, if sent, stopped rising.
+    pub crash_quiet_s: u64,
     /// An incident that comes back within this long of resolving is reopened (same id), and
     /// then needs proportionally more healthy samples to resolve: flap damping.
     pub flap_window_s: u64,
@@ -85,6 +88,7 @@ impl Default for Tunables {
             min_samples: 3,
             bad_ratio: 0.8,
             resolve_after_samples: 3,
+            crash_quiet_s: 60,
             flap_window_s: 900,
             update_interval_s: 300,
             slo_objective: 0.999,
@@ -126,6 +130,9 @@ impl Tunables {
         at_least("resolve_after_samples", u64::from(self.resolve_after_samples), 1)?;
         if self.resolve_after_samples > 1000 {
             return Err(format!("resolve_after_samples = {} must be at most 1000", self.resolve_after_samples));
+        }
+        if self.crash_quiet_s > 3600 {
+            return Err(format!("crash_quiet_s = {} must be at most 3600", self.crash_quiet_s));
         }
         if !(self.slo_objective > 0.0 && self.slo_objective < 1.0) {
             return Err(format!("slo_objective = {} must be strictly between 0 and 1 (e.g. 0.999)", self.slo_objective));

@@ -56,8 +56,12 @@ fn secs(t: bus_schema::Timestamp) -> i64 {
 pub fn on_metric(state: &ServiceState, m: &MetricSample, t: &Tunables, slo: &SloView, patterns: &[LogPattern]) -> Verdicts {
     let now = state.now_or(m.timestamp);
     let mut out = Verdicts::new();
-    if let Some(crash) = m.crash_looping {
-        out.push((IncidentKind::CrashLoop, if crash { Verdict::Firing(suspect_recent_deploy(crash_finding(m), state, now)) } else { Verdict::Healthy }));
+    if let Some(v) = crash_verdict(state, m, t, now) {
+        let v = match v {
+            Verdict::Firing(f) => Verdict::Firing(implicate_deploy(f, IncidentKind::CrashLoop, state, t, now)),
+            other => other,
+        };
+        out.push((IncidentKind::CrashLoop, v));
     }
     let groups: [(IncidentKind, &[Signal]); 3] = [
         (IncidentKind::HighErrorRate, &[Signal::ErrorRate]),
@@ -67,8 +71,7 @@ pub fn on_metric(state: &ServiceState, m: &MetricSample, t: &Tunables, slo: &Slo
     for (kind, signals) in groups {
         if let Some(v) = sustained_group(state, m, t, secs(now), kind, signals) {
             let v = match v {
-                // Capacity is not a release's fault; errors and latency may be.
-                Verdict::Firing(f) if kind != IncidentKind::Overload => Verdict::Firing(suspect_recent_deploy(f, state, now)),
+                Verdict::Firing(f) => Verdict::Firing(implicate_deploy(f, kind, state, t, now)),
                 other => other,
             };
             out.push((kind, v));
@@ -131,21 +134,82 @@ pub fn sample_evidence(m: &MetricSample, t: &Tunables) -> Vec<Evidence> {
     out
 }
 
-/// How long after a successful deploy a new problem names it as the suspect.
+/// How long after a successful deploy a new problem may name it as the suspect.
 pub const SUSPECT_WINDOW: Duration = Duration::from_secs(3600);
+/// How long the service must have been observed before a deploy for a comparison to mean
+/// anything.
+const MIN_OBSERVED_BEFORE_S: u64 = 60;
+/// CPU or memory at least this many points above the pre-deploy mean is "worse".
+const SATURATION_RISE_POINTS: f64 = 15.0;
 
-/// Names the service's last deploy as the suspect when it happened within [`SUSPECT_WINDOW`]:
-/// a crash loop half an hour after a release is probably the release's (a memory leak that
-/// came with it, say), and that is what lets a rollback be considered for it.
-fn suspect_recent_deploy(mut f: Finding, state: &ServiceState, now: bus_schema::Timestamp) -> Finding {
-    let Some(marker) = state.deploy.as_ref().filter(|d| d.at <= now && now.since(d.at) <= SUSPECT_WINDOW) else { return f };
-    if f.suspect_version.is_none() {
-        f.suspect_version = Some(marker.version.clone());
-        let ago = now.since(marker.at).as_secs();
-        let from = marker.previous_version.as_ref().map(|p| format!(" (from {p})")).unwrap_or_default();
-        f.evidence.push(Evidence { signal: "recent_deploy".into(), value: ago as f64, threshold: SUSPECT_WINDOW.as_secs() as f64, window_s: 0, detail: format!("{} deployed{from} {ago} s before", marker.version) });
+/// What a crash-loop incident hears from a sample, from whatever crash fields it carries:
+/// `crash_looping: true` fires; a rising restart counter keeps an open crash loop open;
+/// `crash_looping: false` is healthy; a sample without the field is healthy once no sample
+/// has reported a crash loop for `crash_quiet_s` (pipelines send the field only while the
+/// service crashes, or from another source than their other metrics).
+fn crash_verdict(state: &ServiceState, m: &MetricSample, t: &Tunables, now: bus_schema::Timestamp) -> Option<Verdict> {
+    if m.crash_looping == Some(true) {
+        return Some(Verdict::Firing(crash_finding(m)));
     }
+    if m.restarts.is_some() && state.crash.rising {
+        return Some(Verdict::Bad);
+    }
+    match m.crash_looping {
+        Some(_) => Some(Verdict::Healthy),
+        None => {
+            let quiet = state.crash.last_report.is_none_or(|at| now.since(at).as_secs() >= t.crash_quiet_s);
+            quiet.then_some(Verdict::Healthy)
+        }
+    }
+}
+
+/// Names the service's last deploy as the suspect of a new problem when there is evidence
+/// against it, not just its age: it happened within [`SUSPECT_WINDOW`], it is not the first
+/// version the service was seen with, the service was observed before it, and the problem's
+/// signals are worse after it than before — a crash loop where none was reported before; an
+/// error rate or p95 grown by the regression factors; CPU or memory well above their mean
+/// before. That evidence is what puts a rollback among the remedies.
+fn implicate_deploy(mut f: Finding, kind: IncidentKind, state: &ServiceState, t: &Tunables, now: bus_schema::Timestamp) -> Finding {
+    if f.suspect_version.is_some() {
+        return f;
+    }
+    let Some(marker) = state.deploy.as_ref() else { return f };
+    let recent = marker.at <= now && now.since(marker.at) <= SUSPECT_WINDOW;
+    if !recent || marker.first_version || marker.observed_before_s < MIN_OBSERVED_BEFORE_S {
+        return f;
+    }
+    let Some(worse) = worse_after(kind, marker, state, t, now) else { return f };
+    let ago = now.since(marker.at).as_secs();
+    let from = marker.previous_version.as_ref().map(|p| format!(" (from {p})")).unwrap_or_default();
+    f.suspect_version = Some(marker.version.clone());
+    f.evidence.push(Evidence {
+        signal: "deploy_implicated".into(),
+        value: ago as f64,
+        threshold: SUSPECT_WINDOW.as_secs() as f64,
+        window_s: t.regression_window_s,
+        detail: format!("{} deployed{from} {ago} s before; {worse}", marker.version),
+    });
     f
+}
+
+/// How the problem's signals are worse after the deploy than before it, if they are.
+fn worse_after(kind: IncidentKind, marker: &crate::service::DeployMarker, state: &ServiceState, t: &Tunables, now: bus_schema::Timestamp) -> Option<String> {
+    let recent = |signal: Signal| state.windows.last(signal, secs(now), t.sustain_s).agg.mean();
+    let grown = |signal: Signal, base: Option<f64>, factor: f64, floor: f64| -> Option<String> {
+        let (base, after) = (base?, recent(signal)?);
+        (after > (base * factor).max(floor)).then(|| format!("{} {after:.4} now against {base:.4} before", signal.name()))
+    };
+    let risen = |signal: Signal, base: Option<f64>| -> Option<String> {
+        let (base, after) = (base?, recent(signal)?);
+        (after >= base + SATURATION_RISE_POINTS).then(|| format!("{} {after:.1} now against {base:.1} before", signal.name()))
+    };
+    match kind {
+        IncidentKind::CrashLoop => (!marker.crashed_before).then(|| format!("no crash loop was reported in the {} before it", human(t.regression_window_s))),
+        IncidentKind::HighErrorRate | IncidentKind::SloBurn => grown(Signal::ErrorRate, marker.baseline_error_rate, t.regression_factor, t.regression_floor),
+        IncidentKind::HighLatency => grown(Signal::P95, marker.baseline_p95_ms, t.latency_regression_factor, t.latency_regression_floor_ms),
+        IncidentKind::Overload => risen(Signal::Cpu, marker.baseline_cpu).or_else(|| risen(Signal::Memory, marker.baseline_memory)),
+        IncidentKind::DeployFailed | IncidentKind::DeployRegression | IncidentKind::LogPattern => None,
+    }
 }
 
 fn crash_finding(m: &MetricSample) -> Finding {

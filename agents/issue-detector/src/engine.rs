@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
-use bus_schema::{DeployEvent, DeployStatus, ExecutionResult, Incident, LogEvent, MetricSample, Outcome, SloStatus, Timestamp, Variant};
+use bus_schema::{
+    Action, Backend, DeployEvent, DeployStatus, ExecutionResult, ExecutionStatus, Incident, IncidentKind, LogEvent, MetricSample, Outcome, SloStatus, Timestamp,
+    Variant,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::DetectorConfig;
-use crate::detect::{self, Verdicts};
+use crate::detect::{self, Verdict, Verdicts};
 use crate::lifecycle::Step;
 use crate::outcome::{self, Judged};
 use crate::service::{NotAdmitted, ServiceState, SloMark};
@@ -94,11 +97,21 @@ impl ServiceState {
         Ok(self.step(config, input_id, verdicts, Vec::new()))
     }
 
-    /// An execution result: starts (or, for a failure, settles) the verdict on the action.
-    pub fn on_executed(&mut self, r: &ExecutionResult, config: &DetectorConfig, correlation_id: &str) -> Output {
+    /// An execution result: starts (or, for a failure, settles) the verdict on the action. A
+    /// rollback a real backend carried out (`command`) ends a failed deploy or a regression
+    /// as a rolled-back deploy event would: pipelines do not always report the rollback.
+    pub fn on_executed(&mut self, r: &ExecutionResult, config: &DetectorConfig, input_id: &str, correlation_id: &str) -> Output {
         let t = config.for_service(&self.env, &self.service);
         let mut outcomes = outcome::start(self, r, correlation_id, Duration::from_secs(t.verification_s));
-        outcomes.extend(outcome::judge_due(self));
+        let rolled_back = r.action == Action::Rollback && r.status == ExecutionStatus::Executed && r.backend == Backend::Command;
+        if rolled_back {
+            self.deploy = None;
+            let verdicts = vec![(IncidentKind::DeployFailed, Verdict::Cleared), (IncidentKind::DeployRegression, Verdict::Cleared)];
+            let mut out = self.step(config, input_id, verdicts, Vec::new());
+            outcomes.append(&mut out.outcomes);
+            return Output { outcomes, ..out };
+        }
+        outcomes.extend(outcome::judge_due(self, Duration::from_secs(t.flap_window_s)));
         Output { outcomes, ..Output::default() }
     }
 
@@ -107,7 +120,8 @@ impl ServiceState {
         let t = config.for_service(&self.env, &self.service);
         let step = Step { env: &self.env, service: &self.service, now, input_id, tunables: t, conflicts: self.conflicts(now, t), related };
         let incidents = self.incidents.apply(&step, verdicts);
-        let outcomes = outcome::judge_due(self);
+        let mut outcomes = outcome::revise(self, &incidents);
+        outcomes.extend(outcome::judge_due(self, Duration::from_secs(t.flap_window_s)));
         Output { incidents, outcomes, slo: None }
     }
 

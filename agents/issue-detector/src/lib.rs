@@ -109,7 +109,10 @@ impl Detector {
                     .action(&outcome.action)
                     .incident(outcome.incident_id)
                     .correlation(correlation.clone())
-                    .detail(json!({"recovered": outcome.recovered, "time_to_recover_s": outcome.time_to_recover_s, "detail": outcome.detail}));
+                    .detail(json!({
+                        "recovered": outcome.recovered, "time_to_recover_s": outcome.time_to_recover_s, "detail": outcome.detail,
+                        "revised": outcome.revised, "superseded_by": outcome.superseded_by,
+                    }));
                 if let Some(p) = outcome.proposal_id {
                     draft = draft.proposal(p);
                 }
@@ -154,7 +157,11 @@ impl Detector {
             .iter()
             .filter(|(_, s)| {
                 let period = Duration::from_secs(u64::from(self.config.for_service(&s.env, &s.service).slo_period_days + 1) * 86_400);
-                s.newest.is_some_and(|n| n < wall_clock.minus(period)) && s.incidents.open().next().is_none() && s.verifications.is_empty() && s.outbox.is_empty()
+                s.newest.is_some_and(|n| n < wall_clock.minus(period))
+                    && s.incidents.open().next().is_none()
+                    && s.verifications.is_empty()
+                    && s.holds.is_empty()
+                    && s.outbox.is_empty()
             })
             .map(|(k, _)| k.clone())
             .collect()
@@ -191,7 +198,7 @@ impl Handler for Detector {
                 Inbound::Metric(m) => (state.on_metric(&m, &self.config, &input_id, wall_clock), false),
                 Inbound::Log(l) => (state.on_log(&l, &self.config, &input_id, wall_clock), false),
                 Inbound::Deploy(d) => (state.on_deploy(&d, &self.config, &input_id, wall_clock), true),
-                Inbound::Executed(r) => (Ok(state.on_executed(&r, &self.config, &correlation)), true),
+                Inbound::Executed(r) => (Ok(state.on_executed(&r, &self.config, &input_id, &correlation)), true),
                 _ => (Ok(Output::default()), false),
             };
             // Rejected inputs changed nothing and are not marked: a retry is judged again.

@@ -4,9 +4,9 @@
 //!
 //! Causes explain symptoms, as in Alertmanager's inhibition: while a crash loop, failed deploy
 //! or deploy regression is firing (or fired or resolved less than [`detect::inhibit_for`]
-//! ago), the error rate, latency and SLO burn it causes do not open incidents of their own;
-//! their evidence and severity are added to the cause instead. A high error rate likewise
-//! explains an SLO burn.
+//! ago), the error rate, latency, log patterns and SLO burn it causes do not open incidents of
+//! their own; their evidence and severity are added to the cause instead. A high error rate
+//! likewise explains an SLO burn.
 //!
 //! Updates are published when the severity, the conflict flag or the set of evidence signals
 //! changes, and otherwise at most every `update_interval_s`, so a thousand bad samples make one
@@ -31,7 +31,7 @@ const CAUSES: [IncidentKind; 3] = [IncidentKind::CrashLoop, IncidentKind::Deploy
 fn explained_by(kind: IncidentKind) -> &'static [IncidentKind] {
     const SLO: [IncidentKind; 4] = [IncidentKind::CrashLoop, IncidentKind::DeployFailed, IncidentKind::DeployRegression, IncidentKind::HighErrorRate];
     match kind {
-        IncidentKind::HighErrorRate | IncidentKind::HighLatency => &CAUSES,
+        IncidentKind::HighErrorRate | IncidentKind::HighLatency | IncidentKind::LogPattern => &CAUSES,
         IncidentKind::SloBurn => &SLO,
         _ => &[],
     }

@@ -19,7 +19,7 @@ use crate::detect;
 use crate::engine::Pending;
 use crate::lifecycle::Incidents;
 use crate::logs::LogMatches;
-use crate::outcome::Verification;
+use crate::outcome::{Hold, Verification};
 use crate::slo;
 use crate::window::{ErrorTime, SIGNALS, Signal, Windows};
 
@@ -40,7 +40,8 @@ pub struct SourceReading {
     pub crash: Option<bool>,
 }
 
-/// The service's most recent successful deploy, for the regression detector.
+/// The service's most recent successful deploy, for the regression detector and for naming a
+/// deploy as the suspect of a new problem.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployMarker {
     pub version: String,
@@ -49,6 +50,31 @@ pub struct DeployMarker {
     /// Mean error rate and p95 over the regression window before the deploy.
     pub baseline_error_rate: Option<f64>,
     pub baseline_p95_ms: Option<f64>,
+    /// Mean CPU and memory over the same window.
+    #[serde(default)]
+    pub baseline_cpu: Option<f64>,
+    #[serde(default)]
+    pub baseline_memory: Option<f64>,
+    /// How long the service had been observed (by its samples) before the deploy, in seconds.
+    #[serde(default)]
+    pub observed_before_s: u64,
+    /// Whether a crash loop was reported in the window before the deploy.
+    #[serde(default)]
+    pub crashed_before: bool,
+    /// The first version this service was seen with: nothing to compare it with, so no suspect.
+    #[serde(default)]
+    pub first_version: bool,
+}
+
+/// What the service's samples say about crashing, from the fields pipelines send for it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CrashTrack {
+    /// The newest sample that reported `crash_looping: true`.
+    pub last_report: Option<Timestamp>,
+    /// The newest restart counter and when it was read.
+    pub restarts: Option<(u32, Timestamp)>,
+    /// Whether the newest sample's restart counter was above the reading before it.
+    pub rising: bool,
 }
 
 /// Where the service stands on its SLO, as last published.
@@ -88,9 +114,20 @@ pub struct ServiceState {
     pub windows: Windows,
     sources: BTreeMap<String, SourceReading>,
     pub deploy: Option<DeployMarker>,
+    /// Whether any successful deploy was seen (the first one's version is no suspect).
+    #[serde(default)]
+    seen_deploy: bool,
+    /// The first sample's time: how long the service has been observed.
+    #[serde(default)]
+    first_sample: Option<Timestamp>,
+    #[serde(default)]
+    pub crash: CrashTrack,
     pub logs: LogMatches,
     pub incidents: Incidents,
     pub verifications: Vec<Verification>,
+    /// Recoveries credited to an action, watched until the flap window has passed.
+    #[serde(default)]
+    pub holds: Vec<Hold>,
     pub slo_published: Option<SloMark>,
     /// Outputs decided but not yet stored on the bus, oldest first.
     #[serde(default)]
@@ -112,9 +149,13 @@ impl ServiceState {
             windows: Windows::default(),
             sources: BTreeMap::new(),
             deploy: None,
+            seen_deploy: false,
+            first_sample: None,
+            crash: CrashTrack::default(),
             logs: LogMatches::default(),
             incidents: Incidents::default(),
             verifications: Vec::new(),
+            holds: Vec::new(),
             slo_published: None,
             outbox: VecDeque::new(),
             applied: BTreeMap::new(),
@@ -186,9 +227,14 @@ impl ServiceState {
             }
             _ => self.typical_gap_s.min(cap),
         };
+        let newest = self.last_sample.is_none_or(|last| at >= last);
         if self.last_sample.is_none_or(|last| at > last) {
             self.last_sample = Some(at);
         }
+        if self.first_sample.is_none_or(|first| at < first) {
+            self.first_sample = Some(at);
+        }
+        self.record_crash(m, newest);
         self.advance(at);
         let mut readings: [Option<(f64, bool)>; SIGNALS] = [None; SIGNALS];
         for signal in Signal::ALL {
@@ -214,15 +260,43 @@ impl ServiceState {
         }
     }
 
-    /// Remembers a successful deploy as the start of a regression watch.
+    /// The crash fields of a sample: when a crash loop was last reported, and whether the
+    /// restart counter is still rising. Only the newest sample says what is happening now.
+    fn record_crash(&mut self, m: &MetricSample, newest: bool) {
+        let at = m.timestamp;
+        if m.crash_looping == Some(true) && self.crash.last_report.is_none_or(|last| at > last) {
+            self.crash.last_report = Some(at);
+        }
+        if !newest {
+            return;
+        }
+        self.crash.rising = match (m.restarts, self.crash.restarts) {
+            (Some(now), Some((before, _))) => now > before,
+            _ => false,
+        };
+        if let Some(n) = m.restarts {
+            self.crash.restarts = Some((n, at));
+        }
+    }
+
+    /// Remembers a successful deploy as the start of a regression watch, with what the service
+    /// looked like before it.
     pub fn record_deploy(&mut self, d: &DeployEvent, t: &Tunables) {
+        let at = d.timestamp;
+        let before = at.minus(Duration::from_secs(t.regression_window_s));
         self.deploy = Some(DeployMarker {
             version: d.version.clone(),
             previous_version: d.previous_version.clone(),
-            at: d.timestamp,
-            baseline_error_rate: detect::baseline(self, d.timestamp, t, Signal::ErrorRate),
-            baseline_p95_ms: detect::baseline(self, d.timestamp, t, Signal::P95),
+            at,
+            baseline_error_rate: detect::baseline(self, at, t, Signal::ErrorRate),
+            baseline_p95_ms: detect::baseline(self, at, t, Signal::P95),
+            baseline_cpu: detect::baseline(self, at, t, Signal::Cpu),
+            baseline_memory: detect::baseline(self, at, t, Signal::Memory),
+            observed_before_s: self.first_sample.filter(|first| *first < at).map_or(0, |first| at.since(first).as_secs()),
+            crashed_before: self.crash.last_report.is_some_and(|r| r >= before && r < at),
+            first_version: !self.seen_deploy && d.previous_version.is_none(),
         });
+        self.seen_deploy = true;
     }
 
     /// Readings from different sources (or one sample) that cannot all be true, at `now`.

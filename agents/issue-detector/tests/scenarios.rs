@@ -80,13 +80,18 @@ impl World {
     }
 
     fn executed(&mut self, incident: Uuid, status: &str, offset_s: i64) -> Uuid {
+        self.executed_by(incident, "restart", "dry_run", status, offset_s)
+    }
+
+    fn executed_by(&mut self, incident: Uuid, action: &str, backend: &str, status: &str, offset_s: i64) -> Uuid {
         let proposal = Uuid::from_u128(u128::from(self.n) + 1000);
         let r: ExecutionResult = serde_json::from_value(json!({
-            "proposal_id": proposal, "incident_id": incident, "env": "prod", "service": "api", "action": "restart",
-            "backend": "dry_run", "status": status, "detail": "would restart", "started_at": at(offset_s).to_string(), "finished_at": at(offset_s).to_string()
+            "proposal_id": proposal, "incident_id": incident, "env": "prod", "service": "api", "action": action,
+            "backend": backend, "status": status, "detail": "done", "started_at": at(offset_s).to_string(), "finished_at": at(offset_s).to_string()
         }))
         .unwrap();
-        let out = self.state.on_executed(&r, &self.config, "corr-1");
+        let id = self.input();
+        let out = self.state.on_executed(&r, &self.config, &id, "corr-1");
         self.take(out);
         proposal
     }
@@ -493,4 +498,196 @@ fn a_month_burning_exactly_the_budget_spends_exactly_the_budget() {
     w.metrics(0, 30 * 86_400, 600, json!({"error_rate": 0.001}));
     let remaining = *w.budget.last().unwrap();
     assert!(remaining.abs() < 0.01, "{remaining}");
+}
+
+/// What a pipeline sends while a service crash-loops, and after: `crash_looping` only while it
+/// is true, and its other metrics as ever.
+#[test]
+fn a_crash_loop_resolves_from_samples_that_omit_crash_looping_once_the_reports_stop() {
+    let mut w = World::new();
+    w.metric(0, json!({"crash_looping": true, "restarts": 4}));
+    w.metrics(10, 60, 10, json!({"error_rate": 0.001, "p95_latency_ms": 120}));
+    assert_eq!(w.statuses(IncidentKind::CrashLoop), vec![IncidentStatus::Opened], "less than crash_quiet_s (60 s) since the report");
+    w.metrics(60, 90, 10, json!({"error_rate": 0.001, "p95_latency_ms": 120}));
+    let resolved = *w.of(IncidentKind::CrashLoop).last().unwrap();
+    assert_eq!(resolved.status, IncidentStatus::Resolved, "three quiet samples after the quiet period");
+    assert_eq!(resolved.time_to_recover_s, Some(80.0));
+}
+
+#[test]
+fn a_rising_restart_counter_keeps_a_crash_loop_open_and_a_steady_one_lets_it_resolve() {
+    let mut w = World::new();
+    w.metric(0, json!({"crash_looping": true, "restarts": 4}));
+    for (k, t) in (70..400).step_by(10).enumerate() {
+        w.metric(t, json!({"restarts": 5 + k}));
+    }
+    let open = |w: &World| !w.statuses(IncidentKind::CrashLoop).contains(&IncidentStatus::Resolved);
+    assert!(open(&w), "still restarting, though nobody says crash_looping");
+    w.metrics(400, 430, 10, json!({"restarts": 40}));
+    assert!(open(&w), "the first steady reading is compared with a rising one");
+    w.metric(430, json!({"restarts": 40}));
+    assert_eq!(w.statuses(IncidentKind::CrashLoop).last(), Some(&IncidentStatus::Resolved));
+}
+
+#[test]
+fn crash_reports_from_a_slower_source_do_not_make_the_incident_flap() {
+    let mut w = World::new();
+    // kube-state-metrics says crash_looping every 50 s; the app's exporter sends latency every 10 s.
+    for t in (0..600).step_by(10) {
+        let fields = if t % 50 == 0 { json!({"crash_looping": true, "source": "ksm"}) } else { json!({"p95_latency_ms": 150, "source": "app"}) };
+        w.metric(t, fields);
+    }
+    let statuses = w.statuses(IncidentKind::CrashLoop);
+    assert!(statuses[0] == IncidentStatus::Opened && !statuses.contains(&IncidentStatus::Resolved), "{statuses:?}");
+}
+
+/// Every kind resolves from what a pipeline sends when the problem is gone: no kind needs a
+/// field the pipeline only sends while something is wrong.
+#[test]
+fn every_kind_resolves_from_the_fields_a_pipeline_actually_sends() {
+    let resolved = |w: &World, kind: IncidentKind| w.statuses(kind).last() == Some(&IncidentStatus::Resolved);
+    // Errors, latency and saturation: the signal's own healthy readings.
+    for (kind, bad, good) in [
+        (IncidentKind::HighErrorRate, json!({"error_rate": 0.2}), json!({"error_rate": 0.001})),
+        (IncidentKind::HighLatency, json!({"p95_latency_ms": 1500}), json!({"p95_latency_ms": 150})),
+        (IncidentKind::Overload, json!({"cpu_percent": 97}), json!({"cpu_percent": 40})),
+    ] {
+        let mut w = World::new();
+        w.metrics(0, 200, 10, bad);
+        w.metrics(200, 240, 10, good);
+        assert!(resolved(&w, kind), "{kind}: {:?}", w.statuses(kind));
+    }
+    // An SLO burn: healthy error rates once the burn stops.
+    let mut w = World::new();
+    w.metrics(0, 3600, 60, json!({"error_rate": 0.0005}));
+    w.metrics(3600, 7200, 10, json!({"error_rate": 0.03}));
+    assert_eq!(w.statuses(IncidentKind::SloBurn).first(), Some(&IncidentStatus::Opened));
+    // The ticket rule looks back 6 h: it stops once those hours are healthy again.
+    w.metrics(7200, 7200 + 8 * 3600, 60, json!({"error_rate": 0.0005}));
+    assert!(resolved(&w, IncidentKind::SloBurn), "{:?}", w.statuses(IncidentKind::SloBurn));
+    // A crash loop: see the tests above. A failed deploy: the next deploy that succeeds.
+    let mut w = World::new();
+    w.deploy(0, "2.0.0", "1.9.0", "failed");
+    w.deploy(600, "2.0.1", "1.9.0", "succeeded");
+    assert!(resolved(&w, IncidentKind::DeployFailed));
+    // A log pattern: any later event once the matches have aged out of the pattern's window.
+    let mut w = World::new();
+    w.log(0, "error", "panic: index out of range");
+    assert_eq!(w.statuses(IncidentKind::LogPattern), vec![IncidentStatus::Opened]);
+    w.log(400, "info", "request served");
+    assert!(resolved(&w, IncidentKind::LogPattern), "{:?}", w.statuses(IncidentKind::LogPattern));
+}
+
+#[test]
+fn a_rollback_a_real_backend_carried_out_ends_a_failed_deploy_and_a_dry_run_does_not() {
+    for (backend, ends) in [("dry_run", false), ("command", true)] {
+        let mut w = World::new();
+        w.metric(0, json!({"error_rate": 0.001}));
+        w.deploy(10, "2.0.0", "1.9.0", "failed");
+        let incident = w.of(IncidentKind::DeployFailed)[0].incident_id;
+        w.executed_by(incident, "rollback", backend, "executed", 20);
+        assert_eq!(w.statuses(IncidentKind::DeployFailed).last() == Some(&IncidentStatus::Resolved), ends, "{backend}");
+    }
+}
+
+/// A deploy is the suspect of a new problem only with evidence against it.
+#[test]
+fn a_deploy_is_a_suspect_only_when_the_problem_is_worse_after_it_than_before() {
+    let suspect = |w: &World, kind: IncidentKind| w.of(kind).first().and_then(|i| i.suspect_version.clone());
+    // Healthy for 10 minutes, deploy, then a crash loop: implicated, with the evidence listed.
+    let mut w = World::new();
+    w.metrics(0, 600, 10, json!({"error_rate": 0.001, "cpu_percent": 40, "crash_looping": false}));
+    w.deploy(600, "1.2.0", "1.1.0", "succeeded");
+    w.metrics(900, 960, 10, json!({"crash_looping": true, "restarts": 3}));
+    assert_eq!(suspect(&w, IncidentKind::CrashLoop).as_deref(), Some("1.2.0"));
+    let e = w.of(IncidentKind::CrashLoop)[0].evidence.iter().find(|e| e.signal == "deploy_implicated").unwrap().clone();
+    assert!(e.detail.contains("1.2.0 deployed (from 1.1.0) 300 s before") && e.detail.contains("no crash loop was reported"), "{}", e.detail);
+
+    // Crashing before the deploy already: the deploy did not cause it.
+    let mut w = World::new();
+    w.metrics(0, 600, 10, json!({"crash_looping": true}));
+    w.metrics(600, 700, 10, json!({"crash_looping": false}));
+    w.deploy(700, "1.2.0", "1.1.0", "succeeded");
+    w.metrics(800, 900, 10, json!({"crash_looping": true}));
+    assert_eq!(suspect(&w, IncidentKind::CrashLoop), None, "{:?}", w.of(IncidentKind::CrashLoop));
+
+    // The first version the service is seen with, or a deploy with nothing observed before it.
+    for (prev, observed_from) in [(None, 0), (Some("1.1.0"), 600)] {
+        let mut w = World::new();
+        w.metrics(observed_from, 600, 10, json!({"error_rate": 0.001}));
+        let d: DeployEvent = serde_json::from_value(json!({"service": "api", "env": "prod", "version": "1.2.0", "previous_version": prev, "status": "succeeded", "timestamp": at(600).to_string()})).unwrap();
+        let id = w.input();
+        w.state.on_deploy(&d, &w.config, &id, d.timestamp).unwrap();
+        w.metrics(700, 760, 10, json!({"crash_looping": true}));
+        assert_eq!(suspect(&w, IncidentKind::CrashLoop), None, "previous {prev:?}, observed from {observed_from}");
+    }
+
+    // An overload can implicate a deploy too: CPU well above its level before the deploy.
+    let mut w = World::new();
+    w.metrics(0, 600, 10, json!({"cpu_percent": 40}));
+    w.deploy(600, "1.2.0", "1.1.0", "succeeded");
+    w.metrics(600, 800, 10, json!({"cpu_percent": 97}));
+    assert_eq!(suspect(&w, IncidentKind::Overload).as_deref(), Some("1.2.0"));
+    // ... but not when the service ran that hot before it.
+    let mut w = World::new();
+    w.metrics(0, 600, 10, json!({"cpu_percent": 89}));
+    w.deploy(600, "1.2.0", "1.1.0", "succeeded");
+    w.metrics(600, 800, 10, json!({"cpu_percent": 97}));
+    assert_eq!(suspect(&w, IncidentKind::Overload), None);
+    // A deploy more than an hour before the problem is no suspect, whatever changed.
+    let mut w = World::new();
+    w.metrics(0, 600, 10, json!({"cpu_percent": 40}));
+    w.deploy(600, "1.2.0", "1.1.0", "succeeded");
+    w.metrics(600, 4500, 30, json!({"cpu_percent": 40}));
+    w.metrics(4500, 4700, 10, json!({"cpu_percent": 97}));
+    assert_eq!(suspect(&w, IncidentKind::Overload), None);
+}
+
+#[test]
+fn a_recovery_that_does_not_hold_through_the_flap_window_is_revised_to_not_recovered() {
+    let mut w = World::new();
+    w.metrics(0, 30, 10, json!({"crash_looping": true}));
+    let incident = w.of(IncidentKind::CrashLoop)[0].incident_id;
+    let proposal = w.executed(incident, "executed", 25);
+    // Resolved within the 5-min window and still resolved at its end: recovered...
+    w.metrics(30, 600, 10, json!({"crash_looping": false}));
+    assert_eq!(w.outcomes.len(), 1);
+    assert!(w.outcomes[0].recovered && !w.outcomes[0].revised);
+    // ... until it comes back 10 minutes after resolving, within the 15-min flap window.
+    w.metrics(600, 700, 10, json!({"crash_looping": true}));
+    assert_eq!(w.outcomes.len(), 2, "{:?}", w.outcomes);
+    let revised = &w.outcomes[1];
+    assert_eq!((revised.recovered, revised.revised, revised.proposal_id), (false, true, Some(proposal)));
+    assert!(revised.detail.contains("did not hold"), "{}", revised.detail);
+
+    // A recovery that holds past the flap window is never revised.
+    let mut w = World::new();
+    w.metrics(0, 30, 10, json!({"crash_looping": true}));
+    let incident = w.of(IncidentKind::CrashLoop)[0].incident_id;
+    w.executed(incident, "executed", 25);
+    w.metrics(30, 1200, 10, json!({"crash_looping": false}));
+    w.metrics(1200, 1300, 10, json!({"crash_looping": true}));
+    assert_eq!(w.outcomes.len(), 1, "{:?}", w.outcomes);
+    assert!(w.state.holds.is_empty());
+}
+
+#[test]
+fn an_action_run_during_anothers_window_supersedes_it_and_takes_the_credit() {
+    let mut w = World::new();
+    w.metrics(0, 30, 10, json!({"crash_looping": true}));
+    let incident = w.of(IncidentKind::CrashLoop)[0].incident_id;
+    let first = w.executed_by(incident, "restart", "dry_run", "executed", 25);
+    w.metrics(30, 100, 10, json!({"crash_looping": true}));
+    let noop = w.executed_by(incident, "noop", "dry_run", "executed", 100);
+    assert!(w.outcomes.is_empty(), "observing supersedes nothing");
+    let second = w.executed_by(incident, "rollback", "dry_run", "executed", 100);
+    assert_eq!(w.outcomes.len(), 1);
+    let o = &w.outcomes[0];
+    assert_eq!((o.proposal_id, o.superseded_by, o.recovered), (Some(first), Some(second), false));
+    assert!(!o.attributable() && o.detail.contains("superseded"), "{}", o.detail);
+    w.metrics(110, 500, 10, json!({"crash_looping": false}));
+    let judged: Vec<_> = w.outcomes.iter().skip(1).map(|o| (o.proposal_id, o.recovered)).collect();
+    assert!(judged.contains(&(Some(second), true)), "{judged:?}");
+    assert!(judged.iter().all(|(p, _)| *p != Some(first)), "the first is judged once, as superseded");
+    assert!(judged.contains(&(Some(noop), true)), "{judged:?}");
 }

@@ -1,73 +1,105 @@
-//! The pure core: from an incident, what was tried and the table, a proposal; from an outcome,
-//! an update. The bus shell in `lib.rs` only stores and publishes what these return.
+//! The choice among candidates (pure): each candidate scored, the greedy choice, exploring.
+//!
+//! **Scored**: each candidate's [`Estimate`] and its confidence — the probability that it
+//! beats doing nothing ([`Values::confidence`]).
+//!
+//! **Eligible**: an action that changes something is chosen only with a confidence of at least
+//! the environment's minimum (governance's `min_confidence`, and never below 0.5: acting must
+//! look at least as good as leaving the service alone), and while its chance of curing is at
+//! least [`MIN_CURE`]. So the optimizer does not propose what governance would refuse for low
+//! confidence, and stops proposing an action once it has learned that the action is no better
+//! than doing nothing, or seldom cures anything here.
+//!
+//! **Greedy**: the eligible action of highest value; when none is eligible, doing nothing
+//! (`noop`, or `observe`) if it was not tried yet; when that is gone too, nothing — the
+//! episode goes to a human.
+//!
+//! **Exploring** (only where [`crate::shield::epsilon_for`] gives ε > 0): with probability ε
+//! a uniformly drawn option, the greedy one included. Every choice records its propensity, the
+//! probability it had: `1 − ε + ε/k` for the greedy option, `ε/k` for the others (1 without
+//! exploring).
 
-use bus_schema::{Action, ActionProposal, AgentName, Candidate, Incident, Outcome, Timestamp, derive_id};
+use bus_schema::Action;
 
-use crate::qlearn::{self, Choice, QTable, Update};
-use crate::settings::Settings;
-use crate::shield;
-use crate::state::{SplitMix64, State, seed_for};
+use crate::context::{Context, SplitMix64};
+use crate::values::{Estimate, Values, does_nothing};
 
-/// The contract's limit on a proposal's explanation, in bytes.
-const MAX_EXPLANATION: usize = 4096;
-
-/// `text` cut to [`MAX_EXPLANATION`] bytes at a character boundary.
-fn bounded(text: &str) -> String {
-    let mut end = text.len().min(MAX_EXPLANATION);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
-/// A decision on one opening of an incident.
+/// A candidate with what is known of it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    pub proposal: ActionProposal,
-    pub state: State,
-    pub candidates: Vec<Action>,
-    pub choice: Choice,
+pub struct Scored {
+    pub action: Action,
+    pub estimate: Estimate,
+    /// The chance it beats doing nothing (for doing nothing: that no action beats it).
+    pub confidence: f64,
 }
 
-/// The proposal id of an incident's `reopen_count`-th reopening: the same as the prior
-/// optimizer's, so a replay of the same incident yields the same proposal.
-pub fn proposal_id(incident: &Incident) -> bus_schema::Uuid {
-    derive_id(&["proposal", &incident.incident_id.to_string(), &(u64::from(incident.reopen_count) + 1).to_string()])
+/// A decision and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub action: Action,
+    pub confidence: f64,
+    pub propensity: f64,
+    pub exploratory: bool,
+    /// Every candidate, best value first.
+    pub scored: Vec<Scored>,
+    pub explanation: String,
 }
 
-/// Decides on a newly opened (or reopened) incident. `tried` is what this optimizer proposed
-/// for it before. `None` when the policy allows nothing in its environment.
-pub fn decide(settings: &Settings, table: &QTable, incident: &Incident, tried: &[Action], proposer: &AgentName, now: Timestamp) -> Option<Decision> {
-    let state = State::of(incident, tried);
-    let candidates = shield::candidates(&settings.policy, incident);
-    let epsilon = if settings.mode.learns() { settings.exploration.epsilon_for(incident.env.as_str()) } else { 0.0 };
-    let mut rng = SplitMix64::new(seed_for(incident.incident_id, incident.reopen_count));
-    let choice = qlearn::choose(table, &state, &candidates, epsilon, &mut rng)?;
-    let proposal = ActionProposal {
-        proposal_id: proposal_id(incident),
-        incident_id: Some(incident.incident_id),
-        env: incident.env.clone(),
-        service: incident.service.clone(),
-        action: choice.action.clone(),
-        params: Default::default(),
-        confidence: choice.confidence,
-        proposer: proposer.clone(),
-        explanation: bounded(&choice.explanation),
-        candidates: choice.values.iter().map(|v| Candidate { action: v.action.clone(), value: v.entry.value }).collect(),
-        exploratory: choice.exploratory,
-        require_human: false,
-        proposed_at: now,
-    };
-    Some(Decision { proposal, state, candidates, choice })
-}
-
-/// Learns from the outcome of a proposal made in `state` among `candidates`. `None` when the
-/// settings do not learn (frozen, shadow).
-pub fn learn(settings: &Settings, table: &mut QTable, state: &State, candidates: &[Action], outcome: &Outcome) -> Option<Update> {
-    if !settings.mode.learns() {
-        return None;
+/// The candidates for `service` in `ctx` with their estimates and confidence, best value first.
+pub fn score(values: &Values, service: &str, ctx: &Context, candidates: &[Action]) -> Vec<Scored> {
+    let nothing = values.estimate(service, ctx, &Action::Noop);
+    let mut scored: Vec<Scored> = candidates
+        .iter()
+        .map(|a| {
+            let estimate = values.estimate(service, ctx, a);
+            Scored { action: a.clone(), estimate, confidence: Values::confidence(&estimate, &nothing) }
+        })
+        .collect();
+    let best_action = scored.iter().filter(|s| !does_nothing(&s.action)).map(|s| s.confidence).fold(0.0, f64::max);
+    for s in scored.iter_mut().filter(|s| does_nothing(&s.action)) {
+        s.confidence = 1.0 - best_action;
     }
-    let reward = qlearn::reward(&outcome.action, outcome.recovered, outcome.time_to_recover_s);
-    let next = (!outcome.recovered).then(|| state.after(&outcome.action));
-    Some(table.update(settings.params, state, candidates, &outcome.action, reward, next.as_ref()))
+    scored.sort_by(|a, b| b.estimate.value.total_cmp(&a.estimate.value));
+    scored
+}
+
+/// Below this chance of curing, an action is no longer chosen automatically (it may still be
+/// suggested to a human): what has failed again and again is not tried again and again.
+pub const MIN_CURE: f64 = 0.35;
+
+/// Whether an action may be chosen with the environment's minimum confidence.
+pub fn eligible(s: &Scored, min_confidence: Option<f64>) -> bool {
+    does_nothing(&s.action) || (s.confidence >= min_confidence.unwrap_or(0.0).max(0.5) && s.estimate.cure >= MIN_CURE)
+}
+
+/// Chooses among `scored` (see the module docs); `None` when nothing is left to try.
+pub fn choose(ctx: &Context, scored: Vec<Scored>, min_confidence: Option<f64>, epsilon: f64, rng: &mut SplitMix64) -> Option<Choice> {
+    let mut options: Vec<&Scored> = scored.iter().filter(|s| !does_nothing(&s.action) && eligible(s, min_confidence)).collect();
+    options.extend(scored.iter().filter(|s| does_nothing(&s.action)));
+    let greedy = (*options.first()?).clone();
+    let k = options.len();
+    let explore = k > 1 && epsilon > 0.0 && rng.unit() < epsilon;
+    let pick = if explore { options[rng.below(k)].clone() } else { greedy.clone() };
+    let exploratory = explore && pick.action != greedy.action;
+    let propensity = if epsilon > 0.0 && k > 1 {
+        if pick.action == greedy.action { 1.0 - epsilon + epsilon / k as f64 } else { epsilon / k as f64 }
+    } else {
+        1.0
+    };
+    let listed: Vec<String> = scored
+        .iter()
+        .map(|s| format!("{} {:.3} (cures {:.0} %, {} visits, confidence {:.2})", s.action, s.estimate.value, s.estimate.cure * 100.0, s.estimate.visits, s.confidence))
+        .collect();
+    let why = if exploratory {
+        format!("exploring (ε = {epsilon}): drawn at random, propensity {propensity:.3}; the greedy choice is {}", greedy.action)
+    } else if does_nothing(&pick.action) {
+        let min = min_confidence.unwrap_or(0.0).max(0.5);
+        format!("no action is likely enough to help (confidence {min} and a {:.0} % chance to cure needed)", MIN_CURE * 100.0)
+    } else {
+        let runner_up = options.get(1).map(|s| format!(", {:.3} above {}", pick.estimate.value - s.estimate.value, s.action)).unwrap_or_default();
+        let source = if scored.iter().any(|s| s.estimate.visits > 0) || pick.estimate.evidence > crate::values::PRIOR_WEIGHT { "learned from outcomes" } else { "the prior" };
+        format!("highest value{runner_up} ({source})")
+    };
+    let explanation = format!("state {}; candidates: {}; chose {}: {why}; confidence {:.2}", ctx.key(), listed.join(", "), pick.action, pick.confidence);
+    Some(Choice { action: pick.action.clone(), confidence: pick.confidence, propensity, exploratory, scored, explanation })
 }

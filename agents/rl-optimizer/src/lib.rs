@@ -1,53 +1,63 @@
-//! The optimizer: proposes a remediation for every newly opened (or reopened) incident and
-//! learns from the outcomes which remediation works where — tabular Q-learning behind a shield.
+//! The optimizer: works each incident as an episode — proposes a remediation when it opens,
+//! the next candidate when an action did not cure it or was refused, and a human when the
+//! budget is spent or nothing is left — and learns from each action's own outcome which
+//! remediation works where, per service and incident context.
 //!
-//! - [`state`]: the learning state of an incident (kind, severity, env, deploy, tried).
-//! - [`qlearn`]: values, the choice, the update, reward and confidence, with their formulas.
-//! - [`shield`]: only actions governance allows in the env; exploring never in prod.
-//! - [`decide`]: the pure core the shell below stores and publishes.
-//! - [`memory`]: per-incident memory (proposals, refusals, outcomes learned from).
-//! - [`settings`]: `--mode learning|frozen|shadow`, α, γ, ε, `--explore-envs`, `--policy`.
+//! - [`context`]: the learning context of an incident (kind, env, deploy implicated).
+//! - [`prior`]: day-one knowledge.
+//! - [`values`]: the hierarchy of learned values (prior → context → service) and confidence.
+//! - [`shield`]: only what governance would allow and not refuse for a missing prerequisite;
+//!   exploring only where the policy says.
+//! - [`decide`]: the choice, with its propensity.
+//! - [`episode`]: per-incident memory.
+//! - [`core`]: the pure core the shell below stores and publishes.
+//! - [`settings`]: `--mode learning|frozen|shadow`, α, ε, `--policy`.
 //!
 //! Proposals go to `cn.actions.proposed.{env}.{service}` with an `action_proposed` record that
-//! carries the explanation (in shadow mode only the record, marked `"shadow": true`). An
-//! outcome of one of its proposals updates the table; when that changes a state's preferred
-//! action a `policy_learned` record says from what to what. Refusals are remembered, never
-//! rewarded. `cn.policy.rl-optimizer.{instance}` answers with the learned table
-//! (`cnctl policy show`). Table, memory and counters live in the agent's redb file and are
-//! written before anything is published, so a redelivered input republishes the same thing.
+//! carries the explanation (in shadow mode only the record, marked `"shadow": true`); each has
+//! an id of its own, so publishing it again under another input is deduplicated. When an
+//! outcome changes what a service would try first, a `policy_learned` record says from what
+//! to what. `cn.policy.rl-optimizer.{instance}` answers with the learned values (`cnctl policy
+//! show`). Values, episodes and deploy facts live in the agent's redb file and are written
+//! before anything is published, so a redelivered input republishes the same thing.
 
+pub mod context;
+pub mod core;
 pub mod decide;
-pub mod memory;
+pub mod episode;
 pub mod prior;
-pub mod qlearn;
 pub mod settings;
 pub mod shield;
-pub mod state;
-
-use std::collections::BTreeMap;
+pub mod values;
 
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs, RuntimeError};
+use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs, RuntimeError};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Inbound, Incident, InstanceId, IncidentStatus, LearnedPolicy, Outcome, PolicyEntry, RejectReason, Refusal, Timestamp, Uuid, subject};
+use bus_schema::{AgentName, Inbound, InstanceId, LearnedPolicy, PolicyEntry, RejectReason, Timestamp, Uuid, subject};
 use serde_json::json;
 
-use memory::{IncidentMemory, MAX_INCIDENTS, Proposed};
-use qlearn::{QTable, Row};
+use crate::core::{Core, Effect};
+use episode::IncidentMemory;
 use settings::Settings;
+use shield::ServiceFacts;
+use values::{Row, Values};
 
 pub const NAME: AgentName = bus_schema::fleet::RL_OPTIMIZER;
 
-/// The table's rows, by state key.
-const Q: Table<Row> = Table::new("q");
+/// Learned values, by `{env}/{service}@{context}`.
+const VALUES: Table<Row> = Table::new("values.v2");
 /// Counters (`updates`).
 const COUNTERS: Table<u64> = Table::new("counters");
-/// Per-incident memory, by incident id.
-const INCIDENTS: Table<IncidentMemory> = Table::new("incidents");
+/// Per-incident episodes, by incident id.
+const INCIDENTS: Table<IncidentMemory> = Table::new("episodes.v2");
+/// What deploy events said about each service, by `env/service`.
+const FACTS: Table<ServiceFacts> = Table::new("facts");
+/// Deliveries of an incident that wait for unread deploy events before deciding anyway.
+const DEPLOY_WAIT_ATTEMPTS: u32 = 3;
 /// A LearnedPolicy reply lists at most this many entries (the contract's limit).
 const MAX_ENTRIES: usize = 10_000;
 
-/// Proposes a remediation for every new incident and learns from outcomes.
+/// Works every incident until the service is well or a human has it, and learns from outcomes.
 #[derive(Debug, clap::Parser)]
 #[command(name = "rl-optimizer", version, about)]
 pub struct Cli {
@@ -65,187 +75,169 @@ pub fn spec() -> AgentSpec {
 #[derive(Debug)]
 pub struct Optimizer {
     store: Store,
-    settings: Settings,
-    table: QTable,
-    memory: BTreeMap<Uuid, IncidentMemory>,
+    core: Core,
     /// This instance's `cn.policy.rl-optimizer.{instance}`: the runtime listens on every
-    /// instance's subject, and only our own is answered with our table.
+    /// instance's subject, and only our own is answered with our values.
     policy_subject: String,
 }
 
 impl Optimizer {
-    /// Loads the table and the memory from the agent's state file.
+    /// Loads values, episodes and deploy facts from the agent's state file.
     pub fn load(store: Store, settings: Settings, instance: &InstanceId) -> Result<Self, RuntimeError> {
         let updates = store.get(&COUNTERS, "updates")?.unwrap_or(0);
-        let table = QTable::from_rows(store.scan(&Q)?, updates);
-        let memory = store.scan(&INCIDENTS)?.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        let values = Values::from_rows(store.scan(&VALUES)?, settings.alpha, updates);
+        let mut core = Core::new(settings, values, NAME);
+        core.memory = store.scan(&INCIDENTS)?.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        core.facts = store.scan(&FACTS)?.into_iter().collect();
         let policy_subject = subject::POLICY.subject(&NAME, instance).as_str().to_owned();
-        Ok(Self { store, settings, table, memory, policy_subject })
+        Ok(Self { store, core, policy_subject })
     }
 
-    /// The learned table as the `cn.policy.*` reply.
+    /// The learned values as the `cn.policy.*` reply: each service's own mean reward per
+    /// action and context, and how many outcomes it is based on.
     pub fn learned_policy(&self) -> LearnedPolicy {
         let entries = self
-            .table
+            .core
+            .values
             .rows()
             .iter()
-            .flat_map(|(state, row)| {
-                row.iter().filter_map(|(action, e)| Some(PolicyEntry { state: state.clone(), action: action.parse().ok()?, value: e.value, visits: e.visits }))
+            .flat_map(|(key, row)| {
+                row.iter().filter_map(|(action, s)| Some(PolicyEntry { state: key.clone(), action: action.parse().ok()?, value: s.reward, visits: s.n }))
             })
             .take(MAX_ENTRIES)
             .collect();
-        LearnedPolicy {
-            mode: self.settings.mode.as_str().to_owned(),
-            alpha: self.settings.params.alpha,
-            gamma: self.settings.params.gamma,
-            epsilon: self.settings.exploration.epsilon,
-            updates: self.table.updates,
-            entries,
-        }
+        let settings = &self.core.settings;
+        LearnedPolicy { mode: settings.mode.as_str().to_owned(), alpha: settings.alpha, gamma: 0.0, epsilon: settings.epsilon, updates: self.core.values.updates, entries }
     }
 
-    /// Stores one incident's memory (and forgets what no longer fits).
-    fn save_incident(&mut self, id: Uuid, mem: IncidentMemory) -> Result<(), RuntimeError> {
-        let mut next = self.memory.clone();
-        next.insert(id, mem.clone());
-        let forget = memory::to_forget(&next, MAX_INCIDENTS);
+    /// Stores what the core changed, in one transaction.
+    fn persist(&mut self) -> Result<(), RuntimeError> {
+        let dirty = self.core.take_dirty();
+        let core = &self.core;
         self.store.write(|tx| {
-            tx.put(&INCIDENTS, &id.to_string(), &mem)?;
-            forget.iter().try_for_each(|f| tx.remove(&INCIDENTS, &f.to_string()))
-        })?;
-        self.memory.insert(id, mem);
-        for f in forget {
-            self.memory.remove(&f);
-        }
-        Ok(())
-    }
-
-    async fn on_incident(&mut self, ctx: &mut Context<'_>, incident: Incident) -> Result<(), HandleError> {
-        let now = Timestamp::now();
-        let mut mem = self.memory.get(&incident.incident_id).cloned().unwrap_or_else(|| IncidentMemory::new(now));
-        mem.last_seen = now;
-        match incident.status {
-            IncidentStatus::Updated => return Ok(()),
-            IncidentStatus::Resolved => {
-                if self.memory.contains_key(&incident.incident_id) {
-                    mem.resolved = true;
-                    self.save_incident(incident.incident_id, mem)?;
+            for id in &dirty.incidents {
+                if let Some(m) = core.memory.get(id) {
+                    tx.put(&INCIDENTS, &id.to_string(), m)?;
                 }
-                return Ok(());
             }
-            IncidentStatus::Opened => {}
-        }
-        mem.resolved = false;
-        let proposed = match mem.for_opening(incident.reopen_count) {
-            // A redelivery: publish exactly what was decided then.
-            Some(p) => p.clone(),
-            None => {
-                let Some(d) = decide::decide(&self.settings, &self.table, &incident, &mem.tried(), &NAME, now) else {
-                    tracing::warn!(env = %incident.env, "the policy allows no action in this environment; nothing proposed");
-                    return Ok(());
-                };
-                let shadow = self.settings.mode == settings::Mode::Shadow;
-                let p = Proposed {
-                    proposal: d.proposal,
-                    reopen_count: incident.reopen_count,
-                    state: d.state,
-                    candidates: d.candidates,
-                    shadow,
-                    refused: None,
-                    learned: None,
-                    judged: false,
-                };
-                mem.push(p.clone());
-                self.save_incident(incident.incident_id, mem)?;
-                p
+            for id in &dirty.forgotten {
+                tx.remove(&INCIDENTS, &id.to_string())?;
             }
-        };
-        let proposal = &proposed.proposal;
-        let candidates: Vec<_> = proposal.candidates.iter().map(|c| json!({"action": c.action, "value": c.value})).collect();
-        let draft = ProofDraft::new(ProofKind::ActionProposed)
-            .scope(&proposal.env, &proposal.service)
-            .action(&proposal.action)
-            .proposal(proposal.proposal_id)
-            .incident(incident.incident_id)
-            .detail(json!({
-                "confidence": proposal.confidence, "explanation": proposal.explanation, "incident_kind": incident.kind,
-                "state": proposed.state.key(), "candidates": candidates, "exploratory": proposal.exploratory,
-                "mode": self.settings.mode.as_str(), "shadow": proposed.shadow,
-            }));
-        ctx.prove(draft).await?;
-        if !proposed.shadow {
-            ctx.publish(&subject::PROPOSED.subject(&proposal.env, &proposal.service), proposal).await?;
-        }
-        Ok(())
-    }
-
-    async fn on_outcome(&mut self, ctx: &mut Context<'_>, outcome: Outcome) -> Result<(), HandleError> {
-        let Some(proposal_id) = outcome.proposal_id else { return Ok(()) };
-        let Some(mut mem) = self.memory.get(&outcome.incident_id).cloned() else { return Ok(()) };
-        let Some(p) = mem.find_mut(proposal_id) else { return Ok(()) };
-        if outcome.action != p.proposal.action {
-            tracing::warn!(%proposal_id, outcome = %outcome.action, proposed = %p.proposal.action, "an outcome for another action than proposed; not learned from");
-            return Ok(());
-        }
-        if !p.judged {
-            p.judged = true;
-            let mut table = self.table.clone();
-            p.learned = decide::learn(&self.settings, &mut table, &p.state, &p.candidates, &outcome);
-            let key = p.state.key();
-            let row = table.row(&key).cloned();
-            let updates = table.updates;
-            let (id, mem_now) = (outcome.incident_id, mem.clone());
-            self.store.write(|tx| {
-                if let Some(row) = &row {
-                    tx.put(&Q, &key, row)?;
+            for key in &dirty.rows {
+                if let Some(row) = core.values.row(key) {
+                    tx.put(&VALUES, key, row)?;
                 }
-                tx.put(&COUNTERS, "updates", &updates)?;
-                tx.put(&INCIDENTS, &id.to_string(), &mem_now)
-            })?;
-            self.table = table;
-            self.memory.insert(id, mem_now);
-        }
-        // Written from what was stored, so a redelivered outcome records the same change.
-        let learned = mem.proposals.iter().find(|p| p.proposal.proposal_id == proposal_id).and_then(|p| p.learned.clone());
-        if let Some(change) = learned.as_ref().and_then(|u| u.changed.as_ref()) {
-            let values: Vec<_> = change.values.iter().map(|(a, v)| json!({"action": a, "value": v})).collect();
-            let draft = ProofDraft::new(ProofKind::PolicyLearned)
-                .scope(&outcome.env, &outcome.service)
-                .action(&change.new_best)
-                .proposal(proposal_id)
-                .incident(outcome.incident_id)
-                .detail(json!({
-                    "state": change.state, "old_best": change.old_best, "new_best": change.new_best, "values": values,
-                    "outcome": {"action": outcome.action, "recovered": outcome.recovered, "time_to_recover_s": outcome.time_to_recover_s},
-                    "update": learned,
-                }));
-            ctx.prove(draft).await?;
+            }
+            for key in &dirty.facts {
+                if let Some(f) = core.facts.get(key) {
+                    tx.put(&FACTS, key, f)?;
+                }
+            }
+            if !dirty.rows.is_empty() {
+                tx.put(&COUNTERS, "updates", &core.values.updates)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Stores, then records and publishes what the core decided.
+    async fn emit(&mut self, ctx: &mut Context<'_>, effects: Vec<Effect>) -> Result<(), HandleError> {
+        self.persist()?;
+        for effect in effects {
+            match effect {
+                Effect::Propose(p) => {
+                    let proposal = &p.proposal;
+                    let key = format!("proposal:{}", proposal.proposal_id);
+                    let detail: serde_json::Value = serde_json::from_str(&p.detail).unwrap_or(json!({}));
+                    let mut draft = ProofDraft::new(ProofKind::ActionProposed)
+                        .scope(&proposal.env, &proposal.service)
+                        .action(&proposal.action)
+                        .proposal(proposal.proposal_id)
+                        .correlation(self.correlation(proposal.incident_id, ctx))
+                        .detail(detail);
+                    if let Some(id) = proposal.incident_id {
+                        draft = draft.incident(id);
+                    }
+                    ctx.prove_keyed(draft, &key).await?;
+                    if p.status != episode::Status::Shadow {
+                        let correlation = self.correlation(proposal.incident_id, ctx);
+                        ctx.publish_keyed(&subject::PROPOSED.subject(&proposal.env, &proposal.service), proposal, correlation, &key).await?;
+                    }
+                }
+                Effect::Learned(l) => {
+                    let (o, change) = (&l.outcome, &l.change);
+                    let values: Vec<_> = change.values.iter().map(|(a, v)| json!({"action": a, "value": v})).collect();
+                    let mut draft = ProofDraft::new(ProofKind::PolicyLearned)
+                        .scope(&o.env, &o.service)
+                        .action(&change.new_best)
+                        .incident(o.incident_id)
+                        .detail(json!({
+                            "state": change.state, "old_best": change.old_best, "new_best": change.new_best, "values": values,
+                            "outcome": {"action": o.action, "recovered": o.recovered, "time_to_recover_s": o.time_to_recover_s, "revised": o.revised},
+                            "update": l.update,
+                        }));
+                    if let Some(p) = o.proposal_id {
+                        draft = draft.proposal(p);
+                    }
+                    let key = format!("learned:{}:{}", o.proposal_id.unwrap_or_default(), o.revised);
+                    ctx.prove_keyed(draft, &key).await?;
+                }
+            }
         }
         Ok(())
     }
 
-    fn on_refusal(&mut self, refusal: Refusal) -> Result<(), HandleError> {
-        let Some(incident_id) = refusal.incident_id else { return Ok(()) };
-        let Some(mut mem) = self.memory.get(&incident_id).cloned() else { return Ok(()) };
-        let Some(p) = mem.find_mut(refusal.proposal_id) else { return Ok(()) };
-        if p.refused.is_some() {
-            return Ok(());
-        }
-        // Remembered, not rewarded: nothing was done, so there is nothing to learn about the action.
-        p.refused = Some(refusal.reason.as_str().to_owned());
-        self.save_incident(incident_id, mem)?;
-        Ok(())
+    /// The chain an incident's proposals continue.
+    fn correlation(&self, incident: Option<Uuid>, ctx: &Context<'_>) -> String {
+        incident.and_then(|id| self.core.memory.get(&id)).map_or_else(|| ctx.meta().correlation_id.clone(), |m| m.correlation_id.clone())
     }
 }
 
 impl Handler for Optimizer {
     async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
-        match input {
-            Inbound::Incident(incident) => self.on_incident(ctx, incident).await,
-            Inbound::Outcome(outcome) => self.on_outcome(ctx, outcome).await,
-            Inbound::Refused(refusal) => self.on_refusal(refusal),
-            _ => Ok(()),
-        }
+        let now = Timestamp::now();
+        let effects = match input {
+            Inbound::Incident(incident) => {
+                // Deploy events come on another consumer: what they say (is the service known,
+                // is there a version to roll back to) is read first, for a few attempts.
+                if incident.status != bus_schema::IncidentStatus::Resolved && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS {
+                    let behind = ctx.backlog("deploys").await?;
+                    if behind > 0 {
+                        return Err(HandleError::Retry(format!("{behind} deploy events not read yet; deciding after them")));
+                    }
+                }
+                let correlation = ctx.meta().correlation_id.clone();
+                self.core.on_incident(&incident, &correlation, now)
+            }
+            Inbound::Outcome(outcome) => self.core.on_outcome(&outcome, now),
+            Inbound::Refused(refusal) => self.core.on_refusal(&refusal, now),
+            Inbound::Deploy(deploy) => {
+                self.core.on_deploy(&deploy);
+                Vec::new()
+            }
+            other => {
+                return Err(HandleError::Reject { reason: RejectReason::Refused, message: format!("the optimizer does not consume {other:?}") });
+            }
+        };
+        self.emit(ctx, effects).await
+    }
+
+    fn due(&mut self, now: Timestamp) -> Vec<Due> {
+        self.core
+            .due(now)
+            .into_iter()
+            .map(|(id, trigger)| {
+                let correlation_id = self.core.memory.get(&id).map(|m| m.correlation_id.clone()).unwrap_or_default();
+                Due { key: format!("{id}/{trigger}"), correlation_id }
+            })
+            .collect()
+    }
+
+    /// A wait for another action's verdict ran out: the incident goes on.
+    async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
+        let Some((id, trigger)) = due.key.split_once('/').and_then(|(id, t)| Some((id.parse::<Uuid>().ok()?, t.to_owned()))) else { return Ok(()) };
+        let effects = self.core.wake(id, &trigger, Timestamp::now());
+        self.emit(ctx, effects).await
     }
 
     async fn respond(&mut self, _ctx: &mut Context<'_>, request: Request) -> Result<Reply, HandleError> {

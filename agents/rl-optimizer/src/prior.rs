@@ -1,13 +1,19 @@
-//! The prior: which action to try first for each kind of incident, and how sure we are.
+//! The prior: what the optimizer believes before it has seen any outcome.
 //!
-//! This is the optimizer's day-one knowledge (crash → restart, overload → scale up, failed
-//! deploy → roll back, latency → restart, otherwise observe-only `noop`). The Q-table starts
-//! from it ([`crate::qlearn::prior_value`]) and the confidence of a choice starts at it
-//! ([`crate::qlearn::confidence`]), so day-one choices are these.
+//! Each kind of incident has a first choice with a chance that it cures (crash → restart 0.8,
+//! overload → scale up 0.75, failed deploy or regression → roll back 0.7, latency → restart
+//! 0.6, otherwise do nothing 0.5). Other actions start with their own chance ([`cure_chance`]):
+//! a rollback 0.65 when a deploy is implicated (the obvious second guess), doing nothing 0.3
+//! (a problem seldom goes away on its own), scaling down 0.2 (less capacity rarely cures
+//! anything), anything else 0.5. An action's prior *value* is the reward that chance
+//! promises: `2·chance − 1 − cost` ([`crate::values::reward`]: +1 for a cure, −1 for none).
 
 use bus_schema::{Action, IncidentKind};
 
-/// The prior choice for a kind of incident and its confidence (0..=1).
+use crate::context::Context;
+use crate::values::cost;
+
+/// The prior choice for a kind of incident and its chance of curing it (0..=1).
 pub fn prior(kind: IncidentKind) -> (Action, f64) {
     match kind {
         IncidentKind::CrashLoop => (Action::Restart, 0.8),
@@ -18,9 +24,27 @@ pub fn prior(kind: IncidentKind) -> (Action, f64) {
     }
 }
 
+/// The prior chance that `action` cures an incident of this context.
+pub fn cure_chance(ctx: &Context, action: &Action) -> f64 {
+    let (first, chance) = prior(ctx.kind);
+    match action {
+        a if *a == first => chance,
+        Action::Rollback if ctx.deploy => 0.65,
+        Action::Noop | Action::Observe => 0.3,
+        Action::ScaleDown => 0.2,
+        _ => 0.5,
+    }
+}
+
+/// The prior value of `action` in this context: the reward its chance of curing promises.
+pub fn prior_value(ctx: &Context, action: &Action) -> f64 {
+    2.0 * cure_chance(ctx, action) - 1.0 - cost(action)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::EnvClass;
 
     #[test]
     fn the_prior_table_matches_the_design() {
@@ -29,9 +53,23 @@ mod tests {
         assert_eq!(prior(IncidentKind::DeployFailed).0, Action::Rollback);
         assert_eq!(prior(IncidentKind::HighLatency).0, Action::Restart);
         assert_eq!(prior(IncidentKind::HighErrorRate).0, Action::Noop);
+    }
+
+    #[test]
+    fn the_first_choice_has_the_highest_prior_value_of_its_kind() {
+        let actions = [Action::Noop, Action::Observe, Action::Restart, Action::ScaleUp, Action::ScaleDown, Action::Rollback];
         for kind in IncidentKind::ALL {
-            let (_, c) = prior(*kind);
-            assert!((0.0..=1.0).contains(&c));
+            for deploy in [false, true] {
+                let ctx = Context { kind: *kind, env: EnvClass::Stage, deploy };
+                let first = prior(*kind).0;
+                let others = actions.iter().filter(|a| **a != first && (**a != Action::Rollback || deploy));
+                for a in others {
+                    // A symptom's first choice (noop) is beaten only by a rollback of an
+                    // implicated deploy.
+                    let beaten = matches!(first, Action::Noop) && *a == Action::Rollback;
+                    assert_eq!(prior_value(&ctx, &first) > prior_value(&ctx, a), !beaten, "{kind} deploy={deploy}: {first} vs {a}");
+                }
+            }
         }
     }
 }

@@ -2,19 +2,19 @@
 //!
 //! | flag | env | default | meaning |
 //! |---|---|---|---|
-//! | `--mode` | `CN_OPTIMIZER_MODE` | `learning` | `learning` (propose, learn from outcomes), `frozen` (propose greedily, ε = 0, never update), `shadow` (recommend on the proof log only, publish nothing, never update) |
-//! | `--alpha` | `CN_OPTIMIZER_ALPHA` | 0.3 | learning rate, in (0, 1] |
-//! | `--gamma` | `CN_OPTIMIZER_GAMMA` | 0.5 | discount, in [0, 1) |
-//! | `--epsilon` | `CN_OPTIMIZER_EPSILON` | 0.1 | exploration rate where exploring is allowed, in [0, 1] |
-//! | `--explore-envs` | `CN_EXPLORE_ENVS` | `dev,stage` | where exploring is allowed; `prod` is refused |
-//! | `--policy` | `CN_POLICY_FILE` | DESIGN §6 | governance's policy file, for the shield |
+//! | `--mode` | `CN_OPTIMIZER_MODE` | `learning` | `learning` (propose, learn from outcomes), `frozen` (propose greedily, never explore, never update), `shadow` (recommend on the proof log only, publish nothing, never update) |
+//! | `--alpha` | `CN_OPTIMIZER_ALPHA` | 0.05 | the smallest step an update takes, in (0, 1]: after about 1/α outcomes older ones fade |
+//! | `--epsilon` | `CN_OPTIMIZER_EPSILON` | 0.1 | exploration rate, in [0, 1], only in the policy's `explore_envs` (none by default; never prod) |
+//! | `--policy` | `CN_POLICY_FILE` | DESIGN §6 | governance's policy file: what each environment allows, its confidence minimum, the per-incident budget, where exploring is allowed |
 
 use std::path::PathBuf;
 
 use governance_gate::policy::Policy;
 
-use crate::qlearn::{DEFAULT_ALPHA, DEFAULT_EPSILON, DEFAULT_GAMMA, Params};
-use crate::shield::{Exploration, PROD};
+use crate::values::DEFAULT_ALPHA;
+
+/// The default exploration rate, where the policy allows exploring at all.
+pub const DEFAULT_EPSILON: f64 = 0.1;
 
 /// How the optimizer acts on what it learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,7 +33,7 @@ impl Mode {
         }
     }
 
-    /// Only a learning optimizer updates its table.
+    /// Only a learning optimizer updates its values and explores.
     pub fn learns(self) -> bool {
         self == Mode::Learning
     }
@@ -46,20 +46,17 @@ pub struct OptimizerArgs {
     /// recommendations on the proof log only.
     #[arg(long, env = "CN_OPTIMIZER_MODE", value_enum, default_value = "learning")]
     pub mode: Mode,
-    /// Learning rate α, in (0, 1].
+    /// The smallest step a value moves by per outcome, in (0, 1]: after about 1/alpha outcomes
+    /// older ones fade.
     #[arg(long, env = "CN_OPTIMIZER_ALPHA", default_value_t = DEFAULT_ALPHA)]
     pub alpha: f64,
-    /// Discount γ, in [0, 1).
-    #[arg(long, env = "CN_OPTIMIZER_GAMMA", default_value_t = DEFAULT_GAMMA)]
-    pub gamma: f64,
-    /// Exploration rate ε where exploring is allowed, in [0, 1].
+    /// Exploration rate, in [0, 1]: only where the policy's explore_envs allows exploring (none
+    /// by default, never prod).
     #[arg(long, env = "CN_OPTIMIZER_EPSILON", default_value_t = DEFAULT_EPSILON)]
     pub epsilon: f64,
-    /// Environments where a non-greedy action may be tried (comma-separated); never prod.
-    #[arg(long, env = "CN_EXPLORE_ENVS", value_delimiter = ',', default_value = "dev,stage")]
-    pub explore_envs: Vec<String>,
-    /// Governance's policy file (TOML), for what each environment allows; without one the
-    /// DESIGN §6 defaults apply. Use the same file as governance-gate.
+    /// Governance's policy file (TOML): what each environment allows, its minimum confidence,
+    /// the per-incident budget and explore_envs. Without one the DESIGN §6 defaults apply. Use
+    /// the same file as governance-gate.
     #[arg(long, env = "CN_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<PathBuf>,
 }
@@ -68,20 +65,16 @@ pub struct OptimizerArgs {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub mode: Mode,
-    pub params: Params,
-    pub exploration: Exploration,
+    pub alpha: f64,
+    pub epsilon: f64,
     pub policy: Policy,
 }
 
 impl Settings {
-    /// The defaults: learning, α 0.3, γ 0.5, ε 0.1 in dev and stage, the DESIGN §6 policy.
+    /// The defaults: learning, α 0.05, ε 0.1 where the policy allows exploring (the DESIGN §6
+    /// policy allows it nowhere).
     pub fn defaults() -> Self {
-        Self {
-            mode: Mode::Learning,
-            params: Params::default(),
-            exploration: Exploration { envs: vec!["dev".into(), "stage".into()], epsilon: DEFAULT_EPSILON },
-            policy: Policy::default(),
-        }
+        Self { mode: Mode::Learning, alpha: DEFAULT_ALPHA, epsilon: DEFAULT_EPSILON, policy: Policy::default() }
     }
 }
 
@@ -91,28 +84,13 @@ impl OptimizerArgs {
         if !(self.alpha > 0.0 && self.alpha <= 1.0) {
             return Err(format!("--alpha {} must be in (0, 1]", self.alpha));
         }
-        if !(0.0..1.0).contains(&self.gamma) {
-            return Err(format!("--gamma {} must be in [0, 1)", self.gamma));
-        }
         if !(0.0..=1.0).contains(&self.epsilon) {
             return Err(format!("--epsilon {} must be in [0, 1]", self.epsilon));
-        }
-        let envs: Vec<String> = self.explore_envs.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect();
-        for env in &envs {
-            env.parse::<bus_schema::Env>().map_err(|e| format!("--explore-envs: {env:?}: {e}"))?;
-            if env == PROD {
-                return Err("--explore-envs may not include prod: nothing is tried out on production".into());
-            }
         }
         let policy = match &self.policy {
             Some(path) => Policy::from_file(path)?,
             None => Policy::default(),
         };
-        Ok(Settings {
-            mode: self.mode,
-            params: Params { alpha: self.alpha, gamma: self.gamma },
-            exploration: Exploration { envs, epsilon: self.epsilon },
-            policy,
-        })
+        Ok(Settings { mode: self.mode, alpha: self.alpha, epsilon: self.epsilon, policy })
     }
 }

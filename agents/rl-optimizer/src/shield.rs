@@ -6,36 +6,58 @@
 //! - anything on the global block list (refused whatever a policy says),
 //! - canary actions (`set_canary_weight`, `promote`, `abort_rollout`: they steer a rollout and
 //!   are the deploy agent's),
-//! - `rollback` unless a deploy is implicated (a suspect version, or a deploy kind): without
-//!   one there is nothing to go back from, and governance would refuse it for want of a
-//!   version anyway,
-//! - everything but `noop` and `observe` when the incident's sources disagree (governance
-//!   refuses the rest as `signal_conflict`).
+//! - every action that changes something while no deploy of the service was seen (governance
+//!   refuses those: it does not act on services it does not know),
+//! - `rollback` unless a deploy is implicated by evidence *and* there is a version to go back
+//!   to, by the same deploy history governance keeps,
+//! - everything but doing nothing when the incident's sources disagree (governance refuses
+//!   the rest as `signal_conflict`),
 //!
-//! So the learner never wastes a proposal on something governance must refuse, and never
-//! learns a value for it.
+//! and of `noop` and `observe`, which both change nothing, only the first the policy lists. So
+//! nothing the shield offers is refused as `missing_prerequisite`, and the learner never
+//! learns a value for something governance must refuse.
 //!
-//! **Exploration** happens only in the environments listed (`--explore-envs`, default dev and
-//! stage) and never in `prod`, whatever the list says: that is a hard rule here, not a setting.
+//! **Exploration** happens only in the environments the policy's `explore_envs` lists (none by
+//! default) and never in `prod`, whatever the list says: that is a hard rule here, not a setting.
 
-use bus_schema::{Action, Incident};
+use bus_schema::{Action, DeployEvent, DeployHistory, Incident};
 use governance_gate::policy::Policy;
+use serde::{Deserialize, Serialize};
 
-use crate::state::recent_deploy;
+use crate::context::deploy_implicated;
+use crate::values::does_nothing;
 
 /// The environment where nothing is ever tried out.
 pub const PROD: &str = "prod";
 
+/// What the optimizer knows of a service from its deploy events: what governance's
+/// prerequisites are checked against.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceFacts {
+    pub deploys: DeployHistory,
+    /// A deploy event was seen: governance knows the service.
+    pub known: bool,
+}
+
+impl ServiceFacts {
+    pub fn on_deploy(&mut self, d: &DeployEvent) {
+        self.deploys.apply(d);
+        self.known = true;
+    }
+}
+
 /// The actions the optimizer may propose for `incident`, in the policy's order.
-pub fn candidates(policy: &Policy, incident: &Incident) -> Vec<Action> {
+pub fn candidates(policy: &Policy, incident: &Incident, facts: Option<&ServiceFacts>) -> Vec<Action> {
     let env = policy.for_env(incident.env.as_str());
-    let deploy = recent_deploy(incident);
+    let known = facts.is_some_and(|f| f.known);
+    let can_roll_back = deploy_implicated(incident) && facts.is_some_and(|f| f.deploys.rollback_target().is_some());
     let mut out: Vec<Action> = Vec::new();
     for action in env.automatic.iter().chain(&env.human) {
-        let allowed = !action.is_globally_blocked()
-            && !action.is_canary()
-            && (*action != Action::Rollback || deploy)
-            && (!incident.signal_conflict || matches!(action, Action::Noop | Action::Observe));
+        let allowed = if does_nothing(action) {
+            !out.iter().any(does_nothing)
+        } else {
+            !action.is_globally_blocked() && !action.is_canary() && known && (*action != Action::Rollback || can_roll_back) && !incident.signal_conflict
+        };
         if allowed && !out.contains(action) {
             out.push(action.clone());
         }
@@ -43,16 +65,8 @@ pub fn candidates(policy: &Policy, incident: &Incident) -> Vec<Action> {
     out
 }
 
-/// Where exploration is allowed and how much.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Exploration {
-    pub envs: Vec<String>,
-    pub epsilon: f64,
-}
-
-impl Exploration {
-    /// The ε for a decision in `env`: 0 outside the listed environments, and always 0 in prod.
-    pub fn epsilon_for(&self, env: &str) -> f64 {
-        if env == PROD || !self.envs.iter().any(|e| e == env) { 0.0 } else { self.epsilon }
-    }
+/// How much to explore in `env`: ε where the policy's `explore_envs` lists it, 0 elsewhere,
+/// and always 0 in prod.
+pub fn epsilon_for(policy: &Policy, epsilon: f64, env: &str) -> f64 {
+    if env == PROD || !policy.explore_envs.iter().any(|e| e == env) { 0.0 } else { epsilon }
 }

@@ -64,12 +64,19 @@ pub struct ActionProposal {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_human: bool,
     pub proposed_at: Timestamp,
+    /// The probability with which the proposer chose this action among its candidates: 1 for
+    /// a choice made without exploring (extension; for evaluating decisions off-policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propensity: Option<f64>,
 }
 
 impl Validate for ActionProposal {
     fn validate(&self) -> Result<(), ValidationError> {
         self.params.validate()?;
         v::fraction("confidence", self.confidence)?;
+        if let Some(p) = self.propensity {
+            v::fraction("propensity", p)?;
+        }
         v::text("explanation", &self.explanation, MAX_TEXT)?;
         v::items("candidates", &self.candidates, 64)?;
         self.candidates.iter().try_for_each(|c| v::finite("candidates.value", c.value))

@@ -114,6 +114,22 @@ pub struct Outcome {
     pub judged_at: Timestamp,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// This verdict replaces an earlier `recovered` one for the same proposal: the incident
+    /// came back within the flap window, so the recovery did not hold (extension).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revised: bool,
+    /// Another action ran on the service before this one's verification window ended, so
+    /// what followed cannot be credited to this one: `recovered` is false and learners ignore
+    /// the outcome (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<Uuid>,
+}
+
+impl Outcome {
+    /// Whether the outcome says something about its action (it was not superseded).
+    pub fn attributable(&self) -> bool {
+        self.superseded_by.is_none()
+    }
 }
 
 impl Validate for Outcome {

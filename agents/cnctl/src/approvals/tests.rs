@@ -27,6 +27,7 @@ fn pending(n: u128, service: &str, requested: u64) -> Approval {
         exploratory: false,
         require_human: false,
         proposed_at: at(requested),
+        propensity: None,
     };
     let reason = "rollback in prod needs a human".to_owned();
     Approval::new(PendingApproval { proposal, reason, requested_at: at(requested), expires_at: at(requested + 900) })

@@ -1,14 +1,18 @@
-//! Shared test helpers: incidents and outcomes without a bus.
+//! Shared test helpers: incidents, deploys, outcomes and refusals without a bus.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use bus_schema::{Action, Incident, IncidentKind, IncidentStatus, Outcome, Severity, Timestamp, Uuid, derive_id};
+use bus_schema::{Action, DeployEvent, Incident, IncidentKind, IncidentStatus, Outcome, ReasonCode, Refusal, Severity, Timestamp, Uuid, derive_id};
 
 pub fn incident(n: u64, env: &str, kind: IncidentKind, deploy: bool) -> Incident {
+    incident_of(n, env, "payments-api", kind, deploy)
+}
+
+pub fn incident_of(n: u64, env: &str, service: &str, kind: IncidentKind, deploy: bool) -> Incident {
     let t = Timestamp::now();
     Incident {
-        incident_id: derive_id(&["test-incident", &n.to_string(), env, kind.as_str()]),
+        incident_id: derive_id(&["test-incident", &n.to_string(), env, service, kind.as_str()]),
         env: env.parse().unwrap(),
-        service: "payments-api".parse().unwrap(),
+        service: service.parse().unwrap(),
         kind,
         severity: Severity::High,
         status: IncidentStatus::Opened,
@@ -25,6 +29,17 @@ pub fn incident(n: u64, env: &str, kind: IncidentKind, deploy: bool) -> Incident
     }
 }
 
+/// Two successful deploys: governance knows the service and has a version to roll back to.
+pub fn deploys(env: &str, service: &str) -> Vec<DeployEvent> {
+    ["1.2.2", "1.2.3"]
+        .iter()
+        .map(|v| {
+            serde_json::from_value(serde_json::json!({"service": service, "env": env, "version": v, "status": "succeeded", "timestamp": Timestamp::now().to_string()}))
+                .unwrap()
+        })
+        .collect()
+}
+
 pub fn outcome(incident: &Incident, proposal_id: Uuid, action: &Action, recovered: bool, ttr: Option<f64>) -> Outcome {
     Outcome {
         incident_id: incident.incident_id,
@@ -36,5 +51,20 @@ pub fn outcome(incident: &Incident, proposal_id: Uuid, action: &Action, recovere
         time_to_recover_s: ttr,
         judged_at: Timestamp::now(),
         detail: String::new(),
+        revised: false,
+        superseded_by: None,
+    }
+}
+
+pub fn refusal(incident: &Incident, proposal_id: Uuid, action: &Action, reason: ReasonCode, detail: serde_json::Value) -> Refusal {
+    Refusal {
+        proposal_id,
+        incident_id: Some(incident.incident_id),
+        env: incident.env.clone(),
+        service: incident.service.clone(),
+        action: action.clone(),
+        reason,
+        detail: detail.to_string(),
+        refused_at: Timestamp::now(),
     }
 }
