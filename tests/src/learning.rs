@@ -107,7 +107,8 @@ pub fn worlds() -> Vec<WorldSpec> {
         world("memory leak, slow (4 %/min)", "stage", "memory_leak", "leak_percent_per_min = 4", rollback(), false),
         world("latency regression", "stage", "latency_regression", "", rollback(), true),
         world("bad-config crash loop", "stage", "bad_config", "", rollback(), false),
-        world("deploy-caused overload", "stage", "deploy_overload", "", rollback(), false),
+        // The regression detector sees the overload a deploy causes as a post-deploy regression.
+        world("deploy-caused overload", "stage", "deploy_overload", "", rollback(), true),
         world("flapping", "stage", "flapping", "", Cure::Nothing, false),
         world("slowdown (10x)", "stage", "slowdown", "slowdown_factor = 10", Cure::Nothing, false),
         world("crash loop, restart 70 %", "stage", "crash_loop", "restart_success = 0.7", Cure::Action(Action::Restart), true),
@@ -423,13 +424,7 @@ impl Fleet {
     }
 
     fn proposals(effects: Vec<Effect>) -> Vec<ActionProposal> {
-        effects
-            .into_iter()
-            .filter_map(|e| match e {
-                Effect::Propose(p) => Some(p.proposal),
-                Effect::Learned(_) => None,
-            })
-            .collect()
+        effects.into_iter().filter_map(Effect::into_proposal).collect()
     }
 
     /// Governance's gates on each proposal, the executor on what they approve.
@@ -476,17 +471,7 @@ impl Fleet {
                     }
                 }
                 Verdict::Refuse { reason, detail } => {
-                    let refusal = Refusal {
-                        proposal_id: p.proposal_id,
-                        incident_id: p.incident_id,
-                        env: p.env.clone(),
-                        service: p.service.clone(),
-                        action: p.action.clone(),
-                        reason,
-                        detail: detail.to_string(),
-                        refused_at: now,
-                    };
-                    self.inputs.push(Input::Refusal(refusal));
+                    self.inputs.push(Input::Refusal(Refusal::of(&p, reason, detail.to_string(), now)));
                 }
                 // Nobody answers: a human has it.
                 Verdict::NeedsHuman { .. } => {

@@ -75,3 +75,27 @@ pub fn cnctl(fleet: &Fleet, user: &str, args: &[&str], stdin: Option<&str>) -> s
     drop(input);
     child.wait_with_output().unwrap()
 }
+
+/// A crash loop in stage, stamped in the recent past, until its restart is executed.
+pub async fn crash_restarted(fleet: &Fleet, service: &str) {
+    let mut deployed = deploy("stage", service, "2.0.0", Some("1.9.0"), "succeeded");
+    deployed["timestamp"] = metric_at("stage", service, -700, json!({}))["timestamp"].clone();
+    pipeline_pub(fleet, &format!("cn.events.deploy.stage.{service}"), deployed).await;
+    pipeline_pub(fleet, &format!("cn.events.metric.stage.{service}"), metric_at("stage", service, -600, json!({"crash_looping": true, "restarts": 4}))).await;
+    fleet.records_until("the restart to be executed", |r| !for_service(r, ProofKind::ActionExecuted, service).is_empty()).await.unwrap();
+}
+
+/// After [`crash_restarted`]: the service recovers, the restart is judged once the verification
+/// window (5 min of the service's time) has run out, and then — still within the restart's
+/// 60 s cooldown — a latency problem whose first choice is a restart too. Returns the proof
+/// log once that restart was refused.
+pub async fn latency_within_the_cooldown(fleet: &Fleet, service: &str) -> Vec<StoredRecord> {
+    let subject = format!("cn.events.metric.stage.{service}");
+    for offset in (-590..-250).step_by(10) {
+        pipeline_pub(fleet, &subject, metric_at("stage", service, offset, json!({"crash_looping": false, "p95_latency_ms": 150}))).await;
+    }
+    for offset in (-240..-90).step_by(10) {
+        pipeline_pub(fleet, &subject, metric_at("stage", service, offset, json!({"crash_looping": false, "p95_latency_ms": 2500}))).await;
+    }
+    fleet.records_until("the second restart to be refused", |r| !for_service(r, ProofKind::ActionRefused, service).is_empty()).await.unwrap()
+}

@@ -166,16 +166,7 @@ impl Governance {
     }
 
     fn refusal(p: &ActionProposal, reason: ReasonCode, detail: &Value, now: Timestamp) -> Refusal {
-        Refusal {
-            proposal_id: p.proposal_id,
-            incident_id: p.incident_id,
-            env: p.env.clone(),
-            service: p.service.clone(),
-            action: p.action.clone(),
-            reason,
-            detail: detail.to_string(),
-            refused_at: now,
-        }
+        Refusal::of(p, reason, detail.to_string(), now)
     }
 
     fn decide(&self, p: &ActionProposal, now: Timestamp) -> Decided {

@@ -8,8 +8,9 @@
 //!   one that already failed in this incident;
 //! - **refused**: the action is masked for the rest of the incident and the next candidate is
 //!   proposed at once — except `verification_pending` (another action's verdict on the
-//!   service comes first: the incident waits for it, or for the refusal's `until`), and
-//!   `action_budget_exhausted`;
+//!   service comes first: the incident waits for it, or for the refusal's `until`),
+//!   `action_budget_exhausted` (escalated), and `approval_denied` (a human said no: the
+//!   incident is theirs);
 //! - **budget spent** (the policy's `actions_per_incident` actions ran), or **nothing left**:
 //!   escalated — a proposal that asks a human (`require_human`), saying what was tried and
 //!   suggesting the best action left that the optimizer would choose itself, or `observe`
@@ -44,6 +45,16 @@ pub enum Effect {
     Propose(Box<Proposed>),
     /// An outcome was learned from and changed what this service would try first.
     Learned(Box<Learned>),
+}
+
+impl Effect {
+    /// The proposal, if this is one.
+    pub fn into_proposal(self) -> Option<ActionProposal> {
+        match self {
+            Effect::Propose(p) => Some(p.proposal),
+            Effect::Learned(_) => None,
+        }
+    }
 }
 
 /// A change of preference, with the outcome that caused it.
@@ -271,8 +282,14 @@ impl Core {
                 self.save(mem);
                 Vec::new()
             }
-            // Nobody said yes to what was put to a human: it stays with them.
-            ReasonCode::ApprovalDenied | ReasonCode::ApprovalExpired if escalation => {
+            // A human said no: the incident is theirs now. Nobody said yes to an escalation:
+            // it stays with the humans it was put to.
+            ReasonCode::ApprovalDenied => {
+                mem.human = true;
+                self.save(mem);
+                Vec::new()
+            }
+            ReasonCode::ApprovalExpired if escalation => {
                 self.save(mem);
                 Vec::new()
             }

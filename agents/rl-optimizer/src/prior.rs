@@ -5,7 +5,8 @@
 //! 0.6, otherwise do nothing 0.5). Other actions start with their own chance ([`cure_chance`]):
 //! a rollback 0.65 when a deploy is implicated (the obvious second guess), doing nothing 0.3
 //! (a problem seldom goes away on its own), scaling down 0.2 (less capacity rarely cures
-//! anything), anything else 0.5. An action's prior *value* is the reward that chance
+//! anything), anything else 0.5 — but 0.3 for a failed or regressed deploy, which is rolled
+//! back or fixed forward rather than restarted. An action's prior *value* is the reward that chance
 //! promises: `2·chance − 1 − cost` ([`crate::values::reward`]: +1 for a cure, −1 for none).
 
 use bus_schema::{Action, IncidentKind};
@@ -27,11 +28,15 @@ pub fn prior(kind: IncidentKind) -> (Action, f64) {
 /// The prior chance that `action` cures an incident of this context.
 pub fn cure_chance(ctx: &Context, action: &Action) -> f64 {
     let (first, chance) = prior(ctx.kind);
+    let deploy_kind = matches!(ctx.kind, IncidentKind::DeployFailed | IncidentKind::DeployRegression);
     match action {
         a if *a == first => chance,
         Action::Rollback if ctx.deploy => 0.65,
         Action::Noop | Action::Observe => 0.3,
         Action::ScaleDown => 0.2,
+        // A deploy that failed or regressed is rolled back or fixed forward, seldom cured by
+        // restarting or scaling.
+        _ if deploy_kind => 0.3,
         _ => 0.5,
     }
 }

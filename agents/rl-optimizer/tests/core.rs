@@ -33,13 +33,7 @@ fn known(mode: Mode, env: &str, service: &str) -> Core {
 }
 
 fn proposals(effects: Vec<Effect>) -> Vec<ActionProposal> {
-    effects
-        .into_iter()
-        .filter_map(|e| match e {
-            Effect::Propose(p) => Some(p.proposal),
-            Effect::Learned(_) => None,
-        })
-        .collect()
+    effects.into_iter().filter_map(Effect::into_proposal).collect()
 }
 
 fn one(effects: Vec<Effect>) -> ActionProposal {

@@ -145,6 +145,13 @@ pub struct Refusal {
     pub refused_at: Timestamp,
 }
 
+impl Refusal {
+    /// The refusal of `p` for `reason`, with its detail (JSON text).
+    pub fn of(p: &ActionProposal, reason: ReasonCode, detail: String, refused_at: Timestamp) -> Self {
+        Self { proposal_id: p.proposal_id, incident_id: p.incident_id, env: p.env.clone(), service: p.service.clone(), action: p.action.clone(), reason, detail, refused_at }
+    }
+}
+
 impl Validate for Refusal {
     fn validate(&self) -> Result<(), ValidationError> {
         v::text("detail", &self.detail, MAX_TEXT)
