@@ -64,20 +64,26 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     let operator_pw = std::fs::read_to_string(data.path().join("creds/operator.password")).unwrap();
     let operator = async_nats::ConnectOptions::with_user_and_password("operator".into(), operator_pw.trim().into()).connect(&url).await.unwrap();
     let js = async_nats::jetstream::new(operator);
-    let records = cn_tests::eventually(std::time::Duration::from_secs(30), "every restart to be executed", || async {
+    let records = cn_tests::eventually(std::time::Duration::from_secs(60), "every restart to be executed", || async {
         let records = proof_log::read_all(&js).await?;
-        Ok((proof_log::of_kind(&records, ProofKind::ActionExecuted).len() >= SERVICES).then_some(records))
+        let restarted = proof_log::of_kind(&records, ProofKind::ActionExecuted).iter().filter(|r| r.action == Some(bus_schema::Action::Restart)).count();
+        Ok((restarted >= SERVICES).then_some(records))
     })
     .await
     .unwrap();
     // Without a policy that turns it on, nothing is explored, not even in dev (where the
-    // optimizer used to explore by default): every proposal is the greedy restart, with
-    // propensity 1. At ε = 0.1 thirty proposals would have held about three explorations.
+    // optimizer used to explore by default): every first proposal is the greedy restart, and
+    // every proposal has propensity 1. At ε = 0.1 thirty would have held about three
+    // explorations. (Under load governance may refuse a restart before it has read the
+    // service's deploy event; the optimizer then proposes it again a little later.)
     let proposed = proof_log::of_kind(&records, ProofKind::ActionProposed);
-    assert_eq!(proposed.len(), SERVICES, "{proposed:#?}");
+    assert!(proposed.len() >= SERVICES);
     for p in &proposed {
-        assert_eq!((p.action.clone(), &p.detail["exploratory"], &p.detail["propensity"]), (Some(bus_schema::Action::Restart), &serde_json::json!(false), &serde_json::json!(1.0)), "{p:#?}");
+        assert_eq!((&p.detail["exploratory"], &p.detail["propensity"]), (&serde_json::json!(false), &serde_json::json!(1.0)), "{p:#?}");
     }
+    let first: Vec<_> = proposed.iter().filter(|p| p.detail["trigger"] == "open:0").collect();
+    assert_eq!(first.len(), SERVICES);
+    assert!(first.iter().all(|p| p.action == Some(bus_schema::Action::Restart)), "{first:#?}");
 
     // A second up on the same data dir refuses instead of starting a second fleet.
     let again = script("up", &["-d", "--no-build", "--no-sim"], port, data.path());
@@ -88,7 +94,7 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     let run = data.path().join("run");
     assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0, "every pid file is gone");
     let logs = std::fs::read_to_string(data.path().join("logs/executor.log")).unwrap();
-    assert!(logs.contains(&format!("stopped processed={SERVICES}")), "{logs}");
+    assert!(logs.contains("stopped processed="), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

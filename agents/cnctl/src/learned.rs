@@ -1,9 +1,11 @@
 //! `cnctl policy show`: what the optimizer has learned.
 //!
 //! Asks one rl-optimizer instance on `cn.policy.rl-optimizer.{instance}` (a core request with
-//! an empty body, like the status endpoint) and prints its mode, α, γ, ε, the number of
-//! updates and, per state, every action's value and visits, best first. States it never
-//! learned about are not listed: they use the prior. Exit 2 when no optimizer answers.
+//! an empty body, like the status endpoint) and prints its mode, α, ε, the number of updates
+//! and, per service and context (`stage/checkout@crash_loop/stage/deploy`), the mean reward
+//! each action earned there and from how many outcomes, best first. What it never learned
+//! about is not listed: it uses the prior and what other services taught. Exit 2 when no
+//! optimizer answers.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -29,7 +31,7 @@ pub struct ShowArgs {
     /// Print the reply as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Only states whose key contains this, e.g. `crash_loop` or `prod/deploy`.
+    /// Only entries whose key contains this, e.g. `crash_loop`, `prod/checkout@` or `/deploy`.
     #[arg(long, value_name = "FILTER")]
     pub state: Option<String>,
     /// How long to wait for the answer.
@@ -62,10 +64,9 @@ pub async fn show(args: &ShowArgs) -> Result<ExitCode, Failure> {
 /// The policy as readable text: a header line, then one table per state, best action first.
 pub fn render(policy: &LearnedPolicy) -> String {
     let mut out = format!(
-        "mode {}  α {}  γ {}  ε {}  updates {}  states {}\n",
+        "mode {}  α {}  ε {}  updates {}  states {}\n",
         policy.mode,
         policy.alpha,
-        policy.gamma,
         policy.epsilon,
         policy.updates,
         policy.entries.iter().map(|e| e.state.as_str()).collect::<std::collections::BTreeSet<_>>().len()
@@ -75,13 +76,13 @@ pub fn render(policy: &LearnedPolicy) -> String {
         states.entry(e.state.as_str()).or_default().push(e);
     }
     if states.is_empty() {
-        out.push_str("nothing learned yet: every state uses the prior\n");
+        out.push_str("nothing learned yet: every choice uses the prior\n");
     }
     for (state, mut entries) in states {
         entries.sort_by(|a, b| b.value.total_cmp(&a.value).then(a.action.cmp(&b.action)));
-        out.push_str(&format!("\n{state}\n  {:<20} {:>8} {:>7}\n", "ACTION", "VALUE", "VISITS"));
+        out.push_str(&format!("\n{state}\n  {:<20} {:>8} {:>8}\n", "ACTION", "REWARD", "OUTCOMES"));
         for e in entries {
-            out.push_str(&format!("  {:<20} {:>8.3} {:>7}\n", e.action.as_str(), e.value, e.visits));
+            out.push_str(&format!("  {:<20} {:>8.3} {:>8}\n", e.action.as_str(), e.value, e.visits));
         }
     }
     out
@@ -94,17 +95,18 @@ mod tests {
 
     #[test]
     fn states_are_listed_best_action_first() {
-        let entry = |action, value, visits| PolicyEntry { state: "crash_loop/high/stage/deploy/tried=-".into(), action, value, visits };
+        let entry = |action, value, visits| PolicyEntry { state: "stage/checkout@crash_loop/stage/deploy".into(), action, value, visits };
         let policy = LearnedPolicy {
             mode: "learning".into(),
             alpha: 0.3,
-            gamma: 0.5,
+            gamma: 0.0,
             epsilon: 0.1,
             updates: 3,
             entries: vec![entry(Action::Restart, -0.163, 2), entry(Action::Rollback, 0.415, 1), entry(Action::Noop, 0.0, 0)],
         };
         let text = render(&policy);
-        assert!(text.starts_with("mode learning  α 0.3  γ 0.5  ε 0.1  updates 3  states 1"), "{text}");
+        assert!(text.starts_with("mode learning  α 0.3  ε 0.1  updates 3  states 1"), "{text}");
+        assert!(text.contains("stage/checkout@crash_loop/stage/deploy\n  ACTION") && text.contains("OUTCOMES"), "{text}");
         let rollback = text.find("rollback").unwrap();
         assert!(rollback < text.find("noop").unwrap() && text.find("noop").unwrap() < text.find("restart").unwrap(), "{text}");
         assert!(render(&LearnedPolicy { entries: vec![], ..policy }).contains("nothing learned yet"));

@@ -9,8 +9,9 @@
 //! - **refused**: the action is masked for the rest of the incident and the next candidate is
 //!   proposed at once — except `verification_pending` (another action's verdict on the
 //!   service comes first: the incident waits for it, or for the refusal's `until`),
-//!   `action_budget_exhausted` (escalated), and `approval_denied` (a human said no: the
-//!   incident is theirs);
+//!   `action_budget_exhausted` (escalated), `approval_denied` (a human said no: the incident
+//!   is theirs), and a first `missing_prerequisite` (governance has not read the deploy event
+//!   the optimizer read: the same is proposed again after [`RECHECK`]);
 //! - **budget spent** (the policy's `actions_per_incident` actions ran), or **nothing left**:
 //!   escalated — a proposal that asks a human (`require_human`), saying what was tried and
 //!   suggesting the best action left that the optimizer would choose itself, or `observe`
@@ -34,6 +35,9 @@ use crate::episode::{IncidentMemory, MAX_INCIDENTS, Proposed, Status, Waiting, t
 use crate::settings::{Mode, Settings};
 use crate::shield::{self, ServiceFacts};
 use crate::values::{Update, Values, does_nothing, reward};
+
+/// How long after a first `missing_prerequisite` the same action is proposed again.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The contract's limit on a proposal's explanation, in bytes.
 const MAX_EXPLANATION: usize = 4096;
@@ -297,6 +301,13 @@ impl Core {
             _ if escalation && action != Action::Observe => self.escalate(mem, &trigger, "the suggested action was refused".to_owned(), true, now),
             _ if escalation => {
                 tracing::warn!(%incident_id, reason = %r.reason, "governance refused to put the incident to a human");
+                self.save(mem);
+                Vec::new()
+            }
+            // The shield offered it, so governance has not read what the optimizer read (a
+            // deploy event): once, the same is proposed again a little later.
+            ReasonCode::MissingPrerequisite if mem.missing_prerequisites(&action) == 1 => {
+                mem.waiting = Some(Waiting { held: r.proposal_id, until: now.plus(RECHECK) });
                 self.save(mem);
                 Vec::new()
             }

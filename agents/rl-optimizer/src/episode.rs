@@ -4,7 +4,9 @@
 //! - each proposal it made, what triggered it (its opening, the outcome or refusal of the one
 //!   before, the end of a wait), the context it was made in, and what became of it;
 //! - the actions that already failed in this incident — refused, judged not recovered, judged
-//!   recovered but the incident came back, or superseded — which are never proposed again;
+//!   recovered but the incident came back, or superseded — which are never proposed again
+//!   (a `missing_prerequisite` the shield did not foresee means governance has not read a
+//!   deploy event yet: the action is proposed once more, after [`crate::core::RECHECK`]);
 //! - whether it waits for another action's verdict on the service (`verification_pending`),
 //!   and until when;
 //! - whether it was handed to a human.
@@ -16,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use bus_schema::{Action, ActionProposal, Incident, Timestamp, Uuid};
+use bus_schema::{Action, ActionProposal, Incident, ReasonCode, Timestamp, Uuid};
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
@@ -62,9 +64,13 @@ impl Proposed {
     fn failed(&self) -> bool {
         match &self.status {
             Status::Awaiting | Status::Shadow => false,
-            Status::Refused(reason) => reason != bus_schema::ReasonCode::VerificationPending.as_str(),
+            Status::Refused(reason) => reason != ReasonCode::VerificationPending.as_str(),
             Status::Judged { .. } | Status::Superseded => true,
         }
+    }
+
+    fn refused_for(&self, reason: ReasonCode) -> bool {
+        self.status == Status::Refused(reason.as_str().to_owned())
     }
 }
 
@@ -129,11 +135,23 @@ impl IncidentMemory {
         self.proposals.iter().find(|p| p.status == Status::Awaiting)
     }
 
-    /// The actions that failed in this incident.
+    /// The actions that failed in this incident. A missing prerequisite the shield did not
+    /// foresee is governance not having read a fact yet: the action fails only the second time.
     pub fn failed(&self) -> Vec<Action> {
-        let mut out: Vec<Action> = self.proposals.iter().filter(|p| p.failed()).map(|p| p.proposal.action.clone()).collect();
+        let missing = |a: &Action| self.proposals.iter().filter(|p| p.proposal.action == *a && p.refused_for(ReasonCode::MissingPrerequisite)).count();
+        let mut out: Vec<Action> = self
+            .proposals
+            .iter()
+            .filter(|p| p.failed() && (!p.refused_for(ReasonCode::MissingPrerequisite) || missing(&p.proposal.action) > 1))
+            .map(|p| p.proposal.action.clone())
+            .collect();
         out.dedup();
         out
+    }
+
+    /// How often `action` was refused for a missing prerequisite in this incident.
+    pub fn missing_prerequisites(&self, action: &Action) -> usize {
+        self.proposals.iter().filter(|p| p.proposal.action == *action && p.refused_for(ReasonCode::MissingPrerequisite)).count()
     }
 
     /// Actions that changed something and ran for this incident (they use up its budget).

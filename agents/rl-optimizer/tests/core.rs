@@ -274,3 +274,19 @@ fn shadow_mode_recommends_once_per_opening_and_frozen_mode_learns_nothing() {
     fail_restarts(&mut c, &i);
     assert_eq!(c.values.updates, 0);
 }
+
+#[test]
+fn a_first_missing_prerequisite_is_governance_lagging_the_same_is_proposed_again_later() {
+    let mut c = known(Mode::Frozen, "stage", "payments-api");
+    let i = incident(1, "stage", IncidentKind::CrashLoop, false);
+    let p = one(c.on_incident(&i, "corr", now()));
+    let missing = |p: &ActionProposal| refusal(&i, p.proposal_id, &p.action, ReasonCode::MissingPrerequisite, serde_json::json!({"missing": "service_known"}));
+    assert!(proposals(c.on_refusal(&missing(&p), now())).is_empty(), "it waits");
+    let due = c.due(now().plus(rl_optimizer::core::RECHECK));
+    assert_eq!(due.len(), 1);
+    let again = one(c.wake(due[0].0, &due[0].1, now()));
+    assert_eq!((again.action.clone(), again.proposal_id != p.proposal_id), (Action::Restart, true));
+    // Twice is not a lag: the next candidate.
+    let next = one(c.on_refusal(&missing(&again), now()));
+    assert_eq!(next.action, Action::ScaleUp);
+}
