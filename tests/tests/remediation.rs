@@ -10,7 +10,7 @@ use bus_schema::Action;
 use bus_schema::proof::{ProofKind, ProofRecord};
 use cn_tests::fleet::Fleet;
 use cn_tests::proof_log::{StoredRecord, of_kind};
-use cn_tests::scenario::{for_service, metric_at, pipeline_pub};
+use cn_tests::scenario::{cnctl, for_service, metric_at, pipeline_pub};
 use serde_json::{Value, json};
 
 /// A policy file for governance and the optimizer: the defaults with a restart cooldown short
@@ -140,6 +140,11 @@ async fn an_action_that_does_not_cure_is_followed_by_the_next_and_a_spent_budget
     let pending = for_service(&records, ProofKind::ActionPendingApproval, s).remove(0);
     assert_eq!(pending.proposal_id, escalation.proposal_id);
     assert!(pending.detail["why"].as_str().unwrap().contains("asks a human"), "{pending:#?}");
+    // The on-call sees it where they look for what waits for them.
+    let list = cnctl(&fleet, "operator", &["approvals", "list"], None);
+    let text = String::from_utf8_lossy(&list.stdout);
+    let short = &escalation.proposal_id.unwrap().to_string()[..8];
+    assert!(list.status.success() && text.contains(short) && text.contains("stage/ledger"), "{text}\n{}", String::from_utf8_lossy(&list.stderr));
     // And nothing more is tried on its own.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = fleet.records().await.unwrap();
