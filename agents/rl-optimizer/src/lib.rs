@@ -200,7 +200,10 @@ impl Handler for Optimizer {
             Inbound::Incident(incident) => {
                 // Deploy events come on another consumer: what they say (is the service known,
                 // is there a version to roll back to) is read first, for a few attempts.
-                if incident.status != bus_schema::IncidentStatus::Resolved && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS {
+                // Only before a decision: an update or a resolution of a known incident decides
+                // nothing, and asking the server about a consumer is not free.
+                let decides = incident.status == bus_schema::IncidentStatus::Opened || !self.core.memory.contains_key(&incident.incident_id);
+                if decides && incident.status != bus_schema::IncidentStatus::Resolved && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS {
                     let behind = ctx.backlog("deploys").await?;
                     if behind > 0 {
                         return Err(HandleError::Retry(format!("{behind} deploy events not read yet; deciding after them")));
