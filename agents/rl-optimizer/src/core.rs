@@ -173,7 +173,9 @@ impl Core {
             effects.extend(self.judge(&mut mem, proposal_id, o));
             let trigger = if o.revised { format!("revised:{proposal_id}") } else { format!("outcome:{proposal_id}") };
             let ours = mem.proposals.iter().any(|p| p.proposal.proposal_id == proposal_id);
-            if !ours || (o.recovered && !o.revised) {
+            if !ours {
+                // Another proposer's action: nothing of this episode changed.
+            } else if o.recovered && !o.revised {
                 self.save(mem);
             } else if !o.attributable() {
                 // Another action ran meanwhile: its verdict comes first.

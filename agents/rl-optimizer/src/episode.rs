@@ -138,11 +138,10 @@ impl IncidentMemory {
     /// The actions that failed in this incident. A missing prerequisite the shield did not
     /// foresee is governance not having read a fact yet: the action fails only the second time.
     pub fn failed(&self) -> Vec<Action> {
-        let missing = |a: &Action| self.proposals.iter().filter(|p| p.proposal.action == *a && p.refused_for(ReasonCode::MissingPrerequisite)).count();
         let mut out: Vec<Action> = self
             .proposals
             .iter()
-            .filter(|p| p.failed() && (!p.refused_for(ReasonCode::MissingPrerequisite) || missing(&p.proposal.action) > 1))
+            .filter(|p| p.failed() && (!p.refused_for(ReasonCode::MissingPrerequisite) || self.missing_prerequisites(&p.proposal.action) > 1))
             .map(|p| p.proposal.action.clone())
             .collect();
         out.dedup();
