@@ -227,7 +227,7 @@ pub fn heartbeat() -> impl Strategy<Value = Heartbeat> {
 }
 
 pub fn agent_status() -> impl Strategy<Value = AgentStatus> {
-    (heartbeat(), vec(text(), 0..3), any::<bool>()).prop_map(|(heartbeat, consumers, stopping)| AgentStatus { heartbeat, consumers, stopping })
+    (heartbeat(), vec(text(), 0..3), any::<bool>()).prop_map(|(heartbeat, consumers, stopping)| AgentStatus { heartbeat, consumers, stopping, degraded: Vec::new() })
 }
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {

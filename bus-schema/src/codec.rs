@@ -14,7 +14,7 @@ use crate::payload::*;
 use crate::proof::ProofRecord;
 use crate::subject::{FAMILIES, Subject};
 use crate::validate::{Validate, ValidationError};
-use crate::{AgentName, Env, InstanceId, RejectReason, ServiceName, headers};
+use crate::{AgentName, Env, InstanceId, RejectReason, ServiceName, Timestamp, headers};
 
 /// How a payload is encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,17 @@ pub trait Payload: Serialize + DeserializeOwned + Validate + std::fmt::Debug + S
     /// How the fleet publishes it.
     const ENCODING: Encoding;
     fn scope(&self) -> Scope<'_>;
+    /// When the sender says the event happened, for payloads that carry such a time: checked
+    /// against the clock at arrival ([`MAX_CLOCK_SKEW`]).
+    fn stamped_at(&self) -> Option<Timestamp> {
+        None
+    }
 }
+
+/// How far ahead of the clock at arrival an event's own time may be. The clock is the NATS
+/// server's: the time JetStream stored the message, the same for every agent that consumes
+/// it and for every redelivery, so agents cannot disagree about the same event.
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(120);
 
 macro_rules! payload {
     ($ty:ty, $cn_type:literal, $enc:ident, |$p:ident| $scope:expr) => {
@@ -74,15 +84,28 @@ macro_rules! payload {
             }
         }
     };
+    ($ty:ty, $cn_type:literal, $enc:ident, |$p:ident| $scope:expr, stamped) => {
+        impl Payload for $ty {
+            const CN_TYPE: &'static str = $cn_type;
+            const ENCODING: Encoding = Encoding::$enc;
+            fn scope(&self) -> Scope<'_> {
+                let $p = self;
+                $scope
+            }
+            fn stamped_at(&self) -> Option<Timestamp> {
+                Some(self.timestamp)
+            }
+        }
+    };
 }
 
 fn service_scope<'a>(env: &'a Env, service: &'a ServiceName) -> Scope<'a> {
     Scope::Service { env, service }
 }
 
-payload!(DeployEvent, "cn.v1.deploy_event", Json, |p| service_scope(&p.env, &p.service));
-payload!(MetricSample, "cn.v1.metric_sample", Json, |p| service_scope(&p.env, &p.service));
-payload!(LogEvent, "cn.v1.log_event", Json, |p| service_scope(&p.env, &p.service));
+payload!(DeployEvent, "cn.v1.deploy_event", Json, |p| service_scope(&p.env, &p.service), stamped);
+payload!(MetricSample, "cn.v1.metric_sample", Json, |p| service_scope(&p.env, &p.service), stamped);
+payload!(LogEvent, "cn.v1.log_event", Json, |p| service_scope(&p.env, &p.service), stamped);
 payload!(ContractRequest, "cn.v1.contract_request", Json, |p| service_scope(&p.env, &p.service));
 payload!(OnboardRequest, "cn.v1.onboard_request", Json, |p| Scope::Env(&p.env));
 payload!(HumanDecision, "cn.v1.human_decision", Json, |_p| Scope::Unscoped);
@@ -147,6 +170,8 @@ pub enum DecodeError {
     BadSubject { subject: String, problem: String },
     #[error("payload {field} is {payload:?} but the subject says {subject:?}")]
     ScopeMismatch { field: &'static str, payload: String, subject: String },
+    #[error("timestamp {at} is ahead of the clock at arrival ({clock}) by more than the allowed {}s: check the sender's clock", MAX_CLOCK_SKEW.as_secs())]
+    AheadOfClock { at: Timestamp, clock: Timestamp },
 }
 
 impl DecodeError {
@@ -164,6 +189,7 @@ impl DecodeError {
             },
             DecodeError::BadSubject { .. } => RejectReason::InvalidSubject,
             DecodeError::ScopeMismatch { .. } => RejectReason::ScopeMismatch,
+            DecodeError::AheadOfClock { .. } => RejectReason::OutOfOrder,
         }
     }
 }
@@ -305,17 +331,21 @@ pub enum Inbound {
     Heartbeat(Heartbeat),
 }
 
-/// Decodes a message by its subject: size, subject tokens, content type, fields, ranges, scope.
-pub fn decode_inbound(
-    subject: &str,
-    content_type: Option<&str>,
-    payload: &[u8],
-    limits: &Limits,
-) -> Result<Inbound, DecodeError> {
+/// Decodes a message by its subject, checking event times against the local clock now; see
+/// [`decode_inbound_at`].
+pub fn decode_inbound(subject: &str, content_type: Option<&str>, payload: &[u8], limits: &Limits) -> Result<Inbound, DecodeError> {
+    decode_inbound_at(subject, content_type, payload, limits, Timestamp::now())
+}
+
+/// Decodes a message by its subject: size, subject tokens, content type, fields, ranges,
+/// identifiers, scope, and an event time at most [`MAX_CLOCK_SKEW`] ahead of `clock` (the
+/// time the message arrived: JetStream's timestamp for a stored message). Every agent applies
+/// these same rules through the runtime, so they agree on every input.
+pub fn decode_inbound_at(subject: &str, content_type: Option<&str>, payload: &[u8], limits: &Limits, clock: Timestamp) -> Result<Inbound, DecodeError> {
     if payload.len() > limits.max_payload {
         return Err(DecodeError::TooLarge { size: payload.len(), limit: limits.max_payload });
     }
-    let ctx = In { subject, content_type, payload, limits };
+    let ctx = In { subject, content_type, payload, limits, clock };
     let tokens: Vec<&str> = subject.split('.').collect();
     use Inbound as I;
     match tokens.as_slice() {
@@ -361,6 +391,7 @@ struct In<'a> {
     content_type: Option<&'a str>,
     payload: &'a [u8],
     limits: &'a Limits,
+    clock: Timestamp,
 }
 
 impl In<'_> {
@@ -373,7 +404,13 @@ impl In<'_> {
 
     fn payload<P: Payload>(&self) -> Result<P, DecodeError> {
         let encoding = Encoding::from_content_type(self.content_type, P::ENCODING)?;
-        decode(encoding, self.payload, self.limits)
+        let p: P = decode(encoding, self.payload, self.limits)?;
+        if let Some(at) = p.stamped_at() {
+            if at > self.clock.plus(MAX_CLOCK_SKEW) {
+                return Err(DecodeError::AheadOfClock { at, clock: self.clock });
+            }
+        }
+        Ok(p)
     }
 
     fn service<P: Payload>(&self, env: &str, service: &str) -> Result<P, DecodeError> {

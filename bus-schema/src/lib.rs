@@ -20,6 +20,7 @@ pub mod action;
 pub mod approval;
 pub mod codec;
 pub mod deploys;
+pub mod display;
 pub mod fleet;
 pub mod headers;
 pub mod hex;

@@ -82,6 +82,24 @@ pub(crate) fn text(field: &'static str, s: &str, max: usize) -> Result<(), Valid
     Ok(())
 }
 
+/// An identifier: a version, a commit SHA, a deployment id. Printable ASCII without spaces
+/// (letters, digits and punctuation such as `. - _ + : / @`), so no control character, no
+/// line break and no bidirectional override can reach a terminal or an approver's screen.
+pub(crate) fn ident(field: &'static str, s: &str) -> Result<(), ValidationError> {
+    non_empty(field, s, MAX_SHORT)?;
+    match s.char_indices().find(|(_, c)| !c.is_ascii_graphic()) {
+        None => Ok(()),
+        Some((at, c)) => Err(ValidationError::Invalid {
+            field,
+            problem: format!("{} at byte {at} is not allowed: identifiers are printable ASCII without spaces", crate::display::describe(c)),
+        }),
+    }
+}
+
+pub(crate) fn opt_ident(field: &'static str, s: Option<&str>) -> Result<(), ValidationError> {
+    s.map_or(Ok(()), |s| ident(field, s))
+}
+
 pub(crate) fn opt_text(field: &'static str, s: Option<&str>, max: usize) -> Result<(), ValidationError> {
     s.map_or(Ok(()), |s| text(field, s, max))
 }
@@ -124,6 +142,18 @@ mod tests {
         assert!(fraction("x", f64::INFINITY).is_err());
         assert!(fraction("x", 1.0).is_ok());
         assert!(fraction("x", -0.0001).is_err());
+    }
+
+    #[test]
+    fn identifiers_are_printable_ascii_without_bidi_or_control_characters() {
+        for good in ["1.2.3", "v2.0.0-rc.1+build.5", "9fceb02d0ae598e95dc970b74767f19372d61af8", "registry/app:1.4@sha256:ab"] {
+            assert!(ident("version", good).is_ok(), "{good}");
+        }
+        for bad in ["1.2.3\u{202e}", "1.2\0", "1.2\x1b[31m", "1.2\r\n3", "1 2", "", "versión"] {
+            assert!(ident("version", bad).is_err(), "{bad:?}");
+        }
+        let err = ident("previous_version", "1.14.2\u{202e}").unwrap_err().to_string();
+        assert!(err.contains("previous_version") && err.contains("U+202E"), "{err}");
     }
 
     #[test]

@@ -98,6 +98,14 @@ impl AgentProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The exit code if the process ended on its own (128 + the signal if a signal ended it);
+    /// `None` while it runs, and after [`kill9`](Self::kill9) or [`stop`](Self::stop).
+    pub fn exited(&mut self) -> Option<i32> {
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        Some(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
 }
 
 impl Drop for AgentProcess {
@@ -132,18 +140,21 @@ impl Fleet {
         std::fs::write(keys.join("governance.key"), signer.to_hex())?;
         std::fs::write(keys.join("governance.pub"), signer.public_key().to_hex())?;
 
-        let env = cnctl::creds::users()
-            .into_iter()
-            .map(|u| {
-                let password = std::fs::read_to_string(cnctl::creds::password_file(&creds, &u))?.trim().to_owned();
-                Ok((cnctl::creds::password_var(&u), password))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let env = cnctl::creds::server_env(&creds).map_err(|e| anyhow::anyhow!("{e}"))?;
         let server = NatsServer::start_with(Setup {
             extra_config: "include \"permissions.conf\"\n".to_owned(),
             files: vec![("permissions.conf".to_owned(), cnctl::creds::render_permissions())],
             env,
         })?;
+        // The bootstrap step, as scripts/up and compose run it: only this user may create streams.
+        let output = Command::new(binary("cnctl")?)
+            .args(["streams", "ensure", "--nats-url", &server.url(), "--nats-user", "bootstrap", "--nats-password-file"])
+            .arg(cnctl::creds::password_file(&creds, "bootstrap"))
+            .env_remove("NATS_URL")
+            .output()?;
+        if !output.status.success() {
+            bail!("cnctl streams ensure failed: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        }
 
         let mut agents = BTreeMap::new();
         for def in fleet() {

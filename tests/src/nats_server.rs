@@ -28,8 +28,27 @@ pub struct Setup {
 }
 
 impl NatsServer {
-    /// A server with JetStream and no authorization.
+    /// A server with JetStream, no authorization and the contract's streams, as the bootstrap
+    /// step (`cnctl streams ensure`) leaves them.
     pub fn start() -> anyhow::Result<Self> {
+        let server = Self::bare()?;
+        let url = server.url();
+        // Its own thread and runtime, so that both sync and async tests can call this.
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async {
+                let client = async_nats::connect(url).await?;
+                agent_runtime::streams::ensure_streams(&async_nats::jetstream::new(client)).await?;
+                anyhow::Ok(())
+            })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stream bootstrap thread panicked"))??;
+        Ok(server)
+    }
+
+    /// A server with JetStream, no authorization and no streams yet.
+    pub fn bare() -> anyhow::Result<Self> {
         Self::start_with(Setup::default())
     }
 

@@ -219,7 +219,7 @@ async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chain
     client.publish("cn.events.metric.stage.search", "{\"service\": \"search\", oops".into()).await.unwrap();
     client.publish("cn.events.metric.stage.search.v2", crash("stage", "search", true).to_string().into()).await.unwrap();
     client.flush().await.unwrap();
-    // Well-formed, but stamped an hour ahead of the detector's clock.
+    // Well-formed, but stamped an hour ahead of the clock (the input rules every agent applies).
     pipeline_pub(&fleet, "cn.events.metric.stage.search", metric_at("stage", "search", 3600, json!({"crash_looping": true}))).await;
     pipeline_pub(&fleet, "cn.events.deploy.stage.search", deploy("stage", "search", "3.0.0", None, "succeeded")).await;
     pipeline_pub(&fleet, "cn.events.metric.stage.search", crash("stage", "search", true)).await;
@@ -232,7 +232,7 @@ async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chain
     let reasons: Vec<&str> = rejected.iter().filter_map(|r| r.reason.as_deref()).collect();
     assert_eq!(reasons, vec!["malformed", "invalid_subject", "out_of_order"]);
     assert!(rejected[1].detail["error"].as_str().unwrap().contains("a token may not contain '.'"));
-    assert!(rejected[2].detail["error"].as_str().unwrap().contains("ahead of this detector's clock"), "{}", rejected[2].detail);
+    assert!(rejected[2].detail["error"].as_str().unwrap().contains("ahead of the clock at arrival"), "{}", rejected[2].detail);
 
     // Restart two agents mid-run and crash a third; every chain still verifies.
     fleet.agent("governance-gate").unwrap().restart().unwrap();

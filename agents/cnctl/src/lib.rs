@@ -11,6 +11,7 @@
 //! cnctl policy check FILE | policy show               check a governance policy; what the optimizer learned
 //! cnctl keygen                                        a governance signing key pair
 //! cnctl creds init | cnctl permissions                NATS users and their permissions
+//! cnctl streams ensure|check                          create the streams (as bootstrap); check their settings
 //! cnctl bench                                         latency and ingest figures of a running fleet
 //! ```
 //!
@@ -30,6 +31,7 @@ pub mod policy;
 pub mod publish;
 pub mod request;
 pub mod status;
+pub mod streams;
 pub mod tail;
 pub mod verify;
 
@@ -119,6 +121,12 @@ pub enum Command {
     },
     /// Print the NATS authorization block (users and permissions) rendered from the fleet table.
     Permissions,
+    /// The JetStream streams: create them or restore their settings (as the bootstrap user),
+    /// or check them against the contract.
+    Streams {
+        #[command(subcommand)]
+        command: streams::StreamsCommand,
+    },
     /// Measure a running fleet (incident-to-execution latency, metric ingest rate) and print JSON.
     Bench {
         #[command(flatten)]
@@ -207,6 +215,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Contract { nats, command } => contract::run(&nats, command).await,
         Command::Policy { command: PolicyCommand::Check(args) } => policy::check(&args),
         Command::Policy { command: PolicyCommand::Show(args) } => learned::show(&args).await,
+        Command::Streams { command } => streams::run(command).await,
         Command::Permissions => {
             print!("{}", creds::render_permissions());
             Ok(ExitCode::SUCCESS)

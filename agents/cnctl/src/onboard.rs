@@ -38,7 +38,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub const ONBOARD_HELP: &str = "\
 The request is published on cn.requests.onboard.{env} (CN_EVENTS); the deploy agent judges it \
 and records onboarding_accepted or onboarding_refused, with a reason, on the proof log, which \
-this command waits for. Reading the proof log needs the `operator` NATS user; \
+this command waits for. Reading the proof log needs the `ci` (pipelines) or `operator` NATS user; \
 `cnctl publish onboard` only publishes.
 
 Rules (the deploy agent's; a refusal names its reason code and what would pass):
@@ -153,7 +153,7 @@ pub async fn run(nats: &NatsArgs, args: OnboardArgs) -> Result<ExitCode, Failure
     agent_runtime::telemetry::init(LogFormat::Plain, "agent_runtime=error")?;
     let client = crate::connect(nats).await?;
     let user = nats.user.clone().unwrap_or_else(|| "(no user)".to_owned());
-    let denied = format!("; waiting for the verdict reads CN_PROOF, which needs the `operator` NATS user (connected as {user}); `cnctl publish onboard` only publishes");
+    let denied = format!("; waiting for the verdict reads CN_PROOF, which needs the `ci` (for pipelines) or `operator` NATS user (connected as {user}); `cnctl publish onboard` only publishes");
     let js = jetstream::context::ContextBuilder::new().timeout(JS_TIMEOUT).build(client.clone());
     let proof = match js.get_stream(Stream::Proof.name()).await {
         Ok(s) => s,
@@ -212,7 +212,7 @@ pub async fn run(nats: &NatsArgs, args: OnboardArgs) -> Result<ExitCode, Failure
         Some((verdict, record)) => {
             match args.json {
                 true => println!("{}", String::from_utf8_lossy(&record)),
-                false => println!("{}", verdict.line(&request)),
+                false => println!("{}", bus_schema::display::escape(&verdict.line(&request))),
             }
             Ok(verdict.exit_code())
         }

@@ -3,8 +3,9 @@
 //! Every agent registers as a NATS micro service named after itself. Status pings
 //! `$SRV.PING`, collects the answers for a moment, asks each instance's status endpoint
 //! (`cn.status.{agent}.{instance}`) for its counters, and lists fleet agents that did not
-//! answer. It exits 1 when a fleet agent is missing (the simulator is optional), so scripts can
-//! wait on it.
+//! answer. An agent whose consumer is gone (deleted under it, until it is recreated) shows as
+//! DEGRADED. It exits 1 when a fleet agent is missing (the simulator is optional), so scripts
+//! can wait on it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -91,7 +92,13 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
                 Some(st) => {
                     let hb = &st.heartbeat;
                     let up = now.since(hb.started_at).as_secs();
-                    let state = if st.stopping { "stopping" } else { "running" };
+                    let state = if st.stopping {
+                        "stopping".to_owned()
+                    } else if !st.degraded.is_empty() {
+                        format!("DEGRADED: {}", st.degraded.join("; "))
+                    } else {
+                        "running".to_owned()
+                    };
                     println!(
                         "{:<18} {:<9} {:<8} {:>8}s {:>10} {:>9} {:>10}  {state}",
                         s.agent, s.instance, hb.version, up, hb.processed, hb.rejected, hb.proof_seq
@@ -103,6 +110,13 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
         for m in &missing {
             println!("{m:<18} -         MISSING: no instance answered");
         }
+    }
+    if seen.is_empty() {
+        let user = nats.user.as_deref().unwrap_or("(no user)");
+        eprintln!(
+            "no agent answered. Either the fleet is down, or NATS user {user} may not ask: status needs \
+             publish rights on $SRV.PING and cn.status.>, which the operator and auditor users have"
+        );
     }
     Ok(if missing.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -140,7 +140,7 @@ pub async fn run(nats: &NatsArgs, args: TailArgs) -> Result<ExitCode, Failure> {
                 if args.json {
                     println!("{}", String::from_utf8_lossy(&msg.payload));
                 } else {
-                    println!("{}", format_line(&r));
+                    println!("{}", bus_schema::display::escape(&format_line(&r)));
                 }
             }
             Ok(_) => {}

@@ -1,6 +1,7 @@
 //! An agent's life: start, pull inputs, handle them one at a time, stop gracefully.
 //!
-//! [`Agent::start`] connects, makes sure the streams exist, opens the state file and the proof
+//! [`Agent::start`] connects, checks the streams' settings against the contract (waiting for
+//! them to be created; refusing to run on a weakened one), opens the state file and the proof
 //! chain. [`Agent::run`] records `agent_started`, pulls from every declared input, and for each
 //! message: decodes it (bad input → `event_rejected`, acked), hands it to the handler, and acks
 //! it only after the handler's outputs and records are stored. Transient failures are retried
@@ -24,10 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RuntimeArgs;
-use crate::consumer::{Delivery, DeliveryPolicy, ensure_consumer, pull};
+use crate::consumer::{Delivery, DeliveryPolicy, Puller, Recreated, ensure_consumer};
 use crate::delivery::Processor;
 use crate::error::RuntimeError;
 use crate::handler::{Context, HandleError, Handler, InputMeta, Request};
+use crate::position::{POSITIONS, Positions};
 use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
 use crate::status::{Stats, StatusTasks};
@@ -103,7 +105,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Validates the configuration, connects (waiting for NATS if it is not up yet), ensures
+    /// Validates the configuration, connects (waiting for NATS if it is not up yet), checks
     /// the streams, opens the state file and the proof chain.
     pub async fn start(spec: AgentSpec, args: RuntimeArgs, shutdown: CancellationToken) -> Result<Self, RuntimeError> {
         args.validate()?;
@@ -113,7 +115,7 @@ impl Agent {
             info!(nats_url = %args.nats.urls(), "waiting for NATS");
         }
         let js = jetstream::new(client.clone());
-        retry_until_ready(&shutdown, "JetStream streams", || streams::ensure_streams(&js)).await?;
+        retry_until_ready(&shutdown, "JetStream streams", || streams::verify_streams(&js)).await?;
         let store = Store::open(&args.data_dir.join(format!("{}-{}.redb", spec.name, instance)))?;
         let publisher = Publisher::new(client.clone(), js);
         let proof = retry_until_ready(&shutdown, "the proof chain", || {
@@ -204,6 +206,32 @@ impl Agent {
         Ok(())
     }
 
+    /// Records on the proof log that a lost consumer was recreated, and from where.
+    async fn record_recreated(&mut self, r: &Recreated) -> Result<(), RuntimeError> {
+        let draft = ProofDraft::new(ProofKind::ConsumerRecreated).reason(r.reason).detail(json!({
+            "consumer": r.consumer,
+            "stream": r.stream,
+            "from_seq": r.from_seq,
+        }));
+        self.proof.append(draft, None).await?;
+        self.stats.proof_seq.store(self.proof.head().seq, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes the inputs' positions that moved since the last time (about once a second).
+    fn save_positions(&self, positions: &Positions) -> Result<(), RuntimeError> {
+        let changed = positions.take_changed();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.store.write(|tx| {
+            for (durable, position) in &changed {
+                tx.put(&POSITIONS, durable, position)?;
+            }
+            Ok(())
+        })
+    }
+
     /// The agent's state file, for its handler.
     pub fn store(&self) -> &Store {
         &self.store
@@ -226,11 +254,31 @@ impl Agent {
         let policy = DeliveryPolicy { max_attempts: self.args.max_attempts, ack_wait: self.args.ack_wait };
         let pulling = self.shutdown.child_token();
         let (tx, mut rx) = mpsc::channel::<Delivery>(1);
+        let (events_tx, mut events) = mpsc::unbounded_channel::<Recreated>();
+        let positions = Arc::new(Positions::default());
+        let stored: std::collections::HashMap<String, _> = self.store.scan(&POSITIONS)?.into_iter().collect();
         let mut pullers = Vec::new();
-        for input in &self.spec.inputs {
-            let (consumer, epoch) = ensure_consumer(self.publisher.jetstream(), &self.spec.name, input, policy).await?;
-            pullers.push(tokio::spawn(pull(consumer, epoch, self.spec.prefetch.max(1), tx.clone(), pulling.clone())));
+        for input in self.spec.inputs.clone() {
+            let input = &input;
+            let found =
+                ensure_consumer(self.publisher.jetstream(), &self.spec.name, input, policy, stored.get(&input.durable(&self.spec.name)), &positions).await?;
+            if let Some(r) = found.recreated.clone() {
+                warn!(consumer = %r.consumer, from_seq = r.from_seq, "CONSUMER RECREATED: {} was missing at start; recreated from stream sequence {}", r.consumer, r.from_seq);
+                self.record_recreated(&r).await?;
+            }
+            let puller = Puller {
+                js: self.publisher.jetstream().clone(),
+                agent: self.spec.name.clone(),
+                input: input.clone(),
+                policy,
+                prefetch: self.spec.prefetch.max(1),
+                positions: positions.clone(),
+                stats: self.stats.clone(),
+                events: events_tx.clone(),
+            };
+            pullers.push(tokio::spawn(puller.run(found, tx.clone(), pulling.clone())));
         }
+        drop(events_tx);
         // The sender stays alive until shutdown: an agent with no inputs (or whose pullers
         // stopped) keeps running rather than seeing a closed channel.
         let keep_open = tx;
@@ -257,7 +305,20 @@ impl Agent {
             let delivery = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
+                Some(r) = events.recv() => {
+                    if let Err(e) = self.record_recreated(&r).await {
+                        error!(error = %e, "stopping: this agent cannot go on safely");
+                        fatal = Some(e);
+                        break;
+                    }
+                    continue;
+                }
                 _ = clock.tick() => {
+                    if let Err(e) = self.save_positions(&positions) {
+                        error!(error = %e, "stopping: this agent cannot go on safely");
+                        fatal = Some(e);
+                        break;
+                    }
                     if let Err(e) = self.run_due(&mut handler).await {
                         error!(error = %e, "stopping: this agent cannot go on safely");
                         fatal = Some(e);
@@ -284,6 +345,7 @@ impl Agent {
                 stats: &self.stats,
                 limits: &limits,
                 policy,
+                positions: &positions,
             };
             let work = processor.process(&mut handler, delivery);
             tokio::pin!(work);
@@ -304,6 +366,9 @@ impl Agent {
 
         if let Err(e) = handler.on_stop() {
             error!(error = %e, "the handler could not save its state on the way out");
+        }
+        if let Err(e) = self.save_positions(&positions) {
+            error!(error = %e, "could not save the inputs' positions on the way out");
         }
 
         for l in listeners {

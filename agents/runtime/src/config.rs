@@ -16,6 +16,9 @@ use clap::{Args, Parser, ValueEnum};
 pub const EXIT_CONFIG: u8 = 64;
 /// Exit code for a runtime failure after a valid start.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code when the bus is not set up as the contract says (a weakened stream): 78, as
+/// sysexits' `EX_CONFIG`.
+pub const EXIT_BUS_CONFIG: u8 = 78;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

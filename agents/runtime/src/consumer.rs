@@ -1,5 +1,10 @@
 //! Durable pull consumers: one per input an agent declares, and the task that pulls from it.
 //!
+//! A consumer that disappears (deleted under a running agent, or missing at start) is
+//! recreated from the first stream sequence the agent has not applied yet (see
+//! [`crate::position`]), never from the start of the stream, and the agent records
+//! `consumer_recreated` on its proof chain.
+//!
 //! Explicit acks, and no server-side delivery limit: JetStream keeps redelivering an input
 //! until the agent acks it, and the agent acks only once the input is handled or its
 //! rejection is recorded. The attempt limit is the agent's (`--max-attempts`): on the last
@@ -13,15 +18,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
 use bus_schema::AgentName;
 use bus_schema::fleet::InputDef;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::error::RuntimeError;
+use crate::position::{Position, Positions};
+use crate::status::Stats;
 
 /// Delivery settings shared by every consumer of an agent.
 #[derive(Debug, Clone, Copy)]
@@ -39,61 +47,192 @@ impl DeliveryPolicy {
     }
 }
 
-/// A pulled message and the epoch of the stream it came from.
+/// A pulled message, the durable it came from and the epoch of its stream.
 #[derive(Debug)]
 pub struct Delivery {
     pub msg: jetstream::Message,
+    pub durable: Arc<str>,
     /// The stream's creation time (base 36 seconds): stream positions are unique only
     /// within one incarnation of a stream, and ids derived from them must not repeat if the
     /// NATS store is ever recreated under agents that kept their state.
     pub epoch: Arc<str>,
 }
 
-/// Creates the consumer, or updates it when its settings changed; returns it with its
-/// stream's epoch.
-pub async fn ensure_consumer(
-    js: &jetstream::Context,
-    agent: &AgentName,
-    input: &InputDef,
-    policy: DeliveryPolicy,
-) -> Result<(jetstream::consumer::PullConsumer, Arc<str>), RuntimeError> {
-    let name = input.durable(agent);
-    let fail = |message: String| RuntimeError::Consumer { consumer: name.clone(), message };
-    let Some(stream_kind) = input.filter.stream() else {
-        return Err(fail(format!("{} is a core NATS subject; subscribe to it instead", input.filter)));
-    };
-    let config = pull::Config {
-        durable_name: Some(name.clone()),
+/// Something a puller saw that belongs on the proof log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recreated {
+    pub consumer: String,
+    pub stream: String,
+    /// The first stream sequence the new consumer delivers.
+    pub from_seq: u64,
+    pub reason: &'static str,
+}
+
+/// One input's durable consumer: found, or created where the agent left off.
+#[derive(Debug)]
+pub struct Input {
+    pub consumer: jetstream::consumer::PullConsumer,
+    pub durable: Arc<str>,
+    pub epoch: Arc<str>,
+    /// Set when the consumer was missing and had to be created from a stored position.
+    pub recreated: Option<Recreated>,
+}
+
+fn pull_config(agent: &AgentName, input: &InputDef, policy: DeliveryPolicy, deliver_policy: DeliverPolicy) -> pull::Config {
+    pull::Config {
+        durable_name: Some(input.durable(agent)),
         description: Some(format!("{agent} input {}", input.name)),
         filter_subject: input.filter.pattern().to_owned(),
-        deliver_policy: DeliverPolicy::All,
+        deliver_policy,
         ack_policy: AckPolicy::Explicit,
         ack_wait: policy.ack_wait,
         max_deliver: -1,
         max_ack_pending: 256,
         ..Default::default()
+    }
+}
+
+/// Finds the consumer, updates it when its settings changed, or creates it: from the start of
+/// the stream on an agent's first run, from where the agent left off when it was lost.
+/// Seeds `positions` for it.
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    agent: &AgentName,
+    input: &InputDef,
+    policy: DeliveryPolicy,
+    stored: Option<&Position>,
+    positions: &Positions,
+) -> Result<Input, RuntimeError> {
+    let name = input.durable(agent);
+    let fail = |message: String| RuntimeError::Consumer { consumer: name.clone(), message };
+    let Some(stream_kind) = input.filter.stream() else {
+        return Err(fail(format!("{} is a core NATS subject; subscribe to it instead", input.filter)));
     };
     let mut stream = js.get_stream(stream_kind.name()).await.map_err(|e| fail(e.to_string()))?;
     let created = stream.info().await.map_err(|e| fail(e.to_string()))?.created.unix_timestamp();
     let epoch: Arc<str> = base36(u64::try_from(created).unwrap_or(0)).into();
-    let consumer = match stream.get_consumer::<pull::Config>(&name).await {
-        Ok(mut existing) => {
-            let current = existing.info().await.map_err(|e| fail(e.to_string()))?.config.clone();
-            let same = current.filter_subject == config.filter_subject
-                && current.ack_wait == config.ack_wait
-                && current.max_deliver == config.max_deliver
-                && current.max_ack_pending == config.max_ack_pending;
-            if same {
-                existing
-            } else {
+    let stored = stored.filter(|p| *p.epoch == *epoch);
+    let mut recreated = None;
+    let consumer = match stream.consumer_info(&name).await {
+        Ok(current) => {
+            positions.seed(&name, &epoch, stored, current.ack_floor.stream_sequence + 1, (current.num_ack_pending as u64, current.delivered.stream_sequence));
+            let config = pull_config(agent, input, policy, current.config.deliver_policy);
+            let same = current.config.filter_subject == config.filter_subject
+                && current.config.ack_wait == config.ack_wait
+                && current.config.max_deliver == config.max_deliver
+                && current.config.max_ack_pending == config.max_ack_pending;
+            if !same {
                 // nats-server 2.9 updates a durable's mutable settings when it is created again.
                 tracing::info!(consumer = %name, "updating consumer settings");
-                stream.create_consumer(config).await.map_err(|e| fail(e.to_string()))?
+            }
+            stream.create_consumer(config).await.map_err(|e| fail(e.to_string()))?
+        }
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            let deliver = match stored {
+                Some(p) => {
+                    recreated = Some(Recreated { consumer: name.clone(), stream: stream_kind.name().to_owned(), from_seq: p.next, reason: "missing_at_start" });
+                    DeliverPolicy::ByStartSequence { start_sequence: p.next }
+                }
+                None => DeliverPolicy::All,
+            };
+            positions.seed(&name, &epoch, stored, 1, (0, 0));
+            stream.create_consumer(pull_config(agent, input, policy, deliver)).await.map_err(|e| fail(e.to_string()))?
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    Ok(Input { consumer, durable: name.into(), epoch, recreated })
+}
+
+/// Pulls one input into the agent's channel until `stop` fires; a message it holds when told
+/// to stop is handed back to JetStream. When its consumer disappears (deleted under it), it
+/// marks the agent degraded, recreates the consumer from the first sequence not yet applied,
+/// and reports that on `events`.
+#[derive(Debug)]
+pub struct Puller {
+    pub js: jetstream::Context,
+    pub agent: AgentName,
+    pub input: InputDef,
+    pub policy: DeliveryPolicy,
+    pub prefetch: usize,
+    pub positions: Arc<Positions>,
+    pub stats: Arc<Stats>,
+    pub events: mpsc::UnboundedSender<Recreated>,
+}
+
+impl Puller {
+    pub async fn run(self, mut input: Input, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
+        loop {
+            let stream = tokio::select! {
+                () = stop.cancelled() => return,
+                s = input.consumer.stream().max_messages_per_batch(self.prefetch).heartbeat(Duration::from_secs(5)).expires(Duration::from_secs(30)).messages() => s,
+            };
+            let mut messages = match stream {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(consumer = %input.durable, error = %e, "cannot pull from consumer; retrying in 1s");
+                    self.recover(&mut input).await;
+                    tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
+                }
+            };
+            loop {
+                let next = tokio::select! { () = stop.cancelled() => return, n = messages.next() => n };
+                match next {
+                    Some(Ok(msg)) => {
+                        if let Ok(info) = msg.info() {
+                            self.positions.received(&input.durable, info.stream_sequence);
+                        }
+                        // Wait for room only once there is a message: a puller holding the only
+                        // slot while its input is idle would starve the agent's other inputs.
+                        let permit = tokio::select! {
+                            () = stop.cancelled() => {
+                                let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+                                return;
+                            }
+                            p = tx.reserve() => match p { Ok(p) => p, Err(_) => return },
+                        };
+                        permit.send(Delivery { msg, durable: input.durable.clone(), epoch: input.epoch.clone() });
+                    }
+                    Some(Err(e)) => {
+                        // A missed heartbeat means the server holds no live pull request for us
+                        // (seen after a kill -9 and restart, and when the consumer was deleted):
+                        // see whether the consumer is still there, then pull afresh.
+                        warn!(consumer = %input.durable, error = %e, "pull consumer error; pulling afresh");
+                        self.recover(&mut input).await;
+                        tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_millis(250)) => {} }
+                        break;
+                    }
+                    None => break,
+                }
             }
         }
-        Err(_) => stream.create_consumer(config).await.map_err(|e| fail(e.to_string()))?,
-    };
-    Ok((consumer, epoch))
+    }
+
+    /// Recreates the consumer if the server says it is gone; otherwise does nothing (a
+    /// restarting server, a slow network: pulling afresh is enough).
+    async fn recover(&self, input: &mut Input) {
+        let Some(stream_kind) = self.input.stream() else { return };
+        let Ok(stream) = self.js.get_stream(stream_kind.name()).await else { return };
+        match stream.consumer_info(&*input.durable).await {
+            Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {}
+            _ => return,
+        }
+        let durable = input.durable.to_string();
+        self.stats.set_degraded(&durable, Some("consumer missing: recreating it"));
+        let Some(position) = self.positions.next(&durable) else { return };
+        let config = pull_config(&self.agent, &self.input, self.policy, DeliverPolicy::ByStartSequence { start_sequence: position.next });
+        match stream.create_consumer(config).await {
+            Ok(consumer) => {
+                error!(consumer = %durable, from_seq = position.next, "CONSUMER RECREATED: {durable} was deleted under this agent; recreated from stream sequence {}", position.next);
+                input.consumer = consumer;
+                self.stats.set_degraded(&durable, None);
+                let _ = self.events.send(Recreated { consumer: durable, stream: stream_kind.name().to_owned(), from_seq: position.next, reason: "deleted_while_running" });
+            }
+            Err(e) => {
+                error!(consumer = %durable, error = %e, "consumer {durable} is missing and cannot be recreated; this input is not being consumed");
+                self.stats.set_degraded(&durable, Some("consumer missing and cannot be recreated; see the agent's log"));
+            }
+        }
+    }
 }
 
 fn base36(mut n: u64) -> String {
@@ -108,50 +247,6 @@ fn base36(mut n: u64) -> String {
     }
     out.reverse();
     String::from_utf8(out).unwrap_or_default()
-}
-
-/// Pulls from one consumer into the agent's channel until `stop` fires; a message it holds
-/// when told to stop is handed back to JetStream.
-pub async fn pull(consumer: jetstream::consumer::PullConsumer, epoch: Arc<str>, prefetch: usize, tx: mpsc::Sender<Delivery>, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            () = stop.cancelled() => return,
-            s = consumer.stream().max_messages_per_batch(prefetch).heartbeat(Duration::from_secs(5)).expires(Duration::from_secs(30)).messages() => s,
-        };
-        let mut messages = match stream {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "cannot pull from consumer; retrying in 1s");
-                tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_secs(1)) => continue }
-            }
-        };
-        loop {
-            let next = tokio::select! { () = stop.cancelled() => return, n = messages.next() => n };
-            match next {
-                Some(Ok(msg)) => {
-                    // Wait for room only once there is a message: a puller holding the only
-                    // slot while its input is idle would starve the agent's other inputs.
-                    let permit = tokio::select! {
-                        () = stop.cancelled() => {
-                            let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
-                            return;
-                        }
-                        p = tx.reserve() => match p { Ok(p) => p, Err(_) => return },
-                    };
-                    permit.send(Delivery { msg, epoch: epoch.clone() });
-                }
-                Some(Err(e)) => {
-                    // A missed heartbeat means the server holds no live pull request for us
-                    // (seen after a kill -9 and restart): pull afresh rather than wait on a
-                    // stream that will never deliver again.
-                    warn!(consumer = %consumer.cached_info().name, error = %e, "pull consumer error; pulling afresh");
-                    tokio::select! { () = stop.cancelled() => return, () = tokio::time::sleep(Duration::from_millis(250)) => {} }
-                    break;
-                }
-                None => break,
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use bus_schema::codec::{Limits, decode_inbound};
+use bus_schema::codec::{Limits, decode_inbound_at};
 use bus_schema::proof::ProofKind;
 use bus_schema::fleet::InputDef;
 use bus_schema::{AgentName, RejectReason, headers};
@@ -21,6 +21,7 @@ use tracing::{error, warn};
 use crate::consumer::{Delivery, DeliveryPolicy};
 use crate::error::RuntimeError;
 use crate::handler::{Context, HandleError, Handler, InputMeta};
+use crate::position::Positions;
 use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
 use crate::status::Stats;
@@ -34,6 +35,7 @@ pub(crate) struct Processor<'a> {
     pub stats: &'a Stats,
     pub limits: &'a Limits,
     pub policy: DeliveryPolicy,
+    pub positions: &'a Positions,
 }
 
 impl Processor<'_> {
@@ -51,7 +53,9 @@ impl Processor<'_> {
             })
         } else {
             let content_type = msg.headers.as_ref().and_then(|h| h.get(headers::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
-            match decode_inbound(&meta.subject, content_type.as_deref(), &msg.payload, self.limits) {
+            // The clock for the input rules is JetStream's: when the server stored the message.
+            let clock = msg.info().ok().and_then(|i| bus_schema::Timestamp::from_unix_nanos(i.published.unix_timestamp_nanos())).unwrap_or_else(bus_schema::Timestamp::now);
+            match decode_inbound_at(&meta.subject, content_type.as_deref(), &msg.payload, self.limits, clock) {
                 Err(e) => Err(HandleError::Reject { reason: e.reason(), message: e.to_string() }),
                 Ok(input) => {
                     let mut ctx = Context::new(self.agent, self.inputs, &meta, self.publisher, self.proof);
@@ -70,11 +74,13 @@ impl Processor<'_> {
             Ok(()) => {
                 self.stats.processed.fetch_add(1, Ordering::Relaxed);
                 ack(msg, &meta).await;
+                self.positions.finished(&delivery.durable, meta.stream_seq);
                 Ok(())
             }
             Err(HandleError::Reject { reason, message }) => match self.reject(msg, &meta, reason, &message).await {
                 Ok(()) => {
                     ack(msg, &meta).await;
+                    self.positions.finished(&delivery.durable, meta.stream_seq);
                     Ok(())
                 }
                 Err(e) if e.is_fatal() => Err(e),

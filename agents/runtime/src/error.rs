@@ -10,6 +10,8 @@ pub enum RuntimeError {
     Connect(String),
     #[error("stream {stream}: {message}")]
     Stream { stream: String, message: String },
+    #[error("stream {stream} was weakened: {settings}. Refusing to run: records could be lost. Restore the contract's settings with `cnctl streams ensure` (as the bootstrap user) and start again")]
+    StreamWeakened { stream: String, settings: String },
     #[error("consumer {consumer}: {message}")]
     Consumer { consumer: String, message: String },
     #[error("publish to {subject} failed: {message}")]
@@ -35,8 +37,11 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Errors after which an agent must stop rather than retry: its proof chain is being
     /// written by someone else, its state file is unusable, or the chain's last record is
-    /// unreadable.
+    /// unreadable, or a stream it relies on was weakened.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, RuntimeError::ProofChainContended { .. } | RuntimeError::Store { .. } | RuntimeError::ProofCorrupt { .. })
+        matches!(
+            self,
+            RuntimeError::ProofChainContended { .. } | RuntimeError::Store { .. } | RuntimeError::ProofCorrupt { .. } | RuntimeError::StreamWeakened { .. }
+        )
     }
 }

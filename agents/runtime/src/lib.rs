@@ -45,6 +45,7 @@ pub mod consumer;
 mod delivery;
 pub mod error;
 pub mod handler;
+pub mod position;
 pub mod proof;
 pub mod publish;
 pub mod rng;
@@ -65,7 +66,8 @@ pub use publish::{Published, Publisher, Trace};
 
 /// Runs an agent binary to completion: logging, signals, start, run, exit code.
 ///
-/// Exit codes: 0 after a clean stop, 64 for invalid configuration, 1 for any other failure.
+/// Exit codes: 0 after a clean stop, 64 for invalid configuration, 78 when a stream's settings
+/// were weakened, 1 for any other failure.
 pub fn run_agent<H, F>(spec: AgentSpec, args: RuntimeArgs, make_handler: F) -> ExitCode
 where
     H: Handler,
@@ -94,6 +96,11 @@ where
             Ok(a) => a,
             Err(RuntimeError::Config(e)) => return config::config_failure(&program, &e),
             Err(RuntimeError::ShuttingDown) => return ExitCode::SUCCESS,
+            Err(e @ RuntimeError::StreamWeakened { .. }) => {
+                tracing::error!(error = %e, "start-up refused");
+                eprintln!("{program}: {e}");
+                return ExitCode::from(config::EXIT_BUS_CONFIG);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "start-up failed");
                 return ExitCode::from(config::EXIT_FAILURE);

@@ -5,7 +5,8 @@
 //! `$SRV.PING` find every instance, and answers `cn.status.{agent}.{instance}` with its status
 //! as JSON (`nats req cn.status.executor.0 ''`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct Stats {
     pub rejected: AtomicU64,
     pub proof_seq: AtomicU64,
     pub stopping: AtomicBool,
+    /// Inputs not being consumed right now, by durable: why.
+    degraded: Mutex<BTreeMap<String, String>>,
 }
 
 impl Stats {
@@ -38,7 +41,23 @@ impl Stats {
             rejected: AtomicU64::new(0),
             proof_seq: AtomicU64::new(proof_seq),
             stopping: AtomicBool::new(false),
+            degraded: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Marks an input degraded (`Some(why)`) or well again (`None`).
+    pub fn set_degraded(&self, durable: &str, why: Option<&str>) {
+        let mut map = self.degraded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match why {
+            Some(why) => map.insert(durable.to_owned(), why.to_owned()),
+            None => map.remove(durable),
+        };
+    }
+
+    /// Each degraded input as `durable: why`.
+    pub fn degraded(&self) -> Vec<String> {
+        let map = self.degraded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter().map(|(d, why)| format!("{d}: {why}")).collect()
     }
 
     fn heartbeat(&self, agent: &AgentName, instance: &InstanceId, version: &str) -> Heartbeat {
@@ -100,6 +119,7 @@ impl StatusTasks {
                         heartbeat: stats.heartbeat(&agent, &inst, version),
                         consumers: consumers.clone(),
                         stopping: stats.stopping.load(Ordering::Relaxed),
+                        degraded: stats.degraded(),
                     };
                     let body = serde_json::to_vec(&status).map(Into::into).map_err(|e| async_nats::service::error::Error {
                         status: e.to_string(),

@@ -1,9 +1,17 @@
-//! The three JetStream streams, created or brought up to date at every start.
+//! The three JetStream streams: their contract settings, the bootstrap step that creates them,
+//! and the check every agent makes at start.
 //!
 //! Subjects come from bus-schema; this module owns the settings. All streams use file
 //! storage and a duplicate window for `Nats-Msg-Id` de-duplication. CN_PROOF keeps records
 //! forever and denies delete and purge, so the audit trail cannot be edited through the
 //! JetStream API.
+//!
+//! Only the `bootstrap` user may create or update a stream ([`ensure_streams`], run by
+//! `cnctl streams ensure`). Agents only read the settings ([`verify_streams`]): a stream that
+//! is missing is waited for; one whose settings were weakened (a lower limit, a shorter
+//! duplicate window, delete or purge allowed, another retention…) stops the agent with
+//! [`RuntimeError::StreamWeakened`], naming each setting, because under such a stream records
+//! could disappear without anyone deleting them.
 
 use std::time::Duration;
 
@@ -42,8 +50,8 @@ pub fn config(stream: Stream) -> stream::Config {
     }
 }
 
-/// Creates each stream, or updates it to the settings above; safe to run at every start
-/// and from many agents at once.
+/// Creates each stream, or updates it to the settings above (restoring any that was
+/// weakened); safe to run again and from many places at once. Needs the bootstrap user's rights.
 pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), RuntimeError> {
     for s in Stream::ALL {
         ensure(js, config(s)).await?;
@@ -57,7 +65,7 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<(), R
     match js.get_stream(&name).await {
         Ok(mut existing) => {
             let current = existing.info().await.map_err(|e| fail(&e))?.config.clone();
-            if !same_settings(&current, &wanted) {
+            if !same_settings(&current, &wanted) || !weakened(&current, &wanted).is_empty() {
                 js.update_stream(&wanted).await.map_err(|e| fail(&e))?;
                 tracing::info!(stream = %name, "updated stream settings");
             }
@@ -78,6 +86,78 @@ async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<(), R
         }
         Err(e) => Err(fail(&e)),
     }
+}
+
+/// Checks that every stream exists with settings at least as strong as the contract's.
+/// A missing stream is an ordinary (retried) error; a weakened one is fatal.
+pub async fn verify_streams(js: &jetstream::Context) -> Result<(), RuntimeError> {
+    for s in Stream::ALL {
+        let wanted = config(s);
+        let name = wanted.name.clone();
+        let current = match js.get_stream(&name).await {
+            Ok(mut stream) => stream.info().await.map_err(|e| RuntimeError::Stream { stream: name.clone(), message: e.to_string() })?.config.clone(),
+            Err(e) if is_not_found(&e) => {
+                return Err(RuntimeError::Stream {
+                    stream: name,
+                    message: "does not exist yet: create the streams with `cnctl streams ensure` as the bootstrap user (scripts/up and docker compose do)".to_owned(),
+                });
+            }
+            Err(e) => return Err(RuntimeError::Stream { stream: name, message: e.to_string() }),
+        };
+        let weakened = weakened(&current, &wanted);
+        if !weakened.is_empty() {
+            return Err(RuntimeError::StreamWeakened { stream: name, settings: weakened.join("; ") });
+        }
+    }
+    Ok(())
+}
+
+/// Each setting of `current` that is weaker than the contract's `wanted`, said in words.
+pub fn weakened(current: &stream::Config, wanted: &stream::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differs = |setting: &str, found: String, contract: String| out.push(format!("{setting} is {found}, the contract says {contract}"));
+    let unlimited = |n: i64| if n <= 0 { "unlimited".to_owned() } else { n.to_string() };
+    // A limit is weaker when it is set and lower than the contract's (0 or -1: unlimited).
+    let tighter = |found: i64, contract: i64| found > 0 && (contract <= 0 || found < contract);
+    for (setting, found, contract) in [
+        ("max_msgs", current.max_messages, wanted.max_messages),
+        ("max_bytes", current.max_bytes, wanted.max_bytes),
+        ("max_msgs_per_subject", current.max_messages_per_subject, wanted.max_messages_per_subject),
+        ("max_msg_size", i64::from(current.max_message_size), i64::from(wanted.max_message_size)),
+    ] {
+        if tighter(found, contract) {
+            differs(setting, unlimited(found), unlimited(contract));
+        }
+    }
+    let age = |d: Duration| if d.is_zero() { "unlimited".to_owned() } else { format!("{}s", d.as_secs()) };
+    if !current.max_age.is_zero() && (wanted.max_age.is_zero() || current.max_age < wanted.max_age) {
+        differs("max_age", age(current.max_age), age(wanted.max_age));
+    }
+    if current.duplicate_window < wanted.duplicate_window {
+        differs("duplicate_window", age(current.duplicate_window), age(wanted.duplicate_window));
+    }
+    if current.retention != wanted.retention {
+        differs("retention", format!("{:?}", current.retention), format!("{:?}", wanted.retention));
+    }
+    if current.discard != wanted.discard {
+        differs("discard", format!("{:?}", current.discard), format!("{:?}", wanted.discard));
+    }
+    if current.storage != wanted.storage {
+        differs("storage", format!("{:?}", current.storage), format!("{:?}", wanted.storage));
+    }
+    for (setting, found, contract) in [("deny_delete", current.deny_delete, wanted.deny_delete), ("deny_purge", current.deny_purge, wanted.deny_purge)] {
+        if contract && !found {
+            differs(setting, "false".to_owned(), "true".to_owned());
+        }
+    }
+    if current.allow_rollup && !wanted.allow_rollup {
+        differs("allow_rollup_hdrs", "true".to_owned(), "false (a rollup purges a subject)".to_owned());
+    }
+    let missing: Vec<&String> = wanted.subjects.iter().filter(|s| !current.subjects.contains(s)).collect();
+    if !missing.is_empty() {
+        differs("subjects", format!("{:?}", current.subjects), format!("{:?}", wanted.subjects));
+    }
+    out
 }
 
 fn is_not_found(e: &jetstream::context::GetStreamError) -> bool {

@@ -29,7 +29,7 @@ impl Validate for ActionParams {
         if let Some(r) = self.replicas {
             v::range("params.replicas", f64::from(r), 0.0, 10_000.0, "0..=10000")?;
         }
-        v::opt_text("params.target_version", self.target_version.as_deref(), MAX_SHORT)
+        v::opt_ident("params.target_version", self.target_version.as_deref())
     }
 }
 

@@ -145,8 +145,8 @@ impl Contract {
 
 impl Validate for Contract {
     fn validate(&self) -> Result<(), ValidationError> {
-        v::non_empty("deployment_id", &self.deployment_id, MAX_SHORT)?;
-        v::non_empty("version", &self.version, MAX_SHORT)?;
+        v::ident("deployment_id", &self.deployment_id)?;
+        v::ident("version", &self.version)?;
         v::range("risk.score", self.risk.score, 0.0, 100.0, "0..=100")?;
         v::fraction("risk.confidence", self.risk.confidence)?;
         v::items("risk.factors", &self.risk.factors, 64)?;

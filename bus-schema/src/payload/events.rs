@@ -85,10 +85,10 @@ impl DeployEvent {
 
 impl Validate for DeployEvent {
     fn validate(&self) -> Result<(), ValidationError> {
-        v::non_empty("version", &self.version, MAX_SHORT)?;
-        v::opt_text("previous_version", self.previous_version.as_deref(), MAX_SHORT)?;
-        v::opt_text("commit_sha", self.commit_sha.as_deref(), MAX_SHORT)?;
-        v::opt_text("deployment_id", self.deployment_id.as_deref(), MAX_SHORT)?;
+        v::ident("version", &self.version)?;
+        v::opt_ident("previous_version", self.previous_version.as_deref())?;
+        v::opt_ident("commit_sha", self.commit_sha.as_deref())?;
+        v::opt_ident("deployment_id", self.deployment_id.as_deref())?;
         v::plausible_time("timestamp", self.timestamp)
     }
 }
@@ -194,8 +194,8 @@ pub struct ContractRequest {
 
 impl Validate for ContractRequest {
     fn validate(&self) -> Result<(), ValidationError> {
-        v::non_empty("deployment_id", &self.deployment_id, MAX_SHORT)?;
-        v::non_empty("version", &self.version, MAX_SHORT)?;
+        v::ident("deployment_id", &self.deployment_id)?;
+        v::ident("version", &self.version)?;
         v::items("changes", &self.changes, v::MAX_ITEMS)?;
         for change in &self.changes {
             v::non_empty("changes.file_path", &change.file_path, MAX_TEXT)?;

@@ -36,6 +36,10 @@ pub struct AgentStatus {
     pub consumers: Vec<String>,
     /// Whether the instance is draining after SIGTERM.
     pub stopping: bool,
+    /// Inputs that are not being consumed right now, and why (e.g. a consumer deleted under
+    /// the agent, until it is recreated). Empty when the agent is healthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
 }
 
 impl Validate for AgentStatus {

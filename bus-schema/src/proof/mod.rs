@@ -31,6 +31,7 @@ string_enum! {
     pub enum ProofKind {
         AgentStarted = "agent_started",
         AgentStopped = "agent_stopped",
+        ConsumerRecreated = "consumer_recreated",
         EventRejected = "event_rejected",
         IncidentOpened = "incident_opened",
         IncidentUpdated = "incident_updated",

@@ -1,4 +1,9 @@
 //! How approvals read: tables, details, JSON lines and one-line answers.
+//!
+//! Text from the bus is shown with control and bidi characters escaped
+//! (`bus_schema::display::escape`): what an approver reads is what the payload says.
+
+use bus_schema::display::escape;
 
 use super::*;
 
@@ -30,7 +35,7 @@ pub fn answer_line(answer: &Answer) -> String {
         Answer::Approved { approval_id, approved_by, expires_at, .. } => {
             format!("approved: approval {approval_id} signed, expires {expires_at} (approved by {approved_by})")
         }
-        Answer::Refused { reason, detail, .. } => format!("refused: {reason} {detail}"),
+        Answer::Refused { reason, detail, .. } => format!("refused: {reason} {}", escape(detail)),
     }
 }
 
@@ -46,14 +51,14 @@ pub fn render_table(list: &[&Approval], now: Timestamp) -> String {
         .collect();
     let widths: Vec<usize> = (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let line = |cells: &[String; 5], last: &str| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        format!("{}  {last}\n", padded.join("  "))
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{:<w$}", escape(c))).collect();
+        format!("{}  {}\n", padded.join("  "), escape(last))
     };
     let mut out = line(&header, "STATUS");
     for (a, row) in list.iter().zip(&rows) {
         out.push_str(&line(row, &status_text(a, now)));
         let incident = a.pending.proposal.incident_id.map(|i| format!(" · incident {i}")).unwrap_or_default();
-        out.push_str(&format!("    why: {}{incident}\n", a.pending.reason));
+        out.push_str(&format!("    why: {}{incident}\n", escape(&a.pending.reason)));
     }
     out
 }
@@ -101,7 +106,7 @@ pub fn render_detail(a: &Approval, now: Timestamp) -> String {
         ("decision", decision),
         ("answer", answer),
     ];
-    rows.iter().map(|(k, v)| format!("{k:<12} {v}\n")).collect()
+    rows.iter().map(|(k, v)| format!("{k:<12} {}\n", escape(v))).collect()
 }
 
 /// One approval as JSON (a line of `list --json`, or `show --json`).

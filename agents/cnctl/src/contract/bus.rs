@@ -116,6 +116,6 @@ fn decode_contract(m: &jetstream::Message) -> Option<Contract> {
 /// What to suspect when a JetStream call fails or goes unanswered.
 fn denied(user: &str) -> String {
     format!(
-        "; waiting for the contract reads CN_WORK, which needs the `operator` NATS user (connected as {user}); `cnctl publish contract FILE` only publishes"
+        "; waiting for the contract reads CN_WORK, which needs the `ci` (for pipelines) or `operator` NATS user (connected as {user}); `cnctl publish contract FILE` only publishes"
     )
 }

@@ -46,7 +46,7 @@ pub const EXIT_REFUSED: u8 = 3;
 pub const CONTRACT_HELP: &str = "\
 A contract request is published on cn.requests.contract.{env}.{service} (CN_EVENTS); the risk \
 negotiator answers with a contract on cn.contracts.{env}.{service} (CN_WORK), which `request` and \
-`from-git` wait for (reading CN_WORK needs the `operator` NATS user). Negotiation is core NATS \
+`from-git` wait for (reading CN_WORK needs the `ci` (pipelines) or `operator` NATS user). Negotiation is core NATS \
 request/reply on cn.negotiate.{env}.{service}: every ask needs a --justification, and the \
 negotiator accepts it within bounds or refuses it, always saying why. `from-git --offline` drafts \
 the contract locally with the negotiator's model and needs no NATS.
@@ -268,7 +268,8 @@ async fn from_git(nats: &NatsArgs, args: FromGitArgs) -> Result<ExitCode, Failur
 fn print_contract(contract: &Contract, out: Output) -> Result<(), Failure> {
     match out.json {
         true => emit(&format!("{}\n", serde_json::to_string(contract)?)),
-        false => emit(&render_contract(contract)),
+        // Line by line: the layout's line breaks stay, anything else a payload holds is escaped.
+        false => emit(&render_contract(contract).lines().map(|l| format!("{}\n", bus_schema::display::escape(l))).collect::<String>()),
     }
 }
 

@@ -1,0 +1,179 @@
+//! Where each input stands: the stream sequence an agent has applied up to.
+//!
+//! JetStream keeps this in the durable consumer (its ack floor), but a consumer can be lost:
+//! deleted by an administrator, or gone with a recreated server. An agent that recreated its
+//! consumer from the start would re-read the whole stream; one that started from "new" would
+//! miss what arrived meanwhile. So the runtime tracks, per durable, the inputs it received but
+//! has not finished (acked or rejected) and the highest one it finished, and recreates a lost
+//! consumer from the first sequence not yet applied. The position is written to the state
+//! file about once a second and at stop; after a crash it may be a second behind, which only
+//! means a few inputs are delivered again (handlers de-duplicate redeliveries anyway).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::Table;
+
+/// The first stream sequence of an input not yet applied, within one incarnation (epoch) of
+/// its stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: String,
+    pub next: u64,
+}
+
+/// Positions in the agent's state file, by durable name.
+pub const POSITIONS: Table<Position> = Table::new("runtime.positions");
+
+#[derive(Debug, Default)]
+struct Track {
+    epoch: String,
+    /// Received and not yet finished: a retried input stays here until it is.
+    outstanding: BTreeSet<u64>,
+    /// Every input below this was finished or never belonged to this consumer.
+    next: u64,
+    /// Inputs the consumer had delivered before this start and not seen acked, up to a stream
+    /// sequence: they come back after their ack wait, and the position stays put until they
+    /// are finished.
+    held: Option<Held>,
+    changed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    up_to: u64,
+    left: u64,
+}
+
+/// Every input's position, shared by the pullers (received) and the run loop (finished).
+#[derive(Debug, Default)]
+pub struct Positions {
+    inner: Mutex<HashMap<String, Track>>,
+}
+
+impl Positions {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Track>) -> T) -> T {
+        let mut guard = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// Where `durable` stands at start: the stored position if it is of this epoch, or the
+    /// consumer's ack floor + 1, whichever is further along. `pending` is the consumer's
+    /// delivered-but-unacked count and the last stream sequence it delivered.
+    pub fn seed(&self, durable: &str, epoch: &str, stored: Option<&Position>, ack_floor_next: u64, pending: (u64, u64)) {
+        let stored = stored.filter(|p| p.epoch == epoch).map_or(1, |p| p.next);
+        let (left, up_to) = pending;
+        let held = (left > 0).then_some(Held { up_to, left });
+        let next = if held.is_some() { ack_floor_next } else { stored.max(ack_floor_next) };
+        self.with(|m| {
+            m.insert(durable.to_owned(), Track { epoch: epoch.to_owned(), outstanding: BTreeSet::new(), next: next.max(1), held, changed: true });
+        });
+    }
+
+    pub fn received(&self, durable: &str, seq: u64) {
+        self.with(|m| {
+            if let Some(t) = m.get_mut(durable) {
+                if seq >= t.next {
+                    t.outstanding.insert(seq);
+                }
+            }
+        });
+    }
+
+    /// The input at `seq` is applied (handled or rejected) and acked.
+    pub fn finished(&self, durable: &str, seq: u64) {
+        self.with(|m| {
+            if let Some(t) = m.get_mut(durable) {
+                t.outstanding.remove(&seq);
+                if let Some(h) = t.held.as_mut() {
+                    if seq <= h.up_to {
+                        h.left = h.left.saturating_sub(1);
+                    }
+                    if h.left > 0 {
+                        return;
+                    }
+                    t.held = None;
+                }
+                let first_open = t.outstanding.first().copied();
+                let next = match first_open {
+                    Some(open) => open.min(seq + 1),
+                    None => seq + 1,
+                };
+                if next > t.next {
+                    t.next = next;
+                    t.changed = true;
+                }
+            }
+        });
+    }
+
+    /// The first sequence of `durable` not yet applied.
+    pub fn next(&self, durable: &str) -> Option<Position> {
+        self.with(|m| {
+            m.get(durable).map(|t| Position { epoch: t.epoch.clone(), next: t.outstanding.first().copied().unwrap_or(t.next).min(t.next.max(1)) })
+        })
+    }
+
+    /// The positions that moved since the last call, to store.
+    pub fn take_changed(&self) -> Vec<(String, Position)> {
+        self.with(|m| {
+            m.iter_mut()
+                .filter_map(|(d, t)| std::mem::take(&mut t.changed).then(|| (d.clone(), Position { epoch: t.epoch.clone(), next: t.next })))
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_input_holds_the_position_until_it_is_finished() {
+        let p = Positions::default();
+        p.seed("d", "e1", None, 1, (0, 0));
+        for seq in [3, 7, 9] {
+            p.received("d", seq);
+        }
+        p.finished("d", 3);
+        assert_eq!(p.next("d").unwrap().next, 4);
+        // 7 failed and waits for its retry; 9 is done meanwhile.
+        p.finished("d", 9);
+        assert_eq!(p.next("d").unwrap().next, 4, "7 is not applied yet");
+        p.finished("d", 7);
+        assert_eq!(p.next("d").unwrap().next, 10);
+        assert_eq!(p.take_changed(), vec![("d".to_owned(), Position { epoch: "e1".to_owned(), next: 10 })]);
+        assert!(p.take_changed().is_empty(), "nothing moved since");
+    }
+
+    #[test]
+    fn a_stored_position_of_another_epoch_is_ignored_and_the_ack_floor_wins_when_further() {
+        let p = Positions::default();
+        p.seed("d", "e2", Some(&Position { epoch: "e1".to_owned(), next: 500 }), 1, (0, 0));
+        assert_eq!(p.next("d").unwrap().next, 1, "the stream was recreated: its sequences restarted");
+        p.seed("d", "e2", Some(&Position { epoch: "e2".to_owned(), next: 40 }), 77, (0, 0));
+        assert_eq!(p.next("d").unwrap().next, 77);
+        p.seed("d", "e2", Some(&Position { epoch: "e2".to_owned(), next: 90 }), 77, (0, 0));
+        assert_eq!(p.next("d").unwrap().next, 90);
+    }
+
+    #[test]
+    fn inputs_delivered_before_a_crash_hold_the_position_until_they_come_back_and_finish() {
+        let p = Positions::default();
+        // The consumer's ack floor is 10; 12 and 15 were delivered to the crashed process.
+        p.seed("d", "e", Some(&Position { epoch: "e".to_owned(), next: 16 }), 11, (2, 15));
+        p.received("d", 20);
+        p.finished("d", 20);
+        assert_eq!(p.next("d").unwrap().next, 11, "12 and 15 are not applied yet");
+        p.received("d", 12);
+        p.finished("d", 12);
+        p.received("d", 15);
+        p.finished("d", 15);
+        assert_eq!(p.next("d").unwrap().next, 16);
+    }
+}
