@@ -4,7 +4,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use crate::arb;
-use crate::codec::{DecodeError, Encoding, Inbound, Limits, Outgoing, Payload, decode, decode_inbound, encode_as};
+use crate::codec::{DecodeError, Encoding, Inbound, Limits, MAX_CLOCK_SKEW, Outgoing, Payload, decode, decode_inbound, decode_inbound_at, encode_as};
 use crate::payload::*;
 use crate::subject;
 use crate::{RejectReason, proof::ProofRecord};
@@ -304,7 +304,8 @@ proptest! {
         m.qps = m.qps.map(|x| x.abs() % 1e9);
         m.source = m.source.map(|s| s.chars().take(100).collect());
         let out = Outgoing::new(&subject::METRIC_EVENTS.subject(&m.env, &m.service), &m).unwrap();
-        let got = decode_inbound(&out.subject, Some(out.encoding.content_type()), &out.payload, &Limits::DEFAULT).unwrap();
+        // Generated times reach 2199; arriving just after them, none is ahead of the clock.
+        let got = decode_inbound_at(&out.subject, Some(out.encoding.content_type()), &out.payload, &Limits::DEFAULT, m.timestamp.plus(std::time::Duration::from_secs(1))).unwrap();
         prop_assert_eq!(got, Inbound::Metric(m));
     }
 }
@@ -333,4 +334,28 @@ fn deeply_nested_input_is_rejected_not_a_crash() {
 fn decode_of_a_known_type_validates() {
     let r: Result<ProofRecord, _> = decode(Encoding::Json, b"{\"v\":2}", &Limits::DEFAULT);
     assert!(r.is_err());
+}
+
+#[test]
+fn an_event_time_ahead_of_the_arrival_clock_beyond_the_skew_is_rejected_as_out_of_order() {
+    let clock = crate::Timestamp::now();
+    let at = |ahead: std::time::Duration| {
+        let body = json!({"service": "payments-api", "env": "prod", "version": "1.2.3", "status": "succeeded", "timestamp": clock.plus(ahead).to_string()});
+        decode_inbound_at("cn.events.deploy.prod.payments-api", None, body.to_string().as_bytes(), &Limits::DEFAULT, clock)
+    };
+    assert!(at(MAX_CLOCK_SKEW).is_ok(), "within the skew");
+    let err = at(MAX_CLOCK_SKEW + std::time::Duration::from_secs(1)).unwrap_err();
+    assert_eq!(err.reason(), RejectReason::OutOfOrder);
+    assert!(err.to_string().contains("ahead of the clock at arrival"), "{err}");
+}
+
+#[test]
+fn a_version_with_a_bidi_override_or_control_character_is_rejected_naming_the_field() {
+    for (field, value) in [("previous_version", "1.14.2\u{202e}"), ("version", "1.15.0\u{1b}[2J"), ("commit_sha", "abc\ndef")] {
+        let mut body = json!({"service": "payments-api", "env": "prod", "version": "1.15.0", "status": "failed", "timestamp": crate::Timestamp::now().to_string()});
+        body[field] = json!(value);
+        let err = decode_inbound("cn.events.deploy.prod.payments-api", None, body.to_string().as_bytes(), &Limits::DEFAULT).unwrap_err();
+        assert_eq!(err.reason(), RejectReason::InvalidField, "{field}: {err}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
 }

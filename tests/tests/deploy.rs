@@ -62,9 +62,14 @@ fn every_agent_has_a_compose_service_running_its_binary_as_its_own_user() {
 fn every_compose_service_is_something_we_build_or_nats() {
     let agents: Vec<String> = fleet().iter().map(|a| a.name.to_string()).collect();
     for (service, block) in compose_services() {
+        if agents.contains(&service) {
+            assert!(block.contains("<<: *agent"), "{service} waits for the streams like every agent");
+        }
         match service.as_str() {
             "nats" => assert!(block.contains("image: nats:")),
             "init" | "cnctl" => assert!(block.contains("cnctl")),
+            // The bootstrap step: streams created by the only user allowed to, before the agents.
+            "streams" => assert!(block.contains("\"streams\", \"ensure\"") && block.contains("NATS_USER: bootstrap"), "{block}"),
             other => {
                 assert!(agents.iter().any(|a| a == other), "compose service {other} is not a fleet agent");
                 cn_tests::fleet::binary(other).unwrap();

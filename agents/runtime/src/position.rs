@@ -34,6 +34,8 @@ struct Track {
     outstanding: BTreeSet<u64>,
     /// Every input below this was finished or never belonged to this consumer.
     next: u64,
+    /// The highest sequence finished.
+    done: u64,
     /// Inputs the consumer had delivered before this start and not seen acked, up to a stream
     /// sequence: they come back after their ack wait, and the position stays put until they
     /// are finished.
@@ -71,7 +73,7 @@ impl Positions {
         let held = (left > 0).then_some(Held { up_to, left });
         let next = if held.is_some() { ack_floor_next } else { stored.max(ack_floor_next) };
         self.with(|m| {
-            m.insert(durable.to_owned(), Track { epoch: epoch.to_owned(), outstanding: BTreeSet::new(), next: next.max(1), held, changed: true });
+            m.insert(durable.to_owned(), Track { epoch: epoch.to_owned(), outstanding: BTreeSet::new(), next: next.max(1), done: 0, held, changed: true });
         });
     }
 
@@ -90,6 +92,7 @@ impl Positions {
         self.with(|m| {
             if let Some(t) = m.get_mut(durable) {
                 t.outstanding.remove(&seq);
+                t.done = t.done.max(seq);
                 if let Some(h) = t.held.as_mut() {
                     if seq <= h.up_to {
                         h.left = h.left.saturating_sub(1);
@@ -99,11 +102,7 @@ impl Positions {
                     }
                     t.held = None;
                 }
-                let first_open = t.outstanding.first().copied();
-                let next = match first_open {
-                    Some(open) => open.min(seq + 1),
-                    None => seq + 1,
-                };
+                let next = t.outstanding.first().copied().unwrap_or(t.done + 1);
                 if next > t.next {
                     t.next = next;
                     t.changed = true;
@@ -141,10 +140,10 @@ mod tests {
             p.received("d", seq);
         }
         p.finished("d", 3);
-        assert_eq!(p.next("d").unwrap().next, 4);
+        assert_eq!(p.next("d").unwrap().next, 7, "4..6 are not this consumer's; 7 is not applied yet");
         // 7 failed and waits for its retry; 9 is done meanwhile.
         p.finished("d", 9);
-        assert_eq!(p.next("d").unwrap().next, 4, "7 is not applied yet");
+        assert_eq!(p.next("d").unwrap().next, 7, "7 is not applied yet (4..6 are not this consumer's)");
         p.finished("d", 7);
         assert_eq!(p.next("d").unwrap().next, 10);
         assert_eq!(p.take_changed(), vec![("d".to_owned(), Position { epoch: "e1".to_owned(), next: 10 })]);
@@ -174,6 +173,6 @@ mod tests {
         p.finished("d", 12);
         p.received("d", 15);
         p.finished("d", 15);
-        assert_eq!(p.next("d").unwrap().next, 16);
+        assert_eq!(p.next("d").unwrap().next, 21, "20 was applied meanwhile");
     }
 }
