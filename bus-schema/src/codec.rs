@@ -74,7 +74,8 @@ pub trait Payload: Serialize + DeserializeOwned + Validate + std::fmt::Debug + S
 pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(120);
 
 macro_rules! payload {
-    ($ty:ty, $cn_type:literal, $enc:ident, |$p:ident| $scope:expr) => {
+    // `stamped`: the payload's `timestamp` is when the sender says the event happened.
+    ($ty:ty, $cn_type:literal, $enc:ident, |$p:ident| $scope:expr $(, $stamped:ident)?) => {
         impl Payload for $ty {
             const CN_TYPE: &'static str = $cn_type;
             const ENCODING: Encoding = Encoding::$enc;
@@ -82,19 +83,12 @@ macro_rules! payload {
                 let $p = self;
                 $scope
             }
-        }
-    };
-    ($ty:ty, $cn_type:literal, $enc:ident, |$p:ident| $scope:expr, stamped) => {
-        impl Payload for $ty {
-            const CN_TYPE: &'static str = $cn_type;
-            const ENCODING: Encoding = Encoding::$enc;
-            fn scope(&self) -> Scope<'_> {
-                let $p = self;
-                $scope
-            }
-            fn stamped_at(&self) -> Option<Timestamp> {
-                Some(self.timestamp)
-            }
+            $(
+                fn stamped_at(&self) -> Option<Timestamp> {
+                    let _ = stringify!($stamped);
+                    Some(self.timestamp)
+                }
+            )?
         }
     };
 }
