@@ -317,6 +317,41 @@ mod tests {
         }
     }
 
+    /// Each user's block of the rendered config.
+    fn block(text: &str, user: &str) -> String {
+        let start = text.find(&format!("user: \"{user}\"")).unwrap();
+        let end = text[start..].find("\n    }\n").unwrap();
+        text[start..start + end].to_owned()
+    }
+
+    #[test]
+    fn only_bootstrap_may_create_or_update_streams() {
+        let text = render_permissions();
+        for user in users() {
+            let b = block(&text, &user);
+            let may = b.contains("$JS.API.STREAM.CREATE") || b.contains("$JS.API.STREAM.UPDATE") || b.contains("\"$JS.API.STREAM.>\"");
+            assert_eq!(may, user == "bootstrap", "{user}: {b}");
+        }
+    }
+
+    #[test]
+    fn every_agent_durable_is_denied_to_the_users_with_consumers_of_their_own() {
+        let text = render_permissions();
+        for user in ["operator", "ci"] {
+            let b = block(&text, user);
+            let deny = &b[b.find("deny: [").unwrap()..];
+            for agent in fleet() {
+                for input in &agent.inputs {
+                    let (stream, durable) = (input.stream().unwrap().name(), input.durable(&agent.name));
+                    for subject in [format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"), format!("$JS.API.CONSUMER.DELETE.{stream}.{durable}"), format!("$JS.ACK.{stream}.{durable}.>")] {
+                        assert!(deny.contains(&format!("\"{subject}\"")), "{user} may use {subject}");
+                    }
+                }
+            }
+            assert!(!b.contains("\"$JS.API.CONSUMER.>\""), "{user} has the whole consumer API");
+        }
+    }
+
     #[test]
     fn the_committed_permissions_are_the_rendered_ones() {
         let committed = include_str!("../../../deploy/permissions.conf");
