@@ -5,7 +5,7 @@
 //! --bins`, which scripts/test runs), connected as its own user, with its own data dir.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -18,11 +18,16 @@ use tempfile::TempDir;
 use crate::proof_log::{self, StoredRecord};
 use crate::{NatsServer, Setup, eventually};
 
-/// Where cargo put the workspace's binaries (next to the test executable's `deps`).
+/// Where cargo put the workspace's binaries: beside this executable (a binary such as
+/// `chaos`), or one directory up (a test executable in `deps/`).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().and_then(Path::parent).context("test executable has no parent dir")?;
-    Ok(dir.to_owned())
+    let here = exe.parent().context("the executable has no parent dir")?;
+    if here.join("cnctl").is_file() {
+        return Ok(here.to_owned());
+    }
+    let up = here.parent().context("the executable has no parent dir")?;
+    Ok(up.to_owned())
 }
 
 /// The path of a workspace binary, or a clear error if it was not built.

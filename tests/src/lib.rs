@@ -4,6 +4,7 @@
 //! temporary JetStream store and a scenario config, and the server is killed when the
 //! [`NatsServer`] is dropped.
 
+pub mod chaos;
 pub mod fleet;
 pub mod learning;
 mod nats_server;

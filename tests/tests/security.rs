@@ -241,3 +241,19 @@ async fn a_pipeline_onboards_with_the_ci_role_which_cannot_approve_and_the_audit
     let pipeline = cnctl(&fleet, "pipeline", &["status", "--wait", "300ms"], None);
     assert!(String::from_utf8_lossy(&pipeline.stderr).contains("may not ask"), "{}", String::from_utf8_lossy(&pipeline.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_reusing_one_message_id_are_each_rejected_on_the_record() {
+    let fleet = Fleet::start().await.unwrap();
+    let pipeline = fleet.client_as("pipeline").await.unwrap();
+    for service in ["h-a", "h-b", "h-c"] {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(headers::MSG_ID, "same-id");
+        h.insert(headers::CONTENT_TYPE, headers::JSON);
+        let reply = pipeline.request_with_headers(format!("cn.negotiate.stage.{service}"), h, "{\"not\": \"a counter-proposal\"}".into()).await.unwrap();
+        assert!(reply.headers.as_ref().and_then(|h| h.get(headers::ERROR)).is_some(), "{service}: answered with an error");
+    }
+    let records = fleet.records_until("three rejections", |r| rejections_of(r, "same-id").len() >= 3).await.unwrap();
+    let subjects: Vec<String> = rejections_of(&records, "same-id").iter().map(|r| r.detail["subject"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(subjects, ["cn.negotiate.stage.h-a", "cn.negotiate.stage.h-b", "cn.negotiate.stage.h-c"]);
+}

@@ -135,17 +135,22 @@ impl Agent {
             return Ok(());
         };
         let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-        // A retried request carries the same Nats-Msg-Id: the same input id, so its records
-        // and outputs are de-duplicated like a redelivered input's.
-        let id = format!("request:{}", header(headers::MSG_ID).unwrap_or_else(|| bus_schema::Uuid::new_v4().to_string()));
+        // Ids end up in records and keys: printable ASCII, bounded, like a stored input's.
+        let id_header = |name: &str| header(name).filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()));
+        // A retried request carries the same Nats-Msg-Id and body: the same input id, so its
+        // records and outputs are de-duplicated like a redelivered input's. A different request
+        // reusing the id is a different input (the digest of subject and body tells them apart),
+        // so it cannot hide behind the first one's record.
+        let digest = bus_schema::proof::ProofHash::of(&[msg.subject.as_bytes(), b"\n", &msg.payload].concat()).to_hex();
+        let id = format!("request:{}:{}", id_header(headers::MSG_ID).unwrap_or_else(|| bus_schema::Uuid::new_v4().to_string()), &digest[..16]);
         let meta = InputMeta {
             subject: msg.subject.to_string(),
             stream: "core".to_owned(),
             stream_seq: 0,
             delivered: 1,
             input_id: id.clone(),
-            message_id: header(headers::MSG_ID).unwrap_or_else(|| id.clone()),
-            correlation_id: header(headers::CORRELATION_ID).unwrap_or(id),
+            message_id: id_header(headers::MSG_ID).unwrap_or_else(|| id.clone()),
+            correlation_id: id_header(headers::CORRELATION_ID).or_else(|| id_header(headers::MSG_ID)).unwrap_or(id),
         };
         let limits = Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
         let request = match decode_inbound(&meta.subject, header(headers::CONTENT_TYPE).as_deref(), &msg.payload, &limits) {
@@ -172,7 +177,10 @@ impl Agent {
                     other => ("retry", other.to_string()),
                 };
                 if let HandleError::Reject { reason, message } = &e {
-                    let draft = ProofDraft::new(ProofKind::EventRejected).reason(reason.as_str()).detail(json!({"subject": meta.subject, "error": message}));
+                    let draft = ProofDraft::new(ProofKind::EventRejected)
+                        .reason(reason.as_str())
+                        .correlation(meta.correlation_id.clone())
+                        .detail(json!({"subject": meta.subject, "error": message, "message_id": meta.message_id, "size": msg.payload.len()}));
                     self.proof.append(draft, Some(&format!("{}:rejected", meta.input_id))).await?;
                 }
                 let mut h = async_nats::HeaderMap::new();

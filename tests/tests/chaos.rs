@@ -1,0 +1,34 @@
+//! A short chaos run of the real fleet (`scripts/chaos` runs a long one): a minute of load with
+//! six agent kills, a nats-server restart and every hostile payload, and nothing may be lost,
+//! executed wrongly, broken or let through.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
+use std::time::Duration;
+
+use cn_tests::chaos::{Plan, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_of_kills_restarts_and_hostile_input_loses_nothing_and_lets_nothing_through() {
+    let plan = Plan {
+        duration: Duration::from_secs(65),
+        kill_every: Duration::from_secs(10),
+        nats_restarts: 1,
+        services: 6,
+        seed: 7,
+        sample_every: Duration::from_secs(2),
+        crash_every: Duration::from_secs(6),
+        failed_deploy_every: Duration::from_secs(20),
+        settle_timeout: Duration::from_secs(45),
+    };
+    let report = run(&plan, &|line: &str| eprintln!("{line}")).await.unwrap();
+    let table = report.table();
+    eprintln!("{table}");
+    assert!(report.failures().is_empty(), "{table}");
+    assert!(report.kills.len() >= 5 && report.nats_restarts.len() == 1, "{table}");
+    assert!(report.events.acked > 100 && report.decisions.executions > 0, "the load did something: {table}");
+    let h = &report.hostile;
+    assert!(h.must_reject > 50, "{table}");
+    assert_eq!(h.rejected, h.must_reject, "every hostile payload rejected with a reason: {table}");
+    assert!(h.valid_rejected.is_empty(), "valid-but-odd payloads were accepted: {table}");
+}
