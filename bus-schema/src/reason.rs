@@ -53,7 +53,7 @@ string_enum! {
         /// The payload's env/service disagree with the subject's tokens.
         ScopeMismatch = "scope_mismatch",
         /// Stamped too far behind the newest event of its service to be judged in its window,
-        /// or too far ahead of the receiving agent's clock.
+        /// or more than 120 s ahead of the clock when it arrived (every agent's input rule).
         OutOfOrder = "out_of_order",
         /// The agent could not process it after its bounded redeliveries.
         MaxDeliveriesExceeded = "max_deliveries_exceeded",

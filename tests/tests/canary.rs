@@ -67,8 +67,9 @@ async fn fleet_with_policy(services: &str, policy: Option<&str>) -> Fleet {
 async fn start_rollout(fleet: &Fleet, service: &str) {
     let file = fleet.dir.path().join(format!("{service}-request.json"));
     std::fs::write(&file, request(service).to_string()).unwrap();
-    // The operator user: `contract request` waits for the contract by reading CN_WORK.
-    let out = cnctl(fleet, "operator", &["contract", "request", file.to_str().unwrap(), "--json"], None);
+    // The ci user, as a pipeline job: `contract request` waits for the contract by reading
+    // CN_WORK with a consumer of its own, without the operator's right to approve.
+    let out = cnctl(fleet, "ci", &["contract", "request", file.to_str().unwrap(), "--json"], None);
     assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let contract: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(contract["risk"]["level"], "medium", "{contract}");

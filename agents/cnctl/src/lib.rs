@@ -114,7 +114,7 @@ pub enum Command {
     },
     /// Create a governance signing key pair: DIR/governance.key (secret) and DIR/governance.pub.
     Keygen(keys::KeygenArgs),
-    /// NATS credentials for the fleet, the pipeline, the operator and the auditor.
+    /// NATS credentials for the fleet and the people around it: bootstrap, pipeline, ci, operator, auditor.
     Creds {
         #[command(subcommand)]
         command: creds::CredsCommand,
