@@ -162,3 +162,22 @@ impl StatusTasks {
         let _ = self.service.stop().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_is_degraded_until_it_is_marked_well_again() {
+        let stats = Stats::new(0);
+        assert!(stats.degraded().is_empty());
+        stats.set_degraded("issue-detector-events", Some("consumer missing: recreating it"));
+        stats.set_degraded("issue-detector-executed", Some("consumer missing and cannot be recreated"));
+        assert_eq!(stats.degraded(), ["issue-detector-events: consumer missing: recreating it", "issue-detector-executed: consumer missing and cannot be recreated"]);
+        stats.set_degraded("issue-detector-events", None);
+        assert_eq!(stats.degraded(), ["issue-detector-executed: consumer missing and cannot be recreated"]);
+        let status = AgentStatus { heartbeat: stats.heartbeat(&"issue-detector".parse().unwrap(), &"0".parse().unwrap(), "0.8.0"), consumers: vec![], stopping: false, degraded: stats.degraded() };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["degraded"][0], "issue-detector-executed: consumer missing and cannot be recreated");
+    }
+}
