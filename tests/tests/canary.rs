@@ -29,7 +29,7 @@ fn request(service: &str) -> Value {
 #[test]
 fn the_request_drafts_a_medium_risk_contract_with_a_two_stage_canary() {
     let req: ContractRequest = serde_json::from_value(request("api")).unwrap();
-    let c = risk_negotiator::draft::draft_offline(&req, bus_schema::Timestamp::now());
+    let c = risk_model::draft::draft_offline(&req, bus_schema::Timestamp::now());
     assert_eq!(c.risk.level, RiskLevel::Medium, "{:?}", c.risk);
     assert_eq!(c.canary.iter().map(|s| s.weight_percent).collect::<Vec<_>>(), [10, 50, 100]);
 }

@@ -12,7 +12,7 @@ use bus_schema::{Action, Contract, ContractStatus, DataLossRisk, DeployEvent, De
 use deploy_agent::rollout::{Effect, Outcome, Phase, Rollout};
 use governance_gate::gates::{self, Mode, Verdict, View};
 use governance_gate::ledger::ServiceLedger;
-use governance_gate::policy::Policy;
+use policy::Policy;
 use serde_json::Value;
 use simulator::scenario::Scenario;
 use simulator::world::{Event, World};
@@ -53,7 +53,7 @@ fn contract() -> Contract {
         risk: RiskAssessment { score: 60.0, level: RiskLevel::High, confidence: 0.7, factors: vec![] },
         guardrails: Guardrails { max_error_rate: 0.01, max_p95_latency_ms: 500.0, max_p99_latency_ms: None, max_traffic_step_percent: 25 },
         validators: vec![],
-        canary: risk_negotiator::draft::canary_plan(RiskLevel::High),
+        canary: risk_model::draft::canary_plan(RiskLevel::High),
         rollback: RollbackPlan { possible: true, steps: vec![], estimated_s: 60, data_loss_risk: DataLossRisk::None },
         suggestions: vec![],
         reason: None,

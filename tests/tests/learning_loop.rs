@@ -12,7 +12,7 @@
 
 use bus_schema::ReasonCode;
 use cn_tests::learning::{Plan, Summary, evaluate, worlds};
-use governance_gate::policy::Policy;
+use policy::Policy;
 
 const PLAN: Plan = Plan { seeds: 3, episodes: 12, episode_s: 3600, trace: false };
 

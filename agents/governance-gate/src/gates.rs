@@ -29,7 +29,7 @@ use bus_schema::{Action, ActionProposal, ReasonCode, Timestamp};
 use serde_json::{Value, json};
 
 use crate::ledger::{IncidentLedger, ServiceLedger};
-use crate::policy::{Eligibility, Policy};
+use policy::{Eligibility, Policy};
 
 /// What governance knows about the proposal's service and incident.
 #[derive(Debug, Clone, Copy, Default)]

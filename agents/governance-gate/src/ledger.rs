@@ -10,7 +10,7 @@ use std::time::Duration;
 use bus_schema::{Action, ActionProposal, DeployEvent, DeployHistory, Incident, Outcome, SloStatus, Timestamp, Uuid};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
+use policy::Policy;
 
 /// Governance's view of one env/service.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! The governance gate: nothing acts unless it says yes.
 //!
-//! Every proposal passes the gates in [`gates`] against the [`policy`] and what governance
+//! Every proposal passes the gates in [`gates`] against the [`policy`](::policy) and what governance
 //! remembers ([`ledger`]: deploys, approvals, outcome back-offs, error budgets, incidents). The
 //! verdict is published — a signed approval on `cn.actions.approved.*` (only governance may
 //! publish there), a refusal with its reason code, or a pending approval for a human — and
@@ -15,7 +15,6 @@
 
 pub mod gates;
 pub mod ledger;
-pub mod policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -35,7 +34,7 @@ use serde_json::{Value, json};
 
 use gates::{Mode, Verdict, View};
 use ledger::{IncidentLedger, ServiceLedger, service_key};
-use policy::Policy;
+use policy::{Policy, PolicyError};
 
 pub const NAME: AgentName = bus_schema::fleet::GOVERNANCE_GATE;
 
@@ -69,7 +68,7 @@ impl Cli {
     }
 
     /// The policy file's policy, or the defaults.
-    pub fn policy(&self) -> Result<Policy, String> {
+    pub fn policy(&self) -> Result<Policy, PolicyError> {
         match &self.policy {
             Some(path) => Policy::from_file(path),
             None => Ok(Policy::default()),

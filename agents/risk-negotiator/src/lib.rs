@@ -16,11 +16,11 @@
 //! (core request/reply) and the model on `cn.model.risk-negotiator.{instance}`. Every
 //! negotiation round and every learned outcome is on the proof log.
 
-pub mod draft;
-pub mod learning;
 pub mod lifecycle;
-pub mod model;
 pub mod negotiate;
+
+// The pure model is shared with `cnctl contract from-git --offline`.
+pub use risk_model::{draft, learning, model};
 
 use std::collections::HashMap;
 

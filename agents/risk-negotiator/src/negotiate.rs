@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::draft::{ContractFacts, budget_spent, max_step};
 use crate::lifecycle::{self, LifecycleEvent};
 
-pub const MIN_CONFIDENCE: f64 = 0.6;
+pub use risk_model::MIN_CONFIDENCE;
 pub const RELAX_FACTOR: f64 = 1.5;
 pub const RELAX_FACTOR_LOW_CONFIDENCE: f64 = 1.25;
 pub const MAX_ERROR_RATE: f64 = 0.05;

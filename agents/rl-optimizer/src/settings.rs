@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use governance_gate::policy::Policy;
+use policy::Policy;
 
 use crate::values::DEFAULT_ALPHA;
 
@@ -88,7 +88,7 @@ impl OptimizerArgs {
             return Err(format!("--epsilon {} must be in [0, 1]", self.epsilon));
         }
         let policy = match &self.policy {
-            Some(path) => Policy::from_file(path)?,
+            Some(path) => Policy::from_file(path).map_err(|e| e.to_string())?,
             None => Policy::default(),
         };
         Ok(Settings { mode: self.mode, alpha: self.alpha, epsilon: self.epsilon, policy })

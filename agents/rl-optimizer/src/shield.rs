@@ -21,7 +21,7 @@
 //! default) and never in `prod`, whatever the list says: that is a hard rule here, not a setting.
 
 use bus_schema::{Action, DeployEvent, DeployHistory, Incident};
-use governance_gate::policy::Policy;
+use policy::Policy;
 use serde::{Deserialize, Serialize};
 
 use crate::context::deploy_implicated;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bus_schema::{Action, ActionProposal, Incident, IncidentKind, IncidentStatus, ReasonCode, Timestamp};
 use common::{deploys, incident, incident_of, outcome, refusal};
-use governance_gate::policy::Policy;
+use policy::Policy;
 use rl_optimizer::core::{Core, Effect};
 use rl_optimizer::prior::prior;
 use rl_optimizer::settings::{Mode, Settings};

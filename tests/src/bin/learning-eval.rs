@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use cn_tests::learning::{Plan, evaluate, table, worlds};
-use governance_gate::policy::Policy;
+use policy::Policy;
 
 /// Evaluates the optimizer's learning on simulated worlds it was not tuned on.
 #[derive(Debug, Parser)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use bus_schema::fleet::fleet;
 use bus_schema::proof::{ProofKind, ProofRecord};
-use governance_gate::policy::Policy;
+use policy::Policy;
 
 use super::hostile::{Expect, HostileSent, Transport, matches};
 use super::load::Sent;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use agent_runtime::rng::Rng;
 use async_nats::jetstream;
 use bus_schema::Timestamp;
-use governance_gate::policy::Policy;
+use policy::Policy;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::Fleet;

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bus_schema::{Action, ActionProposal, Backend, ExecutionResult, ExecutionStatus, Incident, IncidentStatus, Outcome, Refusal, SimAction, Timestamp, Uuid, derive_id};
 use governance_gate::gates::{self, Mode as GateMode, Verdict, View};
 use governance_gate::ledger::{IncidentLedger, ServiceLedger};
-use governance_gate::policy::Policy;
+use policy::Policy;
 use issue_detector::config::DetectorConfig;
 use issue_detector::engine::Output;
 use issue_detector::service::ServiceState;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use bus_schema::{Action, ReasonCode};
-use governance_gate::policy::Policy;
+use policy::Policy;
 
 use super::{Cure, Plan, Run, Who, WorldSpec, run};
 

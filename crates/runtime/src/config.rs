@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_nats::ServerAddr;
 use bus_schema::InstanceId;
+pub use bus_schema::parse_duration;
 use clap::{Args, Parser, ValueEnum};
 
 /// Exit code for invalid configuration (sysexits `EX_USAGE`).
@@ -197,24 +198,6 @@ fn parse_server(s: &str) -> Result<ServerAddr, String> {
     s.trim().parse::<ServerAddr>().map_err(|e| format!("{s:?} is not a NATS URL such as nats://127.0.0.1:4222 ({e})"))
 }
 
-/// Parses `250ms`, `10s`, `5m`, `2h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration such as 500ms, 10s, 5m or 2h"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?} has an unknown unit {unit:?}; use ms, s, m or h")),
-    };
-    if d.is_zero() {
-        return Err(format!("{s:?} must be more than zero"));
-    }
-    Ok(d)
-}
 
 #[cfg(test)]
 mod tests {

@@ -231,7 +231,7 @@ fn rule_factors(req: &ContractRequest, inputs: &DraftInputs<'_>, now: Timestamp)
     out
 }
 
-/// The most confidence a request's own evidence gives, below [`crate::negotiate::MIN_CONFIDENCE`].
+/// The most confidence a request's own evidence gives, below [`crate::MIN_CONFIDENCE`].
 pub const REQUEST_CONFIDENCE: f64 = 0.55;
 /// The longest latency guardrail the schema accepts (a day, in milliseconds).
 pub const MAX_GUARDRAIL_MS: f64 = 86_400_000.0;

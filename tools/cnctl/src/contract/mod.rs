@@ -258,7 +258,7 @@ async fn from_git(nats: &NatsArgs, args: FromGitArgs) -> Result<ExitCode, Failur
     };
     if args.offline {
         request.validate().map_err(|e| format!("the change set is not a valid request: {e}"))?;
-        let contract = risk_negotiator::draft::draft_offline(&request, Timestamp::now());
+        let contract = risk_model::draft::draft_offline(&request, Timestamp::now());
         print_contract(&contract, args.out)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -7,13 +7,31 @@
 //! that environment's defaults (a new environment starts with nothing allowed). Action lists
 //! may say `"built-in"` for every built-in action. Names on the global block list may appear
 //! (the check warns) but are refused in every environment all the same.
+//!
+//! Governance enforces it; the optimizer reads it to propose only what could be approved;
+//! `cnctl policy check` shows it. So it lives in the shared tier, not in an agent.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use agent_runtime::config::parse_duration;
-use bus_schema::Action;
+use bus_schema::{Action, parse_duration};
 use serde::Deserialize;
+
+
+/// Why a policy could not be loaded. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("policy {}: {source}", path.display())]
+    InFile { path: PathBuf, source: Box<PolicyError> },
+    #[error("{0}")]
+    Syntax(#[from] toml::de::Error),
+    /// A value that parsed but is not allowed, e.g. `explore_envs` naming prod.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 /// One environment's rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,14 +109,18 @@ impl Policy {
     }
 
     /// Reads and checks a policy file.
-    pub fn from_file(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read policy {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| format!("policy {}: {e}", path.display()))
+    pub fn from_file(path: &std::path::Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|source| PolicyError::InFile { path: path.to_owned(), source: Box::new(source) })
     }
 
     /// Builds a policy from the defaults and a file's text.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let file: File = toml::from_str(text)?;
+        Self::from_parsed(file).map_err(PolicyError::Invalid)
+    }
+
+    fn from_parsed(file: File) -> Result<Self, String> {
         let mut p = Policy::default();
         let duration = |key: &str, v: &Option<String>, slot: &mut Duration| -> Result<(), String> {
             if let Some(text) = v {
@@ -294,6 +316,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_error_names_the_file_and_keeps_its_source() {
+        let missing = Policy::from_file(std::path::Path::new("/nonexistent/policy.toml")).unwrap_err();
+        assert!(missing.to_string().starts_with("cannot read policy /nonexistent/policy.toml"), "{missing}");
+        assert!(std::error::Error::source(&missing).is_some());
+        let dir = std::env::temp_dir().join(format!("cn-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "repetition_limit = 0").unwrap();
+        let bad = Policy::from_file(&path).unwrap_err();
+        assert!(matches!(&bad, PolicyError::InFile { source, .. } if matches!(**source, PolicyError::Invalid(_))), "{bad:?}");
+        assert!(bad.to_string().contains("bad.toml") && bad.to_string().contains("repetition_limit"), "{bad}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_shipped_policy_file_is_the_design_default() {
         let p = Policy::from_toml(include_str!("../../../deploy/policy.toml")).unwrap();
         assert_eq!(p, Policy::default());
@@ -325,7 +362,7 @@ mod tests {
             ("explore_envs = [\"stage\", \"prod\"]", "may not include prod"),
         ];
         for (text, wanted) in cases {
-            let err = Policy::from_toml(text).unwrap_err();
+            let err = Policy::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(wanted), "{text:?}: {err:?} should mention {wanted:?}");
         }
     }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use governance_gate::policy::{EnvPolicy, Policy};
+use policy::{EnvPolicy, Policy};
 
 use crate::Failure;
 

@@ -105,6 +105,25 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     }
 }
 
+/// Parses `250ms`, `10s`, `5m`, `2h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration such as 500ms, 10s, 5m or 2h"))?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "" | "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(format!("{s:?} has an unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,14 +107,14 @@ fn only_outcomes_make_a_draft_confident_enough_to_negotiate() {
     (r.target_error_rate, r.target_p95_latency_ms) = (Some(0.01), Some(300.0));
     let c = draft_offline(&r, now());
     assert!((c.risk.confidence - REQUEST_CONFIDENCE).abs() < 1e-9, "{}", c.risk.confidence);
-    assert!(c.risk.confidence < crate::negotiate::MIN_CONFIDENCE);
+    assert!(c.risk.confidence < crate::MIN_CONFIDENCE);
     let mut model = Model::default();
     for _ in 0..2 {
         model.learn(&c.risk.factors, false, now());
     }
     let h = ServiceHistory::default();
     let learned = draft(&r, &DraftInputs { history: &h, model: &model, budget_remaining: None }, "i", now());
-    assert!(learned.risk.confidence >= crate::negotiate::MIN_CONFIDENCE, "{}", learned.risk.confidence);
+    assert!(learned.risk.confidence >= crate::MIN_CONFIDENCE, "{}", learned.risk.confidence);
 }
 
 #[test]
