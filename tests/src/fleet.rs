@@ -34,7 +34,10 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let path = bin_dir()?.join(name);
     if !path.is_file() {
-        bail!("{} is missing: build the agents first with `cargo build --workspace --bins` (scripts/test does)", path.display());
+        bail!(
+            "{} is missing: build the agents first with `cargo build --workspace --bins` (scripts/test does)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -153,12 +156,24 @@ impl Fleet {
         })?;
         // The bootstrap step, as scripts/up and compose run it: only this user may create streams.
         let output = Command::new(binary("cnctl")?)
-            .args(["streams", "ensure", "--nats-url", &server.url(), "--nats-user", "bootstrap", "--nats-password-file"])
+            .args([
+                "streams",
+                "ensure",
+                "--nats-url",
+                &server.url(),
+                "--nats-user",
+                "bootstrap",
+                "--nats-password-file",
+            ])
             .arg(cnctl::creds::password_file(&creds, "bootstrap"))
             .env_remove("NATS_URL")
             .output()?;
         if !output.status.success() {
-            bail!("cnctl streams ensure failed: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "cnctl streams ensure failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
 
         let mut agents = BTreeMap::new();
@@ -166,8 +181,20 @@ impl Fleet {
             let name = def.name.to_string();
             let data = dir.path().join("data").join(&name);
             let mut args: Vec<String> = [
-                "--nats-url", &server.url(), "--nats-user", &name, "--data-dir", &data.to_string_lossy(), "--instance", "0",
-                "--heartbeat-interval", "250ms", "--shutdown-grace", "5s", "--ack-wait", "5s",
+                "--nats-url",
+                &server.url(),
+                "--nats-user",
+                &name,
+                "--data-dir",
+                &data.to_string_lossy(),
+                "--instance",
+                "0",
+                "--heartbeat-interval",
+                "250ms",
+                "--shutdown-grace",
+                "5s",
+                "--ack-wait",
+                "5s",
             ]
             .iter()
             .map(|s| (*s).to_owned())
@@ -175,8 +202,14 @@ impl Fleet {
             args.push("--nats-password-file".into());
             args.push(cnctl::creds::password_file(&creds, &name).to_string_lossy().into_owned());
             match name.as_str() {
-                "governance-gate" => args.extend(["--signing-key".to_owned(), keys.join("governance.key").to_string_lossy().into_owned()]),
-                "executor" => args.extend(["--verify-key".to_owned(), keys.join("governance.pub").to_string_lossy().into_owned()]),
+                "governance-gate" => args.extend([
+                    "--signing-key".to_owned(),
+                    keys.join("governance.key").to_string_lossy().into_owned(),
+                ]),
+                "executor" => args.extend([
+                    "--verify-key".to_owned(),
+                    keys.join("governance.pub").to_string_lossy().into_owned(),
+                ]),
                 // Scenarios assert the optimizer's considered choice: no exploring here (the
                 // optimizer's own tests cover exploration).
                 "rl-optimizer" => args.extend(["--epsilon".to_owned(), "0".to_owned()]),
@@ -201,7 +234,8 @@ impl Fleet {
         let expected = self.agents.len();
         eventually(Duration::from_secs(30), "every agent to start", || async {
             let records = proof_log::read_all(&js).await.unwrap_or_default();
-            let started = proof_log::of_kind(&records, bus_schema::proof::ProofKind::AgentStarted).len();
+            let started =
+                proof_log::of_kind(&records, bus_schema::proof::ProofKind::AgentStarted).len();
             Ok((started >= expected).then_some(()))
         })
         .await
@@ -210,8 +244,12 @@ impl Fleet {
 
     /// A client connected as one of the NATS users.
     pub async fn client_as(&self, user: &str) -> anyhow::Result<async_nats::Client> {
-        let password = std::fs::read_to_string(cnctl::creds::password_file(&self.creds, user))?.trim().to_owned();
-        Ok(async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password).connect(self.server.url()).await?)
+        let password = std::fs::read_to_string(cnctl::creds::password_file(&self.creds, user))?
+            .trim()
+            .to_owned();
+        Ok(async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password)
+            .connect(self.server.url())
+            .await?)
     }
 
     /// Governance's signing key (tests use it to sign approvals that are valid but expired).
@@ -231,11 +269,19 @@ impl Fleet {
 
     /// Every agent's log, for failure messages.
     pub fn logs(&self) -> String {
-        self.agents.values().map(|a| format!("--- {} ---\n{}", a.name, a.log())).collect::<Vec<_>>().join("\n")
+        self.agents
+            .values()
+            .map(|a| format!("--- {} ---\n{}", a.name, a.log()))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Waits until the proof log satisfies `done`, returning it.
-    pub async fn records_until(&self, what: &str, done: impl Fn(&[StoredRecord]) -> bool) -> anyhow::Result<Vec<StoredRecord>> {
+    pub async fn records_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[StoredRecord]) -> bool,
+    ) -> anyhow::Result<Vec<StoredRecord>> {
         let js = jetstream::new(self.client_as("operator").await?);
         let found = eventually(Duration::from_secs(30), what, || async {
             let records = proof_log::read_all(&js).await?;
@@ -249,9 +295,20 @@ impl Fleet {
                     .await
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|r| r.record.as_ref().map(|r| format!("{} {}.{} {:?} {:?}", r.kind, r.agent, r.seq, r.service, r.reason)))
+                    .filter_map(|r| {
+                        r.record.as_ref().map(|r| {
+                            format!(
+                                "{} {}.{} {:?} {:?}",
+                                r.kind, r.agent, r.seq, r.service, r.reason
+                            )
+                        })
+                    })
                     .collect();
-                Err(anyhow::anyhow!("{e}\nproof log so far:\n{}\n{}", so_far.join("\n"), self.logs()))
+                Err(anyhow::anyhow!(
+                    "{e}\nproof log so far:\n{}\n{}",
+                    so_far.join("\n"),
+                    self.logs()
+                ))
             }
         }
     }

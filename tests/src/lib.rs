@@ -24,7 +24,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Runtime flags for an agent under test: fast heartbeats, short grace, quick retries.
-pub fn runtime_args(nats_url: &str, data_dir: &Path, instance: &str, extra: &[&str]) -> anyhow::Result<RuntimeArgs> {
+pub fn runtime_args(
+    nats_url: &str,
+    data_dir: &Path,
+    instance: &str,
+    extra: &[&str],
+) -> anyhow::Result<RuntimeArgs> {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
@@ -32,8 +37,17 @@ pub fn runtime_args(nats_url: &str, data_dir: &Path, instance: &str, extra: &[&s
     }
     let data_dir = data_dir.to_string_lossy().into_owned();
     let mut argv = vec![
-        "test-agent", "--nats-url", nats_url, "--data-dir", &data_dir, "--instance", instance,
-        "--heartbeat-interval", "200ms", "--shutdown-grace", "5s",
+        "test-agent",
+        "--nats-url",
+        nats_url,
+        "--data-dir",
+        &data_dir,
+        "--instance",
+        instance,
+        "--heartbeat-interval",
+        "200ms",
+        "--shutdown-grace",
+        "5s",
     ];
     argv.extend_from_slice(extra);
     Ok(Cli::try_parse_from(argv)?.runtime)
@@ -48,7 +62,11 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     /// Starts `spec` with `handler` (start-up errors are returned, not spawned).
-    pub async fn start<H: Handler + 'static>(spec: AgentSpec, args: RuntimeArgs, handler: H) -> anyhow::Result<Self> {
+    pub async fn start<H: Handler + 'static>(
+        spec: AgentSpec,
+        args: RuntimeArgs,
+        handler: H,
+    ) -> anyhow::Result<Self> {
         let shutdown = CancellationToken::new();
         let agent = Agent::start(spec, args, shutdown.clone()).await?;
         let task = tokio::spawn(agent.run(handler));

@@ -54,7 +54,8 @@ impl NatsServer {
 
     /// A server with JetStream plus a scenario's config, files and environment.
     pub fn start_with(setup: Setup) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("cn-nats-").tempdir().context("creating a temp dir")?;
+        let dir =
+            tempfile::Builder::new().prefix("cn-nats-").tempdir().context("creating a temp dir")?;
         for (name, contents) in &setup.files {
             std::fs::write(dir.path().join(name), contents)?;
         }
@@ -69,14 +70,17 @@ impl NatsServer {
             return Ok(PathBuf::from(p));
         }
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let candidates = std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")]);
+        let candidates = std::env::split_paths(&path)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")]);
         for dir in candidates {
             let p = dir.join("nats-server");
             if p.is_file() {
                 return Ok(p);
             }
         }
-        bail!("nats-server not found: install it (apt-get install -y nats-server) or set NATS_SERVER; scripts/test does this for you")
+        bail!(
+            "nats-server not found: install it (apt-get install -y nats-server) or set NATS_SERVER; scripts/test does this for you"
+        )
     }
 
     fn launch(&mut self) -> anyhow::Result<()> {

@@ -12,7 +12,10 @@ use std::time::Duration;
 use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft};
 use bus_schema::fleet::InputDef;
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Inbound, Incident, IncidentKind, IncidentStatus, MetricSample, Severity, Uuid, subject};
+use bus_schema::{
+    AgentName, Inbound, Incident, IncidentKind, IncidentStatus, MetricSample, Severity, Uuid,
+    subject,
+};
 
 /// What the probe did, for the test to check.
 #[derive(Debug, Default)]
@@ -34,7 +37,8 @@ impl Handler for Probe {
         let Inbound::Metric(m) = input else { return Ok(()) };
         let service = m.service.to_string();
         let attempt = {
-            let mut seen = self.seen.lock().map_err(|_| HandleError::Retry("probe state poisoned".into()))?;
+            let mut seen =
+                self.seen.lock().map_err(|_| HandleError::Retry("probe state poisoned".into()))?;
             seen.handling = Some(service.clone());
             let n = seen.attempts.entry(service.clone()).or_default();
             *n += 1;
@@ -51,7 +55,12 @@ impl Handler for Probe {
         if service == "flaky" && attempt == 1 {
             return Err(HandleError::Retry("simulated: crashed after publishing".into()));
         }
-        ctx.prove(ProofDraft::new(ProofKind::IncidentOpened).scope(&m.env, &m.service).incident(incident.incident_id)).await?;
+        ctx.prove(
+            ProofDraft::new(ProofKind::IncidentOpened)
+                .scope(&m.env, &m.service)
+                .incident(incident.incident_id),
+        )
+        .await?;
         Ok(())
     }
 }
@@ -87,9 +96,11 @@ pub fn spec() -> AgentSpec {
         version: "0.1.0",
         description: "integration-test probe",
         // Two inputs, like most agents: logs stay idle in these tests, and must not starve metrics.
-        inputs: vec![InputDef::new("metrics", subject::METRIC_EVENTS.all()), InputDef::new("logs", subject::LOG_EVENTS.all())],
+        inputs: vec![
+            InputDef::new("metrics", subject::METRIC_EVENTS.all()),
+            InputDef::new("logs", subject::LOG_EVENTS.all()),
+        ],
         prefetch: 1,
         requests: vec![],
     }
 }
-

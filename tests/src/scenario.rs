@@ -23,7 +23,13 @@ pub fn now() -> String {
     Timestamp::now().to_string()
 }
 
-pub fn deploy(env: &str, service: &str, version: &str, previous: Option<&str>, status: &str) -> Value {
+pub fn deploy(
+    env: &str,
+    service: &str,
+    version: &str,
+    previous: Option<&str>,
+    status: &str,
+) -> Value {
     json!({"service": service, "env": env, "version": version, "previous_version": previous, "status": status, "timestamp": now()})
 }
 
@@ -32,29 +38,44 @@ pub fn crash(env: &str, service: &str, looping: bool) -> Value {
 }
 
 pub fn for_service(records: &[StoredRecord], kind: ProofKind, service: &str) -> Vec<ProofRecord> {
-    of_kind(records, kind).into_iter().filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service)).collect()
+    of_kind(records, kind)
+        .into_iter()
+        .filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service))
+        .collect()
 }
 
 pub fn position(records: &[StoredRecord], kind: ProofKind, service: &str) -> usize {
     records
         .iter()
-        .position(|r| r.record.as_ref().is_some_and(|r| r.kind == kind && r.service.as_ref().is_some_and(|s| s.as_str() == service)))
+        .position(|r| {
+            r.record.as_ref().is_some_and(|r| {
+                r.kind == kind && r.service.as_ref().is_some_and(|s| s.as_str() == service)
+            })
+        })
         .unwrap_or_else(|| panic!("no {kind} for {service}"))
 }
 
 /// A metric sample `offset_s` from now.
 pub fn metric_at(env: &str, service: &str, offset_s: i64, fields: Value) -> Value {
     let now = Timestamp::now();
-    let at = if offset_s >= 0 { now.plus(Duration::from_secs(offset_s as u64)) } else { now.minus(Duration::from_secs(offset_s.unsigned_abs())) };
+    let at = if offset_s >= 0 {
+        now.plus(Duration::from_secs(offset_s as u64))
+    } else {
+        now.minus(Duration::from_secs(offset_s.unsigned_abs()))
+    };
     let mut body = json!({"service": service, "env": env, "timestamp": at.to_string()});
     body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
     body
 }
 
-
 /// Runs the cnctl binary as a NATS user, with `stdin` as its input, and waits for it. The
 /// operator-name and wait variables of the caller's environment are not passed on.
-pub fn cnctl(fleet: &Fleet, user: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+pub fn cnctl(
+    fleet: &Fleet,
+    user: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
     use std::io::Write;
     let mut child = std::process::Command::new(crate::fleet::binary("cnctl").unwrap())
         .args(args)
@@ -81,8 +102,18 @@ pub async fn crash_restarted(fleet: &Fleet, service: &str) {
     let mut deployed = deploy("stage", service, "2.0.0", Some("1.9.0"), "succeeded");
     deployed["timestamp"] = metric_at("stage", service, -700, json!({}))["timestamp"].clone();
     pipeline_pub(fleet, &format!("cn.events.deploy.stage.{service}"), deployed).await;
-    pipeline_pub(fleet, &format!("cn.events.metric.stage.{service}"), metric_at("stage", service, -600, json!({"crash_looping": true, "restarts": 4}))).await;
-    fleet.records_until("the restart to be executed", |r| !for_service(r, ProofKind::ActionExecuted, service).is_empty()).await.unwrap();
+    pipeline_pub(
+        fleet,
+        &format!("cn.events.metric.stage.{service}"),
+        metric_at("stage", service, -600, json!({"crash_looping": true, "restarts": 4})),
+    )
+    .await;
+    fleet
+        .records_until("the restart to be executed", |r| {
+            !for_service(r, ProofKind::ActionExecuted, service).is_empty()
+        })
+        .await
+        .unwrap();
 }
 
 /// After [`crash_restarted`]: the service recovers, the restart is judged once the verification
@@ -92,10 +123,35 @@ pub async fn crash_restarted(fleet: &Fleet, service: &str) {
 pub async fn latency_within_the_cooldown(fleet: &Fleet, service: &str) -> Vec<StoredRecord> {
     let subject = format!("cn.events.metric.stage.{service}");
     for offset in (-590..-250).step_by(10) {
-        pipeline_pub(fleet, &subject, metric_at("stage", service, offset, json!({"crash_looping": false, "p95_latency_ms": 150}))).await;
+        pipeline_pub(
+            fleet,
+            &subject,
+            metric_at(
+                "stage",
+                service,
+                offset,
+                json!({"crash_looping": false, "p95_latency_ms": 150}),
+            ),
+        )
+        .await;
     }
     for offset in (-240..-90).step_by(10) {
-        pipeline_pub(fleet, &subject, metric_at("stage", service, offset, json!({"crash_looping": false, "p95_latency_ms": 2500}))).await;
+        pipeline_pub(
+            fleet,
+            &subject,
+            metric_at(
+                "stage",
+                service,
+                offset,
+                json!({"crash_looping": false, "p95_latency_ms": 2500}),
+            ),
+        )
+        .await;
     }
-    fleet.records_until("the second restart to be refused", |r| !for_service(r, ProofKind::ActionRefused, service).is_empty()).await.unwrap()
+    fleet
+        .records_until("the second restart to be refused", |r| {
+            !for_service(r, ProofKind::ActionRefused, service).is_empty()
+        })
+        .await
+        .unwrap()
 }

@@ -41,17 +41,21 @@ async fn fleet_with(services: &str) -> Fleet {
 
 /// Like [`fleet_with`], with governance reading `policy` (TOML) when given.
 async fn fleet_with_policy(services: &str, policy: Option<&str>) -> Fleet {
-    let scenario = std::env::temp_dir().join(format!("cn-canary-{}.toml", bus_schema::Uuid::new_v4()));
+    let scenario =
+        std::env::temp_dir().join(format!("cn-canary-{}.toml", bus_schema::Uuid::new_v4()));
     std::fs::write(&scenario, format!("seed = 5\ntick_s = 5\nspeed = 60\n{services}")).unwrap();
     let scenario = scenario.to_string_lossy().into_owned();
     let policy_file = policy.map(|text| {
-        let path = std::env::temp_dir().join(format!("cn-canary-policy-{}.toml", bus_schema::Uuid::new_v4()));
+        let path = std::env::temp_dir()
+            .join(format!("cn-canary-policy-{}.toml", bus_schema::Uuid::new_v4()));
         std::fs::write(&path, text).unwrap();
         path.to_string_lossy().into_owned()
     });
     let sim: &[&str] = &["--scenario", &scenario, "--lead", "2h"];
-    let governance: Vec<&str> = policy_file.iter().flat_map(|path| ["--policy", path.as_str()]).collect();
-    let mut agents: Vec<(&str, &[&str])> = vec![("simulator", sim), ("executor", &["--backend", "sim"])];
+    let governance: Vec<&str> =
+        policy_file.iter().flat_map(|path| ["--policy", path.as_str()]).collect();
+    let mut agents: Vec<(&str, &[&str])> =
+        vec![("simulator", sim), ("executor", &["--backend", "sim"])];
     if !governance.is_empty() {
         agents.push(("governance-gate", &governance));
     }
@@ -70,12 +74,39 @@ async fn start_rollout(fleet: &Fleet, service: &str) {
     // The ci user, as a pipeline job: `contract request` waits for the contract by reading
     // CN_WORK with a consumer of its own, without the operator's right to approve.
     let out = cnctl(fleet, "ci", &["contract", "request", file.to_str().unwrap(), "--json"], None);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let contract: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(contract["risk"]["level"], "medium", "{contract}");
     let id = contract["contract_id"].as_str().unwrap();
-    let out = cnctl(fleet, "pipeline", &["contract", "accept", id, "--env", "stage", "--service", service, "--requested-by", "dev-ana"], None);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cnctl(
+        fleet,
+        "pipeline",
+        &[
+            "contract",
+            "accept",
+            id,
+            "--env",
+            "stage",
+            "--service",
+            service,
+            "--requested-by",
+            "dev-ana",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Stamped at the simulation's start, 2 h back, so the detector's event time for the
     // service is not pushed past the simulated samples.
     let at = bus_schema::Timestamp::now().minus(Duration::from_secs(7200));
@@ -97,12 +128,21 @@ fn verdicts(records: &[StoredRecord], service: &str) -> Vec<(u64, String)> {
 /// proposed), in order.
 fn executed(records: &[StoredRecord], service: &str) -> Vec<(Action, Option<u64>)> {
     let proposed = for_service(records, ProofKind::ActionProposed, service);
-    let weight = |r: &ProofRecord| proposed.iter().find(|p| p.proposal_id == r.proposal_id).and_then(|p| p.detail["params"]["canary_weight"].as_u64());
-    for_service(records, ProofKind::ActionExecuted, service).iter().map(|r| (r.action.clone().unwrap(), weight(r))).collect()
+    let weight = |r: &ProofRecord| {
+        proposed
+            .iter()
+            .find(|p| p.proposal_id == r.proposal_id)
+            .and_then(|p| p.detail["params"]["canary_weight"].as_u64())
+    };
+    for_service(records, ProofKind::ActionExecuted, service)
+        .iter()
+        .map(|r| (r.action.clone().unwrap(), weight(r)))
+        .collect()
 }
 
 fn ended(records: &[StoredRecord], service: &str) -> bool {
-    !for_service(records, ProofKind::CanaryPromoted, service).is_empty() || !for_service(records, ProofKind::CanaryAborted, service).is_empty()
+    !for_service(records, ProofKind::CanaryPromoted, service).is_empty()
+        || !for_service(records, ProofKind::CanaryAborted, service).is_empty()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,30 +150,72 @@ async fn a_deploy_agent_killed_mid_rollout_resumes_at_its_stage_and_promotes() {
     let mut fleet = fleet_with("[[service]]\nenv = \"stage\"\nname = \"api\"\n").await;
     start_rollout(&fleet, "api").await;
     // Kill it as soon as the first stage passed: the 50 % step is proposed or under way.
-    fleet.records_until("stage 1 to pass", |r| verdicts(r, "api").contains(&(1, "passed".into()))).await.unwrap();
+    fleet
+        .records_until("stage 1 to pass", |r| verdicts(r, "api").contains(&(1, "passed".into())))
+        .await
+        .unwrap();
     fleet.agent("deploy-agent").unwrap().kill9();
     tokio::time::sleep(Duration::from_secs(2)).await; // 2 simulated minutes go by
     fleet.agent("deploy-agent").unwrap().restart().unwrap();
     let records = fleet.records_until("the rollout to end", |r| ended(r, "api")).await.unwrap();
 
-    assert_eq!(verdicts(&records, "api"), [(1, "passed".into()), (2, "passed".into())], "no stage repeated or skipped");
-    assert_eq!(for_service(&records, ProofKind::CanaryPromoted, "api").len(), 1, "{}", fleet.logs());
-    assert_eq!(executed(&records, "api"), [(Action::SetCanaryWeight, Some(10)), (Action::SetCanaryWeight, Some(50)), (Action::Promote, None)]);
-    let starts = for_service(&records, ProofKind::CanaryStage, "api").into_iter().filter(|r| r.reason.as_deref() == Some("rollout_started")).count();
+    assert_eq!(
+        verdicts(&records, "api"),
+        [(1, "passed".into()), (2, "passed".into())],
+        "no stage repeated or skipped"
+    );
+    assert_eq!(
+        for_service(&records, ProofKind::CanaryPromoted, "api").len(),
+        1,
+        "{}",
+        fleet.logs()
+    );
+    assert_eq!(
+        executed(&records, "api"),
+        [
+            (Action::SetCanaryWeight, Some(10)),
+            (Action::SetCanaryWeight, Some(50)),
+            (Action::Promote, None)
+        ]
+    );
+    let starts = for_service(&records, ProofKind::CanaryStage, "api")
+        .into_iter()
+        .filter(|r| r.reason.as_deref() == Some("rollout_started"))
+        .count();
     assert_eq!(starts, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_with_three_times_the_errors_is_aborted_and_rolled_back_through_the_fleet() {
-    let fleet = fleet_with("[[service]]\nenv = \"stage\"\nname = \"shop\"\ncanary_error_factor = 3.0\n").await;
+    let fleet =
+        fleet_with("[[service]]\nenv = \"stage\"\nname = \"shop\"\ncanary_error_factor = 3.0\n")
+            .await;
     start_rollout(&fleet, "shop").await;
     let records = fleet.records_until("the rollout to end", |r| ended(r, "shop")).await.unwrap();
     assert_eq!(verdicts(&records, "shop"), [(1, "failed".into())], "{}", fleet.logs());
-    let failed = for_service(&records, ProofKind::CanaryStage, "shop").into_iter().find(|r| r.reason.as_deref() == Some("failed")).unwrap();
-    assert!(failed.detail["errors"]["comparison"]["p_value"].as_f64().unwrap() < 0.001, "{}", failed.detail);
-    let records = fleet.records_until("the rollback", |r| executed(r, "shop").len() >= 3).await.unwrap();
-    assert_eq!(executed(&records, "shop"), [(Action::SetCanaryWeight, Some(10)), (Action::AbortRollout, None), (Action::Rollback, None)]);
-    assert_eq!(for_service(&records, ProofKind::CanaryAborted, "shop")[0].reason.as_deref(), Some("aborted"));
+    let failed = for_service(&records, ProofKind::CanaryStage, "shop")
+        .into_iter()
+        .find(|r| r.reason.as_deref() == Some("failed"))
+        .unwrap();
+    assert!(
+        failed.detail["errors"]["comparison"]["p_value"].as_f64().unwrap() < 0.001,
+        "{}",
+        failed.detail
+    );
+    let records =
+        fleet.records_until("the rollback", |r| executed(r, "shop").len() >= 3).await.unwrap();
+    assert_eq!(
+        executed(&records, "shop"),
+        [
+            (Action::SetCanaryWeight, Some(10)),
+            (Action::AbortRollout, None),
+            (Action::Rollback, None)
+        ]
+    );
+    assert_eq!(
+        for_service(&records, ProofKind::CanaryAborted, "shop")[0].reason.as_deref(),
+        Some("aborted")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,17 +223,46 @@ async fn a_step_the_repetition_limit_holds_back_is_proposed_again_and_the_rollou
     // One set_canary_weight per 20 s of wall-clock time: at 60× speed stage 1 passes within
     // seconds, so governance holds the 50 % step back; the deploy agent asks again after 30 s.
     let policy = "repetition_limit = 1\nrepetition_window = \"20s\"\n";
-    let fleet = fleet_with_policy("[[service]]\nenv = \"stage\"\nname = \"pace\"\n", Some(policy)).await;
+    let fleet =
+        fleet_with_policy("[[service]]\nenv = \"stage\"\nname = \"pace\"\n", Some(policy)).await;
     start_rollout(&fleet, "pace").await;
-    fleet.records_until("the 50 % step to be held back", |r| verdicts(r, "pace").iter().any(|(_, v)| v == "retry_later")).await.unwrap();
+    fleet
+        .records_until("the 50 % step to be held back", |r| {
+            verdicts(r, "pace").iter().any(|(_, v)| v == "retry_later")
+        })
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(25)).await; // most of the 30 s backoff
     let records = fleet.records_until("the rollout to end", |r| ended(r, "pace")).await.unwrap();
-    assert_eq!(verdicts(&records, "pace"), [(1, "passed".into()), (2, "retry_later".into()), (2, "passed".into())], "{}", fleet.logs());
+    assert_eq!(
+        verdicts(&records, "pace"),
+        [(1, "passed".into()), (2, "retry_later".into()), (2, "passed".into())],
+        "{}",
+        fleet.logs()
+    );
     let refused = for_service(&records, ProofKind::ActionRefused, "pace");
-    assert_eq!(refused.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(), [Some("repetition_suppressed")]);
-    let retry = for_service(&records, ProofKind::CanaryStage, "pace").into_iter().find(|r| r.reason.as_deref() == Some("retry_later")).unwrap();
-    assert_eq!((retry.detail["attempt"].as_u64(), retry.detail["refusal"].as_str()), (Some(1), Some("repetition_suppressed")), "{}", retry.detail);
-    assert_eq!(executed(&records, "pace"), [(Action::SetCanaryWeight, Some(10)), (Action::SetCanaryWeight, Some(50)), (Action::Promote, None)]);
+    assert_eq!(
+        refused.iter().map(|r| r.reason.as_deref()).collect::<Vec<_>>(),
+        [Some("repetition_suppressed")]
+    );
+    let retry = for_service(&records, ProofKind::CanaryStage, "pace")
+        .into_iter()
+        .find(|r| r.reason.as_deref() == Some("retry_later"))
+        .unwrap();
+    assert_eq!(
+        (retry.detail["attempt"].as_u64(), retry.detail["refusal"].as_str()),
+        (Some(1), Some("repetition_suppressed")),
+        "{}",
+        retry.detail
+    );
+    assert_eq!(
+        executed(&records, "pace"),
+        [
+            (Action::SetCanaryWeight, Some(10)),
+            (Action::SetCanaryWeight, Some(50)),
+            (Action::Promote, None)
+        ]
+    );
     assert_eq!(for_service(&records, ProofKind::CanaryPromoted, "pace").len(), 1);
 }
 
@@ -165,16 +276,50 @@ async fn a_stage_that_hears_nothing_is_put_to_a_human_whose_no_aborts_the_rollou
         pipeline_pub(&fleet, "cn.events.deploy.stage.quiet", deploy).await;
     }
     start_rollout(&fleet, "quiet").await;
-    let records = fleet.records_until("the silent stage to reach a human", |r| !for_service(r, ProofKind::ActionPendingApproval, "quiet").is_empty()).await.unwrap();
+    let records = fleet
+        .records_until("the silent stage to reach a human", |r| {
+            !for_service(r, ProofKind::ActionPendingApproval, "quiet").is_empty()
+        })
+        .await
+        .unwrap();
     assert_eq!(verdicts(&records, "quiet"), [(1, "silent".into())]);
     let pending = for_service(&records, ProofKind::ActionPendingApproval, "quiet").remove(0);
-    assert_eq!(pending.action, Some(Action::SetCanaryWeight), "the next step, put to a human although stage approves it alone");
+    assert_eq!(
+        pending.action,
+        Some(Action::SetCanaryWeight),
+        "the next step, put to a human although stage approves it alone"
+    );
 
     let id = pending.proposal_id.unwrap().to_string();
-    let deny = cnctl(&fleet, "operator", &["approvals", "deny", &id, "--reason", "no metrics, no canary", "--operator", "oncall-sre"], None);
+    let deny = cnctl(
+        &fleet,
+        "operator",
+        &[
+            "approvals",
+            "deny",
+            &id,
+            "--reason",
+            "no metrics, no canary",
+            "--operator",
+            "oncall-sre",
+        ],
+        None,
+    );
     assert!(matches!(deny.status.code(), Some(0 | 2)), "{}", String::from_utf8_lossy(&deny.stderr));
-    let records = fleet.records_until("the abort", |r| !for_service(r, ProofKind::CanaryAborted, "quiet").is_empty()).await.unwrap();
+    let records = fleet
+        .records_until("the abort", |r| {
+            !for_service(r, ProofKind::CanaryAborted, "quiet").is_empty()
+        })
+        .await
+        .unwrap();
     let proposed = for_service(&records, ProofKind::ActionProposed, "quiet");
     let abort = proposed.iter().find(|p| p.action == Some(Action::AbortRollout)).expect("an abort");
-    assert!(abort.detail["explanation"].as_str().unwrap().contains("a human denied set_canary_weight (approval_denied)"), "{}", abort.detail);
+    assert!(
+        abort.detail["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("a human denied set_canary_weight (approval_denied)"),
+        "{}",
+        abort.detail
+    );
 }

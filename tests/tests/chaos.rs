@@ -26,7 +26,10 @@ async fn a_minute_of_kills_restarts_and_hostile_input_loses_nothing_and_lets_not
     eprintln!("{table}");
     assert!(report.failures().is_empty(), "{table}");
     assert!(report.kills.len() >= 5 && report.nats_restarts.len() == 1, "{table}");
-    assert!(report.events.acked > 100 && report.decisions.executions > 0, "the load did something: {table}");
+    assert!(
+        report.events.acked > 100 && report.decisions.executions > 0,
+        "the load did something: {table}"
+    );
     let h = &report.hostile;
     assert!(h.must_reject > 50, "{table}");
     assert_eq!(h.rejected, h.must_reject, "every hostile payload rejected with a reason: {table}");

@@ -52,9 +52,16 @@ fn every_agent_has_a_compose_service_running_its_binary_as_its_own_user() {
         let block = services.get(&name).unwrap_or_else(|| panic!("no compose service for {name}"));
         assert!(block.contains(&format!("command: [\"{name}\"]")), "{name}: {block}");
         assert!(block.contains(&format!("NATS_USER: {name}")), "{name}: {block}");
-        assert!(block.contains(&format!("NATS_PASSWORD_FILE: /creds/{name}.password")), "{name}: {block}");
+        assert!(
+            block.contains(&format!("NATS_PASSWORD_FILE: /creds/{name}.password")),
+            "{name}: {block}"
+        );
     }
-    assert!(services["executor"].contains("governance-public") && !services["executor"].contains("governance-secret"), "the executor gets only the public key");
+    assert!(
+        services["executor"].contains("governance-public")
+            && !services["executor"].contains("governance-secret"),
+        "the executor gets only the public key"
+    );
     assert!(services["governance-gate"].contains("governance-secret"));
 }
 
@@ -63,15 +70,24 @@ fn every_compose_service_is_something_we_build_or_nats() {
     let agents: Vec<String> = fleet().iter().map(|a| a.name.to_string()).collect();
     for (service, block) in compose_services() {
         if agents.contains(&service) {
-            assert!(block.contains("<<: *agent"), "{service} waits for the streams like every agent");
+            assert!(
+                block.contains("<<: *agent"),
+                "{service} waits for the streams like every agent"
+            );
         }
         match service.as_str() {
             "nats" => assert!(block.contains("image: nats:")),
             "init" | "cnctl" => assert!(block.contains("cnctl")),
             // The bootstrap step: streams created by the only user allowed to, before the agents.
-            "streams" => assert!(block.contains("\"streams\", \"ensure\"") && block.contains("NATS_USER: bootstrap"), "{block}"),
+            "streams" => assert!(
+                block.contains("\"streams\", \"ensure\"") && block.contains("NATS_USER: bootstrap"),
+                "{block}"
+            ),
             other => {
-                assert!(agents.iter().any(|a| a == other), "compose service {other} is not a fleet agent");
+                assert!(
+                    agents.iter().any(|a| a == other),
+                    "compose service {other} is not a fleet agent"
+                );
                 cn_tests::fleet::binary(other).unwrap();
             }
         }
@@ -83,15 +99,23 @@ fn every_compose_service_is_something_we_build_or_nats() {
 fn the_image_ships_every_binary() {
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     for name in fleet().iter().map(|a| a.name.to_string()).chain(["cnctl".to_owned()]) {
-        assert!(dockerfile.contains(&format!("/src/target/release/{name}")), "Dockerfile does not copy {name}");
+        assert!(
+            dockerfile.contains(&format!("/src/target/release/{name}")),
+            "Dockerfile does not copy {name}"
+        );
     }
 }
 
 #[test]
 fn the_server_config_is_valid_for_nats_server() {
-    let server = std::env::var_os("NATS_SERVER").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("nats-server"));
+    let server = std::env::var_os("NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("nats-server"));
     let mut cmd = Command::new(server);
-    cmd.arg("-t").arg("-c").arg(repo().join("deploy/nats-server.conf")).env("CN_JETSTREAM_DIR", "/tmp/cn-config-check");
+    cmd.arg("-t")
+        .arg("-c")
+        .arg(repo().join("deploy/nats-server.conf"))
+        .env("CN_JETSTREAM_DIR", "/tmp/cn-config-check");
     for user in cnctl::creds::users() {
         cmd.env(cnctl::creds::password_var(&user), "config-check");
     }

@@ -16,7 +16,10 @@ use async_nats::jetstream;
 use bus_schema::approval::ApprovalSigner;
 use bus_schema::codec::{Outgoing, Payload, decode};
 use bus_schema::proof::ProofKind;
-use bus_schema::{Action, ActionParams, ApprovalClaims, ExecutionResult, ExecutionStatus, Limits, ReasonCode, SignedApproval, SimAction, Timestamp, Uuid, headers, subject};
+use bus_schema::{
+    Action, ActionParams, ApprovalClaims, ExecutionResult, ExecutionStatus, Limits, ReasonCode,
+    SignedApproval, SimAction, Timestamp, Uuid, headers, subject,
+};
 use cn_tests::{NatsServer, eventually, proof_log};
 use tempfile::TempDir;
 
@@ -86,9 +89,18 @@ impl Bench {
         let public = dir.path().join("governance.pub");
         std::fs::write(&public, signer.public_key().to_hex()).unwrap();
         let mut args: Vec<String> = vec![
-            "--nats-url".into(), server.url(), "--data-dir".into(), dir.path().join("data").to_string_lossy().into(),
-            "--verify-key".into(), public.to_string_lossy().into(), "--heartbeat-interval".into(), "250ms".into(),
-            "--shutdown-grace".into(), "2s".into(), "--ack-wait".into(), "2s".into(),
+            "--nats-url".into(),
+            server.url(),
+            "--data-dir".into(),
+            dir.path().join("data").to_string_lossy().into(),
+            "--verify-key".into(),
+            public.to_string_lossy().into(),
+            "--heartbeat-interval".into(),
+            "250ms".into(),
+            "--shutdown-grace".into(),
+            "2s".into(),
+            "--ack-wait".into(),
+            "2s".into(),
         ];
         args.extend(backend.iter().map(|a| (*a).to_owned()));
         let executor = ExecutorProcess::start(args, dir.path().join("executor.log"));
@@ -128,10 +140,16 @@ impl Bench {
 
     /// Publishes as governance does: MessagePack on cn.actions.approved.{env}.{service}.
     async fn publish(&self, a: &SignedApproval) {
-        let out = Outgoing::new(&subject::APPROVED.subject(&a.claims.env, &a.claims.service), a).unwrap();
+        let out =
+            Outgoing::new(&subject::APPROVED.subject(&a.claims.env, &a.claims.service), a).unwrap();
         let mut h = async_nats::HeaderMap::new();
         h.insert(headers::CONTENT_TYPE, out.encoding.content_type());
-        self.js.publish_with_headers(out.subject, h, out.payload.into()).await.unwrap().await.unwrap();
+        self.js
+            .publish_with_headers(out.subject, h, out.payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
 
     /// Every execution result for an approval, once there are `count` of them.
@@ -144,7 +162,8 @@ impl Bench {
             for seq in 1..=last {
                 let Ok(m) = work.get_raw_message(seq).await else { continue };
                 if m.subject.starts_with("cn.actions.executed.") {
-                    let r: ExecutionResult = decode(ExecutionResult::ENCODING, &m.payload, &Limits::default())?;
+                    let r: ExecutionResult =
+                        decode(ExecutionResult::ENCODING, &m.payload, &Limits::default())?;
                     results.extend((r.approval_id == Some(id)).then_some(r));
                 }
             }
@@ -177,11 +196,20 @@ fn script(path: &Path, body: &str) {
 fn command_setup() -> (TempDir, PathBuf) {
     let dir = tempfile::Builder::new().prefix("cn-executor-").tempdir().unwrap();
     let d = dir.path().display();
-    script(&dir.path().join("record.sh"), &format!(
-        "printf '%s\\n' \"== run secret=${{CN_TEST_SECRET:-unset}} service=$CN_SERVICE\" >> {d}/argv.log\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> {d}/argv.log; done"
-    ));
-    script(&dir.path().join("fail.sh"), "echo \"cannot reach the cluster (replicas $1)\"\necho 'error: deployment not found' >&2\nexit 3");
-    script(&dir.path().join("slow.sh"), &format!("printf '== slow %s\\n' \"$1\" >> {d}/slow.log\nexec sleep \"$1\""));
+    script(
+        &dir.path().join("record.sh"),
+        &format!(
+            "printf '%s\\n' \"== run secret=${{CN_TEST_SECRET:-unset}} service=$CN_SERVICE\" >> {d}/argv.log\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> {d}/argv.log; done"
+        ),
+    );
+    script(
+        &dir.path().join("fail.sh"),
+        "echo \"cannot reach the cluster (replicas $1)\"\necho 'error: deployment not found' >&2\nexit 3",
+    );
+    script(
+        &dir.path().join("slow.sh"),
+        &format!("printf '== slow %s\\n' \"$1\" >> {d}/slow.log\nexec sleep \"$1\""),
+    );
     let commands = dir.path().join("commands.toml");
     std::fs::write(&commands, format!(r#"
         [action.restart]
@@ -211,34 +239,60 @@ async fn the_command_backend_runs_exactly_the_templated_argv_once_and_nothing_el
     // (a) A restart runs the script once, with exactly the templated arguments and a clean environment.
     let restart = bench.approval(1, Action::Restart, ActionParams::default());
     let r = bench.result(&restart).await;
-    assert_eq!((r.status, r.backend, r.exit_code), (ExecutionStatus::Executed, bus_schema::Backend::Command, Some(0)), "{r:?}");
+    assert_eq!(
+        (r.status, r.backend, r.exit_code),
+        (ExecutionStatus::Executed, bus_schema::Backend::Command, Some(0)),
+        "{r:?}"
+    );
     let expected = "== run secret=unset service=payments-api\nrollout\nrestart\ndeployment/payments-api\n-n\nstage\n--proposal=00000000-0000-0000-0000-0000000003e9\n";
     assert_eq!(bench.read("argv.log"), expected);
     // The same approval again is a replay: refused, not run.
     bench.publish(&restart).await;
     let again = bench.results(&restart, 2).await.remove(1);
-    assert_eq!((again.status, again.refusal), (ExecutionStatus::Refused, Some(ReasonCode::Replayed)), "{again:?}");
+    assert_eq!(
+        (again.status, again.refusal),
+        (ExecutionStatus::Refused, Some(ReasonCode::Replayed)),
+        "{again:?}"
+    );
     assert_eq!(bench.read("argv.log"), expected, "not run again");
 
     // (b) A crafted target version runs nothing: even signed, it fails the input rules (an
     // identifier is printable ASCII without spaces) and is rejected on the record.
     let pwned = bench.path("pwned");
-    let params = ActionParams { target_version: Some(format!("1.0; touch {}", pwned.display())), ..ActionParams::default() };
+    let params = ActionParams {
+        target_version: Some(format!("1.0; touch {}", pwned.display())),
+        ..ActionParams::default()
+    };
     bench.publish(&bench.approval(2, Action::Rollback, params)).await;
-    let rejected = eventually(Duration::from_secs(10), "the crafted approval's rejection", || async {
-        let records = proof_log::read_all(&bench.js).await?;
-        Ok(proof_log::of_kind(&records, ProofKind::EventRejected).into_iter().find(|r| r.reason.as_deref() == Some("invalid_field")))
-    })
-    .await
-    .unwrap();
-    assert!(rejected.detail["error"].as_str().unwrap().contains("params.target_version"), "{rejected:?}");
+    let rejected =
+        eventually(Duration::from_secs(10), "the crafted approval's rejection", || async {
+            let records = proof_log::read_all(&bench.js).await?;
+            Ok(proof_log::of_kind(&records, ProofKind::EventRejected)
+                .into_iter()
+                .find(|r| r.reason.as_deref() == Some("invalid_field")))
+        })
+        .await
+        .unwrap();
+    assert!(
+        rejected.detail["error"].as_str().unwrap().contains("params.target_version"),
+        "{rejected:?}"
+    );
     assert_eq!(bench.read("argv.log"), expected, "not run");
     assert!(!pwned.exists());
 
     // (c) A failing command: its exit code and the tail of its output are in the result.
-    let r = bench.result(&bench.approval(3, Action::ScaleUp, ActionParams { replicas: Some(4), ..ActionParams::default() })).await;
+    let r = bench
+        .result(&bench.approval(
+            3,
+            Action::ScaleUp,
+            ActionParams { replicas: Some(4), ..ActionParams::default() },
+        ))
+        .await;
     assert_eq!((r.status, r.exit_code), (ExecutionStatus::Failed, Some(3)), "{r:?}");
-    assert_eq!(r.output_tail.as_deref(), Some("cannot reach the cluster (replicas 4)\nerror: deployment not found\n"));
+    assert_eq!(
+        r.output_tail.as_deref(),
+        Some("cannot reach the cluster (replicas 4)\nerror: deployment not found\n")
+    );
 
     // (d) A command that outlives its timeout is killed and reported.
     let r = bench.result(&bench.approval(4, Action::ScaleDown, ActionParams::default())).await;
@@ -248,18 +302,37 @@ async fn the_command_backend_runs_exactly_the_templated_argv_once_and_nothing_el
     // (e) An approved action without a template is refused before anything happens.
     for (n, action) in [(5, Action::Promote), (6, Action::Custom("flush_dns".into()))] {
         let r = bench.result(&bench.approval(n, action, ActionParams::default())).await;
-        assert_eq!((r.status, r.refusal), (ExecutionStatus::Refused, Some(ReasonCode::UnknownAction)), "{r:?}");
-        assert!(r.detail.contains("configured: restart, scale_up, scale_down, rollback, abort_rollout, clear_cache"), "{}", r.detail);
+        assert_eq!(
+            (r.status, r.refusal),
+            (ExecutionStatus::Refused, Some(ReasonCode::UnknownAction)),
+            "{r:?}"
+        );
+        assert!(
+            r.detail.contains(
+                "configured: restart, scale_up, scale_down, rollback, abort_rollout, clear_cache"
+            ),
+            "{}",
+            r.detail
+        );
     }
     // A configured custom action runs.
-    let r = bench.result(&bench.approval(7, Action::Custom("clear_cache".into()), ActionParams::default())).await;
+    let r = bench
+        .result(&bench.approval(7, Action::Custom("clear_cache".into()), ActionParams::default()))
+        .await;
     assert_eq!(r.status, ExecutionStatus::Executed, "{r:?}");
-    assert_eq!(bench.read("argv.log"), format!("{expected}== run secret=unset service=payments-api\nclear-cache\npayments-api\n"));
+    assert_eq!(
+        bench.read("argv.log"),
+        format!("{expected}== run secret=unset service=payments-api\nclear-cache\npayments-api\n")
+    );
 
     // A crash mid-command: on redelivery it is reported as interrupted, never run twice.
     let abort = bench.approval(8, Action::AbortRollout, ActionParams::default());
     bench.publish(&abort).await;
-    eventually(Duration::from_secs(10), "the slow command to start", || async { Ok(bench.read("slow.log").contains("== slow 5").then_some(())) }).await.unwrap();
+    eventually(Duration::from_secs(10), "the slow command to start", || async {
+        Ok(bench.read("slow.log").contains("== slow 5").then_some(()))
+    })
+    .await
+    .unwrap();
     bench.executor.kill9();
     bench.executor.spawn();
     bench.wait_started(2).await;
@@ -285,12 +358,20 @@ async fn the_sim_backend_hands_the_action_to_the_simulator() {
     let params = ActionParams { replicas: Some(6), ..ActionParams::default() };
     let approval = bench.approval(1, Action::ScaleUp, params.clone());
     let r = bench.result(&approval).await;
-    assert_eq!((r.status, r.backend, r.detail.as_str()), (ExecutionStatus::Executed, bus_schema::Backend::Sim, "sent to the simulator"));
+    assert_eq!(
+        (r.status, r.backend, r.detail.as_str()),
+        (ExecutionStatus::Executed, bus_schema::Backend::Sim, "sent to the simulator")
+    );
 
     let work = bench.js.get_stream("CN_WORK").await.unwrap();
-    let stored = work.get_last_raw_message_by_subject("cn.sim.actions.stage.payments-api").await.unwrap();
-    let order: SimAction = decode(SimAction::ENCODING, &stored.payload, &Limits::default()).unwrap();
-    assert_eq!((order.proposal_id, order.action, order.params), (approval.claims.proposal_id, Action::ScaleUp, params));
+    let stored =
+        work.get_last_raw_message_by_subject("cn.sim.actions.stage.payments-api").await.unwrap();
+    let order: SimAction =
+        decode(SimAction::ENCODING, &stored.payload, &Limits::default()).unwrap();
+    assert_eq!(
+        (order.proposal_id, order.action, order.params),
+        (approval.claims.proposal_id, Action::ScaleUp, params)
+    );
 }
 
 #[test]

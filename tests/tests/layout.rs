@@ -35,11 +35,17 @@ fn no_crate_depends_on_an_agent_crate() {
         for dep in package["dependencies"].as_array().unwrap() {
             let Some(path) = dep["path"].as_str().map(PathBuf::from) else { continue };
             if path.starts_with(&agents) {
-                wrong.push(format!("{} depends on {} ({})", package["name"], dep["name"], path.display()));
+                wrong.push(format!(
+                    "{} depends on {} ({})",
+                    package["name"],
+                    dep["name"],
+                    path.display()
+                ));
             }
         }
         let dir = manifest.parent().unwrap();
-        let tier = ["crates", "agents", "tools"].iter().any(|t| dir.parent() == Some(&repo().join(t)));
+        let tier =
+            ["crates", "agents", "tools"].iter().any(|t| dir.parent() == Some(&repo().join(t)));
         assert!(tier, "{} sits outside crates/, agents/ and tools/", dir.display());
     }
     assert!(checked >= 12, "only {checked} crates were checked");

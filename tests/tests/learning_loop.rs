@@ -17,18 +17,34 @@ use policy::Policy;
 const PLAN: Plan = Plan { seeds: 3, episodes: 12, episode_s: 3600, trace: false };
 
 fn check(names: &[&str], policy: &Policy) -> Vec<Summary> {
-    let specs: Vec<_> = worlds().into_iter().filter(|w| names.iter().any(|n| w.name.starts_with(n))).collect();
+    let specs: Vec<_> =
+        worlds().into_iter().filter(|w| names.iter().any(|n| w.name.starts_with(n))).collect();
     assert_eq!(specs.len(), names.len(), "every world named exists");
     let summaries = evaluate(&specs, &PLAN, policy, |_, _| {}).unwrap();
     println!("{}", cn_tests::learning::table(&summaries, &PLAN));
     for s in &summaries {
         let worst = s.worst_switch();
-        assert!(worst.is_some_and(|w| w <= 10), "{}: the worst seed's greedy choice became the cure at {worst:?}: {:?}", s.name, s.switches);
+        assert!(
+            worst.is_some_and(|w| w <= 10),
+            "{}: the worst seed's greedy choice became the cure at {worst:?}: {:?}",
+            s.name,
+            s.switches
+        );
         if s.right_prior {
-            assert!(s.switches.iter().all(|x| *x == Some(1)), "{}: the right prior was not kept: {:?}", s.name, s.switches);
+            assert!(
+                s.switches.iter().all(|x| *x == Some(1)),
+                "{}: the right prior was not kept: {:?}",
+                s.name,
+                s.switches
+            );
         }
         assert_eq!((s.exploratory_in_prod, s.without_propensity), (0, 0), "{}", s.name);
-        for reason in [ReasonCode::MissingPrerequisite, ReasonCode::NotEligibleInEnv, ReasonCode::GloballyBlocked, ReasonCode::LowConfidence] {
+        for reason in [
+            ReasonCode::MissingPrerequisite,
+            ReasonCode::NotEligibleInEnv,
+            ReasonCode::GloballyBlocked,
+            ReasonCode::LowConfidence,
+        ] {
             assert_eq!(s.refused(reason), 0, "{}: refused as {reason}: {:?}", s.name, s.refusals);
         }
         assert!(s.proposals > 0, "{}", s.name);
@@ -47,14 +63,22 @@ fn a_wrong_prior_for_a_deploy_borne_failure_is_unlearned_within_ten_incidents() 
 
 #[test]
 fn a_right_prior_is_kept_even_when_it_fails_three_times_in_ten() {
-    check(&["crash loop, restart 70 %", "overload", "latency regression", "deploy-caused overload"], &Policy::default());
+    check(
+        &["crash loop, restart 70 %", "overload", "latency regression", "deploy-caused overload"],
+        &Policy::default(),
+    );
 }
 
 #[test]
 fn where_nothing_cures_the_optimizer_learns_to_leave_it_to_a_human() {
     let s = check(&["flapping", "slowdown"], &Policy::default());
     for w in &s {
-        assert!(w.escalations >= PLAN.seeds * PLAN.episodes, "{}: every incident ends with a human: {}", w.name, w.escalations);
+        assert!(
+            w.escalations >= PLAN.seeds * PLAN.episodes,
+            "{}: every incident ends with a human: {}",
+            w.name,
+            w.escalations
+        );
     }
 }
 

@@ -27,7 +27,8 @@ fn spawn(server_url: &str, data_dir: &std::path::Path) -> anyhow::Result<Child> 
 }
 
 fn signal(child: &Child, sig: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status()?;
+    let status =
+        Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status()?;
     anyhow::ensure!(status.success(), "kill -{sig} failed");
     Ok(())
 }
@@ -62,7 +63,10 @@ fn invalid_configuration_exits_64_with_a_clear_message() -> anyhow::Result<()> {
         (vec!["--shutdown-grace", "soon"], "not a duration"),
         (vec!["--nats-url", "nats://exa mple:4222"], "not a NATS URL"),
         (vec!["--no-such-flag"], "unexpected argument"),
-        (vec!["--nats-user", "x", "--nats-password-file", "/nonexistent/pw"], "cannot read --nats-password-file"),
+        (
+            vec!["--nats-user", "x", "--nats-password-file", "/nonexistent/pw"],
+            "cannot read --nats-password-file",
+        ),
         (vec!["--data-dir", bad_data_dir.to_str().unwrap_or_default()], "cannot use --data-dir"),
         (vec!["--log", "info,=="], "invalid --log"),
     ];
@@ -89,7 +93,10 @@ fn the_detector_refuses_a_bad_config_file_naming_the_key() -> anyhow::Result<()>
     let token = write("token.toml", "[service.\"prod/Payments\"]\np95_ms = 300\n")?;
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--config", &typo], "unknown field `sustain`"),
-        (vec!["--config", &range], "[env.prod]: slo_objective = 99.9 must be strictly between 0 and 1"),
+        (
+            vec!["--config", &range],
+            "[env.prod]: slo_objective = 99.9 must be strictly between 0 and 1",
+        ),
         (vec!["--config", &token], "prod/Payments"),
         (vec!["--config", "/nonexistent/detector.toml"], "cannot read /nonexistent/detector.toml"),
         (vec!["--error-rate-threshold", "5"], "flags: error_rate = 5 must be a fraction"),
@@ -109,13 +116,19 @@ fn cnctl_policy_check_accepts_the_shipped_policy_and_names_a_mistake() -> anyhow
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policy.toml");
     let ok = Command::new(&cnctl).args(["policy", "check", shipped]).output()?;
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("human:     rollback, scale_down, promote"));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("human:     rollback, scale_down, promote")
+    );
     let dir = tempfile::tempdir()?;
     let bad = dir.path().join("policy.toml");
     std::fs::write(&bad, "[cooldowns]\nrestart = \"a while\"\n")?;
     let out = Command::new(&cnctl).args(["policy", "check"]).arg(&bad).output()?;
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("[cooldowns] restart"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[cooldowns] restart"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -124,7 +137,16 @@ fn help_names_every_flag_with_its_environment_variable() -> anyhow::Result<()> {
     let out = run(&["--help"])?;
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    for env in ["NATS_URL", "NATS_USER", "NATS_PASSWORD_FILE", "CN_DATA_DIR", "CN_INSTANCE", "CN_LOG_FORMAT", "CN_SHUTDOWN_GRACE", "CN_MAX_ATTEMPTS"] {
+    for env in [
+        "NATS_URL",
+        "NATS_USER",
+        "NATS_PASSWORD_FILE",
+        "CN_DATA_DIR",
+        "CN_INSTANCE",
+        "CN_LOG_FORMAT",
+        "CN_SHUTDOWN_GRACE",
+        "CN_MAX_ATTEMPTS",
+    ] {
         assert!(help.contains(&format!("env: {env}")), "{env} missing from --help:\n{help}");
     }
     Ok(())

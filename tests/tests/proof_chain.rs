@@ -13,7 +13,11 @@ use bus_schema::{AgentName, InstanceId, headers};
 use cn_tests::{NatsServer, proof_log};
 use serde_json::json;
 
-async fn writer(server: &NatsServer, dir: &std::path::Path, instance: &str) -> anyhow::Result<ProofWriter> {
+async fn writer(
+    server: &NatsServer,
+    dir: &std::path::Path,
+    instance: &str,
+) -> anyhow::Result<ProofWriter> {
     let client = server.client().await?;
     let js = jetstream::new(client.clone());
     streams::ensure_streams(&js).await?;
@@ -74,13 +78,18 @@ async fn an_idempotency_key_records_a_decision_once() -> anyhow::Result<()> {
     assert_eq!(first, again);
     drop(w);
     let mut w = writer(&server, dir.path(), "0").await?;
-    assert_eq!(w.append(draft(1), Some("CN_WORK:9:action_executed:1")).await?, first, "keys survive a restart");
+    assert_eq!(
+        w.append(draft(1), Some("CN_WORK:9:action_executed:1")).await?,
+        first,
+        "keys survive a restart"
+    );
     assert_eq!(all_records(&server).await?.len(), 1);
     Ok(())
 }
 
 #[tokio::test]
-async fn a_record_cut_off_by_an_outage_is_published_exactly_once_afterwards() -> anyhow::Result<()> {
+async fn a_record_cut_off_by_an_outage_is_published_exactly_once_afterwards() -> anyhow::Result<()>
+{
     let mut server = NatsServer::start()?;
     let dir = tempfile::tempdir()?;
     let mut w = writer(&server, dir.path(), "0").await?;
@@ -98,7 +107,8 @@ async fn a_record_cut_off_by_an_outage_is_published_exactly_once_afterwards() ->
     w.append(draft(4), None).await?;
 
     let records = all_records(&server).await?;
-    let details: Vec<i64> = records.iter().filter_map(|r| r.record.as_ref()?.detail["i"].as_i64()).collect();
+    let details: Vec<i64> =
+        records.iter().filter_map(|r| r.record.as_ref()?.detail["i"].as_i64()).collect();
     assert_eq!(details, vec![1, 2, 3, 4]);
     assert!(proof_log::audit(&records).is_intact());
     Ok(())
@@ -119,15 +129,29 @@ async fn two_processes_with_one_instance_id_cannot_fork_the_chain() -> anyhow::R
 }
 
 /// Publishes a forged record on a chain's subject, as someone with publish rights could.
-async fn forge(server: &NatsServer, record: &ProofRecord, header_hash: Option<String>, bytes: Option<Vec<u8>>) -> anyhow::Result<()> {
+async fn forge(
+    server: &NatsServer,
+    record: &ProofRecord,
+    header_hash: Option<String>,
+    bytes: Option<Vec<u8>>,
+) -> anyhow::Result<()> {
     let js = jetstream::new(server.client().await?);
     let bytes = match bytes {
         Some(b) => b,
         None => serde_json::to_vec(record)?,
     };
     let mut h = HeaderMap::new();
-    h.insert(headers::PROOF_HASH, header_hash.unwrap_or_else(|| ProofHash::of(&bytes).to_hex()).as_str());
-    js.publish_with_headers(format!("cn.proof.{}.{}", record.agent, record.instance), h, bytes.into()).await?.await?;
+    h.insert(
+        headers::PROOF_HASH,
+        header_hash.unwrap_or_else(|| ProofHash::of(&bytes).to_hex()).as_str(),
+    );
+    js.publish_with_headers(
+        format!("cn.proof.{}.{}", record.agent, record.instance),
+        h,
+        bytes.into(),
+    )
+    .await?
+    .await?;
     Ok(())
 }
 
@@ -145,7 +169,11 @@ async fn forged_and_missing_records_are_reported_with_their_seq() -> anyhow::Res
     }
     let records = all_records(&server).await?;
     let third = |instance: &str| -> ProofRecord {
-        records.iter().filter_map(|r| r.record.clone()).find(|r| r.instance.as_str() == instance && r.seq == 3).unwrap()
+        records
+            .iter()
+            .filter_map(|r| r.record.clone())
+            .find(|r| r.instance.as_str() == instance && r.seq == 3)
+            .unwrap()
     };
 
     // "gap": seq 4 never arrives, seq 5 does.
@@ -169,10 +197,18 @@ async fn forged_and_missing_records_are_reported_with_their_seq() -> anyhow::Res
     forge(&server, &fork, None, None).await?;
 
     let audit = proof_log::audit(&all_records(&server).await?);
-    let by_instance = |i: &str| audit.reports().into_iter().find(|r| r.subject.ends_with(&format!(".{i}"))).unwrap();
-    assert!(matches!(by_instance("gap").first_break, Some(ChainBreak::Gap { expected: 4, found: 5, .. })));
+    let by_instance = |i: &str| {
+        audit.reports().into_iter().find(|r| r.subject.ends_with(&format!(".{i}"))).unwrap()
+    };
+    assert!(matches!(
+        by_instance("gap").first_break,
+        Some(ChainBreak::Gap { expected: 4, found: 5, .. })
+    ));
     assert!(matches!(by_instance("tamper").first_break, Some(ChainBreak::Tampered { seq: 4, .. })));
-    assert!(matches!(by_instance("relink").first_break, Some(ChainBreak::PrevHashMismatch { seq: 4, .. })));
+    assert!(matches!(
+        by_instance("relink").first_break,
+        Some(ChainBreak::PrevHashMismatch { seq: 4, .. })
+    ));
     assert_eq!(by_instance("intact").first_break, None);
     assert_eq!(by_instance("gap").verified_through, 3);
     assert!(!audit.is_intact());

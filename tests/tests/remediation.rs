@@ -35,11 +35,17 @@ fn count(records: &[StoredRecord], kind: ProofKind, pred: impl Fn(&ProofRecord) 
 
 /// The realistic pipeline: `crash_looping` only while crashing, then its usual metrics without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sixty_crash_loops_reported_only_while_crashing_are_restarted_resolved_and_restarted_again() {
+async fn sixty_crash_loops_reported_only_while_crashing_are_restarted_resolved_and_restarted_again()
+{
     const N: usize = 60;
     let dir = tempfile::tempdir().unwrap();
     let policy = quick_policy(dir.path());
-    let fleet = Fleet::start_with(&[("governance-gate", &["--policy", &policy]), ("rl-optimizer", &["--policy", &policy])]).await.unwrap();
+    let fleet = Fleet::start_with(&[
+        ("governance-gate", &["--policy", &policy]),
+        ("rl-optimizer", &["--policy", &policy]),
+    ])
+    .await
+    .unwrap();
     let base = -2400; // 40 minutes ago, in the samples' own clock
     let services: Vec<String> = (0..N).map(|n| format!("svc-{n:02}")).collect();
     let metric = |s: &str, offset: i64, fields: Value| {
@@ -50,23 +56,48 @@ async fn sixty_crash_loops_reported_only_while_crashing_are_restarted_resolved_a
 
     // Deployed, then crash-looping once.
     for s in &services {
-        pipeline_pub(&fleet, &format!("cn.events.deploy.stage.{s}"), deploy_at(s, "1.0.0", None, base)).await;
-        pipeline_pub(&fleet, &format!("cn.events.metric.stage.{s}"), metric(s, base + 10, json!({"crash_looping": true, "restarts": 3}))).await;
+        pipeline_pub(
+            &fleet,
+            &format!("cn.events.deploy.stage.{s}"),
+            deploy_at(s, "1.0.0", None, base),
+        )
+        .await;
+        pipeline_pub(
+            &fleet,
+            &format!("cn.events.metric.stage.{s}"),
+            metric(s, base + 10, json!({"crash_looping": true, "restarts": 3})),
+        )
+        .await;
     }
     let restarted = |r: &ProofRecord| r.action == Some(Action::Restart);
-    fleet.records_until("every crash loop restarted", |r| count(r, ProofKind::ActionExecuted, restarted) >= N).await.unwrap();
+    fleet
+        .records_until("every crash loop restarted", |r| {
+            count(r, ProofKind::ActionExecuted, restarted) >= N
+        })
+        .await
+        .unwrap();
 
     // Then healthy, as the pipeline reports it: latency and errors, the restart counter steady,
     // no crash_looping field — for ten minutes of the service's time.
     for k in 1..=20 {
         for s in &services {
-            pipeline_pub(&fleet, &format!("cn.events.metric.stage.{s}"), metric(s, base + 10 + 30 * k, json!({"error_rate": 0.001, "p95_latency_ms": 140, "restarts": 3}))).await;
+            pipeline_pub(
+                &fleet,
+                &format!("cn.events.metric.stage.{s}"),
+                metric(
+                    s,
+                    base + 10 + 30 * k,
+                    json!({"error_rate": 0.001, "p95_latency_ms": 140, "restarts": 3}),
+                ),
+            )
+            .await;
         }
     }
     let recovered = |r: &ProofRecord| r.detail["recovered"] == json!(true);
     let records = fleet
         .records_until("every incident resolved and every restart judged recovered", |r| {
-            count(r, ProofKind::IncidentResolved, |_| true) >= N && count(r, ProofKind::OutcomeRecorded, recovered) >= N
+            count(r, ProofKind::IncidentResolved, |_| true) >= N
+                && count(r, ProofKind::OutcomeRecorded, recovered) >= N
         })
         .await
         .unwrap();
@@ -76,18 +107,41 @@ async fn sixty_crash_loops_reported_only_while_crashing_are_restarted_resolved_a
         assert_eq!((opened.len(), resolved.len()), (1, 1), "{s}: one incident, resolved once");
         assert_eq!(opened[0].detail["kind"], "crash_loop");
         let outcome = for_service(&records, ProofKind::OutcomeRecorded, s).remove(0);
-        assert_eq!((outcome.action.clone(), &outcome.detail["recovered"]), (Some(Action::Restart), &json!(true)), "{s}: {outcome:#?}");
+        assert_eq!(
+            (outcome.action.clone(), &outcome.detail["recovered"]),
+            (Some(Action::Restart), &json!(true)),
+            "{s}: {outcome:#?}"
+        );
     }
     assert_eq!(count(&records, ProofKind::ActionRefused, |_| true), 0, "nothing refused");
 
     // Twenty minutes later (past the flap window) each crash-loops again: still restarted.
     for s in &services {
-        pipeline_pub(&fleet, &format!("cn.events.metric.stage.{s}"), metric(s, base + 1800, json!({"crash_looping": true, "restarts": 4}))).await;
+        pipeline_pub(
+            &fleet,
+            &format!("cn.events.metric.stage.{s}"),
+            metric(s, base + 1800, json!({"crash_looping": true, "restarts": 4})),
+        )
+        .await;
     }
-    let records = fleet.records_until("every second crash loop restarted", |r| count(r, ProofKind::ActionExecuted, restarted) >= 2 * N).await.unwrap();
+    let records = fleet
+        .records_until("every second crash loop restarted", |r| {
+            count(r, ProofKind::ActionExecuted, restarted) >= 2 * N
+        })
+        .await
+        .unwrap();
     let proposed = of_kind(&records, ProofKind::ActionProposed);
-    assert_eq!(proposed.len(), 2 * N, "a proposal per crash loop and nothing else: {:?}", proposed.iter().map(|p| &p.action).collect::<Vec<_>>());
-    assert!(proposed.iter().all(|p| p.action == Some(Action::Restart) && p.detail["propensity"] == json!(1.0)));
+    assert_eq!(
+        proposed.len(),
+        2 * N,
+        "a proposal per crash loop and nothing else: {:?}",
+        proposed.iter().map(|p| &p.action).collect::<Vec<_>>()
+    );
+    assert!(
+        proposed
+            .iter()
+            .all(|p| p.action == Some(Action::Restart) && p.detail["propensity"] == json!(1.0))
+    );
 }
 
 /// A crash loop after a deploy that nothing the executor does (dry-run) cures: each action's
@@ -100,43 +154,89 @@ async fn an_action_that_does_not_cure_is_followed_by_the_next_and_a_spent_budget
     // Healthy for five minutes on 1.0.0, then 1.1.0 is deployed and it crash-loops.
     pipeline_pub(&fleet, "cn.events.deploy.stage.ledger", deploy_at(s, "1.0.0", None, base)).await;
     for k in 0..10 {
-        pipeline_pub(&fleet, subject, metric_at("stage", s, base + 30 * k, json!({"crash_looping": false, "error_rate": 0.001}))).await;
+        pipeline_pub(
+            &fleet,
+            subject,
+            metric_at(
+                "stage",
+                s,
+                base + 30 * k,
+                json!({"crash_looping": false, "error_rate": 0.001}),
+            ),
+        )
+        .await;
     }
-    pipeline_pub(&fleet, "cn.events.deploy.stage.ledger", deploy_at(s, "1.1.0", Some("1.0.0"), base + 300)).await;
+    pipeline_pub(
+        &fleet,
+        "cn.events.deploy.stage.ledger",
+        deploy_at(s, "1.1.0", Some("1.0.0"), base + 300),
+    )
+    .await;
     let mut t = base + 360;
-    pipeline_pub(&fleet, subject, metric_at("stage", s, t, json!({"crash_looping": true, "restarts": 5}))).await;
+    pipeline_pub(
+        &fleet,
+        subject,
+        metric_at("stage", s, t, json!({"crash_looping": true, "restarts": 5})),
+    )
+    .await;
 
     let mut actions = Vec::new();
     for round in 1..=3 {
-        let records = fleet.records_until("the next action executed", |r| for_service(r, ProofKind::ActionExecuted, s).len() >= round).await.unwrap();
+        let records = fleet
+            .records_until("the next action executed", |r| {
+                for_service(r, ProofKind::ActionExecuted, s).len() >= round
+            })
+            .await
+            .unwrap();
         let executed = for_service(&records, ProofKind::ActionExecuted, s).remove(round - 1);
         actions.push(executed.action.clone().unwrap());
         // The crash loop goes on for one verification window (5 min of the service's time)...
         for _ in 0..11 {
             t += 30;
-            pipeline_pub(&fleet, subject, metric_at("stage", s, t, json!({"crash_looping": true, "restarts": 5}))).await;
+            pipeline_pub(
+                &fleet,
+                subject,
+                metric_at("stage", s, t, json!({"crash_looping": true, "restarts": 5})),
+            )
+            .await;
         }
         // ... and the verdict is followed by the next proposal with no further sample.
         let records = fleet
             .records_until("the verdict and the next proposal", |r| {
-                for_service(r, ProofKind::OutcomeRecorded, s).len() >= round && for_service(r, ProofKind::ActionProposed, s).len() > round
+                for_service(r, ProofKind::OutcomeRecorded, s).len() >= round
+                    && for_service(r, ProofKind::ActionProposed, s).len() > round
             })
             .await
             .unwrap();
         let outcome = for_service(&records, ProofKind::OutcomeRecorded, s).remove(round - 1);
         assert_eq!(outcome.detail["recovered"], json!(false), "{outcome:#?}");
         let next = for_service(&records, ProofKind::ActionProposed, s).remove(round);
-        assert_eq!(next.detail["trigger"], json!(format!("outcome:{}", outcome.proposal_id.unwrap())), "{next:#?}");
+        assert_eq!(
+            next.detail["trigger"],
+            json!(format!("outcome:{}", outcome.proposal_id.unwrap())),
+            "{next:#?}"
+        );
     }
     // restart, then the rollback the evidence against 1.1.0 offers, then scale_up: never twice.
     assert_eq!(actions, [Action::Restart, Action::Rollback, Action::ScaleUp]);
 
     // The budget of three is spent: a human is asked, with what was tried.
-    let records = fleet.records_until("the escalation", |r| !for_service(r, ProofKind::ActionPendingApproval, s).is_empty()).await.unwrap();
+    let records = fleet
+        .records_until("the escalation", |r| {
+            !for_service(r, ProofKind::ActionPendingApproval, s).is_empty()
+        })
+        .await
+        .unwrap();
     let escalation = for_service(&records, ProofKind::ActionProposed, s).remove(3);
     assert_eq!(escalation.detail["require_human"], json!(true), "{escalation:#?}");
     let why = escalation.detail["explanation"].as_str().unwrap();
-    assert!(why.contains("budget of 3 actions") && why.contains("restart (not recovered), rollback (not recovered), scale_up (not recovered)"), "{why}");
+    assert!(
+        why.contains("budget of 3 actions")
+            && why.contains(
+                "restart (not recovered), rollback (not recovered), scale_up (not recovered)"
+            ),
+        "{why}"
+    );
     let pending = for_service(&records, ProofKind::ActionPendingApproval, s).remove(0);
     assert_eq!(pending.proposal_id, escalation.proposal_id);
     assert!(pending.detail["why"].as_str().unwrap().contains("asks a human"), "{pending:#?}");
@@ -144,10 +244,18 @@ async fn an_action_that_does_not_cure_is_followed_by_the_next_and_a_spent_budget
     let list = cnctl(&fleet, "operator", &["approvals", "list"], None);
     let text = String::from_utf8_lossy(&list.stdout);
     let short = &escalation.proposal_id.unwrap().to_string()[..8];
-    assert!(list.status.success() && text.contains(short) && text.contains("stage/ledger"), "{text}\n{}", String::from_utf8_lossy(&list.stderr));
+    assert!(
+        list.status.success() && text.contains(short) && text.contains("stage/ledger"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
     // And nothing more is tried on its own.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let records = fleet.records().await.unwrap();
     assert_eq!(for_service(&records, ProofKind::ActionProposed, s).len(), 4);
-    assert!(for_service(&records, ProofKind::ActionRefused, s).is_empty(), "{:#?}", for_service(&records, ProofKind::ActionRefused, s));
+    assert!(
+        for_service(&records, ProofKind::ActionRefused, s).is_empty(),
+        "{:#?}",
+        for_service(&records, ProofKind::ActionRefused, s)
+    );
 }

@@ -44,31 +44,63 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     assert!(up.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("nats://127.0.0.1:{port}")), "{stdout}");
     assert!(stdout.contains("creds/<user>.password"), "{stdout}");
-    for agent in ["deploy-agent", "issue-detector", "risk-negotiator", "rl-optimizer", "governance-gate", "executor"] {
+    for agent in [
+        "deploy-agent",
+        "issue-detector",
+        "risk-negotiator",
+        "rl-optimizer",
+        "governance-gate",
+        "executor",
+    ] {
         assert!(stdout.contains(agent), "{agent} missing from status:\n{stdout}");
     }
 
     // A pipeline publishes with its credentials; the flow runs: thirty dev services crash.
     let password = std::fs::read_to_string(data.path().join("creds/pipeline.password")).unwrap();
     let url = format!("nats://127.0.0.1:{port}");
-    let client = async_nats::ConnectOptions::with_user_and_password("pipeline".into(), password.trim().into()).connect(&url).await.unwrap();
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        "pipeline".into(),
+        password.trim().into(),
+    )
+    .connect(&url)
+    .await
+    .unwrap();
     const SERVICES: usize = 30;
     for n in 0..SERVICES {
         let now = bus_schema::Timestamp::now().to_string();
         let deploy = serde_json::json!({"service":format!("web-{n}"),"env":"dev","version":"2.0.0","status":"succeeded","timestamp":now});
-        client.publish(format!("cn.events.deploy.dev.web-{n}"), deploy.to_string().into()).await.unwrap();
+        client
+            .publish(format!("cn.events.deploy.dev.web-{n}"), deploy.to_string().into())
+            .await
+            .unwrap();
         let crash = serde_json::json!({"service":format!("web-{n}"),"env":"dev","crash_looping":true,"timestamp":now});
-        client.publish(format!("cn.events.metric.dev.web-{n}"), crash.to_string().into()).await.unwrap();
+        client
+            .publish(format!("cn.events.metric.dev.web-{n}"), crash.to_string().into())
+            .await
+            .unwrap();
     }
     client.flush().await.unwrap();
     let operator_pw = std::fs::read_to_string(data.path().join("creds/operator.password")).unwrap();
-    let operator = async_nats::ConnectOptions::with_user_and_password("operator".into(), operator_pw.trim().into()).connect(&url).await.unwrap();
+    let operator = async_nats::ConnectOptions::with_user_and_password(
+        "operator".into(),
+        operator_pw.trim().into(),
+    )
+    .connect(&url)
+    .await
+    .unwrap();
     let js = async_nats::jetstream::new(operator);
-    let records = cn_tests::eventually(std::time::Duration::from_secs(60), "every restart to be executed", || async {
-        let records = proof_log::read_all(&js).await?;
-        let restarted = proof_log::of_kind(&records, ProofKind::ActionExecuted).iter().filter(|r| r.action == Some(bus_schema::Action::Restart)).count();
-        Ok((restarted >= SERVICES).then_some(records))
-    })
+    let records = cn_tests::eventually(
+        std::time::Duration::from_secs(60),
+        "every restart to be executed",
+        || async {
+            let records = proof_log::read_all(&js).await?;
+            let restarted = proof_log::of_kind(&records, ProofKind::ActionExecuted)
+                .iter()
+                .filter(|r| r.action == Some(bus_schema::Action::Restart))
+                .count();
+            Ok((restarted >= SERVICES).then_some(records))
+        },
+    )
     .await
     .unwrap();
     // Without a policy that turns it on, nothing is explored, not even in dev (where the
@@ -79,7 +111,11 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     let proposed = proof_log::of_kind(&records, ProofKind::ActionProposed);
     assert!(proposed.len() >= SERVICES);
     for p in &proposed {
-        assert_eq!((&p.detail["exploratory"], &p.detail["propensity"]), (&serde_json::json!(false), &serde_json::json!(1.0)), "{p:#?}");
+        assert_eq!(
+            (&p.detail["exploratory"], &p.detail["propensity"]),
+            (&serde_json::json!(false), &serde_json::json!(1.0)),
+            "{p:#?}"
+        );
     }
     let first: Vec<_> = proposed.iter().filter(|p| p.detail["trigger"] == "open:0").collect();
     assert_eq!(first.len(), SERVICES);
@@ -103,42 +139,90 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
     let port = free_port();
     let up = script("up", &["-d", "--no-build"], port, data.path());
     let guard = scopeguard(port, data.path());
-    assert!(up.status.success(), "{}\n{}", String::from_utf8_lossy(&up.stdout), String::from_utf8_lossy(&up.stderr));
+    assert!(
+        up.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr)
+    );
     let url = format!("nats://127.0.0.1:{port}");
     let operator_pw = std::fs::read_to_string(data.path().join("creds/operator.password")).unwrap();
-    let operator = async_nats::ConnectOptions::with_user_and_password("operator".into(), operator_pw.trim().into()).connect(&url).await.unwrap();
+    let operator = async_nats::ConnectOptions::with_user_and_password(
+        "operator".into(),
+        operator_pw.trim().into(),
+    )
+    .connect(&url)
+    .await
+    .unwrap();
     let js = async_nats::jetstream::new(operator);
-    let about = |records: &[proof_log::StoredRecord], kind: ProofKind, service: &str| -> Vec<bus_schema::ProofRecord> {
-        proof_log::of_kind(records, kind).into_iter().filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service)).collect()
+    let about = |records: &[proof_log::StoredRecord],
+                 kind: ProofKind,
+                 service: &str|
+     -> Vec<bus_schema::ProofRecord> {
+        proof_log::of_kind(records, kind)
+            .into_iter()
+            .filter(|r| r.service.as_ref().is_some_and(|s| s.as_str() == service))
+            .collect()
     };
     // The demo: crash → restart, overload → scale_up, a bad deploy in prod → a rollback that
     // waits for a human, a false alarm → nothing.
-    let records = cn_tests::eventually(std::time::Duration::from_secs(90), "the demo's three stories", || async {
-        let records = proof_log::read_all(&js).await?;
-        let done = !about(&records, ProofKind::ActionExecuted, "checkout").is_empty()
-            && !about(&records, ProofKind::ActionExecuted, "search").is_empty()
-            && !about(&records, ProofKind::ActionPendingApproval, "payments").is_empty();
-        Ok(done.then_some(records))
-    })
+    let records = cn_tests::eventually(
+        std::time::Duration::from_secs(90),
+        "the demo's three stories",
+        || async {
+            let records = proof_log::read_all(&js).await?;
+            let done = !about(&records, ProofKind::ActionExecuted, "checkout").is_empty()
+                && !about(&records, ProofKind::ActionExecuted, "search").is_empty()
+                && !about(&records, ProofKind::ActionPendingApproval, "payments").is_empty();
+            Ok(done.then_some(records))
+        },
+    )
     .await
     .unwrap();
-    assert_eq!(about(&records, ProofKind::ActionExecuted, "checkout")[0].action, Some(bus_schema::Action::Restart));
-    assert_eq!(about(&records, ProofKind::ActionExecuted, "search")[0].action, Some(bus_schema::Action::ScaleUp));
-    assert_eq!(about(&records, ProofKind::ActionPendingApproval, "payments")[0].action, Some(bus_schema::Action::Rollback));
+    assert_eq!(
+        about(&records, ProofKind::ActionExecuted, "checkout")[0].action,
+        Some(bus_schema::Action::Restart)
+    );
+    assert_eq!(
+        about(&records, ProofKind::ActionExecuted, "search")[0].action,
+        Some(bus_schema::Action::ScaleUp)
+    );
+    assert_eq!(
+        about(&records, ProofKind::ActionPendingApproval, "payments")[0].action,
+        Some(bus_schema::Action::Rollback)
+    );
     assert!(about(&records, ProofKind::ActionExecuted, "checkout")[0].detail["backend"] == "sim");
-    assert!(about(&records, ProofKind::IncidentOpened, "catalog").is_empty(), "the false alarm opened an incident");
+    assert!(
+        about(&records, ProofKind::IncidentOpened, "catalog").is_empty(),
+        "the false alarm opened an incident"
+    );
 
     // The outcomes reach the optimizer, which learns from them (its table, over the bus).
-    let client = async_nats::ConnectOptions::with_user_and_password("operator".into(), operator_pw.trim().into()).connect(&url).await.unwrap();
-    let learned = cn_tests::eventually(std::time::Duration::from_secs(60), "the optimizer to learn from an outcome", || async {
-        let reply = client.request("cn.policy.rl-optimizer.0", "".into()).await?;
-        let policy: bus_schema::LearnedPolicy = serde_json::from_slice(&reply.payload)?;
-        Ok((policy.updates > 0).then_some(policy))
-    })
+    let client = async_nats::ConnectOptions::with_user_and_password(
+        "operator".into(),
+        operator_pw.trim().into(),
+    )
+    .connect(&url)
+    .await
+    .unwrap();
+    let learned = cn_tests::eventually(
+        std::time::Duration::from_secs(60),
+        "the optimizer to learn from an outcome",
+        || async {
+            let reply = client.request("cn.policy.rl-optimizer.0", "".into()).await?;
+            let policy: bus_schema::LearnedPolicy = serde_json::from_slice(&reply.payload)?;
+            Ok((policy.updates > 0).then_some(policy))
+        },
+    )
     .await
     .unwrap();
     assert_eq!(learned.mode, "learning");
-    assert!(learned.entries.iter().any(|e| e.state.contains("@crash_loop/") && e.action == bus_schema::Action::Restart && e.visits > 0), "{learned:?}");
+    assert!(
+        learned.entries.iter().any(|e| e.state.contains("@crash_loop/")
+            && e.action == bus_schema::Action::Restart
+            && e.visits > 0),
+        "{learned:?}"
+    );
     drop(guard);
 }
 
@@ -152,6 +236,10 @@ fn scopeguard(port: u16, data: &Path) -> Down {
 impl Drop for Down {
     fn drop(&mut self) {
         let out = script("down", &[], self.0, &self.1);
-        assert!(out.status.success() || std::thread::panicking(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() || std::thread::panicking(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -14,7 +14,8 @@ use cn_tests::NatsServer;
 use futures_util::StreamExt;
 
 #[tokio::test]
-async fn streams_are_created_with_the_contract_settings_and_setup_is_idempotent() -> anyhow::Result<()> {
+async fn streams_are_created_with_the_contract_settings_and_setup_is_idempotent()
+-> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let js = jetstream::new(server.client().await?);
     streams::ensure_streams(&js).await?;
@@ -69,7 +70,10 @@ async fn the_proof_log_refuses_delete_and_purge() -> anyhow::Result<()> {
     let mut relaxed = streams::config(Stream::Proof);
     relaxed.deny_delete = false;
     relaxed.deny_purge = false;
-    assert!(js.update_stream(&relaxed).await.is_err(), "deny_delete/deny_purge must not be removable");
+    assert!(
+        js.update_stream(&relaxed).await.is_err(),
+        "deny_delete/deny_purge must not be removable"
+    );
 
     assert_eq!(stream.get_info().await?.state.messages, 1);
     Ok(())

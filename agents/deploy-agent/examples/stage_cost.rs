@@ -65,10 +65,17 @@ fn observing(per_side: usize) -> Rollout {
         "suggestions": [], "updated_at": "2026-12-04T10:00:00Z"
     }))
     .unwrap();
-    contract.canary = vec![CanaryStage { weight_percent: 10, min_duration_s: 86_400, min_samples: 30 }];
+    contract.canary =
+        vec![CanaryStage { weight_percent: 10, min_duration_s: 86_400, min_samples: 30 }];
     let deploy: DeployEvent =
         serde_json::from_value(json!({"service": "api", "env": "stage", "version": "2.0.0", "status": "started", "timestamp": "2026-12-04T10:00:00Z", "deployment_id": "d-1"})).unwrap();
-    let (mut rollout, _) = Rollout::start(&contract, &deploy, Some("1.0.0".into()), "c".into(), bus_schema::Timestamp::now());
+    let (mut rollout, _) = Rollout::start(
+        &contract,
+        &deploy,
+        Some("1.0.0".into()),
+        "c".into(),
+        bus_schema::Timestamp::now(),
+    );
     rollout.phase = deploy_agent::rollout::Phase::Observing;
     for at in 0..per_side as u64 {
         rollout.data.add(&metric(at, true));
@@ -80,7 +87,10 @@ fn observing(per_side: usize) -> Rollout {
 /// A healthy sample `at` ticks of 15 s in.
 fn metric(at: u64, canary: bool) -> MetricSample {
     let wobble = ((at * 7919 + u64::from(canary) * 104_729) % 1000) as f64 / 1000.0;
-    let ts = "2026-12-04T10:00:00Z".parse::<bus_schema::Timestamp>().unwrap().plus(std::time::Duration::from_secs(at * 15));
+    let ts = "2026-12-04T10:00:00Z"
+        .parse::<bus_schema::Timestamp>()
+        .unwrap()
+        .plus(std::time::Duration::from_secs(at * 15));
     serde_json::from_value(json!({
         "service": "api", "env": "stage", "timestamp": ts.to_string(), "variant": if canary { "canary" } else { "stable" },
         "error_rate": 0.002 + 0.002 * wobble, "p95_latency_ms": 150.0 + 50.0 * wobble, "qps": if canary { 40.0 } else { 360.0 }

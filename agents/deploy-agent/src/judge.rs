@@ -79,7 +79,13 @@ pub struct StageData {
 impl StageData {
     /// Adds a sample to its side: `variant: canary` to the canary, anything else to the stable.
     pub fn add(&mut self, m: &MetricSample) {
-        let sample = Sample { at_ms: m.timestamp.unix_millis(), p95_ms: m.p95_latency_ms, p99_ms: m.p99_latency_ms, error_rate: m.error_rate, qps: m.qps };
+        let sample = Sample {
+            at_ms: m.timestamp.unix_millis(),
+            p95_ms: m.p95_latency_ms,
+            p99_ms: m.p99_latency_ms,
+            error_rate: m.error_rate,
+            qps: m.qps,
+        };
         self.push(m.variant == Some(Variant::Canary), sample);
     }
 
@@ -152,17 +158,22 @@ fn counts(side: &[Sample]) -> Option<(f64, f64)> {
     }
     let mut times: Vec<i64> = side.iter().map(|s| s.at_ms).collect();
     times.sort_unstable();
-    let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]) as f64 / 1000.0).filter(|g| *g > 0.0).collect();
+    let gaps: Vec<f64> =
+        times.windows(2).map(|w| (w[1] - w[0]) as f64 / 1000.0).filter(|g| *g > 0.0).collect();
     let interval_s = stats::median(&gaps).unwrap_or(1.0).clamp(1.0, MAX_SAMPLE_GAP_S);
     let requests: f64 = side.iter().map(|s| s.qps.unwrap_or(0.0) * interval_s).sum();
-    let errors: f64 = side.iter().map(|s| s.error_rate.unwrap_or(0.0) * s.qps.unwrap_or(0.0) * interval_s).sum();
+    let errors: f64 =
+        side.iter().map(|s| s.error_rate.unwrap_or(0.0) * s.qps.unwrap_or(0.0) * interval_s).sum();
     Some((requests, errors))
 }
 
 /// Whether `values` are significantly above `limit` (one-sided p < [`ALPHA`]), and the test.
 fn above(test: Option<AboveLimit>, name: &str) -> (bool, Value) {
     match test {
-        Some(t) => (t.p_value < ALPHA, json!({"test": name, "observed": round(t.observed, 1), "allowed": round(t.allowed, 2), "p_value": sig(t.p_value)})),
+        Some(t) => (
+            t.p_value < ALPHA,
+            json!({"test": name, "observed": round(t.observed, 1), "allowed": round(t.allowed, 2), "p_value": sig(t.p_value)}),
+        ),
         None => (false, Value::Null),
     }
 }
@@ -206,7 +217,12 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
     // as well, the problem is shared.
     let mut guardrails = serde_json::Map::new();
     if canary.len() >= GUARDRAIL_MIN_SAMPLES {
-        let mut check = |what: &str, (breached, test): (bool, Value), canary_value: Option<f64>, stable_value: Option<f64>, limit: f64, unit: &str| {
+        let mut check = |what: &str,
+                         (breached, test): (bool, Value),
+                         canary_value: Option<f64>,
+                         stable_value: Option<f64>,
+                         limit: f64,
+                         unit: &str| {
             guardrails.insert(what.replace(' ', "_"), test);
             if !breached {
                 return;
@@ -221,14 +237,32 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
         check("median p95", p95, c95_median, s95_median, g.max_p95_latency_ms, " ms");
         if let Some(limit) = g.max_p99_latency_ms {
             let (c99, s99) = (values(canary, |s| s.p99_ms), values(stable, |s| s.p99_ms));
-            check("median p99", above(stats::sign_above(&c99, limit), "sign"), stats::median(&c99), stats::median(&s99), limit, " ms");
+            check(
+                "median p99",
+                above(stats::sign_above(&c99, limit), "sign"),
+                stats::median(&c99),
+                stats::median(&s99),
+                limit,
+                " ms",
+            );
         }
-        let rate = |counts: Option<(f64, f64)>, rates: &[f64]| counts.filter(|(r, _)| *r > 0.0).map(|(r, e)| e / r).or_else(|| mean(rates));
+        let rate = |counts: Option<(f64, f64)>, rates: &[f64]| {
+            counts.filter(|(r, _)| *r > 0.0).map(|(r, e)| e / r).or_else(|| mean(rates))
+        };
         let error_test = match c_counts {
-            Some((requests, errors)) => above(stats::counts_above(errors, requests, g.max_error_rate), "poisson"),
+            Some((requests, errors)) => {
+                above(stats::counts_above(errors, requests, g.max_error_rate), "poisson")
+            }
             None => above(stats::sign_above(&ce, g.max_error_rate), "sign"),
         };
-        check("error rate", error_test, rate(c_counts, &ce), rate(s_counts, &se), g.max_error_rate, "");
+        check(
+            "error rate",
+            error_test,
+            rate(c_counts, &ce),
+            rate(s_counts, &se),
+            g.max_error_rate,
+            "",
+        );
     }
 
     // Latency: Mann-Whitney on per-sample p95, and the medians for the margin.
@@ -267,7 +301,9 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
         };
         if let Some((p, cr, sr)) = compared {
             if p < ALPHA && cr > sr * ERROR_RATIO && cr - sr > ERROR_MIN_DIFF {
-                fails.push(format!("the canary fails more: error rate {cr:.4} against {sr:.4} (p = {p:.2e})"));
+                fails.push(format!(
+                    "the canary fails more: error rate {cr:.4} against {sr:.4} (p = {p:.2e})"
+                ));
             }
         }
     }
@@ -295,7 +331,9 @@ pub fn judge(data: &StageData, c: &Criteria) -> Judgement {
         ));
     }
     if verdict == Verdict::Pass {
-        reasons.push(format!("no difference that matters between canary and stable over {elapsed:.0} s"));
+        reasons.push(format!(
+            "no difference that matters between canary and stable over {elapsed:.0} s"
+        ));
     }
     let evidence = json!({
         "elapsed_s": round(elapsed, 1), "min_duration_s": c.min_duration_s, "deadline_s": c.deadline_s,
@@ -313,16 +351,36 @@ mod tests {
     use super::*;
 
     fn guardrails() -> Guardrails {
-        Guardrails { max_error_rate: 0.02, max_p95_latency_ms: 500.0, max_p99_latency_ms: None, max_traffic_step_percent: 50 }
+        Guardrails {
+            max_error_rate: 0.02,
+            max_p95_latency_ms: 500.0,
+            max_p99_latency_ms: None,
+            max_traffic_step_percent: 50,
+        }
     }
 
     fn criteria() -> Criteria {
-        Criteria { min_duration_s: 120.0, deadline_s: 600.0, min_samples: 30, guardrails: guardrails() }
+        Criteria {
+            min_duration_s: 120.0,
+            deadline_s: 600.0,
+            min_samples: 30,
+            guardrails: guardrails(),
+        }
     }
 
     /// `n` samples 10 s apart per side, stable first; `f(i)` gives (p95, error rate) for sample i.
-    fn stage(n: usize, canary: impl Fn(usize) -> (f64, f64), stable: impl Fn(usize) -> (f64, f64)) -> StageData {
-        let sample = |i: usize, (p95, e): (f64, f64), qps: f64| Sample { at_ms: i as i64 * 10_000, p95_ms: Some(p95), p99_ms: Some(p95 * 1.5), error_rate: Some(e), qps: Some(qps) };
+    fn stage(
+        n: usize,
+        canary: impl Fn(usize) -> (f64, f64),
+        stable: impl Fn(usize) -> (f64, f64),
+    ) -> StageData {
+        let sample = |i: usize, (p95, e): (f64, f64), qps: f64| Sample {
+            at_ms: i as i64 * 10_000,
+            p95_ms: Some(p95),
+            p99_ms: Some(p95 * 1.5),
+            error_rate: Some(e),
+            qps: Some(qps),
+        };
         let mut data = StageData::default();
         for i in 0..n {
             data.push(false, sample(i, stable(i), 400.0));
@@ -333,7 +391,13 @@ mod tests {
 
     /// A sample with a p95 of 150 ms and no p99.
     fn flat(at_ms: i64, error_rate: f64, qps: f64) -> Sample {
-        Sample { at_ms, p95_ms: Some(150.0), p99_ms: None, error_rate: Some(error_rate), qps: Some(qps) }
+        Sample {
+            at_ms,
+            p95_ms: Some(150.0),
+            p99_ms: None,
+            error_rate: Some(error_rate),
+            qps: Some(qps),
+        }
     }
 
     /// A deterministic wobble in [0, 1).
@@ -362,23 +426,37 @@ mod tests {
             (p, e * 3.0)
         };
         let long = Criteria { min_duration_s: 600.0, ..criteria() };
-        assert_eq!(judge(&stage(29, bad, healthy(2)), &long).verdict, Verdict::Wait, "29 samples are not enough");
+        assert_eq!(
+            judge(&stage(29, bad, healthy(2)), &long).verdict,
+            Verdict::Wait,
+            "29 samples are not enough"
+        );
         let j = judge(&stage(30, bad, healthy(2)), &long);
-        assert_eq!(j.verdict, Verdict::Fail, "a failure does not wait for the stage's duration: {:?}", j.reasons);
+        assert_eq!(
+            j.verdict,
+            Verdict::Fail,
+            "a failure does not wait for the stage's duration: {:?}",
+            j.reasons
+        );
         assert!(j.reasons[0].contains("fails more"), "{:?}", j.reasons);
         assert!(j.evidence["errors"]["comparison"]["p_value"].as_f64().unwrap() < ALPHA);
     }
 
     #[test]
     fn a_canary_only_slowdown_fails_and_a_shared_one_passes() {
-        let slow = |salt| move |i| {
-            let (p, e) = healthy(salt)(i);
-            (p * 2.0, e)
+        let slow = |salt| {
+            move |i| {
+                let (p, e) = healthy(salt)(i);
+                (p * 2.0, e)
+            }
         };
         let canary_only = judge(&stage(30, slow(1), healthy(2)), &criteria());
         assert_eq!(canary_only.verdict, Verdict::Fail, "{:?}", canary_only.reasons);
         assert!(canary_only.reasons[0].contains("slower"), "{:?}", canary_only.reasons);
-        assert!(canary_only.evidence["latency"]["canary_median_p95_ms"].as_f64().unwrap() < 500.0, "caught below the guardrail");
+        assert!(
+            canary_only.evidence["latency"]["canary_median_p95_ms"].as_f64().unwrap() < 500.0,
+            "caught below the guardrail"
+        );
         let shared = judge(&stage(31, slow(1), slow(2)), &criteria());
         assert_eq!(shared.verdict, Verdict::Pass, "{:?}", shared.reasons);
     }
@@ -387,15 +465,32 @@ mod tests {
     fn guardrails_fail_the_canary_alone_and_hold_a_shared_breach() {
         let over = |i| (700.0 + wobble(i, 3) * 50.0, 0.002);
         let j = judge(&stage(10, over, healthy(2)), &criteria());
-        assert_eq!(j.verdict, Verdict::Fail, "ten of ten samples over the limit: p = 1/1024 (a guardrail needs no minimum stage samples): {:?}", j.reasons);
+        assert_eq!(
+            j.verdict,
+            Verdict::Fail,
+            "ten of ten samples over the limit: p = 1/1024 (a guardrail needs no minimum stage samples): {:?}",
+            j.reasons
+        );
         assert!(j.reasons[0].contains("breaches the contract's 500 ms"), "{:?}", j.reasons);
         assert_eq!(j.evidence["guardrails"]["median_p95"]["test"], "sign");
-        assert_eq!(judge(&stage(9, over, healthy(2)), &criteria()).verdict, Verdict::Wait, "nine of nine is p = 1/512");
+        assert_eq!(
+            judge(&stage(9, over, healthy(2)), &criteria()).verdict,
+            Verdict::Wait,
+            "nine of nine is p = 1/512"
+        );
         let errors = |_| (150.0, 0.2);
         let j = judge(&stage(5, errors, healthy(2)), &criteria());
         assert_eq!(j.verdict, Verdict::Fail, "{:?}", j.reasons);
-        assert!(j.reasons[0].contains("error rate 0.2000 breaches the contract's 0.02"), "{:?}", j.reasons);
-        assert_eq!(judge(&stage(4, errors, healthy(2)), &criteria()).verdict, Verdict::Wait, "one bad scrape is not a breach, nor four");
+        assert!(
+            j.reasons[0].contains("error rate 0.2000 breaches the contract's 0.02"),
+            "{:?}",
+            j.reasons
+        );
+        assert_eq!(
+            judge(&stage(4, errors, healthy(2)), &criteria()).verdict,
+            Verdict::Wait,
+            "one bad scrape is not a breach, nor four"
+        );
         let both = judge(&stage(31, over, |i| (710.0 + wobble(i, 4) * 50.0, 0.002)), &criteria());
         assert_eq!(both.verdict, Verdict::Inconclusive, "{:?}", both.reasons);
         assert!(both.reasons[0].contains("both versions"), "{:?}", both.reasons);
@@ -408,13 +503,21 @@ mod tests {
         for at_s in (80..=200).step_by(10) {
             data.push(false, late(at_s * 1000));
         }
-        assert_eq!(judge(&data, &criteria()).verdict, Verdict::Wait, "past the minimum duration, before the deadline");
+        assert_eq!(
+            judge(&data, &criteria()).verdict,
+            Verdict::Wait,
+            "past the minimum duration, before the deadline"
+        );
         for at_s in (210..=600).step_by(10) {
             data.push(false, late(at_s * 1000));
         }
         let j = judge(&data, &criteria());
         assert_eq!(j.verdict, Verdict::Inconclusive);
-        assert!(j.reasons[0].contains("the canary has 8 p95 values and 8 error rates"), "{:?}", j.reasons);
+        assert!(
+            j.reasons[0].contains("the canary has 8 p95 values and 8 error rates"),
+            "{:?}",
+            j.reasons
+        );
     }
 
     #[test]
@@ -431,7 +534,11 @@ mod tests {
         let j = judge(&data, &criteria());
         assert_eq!(j.verdict, Verdict::Wait, "{:?}", j.reasons);
         let test = &j.evidence["guardrails"]["error_rate"];
-        assert_eq!((test["test"].as_str(), test["observed"].as_f64(), test["allowed"].as_f64()), (Some("poisson"), Some(1.0), Some(0.6)), "{test}");
+        assert_eq!(
+            (test["test"].as_str(), test["observed"].as_f64(), test["allowed"].as_f64()),
+            (Some("poisson"), Some(1.0), Some(0.6)),
+            "{test}"
+        );
     }
 
     #[test]
@@ -447,8 +554,17 @@ mod tests {
         let j = judge(&data, &criteria());
         let comparison = &j.evidence["errors"]["comparison"];
         assert_eq!(comparison["test"], "exact_conditional", "{comparison}");
-        assert_eq!((comparison["canary_errors"].as_u64(), comparison["stable_errors"].as_u64()), (Some(9), Some(58)), "{comparison}");
-        assert_eq!(j.verdict, Verdict::Fail, "9 of 67 errors on 3 % of the requests, p = 1.7e-4: {:?}", j.reasons);
+        assert_eq!(
+            (comparison["canary_errors"].as_u64(), comparison["stable_errors"].as_u64()),
+            (Some(9), Some(58)),
+            "{comparison}"
+        );
+        assert_eq!(
+            j.verdict,
+            Verdict::Fail,
+            "9 of 67 errors on 3 % of the requests, p = 1.7e-4: {:?}",
+            j.reasons
+        );
     }
 
     #[test]
@@ -460,37 +576,81 @@ mod tests {
         data.push(true, flat(100_000, 0.0, 40.0));
         assert_eq!(data.elapsed_s(), 90.0 + MAX_SAMPLE_GAP_S);
         // One stamped before the stage's first sample is stale: not judged.
-        data.push(true, Sample { at_ms: -5_000, p95_ms: Some(9999.0), p99_ms: None, error_rate: Some(1.0), qps: Some(40.0) });
+        data.push(
+            true,
+            Sample {
+                at_ms: -5_000,
+                p95_ms: Some(9999.0),
+                p99_ms: None,
+                error_rate: Some(1.0),
+                qps: Some(40.0),
+            },
+        );
         assert_eq!((data.stale, data.canary.len()), (1, 12));
         // Keeping only the newest samples does not shorten the stage.
         let long = stage(MAX_STAGE_SAMPLES + 100, healthy(1), healthy(2));
-        assert_eq!((long.canary.len(), long.elapsed_s()), (MAX_STAGE_SAMPLES, (MAX_STAGE_SAMPLES + 99) as f64 * 10.0));
+        assert_eq!(
+            (long.canary.len(), long.elapsed_s()),
+            (MAX_STAGE_SAMPLES, (MAX_STAGE_SAMPLES + 99) as f64 * 10.0)
+        );
         let j = judge(&long, &criteria());
         assert_eq!(j.verdict, Verdict::Pass, "{:?}", j.reasons);
-        assert_eq!(j.evidence["errors"]["comparison"]["canary_requests"], 40.0 * 10.0 * MAX_STAGE_SAMPLES as f64, "the sample interval is the median gap");
+        assert_eq!(
+            j.evidence["errors"]["comparison"]["canary_requests"],
+            40.0 * 10.0 * MAX_STAGE_SAMPLES as f64,
+            "the sample interval is the median gap"
+        );
     }
 
     #[test]
     fn samples_without_latency_or_errors_are_no_evidence() {
         let mut data = StageData::default();
         for i in 0..40 {
-            let cpu_only = Sample { at_ms: i * 10_000, p95_ms: None, p99_ms: None, error_rate: None, qps: None };
+            let cpu_only = Sample {
+                at_ms: i * 10_000,
+                p95_ms: None,
+                p99_ms: None,
+                error_rate: None,
+                qps: None,
+            };
             data.push(false, cpu_only);
             data.push(true, cpu_only);
         }
         let j = judge(&data, &criteria());
-        assert_eq!(j.verdict, Verdict::Wait, "40 samples a side, none with p95 or errors: {:?}", j.reasons);
+        assert_eq!(
+            j.verdict,
+            Verdict::Wait,
+            "40 samples a side, none with p95 or errors: {:?}",
+            j.reasons
+        );
         for i in 40..70 {
-            data.push(true, Sample { at_ms: i * 10_000, p95_ms: None, p99_ms: None, error_rate: None, qps: None });
+            data.push(
+                true,
+                Sample {
+                    at_ms: i * 10_000,
+                    p95_ms: None,
+                    p99_ms: None,
+                    error_rate: None,
+                    qps: None,
+                },
+            );
         }
         let j = judge(&data, &criteria());
         assert_eq!(j.verdict, Verdict::Inconclusive, "past the deadline with no evidence");
-        assert!(j.reasons[0].contains("the canary has 0 p95 values and 0 error rates"), "{:?}", j.reasons);
+        assert!(
+            j.reasons[0].contains("the canary has 0 p95 values and 0 error rates"),
+            "{:?}",
+            j.reasons
+        );
     }
 
     #[test]
     fn without_qps_errors_are_compared_per_sample() {
-        let mut data = stage(30, |i| (150.0, 0.01 + 0.002 * wobble(i, 1)), |i| (150.0, 0.002 + 0.002 * wobble(i, 2)));
+        let mut data = stage(
+            30,
+            |i| (150.0, 0.01 + 0.002 * wobble(i, 1)),
+            |i| (150.0, 0.002 + 0.002 * wobble(i, 2)),
+        );
         for s in data.canary.iter_mut().chain(data.stable.iter_mut()) {
             s.qps = None;
         }

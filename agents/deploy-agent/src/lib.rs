@@ -21,9 +21,14 @@ use std::time::Duration;
 
 use agent_runtime::handler::stream_position;
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
+use agent_runtime::{
+    AgentSpec, Context, Due, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError,
+};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Contract, ContractStatus, DeployEvent, DeployHistory, DeployStatus, Inbound, OnboardRequest, Timestamp, subject};
+use bus_schema::{
+    AgentName, Contract, ContractStatus, DeployEvent, DeployHistory, DeployStatus, Inbound,
+    OnboardRequest, Timestamp, subject,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::info;
@@ -95,7 +100,11 @@ impl DeployAgent {
         Ok(Self { store, allow_prod, silence, rollouts })
     }
 
-    async fn onboard(&mut self, ctx: &mut Context<'_>, req: OnboardRequest) -> Result<(), HandleError> {
+    async fn onboard(
+        &mut self,
+        ctx: &mut Context<'_>,
+        req: OnboardRequest,
+    ) -> Result<(), HandleError> {
         let key = format!("{}/{}", req.env, req.app_name);
         let existing = self.store.get(&APPS, &key)?;
         // A redelivery of the request that created the app is not a duplicate.
@@ -113,18 +122,30 @@ impl DeployAgent {
         Ok(())
     }
 
-    async fn on_deploy(&mut self, ctx: &mut Context<'_>, d: DeployEvent) -> Result<(), HandleError> {
+    async fn on_deploy(
+        &mut self,
+        ctx: &mut Context<'_>,
+        d: DeployEvent,
+    ) -> Result<(), HandleError> {
         let key = rollout::key(&d.env, &d.service);
         let mut history = self.store.get(&VERSIONS, &key)?.unwrap_or_default();
         // The canary runs beside the last version that succeeded (a rolled-back one is never it).
-        let stable_version = d.previous_version.clone().or_else(|| history.current_version.clone()).filter(|v| *v != d.version);
+        let stable_version = d
+            .previous_version
+            .clone()
+            .or_else(|| history.current_version.clone())
+            .filter(|v| *v != d.version);
         history.apply(&d);
         self.store.put(&VERSIONS, &key, &history)?;
         if d.status != DeployStatus::Started {
             self.store.remove(&STARTED, &key)?;
             return self.drive(ctx, &key, "deploys", |r, _| r.on_deploy_ended(&d)).await;
         }
-        let started = Started { deploy: d, stable_version, correlation_id: ctx.meta().correlation_id.clone() };
+        let started = Started {
+            deploy: d,
+            stable_version,
+            correlation_id: ctx.meta().correlation_id.clone(),
+        };
         match self.store.get(&CONTRACTS, &key)?.filter(|c| c.covers(&started.deploy)) {
             Some(contract) => self.start(ctx, &contract, started).await,
             None => {
@@ -151,7 +172,12 @@ impl DeployAgent {
     }
 
     /// Starts the rollout of `started` under `contract`, superseding the service's current one.
-    async fn start(&mut self, ctx: &mut Context<'_>, contract: &Contract, started: Started) -> Result<(), HandleError> {
+    async fn start(
+        &mut self,
+        ctx: &mut Context<'_>,
+        contract: &Contract,
+        started: Started,
+    ) -> Result<(), HandleError> {
         let key = rollout::key(&started.deploy.env, &started.deploy.service);
         let id = rollout::rollout_id(contract, &started.deploy);
         if self.rollouts.get(&key).is_some_and(|r| r.rollout_id == id) {
@@ -159,7 +185,13 @@ impl DeployAgent {
         }
         let version = started.deploy.version.clone();
         self.drive(ctx, &key, "start", |r, _| r.supersede(&version)).await?;
-        let (mut rollout, effects) = Rollout::start(contract, &started.deploy, started.stable_version, started.correlation_id, Timestamp::now());
+        let (mut rollout, effects) = Rollout::start(
+            contract,
+            &started.deploy,
+            started.stable_version,
+            started.correlation_id,
+            Timestamp::now(),
+        );
         info!(env = %rollout.env, service = %rollout.service, version = %rollout.version, stages = rollout.stages.len(), "rollout started");
         rollout.outbox.extend(effects);
         self.rollouts.insert(key.clone(), rollout);
@@ -168,8 +200,17 @@ impl DeployAgent {
 
     /// Applies an input to the service's rollout, unless it was applied before, then publishes
     /// what the rollout decided. Nothing happens without a rollout in progress.
-    async fn drive(&mut self, ctx: &mut Context<'_>, key: &str, input: &str, f: impl FnOnce(&mut Rollout, Timestamp) -> Vec<Effect>) -> Result<(), HandleError> {
-        let Some(r) = self.rollouts.get_mut(key).filter(|r| !r.is_done() || !r.outbox.is_empty()) else { return Ok(()) };
+    async fn drive(
+        &mut self,
+        ctx: &mut Context<'_>,
+        key: &str,
+        input: &str,
+        f: impl FnOnce(&mut Rollout, Timestamp) -> Vec<Effect>,
+    ) -> Result<(), HandleError> {
+        let Some(r) = self.rollouts.get_mut(key).filter(|r| !r.is_done() || !r.outbox.is_empty())
+        else {
+            return Ok(());
+        };
         if !r.is_done() && r.first_time(input, stream_position(&ctx.meta().input_id)) {
             let effects = f(r, Timestamp::now());
             r.outbox.extend(effects);
@@ -179,7 +220,11 @@ impl DeployAgent {
 
     /// Stores the rollout with its outbox, publishes the outbox in order, and stores it again.
     /// A failure leaves the rest in the outbox for the retry.
-    async fn publish_outbox(&mut self, ctx: &mut Context<'_>, key: &str) -> Result<(), HandleError> {
+    async fn publish_outbox(
+        &mut self,
+        ctx: &mut Context<'_>,
+        key: &str,
+    ) -> Result<(), HandleError> {
         let Some(r) = self.rollouts.get_mut(key) else { return Ok(()) };
         self.store.put(&ROLLOUTS, key, r)?;
         if r.outbox.is_empty() {
@@ -212,14 +257,24 @@ async fn emit(ctx: &mut Context<'_>, r: &Rollout, effect: &Effect) -> Result<(),
                 .correlation(chain.clone())
                 .detail(json!({"confidence": p.confidence, "explanation": p.explanation, "params": p.params, "require_human": p.require_human, "rollout_id": r.rollout_id}));
             ctx.prove_keyed(draft, &id).await?;
-            ctx.publish_keyed(&subject::PROPOSED.subject(&p.env, &p.service), p, chain, &id).await?;
+            ctx.publish_keyed(&subject::PROPOSED.subject(&p.env, &p.service), p, chain, &id)
+                .await?;
         }
         Effect::Prove(proof) => {
             let detail = serde_json::from_str(&proof.detail).unwrap_or_default();
-            ctx.prove_keyed(ProofDraft::new(proof.kind).scope(&r.env, &r.service).reason(proof.reason.clone()).correlation(chain).detail(detail), &id).await?;
+            ctx.prove_keyed(
+                ProofDraft::new(proof.kind)
+                    .scope(&r.env, &r.service)
+                    .reason(proof.reason.clone())
+                    .correlation(chain)
+                    .detail(detail),
+                &id,
+            )
+            .await?;
         }
         Effect::Deploy(d) => {
-            ctx.publish_keyed(&subject::DEPLOY_EVENTS.subject(&d.env, &d.service), d, chain, &id).await?;
+            ctx.publish_keyed(&subject::DEPLOY_EVENTS.subject(&d.env, &d.service), d, chain, &id)
+                .await?;
         }
     }
     Ok(())
@@ -252,7 +307,10 @@ impl Handler for DeployAgent {
     fn due(&mut self, now: Timestamp) -> Vec<Due> {
         let mut due = Vec::new();
         for (key, r) in &self.rollouts {
-            let item = |kind: &str, n: u64| Due { key: format!("{kind}:{key}:{}:{n}", r.rollout_id), correlation_id: r.correlation_id.clone() };
+            let item = |kind: &str, n: u64| Due {
+                key: format!("{kind}:{key}:{}:{n}", r.rollout_id),
+                correlation_id: r.correlation_id.clone(),
+            };
             if r.is_silent(now, self.silence) {
                 due.push(item("silence", r.stage as u64));
             }
@@ -272,7 +330,9 @@ impl Handler for DeployAgent {
         let Some(key) = rest.rsplitn(3, ':').nth(2).map(str::to_owned) else { return Ok(()) };
         let silence = self.silence;
         match kind {
-            "silence" => self.drive(ctx, &key, "silence", |r, now| r.on_silence(now, silence)).await,
+            "silence" => {
+                self.drive(ctx, &key, "silence", |r, now| r.on_silence(now, silence)).await
+            }
             "retry" => self.drive(ctx, &key, "retry", |r, now| r.on_retry(now)).await,
             _ => self.drive(ctx, &key, "flush", |_, _| Vec::new()).await,
         }

@@ -46,18 +46,36 @@ pub fn validate(req: &OnboardRequest, exists: bool, allow_prod: bool) -> Result<
     if !name_ok {
         return refuse(
             "invalid_app_name",
-            format!("app name {:?} must match ^[a-z0-9][a-z0-9-]{{2,49}}$ (3 to 50 of a-z, 0-9, '-'; not starting with '-')", shown(name)),
+            format!(
+                "app name {:?} must match ^[a-z0-9][a-z0-9-]{{2,49}}$ (3 to 50 of a-z, 0-9, '-'; not starting with '-')",
+                shown(name)
+            ),
         );
     }
     if exists {
-        return refuse("duplicate_app", format!("{name} is already onboarded in {} with different settings; pick another name", req.env));
+        return refuse(
+            "duplicate_app",
+            format!(
+                "{name} is already onboarded in {} with different settings; pick another name",
+                req.env
+            ),
+        );
     }
     if !RUNTIMES.contains(&req.runtime.as_str()) {
-        return refuse("invalid_runtime", format!("runtime {:?} is not one of: {}", shown(&req.runtime), RUNTIMES.join(", ")));
+        return refuse(
+            "invalid_runtime",
+            format!("runtime {:?} is not one of: {}", shown(&req.runtime), RUNTIMES.join(", ")),
+        );
     }
     check_repo_url(&req.repo_url)?;
     if PROD_ENVS.contains(&req.env.as_str()) && !allow_prod {
-        return refuse("env_not_allowed", format!("onboarding straight to {} is not allowed by policy; onboard in dev or stage first", req.env));
+        return refuse(
+            "env_not_allowed",
+            format!(
+                "onboarding straight to {} is not allowed by policy; onboard in dev or stage first",
+                req.env
+            ),
+        );
     }
     Ok(())
 }
@@ -71,10 +89,17 @@ fn check_repo_url(url: &str) -> Result<(), Refusal> {
         return bad_url(format!("repo_url is {len} characters; at most {MAX_REPO_URL}"));
     }
     if let Some(c) = url.chars().find(|c| !c.is_ascii()) {
-        return bad_url(format!("repo_url contains {c:?}; only ASCII is allowed (use punycode for an international host)"));
+        return bad_url(format!(
+            "repo_url contains {c:?}; only ASCII is allowed (use punycode for an international host)"
+        ));
     }
-    if let Some(c) = url.chars().find(|c| c.is_ascii_whitespace() || c.is_ascii_control() || METACHARACTERS.contains(*c)) {
-        return bad_url(format!("repo_url contains {c:?}, which is not allowed (no whitespace, control characters, quotes, query or fragment)"));
+    if let Some(c) = url
+        .chars()
+        .find(|c| c.is_ascii_whitespace() || c.is_ascii_control() || METACHARACTERS.contains(*c))
+    {
+        return bad_url(format!(
+            "repo_url contains {c:?}, which is not allowed (no whitespace, control characters, quotes, query or fragment)"
+        ));
     }
     let Some(rest) = url.strip_prefix("https://") else {
         return bad_url(format!("repo_url {:?} must start with https://", shown(url)));
@@ -88,23 +113,38 @@ fn check_repo_url(url: &str) -> Result<(), Refusal> {
 /// one dot, and a port in 1..=65535 if there is one.
 fn check_authority(authority: &str) -> Result<(), Refusal> {
     if authority.contains('@') {
-        return bad_url("repo_url must not carry a user name or password (nothing before '@' in the host)".to_owned());
+        return bad_url(
+            "repo_url must not carry a user name or password (nothing before '@' in the host)"
+                .to_owned(),
+        );
     }
     let (host, port) = match authority.split_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (authority, None),
     };
     if let Some(port) = port {
-        let valid = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+        let valid = !port.is_empty()
+            && port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
         if !valid {
-            return bad_url(format!("repo_url port {:?} is not a number in 1..=65535", shown(port)));
+            return bad_url(format!(
+                "repo_url port {:?} is not a number in 1..=65535",
+                shown(port)
+            ));
         }
     }
     let label_ok = |l: &str| {
-        (1..=63).contains(&l.len()) && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if host.len() > 253 || !host.contains('.') || !host.split('.').all(label_ok) {
-        return bad_url(format!("repo_url host {:?} is not a host name such as git.example.com", shown(host)));
+        return bad_url(format!(
+            "repo_url host {:?} is not a host name such as git.example.com",
+            shown(host)
+        ));
     }
     Ok(())
 }
@@ -113,16 +153,27 @@ fn check_authority(authority: &str) -> Result<(), Refusal> {
 /// changes the path (`.`, `/`, `%`).
 fn check_path(path: &str) -> Result<(), Refusal> {
     if path.split('/').any(|segment| segment == ".." || segment == ".") {
-        return bad_url("repo_url must not contain path traversal ('.' or '..' segments)".to_owned());
+        return bad_url(
+            "repo_url must not contain path traversal ('.' or '..' segments)".to_owned(),
+        );
     }
     let bytes = path.as_bytes();
     for (i, _) in path.match_indices('%') {
-        let escape = bytes.get(i + 1..i + 3).and_then(|hex| std::str::from_utf8(hex).ok()).and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        let escape = bytes
+            .get(i + 1..i + 3)
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
         let Some(decoded) = escape else {
-            return bad_url("repo_url has a '%' that does not start a percent escape (%XX)".to_owned());
+            return bad_url(
+                "repo_url has a '%' that does not start a percent escape (%XX)".to_owned(),
+            );
         };
         let c = char::from(decoded);
-        if matches!(c, '.' | '/' | '%') || c.is_ascii_whitespace() || c.is_ascii_control() || METACHARACTERS.contains(c) {
+        if matches!(c, '.' | '/' | '%')
+            || c.is_ascii_whitespace()
+            || c.is_ascii_control()
+            || METACHARACTERS.contains(c)
+        {
             return bad_url(format!(
                 "repo_url must not hide {c:?} in a percent escape ({}): no encoded traversal, separators or refused characters",
                 &path[i..i + 3]
@@ -142,7 +193,12 @@ mod tests {
     use super::*;
 
     fn req(name: &str, url: &str, runtime: &str, env: &str) -> OnboardRequest {
-        OnboardRequest { app_name: name.into(), repo_url: url.into(), runtime: runtime.into(), env: env.parse().unwrap() }
+        OnboardRequest {
+            app_name: name.into(),
+            repo_url: url.into(),
+            runtime: runtime.into(),
+            env: env.parse().unwrap(),
+        }
     }
 
     fn code(r: Result<(), Refusal>) -> &'static str {
@@ -187,7 +243,10 @@ mod tests {
             assert_eq!(code(validate(&r, exists, false)), expected, "{r:?}");
         }
         assert_eq!(code(validate(&req("demo-api", URL, "backend", "prod"), false, true)), "ok");
-        assert_eq!(code(validate(&req("demo-api", URL, "backend", "production"), false, true)), "ok");
+        assert_eq!(
+            code(validate(&req("demo-api", URL, "backend", "production"), false, true)),
+            "ok"
+        );
     }
 
     #[test]
@@ -223,7 +282,10 @@ mod tests {
 
     #[test]
     fn repository_urls_that_pass() {
-        let exactly_500 = format!("https://example.com/{}", "x".repeat(MAX_REPO_URL - "https://example.com/".len()));
+        let exactly_500 = format!(
+            "https://example.com/{}",
+            "x".repeat(MAX_REPO_URL - "https://example.com/".len())
+        );
         assert_eq!(exactly_500.len(), 500);
         for url in [
             URL,
@@ -245,7 +307,10 @@ mod tests {
 
     #[test]
     fn hostile_repository_urls_are_refused() {
-        let url_501 = format!("https://example.com/{}", "x".repeat(MAX_REPO_URL + 1 - "https://example.com/".len()));
+        let url_501 = format!(
+            "https://example.com/{}",
+            "x".repeat(MAX_REPO_URL + 1 - "https://example.com/".len())
+        );
         assert_eq!(url_501.len(), 501);
         let cases = [
             "",
@@ -309,7 +374,7 @@ mod tests {
             "https://[::1]/x",
             "https://exаmple.com/x",      // Cyrillic а
             "https://example．com/x",     // fullwidth full stop
-            "https://example.com/x；id",   // fullwidth semicolon
+            "https://example.com/x；id",  // fullwidth semicolon
             "https://example.com/․․/etc", // one dot leaders
             "https://example.com/x\u{202e}txt.exe",
             &url_501,
@@ -327,14 +392,29 @@ mod tests {
     fn refusals_say_what_would_pass_and_show_little_of_the_input() {
         let message = |r: OnboardRequest| validate(&r, false, false).unwrap_err().message;
         let runtime = message(req("demo-api", URL, "cobol", "dev"));
-        assert_eq!(runtime, "runtime \"cobol\" is not one of: backend, frontend, worker, job, static");
+        assert_eq!(
+            runtime,
+            "runtime \"cobol\" is not one of: backend, frontend, worker, job, static"
+        );
         assert!(message(req("-api", URL, "backend", "dev")).contains("^[a-z0-9][a-z0-9-]{2,49}$"));
-        assert!(message(req("demo-api", "http://example.com/x", "backend", "dev")).contains("https://"));
-        assert!(message(req("demo-api", "https://exаmple.com/x", "backend", "dev")).contains("only ASCII"));
-        assert!(message(req("demo-api", "https://example.com/%2e%2e/x", "backend", "dev")).contains("%2e"));
+        assert!(
+            message(req("demo-api", "http://example.com/x", "backend", "dev")).contains("https://")
+        );
+        assert!(
+            message(req("demo-api", "https://exаmple.com/x", "backend", "dev"))
+                .contains("only ASCII")
+        );
+        assert!(
+            message(req("demo-api", "https://example.com/%2e%2e/x", "backend", "dev"))
+                .contains("%2e")
+        );
         assert!(message(req("demo-api", URL, "backend", "prod")).contains("dev or stage first"));
         let hostile = "x".repeat(10_000);
-        for r in [req(&hostile, URL, "backend", "dev"), req("demo-api", URL, &hostile, "dev"), req("demo-api", &format!("ftp://{hostile}"), "backend", "dev")] {
+        for r in [
+            req(&hostile, URL, "backend", "dev"),
+            req("demo-api", URL, &hostile, "dev"),
+            req("demo-api", &format!("ftp://{hostile}"), "backend", "dev"),
+        ] {
             assert!(message(r).len() < 300);
         }
     }

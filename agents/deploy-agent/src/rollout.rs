@@ -35,8 +35,9 @@ use std::time::Duration;
 
 use bus_schema::proof::ProofKind;
 use bus_schema::{
-    Action, ActionParams, ActionProposal, CanaryStage, Contract, DeployEvent, DeployStatus, Env, ExecutionResult, ExecutionStatus, Guardrails, MetricSample, ReasonCode,
-    Refusal, ServiceName, Timestamp, Uuid, derive_id,
+    Action, ActionParams, ActionProposal, CanaryStage, Contract, DeployEvent, DeployStatus, Env,
+    ExecutionResult, ExecutionStatus, Guardrails, MetricSample, ReasonCode, Refusal, ServiceName,
+    Timestamp, Uuid, derive_id,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -66,14 +67,23 @@ pub const MAX_STAGE_DURATION_S: u32 = 86_400;
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     /// A traffic change or the promotion is proposed; waiting for it to be executed.
-    Proposed { proposal: ActionProposal },
+    Proposed {
+        proposal: ActionProposal,
+    },
     /// Traffic is at the stage's weight; samples are being judged.
     Observing,
     /// The canary failed (or could not go on): traffic back to 0.
-    Aborting { proposal: ActionProposal, why: String },
+    Aborting {
+        proposal: ActionProposal,
+        why: String,
+    },
     /// Traffic is at 0; the stable version replaces the canary.
-    RollingBack { proposal: ActionProposal },
-    Done { outcome: Outcome },
+    RollingBack {
+        proposal: ActionProposal,
+    },
+    Done {
+        outcome: Outcome,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,7 +163,13 @@ pub struct Rollout {
 
 impl Rollout {
     /// A rollout of `deploy` (status started) under `contract`, and its first effects.
-    pub fn start(contract: &Contract, deploy: &DeployEvent, stable_version: Option<String>, correlation_id: String, now: Timestamp) -> (Self, Vec<Effect>) {
+    pub fn start(
+        contract: &Contract,
+        deploy: &DeployEvent,
+        stable_version: Option<String>,
+        correlation_id: String,
+        now: Timestamp,
+    ) -> (Self, Vec<Effect>) {
         let (stages, skipped) = plan(&contract.canary);
         let mut r = Self {
             rollout_id: rollout_id(contract, deploy),
@@ -226,7 +242,11 @@ impl Rollout {
         let criteria = Criteria {
             min_duration_s: min_duration_s * times,
             deadline_s: (2.0 * min_duration_s).max(MIN_STAGE_DEADLINE_S) * times,
-            min_samples: if stage.min_samples == 0 { DEFAULT_MIN_SAMPLES } else { stage.min_samples as usize },
+            min_samples: if stage.min_samples == 0 {
+                DEFAULT_MIN_SAMPLES
+            } else {
+                stage.min_samples as usize
+            },
             guardrails: self.guardrails.clone(),
         };
         let j = judge::judge(&self.data, &criteria);
@@ -242,7 +262,15 @@ impl Rollout {
             }
             Verdict::Fail => {
                 let mut out = vec![self.proof(ProofKind::CanaryStage, "failed", detail)];
-                out.extend(self.abort(format!("stage {} at {} % failed: {}", self.stage + 1, stage.weight_percent, j.reasons.join("; ")), now));
+                out.extend(self.abort(
+                    format!(
+                        "stage {} at {} % failed: {}",
+                        self.stage + 1,
+                        stage.weight_percent,
+                        j.reasons.join("; ")
+                    ),
+                    now,
+                ));
                 out
             }
             Verdict::Inconclusive if !self.extended => {
@@ -251,7 +279,12 @@ impl Rollout {
                 vec![self.proof(ProofKind::CanaryStage, "extended", detail)]
             }
             Verdict::Inconclusive => {
-                let why = format!("stage {} at {} % stayed inconclusive after an extension: {}", self.stage + 1, stage.weight_percent, j.reasons.join("; "));
+                let why = format!(
+                    "stage {} at {} % stayed inconclusive after an extension: {}",
+                    self.stage + 1,
+                    stage.weight_percent,
+                    j.reasons.join("; ")
+                );
                 let mut out = vec![self.proof(ProofKind::CanaryStage, "inconclusive", detail)];
                 self.stage += 1;
                 out.extend(self.next_step(now, Some(why)));
@@ -290,7 +323,10 @@ impl Rollout {
 
     /// An execution result; only the one for the proposal in flight matters.
     pub fn on_executed(&mut self, r: &ExecutionResult, now: Timestamp) -> Vec<Effect> {
-        let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned() else { return Vec::new() };
+        let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned()
+        else {
+            return Vec::new();
+        };
         let executed = r.status == ExecutionStatus::Executed;
         match (&self.phase, executed) {
             (Phase::Proposed { .. }, true) if proposal.action == Action::Promote => {
@@ -308,7 +344,10 @@ impl Rollout {
                 self.last_heard = now;
                 Vec::new()
             }
-            (Phase::Proposed { .. }, false) => self.abort(format!("{} was not carried out: {} ({})", proposal.action, r.status, r.detail), now),
+            (Phase::Proposed { .. }, false) => self.abort(
+                format!("{} was not carried out: {} ({})", proposal.action, r.status, r.detail),
+                now,
+            ),
             (Phase::Aborting { why, .. }, true) => {
                 let why = why.clone();
                 let mut out = vec![self.proof(ProofKind::CanaryAborted, "aborted", json!({"why": why, "version": self.version, "stable_version": self.stable_version}))];
@@ -323,7 +362,12 @@ impl Rollout {
             (Phase::RollingBack { .. }, true) => {
                 self.phase = Phase::Done { outcome: Outcome::RolledBack };
                 let stable = self.stable_version.clone().unwrap_or_default();
-                vec![Effect::Deploy(self.deploy_event(&stable, Some(&self.version), DeployStatus::RolledBack, now))]
+                vec![Effect::Deploy(self.deploy_event(
+                    &stable,
+                    Some(&self.version),
+                    DeployStatus::RolledBack,
+                    now,
+                ))]
             }
             (Phase::RollingBack { .. }, false) => self.end_without_rollback(now),
             _ => Vec::new(),
@@ -332,13 +376,22 @@ impl Rollout {
 
     /// A refusal; only the one for the proposal in flight matters.
     pub fn on_refused(&mut self, r: &Refusal, now: Timestamp) -> Vec<Effect> {
-        let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned() else { return Vec::new() };
-        if matches!(r.reason, ReasonCode::CooldownActive | ReasonCode::RepetitionSuppressed) && self.retries < MAX_RETRIES {
+        let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned()
+        else {
+            return Vec::new();
+        };
+        if matches!(r.reason, ReasonCode::CooldownActive | ReasonCode::RepetitionSuppressed)
+            && self.retries < MAX_RETRIES
+        {
             return self.retry_later(&proposal, r, now);
         }
         match &self.phase {
             Phase::Proposed { .. } => {
-                let who = if r.reason == ReasonCode::ApprovalDenied { "a human denied" } else { "governance refused" };
+                let who = if r.reason == ReasonCode::ApprovalDenied {
+                    "a human denied"
+                } else {
+                    "governance refused"
+                };
                 self.abort(format!("{who} {} ({}): {}", proposal.action, r.reason, r.detail), now)
             }
             Phase::Aborting { why, .. } => {
@@ -352,12 +405,21 @@ impl Rollout {
     }
 
     /// Governance holds the step back for now: propose it again later.
-    fn retry_later(&mut self, proposal: &ActionProposal, r: &Refusal, now: Timestamp) -> Vec<Effect> {
+    fn retry_later(
+        &mut self,
+        proposal: &ActionProposal,
+        r: &Refusal,
+        now: Timestamp,
+    ) -> Vec<Effect> {
         self.retries += 1;
         let backoff = RETRY_BASE.saturating_mul(1 << (self.retries - 1).min(16)).min(RETRY_MAX);
         // Governance says how long a cooldown has left.
-        let remaining = serde_json::from_str::<Value>(&r.detail).ok().and_then(|d| d["remaining_s"].as_f64()).filter(|s| s.is_finite() && *s > 0.0);
-        let wait = remaining.map_or(backoff, |s| backoff.max(Duration::from_secs_f64(s.min(86_400.0) + 1.0)));
+        let remaining = serde_json::from_str::<Value>(&r.detail)
+            .ok()
+            .and_then(|d| d["remaining_s"].as_f64())
+            .filter(|s| s.is_finite() && *s > 0.0);
+        let wait = remaining
+            .map_or(backoff, |s| backoff.max(Duration::from_secs_f64(s.min(86_400.0) + 1.0)));
         let retry_at = now.plus(wait);
         self.retry_at = Some(retry_at);
         let detail = json!({
@@ -388,7 +450,10 @@ impl Rollout {
     /// A deploy event of the service that ends this rollout's deploy (not `started`) while the
     /// rollout runs: someone else finished it. An event about another deploy changes nothing.
     pub fn on_deploy_ended(&mut self, d: &DeployEvent) -> Vec<Effect> {
-        let ours = d.deployment_id.as_deref().map_or(d.deployed_version() == self.version, |id| id == self.deployment_id);
+        let ours = d
+            .deployment_id
+            .as_deref()
+            .map_or(d.deployed_version() == self.version, |id| id == self.deployment_id);
         if self.is_done() || d.status == DeployStatus::Started || !ours {
             return Vec::new();
         }
@@ -402,19 +467,27 @@ impl Rollout {
             return Vec::new();
         }
         self.phase = Phase::Done { outcome: Outcome::Superseded };
-        vec![self.proof(ProofKind::CanaryAborted, "superseded", json!({"version": self.version, "superseded_by": by}))]
+        vec![self.proof(
+            ProofKind::CanaryAborted,
+            "superseded",
+            json!({"version": self.version, "superseded_by": by}),
+        )]
     }
 
     fn in_flight(&self) -> Option<&ActionProposal> {
         match &self.phase {
-            Phase::Proposed { proposal } | Phase::Aborting { proposal, .. } | Phase::RollingBack { proposal } => Some(proposal),
+            Phase::Proposed { proposal }
+            | Phase::Aborting { proposal, .. }
+            | Phase::RollingBack { proposal } => Some(proposal),
             Phase::Observing | Phase::Done { .. } => None,
         }
     }
 
     fn in_flight_mut(&mut self) -> Option<&mut ActionProposal> {
         match &mut self.phase {
-            Phase::Proposed { proposal } | Phase::Aborting { proposal, .. } | Phase::RollingBack { proposal } => Some(proposal),
+            Phase::Proposed { proposal }
+            | Phase::Aborting { proposal, .. }
+            | Phase::RollingBack { proposal } => Some(proposal),
             Phase::Observing | Phase::Done { .. } => None,
         }
     }
@@ -428,31 +501,60 @@ impl Rollout {
                 Action::SetCanaryWeight,
                 ActionParams { canary_weight: Some(s.weight_percent), ..Default::default() },
                 format!("stage-{}", self.stage),
-                format!("canary {} stage {} of {total}: {} % of traffic", self.version, self.stage + 1, s.weight_percent),
+                format!(
+                    "canary {} stage {} of {total}: {} % of traffic",
+                    self.version,
+                    self.stage + 1,
+                    s.weight_percent
+                ),
             ),
-            None => (Action::Promote, ActionParams::default(), "promote".to_owned(), format!("canary {} passed {total} stages: promote it", self.version)),
+            None => (
+                Action::Promote,
+                ActionParams::default(),
+                "promote".to_owned(),
+                format!("canary {} passed {total} stages: promote it", self.version),
+            ),
         };
         let tag = if human.is_some() { format!("{tag}-human") } else { tag };
         if let Some(why) = &human {
             explanation = format!("{explanation}; {why}; a human decides whether to go on");
         }
-        let proposal = self.proposal(action, params, &tag, explanation, STEP_CONFIDENCE, human.is_some(), now);
+        let proposal =
+            self.proposal(action, params, &tag, explanation, STEP_CONFIDENCE, human.is_some(), now);
         self.set_in_flight(Phase::Proposed { proposal: proposal.clone() });
         vec![Effect::Propose(proposal)]
     }
 
     fn abort(&mut self, why: String, now: Timestamp) -> Vec<Effect> {
         let explanation = format!("abort canary {}: {why}", self.version);
-        let proposal = self.proposal(Action::AbortRollout, ActionParams::default(), "abort", explanation, ABORT_CONFIDENCE, false, now);
+        let proposal = self.proposal(
+            Action::AbortRollout,
+            ActionParams::default(),
+            "abort",
+            explanation,
+            ABORT_CONFIDENCE,
+            false,
+            now,
+        );
         self.set_in_flight(Phase::Aborting { proposal: proposal.clone(), why });
         vec![Effect::Propose(proposal)]
     }
 
     fn roll_back(&mut self, now: Timestamp) -> Vec<Effect> {
-        let Some(stable) = self.stable_version.clone() else { return self.end_without_rollback(now) };
+        let Some(stable) = self.stable_version.clone() else {
+            return self.end_without_rollback(now);
+        };
         let explanation = format!("roll back the aborted canary {} to {stable}", self.version);
         let params = ActionParams { target_version: Some(stable), ..Default::default() };
-        let proposal = self.proposal(Action::Rollback, params, "rollback", explanation, ABORT_CONFIDENCE, false, now);
+        let proposal = self.proposal(
+            Action::Rollback,
+            params,
+            "rollback",
+            explanation,
+            ABORT_CONFIDENCE,
+            false,
+            now,
+        );
         self.set_in_flight(Phase::RollingBack { proposal: proposal.clone() });
         vec![Effect::Propose(proposal)]
     }
@@ -467,11 +569,25 @@ impl Rollout {
     /// Traffic is at 0 but the canary stays deployed: the deploy failed.
     fn end_without_rollback(&mut self, now: Timestamp) -> Vec<Effect> {
         self.phase = Phase::Done { outcome: Outcome::Aborted };
-        vec![Effect::Deploy(self.deploy_event(&self.version, self.stable_version.as_deref(), DeployStatus::Failed, now))]
+        vec![Effect::Deploy(self.deploy_event(
+            &self.version,
+            self.stable_version.as_deref(),
+            DeployStatus::Failed,
+            now,
+        ))]
     }
 
     #[allow(clippy::too_many_arguments)] // one place builds every proposal
-    fn proposal(&self, action: Action, params: ActionParams, tag: &str, explanation: String, confidence: f64, require_human: bool, now: Timestamp) -> ActionProposal {
+    fn proposal(
+        &self,
+        action: Action,
+        params: ActionParams,
+        tag: &str,
+        explanation: String,
+        confidence: f64,
+        require_human: bool,
+        now: Timestamp,
+    ) -> ActionProposal {
         ActionProposal {
             proposal_id: derive_id(&["rollout", &self.rollout_id.to_string(), tag]),
             incident_id: None,
@@ -496,7 +612,13 @@ impl Rollout {
         Effect::Prove(Proof { kind, reason: reason.to_owned(), detail: detail.to_string() })
     }
 
-    fn deploy_event(&self, version: &str, previous: Option<&str>, status: DeployStatus, now: Timestamp) -> DeployEvent {
+    fn deploy_event(
+        &self,
+        version: &str,
+        previous: Option<&str>,
+        status: DeployStatus,
+        now: Timestamp,
+    ) -> DeployEvent {
         DeployEvent {
             service: self.service.clone(),
             env: self.env.clone(),
@@ -520,7 +642,11 @@ fn plan(canary: &[CanaryStage]) -> (Vec<CanaryStage>, Vec<u8>) {
         let rises = stages.last().is_none_or(|last| s.weight_percent > last.weight_percent);
         if (1..=99).contains(&s.weight_percent) && rises {
             let min_samples = s.min_samples.min(judge::MAX_STAGE_SAMPLES as u32);
-            stages.push(CanaryStage { weight_percent: s.weight_percent, min_duration_s: s.min_duration_s.min(MAX_STAGE_DURATION_S), min_samples });
+            stages.push(CanaryStage {
+                weight_percent: s.weight_percent,
+                min_duration_s: s.min_duration_s.min(MAX_STAGE_DURATION_S),
+                min_samples,
+            });
         } else if s.weight_percent != 100 {
             skipped.push(s.weight_percent);
         }
@@ -536,7 +662,12 @@ pub fn key(env: &Env, service: &ServiceName) -> String {
 /// One rollout per contract and started deploy (the same version deployed again after a
 /// rollback is a new rollout; a redelivered deploy event is not).
 pub fn rollout_id(contract: &Contract, deploy: &DeployEvent) -> Uuid {
-    derive_id(&["rollout", &contract.contract_id.to_string(), &deploy.version, &deploy.timestamp.to_string()])
+    derive_id(&[
+        "rollout",
+        &contract.contract_id.to_string(),
+        &deploy.version,
+        &deploy.timestamp.to_string(),
+    ])
 }
 
 /// Adds `extra`'s keys to `detail` (both objects).

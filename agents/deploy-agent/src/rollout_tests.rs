@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::*;
-use bus_schema::{Backend, RiskAssessment, RiskLevel, RollbackPlan, DataLossRisk, Variant};
+use bus_schema::{Backend, DataLossRisk, RiskAssessment, RiskLevel, RollbackPlan, Variant};
 
 const T0: &str = "2026-11-22T10:00:00Z";
 
@@ -20,11 +20,29 @@ fn contract(weights: &[u8]) -> Contract {
         version: "2.0.0".into(),
         status: bus_schema::ContractStatus::Accepted,
         revision: 1,
-        risk: RiskAssessment { score: 40.0, level: RiskLevel::Medium, confidence: 0.6, factors: vec![] },
-        guardrails: Guardrails { max_error_rate: 0.02, max_p95_latency_ms: 500.0, max_p99_latency_ms: None, max_traffic_step_percent: 50 },
+        risk: RiskAssessment {
+            score: 40.0,
+            level: RiskLevel::Medium,
+            confidence: 0.6,
+            factors: vec![],
+        },
+        guardrails: Guardrails {
+            max_error_rate: 0.02,
+            max_p95_latency_ms: 500.0,
+            max_p99_latency_ms: None,
+            max_traffic_step_percent: 50,
+        },
         validators: vec![],
-        canary: weights.iter().map(|&w| CanaryStage { weight_percent: w, min_duration_s: 120, min_samples: 12 }).collect(),
-        rollback: RollbackPlan { possible: true, steps: vec![], estimated_s: 60, data_loss_risk: DataLossRisk::None },
+        canary: weights
+            .iter()
+            .map(|&w| CanaryStage { weight_percent: w, min_duration_s: 120, min_samples: 12 })
+            .collect(),
+        rollback: RollbackPlan {
+            possible: true,
+            steps: vec![],
+            estimated_s: 60,
+            data_loss_risk: DataLossRisk::None,
+        },
         suggestions: vec![],
         reason: None,
         updated_at: at(0),
@@ -37,7 +55,13 @@ fn started() -> DeployEvent {
 
 /// A rollout of 10 → 50 → 100 and what it did first.
 fn rollout() -> (Rollout, Vec<Effect>) {
-    Rollout::start(&contract(&[10, 50, 100]), &started(), Some("1.9.0".into()), "corr-1".into(), at(0))
+    Rollout::start(
+        &contract(&[10, 50, 100]),
+        &started(),
+        Some("1.9.0".into()),
+        "corr-1".into(),
+        at(0),
+    )
 }
 
 fn proposals(effects: &[Effect]) -> Vec<&ActionProposal> {
@@ -45,7 +69,12 @@ fn proposals(effects: &[Effect]) -> Vec<&ActionProposal> {
 }
 
 fn proofs(effects: &[Effect]) -> Vec<(ProofKind, &str)> {
-    effects.iter().filter_map(|e| if let Effect::Prove(p) = e { Some((p.kind, p.reason.as_str())) } else { None }).collect()
+    effects
+        .iter()
+        .filter_map(
+            |e| if let Effect::Prove(p) = e { Some((p.kind, p.reason.as_str())) } else { None },
+        )
+        .collect()
 }
 
 fn result(p: &ActionProposal, status: &str) -> ExecutionResult {
@@ -78,7 +107,10 @@ fn tick(r: &mut Rollout, s: u64, factor: f64) -> Vec<Effect> {
         .unwrap()
     };
     let mut out = r.on_metric(&sample(Variant::Stable, 0.002 + 0.001 * wobble, 450.0), at(s));
-    out.extend(r.on_metric(&sample(Variant::Canary, (0.002 + 0.001 * (1.0 - wobble)) * factor, 50.0), at(s)));
+    out.extend(r.on_metric(
+        &sample(Variant::Canary, (0.002 + 0.001 * (1.0 - wobble)) * factor, 50.0),
+        at(s),
+    ));
     out
 }
 
@@ -99,10 +131,19 @@ fn a_healthy_canary_walks_its_plan_and_is_promoted() {
     let (mut r, first) = rollout();
     assert_eq!(proofs(&first), [(ProofKind::CanaryStage, "rollout_started")]);
     let shift = proposals(&first)[0].clone();
-    assert_eq!((shift.action.clone(), shift.params.canary_weight, shift.require_human), (Action::SetCanaryWeight, Some(10), false));
-    assert_eq!((shift.proposer.as_str(), shift.incident_id, shift.confidence), ("deploy-agent", None, STEP_CONFIDENCE));
+    assert_eq!(
+        (shift.action.clone(), shift.params.canary_weight, shift.require_human),
+        (Action::SetCanaryWeight, Some(10), false)
+    );
+    assert_eq!(
+        (shift.proposer.as_str(), shift.incident_id, shift.confidence),
+        ("deploy-agent", None, STEP_CONFIDENCE)
+    );
 
-    assert!(tick(&mut r, 0, 1.0).is_empty(), "samples before the traffic change are not the stage's");
+    assert!(
+        tick(&mut r, 0, 1.0).is_empty(),
+        "samples before the traffic change are not the stage's"
+    );
     assert!(r.on_executed(&result(&shift, "executed"), at(5)).is_empty());
     assert_eq!(r.phase, Phase::Observing);
     let (when, passed) = until_decided(&mut r, 10, 1.0);
@@ -119,7 +160,10 @@ fn a_healthy_canary_walks_its_plan_and_is_promoted() {
     let end = r.on_executed(&result(&promote, "executed"), at(600));
     assert_eq!(proofs(&end), [(ProofKind::CanaryPromoted, "promoted")]);
     let Some(Effect::Deploy(d)) = end.last() else { panic!("{end:?}") };
-    assert_eq!((d.status, d.version.as_str(), d.previous_version.as_deref(), d.deployment_id.as_deref()), (DeployStatus::Succeeded, "2.0.0", Some("1.9.0"), Some("deploy-7")));
+    assert_eq!(
+        (d.status, d.version.as_str(), d.previous_version.as_deref(), d.deployment_id.as_deref()),
+        (DeployStatus::Succeeded, "2.0.0", Some("1.9.0"), Some("deploy-7"))
+    );
     assert_eq!(r.phase, Phase::Done { outcome: Outcome::Promoted });
 }
 
@@ -131,7 +175,11 @@ fn a_failing_canary_is_aborted_then_rolled_back_to_the_stable_version() {
     assert_eq!(proofs(&failed), [(ProofKind::CanaryStage, "failed")]);
     let Some(Effect::Prove(verdict)) = failed.first() else { panic!() };
     let detail: Value = serde_json::from_str(&verdict.detail).unwrap();
-    assert_eq!((detail["stage"].as_u64(), detail["samples"]["canary"].as_u64()), (Some(1), Some(12)), "{detail}");
+    assert_eq!(
+        (detail["stage"].as_u64(), detail["samples"]["canary"].as_u64()),
+        (Some(1), Some(12)),
+        "{detail}"
+    );
     assert!(detail["errors"]["comparison"]["p_value"].as_f64().unwrap() < judge::ALPHA, "{detail}");
     let abort = proposals(&failed)[0].clone();
     assert_eq!((abort.action.clone(), abort.confidence), (Action::AbortRollout, ABORT_CONFIDENCE));
@@ -140,10 +188,16 @@ fn a_failing_canary_is_aborted_then_rolled_back_to_the_stable_version() {
     let aborted = r.on_executed(&result(&abort, "executed"), at(300));
     assert_eq!(proofs(&aborted), [(ProofKind::CanaryAborted, "aborted")]);
     let rollback = proposals(&aborted)[0].clone();
-    assert_eq!((rollback.action.clone(), rollback.params.target_version.as_deref(), rollback.incident_id), (Action::Rollback, Some("1.9.0"), None));
+    assert_eq!(
+        (rollback.action.clone(), rollback.params.target_version.as_deref(), rollback.incident_id),
+        (Action::Rollback, Some("1.9.0"), None)
+    );
     let end = r.on_executed(&result(&rollback, "executed"), at(320));
     let Some(Effect::Deploy(d)) = end.last() else { panic!("{end:?}") };
-    assert_eq!((d.status, d.version.as_str(), d.previous_version.as_deref()), (DeployStatus::RolledBack, "1.9.0", Some("2.0.0")));
+    assert_eq!(
+        (d.status, d.version.as_str(), d.previous_version.as_deref()),
+        (DeployStatus::RolledBack, "1.9.0", Some("2.0.0"))
+    );
     assert_eq!(r.phase, Phase::Done { outcome: Outcome::RolledBack });
 }
 
@@ -151,7 +205,12 @@ fn a_failing_canary_is_aborted_then_rolled_back_to_the_stable_version() {
 fn a_refused_or_failed_step_aborts_and_says_who_stopped_it() {
     let (mut r, first) = rollout();
     let out = r.on_refused(&refusal(proposals(&first)[0], "approval_denied"), at(1));
-    assert!(proposals(&out)[0].explanation.contains("a human denied set_canary_weight (approval_denied)"), "{out:?}");
+    assert!(
+        proposals(&out)[0]
+            .explanation
+            .contains("a human denied set_canary_weight (approval_denied)"),
+        "{out:?}"
+    );
     let (mut r, first) = rollout();
     let out = r.on_executed(&result(proposals(&first)[0], "failed"), at(1));
     assert_eq!(proposals(&out)[0].action, Action::AbortRollout);
@@ -183,14 +242,28 @@ fn an_inconclusive_stage_is_extended_once_then_a_human_decides() {
         let m: MetricSample = serde_json::from_value(json!({"service": "api", "env": "stage", "timestamp": at(s).to_string(), "error_rate": 0.002, "p95_latency_ms": 150.0})).unwrap();
         r.on_metric(&m, at(s))
     };
-    let decided: Vec<(u64, Vec<Effect>)> = (0..130).map(|i| (i * 10, stable_only(&mut r, i * 10))).filter(|(_, out)| !out.is_empty()).collect();
+    let decided: Vec<(u64, Vec<Effect>)> = (0..130)
+        .map(|i| (i * 10, stable_only(&mut r, i * 10)))
+        .filter(|(_, out)| !out.is_empty())
+        .collect();
     assert_eq!(decided.len(), 2, "{decided:?}");
-    assert_eq!((decided[0].0, proofs(&decided[0].1)), (600, vec![(ProofKind::CanaryStage, "extended")]), "the deadline: 10 min");
-    assert_eq!((decided[1].0, proofs(&decided[1].1)), (1200, vec![(ProofKind::CanaryStage, "inconclusive")]), "doubled once");
+    assert_eq!(
+        (decided[0].0, proofs(&decided[0].1)),
+        (600, vec![(ProofKind::CanaryStage, "extended")]),
+        "the deadline: 10 min"
+    );
+    assert_eq!(
+        (decided[1].0, proofs(&decided[1].1)),
+        (1200, vec![(ProofKind::CanaryStage, "inconclusive")]),
+        "doubled once"
+    );
     let ask = proposals(&decided[1].1)[0];
     assert_eq!((ask.params.canary_weight, ask.require_human), (Some(50), true));
     assert!(ask.explanation.contains("a human decides"), "{}", ask.explanation);
-    assert_eq!(ask.proposal_id, derive_id(&["rollout", &r.rollout_id.to_string(), "stage-1-human"]));
+    assert_eq!(
+        ask.proposal_id,
+        derive_id(&["rollout", &r.rollout_id.to_string(), "stage-1-human"])
+    );
 }
 
 #[test]
@@ -199,7 +272,10 @@ fn inputs_are_applied_once_per_consumer_and_stream_position() {
     assert!(r.first_time("metrics", Some(("CN_EVENTS:e1", 10))));
     assert!(!r.first_time("metrics", Some(("CN_EVENTS:e1", 10))), "a redelivery");
     assert!(!r.first_time("metrics", Some(("CN_EVENTS:e1", 9))));
-    assert!(r.first_time("deploys", Some(("CN_EVENTS:e1", 9))), "another consumer of the same stream");
+    assert!(
+        r.first_time("deploys", Some(("CN_EVENTS:e1", 9))),
+        "another consumer of the same stream"
+    );
     assert!(r.first_time("metrics", Some(("CN_EVENTS:e2", 1))), "a new stream epoch");
 }
 
@@ -234,7 +310,10 @@ fn a_plan_without_stages_goes_straight_to_promotion_and_ids_are_stable() {
     let mut redeploy = started();
     redeploy.timestamp = at(3600);
     let (later, _) = Rollout::start(&contract(&[]), &redeploy, None, "c".into(), at(3600));
-    assert_ne!(r.rollout_id, later.rollout_id, "the same version deployed again (after a rollback) is a new rollout");
+    assert_ne!(
+        r.rollout_id, later.rollout_id,
+        "the same version deployed again (after a rollback) is a new rollout"
+    );
 }
 
 #[test]
@@ -243,11 +322,19 @@ fn a_plan_runs_rising_weights_below_100_within_bounds() {
     c.canary[1].min_duration_s = u32::MAX;
     c.canary[3].min_samples = 1_000_000;
     let (r, first) = Rollout::start(&c, &started(), None, "c".into(), at(0));
-    let weights: Vec<(u8, u32, u32)> = r.stages.iter().map(|s| (s.weight_percent, s.min_duration_s, s.min_samples)).collect();
-    assert_eq!(weights, [(10, MAX_STAGE_DURATION_S, 12), (50, 120, judge::MAX_STAGE_SAMPLES as u32)]);
+    let weights: Vec<(u8, u32, u32)> =
+        r.stages.iter().map(|s| (s.weight_percent, s.min_duration_s, s.min_samples)).collect();
+    assert_eq!(
+        weights,
+        [(10, MAX_STAGE_DURATION_S, 12), (50, 120, judge::MAX_STAGE_SAMPLES as u32)]
+    );
     let Some(Effect::Prove(started)) = first.first() else { panic!("{first:?}") };
     let detail: Value = serde_json::from_str(&started.detail).unwrap();
-    assert_eq!(detail["skipped_weights"], json!([0, 10, 30]), "what the rollout will not run is said: {detail}");
+    assert_eq!(
+        detail["skipped_weights"],
+        json!([0, 10, 30]),
+        "what the rollout will not run is said: {detail}"
+    );
 }
 
 #[test]
@@ -264,8 +351,14 @@ fn a_step_governance_holds_back_is_proposed_again_later() {
     assert!(r.retry_due(at(111)));
     let again = r.on_retry(at(111));
     let retried = proposals(&again)[0];
-    assert_eq!((&retried.action, retried.params.canary_weight), (&Action::SetCanaryWeight, Some(10)));
-    assert_ne!(retried.proposal_id, step.proposal_id, "a new proposal: governance decided the old one");
+    assert_eq!(
+        (&retried.action, retried.params.canary_weight),
+        (&Action::SetCanaryWeight, Some(10))
+    );
+    assert_ne!(
+        retried.proposal_id, step.proposal_id,
+        "a new proposal: governance decided the old one"
+    );
     assert!(r.on_retry(at(500)).is_empty(), "once");
     // The refusal of the old proposal is not this one's; the backoff doubles per attempt.
     assert!(r.on_refused(&held, at(112)).is_empty());
@@ -296,7 +389,10 @@ fn a_step_governance_holds_back_is_proposed_again_later() {
 fn a_stage_that_hears_nothing_goes_to_a_human() {
     let (mut r, first) = rollout();
     let silence = Duration::from_secs(900);
-    assert!(r.on_silence(at(10_000), silence).is_empty(), "waiting for the traffic change is not silence");
+    assert!(
+        r.on_silence(at(10_000), silence).is_empty(),
+        "waiting for the traffic change is not silence"
+    );
     r.on_executed(&result(proposals(&first)[0], "executed"), at(5));
     tick(&mut r, 10, 1.0);
     assert!(r.on_silence(at(10 + 899), silence).is_empty());

@@ -74,7 +74,8 @@ pub fn mann_whitney(canary: &[f64], stable: &[f64]) -> Option<MannWhitney> {
     if n1 == 0 || n2 == 0 || canary.iter().chain(stable).any(|x| !x.is_finite()) {
         return None;
     }
-    let mut all: Vec<(f64, bool)> = canary.iter().map(|&x| (x, true)).chain(stable.iter().map(|&x| (x, false))).collect();
+    let mut all: Vec<(f64, bool)> =
+        canary.iter().map(|&x| (x, true)).chain(stable.iter().map(|&x| (x, false))).collect();
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let n = all.len();
     let (mut rank_sum, mut ties) = (0.0, 0.0);
@@ -94,39 +95,83 @@ pub fn mann_whitney(canary: &[f64], stable: &[f64]) -> Option<MannWhitney> {
     let (f1, f2, nf) = (n1 as f64, n2 as f64, n as f64);
     let u = rank_sum - f1 * (f1 + 1.0) / 2.0;
     let mean = f1 * f2 / 2.0;
-    let variance = if n > 1 { f1 * f2 / 12.0 * ((nf + 1.0) - ties / (nf * (nf - 1.0))) } else { 0.0 };
-    let z = if variance > 0.0 { ((u - mean).abs() - 0.5).max(0.0).copysign(u - mean) / variance.sqrt() } else { 0.0 };
-    Some(MannWhitney { n_canary: n1, n_stable: n2, u, z, p_value: upper_tail(z), effect: u / (f1 * f2) })
+    let variance =
+        if n > 1 { f1 * f2 / 12.0 * ((nf + 1.0) - ties / (nf * (nf - 1.0))) } else { 0.0 };
+    let z = if variance > 0.0 {
+        ((u - mean).abs() - 0.5).max(0.0).copysign(u - mean) / variance.sqrt()
+    } else {
+        0.0
+    };
+    Some(MannWhitney {
+        n_canary: n1,
+        n_stable: n2,
+        u,
+        z,
+        p_value: upper_tail(z),
+        effect: u / (f1 * f2),
+    })
 }
 
 /// `None` without requests on either side, or with counts that are not finite.
-pub fn two_proportions(canary_errors: f64, canary_requests: f64, stable_errors: f64, stable_requests: f64) -> Option<TwoProportions> {
+pub fn two_proportions(
+    canary_errors: f64,
+    canary_requests: f64,
+    stable_errors: f64,
+    stable_requests: f64,
+) -> Option<TwoProportions> {
     if !plausible_counts(canary_errors, canary_requests, stable_errors, stable_requests) {
         return None;
     }
-    let (canary_errors, stable_errors) = (canary_errors.min(canary_requests), stable_errors.min(stable_requests));
+    let (canary_errors, stable_errors) =
+        (canary_errors.min(canary_requests), stable_errors.min(stable_requests));
     let (p1, p2) = (canary_errors / canary_requests, stable_errors / stable_requests);
     let pooled = (canary_errors + stable_errors) / (canary_requests + stable_requests);
     let se = (pooled * (1.0 - pooled) * (1.0 / canary_requests + 1.0 / stable_requests)).sqrt();
     let z = if se > 0.0 { (p1 - p2) / se } else { 0.0 };
-    Some(TwoProportions { canary_errors, canary_requests, stable_errors, stable_requests, canary_rate: p1, stable_rate: p2, z, p_value: upper_tail(z) })
+    Some(TwoProportions {
+        canary_errors,
+        canary_requests,
+        stable_errors,
+        stable_requests,
+        canary_rate: p1,
+        stable_rate: p2,
+        z,
+        p_value: upper_tail(z),
+    })
 }
 
 /// `canary_errors` and `stable_errors` (rounded to whole errors) out of request counts.
 /// `None` without requests on either side or with counts that are not finite.
-pub fn rate_ratio(canary_errors: f64, canary_requests: f64, stable_errors: f64, stable_requests: f64) -> Option<RateRatio> {
+pub fn rate_ratio(
+    canary_errors: f64,
+    canary_requests: f64,
+    stable_errors: f64,
+    stable_requests: f64,
+) -> Option<RateRatio> {
     if !plausible_counts(canary_errors, canary_requests, stable_errors, stable_requests) {
         return None;
     }
-    let (ce, se) = (canary_errors.min(canary_requests).round() as u64, stable_errors.min(stable_requests).round() as u64);
+    let (ce, se) = (
+        canary_errors.min(canary_requests).round() as u64,
+        stable_errors.min(stable_requests).round() as u64,
+    );
     let share = canary_requests / (canary_requests + stable_requests);
-    Some(RateRatio { canary_errors: ce, stable_errors: se, canary_share: share, p_value: binomial_upper(ce + se, ce, share) })
+    Some(RateRatio {
+        canary_errors: ce,
+        stable_errors: se,
+        canary_share: share,
+        p_value: binomial_upper(ce + se, ce, share),
+    })
 }
 
 /// Is the error rate of `requests` above `limit`? Exact Poisson tail of `errors` (rounded)
 /// against `requests · limit` expected: conservative against the binomial for small limits.
 pub fn counts_above(errors: f64, requests: f64, limit: f64) -> Option<AboveLimit> {
-    if !(errors.is_finite() && requests.is_finite() && limit.is_finite()) || errors < 0.0 || requests <= 0.0 || limit < 0.0 {
+    if !(errors.is_finite() && requests.is_finite() && limit.is_finite())
+        || errors < 0.0
+        || requests <= 0.0
+        || limit < 0.0
+    {
         return None;
     }
     let (observed, allowed) = (errors.min(requests).round(), requests * limit);
@@ -142,13 +187,24 @@ pub fn sign_above(values: &[f64], limit: f64) -> Option<AboveLimit> {
     }
     let above = finite.iter().filter(|v| **v > limit).count() as u64;
     let n = finite.len() as u64;
-    Some(AboveLimit { observed: above as f64, allowed: n as f64 / 2.0, p_value: binomial_upper(n, above, 0.5) })
+    Some(AboveLimit {
+        observed: above as f64,
+        allowed: n as f64 / 2.0,
+        p_value: binomial_upper(n, above, 0.5),
+    })
 }
 
 /// Finite, non-negative counts with requests on both sides.
-fn plausible_counts(canary_errors: f64, canary_requests: f64, stable_errors: f64, stable_requests: f64) -> bool {
+fn plausible_counts(
+    canary_errors: f64,
+    canary_requests: f64,
+    stable_errors: f64,
+    stable_requests: f64,
+) -> bool {
     let counts = [canary_errors, canary_requests, stable_errors, stable_requests];
-    counts.iter().all(|c| c.is_finite() && *c >= 0.0) && canary_requests > 0.0 && stable_requests > 0.0
+    counts.iter().all(|c| c.is_finite() && *c >= 0.0)
+        && canary_requests > 0.0
+        && stable_requests > 0.0
 }
 
 /// P(X ≥ k) for X ~ Binomial(n, p), summed exactly in log space from k up.
@@ -163,7 +219,10 @@ pub fn binomial_upper(n: u64, k: u64, p: f64) -> f64 {
         return 1.0;
     }
     let (ln_p, ln_q, ln_n) = (p.ln(), (1.0 - p).ln(), ln_factorial(n));
-    let term = |i: u64| (ln_n - ln_factorial(i) - ln_factorial(n - i) + i as f64 * ln_p + (n - i) as f64 * ln_q).exp();
+    let term = |i: u64| {
+        (ln_n - ln_factorial(i) - ln_factorial(n - i) + i as f64 * ln_p + (n - i) as f64 * ln_q)
+            .exp()
+    };
     tail_sum(k, n, (n as f64 * p).ceil() as u64, term)
 }
 
@@ -201,7 +260,9 @@ fn ln_factorial(n: u64) -> f64 {
     }
     let x = n as f64;
     // ln Γ(x + 1) = x ln x - x + ½ ln(2πx) + 1/(12x) - 1/(360x³) + 1/(1260x⁵): error < 1e-15 here.
-    x * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI * x).ln() + 1.0 / (12.0 * x) - 1.0 / (360.0 * x.powi(3)) + 1.0 / (1260.0 * x.powi(5))
+    x * x.ln() - x + 0.5 * (2.0 * std::f64::consts::PI * x).ln() + 1.0 / (12.0 * x)
+        - 1.0 / (360.0 * x.powi(3))
+        + 1.0 / (1260.0 * x.powi(5))
 }
 
 /// P(Z > z) for a standard normal Z.
@@ -216,7 +277,12 @@ fn erfc(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -z * z - 1.265_512_23
         + t * (1.000_023_68
-            + t * (0.374_091_96 + t * (0.096_784_18 + t * (-0.186_288_06 + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let r = t * poly.exp();
     if x >= 0.0 { r } else { 2.0 - r }
 }
@@ -243,7 +309,14 @@ mod tests {
 
     #[test]
     fn the_normal_tail_matches_known_values() {
-        for (z, p) in [(0.0, 0.5), (1.0, 0.158_655_25), (1.644_853_6, 0.05), (2.326_347_9, 0.01), (3.090_232_3, 0.001), (-1.0, 0.841_344_75)] {
+        for (z, p) in [
+            (0.0, 0.5),
+            (1.0, 0.158_655_25),
+            (1.644_853_6, 0.05),
+            (2.326_347_9, 0.01),
+            (3.090_232_3, 0.001),
+            (-1.0, 0.841_344_75),
+        ] {
             assert!(close(upper_tail(z), p, 1e-6), "P(Z > {z}) = {} not {p}", upper_tail(z));
         }
     }
@@ -268,7 +341,10 @@ mod tests {
         assert!(mann_whitney(&slower, &stable).unwrap().p_value < 1e-6);
         assert!(mann_whitney(&same, &stable).unwrap().p_value > 0.05);
         let faster: Vec<f64> = stable.iter().take(30).map(|x| x * 0.5).collect();
-        assert!(mann_whitney(&faster, &stable).unwrap().p_value > 0.99, "one-sided: faster is not worse");
+        assert!(
+            mann_whitney(&faster, &stable).unwrap().p_value > 0.99,
+            "one-sided: faster is not worse"
+        );
     }
 
     #[test]
@@ -279,7 +355,10 @@ mod tests {
         assert!(close(r.p_value, 0.000_70, 2e-5), "p {}", r.p_value);
         assert_eq!(two_proportions(1.0, 0.0, 1.0, 10.0), None);
         assert_eq!(two_proportions(f64::NAN, 10.0, 1.0, 10.0), None);
-        assert!(close(two_proportions(0.0, 10.0, 0.0, 10.0).unwrap().p_value, 0.5, 1e-6), "no errors anywhere: no evidence");
+        assert!(
+            close(two_proportions(0.0, 10.0, 0.0, 10.0).unwrap().p_value, 0.5, 1e-6),
+            "no errors anywhere: no evidence"
+        );
     }
 
     #[test]
@@ -299,13 +378,20 @@ mod tests {
         // Binomial(10, ½): P(X ≥ 10) = 1/1024, P(X ≥ 8) = 56/1024; Binomial(30, 0.05): P(X ≥ 5) = 0.0156.
         assert!(close(binomial_upper(10, 10, 0.5), 1.0 / 1024.0, 1e-12));
         assert!(close(binomial_upper(10, 8, 0.5), 56.0 / 1024.0, 1e-12));
-        assert!(close(binomial_upper(30, 5, 0.05), 0.015_631, 1e-5), "{}", binomial_upper(30, 5, 0.05));
+        assert!(
+            close(binomial_upper(30, 5, 0.05), 0.015_631, 1e-5),
+            "{}",
+            binomial_upper(30, 5, 0.05)
+        );
         assert_eq!((binomial_upper(5, 0, 0.3), binomial_upper(5, 6, 0.3)), (1.0, 0.0));
         // Poisson(2): P(X ≥ 5) = 0.052653; Poisson(800): P(X ≥ 900) ≈ 2.3e-4 (normal approx 2.4e-4).
         assert!(close(poisson_upper(2.0, 5), 0.052_653, 1e-6), "{}", poisson_upper(2.0, 5));
         let far = poisson_upper(800.0, 900);
         assert!(far > 1e-4 && far < 4e-4, "{far}");
-        assert!(close(ln_factorial(20), 42.335_616_460_753_485, 1e-12) && close(ln_factorial(19), 39.339_884_187_199_49, 1e-12));
+        assert!(
+            close(ln_factorial(20), 42.335_616_460_753_485, 1e-12)
+                && close(ln_factorial(19), 39.339_884_187_199_49, 1e-12)
+        );
     }
 
     #[test]
@@ -318,7 +404,11 @@ mod tests {
         // requests, 6 against 0 is only p = 1/64.
         assert!(rate_ratio(3.0, 100.0, 0.0, 10_000.0).unwrap().p_value < 1e-5);
         assert!(close(rate_ratio(6.0, 1000.0, 0.0, 1000.0).unwrap().p_value, 1.0 / 64.0, 1e-12));
-        assert_eq!(rate_ratio(0.0, 100.0, 5.0, 100.0).unwrap().p_value, 1.0, "no canary errors: no evidence");
+        assert_eq!(
+            rate_ratio(0.0, 100.0, 5.0, 100.0).unwrap().p_value,
+            1.0,
+            "no canary errors: no evidence"
+        );
         assert_eq!(rate_ratio(1.0, 0.0, 0.0, 1.0), None);
     }
 

@@ -74,7 +74,8 @@ impl Placeholder {
 
     /// The value from the approval's claims.
     fn value(self, c: &ApprovalClaims) -> Result<String, RenderError> {
-        let missing = || RenderError::Missing { action: c.action.to_string(), placeholder: self.name() };
+        let missing =
+            || RenderError::Missing { action: c.action.to_string(), placeholder: self.name() };
         Ok(match self {
             Self::Env => c.env.as_str().to_owned(),
             Self::Service => c.service.as_str().to_owned(),
@@ -115,7 +116,9 @@ pub enum TemplateProblem {
     BadName(String),
     #[error("is on the global block list and can never be executed")]
     Blocked,
-    #[error("argv is empty; give the program and its arguments, e.g. argv = [\"kubectl\", \"rollout\", \"restart\", \"deployment/{{service}}\"]")]
+    #[error(
+        "argv is empty; give the program and its arguments, e.g. argv = [\"kubectl\", \"rollout\", \"restart\", \"deployment/{{service}}\"]"
+    )]
     EmptyArgv,
     #[error("argv[0] is empty; it must name the program")]
     EmptyProgram,
@@ -125,7 +128,9 @@ pub enum TemplateProblem {
     Nul { index: usize },
     #[error("argv[{index}] {arg:?} has the unknown placeholder {{{name}}}; known placeholders: {known}", known = known())]
     UnknownPlaceholder { index: usize, arg: String, name: String },
-    #[error("argv[{index}] {arg:?} has an unbalanced brace; braces only mark placeholders such as {{service}}")]
+    #[error(
+        "argv[{index}] {arg:?} has an unbalanced brace; braces only mark placeholders such as {{service}}"
+    )]
     Unbalanced { index: usize, arg: String },
     #[error("timeout {value:?}: {problem}")]
     Timeout { value: String, problem: String },
@@ -145,9 +150,13 @@ pub enum CommandsError {
 /// Why a template could not be filled from an approval; nothing was run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    #[error("the command for {action} needs {{{placeholder}}} but the approval has no params.{placeholder}")]
+    #[error(
+        "the command for {action} needs {{{placeholder}}} but the approval has no params.{placeholder}"
+    )]
     Missing { action: String, placeholder: &'static str },
-    #[error("params.target_version {value:?} is not a plain version (^[A-Za-z0-9][A-Za-z0-9._+-]{{0,63}}$)")]
+    #[error(
+        "params.target_version {value:?} is not a plain version (^[A-Za-z0-9][A-Za-z0-9._+-]{{0,63}}$)"
+    )]
     BadVersion { value: String },
 }
 
@@ -171,11 +180,13 @@ impl Template {
         if parse_arg(0, program)?.iter().any(|p| matches!(p, Part::Slot(_))) {
             return Err(TemplateProblem::ProgramPlaceholder(program.clone()));
         }
-        let args = rest.iter().enumerate().map(|(i, a)| parse_arg(i + 1, a)).collect::<Result<_, _>>()?;
+        let args =
+            rest.iter().enumerate().map(|(i, a)| parse_arg(i + 1, a)).collect::<Result<_, _>>()?;
         let timeout = match timeout {
             None => DEFAULT_TIMEOUT,
             Some(value) => {
-                let problem = |problem: String| TemplateProblem::Timeout { value: value.to_owned(), problem };
+                let problem =
+                    |problem: String| TemplateProblem::Timeout { value: value.to_owned(), problem };
                 let t = agent_runtime::config::parse_duration(value).map_err(problem)?;
                 if t > MAX_TIMEOUT {
                     return Err(problem("more than the maximum of 1h".to_owned()));
@@ -222,8 +233,11 @@ fn parse_arg(index: usize, arg: &str) -> Result<Vec<Part>, TemplateProblem> {
         if name.contains('{') {
             return Err(unbalanced());
         }
-        let slot = Placeholder::parse(name)
-            .ok_or_else(|| TemplateProblem::UnknownPlaceholder { index, arg: arg.to_owned(), name: name.to_owned() })?;
+        let slot = Placeholder::parse(name).ok_or_else(|| TemplateProblem::UnknownPlaceholder {
+            index,
+            arg: arg.to_owned(),
+            name: name.to_owned(),
+        })?;
         if !text.is_empty() {
             parts.push(Part::Text(text.to_owned()));
         }
@@ -259,19 +273,24 @@ pub struct Commands {
 impl Commands {
     /// Reads and checks `--commands`; any problem is a configuration error.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --commands {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --commands {}: {e}", path.display()))?;
         Self::from_toml(&text).map_err(|e| format!("--commands {}: {e}", path.display()))
     }
 
     pub fn from_toml(text: &str) -> Result<Self, CommandsError> {
-        let file: File = toml::from_str(text).map_err(|e| CommandsError::Toml(e.to_string().trim_end().to_owned()))?;
+        let file: File = toml::from_str(text)
+            .map_err(|e| CommandsError::Toml(e.to_string().trim_end().to_owned()))?;
         if file.action.is_empty() {
             return Err(CommandsError::NoActions);
         }
         let mut templates = BTreeMap::new();
         for (name, entry) in file.action {
             let fail = |problem| CommandsError::Action { name: name.clone(), problem };
-            let action: Action = name.parse().map_err(|e: bus_schema::action::ActionNameError| fail(TemplateProblem::BadName(e.to_string())))?;
+            let action: Action =
+                name.parse().map_err(|e: bus_schema::action::ActionNameError| {
+                    fail(TemplateProblem::BadName(e.to_string()))
+                })?;
             if action.is_globally_blocked() {
                 return Err(fail(TemplateProblem::Blocked));
             }
@@ -328,7 +347,13 @@ pub async fn run(argv: &[String], vars: &[(&str, String)], timeout: Duration) ->
         return CommandOutcome::failed("nothing to run: the argv is empty".to_owned());
     };
     let mut command = tokio::process::Command::new(program);
-    command.args(args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    command
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
@@ -348,7 +373,8 @@ pub async fn run(argv: &[String], vars: &[(&str, String)], timeout: Duration) ->
         };
         // Until the pipes close, or shortly after the exit: something it left running may hold them.
         let read = async {
-            let both = async { tokio::join!(read_tail(stdout, &mut out), read_tail(stderr, &mut err)) };
+            let both =
+                async { tokio::join!(read_tail(stdout, &mut out), read_tail(stderr, &mut err)) };
             let after_exit = async {
                 exited.notified().await;
                 tokio::time::sleep(PIPE_GRACE).await;
@@ -371,10 +397,13 @@ pub async fn run(argv: &[String], vars: &[(&str, String)], timeout: Duration) ->
         Ok(Err(e)) => (ExecutionStatus::Failed, None, format!("lost track of {shown}: {e}")),
         Ok(Ok(s)) => match s.code() {
             Some(0) => (ExecutionStatus::Executed, Some(0), format!("ran {shown}: exit code 0")),
-            Some(code) => (ExecutionStatus::Failed, Some(code), format!("ran {shown}: exit code {code}")),
+            Some(code) => {
+                (ExecutionStatus::Failed, Some(code), format!("ran {shown}: exit code {code}"))
+            }
             None => {
                 use std::os::unix::process::ExitStatusExt;
-                let signal = s.signal().map_or_else(|| "a signal".to_owned(), |n| format!("signal {n}"));
+                let signal =
+                    s.signal().map_or_else(|| "a signal".to_owned(), |n| format!("signal {n}"));
                 (ExecutionStatus::Failed, None, format!("ran {shown}: killed by {signal}"))
             }
         },

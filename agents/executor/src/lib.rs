@@ -18,7 +18,10 @@ use agent_runtime::store::{Store, Table};
 use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs};
 use bus_schema::approval::{self, ApprovalError, ApprovalVerifier};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Backend, ExecutionResult, ExecutionStatus, Inbound, ReasonCode, SignedApproval, SimAction, Timestamp, subject};
+use bus_schema::{
+    AgentName, Backend, ExecutionResult, ExecutionStatus, Inbound, ReasonCode, SignedApproval,
+    SimAction, Timestamp, subject,
+};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -35,7 +38,12 @@ pub struct Cli {
     pub runtime: RuntimeArgs,
     /// Governance public key file(s) to trust (from `cnctl keygen`); repeat or comma-separate to
     /// trust several during a key rotation.
-    #[arg(long = "verify-key", env = "CN_VERIFY_KEY_FILES", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "verify-key",
+        env = "CN_VERIFY_KEY_FILES",
+        value_delimiter = ',',
+        required = true
+    )]
     pub verify_keys: Vec<PathBuf>,
     /// How approved actions are carried out.
     #[arg(long, env = "CN_EXECUTOR_BACKEND", value_enum, default_value = "dry-run")]
@@ -81,8 +89,10 @@ impl Cli {
         self.verify_keys
             .iter()
             .map(|path| {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --verify-key {}: {e}", path.display()))?;
-                ApprovalVerifier::from_hex(&text).map_err(|e| format!("--verify-key {}: {e}", path.display()))
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read --verify-key {}: {e}", path.display()))?;
+                ApprovalVerifier::from_hex(&text)
+                    .map_err(|e| format!("--verify-key {}: {e}", path.display()))
             })
             .collect()
     }
@@ -132,7 +142,14 @@ impl Executor {
         Self { store, trusted, backend }
     }
 
-    fn result(&self, a: &SignedApproval, status: ExecutionStatus, refusal: Option<ReasonCode>, detail: String, started: Timestamp) -> ExecutionResult {
+    fn result(
+        &self,
+        a: &SignedApproval,
+        status: ExecutionStatus,
+        refusal: Option<ReasonCode>,
+        detail: String,
+        started: Timestamp,
+    ) -> ExecutionResult {
         let c = &a.claims;
         ExecutionResult {
             proposal_id: c.proposal_id,
@@ -156,26 +173,38 @@ impl Executor {
     fn check(&self, a: &SignedApproval, now: Timestamp) -> Result<(), (ReasonCode, String)> {
         approval::verify(a, &self.trusted, now).map_err(|e| match e {
             ApprovalError::Expired { .. } => (ReasonCode::Expired, e.to_string()),
-            ApprovalError::UnknownKey(_) | ApprovalError::BadSignature => (ReasonCode::BadSignature, e.to_string()),
+            ApprovalError::UnknownKey(_) | ApprovalError::BadSignature => {
+                (ReasonCode::BadSignature, e.to_string())
+            }
         })?;
         let action = &a.claims.action;
         match &self.backend {
-            ExecBackend::Command(commands) if commands.get(action).is_none() => {
-                Err((ReasonCode::UnknownAction, format!("no command is configured for {action}; configured: {}", commands.names())))
-            }
-            ExecBackend::DryRun | ExecBackend::Sim if !action.is_built_in() => {
-                Err((ReasonCode::UnknownAction, format!("no backend action is configured for {action}")))
-            }
+            ExecBackend::Command(commands) if commands.get(action).is_none() => Err((
+                ReasonCode::UnknownAction,
+                format!("no command is configured for {action}; configured: {}", commands.names()),
+            )),
+            ExecBackend::DryRun | ExecBackend::Sim if !action.is_built_in() => Err((
+                ReasonCode::UnknownAction,
+                format!("no backend action is configured for {action}"),
+            )),
             _ => Ok(()),
         }
     }
 
     /// Carries out a checked approval whose use is already recorded.
-    async fn act(&self, ctx: &mut Context<'_>, a: &SignedApproval, started: Timestamp) -> Result<ExecutionResult, HandleError> {
+    async fn act(
+        &self,
+        ctx: &mut Context<'_>,
+        a: &SignedApproval,
+        started: Timestamp,
+    ) -> Result<ExecutionResult, HandleError> {
         let c = &a.claims;
         let done = |status, detail| self.result(a, status, None, detail, started);
         match &self.backend {
-            ExecBackend::DryRun => Ok(done(ExecutionStatus::Executed, format!("dry-run: would {} {}/{}", c.action, c.env, c.service))),
+            ExecBackend::DryRun => Ok(done(
+                ExecutionStatus::Executed,
+                format!("dry-run: would {} {}/{}", c.action, c.env, c.service),
+            )),
             ExecBackend::Sim => {
                 let order = SimAction {
                     proposal_id: c.proposal_id,
@@ -186,18 +215,30 @@ impl Executor {
                     issued_at: started,
                 };
                 match ctx.publish(&subject::SIM_ACTIONS.subject(&c.env, &c.service), &order).await {
-                    Ok(_) => Ok(done(ExecutionStatus::Executed, "sent to the simulator".to_owned())),
+                    Ok(_) => {
+                        Ok(done(ExecutionStatus::Executed, "sent to the simulator".to_owned()))
+                    }
                     Err(e) if e.is_fatal() => Err(HandleError::Fatal(e)),
                     // It may or may not have been stored: reported, not retried.
-                    Err(e) => Ok(done(ExecutionStatus::Failed, format!("the simulator's order was not confirmed: {e}; not retried"))),
+                    Err(e) => Ok(done(
+                        ExecutionStatus::Failed,
+                        format!("the simulator's order was not confirmed: {e}; not retried"),
+                    )),
                 }
             }
             ExecBackend::Command(commands) => {
                 let Some(template) = commands.get(&c.action) else {
-                    return Ok(done(ExecutionStatus::Failed, format!("no command is configured for {}", c.action)));
+                    return Ok(done(
+                        ExecutionStatus::Failed,
+                        format!("no command is configured for {}", c.action),
+                    ));
                 };
                 let ran = command::execute(template, c).await;
-                Ok(ExecutionResult { exit_code: ran.exit_code, output_tail: ran.output_tail, ..done(ran.status, ran.detail) })
+                Ok(ExecutionResult {
+                    exit_code: ran.exit_code,
+                    output_tail: ran.output_tail,
+                    ..done(ran.status, ran.detail)
+                })
             }
         }
     }
@@ -223,15 +264,27 @@ impl Executor {
         Ok(())
     }
 
-    async fn on_approval(&mut self, ctx: &mut Context<'_>, a: SignedApproval) -> Result<(), HandleError> {
+    async fn on_approval(
+        &mut self,
+        ctx: &mut Context<'_>,
+        a: SignedApproval,
+    ) -> Result<(), HandleError> {
         let input_id = ctx.meta().input_id.clone();
         let key = a.claims.approval_id.to_string();
         let started = Timestamp::now();
         // Nothing about an approval is believed before its signature: a forged message that
         // reuses a consumed approval id is bad_signature, not a replay of the genuine one.
-        if let Err(ApprovalError::UnknownKey(_) | ApprovalError::BadSignature) = approval::verify(&a, &self.trusted, a.claims.issued_at) {
+        if let Err(ApprovalError::UnknownKey(_) | ApprovalError::BadSignature) =
+            approval::verify(&a, &self.trusted, a.claims.issued_at)
+        {
             let detail = "the signature does not match a trusted governance key".to_owned();
-            let refused = self.result(&a, ExecutionStatus::Refused, Some(ReasonCode::BadSignature), detail, started);
+            let refused = self.result(
+                &a,
+                ExecutionStatus::Refused,
+                Some(ReasonCode::BadSignature),
+                detail,
+                started,
+            );
             return self.publish(ctx, &refused).await;
         }
         let result = match self.store.get(&USED, &key)? {
@@ -278,7 +331,8 @@ mod tests {
     use super::*;
 
     fn backend(args: &[&str]) -> Result<ExecBackend, String> {
-        let argv = ["executor", "--verify-key", "governance.pub"].into_iter().chain(args.iter().copied());
+        let argv =
+            ["executor", "--verify-key", "governance.pub"].into_iter().chain(args.iter().copied());
         Cli::try_parse_from(argv).map_err(|e| e.to_string())?.exec_backend()
     }
 
@@ -286,10 +340,24 @@ mod tests {
     fn the_backend_is_dry_run_unless_chosen_and_command_needs_a_valid_commands_file() {
         assert!(matches!(backend(&[]), Ok(ExecBackend::DryRun)));
         assert!(matches!(backend(&["--backend", "sim"]), Ok(ExecBackend::Sim)));
-        assert!(backend(&["--backend", "shell"]).unwrap_err().contains("possible values: dry-run, sim, command"));
-        assert!(backend(&["--backend", "command"]).unwrap_err().contains("--backend command needs --commands FILE"));
-        assert!(backend(&["--commands", "c.toml"]).unwrap_err().contains("only read by --backend command, and the backend is dry-run"));
-        let missing = backend(&["--backend", "command", "--commands", "/nonexistent/commands.toml"]).unwrap_err();
+        assert!(
+            backend(&["--backend", "shell"])
+                .unwrap_err()
+                .contains("possible values: dry-run, sim, command")
+        );
+        assert!(
+            backend(&["--backend", "command"])
+                .unwrap_err()
+                .contains("--backend command needs --commands FILE")
+        );
+        assert!(
+            backend(&["--commands", "c.toml"])
+                .unwrap_err()
+                .contains("only read by --backend command, and the backend is dry-run")
+        );
+        let missing =
+            backend(&["--backend", "command", "--commands", "/nonexistent/commands.toml"])
+                .unwrap_err();
         assert!(missing.contains("cannot read --commands /nonexistent/commands.toml"), "{missing}");
 
         let dir = tempfile::tempdir().unwrap();
@@ -297,9 +365,17 @@ mod tests {
         let path = file.to_str().unwrap();
         std::fs::write(&file, "[action.restart]\nargv = [\"kubectl\", \"{svc}\"]\n").unwrap();
         let bad = backend(&["--backend", "command", "--commands", path]).unwrap_err();
-        assert!(bad.contains(&format!("--commands {path}: action \"restart\": argv[1]")) && bad.contains("{svc}"), "{bad}");
+        assert!(
+            bad.contains(&format!("--commands {path}: action \"restart\": argv[1]"))
+                && bad.contains("{svc}"),
+            "{bad}"
+        );
         std::fs::write(&file, "[action.restart]\nargv = [\"kubectl\", \"{service}\"]\n").unwrap();
-        let Ok(ExecBackend::Command(commands)) = backend(&["--backend", "command", "--commands", path]) else { panic!("a valid file") };
+        let Ok(ExecBackend::Command(commands)) =
+            backend(&["--backend", "command", "--commands", path])
+        else {
+            panic!("a valid file")
+        };
         assert_eq!(commands.names(), "restart");
     }
 }

@@ -8,5 +8,7 @@ fn main() -> ExitCode {
         (Ok(k), Ok(b)) => (k, b),
         (Err(e), _) | (_, Err(e)) => return agent_runtime::config::config_failure("executor", &e),
     };
-    agent_runtime::run_agent(spec(), cli.runtime, |agent| Ok(Executor::new(agent.store().clone(), trusted, backend)))
+    agent_runtime::run_agent(spec(), cli.runtime, |agent| {
+        Ok(Executor::new(agent.store().clone(), trusted, backend))
+    })
 }

@@ -70,24 +70,45 @@ fn is_canary_action(action: &Action) -> bool {
     matches!(action, Action::SetCanaryWeight | Action::Promote | Action::AbortRollout)
 }
 
-pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestamp, mode: Mode) -> Verdict {
+pub fn decide(
+    policy: &Policy,
+    view: View<'_>,
+    p: &ActionProposal,
+    now: Timestamp,
+    mode: Mode,
+) -> Verdict {
     if mode == Mode::Proposal {
         let age = now.since(p.proposed_at);
         if age > policy.max_proposal_age {
-            return refuse(ReasonCode::InvalidProposal, json!({"problem": "stale", "proposed_at": p.proposed_at, "age_s": secs(age), "max_age_s": policy.max_proposal_age.as_secs()}));
+            return refuse(
+                ReasonCode::InvalidProposal,
+                json!({"problem": "stale", "proposed_at": p.proposed_at, "age_s": secs(age), "max_age_s": policy.max_proposal_age.as_secs()}),
+            );
         }
         if p.proposed_at.since(now) > MAX_SKEW {
-            return refuse(ReasonCode::InvalidProposal, json!({"problem": "from the future", "proposed_at": p.proposed_at, "now": now}));
+            return refuse(
+                ReasonCode::InvalidProposal,
+                json!({"problem": "from the future", "proposed_at": p.proposed_at, "now": now}),
+            );
         }
     }
     if p.exploratory && !policy.explore_envs.iter().any(|e| e == p.env.as_str()) {
-        return refuse(ReasonCode::InvalidProposal, json!({"problem": "an exploratory proposal in an environment where nothing is tried out", "explore_envs": policy.explore_envs}));
+        return refuse(
+            ReasonCode::InvalidProposal,
+            json!({"problem": "an exploratory proposal in an environment where nothing is tried out", "explore_envs": policy.explore_envs}),
+        );
     }
     if let Some(problem) = invalid_params(p) {
-        return refuse(ReasonCode::InvalidProposal, json!({"problem": problem, "params": p.params}));
+        return refuse(
+            ReasonCode::InvalidProposal,
+            json!({"problem": problem, "params": p.params}),
+        );
     }
     if !policy.proposers.iter().any(|a| a == p.proposer.as_str()) {
-        return refuse(ReasonCode::UnknownSource, json!({"proposer": p.proposer, "known": policy.proposers}));
+        return refuse(
+            ReasonCode::UnknownSource,
+            json!({"proposer": p.proposer, "known": policy.proposers}),
+        );
     }
     if p.action.is_globally_blocked() {
         return refuse(ReasonCode::GloballyBlocked, json!({"action": p.action}));
@@ -95,19 +116,30 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
     let env = policy.for_env(p.env.as_str());
     let eligibility = env.eligibility(&p.action);
     if eligibility == Eligibility::NotEligible {
-        return refuse(ReasonCode::NotEligibleInEnv, json!({"allowed": env.automatic, "with_human": env.human}));
+        return refuse(
+            ReasonCode::NotEligibleInEnv,
+            json!({"allowed": env.automatic, "with_human": env.human}),
+        );
     }
     let service = view.service.filter(|s| s.known);
     if !changes_nothing(&p.action) {
         let Some(service) = service else {
-            return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "service_known", "hint": "no deploy event seen for this env/service"}));
+            return refuse(
+                ReasonCode::MissingPrerequisite,
+                json!({"missing": "service_known", "hint": "no deploy event seen for this env/service"}),
+            );
         };
         if p.action == Action::Rollback {
             let target = service.deploys.rollback_target();
             if target.is_none() {
-                return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "previous_version", "hint": "no earlier version known to roll back to"}));
+                return refuse(
+                    ReasonCode::MissingPrerequisite,
+                    json!({"missing": "previous_version", "hint": "no earlier version known to roll back to"}),
+                );
             }
-            if let Some(asked) = p.params.target_version.as_deref().filter(|asked| Some(*asked) != target) {
+            if let Some(asked) =
+                p.params.target_version.as_deref().filter(|asked| Some(*asked) != target)
+            {
                 return refuse(
                     ReasonCode::MissingPrerequisite,
                     json!({"missing": "rollback_target", "asked": asked, "known": target, "hint": "the version to roll back to is not (or no longer) the service's previous version"}),
@@ -115,25 +147,42 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
             }
         }
         if p.incident_id.is_some() && view.incident.is_none() {
-            return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "incident_known", "hint": "governance has not seen the incident this proposal is about"}));
+            return refuse(
+                ReasonCode::MissingPrerequisite,
+                json!({"missing": "incident_known", "hint": "governance has not seen the incident this proposal is about"}),
+            );
         }
         let ends_rollout = p.action == Action::Rollback && p.incident_id.is_none();
         if (is_canary_action(&p.action) || ends_rollout) && !service.deploys.rollout_in_progress() {
-            return refuse(ReasonCode::MissingPrerequisite, json!({"missing": "rollout_in_progress", "hint": "no deploy of this service has started and not yet ended"}));
+            return refuse(
+                ReasonCode::MissingPrerequisite,
+                json!({"missing": "rollout_in_progress", "hint": "no deploy of this service has started and not yet ended"}),
+            );
         }
         if policy.freeze_actions.contains(&p.action) {
             if let Some(left) = service.budget_remaining.filter(|b| *b <= 0.0) {
-                return refuse(ReasonCode::ErrorBudgetFreeze, json!({"budget_remaining": left, "frozen": policy.freeze_actions}));
+                return refuse(
+                    ReasonCode::ErrorBudgetFreeze,
+                    json!({"budget_remaining": left, "frozen": policy.freeze_actions}),
+                );
             }
         }
         if view.incident.is_some_and(|i| i.signal_conflict) {
-            return refuse(ReasonCode::SignalConflict, json!({"hint": "the incident's sources disagree; only noop and observe until they agree"}));
+            return refuse(
+                ReasonCode::SignalConflict,
+                json!({"hint": "the incident's sources disagree; only noop and observe until they agree"}),
+            );
         }
     }
     // Doing nothing needs no confidence, and a human judges what is put to a human.
-    if let Some(min) = env.min_confidence.filter(|_| !changes_nothing(&p.action) && !p.require_human) {
+    if let Some(min) =
+        env.min_confidence.filter(|_| !changes_nothing(&p.action) && !p.require_human)
+    {
         if p.confidence < min {
-            return refuse(ReasonCode::LowConfidence, json!({"confidence": p.confidence, "min_confidence": min}));
+            return refuse(
+                ReasonCode::LowConfidence,
+                json!({"confidence": p.confidence, "min_confidence": min}),
+            );
         }
     }
     if let (Some(service), false) = (service, changes_nothing(&p.action)) {
@@ -158,24 +207,43 @@ pub fn decide(policy: &Policy, view: View<'_>, p: &ActionProposal, now: Timestam
         }
         let recent = service.approvals_within(&p.action, policy.repetition_window, now);
         if recent >= policy.repetition_limit as usize {
-            return refuse(ReasonCode::RepetitionSuppressed, json!({"approved_in_window": recent, "limit": policy.repetition_limit, "window_s": policy.repetition_window.as_secs()}));
+            return refuse(
+                ReasonCode::RepetitionSuppressed,
+                json!({"approved_in_window": recent, "limit": policy.repetition_limit, "window_s": policy.repetition_window.as_secs()}),
+            );
         }
-        if let Some(incident) = view.incident.filter(|i| i.approved_actions >= policy.actions_per_incident) {
-            let spent = format!("the incident's automatic budget of {} actions is spent", policy.actions_per_incident);
+        if let Some(incident) =
+            view.incident.filter(|i| i.approved_actions >= policy.actions_per_incident)
+        {
+            let spent = format!(
+                "the incident's automatic budget of {} actions is spent",
+                policy.actions_per_incident
+            );
             match mode {
                 Mode::HumanApproved => {}
-                Mode::Proposal if p.require_human => return Verdict::NeedsHuman { why: format!("{spent}; {} asks a human: {}", p.proposer, p.explanation) },
+                Mode::Proposal if p.require_human => {
+                    return Verdict::NeedsHuman {
+                        why: format!("{spent}; {} asks a human: {}", p.proposer, p.explanation),
+                    };
+                }
                 Mode::Proposal => {
-                    return refuse(ReasonCode::ActionBudgetExhausted, json!({"approved_for_incident": incident.approved_actions, "limit": policy.actions_per_incident}));
+                    return refuse(
+                        ReasonCode::ActionBudgetExhausted,
+                        json!({"approved_for_incident": incident.approved_actions, "limit": policy.actions_per_incident}),
+                    );
                 }
             }
         }
     }
     if eligibility == Eligibility::NeedsHuman && mode == Mode::Proposal {
-        return Verdict::NeedsHuman { why: format!("{} in {} needs a human's approval", p.action, p.env) };
+        return Verdict::NeedsHuman {
+            why: format!("{} in {} needs a human's approval", p.action, p.env),
+        };
     }
     if p.require_human && mode == Mode::Proposal {
-        return Verdict::NeedsHuman { why: format!("{} asks a human: {}", p.proposer, p.explanation) };
+        return Verdict::NeedsHuman {
+            why: format!("{} asks a human: {}", p.proposer, p.explanation),
+        };
     }
     Verdict::Approve
 }
@@ -185,13 +253,22 @@ fn invalid_params(p: &ActionProposal) -> Option<&'static str> {
     let remediation = !changes_nothing(&p.action) && !is_canary_action(&p.action);
     // The deploy agent rolls back a canary it aborted: the rollout, not an incident, is why
     // (gate 5 checks a rollout is in progress).
-    let ends_rollout = p.action == Action::Rollback && p.proposer == bus_schema::fleet::DEPLOY_AGENT;
+    let ends_rollout =
+        p.action == Action::Rollback && p.proposer == bus_schema::fleet::DEPLOY_AGENT;
     match &p.action {
-        Action::SetCanaryWeight if !p.params.canary_weight.is_some_and(|w| (1..=99).contains(&w)) => {
-            Some("set_canary_weight needs a canary_weight of 1..=99 (100 % is a promotion: propose promote)")
+        Action::SetCanaryWeight
+            if !p.params.canary_weight.is_some_and(|w| (1..=99).contains(&w)) =>
+        {
+            Some(
+                "set_canary_weight needs a canary_weight of 1..=99 (100 % is a promotion: propose promote)",
+            )
         }
-        Action::ScaleUp | Action::ScaleDown if p.params.replicas == Some(0) => Some("replicas must be at least 1 (scaling to zero is not a remedy)"),
-        _ if remediation && p.incident_id.is_none() && !ends_rollout => Some("a remediation must name the incident it remedies"),
+        Action::ScaleUp | Action::ScaleDown if p.params.replicas == Some(0) => {
+            Some("replicas must be at least 1 (scaling to zero is not a remedy)")
+        }
+        _ if remediation && p.incident_id.is_none() && !ends_rollout => {
+            Some("a remediation must name the incident it remedies")
+        }
         _ => None,
     }
 }

@@ -18,7 +18,11 @@ fn proposal(env: &str, action: &str, confidence: f64, proposed_s: f64) -> Action
         env: env.parse().unwrap(),
         service: "api".parse().unwrap(),
         action: action.parse().unwrap(),
-        params: if action == "set_canary_weight" { bus_schema::ActionParams { canary_weight: Some(10), ..Default::default() } } else { Default::default() },
+        params: if action == "set_canary_weight" {
+            bus_schema::ActionParams { canary_weight: Some(10), ..Default::default() }
+        } else {
+            Default::default()
+        },
         confidence,
         proposer: "rl-optimizer".parse().unwrap(),
         explanation: String::new(),
@@ -53,7 +57,13 @@ impl World {
     }
 
     fn decide_as(&mut self, p: &ActionProposal, s: f64, mode: Mode) -> Verdict {
-        let verdict = decide(&self.policy, View { service: Some(&self.service), incident: Some(&self.incident) }, p, at(s), mode);
+        let verdict = decide(
+            &self.policy,
+            View { service: Some(&self.service), incident: Some(&self.incident) },
+            p,
+            at(s),
+            mode,
+        );
         if verdict == Verdict::Approve && !changes_nothing(&p.action) {
             self.service.on_approved(p, at(s), &self.policy);
             self.incident.approved_actions += 1;
@@ -117,8 +127,13 @@ fn every_gate_in_order_with_its_reason_code() {
     ];
     for (env, deploys, action, confidence, proposed, decided, expected) in cases {
         let mut w = World::new(env, deploys);
-        let v = w.decide_as(&proposal(env, action, *confidence, *proposed), *decided, Mode::Proposal);
-        assert_eq!(code(&v), *expected, "{env} {action} conf {confidence} proposed {proposed} decided {decided}: {v:?}");
+        let v =
+            w.decide_as(&proposal(env, action, *confidence, *proposed), *decided, Mode::Proposal);
+        assert_eq!(
+            code(&v),
+            *expected,
+            "{env} {action} conf {confidence} proposed {proposed} decided {decided}: {v:?}"
+        );
     }
 }
 
@@ -133,10 +148,17 @@ fn unknown_sources_are_refused() {
 #[test]
 fn block_listed_names_are_refused_even_when_a_policy_file_allows_them() {
     let mut w = World::new("dev", &[("1", "succeeded")]);
-    w.policy = Policy::from_toml("[env.dev]\nautomatic = [\"built-in\", \"drop_database\", \"execute_shell_commands\"]").unwrap();
+    w.policy = Policy::from_toml(
+        "[env.dev]\nautomatic = [\"built-in\", \"drop_database\", \"execute_shell_commands\"]",
+    )
+    .unwrap();
     for env in ["dev", "stage", "prod", "qa"] {
         assert_eq!(code(&w.decide(env, "drop_database", 1.0, 0.0)), "globally_blocked", "{env}");
-        assert_eq!(code(&w.decide(env, "execute_shell_commands", 1.0, 0.0)), "globally_blocked", "{env}");
+        assert_eq!(
+            code(&w.decide(env, "execute_shell_commands", 1.0, 0.0)),
+            "globally_blocked",
+            "{env}"
+        );
     }
 }
 
@@ -146,8 +168,16 @@ fn the_cooldown_holds_until_exactly_its_length_and_refusals_do_not_extend_it() {
     assert_eq!(code(&w.decide("stage", "restart", 0.8, 0.0)), "approved");
     assert_eq!(code(&w.decide("stage", "restart", 0.8, 30.0)), "cooldown_active");
     assert_eq!(code(&w.decide("stage", "restart", 0.8, 59.9)), "cooldown_active");
-    assert_eq!(code(&w.decide("stage", "restart", 0.8, 60.0)), "approved", "the refusals at 30 s and 59.9 s did not extend it");
-    assert_eq!(code(&w.decide("stage", "scale_up", 0.8, 60.0)), "approved", "each action has its own cooldown");
+    assert_eq!(
+        code(&w.decide("stage", "restart", 0.8, 60.0)),
+        "approved",
+        "the refusals at 30 s and 59.9 s did not extend it"
+    );
+    assert_eq!(
+        code(&w.decide("stage", "scale_up", 0.8, 60.0)),
+        "approved",
+        "each action has its own cooldown"
+    );
 }
 
 #[test]
@@ -159,15 +189,33 @@ fn the_fourth_identical_action_within_the_window_is_suppressed() {
         w.incident = IncidentLedger::default();
         out.push(code(&w.decide("stage", "restart", 0.8, s)).to_owned());
     }
-    assert_eq!(out, ["approved", "approved", "approved", "repetition_suppressed", "repetition_suppressed", "approved"], "the first leaves the window at 300 s");
+    assert_eq!(
+        out,
+        [
+            "approved",
+            "approved",
+            "approved",
+            "repetition_suppressed",
+            "repetition_suppressed",
+            "approved"
+        ],
+        "the first leaves the window at 300 s"
+    );
 }
 
 #[test]
 fn an_incident_gets_at_most_three_actions() {
     let mut w = World::new("stage", &[("1", "succeeded"), ("2", "succeeded")]);
-    let out: Vec<String> = ["restart", "scale_up", "rollback", "scale_down"].iter().map(|a| code(&w.decide("stage", a, 0.9, 0.0)).to_owned()).collect();
+    let out: Vec<String> = ["restart", "scale_up", "rollback", "scale_down"]
+        .iter()
+        .map(|a| code(&w.decide("stage", a, 0.9, 0.0)).to_owned())
+        .collect();
     assert_eq!(out, ["approved", "approved", "approved", "action_budget_exhausted"]);
-    assert_eq!(code(&w.decide("stage", "observe", 0.9, 0.0)), "approved", "observing is always allowed");
+    assert_eq!(
+        code(&w.decide("stage", "observe", 0.9, 0.0)),
+        "approved",
+        "observing is always allowed"
+    );
 }
 
 #[test]
@@ -182,7 +230,11 @@ fn a_failed_outcome_doubles_the_cooldown_up_to_the_cap_and_a_success_resets_it()
     for _ in 0..10 {
         w.outcome("restart", false);
     }
-    assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(3600), "capped at cooldown_cap");
+    assert_eq!(
+        w.service.cooldown(&Action::Restart, &w.policy),
+        Duration::from_secs(3600),
+        "capped at cooldown_cap"
+    );
     w.outcome("restart", true);
     assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(60));
 }
@@ -213,9 +265,17 @@ fn a_human_approval_passes_the_human_gate_but_not_the_others() {
     let mut w = World::new("prod", &[("1.0", "succeeded"), ("1.1", "succeeded")]);
     let p = proposal("prod", "rollback", 0.9, 0.0);
     assert_eq!(code(&w.decide_as(&p, 0.0, Mode::Proposal)), "approval_required");
-    assert_eq!(code(&w.decide_as(&p, 600.0, Mode::HumanApproved)), "approved", "the proposal's age does not matter to a human");
+    assert_eq!(
+        code(&w.decide_as(&p, 600.0, Mode::HumanApproved)),
+        "approved",
+        "the proposal's age does not matter to a human"
+    );
     w.incident = IncidentLedger::default();
-    assert_eq!(code(&w.decide_as(&p, 660.0, Mode::HumanApproved)), "cooldown_active", "rollback's 300 s cooldown still holds");
+    assert_eq!(
+        code(&w.decide_as(&p, 660.0, Mode::HumanApproved)),
+        "cooldown_active",
+        "rollback's 300 s cooldown still holds"
+    );
 }
 
 #[test]
@@ -223,14 +283,24 @@ fn parameters_must_fit_the_action_and_remediations_name_their_incident() {
     let mut w = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
     let mut full = proposal("stage", "set_canary_weight", 0.9, 0.0);
     full.params.canary_weight = Some(100);
-    assert_eq!(code(&w.decide_as(&full, 0.0, Mode::Proposal)), "invalid_proposal", "100 % is a promotion");
+    assert_eq!(
+        code(&w.decide_as(&full, 0.0, Mode::Proposal)),
+        "invalid_proposal",
+        "100 % is a promotion"
+    );
     let mut zero = proposal("stage", "scale_up", 0.9, 0.0);
     zero.params.replicas = Some(0);
     assert_eq!(code(&w.decide_as(&zero, 0.0, Mode::Proposal)), "invalid_proposal");
     let mut orphan = proposal("stage", "restart", 0.9, 0.0);
     orphan.incident_id = None;
     assert_eq!(code(&w.decide_as(&orphan, 0.0, Mode::Proposal)), "invalid_proposal");
-    let unknown = decide(&w.policy, View { service: Some(&w.service), incident: None }, &proposal("stage", "restart", 0.9, 0.0), at(0.0), Mode::Proposal);
+    let unknown = decide(
+        &w.policy,
+        View { service: Some(&w.service), incident: None },
+        &proposal("stage", "restart", 0.9, 0.0),
+        at(0.0),
+        Mode::Proposal,
+    );
     assert_eq!(code(&unknown), "missing_prerequisite", "an incident governance never saw");
 }
 
@@ -245,12 +315,24 @@ fn the_deploy_agent_rolls_back_an_aborted_rollout_without_an_incident_but_only_d
     let mut w = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
     let mut named = deploy_agent_rollback();
     named.params.target_version = Some("1.0".into());
-    assert_eq!(code(&w.decide_as(&named, 0.0, Mode::Proposal)), "approved", "back to what runs, not to the canary's version");
+    assert_eq!(
+        code(&w.decide_as(&named, 0.0, Mode::Proposal)),
+        "approved",
+        "back to what runs, not to the canary's version"
+    );
     let mut ended = World::new("stage", &[("1.0", "succeeded"), ("1.1", "succeeded")]);
-    assert_eq!(code(&ended.decide_as(&deploy_agent_rollback(), 0.0, Mode::Proposal)), "missing_prerequisite", "no rollout to end");
+    assert_eq!(
+        code(&ended.decide_as(&deploy_agent_rollback(), 0.0, Mode::Proposal)),
+        "missing_prerequisite",
+        "no rollout to end"
+    );
     let mut optimizer = deploy_agent_rollback();
     optimizer.proposer = bus_schema::fleet::RL_OPTIMIZER;
-    assert_eq!(code(&w.decide_as(&optimizer, 0.0, Mode::Proposal)), "invalid_proposal", "a remediation still names its incident");
+    assert_eq!(
+        code(&w.decide_as(&optimizer, 0.0, Mode::Proposal)),
+        "invalid_proposal",
+        "a remediation still names its incident"
+    );
 }
 
 #[test]
@@ -258,11 +340,19 @@ fn a_proposer_can_ask_for_a_human_but_not_past_the_gates() {
     let mut w = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
     let mut ask = proposal("stage", "set_canary_weight", 0.9, 0.0);
     ask.require_human = true;
-    assert_eq!(code(&w.decide_as(&ask, 0.0, Mode::Proposal)), "approval_required", "stage would approve on its own");
+    assert_eq!(
+        code(&w.decide_as(&ask, 0.0, Mode::Proposal)),
+        "approval_required",
+        "stage would approve on its own"
+    );
     assert_eq!(code(&w.decide_as(&ask, 1.0, Mode::HumanApproved)), "approved");
     let mut frozen = World::new("stage", &[("1.0", "succeeded"), ("1.1", "started")]);
     frozen.service.budget_remaining = Some(0.0);
-    assert_eq!(code(&frozen.decide_as(&ask, 0.0, Mode::Proposal)), "error_budget_freeze", "asking for a human skips no gate");
+    assert_eq!(
+        code(&frozen.decide_as(&ask, 0.0, Mode::Proposal)),
+        "error_budget_freeze",
+        "asking for a human skips no gate"
+    );
 }
 
 #[test]
@@ -281,10 +371,22 @@ fn observing_uses_up_no_budget_and_the_first_failing_gate_decides() {
     for s in [0.0, 1.0, 2.0, 3.0] {
         assert_eq!(code(&w.decide("stage", "observe", 0.9, s)), "approved");
     }
-    assert_eq!(code(&w.decide("stage", "restart", 0.9, 4.0)), "approved", "four observations left the incident's budget alone");
+    assert_eq!(
+        code(&w.decide("stage", "restart", 0.9, 4.0)),
+        "approved",
+        "four observations left the incident's budget alone"
+    );
     // Failing several gates: the earliest in the order is the reason.
-    assert_eq!(code(&w.decide("qa", "drop_database", 0.1, 5.0)), "globally_blocked", "block list before eligibility and confidence");
-    assert_eq!(code(&w.decide("stage", "restart", 0.1, 6.0)), "low_confidence", "confidence before the cooldown");
+    assert_eq!(
+        code(&w.decide("qa", "drop_database", 0.1, 5.0)),
+        "globally_blocked",
+        "block list before eligibility and confidence"
+    );
+    assert_eq!(
+        code(&w.decide("stage", "restart", 0.1, 6.0)),
+        "low_confidence",
+        "confidence before the cooldown"
+    );
 }
 
 #[test]
@@ -306,12 +408,20 @@ fn exploration_is_refused_outside_the_explore_envs_and_always_in_prod() {
     w.policy.explore_envs = vec!["stage".into()];
     let mut tryout = proposal("stage", "restart", 0.3, 0.0);
     tryout.exploratory = true;
-    assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "low_confidence", "exploring passes the same gates as any proposal");
+    assert_eq!(
+        code(&w.decide_as(&tryout, 0.0, Mode::Proposal)),
+        "low_confidence",
+        "exploring passes the same gates as any proposal"
+    );
     tryout.confidence = 0.7;
     assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "approved");
     assert!(Policy::default().explore_envs.is_empty(), "exploring is opt-in");
     let mut w = World::new("stage", &[("1", "succeeded")]);
-    assert_eq!(code(&w.decide_as(&tryout, 0.0, Mode::Proposal)), "invalid_proposal", "not in the default policy's explore_envs");
+    assert_eq!(
+        code(&w.decide_as(&tryout, 0.0, Mode::Proposal)),
+        "invalid_proposal",
+        "not in the default policy's explore_envs"
+    );
 }
 
 #[test]
@@ -321,7 +431,11 @@ fn doing_nothing_and_asking_a_human_are_never_refused_for_low_confidence() {
     assert_eq!(code(&w.decide("stage", "observe", 0.0, 0.0)), "approved");
     let mut ask = proposal("stage", "restart", 0.2, 0.0);
     ask.require_human = true;
-    assert_eq!(code(&w.decide_as(&ask, 0.0, Mode::Proposal)), "approval_required", "the human judges it");
+    assert_eq!(
+        code(&w.decide_as(&ask, 0.0, Mode::Proposal)),
+        "approval_required",
+        "the human judges it"
+    );
     assert_eq!(code(&w.decide("stage", "restart", 0.2, 0.0)), "low_confidence");
 }
 
@@ -336,15 +450,27 @@ fn one_remediation_at_a_time_per_service_until_its_outcome_arrives() {
     assert_eq!(code(&v), "verification_pending");
     let Verdict::Refuse { detail, .. } = v else { unreachable!() };
     assert_eq!(detail["awaiting"], json!(Uuid::from_u128(7)));
-    assert_eq!(code(&w.decide("stage", "observe", 0.8, 10.0)), "approved", "observing changes nothing");
-    assert_eq!(code(&w.decide_as(&sibling, 10.0, Mode::HumanApproved)), "approved", "a human may act meanwhile");
+    assert_eq!(
+        code(&w.decide("stage", "observe", 0.8, 10.0)),
+        "approved",
+        "observing changes nothing"
+    );
+    assert_eq!(
+        code(&w.decide_as(&sibling, 10.0, Mode::HumanApproved)),
+        "approved",
+        "a human may act meanwhile"
+    );
     // The human's action is now the one awaited; its outcome frees the service.
     let mut third = proposal("stage", "scale_up", 0.8, 200.0);
     third.proposal_id = Uuid::from_u128(9);
     third.incident_id = Some(Uuid::from_u128(3));
     assert_eq!(code(&w.decide_as(&third, 200.0, Mode::Proposal)), "verification_pending");
     w.judged();
-    assert_eq!(code(&w.decide_as(&third, 200.0, Mode::Proposal)), "cooldown_active", "next in line: scale_up's own cooldown");
+    assert_eq!(
+        code(&w.decide_as(&third, 200.0, Mode::Proposal)),
+        "cooldown_active",
+        "next in line: scale_up's own cooldown"
+    );
     assert_eq!(code(&w.decide_as(&third, 250.0, Mode::Proposal)), "approved");
     // Without an outcome the wait ends after verification_timeout.
     w.incident = IncidentLedger::default();
@@ -381,9 +507,17 @@ fn a_revised_verdict_counts_as_a_failure_once_and_a_superseded_one_not_at_all() 
         "action": "restart", "recovered": false, "revised": true, "judged_at": T0})).unwrap();
     w.service.on_outcome(&revised, &w.policy);
     w.service.on_outcome(&revised, &w.policy);
-    assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(120), "doubled once");
+    assert_eq!(
+        w.service.cooldown(&Action::Restart, &w.policy),
+        Duration::from_secs(120),
+        "doubled once"
+    );
     let superseded: Outcome = serde_json::from_value(json!({"incident_id": Uuid::from_u128(1), "proposal_id": Uuid::from_u128(71), "env": "stage", "service": "api",
         "action": "restart", "recovered": false, "superseded_by": Uuid::from_u128(72), "judged_at": T0})).unwrap();
     w.service.on_outcome(&superseded, &w.policy);
-    assert_eq!(w.service.cooldown(&Action::Restart, &w.policy), Duration::from_secs(120), "not the restart's fault");
+    assert_eq!(
+        w.service.cooldown(&Action::Restart, &w.policy),
+        Duration::from_secs(120),
+        "not the restart's fault"
+    );
 }

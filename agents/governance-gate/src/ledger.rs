@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bus_schema::{Action, ActionProposal, DeployEvent, DeployHistory, Incident, Outcome, SloStatus, Timestamp, Uuid};
+use bus_schema::{
+    Action, ActionProposal, DeployEvent, DeployHistory, Incident, Outcome, SloStatus, Timestamp,
+    Uuid,
+};
 use serde::{Deserialize, Serialize};
 
 use policy::Policy;
@@ -78,7 +81,8 @@ impl ServiceLedger {
         }
         if let Some(id) = o.proposal_id {
             // A revision gets an id of its own: it follows the verdict it revises.
-            let id = if o.revised { bus_schema::derive_id(&["revised", &id.to_string()]) } else { id };
+            let id =
+                if o.revised { bus_schema::derive_id(&["revised", &id.to_string()]) } else { id };
             if self.outcomes_applied.contains(&id) {
                 return;
             }
@@ -88,7 +92,11 @@ impl ServiceLedger {
             }
         }
         let base = policy.cooldown(&o.action);
-        let max = if base.is_zero() { 1 } else { (policy.cooldown_cap.as_secs_f64() / base.as_secs_f64()).floor().max(1.0) as u32 };
+        let max = if base.is_zero() {
+            1
+        } else {
+            (policy.cooldown_cap.as_secs_f64() / base.as_secs_f64()).floor().max(1.0) as u32
+        };
         let factor = self.backoff.entry(o.action.clone()).or_insert(1);
         *factor = if o.recovered { 1 } else { factor.saturating_mul(2).min(max) };
     }
@@ -122,7 +130,13 @@ impl ServiceLedger {
         self.record_approval(&p.action, at, policy);
         if let Some(incident_id) = p.incident_id {
             let until = at.plus(policy.verification_timeout);
-            self.verifying = Some(Verifying { proposal_id: p.proposal_id, incident_id, action: p.action.clone(), approved_at: at, until });
+            self.verifying = Some(Verifying {
+                proposal_id: p.proposal_id,
+                incident_id,
+                action: p.action.clone(),
+                approved_at: at,
+                until,
+            });
         }
     }
 

@@ -22,12 +22,14 @@ use std::time::Duration;
 
 use agent_runtime::config::parse_duration;
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
+use agent_runtime::{
+    AgentSpec, Context, Due, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError,
+};
 use bus_schema::approval::{ApprovalSigner, proposal_hash};
 use bus_schema::proof::ProofKind;
 use bus_schema::{
-    ActionProposal, AgentName, ApprovalClaims, Decision, HumanDecision, Inbound, PendingApproval, ReasonCode, Refusal, RejectReason, SignedApproval, Timestamp, Uuid,
-    derive_id, subject,
+    ActionProposal, AgentName, ApprovalClaims, Decision, HumanDecision, Inbound, PendingApproval,
+    ReasonCode, Refusal, RejectReason, SignedApproval, Timestamp, Uuid, derive_id, subject,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -62,9 +64,14 @@ pub struct Cli {
 impl Cli {
     /// Reads the signing key; a missing or malformed key is a configuration error.
     pub fn signer(&self) -> Result<ApprovalSigner, String> {
-        let text = std::fs::read_to_string(&self.signing_key)
-            .map_err(|e| format!("cannot read --signing-key {}: {e} (create one with `cnctl keygen`)", self.signing_key.display()))?;
-        ApprovalSigner::from_hex(&text).map_err(|e| format!("--signing-key {}: {e}", self.signing_key.display()))
+        let text = std::fs::read_to_string(&self.signing_key).map_err(|e| {
+            format!(
+                "cannot read --signing-key {}: {e} (create one with `cnctl keygen`)",
+                self.signing_key.display()
+            )
+        })?;
+        ApprovalSigner::from_hex(&text)
+            .map_err(|e| format!("--signing-key {}: {e}", self.signing_key.display()))
     }
 
     /// The policy file's policy, or the defaults.
@@ -130,22 +137,47 @@ pub struct Governance {
 }
 
 impl Governance {
-    pub fn load(store: Store, policy: Policy, signer: ApprovalSigner, approval_ttl: Duration, human_ttl: Duration) -> Result<Self, RuntimeError> {
+    pub fn load(
+        store: Store,
+        policy: Policy,
+        signer: ApprovalSigner,
+        approval_ttl: Duration,
+        human_ttl: Duration,
+    ) -> Result<Self, RuntimeError> {
         let services = store.scan(&SERVICES)?.into_iter().collect();
-        let incidents = store.scan(&INCIDENTS)?.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        let incidents = store
+            .scan(&INCIDENTS)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+            .collect();
         let pending = store
             .scan(&DECISIONS)?
             .into_iter()
             .filter_map(|(_, r)| match r.decided {
-                Decided::Pending(pa) => Some((pa.proposal.proposal_id, (pa.expires_at, r.correlation_id))),
+                Decided::Pending(pa) => {
+                    Some((pa.proposal.proposal_id, (pa.expires_at, r.correlation_id)))
+                }
                 _ => None,
             })
             .collect();
-        Ok(Self { store, policy, services, incidents, pending, unpublished: BTreeMap::new(), signer, approval_ttl, human_ttl })
+        Ok(Self {
+            store,
+            policy,
+            services,
+            incidents,
+            pending,
+            unpublished: BTreeMap::new(),
+            signer,
+            approval_ttl,
+            human_ttl,
+        })
     }
 
     fn view(&self, p: &ActionProposal) -> View<'_> {
-        View { service: self.services.get(&service_key(p.env.as_str(), p.service.as_str())), incident: p.incident_id.and_then(|id| self.incidents.get(&id)) }
+        View {
+            service: self.services.get(&service_key(p.env.as_str(), p.service.as_str())),
+            incident: p.incident_id.and_then(|id| self.incidents.get(&id)),
+        }
     }
 
     fn sign(&self, p: &ActionProposal, approved_by: &str, now: Timestamp) -> SignedApproval {
@@ -171,15 +203,29 @@ impl Governance {
     fn decide(&self, p: &ActionProposal, now: Timestamp) -> Decided {
         match gates::decide(&self.policy, self.view(p), p, now, Mode::Proposal) {
             Verdict::Approve => Decided::Approved(self.sign(p, "policy", now)),
-            Verdict::Refuse { reason, detail } => Decided::Refused(Self::refusal(p, reason, &detail, now)),
-            Verdict::NeedsHuman { why } => Decided::Pending(PendingApproval { proposal: p.clone(), reason: why, requested_at: now, expires_at: now.plus(self.human_ttl) }),
+            Verdict::Refuse { reason, detail } => {
+                Decided::Refused(Self::refusal(p, reason, &detail, now))
+            }
+            Verdict::NeedsHuman { why } => Decided::Pending(PendingApproval {
+                proposal: p.clone(),
+                reason: why,
+                requested_at: now,
+                expires_at: now.plus(self.human_ttl),
+            }),
         }
     }
 
     /// Records and publishes a decision about `p`.
-    async fn publish(ctx: &mut Context<'_>, p: &ActionProposal, decided: &Decided) -> Result<(), HandleError> {
+    async fn publish(
+        ctx: &mut Context<'_>,
+        p: &ActionProposal,
+        decided: &Decided,
+    ) -> Result<(), HandleError> {
         let record = |kind: ProofKind| {
-            let draft = ProofDraft::new(kind).scope(&p.env, &p.service).action(&p.action).proposal(p.proposal_id);
+            let draft = ProofDraft::new(kind)
+                .scope(&p.env, &p.service)
+                .action(&p.action)
+                .proposal(p.proposal_id);
             match p.incident_id {
                 Some(id) => draft.incident(id),
                 None => draft,
@@ -197,12 +243,20 @@ impl Governance {
             }
             Decided::Refused(r) => {
                 let detail: Value = serde_json::from_str(&r.detail).unwrap_or(json!(r.detail));
-                ctx.prove(record(ProofKind::ActionRefused).reason(r.reason.as_str()).detail(detail)).await?;
+                ctx.prove(
+                    record(ProofKind::ActionRefused).reason(r.reason.as_str()).detail(detail),
+                )
+                .await?;
                 ctx.publish(&subject::REFUSED.subject(&p.env, &p.service), r).await?;
             }
             Decided::Pending(pa) => {
                 let detail = json!({"why": pa.reason, "expires_at": pa.expires_at, "confidence": p.confidence});
-                ctx.prove(record(ProofKind::ActionPendingApproval).reason(ReasonCode::ApprovalRequired.as_str()).detail(detail)).await?;
+                ctx.prove(
+                    record(ProofKind::ActionPendingApproval)
+                        .reason(ReasonCode::ApprovalRequired.as_str())
+                        .detail(detail),
+                )
+                .await?;
                 ctx.publish(&subject::PENDING.subject(&p.env, &p.service), pa).await?;
             }
         }
@@ -214,9 +268,11 @@ impl Governance {
         let p = &record.proposal;
         let key = service_key(p.env.as_str(), p.service.as_str());
         let mut service = self.services.get(&key).cloned().unwrap_or_default();
-        let mut incident = p.incident_id.map(|id| self.incidents.get(&id).cloned().unwrap_or_default());
+        let mut incident =
+            p.incident_id.map(|id| self.incidents.get(&id).cloned().unwrap_or_default());
         // Observing changes nothing: it uses up no cooldown, repetition or incident budget.
-        let approved = matches!(record.decided, Decided::Approved(_)) && !gates::changes_nothing(&p.action);
+        let approved =
+            matches!(record.decided, Decided::Approved(_)) && !gates::changes_nothing(&p.action);
         if let (Decided::Approved(a), true) = (&record.decided, approved) {
             service.on_approved(p, a.claims.issued_at, &self.policy);
             if let Some(i) = incident.as_mut() {
@@ -240,18 +296,27 @@ impl Governance {
             }
         }
         match &record.decided {
-            Decided::Pending(pa) => self.pending.insert(p.proposal_id, (pa.expires_at, record.correlation_id.clone())),
+            Decided::Pending(pa) => {
+                self.pending.insert(p.proposal_id, (pa.expires_at, record.correlation_id.clone()))
+            }
             _ => self.pending.remove(&p.proposal_id),
         };
         Ok(())
     }
 
-    async fn on_proposal(&mut self, ctx: &mut Context<'_>, p: ActionProposal) -> Result<(), HandleError> {
+    async fn on_proposal(
+        &mut self,
+        ctx: &mut Context<'_>,
+        p: ActionProposal,
+    ) -> Result<(), HandleError> {
         if let Some(known) = self.store.get(&DECISIONS, &p.proposal_id.to_string())? {
             if known.received_hash != proposal_hash(&p) {
                 return Err(HandleError::Reject {
                     reason: RejectReason::Refused,
-                    message: format!("proposal id {} was already decided for different content; a new proposal needs a new id", p.proposal_id),
+                    message: format!(
+                        "proposal id {} was already decided for different content; a new proposal needs a new id",
+                        p.proposal_id
+                    ),
                 });
             }
             // Decided before (a redelivery, or the same proposal published twice): same answer.
@@ -260,10 +325,14 @@ impl Governance {
         // Incidents and proposals come from different consumers, in no guaranteed order: the
         // incident a proposal is about (its conflict flag, its budget) is read first — for a
         // few attempts; after that an unknown incident is a missing prerequisite.
-        if p.incident_id.is_some_and(|id| !self.incidents.contains_key(&id)) && ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS {
+        if p.incident_id.is_some_and(|id| !self.incidents.contains_key(&id))
+            && ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS
+        {
             let behind = ctx.backlog("incidents").await?;
             if behind > 0 {
-                return Err(HandleError::Retry(format!("{behind} incidents not read yet; deciding after them")));
+                return Err(HandleError::Retry(format!(
+                    "{behind} incidents not read yet; deciding after them"
+                )));
             }
         }
         let received_hash = proposal_hash(&p);
@@ -281,12 +350,20 @@ impl Governance {
             if let Some(input) = unread.filter(|_| ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS) {
                 let behind = ctx.backlog(input).await?;
                 if behind > 0 {
-                    return Err(HandleError::Retry(format!("{behind} {input} not read yet; deciding after them")));
+                    return Err(HandleError::Retry(format!(
+                        "{behind} {input} not read yet; deciding after them"
+                    )));
                 }
             }
         }
         // Stored before it is published: a crash in between republishes this same decision.
-        let record = Record { proposal: p, received_hash, decided, input_id: ctx.meta().input_id.clone(), correlation_id: ctx.meta().correlation_id.clone() };
+        let record = Record {
+            proposal: p,
+            received_hash,
+            decided,
+            input_id: ctx.meta().input_id.clone(),
+            correlation_id: ctx.meta().correlation_id.clone(),
+        };
         self.keep(record.clone())?;
         Self::publish(ctx, &record.proposal, &record.decided).await
     }
@@ -295,14 +372,22 @@ impl Governance {
     /// approves it later approves that version, and the gates refuse it if it changed.
     fn with_rollback_target(&self, mut p: ActionProposal) -> ActionProposal {
         if p.action == bus_schema::Action::Rollback && p.params.target_version.is_none() {
-            let target = self.services.get(&service_key(p.env.as_str(), p.service.as_str())).and_then(|s| s.deploys.rollback_target());
+            let target = self
+                .services
+                .get(&service_key(p.env.as_str(), p.service.as_str()))
+                .and_then(|s| s.deploys.rollback_target());
             p.params.target_version = target.map(str::to_owned);
         }
         p
     }
 
-    async fn on_human(&mut self, ctx: &mut Context<'_>, h: HumanDecision) -> Result<(), HandleError> {
-        let refuse = |message: String| HandleError::Reject { reason: RejectReason::Refused, message };
+    async fn on_human(
+        &mut self,
+        ctx: &mut Context<'_>,
+        h: HumanDecision,
+    ) -> Result<(), HandleError> {
+        let refuse =
+            |message: String| HandleError::Reject { reason: RejectReason::Refused, message };
         let Some(record) = self.store.get(&DECISIONS, &h.proposal_id.to_string())? else {
             return Err(refuse(format!("no approval is waiting for proposal {}", h.proposal_id)));
         };
@@ -318,31 +403,60 @@ impl Governance {
                     .action(&p.action)
                     .proposal(p.proposal_id)
                     .correlation(record.correlation_id.clone())
-                    .detail(json!({"decision": h.decision, "operator": h.operator, "reason": h.reason}));
+                    .detail(
+                        json!({"decision": h.decision, "operator": h.operator, "reason": h.reason}),
+                    );
                 if let Some(id) = p.incident_id {
                     draft = draft.incident(id);
                 }
                 ctx.prove(draft).await?;
                 return Self::publish(ctx, p, &decided).await;
             }
-            Decided::Approved(a) => return Err(refuse(format!("proposal {} was already approved by {}", h.proposal_id, a.claims.approved_by))),
-            Decided::Refused(r) => return Err(refuse(format!("proposal {} was already refused: {}", h.proposal_id, r.reason))),
+            Decided::Approved(a) => {
+                return Err(refuse(format!(
+                    "proposal {} was already approved by {}",
+                    h.proposal_id, a.claims.approved_by
+                )));
+            }
+            Decided::Refused(r) => {
+                return Err(refuse(format!(
+                    "proposal {} was already refused: {}",
+                    h.proposal_id, r.reason
+                )));
+            }
         };
         let p = pa.proposal.clone();
         let expected = subject::HUMAN_DECISIONS.subject(&p.env, &p.service);
         if ctx.meta().subject != expected.as_str() {
-            return Err(refuse(format!("a decision about {}/{} must be published on {expected}, not {}", p.env, p.service, ctx.meta().subject)));
+            return Err(refuse(format!(
+                "a decision about {}/{} must be published on {expected}, not {}",
+                p.env,
+                p.service,
+                ctx.meta().subject
+            )));
         }
         let now = Timestamp::now();
         let who = json!({"operator": h.operator, "reason": h.reason});
         let decided = if now >= pa.expires_at {
-            Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalExpired, &json!({"expired_at": pa.expires_at, "late_decision": who}), now))
+            Decided::Refused(Self::refusal(
+                &p,
+                ReasonCode::ApprovalExpired,
+                &json!({"expired_at": pa.expires_at, "late_decision": who}),
+                now,
+            ))
         } else if h.decision == Decision::Deny {
             Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalDenied, &who, now))
         } else {
             match gates::decide(&self.policy, self.view(&p), &p, now, Mode::HumanApproved) {
-                Verdict::Approve | Verdict::NeedsHuman { .. } => Decided::Approved(self.sign(&p, &h.operator, now)),
-                Verdict::Refuse { reason, detail } => Decided::Refused(Self::refusal(&p, reason, &json!({"gate": detail, "approved_by": who}), now)),
+                Verdict::Approve | Verdict::NeedsHuman { .. } => {
+                    Decided::Approved(self.sign(&p, &h.operator, now))
+                }
+                Verdict::Refuse { reason, detail } => Decided::Refused(Self::refusal(
+                    &p,
+                    reason,
+                    &json!({"gate": detail, "approved_by": who}),
+                    now,
+                )),
             }
         };
         let mut draft = ProofDraft::new(ProofKind::HumanDecision)
@@ -354,7 +468,13 @@ impl Governance {
         if let Some(id) = p.incident_id {
             draft = draft.incident(id);
         }
-        let record = Record { proposal: p, received_hash: record.received_hash, decided, input_id, correlation_id: record.correlation_id };
+        let record = Record {
+            proposal: p,
+            received_hash: record.received_hash,
+            decided,
+            input_id,
+            correlation_id: record.correlation_id,
+        };
         self.keep(record.clone())?;
         ctx.prove(draft).await?;
         Self::publish(ctx, &record.proposal, &record.decided).await
@@ -362,9 +482,18 @@ impl Governance {
 
     fn on_fact(&mut self, input: Inbound) -> Result<(), RuntimeError> {
         match input {
-            Inbound::Deploy(d) => self.update_service(&service_key(d.env.as_str(), d.service.as_str()), |s, _| s.on_deploy(&d)),
-            Inbound::Slo(s) => self.update_service(&service_key(s.env.as_str(), s.service.as_str()), |l, _| l.on_slo(&s)),
-            Inbound::Outcome(o) => self.update_service(&service_key(o.env.as_str(), o.service.as_str()), |l, policy| l.on_outcome(&o, policy)),
+            Inbound::Deploy(d) => self
+                .update_service(&service_key(d.env.as_str(), d.service.as_str()), |s, _| {
+                    s.on_deploy(&d)
+                }),
+            Inbound::Slo(s) => self
+                .update_service(&service_key(s.env.as_str(), s.service.as_str()), |l, _| {
+                    l.on_slo(&s)
+                }),
+            Inbound::Outcome(o) => self
+                .update_service(&service_key(o.env.as_str(), o.service.as_str()), |l, policy| {
+                    l.on_outcome(&o, policy)
+                }),
             Inbound::Incident(i) => {
                 let mut ledger = self.incidents.get(&i.incident_id).cloned().unwrap_or_default();
                 ledger.on_incident(&i);
@@ -382,17 +511,24 @@ impl Governance {
         if self.incidents.len() <= MAX_INCIDENTS {
             return Ok(());
         }
-        let mut by_age: Vec<(Option<Timestamp>, Uuid)> = self.incidents.iter().map(|(id, l)| (l.last_seen, *id)).collect();
+        let mut by_age: Vec<(Option<Timestamp>, Uuid)> =
+            self.incidents.iter().map(|(id, l)| (l.last_seen, *id)).collect();
         by_age.sort();
-        let old: Vec<Uuid> = by_age.into_iter().take(MAX_INCIDENTS / 10).map(|(_, id)| id).collect();
-        self.store.write(|tx| old.iter().try_for_each(|id| tx.remove(&INCIDENTS, &id.to_string())))?;
+        let old: Vec<Uuid> =
+            by_age.into_iter().take(MAX_INCIDENTS / 10).map(|(_, id)| id).collect();
+        self.store
+            .write(|tx| old.iter().try_for_each(|id| tx.remove(&INCIDENTS, &id.to_string())))?;
         for id in old {
             self.incidents.remove(&id);
         }
         Ok(())
     }
 
-    fn update_service(&mut self, key: &str, f: impl FnOnce(&mut ServiceLedger, &Policy)) -> Result<(), RuntimeError> {
+    fn update_service(
+        &mut self,
+        key: &str,
+        f: impl FnOnce(&mut ServiceLedger, &Policy),
+    ) -> Result<(), RuntimeError> {
         let mut ledger = self.services.get(key).cloned().unwrap_or_default();
         f(&mut ledger, &self.policy);
         self.store.put(&SERVICES, key, &ledger)?;
@@ -411,7 +547,11 @@ impl Handler for Governance {
     }
 
     fn due(&mut self, now: Timestamp) -> Vec<Due> {
-        let expired = self.pending.iter().filter(|(_, (expires, _))| *expires <= now).map(|(id, (_, correlation))| (*id, correlation.clone()));
+        let expired = self
+            .pending
+            .iter()
+            .filter(|(_, (expires, _))| *expires <= now)
+            .map(|(id, (_, correlation))| (*id, correlation.clone()));
         expired
             .chain(self.unpublished.iter().map(|(id, c)| (*id, c.clone())))
             .map(|(id, correlation_id)| Due { key: format!("expire:{id}"), correlation_id })
@@ -421,7 +561,10 @@ impl Handler for Governance {
     /// A request nobody answered in time is refused as `approval_expired`: stored, then
     /// published; a publish that fails is tried again on the next tick.
     async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
-        let Some(id) = due.key.strip_prefix("expire:").and_then(|id| id.parse::<Uuid>().ok()) else { return Ok(()) };
+        let Some(id) = due.key.strip_prefix("expire:").and_then(|id| id.parse::<Uuid>().ok())
+        else {
+            return Ok(());
+        };
         let Some(record) = self.store.get(&DECISIONS, &id.to_string())? else { return Ok(()) };
         let record = match record.decided {
             Decided::Pending(pa) => {
@@ -429,8 +572,15 @@ impl Handler for Governance {
                 let p = pa.proposal.clone();
                 let waited = now.since(pa.requested_at).as_secs();
                 let detail = json!({"expired_at": pa.expires_at, "waited_s": waited, "hint": "nobody approved or denied it in time"});
-                let decided = Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalExpired, &detail, now));
-                let record = Record { proposal: p, received_hash: record.received_hash, decided, input_id: ctx.meta().input_id.clone(), correlation_id: record.correlation_id };
+                let decided =
+                    Decided::Refused(Self::refusal(&p, ReasonCode::ApprovalExpired, &detail, now));
+                let record = Record {
+                    proposal: p,
+                    received_hash: record.received_hash,
+                    decided,
+                    input_id: ctx.meta().input_id.clone(),
+                    correlation_id: record.correlation_id,
+                };
                 self.keep(record.clone())?;
                 self.unpublished.insert(id, record.correlation_id.clone());
                 record

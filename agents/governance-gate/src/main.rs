@@ -16,6 +16,12 @@ fn main() -> ExitCode {
         for warning in policy.warnings() {
             tracing::warn!("policy: {warning}");
         }
-        Ok(Governance::load(agent.store().clone(), policy, signer, cli.approval_ttl, cli.human_approval_ttl)?)
+        Ok(Governance::load(
+            agent.store().clone(),
+            policy,
+            signer,
+            cli.approval_ttl,
+            cli.human_approval_ttl,
+        )?)
     })
 }

@@ -108,10 +108,30 @@ impl Default for Tunables {
 impl Tunables {
     /// Checks every value is in its unit's range.
     pub fn validate(&self) -> Result<(), String> {
-        let fraction = |name: &str, v: f64| if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(format!("{name} = {v} must be a fraction in 0..=1")) };
-        let percent = |name: &str, v: f64| if (0.0..=100.0).contains(&v) { Ok(()) } else { Err(format!("{name} = {v} must be a percentage in 0..=100")) };
-        let positive = |name: &str, v: f64| if v.is_finite() && v > 0.0 { Ok(()) } else { Err(format!("{name} = {v} must be a positive number")) };
-        let at_least = |name: &str, v: u64, min: u64| if v >= min { Ok(()) } else { Err(format!("{name} = {v} must be at least {min}")) };
+        let fraction = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v} must be a fraction in 0..=1"))
+            }
+        };
+        let percent = |name: &str, v: f64| {
+            if (0.0..=100.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v} must be a percentage in 0..=100"))
+            }
+        };
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} = {v} must be a positive number"))
+            }
+        };
+        let at_least = |name: &str, v: u64, min: u64| {
+            if v >= min { Ok(()) } else { Err(format!("{name} = {v} must be at least {min}")) }
+        };
         fraction("error_rate", self.error_rate)?;
         positive("p95_ms", self.p95_ms)?;
         positive("p99_ms", self.p99_ms)?;
@@ -121,7 +141,10 @@ impl Tunables {
         // Windows live in 10 s buckets kept for an hour.
         at_least("sustain_s", self.sustain_s, 10)?;
         if self.sustain_s > 1800 {
-            return Err(format!("sustain_s = {} must be at most 1800 (half the hour of fine-grained history)", self.sustain_s));
+            return Err(format!(
+                "sustain_s = {} must be at most 1800 (half the hour of fine-grained history)",
+                self.sustain_s
+            ));
         }
         at_least("min_samples", u64::from(self.min_samples), 1)?;
         if !(self.bad_ratio > 0.0 && self.bad_ratio <= 1.0) {
@@ -129,26 +152,38 @@ impl Tunables {
         }
         at_least("resolve_after_samples", u64::from(self.resolve_after_samples), 1)?;
         if self.resolve_after_samples > 1000 {
-            return Err(format!("resolve_after_samples = {} must be at most 1000", self.resolve_after_samples));
+            return Err(format!(
+                "resolve_after_samples = {} must be at most 1000",
+                self.resolve_after_samples
+            ));
         }
         if self.crash_quiet_s > 3600 {
             return Err(format!("crash_quiet_s = {} must be at most 3600", self.crash_quiet_s));
         }
         if !(self.slo_objective > 0.0 && self.slo_objective < 1.0) {
-            return Err(format!("slo_objective = {} must be strictly between 0 and 1 (e.g. 0.999)", self.slo_objective));
+            return Err(format!(
+                "slo_objective = {} must be strictly between 0 and 1 (e.g. 0.999)",
+                self.slo_objective
+            ));
         }
         if !(1..=90).contains(&self.slo_period_days) {
             return Err(format!("slo_period_days = {} must be in 1..=90", self.slo_period_days));
         }
         at_least("regression_window_s", self.regression_window_s, 60)?;
         if self.regression_window_s > 1800 {
-            return Err(format!("regression_window_s = {} must be at most 1800 (before and after must fit in the hour of history)", self.regression_window_s));
+            return Err(format!(
+                "regression_window_s = {} must be at most 1800 (before and after must fit in the hour of history)",
+                self.regression_window_s
+            ));
         }
         if !(self.regression_factor.is_finite() && self.regression_factor > 1.0) {
             return Err(format!("regression_factor = {} must be above 1", self.regression_factor));
         }
         if !(self.latency_regression_factor.is_finite() && self.latency_regression_factor > 1.0) {
-            return Err(format!("latency_regression_factor = {} must be above 1", self.latency_regression_factor));
+            return Err(format!(
+                "latency_regression_factor = {} must be above 1",
+                self.latency_regression_factor
+            ));
         }
         fraction("regression_floor", self.regression_floor)?;
         positive("latency_regression_floor_ms", self.latency_regression_floor_ms)?;
@@ -341,24 +376,29 @@ impl DetectorConfig {
             ));
         }
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
-        let layer = |base: &Tunables, patch: &toml::Table, what: &str| -> Result<Tunables, String> {
-            let base = toml::Table::try_from(base).map_err(|e| format!("{what}: {e}"))?;
-            let typed = |extra: &toml::Table| -> Result<Tunables, toml::de::Error> {
-                let mut merged = base.clone();
-                merged.extend(extra.clone());
-                toml::Value::Table(merged).try_into()
+        let layer =
+            |base: &Tunables, patch: &toml::Table, what: &str| -> Result<Tunables, String> {
+                let base = toml::Table::try_from(base).map_err(|e| format!("{what}: {e}"))?;
+                let typed = |extra: &toml::Table| -> Result<Tunables, toml::de::Error> {
+                    let mut merged = base.clone();
+                    merged.extend(extra.clone());
+                    toml::Value::Table(merged).try_into()
+                };
+                let t = typed(patch).map_err(|e| {
+                    // Name the key: serde's message says what was wrong but not where.
+                    let culprit = patch.iter().find_map(|(k, v)| {
+                        typed(&toml::Table::from_iter([(k.clone(), v.clone())]))
+                            .err()
+                            .map(|e| (k.clone(), e))
+                    });
+                    match culprit {
+                        Some((key, e)) => format!("{what}: {key}: {}", e.message()),
+                        None => format!("{what}: {}", e.message()),
+                    }
+                })?;
+                t.validate().map_err(|e| format!("{what}: {e}"))?;
+                Ok(t)
             };
-            let t = typed(patch).map_err(|e| {
-                // Name the key: serde's message says what was wrong but not where.
-                let culprit = patch.iter().find_map(|(k, v)| typed(&toml::Table::from_iter([(k.clone(), v.clone())])).err().map(|e| (k.clone(), e)));
-                match culprit {
-                    Some((key, e)) => format!("{what}: {key}: {}", e.message()),
-                    None => format!("{what}: {}", e.message()),
-                }
-            })?;
-            t.validate().map_err(|e| format!("{what}: {e}"))?;
-            Ok(t)
-        };
         let mut defaults = layer(&Tunables::default(), &file.defaults, "[defaults]")?;
         flags.apply(&mut defaults);
         defaults.validate().map_err(|e| format!("flags: {e}"))?;
@@ -373,7 +413,9 @@ impl DetectorConfig {
         let mut by_service = HashMap::new();
         for (key, patch) in &file.service {
             let what = format!("[service.\"{key}\"]");
-            let (env, service) = key.split_once('/').ok_or_else(|| format!("{what}: the key must be \"env/service\", e.g. \"prod/payments-api\""))?;
+            let (env, service) = key.split_once('/').ok_or_else(|| {
+                format!("{what}: the key must be \"env/service\", e.g. \"prod/payments-api\"")
+            })?;
             let env: Env = env.parse().map_err(|e| format!("{what}: {e}"))?;
             let service: ServiceName = service.parse().map_err(|e| format!("{what}: {e}"))?;
             let base = by_env.get(&env).unwrap_or(&defaults);
@@ -387,19 +429,41 @@ impl DetectorConfig {
                 return Err(format!("{what}: min_count and window_s must be at least 1"));
             }
             if entry.min_count as usize > MAX_MATCHES_KEPT || entry.window_s > 86_400 {
-                return Err(format!("{what}: min_count must be at most {MAX_MATCHES_KEPT} and window_s at most 86400"));
+                return Err(format!(
+                    "{what}: min_count must be at most {MAX_MATCHES_KEPT} and window_s at most 86400"
+                ));
             }
             log_patterns.retain(|p| p.name != entry.name);
             if entry.enabled {
-                log_patterns.push(LogPattern::new(&entry.name, &entry.phrases, entry.min_count, entry.window_s, entry.severity, entry.min_level).map_err(|e| format!("{what}: {e}"))?);
+                log_patterns.push(
+                    LogPattern::new(
+                        &entry.name,
+                        &entry.phrases,
+                        entry.min_count,
+                        entry.window_s,
+                        entry.severity,
+                        entry.min_level,
+                    )
+                    .map_err(|e| format!("{what}: {e}"))?,
+                );
             }
         }
-        Ok(Self { defaults, by_env, by_service, log_patterns, max_lateness: flags.max_lateness, max_clock_skew: flags.max_clock_skew })
+        Ok(Self {
+            defaults,
+            by_env,
+            by_service,
+            log_patterns,
+            max_lateness: flags.max_lateness,
+            max_clock_skew: flags.max_clock_skew,
+        })
     }
 
     /// The knobs for one service.
     pub fn for_service(&self, env: &Env, service: &ServiceName) -> &Tunables {
-        self.by_service.get(&(env.clone(), service.clone())).or_else(|| self.by_env.get(env)).unwrap_or(&self.defaults)
+        self.by_service
+            .get(&(env.clone(), service.clone()))
+            .or_else(|| self.by_env.get(env))
+            .unwrap_or(&self.defaults)
     }
 
     /// The knobs of services without overrides.
@@ -409,9 +473,14 @@ impl DetectorConfig {
 }
 
 fn read(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if meta.len() > 1 << 20 {
-        return Err(format!("{} is {} bytes; a detector config is at most 1 MiB", path.display(), meta.len()));
+        return Err(format!(
+            "{} is {} bytes; a detector config is at most 1 MiB",
+            path.display(),
+            meta.len()
+        ));
     }
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
@@ -464,7 +533,8 @@ mod tests {
     #[test]
     fn flags_override_the_file_defaults_but_not_env_or_service_sections() {
         let flags = Flags { p95_ms: Some(700.0), ..Flags::default() };
-        let c = DetectorConfig::parse("[defaults]\np95_ms = 900\n[env.prod]\np95_ms = 300", &flags).unwrap();
+        let c = DetectorConfig::parse("[defaults]\np95_ms = 900\n[env.prod]\np95_ms = 300", &flags)
+            .unwrap();
         assert_eq!(c.for_service(&env("dev"), &svc("a")).p95_ms, 700.0);
         assert_eq!(c.for_service(&env("prod"), &svc("a")).p95_ms, 300.0);
     }
@@ -493,11 +563,18 @@ mod tests {
     fn the_example_file_documents_the_defaults_and_loads() {
         let text = include_str!("../../../deploy/detector.example.toml");
         let c = parse(text).unwrap();
-        assert_eq!(c.defaults(), &Tunables::default(), "the example's [defaults] must be the built-in defaults");
+        assert_eq!(
+            c.defaults(),
+            &Tunables::default(),
+            "the example's [defaults] must be the built-in defaults"
+        );
         let pay = c.for_service(&env("prod"), &svc("payments-api"));
         assert_eq!((pay.p95_ms, pay.slo_objective), (400.0, 0.9995));
         assert!(!c.log_patterns.iter().any(|p| p.name == "tls_failure"));
-        assert_eq!(c.log_patterns.iter().find(|p| p.name == "connection_refused").unwrap().min_count, 3);
+        assert_eq!(
+            c.log_patterns.iter().find(|p| p.name == "connection_refused").unwrap().min_count,
+            3
+        );
     }
 
     #[test]

@@ -53,12 +53,20 @@ fn secs(t: bus_schema::Timestamp) -> i64 {
 }
 
 /// Every verdict a metric sample gives, at the service's event time.
-pub fn on_metric(state: &ServiceState, m: &MetricSample, t: &Tunables, slo: &SloView, patterns: &[LogPattern]) -> Verdicts {
+pub fn on_metric(
+    state: &ServiceState,
+    m: &MetricSample,
+    t: &Tunables,
+    slo: &SloView,
+    patterns: &[LogPattern],
+) -> Verdicts {
     let now = state.now_or(m.timestamp);
     let mut out = Verdicts::new();
     if let Some(v) = crash_verdict(state, m, t, now) {
         let v = match v {
-            Verdict::Firing(f) => Verdict::Firing(implicate_deploy(f, IncidentKind::CrashLoop, state, t, now)),
+            Verdict::Firing(f) => {
+                Verdict::Firing(implicate_deploy(f, IncidentKind::CrashLoop, state, t, now))
+            }
             other => other,
         };
         out.push((IncidentKind::CrashLoop, v));
@@ -78,14 +86,18 @@ pub fn on_metric(state: &ServiceState, m: &MetricSample, t: &Tunables, slo: &Slo
         }
     }
     match &slo.alert {
-        Some((rule, evidence)) => out.push((IncidentKind::SloBurn, Verdict::Firing(slo_finding(*rule, evidence, slo)))),
+        Some((rule, evidence)) => {
+            out.push((IncidentKind::SloBurn, Verdict::Firing(slo_finding(*rule, evidence, slo))))
+        }
         None if m.error_rate.is_some() => out.push((IncidentKind::SloBurn, Verdict::Healthy)),
         None => {}
     }
     if let Some(v) = regression(state, m, t, secs(now)) {
         out.push((IncidentKind::DeployRegression, v));
     }
-    if state.incidents.is_open(IncidentKind::LogPattern) && state.logs.firing(patterns, now).is_none() {
+    if state.incidents.is_open(IncidentKind::LogPattern)
+        && state.logs.firing(patterns, now).is_none()
+    {
         out.push((IncidentKind::LogPattern, Verdict::Cleared));
     }
     out
@@ -95,12 +107,33 @@ pub fn on_metric(state: &ServiceState, m: &MetricSample, t: &Tunables, slo: &Slo
 pub fn on_deploy(d: &DeployEvent) -> Verdicts {
     match d.status {
         DeployStatus::Failed => {
-            let evidence = vec![Evidence { signal: "deploy_status".into(), value: 1.0, threshold: 0.0, window_s: 0, detail: format!("deploy of {} failed", d.version) }];
-            let summary = format!("deploy_failed: {} failed{}", d.version, d.previous_version.as_ref().map(|p| format!(" (previous {p})")).unwrap_or_default());
-            vec![(IncidentKind::DeployFailed, Verdict::Firing(Finding { severity: Severity::High, summary, evidence, suspect_version: Some(d.version.clone()) }))]
+            let evidence = vec![Evidence {
+                signal: "deploy_status".into(),
+                value: 1.0,
+                threshold: 0.0,
+                window_s: 0,
+                detail: format!("deploy of {} failed", d.version),
+            }];
+            let summary = format!(
+                "deploy_failed: {} failed{}",
+                d.version,
+                d.previous_version.as_ref().map(|p| format!(" (previous {p})")).unwrap_or_default()
+            );
+            vec![(
+                IncidentKind::DeployFailed,
+                Verdict::Firing(Finding {
+                    severity: Severity::High,
+                    summary,
+                    evidence,
+                    suspect_version: Some(d.version.clone()),
+                }),
+            )]
         }
         // A new version (or the old one back) ends the failed deploy and any regression watch.
-        DeployStatus::Succeeded | DeployStatus::RolledBack => vec![(IncidentKind::DeployFailed, Verdict::Cleared), (IncidentKind::DeployRegression, Verdict::Cleared)],
+        DeployStatus::Succeeded | DeployStatus::RolledBack => vec![
+            (IncidentKind::DeployFailed, Verdict::Cleared),
+            (IncidentKind::DeployRegression, Verdict::Cleared),
+        ],
         DeployStatus::Started => Vec::new(),
     }
 }
@@ -110,11 +143,17 @@ pub fn on_log(state: &ServiceState, patterns: &[LogPattern]) -> Verdicts {
     let Some(now) = state.newest else { return Vec::new() };
     match state.logs.firing(patterns, now) {
         Some((evidence, severity)) => {
-            let names: Vec<&str> = evidence.iter().map(|e| e.signal.trim_start_matches("log:")).collect();
+            let names: Vec<&str> =
+                evidence.iter().map(|e| e.signal.trim_start_matches("log:")).collect();
             let summary = format!("log_pattern: {}", names.join(", "));
-            vec![(IncidentKind::LogPattern, Verdict::Firing(Finding { severity, summary, evidence, suspect_version: None }))]
+            vec![(
+                IncidentKind::LogPattern,
+                Verdict::Firing(Finding { severity, summary, evidence, suspect_version: None }),
+            )]
         }
-        None if state.incidents.is_open(IncidentKind::LogPattern) => vec![(IncidentKind::LogPattern, Verdict::Cleared)],
+        None if state.incidents.is_open(IncidentKind::LogPattern) => {
+            vec![(IncidentKind::LogPattern, Verdict::Cleared)]
+        }
         None => Vec::new(),
     }
 }
@@ -125,7 +164,13 @@ pub fn sample_evidence(m: &MetricSample, t: &Tunables) -> Vec<Evidence> {
         .iter()
         .filter_map(|&s| {
             let v = value(m, s)?;
-            (v > threshold(t, s)).then(|| Evidence { signal: s.name().into(), value: v, threshold: threshold(t, s), window_s: 0, detail: "in the latest sample".into() })
+            (v > threshold(t, s)).then(|| Evidence {
+                signal: s.name().into(),
+                value: v,
+                threshold: threshold(t, s),
+                window_s: 0,
+                detail: "in the latest sample".into(),
+            })
         })
         .collect();
     if m.crash_looping == Some(true) {
@@ -147,7 +192,12 @@ const SATURATION_RISE_POINTS: f64 = 15.0;
 /// `crash_looping: false` is healthy; a sample without the field is healthy once no sample
 /// has reported a crash loop for `crash_quiet_s` (pipelines send the field only while the
 /// service crashes, or from another source than their other metrics).
-fn crash_verdict(state: &ServiceState, m: &MetricSample, t: &Tunables, now: bus_schema::Timestamp) -> Option<Verdict> {
+fn crash_verdict(
+    state: &ServiceState,
+    m: &MetricSample,
+    t: &Tunables,
+    now: bus_schema::Timestamp,
+) -> Option<Verdict> {
     if m.crash_looping == Some(true) {
         return Some(Verdict::Firing(crash_finding(m)));
     }
@@ -157,7 +207,8 @@ fn crash_verdict(state: &ServiceState, m: &MetricSample, t: &Tunables, now: bus_
     match m.crash_looping {
         Some(_) => Some(Verdict::Healthy),
         None => {
-            let quiet = state.crash.last_report.is_none_or(|at| now.since(at).as_secs() >= t.crash_quiet_s);
+            let quiet =
+                state.crash.last_report.is_none_or(|at| now.since(at).as_secs() >= t.crash_quiet_s);
             quiet.then_some(Verdict::Healthy)
         }
     }
@@ -169,7 +220,13 @@ fn crash_verdict(state: &ServiceState, m: &MetricSample, t: &Tunables, now: bus_
 /// signals are worse after it than before — a crash loop where none was reported before; an
 /// error rate or p95 grown by the regression factors; CPU or memory well above their mean
 /// before. That evidence is what puts a rollback among the remedies.
-fn implicate_deploy(mut f: Finding, kind: IncidentKind, state: &ServiceState, t: &Tunables, now: bus_schema::Timestamp) -> Finding {
+fn implicate_deploy(
+    mut f: Finding,
+    kind: IncidentKind,
+    state: &ServiceState,
+    t: &Tunables,
+    now: bus_schema::Timestamp,
+) -> Finding {
     if f.suspect_version.is_some() {
         return f;
     }
@@ -193,22 +250,45 @@ fn implicate_deploy(mut f: Finding, kind: IncidentKind, state: &ServiceState, t:
 }
 
 /// How the problem's signals are worse after the deploy than before it, if they are.
-fn worse_after(kind: IncidentKind, marker: &crate::service::DeployMarker, state: &ServiceState, t: &Tunables, now: bus_schema::Timestamp) -> Option<String> {
+fn worse_after(
+    kind: IncidentKind,
+    marker: &crate::service::DeployMarker,
+    state: &ServiceState,
+    t: &Tunables,
+    now: bus_schema::Timestamp,
+) -> Option<String> {
     let recent = |signal: Signal| state.windows.last(signal, secs(now), t.sustain_s).agg.mean();
     let grown = |signal: Signal, base: Option<f64>, factor: f64, floor: f64| -> Option<String> {
         let (base, after) = (base?, recent(signal)?);
-        (after > (base * factor).max(floor)).then(|| format!("{} {after:.4} now against {base:.4} before", signal.name()))
+        (after > (base * factor).max(floor))
+            .then(|| format!("{} {after:.4} now against {base:.4} before", signal.name()))
     };
     let risen = |signal: Signal, base: Option<f64>| -> Option<String> {
         let (base, after) = (base?, recent(signal)?);
-        (after >= base + SATURATION_RISE_POINTS).then(|| format!("{} {after:.1} now against {base:.1} before", signal.name()))
+        (after >= base + SATURATION_RISE_POINTS)
+            .then(|| format!("{} {after:.1} now against {base:.1} before", signal.name()))
     };
     match kind {
-        IncidentKind::CrashLoop => (!marker.crashed_before).then(|| format!("no crash loop was reported in the {} before it", human(t.regression_window_s))),
-        IncidentKind::HighErrorRate | IncidentKind::SloBurn => grown(Signal::ErrorRate, marker.baseline_error_rate, t.regression_factor, t.regression_floor),
-        IncidentKind::HighLatency => grown(Signal::P95, marker.baseline_p95_ms, t.latency_regression_factor, t.latency_regression_floor_ms),
-        IncidentKind::Overload => risen(Signal::Cpu, marker.baseline_cpu).or_else(|| risen(Signal::Memory, marker.baseline_memory)),
-        IncidentKind::DeployFailed | IncidentKind::DeployRegression | IncidentKind::LogPattern => None,
+        IncidentKind::CrashLoop => (!marker.crashed_before).then(|| {
+            format!("no crash loop was reported in the {} before it", human(t.regression_window_s))
+        }),
+        IncidentKind::HighErrorRate | IncidentKind::SloBurn => grown(
+            Signal::ErrorRate,
+            marker.baseline_error_rate,
+            t.regression_factor,
+            t.regression_floor,
+        ),
+        IncidentKind::HighLatency => grown(
+            Signal::P95,
+            marker.baseline_p95_ms,
+            t.latency_regression_factor,
+            t.latency_regression_floor_ms,
+        ),
+        IncidentKind::Overload => risen(Signal::Cpu, marker.baseline_cpu)
+            .or_else(|| risen(Signal::Memory, marker.baseline_memory)),
+        IncidentKind::DeployFailed | IncidentKind::DeployRegression | IncidentKind::LogPattern => {
+            None
+        }
     }
 }
 
@@ -218,8 +298,20 @@ fn crash_finding(m: &MetricSample) -> Finding {
         severity: Severity::High,
         summary: format!("crash_loop: crash looping, {restarts} restarts"),
         evidence: vec![
-            Evidence { signal: "crash_looping".into(), value: 1.0, threshold: 0.0, window_s: 0, detail: String::new() },
-            Evidence { signal: "restarts".into(), value: f64::from(restarts), threshold: 0.0, window_s: 0, detail: String::new() },
+            Evidence {
+                signal: "crash_looping".into(),
+                value: 1.0,
+                threshold: 0.0,
+                window_s: 0,
+                detail: String::new(),
+            },
+            Evidence {
+                signal: "restarts".into(),
+                value: f64::from(restarts),
+                threshold: 0.0,
+                window_s: 0,
+                detail: String::new(),
+            },
         ],
         suspect_version: None,
     }
@@ -227,18 +319,31 @@ fn crash_finding(m: &MetricSample) -> Finding {
 
 /// Sustained when enough samples, mostly bad, span enough of the window.
 pub fn sustained(s: &WindowStats, t: &Tunables) -> bool {
-    s.agg.n >= t.min_samples && f64::from(s.agg.bad) >= t.bad_ratio * f64::from(s.agg.n) && (s.span_s as u64) * 2 >= t.sustain_s
+    s.agg.n >= t.min_samples
+        && f64::from(s.agg.bad) >= t.bad_ratio * f64::from(s.agg.n)
+        && (s.span_s as u64) * 2 >= t.sustain_s
 }
 
-fn sustained_group(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i64, kind: IncidentKind, signals: &[Signal]) -> Option<Verdict> {
-    let carried: Vec<(Signal, f64)> = signals.iter().filter_map(|&s| Some((s, value(m, s)?))).collect();
+fn sustained_group(
+    state: &ServiceState,
+    m: &MetricSample,
+    t: &Tunables,
+    now: i64,
+    kind: IncidentKind,
+    signals: &[Signal],
+) -> Option<Verdict> {
+    let carried: Vec<(Signal, f64)> =
+        signals.iter().filter_map(|&s| Some((s, value(m, s)?))).collect();
     if carried.is_empty() {
         return None;
     }
     if carried.iter().all(|&(s, v)| v <= threshold(t, s)) {
         // Healthy only if the signals this sample does not carry are not bad either: one
         // source's CPU reading says nothing about the memory another source reports.
-        let quiet = signals.iter().filter(|s| !carried.iter().any(|(c, _)| c == *s)).all(|&s| state.windows.last(s, now, t.sustain_s).agg.bad == 0);
+        let quiet = signals
+            .iter()
+            .filter(|s| !carried.iter().any(|(c, _)| c == *s))
+            .all(|&s| state.windows.last(s, now, t.sustain_s).agg.bad == 0);
         return quiet.then_some(Verdict::Healthy);
     }
     let mut evidence = Vec::new();
@@ -256,7 +361,12 @@ fn sustained_group(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i6
             value: mean,
             threshold: limit,
             window_s: t.sustain_s,
-            detail: format!("mean over {}; {} of {} samples above {limit}", human(t.sustain_s), stats.agg.bad, stats.agg.n),
+            detail: format!(
+                "mean over {}; {} of {} samples above {limit}",
+                human(t.sustain_s),
+                stats.agg.bad,
+                stats.agg.n
+            ),
         });
     }
     if evidence.is_empty() {
@@ -267,14 +377,16 @@ fn sustained_group(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i6
         _ if worst >= 2.0 => Severity::High,
         _ => Severity::Medium,
     };
-    let signals: Vec<String> = evidence.iter().map(|e| format!("{} {:.4} > {}", e.signal, e.value, e.threshold)).collect();
+    let signals: Vec<String> =
+        evidence.iter().map(|e| format!("{} {:.4} > {}", e.signal, e.value, e.threshold)).collect();
     let summary = format!("{kind}: {} for {}", signals.join(", "), human(t.sustain_s));
     Some(Verdict::Firing(Finding { severity, summary, evidence, suspect_version: None }))
 }
 
 fn slo_finding(rule: usize, evidence: &[Evidence], slo: &SloView) -> Finding {
     let r = RULES[rule];
-    let (long, short) = (evidence.first().map_or(0.0, |e| e.value), evidence.get(1).map_or(0.0, |e| e.value));
+    let (long, short) =
+        (evidence.first().map_or(0.0, |e| e.value), evidence.get(1).map_or(0.0, |e| e.value));
     let summary = format!(
         "slo_burn: {} — burning {long:.1}× over {} and {short:.1}× over {} (threshold {}×); {:.1} % of the {}-day error budget of the {} % objective spent",
         r.name,
@@ -290,7 +402,12 @@ fn slo_finding(rule: usize, evidence: &[Evidence], slo: &SloView) -> Finding {
 
 /// The baseline of a deploy at `at`: the mean over the regression window before it, if it
 /// had enough samples. Taken when the deploy is recorded, so it outlives the fine windows.
-pub fn baseline(state: &ServiceState, at: bus_schema::Timestamp, t: &Tunables, signal: Signal) -> Option<f64> {
+pub fn baseline(
+    state: &ServiceState,
+    at: bus_schema::Timestamp,
+    t: &Tunables,
+    signal: Signal,
+) -> Option<f64> {
     let at = secs(at);
     let before = state.windows.range(signal, at - t.regression_window_s as i64, at - FINE_WIDTH_S);
     before.agg.mean().filter(|_| before.agg.n >= t.min_samples)
@@ -308,7 +425,12 @@ fn regression(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i64) ->
     }
     let checks = [
         (Signal::ErrorRate, marker.baseline_error_rate, t.regression_factor, t.regression_floor),
-        (Signal::P95, marker.baseline_p95_ms, t.latency_regression_factor, t.latency_regression_floor_ms),
+        (
+            Signal::P95,
+            marker.baseline_p95_ms,
+            t.latency_regression_factor,
+            t.latency_regression_floor_ms,
+        ),
     ];
     let mut evidence = Vec::new();
     let mut sample_bad = false;
@@ -317,7 +439,8 @@ fn regression(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i64) ->
         let limit = (base * factor).max(floor);
         sample_bad |= value(m, signal).is_some_and(|v| v > limit);
         let after = state.windows.range(signal, at + FINE_WIDTH_S, now);
-        let enough = after.agg.n >= t.min_samples && (after.span_s as u64) * 2 >= t.sustain_s.min(t.regression_window_s);
+        let enough = after.agg.n >= t.min_samples
+            && (after.span_s as u64) * 2 >= t.sustain_s.min(t.regression_window_s);
         if let Some(mean) = after.agg.mean().filter(|mean| watching && enough && *mean > limit) {
             evidence.push(Evidence {
                 signal: format!("{}_after_deploy", signal.name()),
@@ -329,9 +452,23 @@ fn regression(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i64) ->
         }
     }
     if !evidence.is_empty() {
-        let from = marker.previous_version.as_ref().map(|p| format!(" (from {p})")).unwrap_or_default();
-        let summary = format!("deploy_regression: {} after deploying {}{from}", evidence.iter().map(|e| e.signal.trim_end_matches("_after_deploy")).collect::<Vec<_>>().join(" and "), marker.version);
-        return Some(Verdict::Firing(Finding { severity: Severity::High, summary, evidence, suspect_version: Some(marker.version.clone()) }));
+        let from =
+            marker.previous_version.as_ref().map(|p| format!(" (from {p})")).unwrap_or_default();
+        let summary = format!(
+            "deploy_regression: {} after deploying {}{from}",
+            evidence
+                .iter()
+                .map(|e| e.signal.trim_end_matches("_after_deploy"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            marker.version
+        );
+        return Some(Verdict::Firing(Finding {
+            severity: Severity::High,
+            summary,
+            evidence,
+            suspect_version: Some(marker.version.clone()),
+        }));
     }
     Some(if sample_bad { Verdict::Bad } else { Verdict::Healthy })
 }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use bus_schema::{
-    Action, Backend, DeployEvent, DeployStatus, ExecutionResult, ExecutionStatus, Incident, IncidentKind, LogEvent, MetricSample, Outcome, SloStatus, Timestamp,
-    Variant,
+    Action, Backend, DeployEvent, DeployStatus, ExecutionResult, ExecutionStatus, Incident,
+    IncidentKind, LogEvent, MetricSample, Outcome, SloStatus, Timestamp, Variant,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,7 +37,8 @@ impl Output {
     /// The outputs in publishing order.
     pub fn into_pending(self) -> Vec<Pending> {
         let incidents = self.incidents.into_iter().map(Pending::Incident);
-        let outcomes = self.outcomes.into_iter().map(|(o, correlation)| Pending::Outcome(o, correlation));
+        let outcomes =
+            self.outcomes.into_iter().map(|(o, correlation)| Pending::Outcome(o, correlation));
         incidents.chain(outcomes).chain(self.slo.map(Pending::Slo)).collect()
     }
 }
@@ -56,7 +57,13 @@ impl ServiceState {
     /// A metric sample: windows, every detector, lifecycle, outcomes, SLO status.
     /// Canary samples are left to the deploy agent, which judges them against the stable
     /// version: a bad canary is aborted, not remediated.
-    pub fn on_metric(&mut self, m: &MetricSample, config: &DetectorConfig, input_id: &str, wall_clock: Timestamp) -> Result<Output, NotAdmitted> {
+    pub fn on_metric(
+        &mut self,
+        m: &MetricSample,
+        config: &DetectorConfig,
+        input_id: &str,
+        wall_clock: Timestamp,
+    ) -> Result<Output, NotAdmitted> {
         if m.variant == Some(Variant::Canary) {
             return Ok(Output::default());
         }
@@ -73,13 +80,21 @@ impl ServiceState {
     }
 
     /// A deploy event: failed deploys, regression watches.
-    pub fn on_deploy(&mut self, d: &DeployEvent, config: &DetectorConfig, input_id: &str, wall_clock: Timestamp) -> Result<Output, NotAdmitted> {
+    pub fn on_deploy(
+        &mut self,
+        d: &DeployEvent,
+        config: &DetectorConfig,
+        input_id: &str,
+        wall_clock: Timestamp,
+    ) -> Result<Output, NotAdmitted> {
         // A late deploy is still a fact (it cannot move event time back); a far-future one is not.
         self.admit_future(d.timestamp, config, wall_clock)?;
         self.advance(d.timestamp);
         let verdicts = detect::on_deploy(d);
         match d.status {
-            DeployStatus::Succeeded => self.record_deploy(d, config.for_service(&self.env, &self.service)),
+            DeployStatus::Succeeded => {
+                self.record_deploy(d, config.for_service(&self.env, &self.service))
+            }
             DeployStatus::RolledBack => self.deploy = None,
             DeployStatus::Started | DeployStatus::Failed => {}
         }
@@ -87,7 +102,13 @@ impl ServiceState {
     }
 
     /// A log line: pattern matches.
-    pub fn on_log(&mut self, l: &LogEvent, config: &DetectorConfig, input_id: &str, wall_clock: Timestamp) -> Result<Output, NotAdmitted> {
+    pub fn on_log(
+        &mut self,
+        l: &LogEvent,
+        config: &DetectorConfig,
+        input_id: &str,
+        wall_clock: Timestamp,
+    ) -> Result<Output, NotAdmitted> {
         self.admit(l.timestamp, config, wall_clock)?;
         self.advance(l.timestamp);
         self.logs.record(&config.log_patterns, l);
@@ -100,13 +121,25 @@ impl ServiceState {
     /// An execution result: starts (or, for a failure, settles) the verdict on the action. A
     /// rollback a real backend carried out (`command`) ends a failed deploy or a regression
     /// as a rolled-back deploy event would: pipelines do not always report the rollback.
-    pub fn on_executed(&mut self, r: &ExecutionResult, config: &DetectorConfig, input_id: &str, correlation_id: &str) -> Output {
+    pub fn on_executed(
+        &mut self,
+        r: &ExecutionResult,
+        config: &DetectorConfig,
+        input_id: &str,
+        correlation_id: &str,
+    ) -> Output {
         let t = config.for_service(&self.env, &self.service);
-        let mut outcomes = outcome::start(self, r, correlation_id, Duration::from_secs(t.verification_s));
-        let rolled_back = r.action == Action::Rollback && r.status == ExecutionStatus::Executed && r.backend == Backend::Command;
+        let mut outcomes =
+            outcome::start(self, r, correlation_id, Duration::from_secs(t.verification_s));
+        let rolled_back = r.action == Action::Rollback
+            && r.status == ExecutionStatus::Executed
+            && r.backend == Backend::Command;
         if rolled_back {
             self.deploy = None;
-            let verdicts = vec![(IncidentKind::DeployFailed, Verdict::Cleared), (IncidentKind::DeployRegression, Verdict::Cleared)];
+            let verdicts = vec![
+                (IncidentKind::DeployFailed, Verdict::Cleared),
+                (IncidentKind::DeployRegression, Verdict::Cleared),
+            ];
             let mut out = self.step(config, input_id, verdicts, Vec::new());
             outcomes.append(&mut out.outcomes);
             return Output { outcomes, ..out };
@@ -115,10 +148,24 @@ impl ServiceState {
         Output { outcomes, ..Output::default() }
     }
 
-    fn step(&mut self, config: &DetectorConfig, input_id: &str, verdicts: Verdicts, related: Vec<bus_schema::Evidence>) -> Output {
+    fn step(
+        &mut self,
+        config: &DetectorConfig,
+        input_id: &str,
+        verdicts: Verdicts,
+        related: Vec<bus_schema::Evidence>,
+    ) -> Output {
         let Some(now) = self.newest else { return Output::default() };
         let t = config.for_service(&self.env, &self.service);
-        let step = Step { env: &self.env, service: &self.service, now, input_id, tunables: t, conflicts: self.conflicts(now, t), related };
+        let step = Step {
+            env: &self.env,
+            service: &self.service,
+            now,
+            input_id,
+            tunables: t,
+            conflicts: self.conflicts(now, t),
+            related,
+        };
         let incidents = self.incidents.apply(&step, verdicts);
         let mut outcomes = outcome::revise(self, &incidents);
         outcomes.extend(outcome::judge_due(self, Duration::from_secs(t.flap_window_s)));
@@ -131,7 +178,11 @@ impl ServiceState {
         let exhausted = view.remaining() <= 0.0;
         let due = match &self.slo_published {
             None => true,
-            Some(last) => last.alert != alert || last.exhausted != exhausted || now.since(last.at) >= SLO_PUBLISH_EVERY,
+            Some(last) => {
+                last.alert != alert
+                    || last.exhausted != exhausted
+                    || now.since(last.at) >= SLO_PUBLISH_EVERY
+            }
         };
         if !due || view.burn_rates.is_empty() {
             return None;

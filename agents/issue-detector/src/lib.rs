@@ -30,7 +30,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError};
+use agent_runtime::{
+    AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError,
+};
 use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, Inbound, IncidentStatus, RejectReason, Timestamp, subject};
 use serde_json::json;
@@ -58,7 +60,10 @@ pub struct Cli {
 pub fn spec() -> AgentSpec {
     // Handling a sample takes well under a millisecond unless it opens or resolves an
     // incident, so prefetching is safe and is what lets the detector keep up with ingest.
-    AgentSpec { prefetch: 64, ..AgentSpec::new(bus_schema::fleet::issue_detector(), env!("CARGO_PKG_VERSION")) }
+    AgentSpec {
+        prefetch: 64,
+        ..AgentSpec::new(bus_schema::fleet::issue_detector(), env!("CARGO_PKG_VERSION"))
+    }
 }
 
 const SERVICES: Table<ServiceState> = Table::new("services");
@@ -88,20 +93,27 @@ impl Detector {
                     IncidentStatus::Updated => ProofKind::IncidentUpdated,
                     IncidentStatus::Opened => ProofKind::IncidentOpened,
                 };
-                let draft = ProofDraft::new(kind).scope(&incident.env, &incident.service).incident(incident.incident_id).detail(json!({
-                    "kind": incident.kind,
-                    "severity": incident.severity,
-                    "summary": incident.summary,
-                    "evidence": incident.evidence,
-                    "signal_conflict": incident.signal_conflict,
-                    "suspect_version": incident.suspect_version,
-                    "sample_count": incident.sample_count,
-                    "reopen_count": incident.reopen_count,
-                    "time_to_recover_s": incident.time_to_recover_s,
-                }));
+                let draft = ProofDraft::new(kind)
+                    .scope(&incident.env, &incident.service)
+                    .incident(incident.incident_id)
+                    .detail(json!({
+                        "kind": incident.kind,
+                        "severity": incident.severity,
+                        "summary": incident.summary,
+                        "evidence": incident.evidence,
+                        "signal_conflict": incident.signal_conflict,
+                        "suspect_version": incident.suspect_version,
+                        "sample_count": incident.sample_count,
+                        "reopen_count": incident.reopen_count,
+                        "time_to_recover_s": incident.time_to_recover_s,
+                    }));
                 // The record first, so the proof log reads in causal order.
                 ctx.prove(draft).await?;
-                ctx.publish(&subject::INCIDENTS.subject(&incident.env, &incident.service), incident).await?;
+                ctx.publish(
+                    &subject::INCIDENTS.subject(&incident.env, &incident.service),
+                    incident,
+                )
+                .await?;
             }
             Pending::Outcome(outcome, correlation) => {
                 let mut draft = ProofDraft::new(ProofKind::OutcomeRecorded)
@@ -117,7 +129,12 @@ impl Detector {
                     draft = draft.proposal(p);
                 }
                 ctx.prove(draft).await?;
-                ctx.publish_in_chain(&subject::OUTCOMES.subject(&outcome.env, &outcome.service), outcome, correlation.clone()).await?;
+                ctx.publish_in_chain(
+                    &subject::OUTCOMES.subject(&outcome.env, &outcome.service),
+                    outcome,
+                    correlation.clone(),
+                )
+                .await?;
             }
             // Burn rates and budget are telemetry, not decisions: published, not proved.
             Pending::Slo(slo) => {
@@ -156,7 +173,10 @@ impl Detector {
         self.services
             .iter()
             .filter(|(_, s)| {
-                let period = Duration::from_secs(u64::from(self.config.for_service(&s.env, &s.service).slo_period_days + 1) * 86_400);
+                let period = Duration::from_secs(
+                    u64::from(self.config.for_service(&s.env, &s.service).slo_period_days + 1)
+                        * 86_400,
+                );
                 s.newest.is_some_and(|n| n < wall_clock.minus(period))
                     && s.incidents.open().next().is_none()
                     && s.verifications.is_empty()
@@ -170,7 +190,10 @@ impl Detector {
 
 /// A sample too far out of order to judge, as a rejection with the reason.
 fn out_of_order(e: service::NotAdmitted) -> HandleError {
-    HandleError::Reject { reason: RejectReason::OutOfOrder, message: format!("timestamp is {e}; not judged") }
+    HandleError::Reject {
+        reason: RejectReason::OutOfOrder,
+        message: format!("timestamp is {e}; not judged"),
+    }
 }
 
 impl Handler for Detector {
@@ -185,7 +208,8 @@ impl Handler for Detector {
         let key = service::key(&env, &service);
         let input_id = ctx.meta().input_id.clone();
         let correlation = ctx.meta().correlation_id.clone();
-        let state = self.services.entry(key.clone()).or_insert_with(|| ServiceState::new(env, service));
+        let state =
+            self.services.entry(key.clone()).or_insert_with(|| ServiceState::new(env, service));
 
         // Decide, unless this input was applied before (a redelivery after a lost ack, or a
         // retry after a failed publish): then only what is still unpublished goes out.
@@ -195,10 +219,16 @@ impl Handler for Detector {
             let wall_clock = Timestamp::now();
             // Deploys and execution results start watches that must survive a crash.
             let (out, watch) = match input {
-                Inbound::Metric(m) => (state.on_metric(&m, &self.config, &input_id, wall_clock), false),
+                Inbound::Metric(m) => {
+                    (state.on_metric(&m, &self.config, &input_id, wall_clock), false)
+                }
                 Inbound::Log(l) => (state.on_log(&l, &self.config, &input_id, wall_clock), false),
-                Inbound::Deploy(d) => (state.on_deploy(&d, &self.config, &input_id, wall_clock), true),
-                Inbound::Executed(r) => (Ok(state.on_executed(&r, &self.config, &input_id, &correlation)), true),
+                Inbound::Deploy(d) => {
+                    (state.on_deploy(&d, &self.config, &input_id, wall_clock), true)
+                }
+                Inbound::Executed(r) => {
+                    (Ok(state.on_executed(&r, &self.config, &input_id, &correlation)), true)
+                }
                 _ => (Ok(Output::default()), false),
             };
             // Rejected inputs changed nothing and are not marked: a retry is judged again.
@@ -239,7 +269,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn services_silent_for_longer_than_their_slo_period_are_forgotten_unless_something_is_pending() {
+    fn services_silent_for_longer_than_their_slo_period_are_forgotten_unless_something_is_pending()
+    {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("d.redb")).unwrap();
         let mut detector = Detector::load(store.clone(), DetectorConfig::default()).unwrap();

@@ -14,7 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bus_schema::{Env, Evidence, Incident, IncidentKind, IncidentStatus, ServiceName, Severity, Timestamp, Uuid, derive_id};
+use bus_schema::{
+    Env, Evidence, Incident, IncidentKind, IncidentStatus, ServiceName, Severity, Timestamp, Uuid,
+    derive_id,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Tunables;
@@ -25,13 +28,21 @@ const MAX_DAMPING: u32 = 4;
 /// Evidence entries kept on one incident.
 const MAX_EVIDENCE: usize = 24;
 
-const CAUSES: [IncidentKind; 3] = [IncidentKind::CrashLoop, IncidentKind::DeployFailed, IncidentKind::DeployRegression];
+const CAUSES: [IncidentKind; 3] =
+    [IncidentKind::CrashLoop, IncidentKind::DeployFailed, IncidentKind::DeployRegression];
 
 /// The kinds that explain `kind` when open, if it is a symptom.
 fn explained_by(kind: IncidentKind) -> &'static [IncidentKind] {
-    const SLO: [IncidentKind; 4] = [IncidentKind::CrashLoop, IncidentKind::DeployFailed, IncidentKind::DeployRegression, IncidentKind::HighErrorRate];
+    const SLO: [IncidentKind; 4] = [
+        IncidentKind::CrashLoop,
+        IncidentKind::DeployFailed,
+        IncidentKind::DeployRegression,
+        IncidentKind::HighErrorRate,
+    ];
     match kind {
-        IncidentKind::HighErrorRate | IncidentKind::HighLatency | IncidentKind::LogPattern => &CAUSES,
+        IncidentKind::HighErrorRate | IncidentKind::HighLatency | IncidentKind::LogPattern => {
+            &CAUSES
+        }
         IncidentKind::SloBurn => &SLO,
         _ => &[],
     }
@@ -84,7 +95,11 @@ impl Incidents {
 
     /// An incident by id, open or recently resolved.
     pub fn find(&self, id: Uuid) -> Option<&Incident> {
-        self.open.values().chain(self.resolved.values()).map(|t| &t.incident).find(|i| i.incident_id == id)
+        self.open
+            .values()
+            .chain(self.resolved.values())
+            .map(|t| &t.incident)
+            .find(|i| i.incident_id == id)
     }
 
     /// Applies one event's verdicts; returns the incidents to publish.
@@ -95,7 +110,8 @@ impl Incidents {
             match verdict {
                 Verdict::Firing(finding) => {
                     if let Some(cause) = self.explaining(kind, step) {
-                        let (evidence, severity) = explained.entry(cause).or_insert((Vec::new(), Severity::Low));
+                        let (evidence, severity) =
+                            explained.entry(cause).or_insert((Vec::new(), Severity::Low));
                         *severity = (*severity).max(finding.severity);
                         evidence.extend(finding.evidence.into_iter().map(|mut e| {
                             e.detail = format!("{} (explained by {cause})", e.detail);
@@ -109,7 +125,10 @@ impl Incidents {
                 Verdict::Bad => self.touch(kind, false),
                 Verdict::Healthy => {
                     self.touch(kind, true);
-                    let required = self.open.get(&kind).map(|t| step.tunables.resolve_after_samples * (1 + t.incident.reopen_count).min(MAX_DAMPING));
+                    let required = self.open.get(&kind).map(|t| {
+                        step.tunables.resolve_after_samples
+                            * (1 + t.incident.reopen_count).min(MAX_DAMPING)
+                    });
                     if self.open.get(&kind).zip(required).is_some_and(|(t, r)| t.healthy_run >= r) {
                         changed.extend(self.resolve(kind, step.now).map(|i| (kind, i)));
                     }
@@ -141,7 +160,10 @@ impl Incidents {
         let recent = step.now.minus(detect::inhibit_for(step.tunables));
         explained_by(kind).iter().copied().find(|cause| {
             self.open.get(cause).is_some_and(|t| t.last_firing >= recent)
-                || self.resolved.get(cause).is_some_and(|t| t.incident.resolved_at.is_some_and(|at| at >= recent))
+                || self
+                    .resolved
+                    .get(cause)
+                    .is_some_and(|t| t.incident.resolved_at.is_some_and(|at| at >= recent))
         })
     }
 
@@ -172,7 +194,11 @@ impl Incidents {
             t.draft = Some(next);
             return None;
         }
-        let reopen = self.resolved.remove(&kind).filter(|t| t.incident.resolved_at.is_some_and(|at| now.since(at).as_secs() < step.tunables.flap_window_s));
+        let reopen = self.resolved.remove(&kind).filter(|t| {
+            t.incident
+                .resolved_at
+                .is_some_and(|at| now.since(at).as_secs() < step.tunables.flap_window_s)
+        });
         let incident = match reopen {
             Some(previous) => Incident {
                 status: IncidentStatus::Opened,
@@ -182,7 +208,9 @@ impl Incidents {
                 resolved_at: None,
                 time_to_recover_s: None,
                 evidence: merge(finding.evidence, &step.related),
-                suspect_version: finding.suspect_version.or(previous.incident.suspect_version.clone()),
+                suspect_version: finding
+                    .suspect_version
+                    .or(previous.incident.suspect_version.clone()),
                 sample_count: previous.incident.sample_count + 1,
                 reopen_count: previous.incident.reopen_count.saturating_add(1),
                 signal_conflict: !step.conflicts.is_empty(),
@@ -209,13 +237,29 @@ impl Incidents {
         };
         let mut incident = incident;
         incident.evidence = merge(incident.evidence, &step.conflicts);
-        self.open.insert(kind, Tracked { incident: incident.clone(), healthy_run: 0, since: now, last_published: now, last_firing: now, draft: None });
+        self.open.insert(
+            kind,
+            Tracked {
+                incident: incident.clone(),
+                healthy_run: 0,
+                since: now,
+                last_published: now,
+                last_firing: now,
+                draft: None,
+            },
+        );
         Some(incident)
     }
 
     /// Adds explained symptoms (raising the severity to theirs) and the conflict flag to an
     /// open incident; publishes if that is material.
-    fn refresh(&mut self, kind: IncidentKind, extra: Vec<Evidence>, severity: Severity, step: &Step<'_>) -> Option<Incident> {
+    fn refresh(
+        &mut self,
+        kind: IncidentKind,
+        extra: Vec<Evidence>,
+        severity: Severity,
+        step: &Step<'_>,
+    ) -> Option<Incident> {
         let t = self.open.get_mut(&kind)?;
         let mut next = t.draft.take().unwrap_or_else(|| t.incident.clone());
         next.evidence = merge(merge(next.evidence, &extra), &step.conflicts);
@@ -224,9 +268,16 @@ impl Incidents {
         Self::publish_if_material(t, next, step)
     }
 
-    fn publish_if_material(t: &mut Tracked, mut next: Incident, step: &Step<'_>) -> Option<Incident> {
-        let signals = |i: &Incident| i.evidence.iter().map(|e| e.signal.clone()).collect::<BTreeSet<_>>();
-        let material = next.severity != t.incident.severity || next.signal_conflict != t.incident.signal_conflict || !signals(&next).is_subset(&signals(&t.incident));
+    fn publish_if_material(
+        t: &mut Tracked,
+        mut next: Incident,
+        step: &Step<'_>,
+    ) -> Option<Incident> {
+        let signals =
+            |i: &Incident| i.evidence.iter().map(|e| e.signal.clone()).collect::<BTreeSet<_>>();
+        let material = next.severity != t.incident.severity
+            || next.signal_conflict != t.incident.signal_conflict
+            || !signals(&next).is_subset(&signals(&t.incident));
         let due = step.now.since(t.last_published).as_secs() >= step.tunables.update_interval_s;
         next.updated_at = step.now;
         if !(material || due) {
@@ -256,7 +307,9 @@ impl Incidents {
     /// Forgets resolved incidents that can no longer reopen or be judged.
     fn prune(&mut self, now: Timestamp, t: &Tunables) {
         let keep_s = t.flap_window_s.max(t.verification_s).max(detect::inhibit_for(t).as_secs());
-        self.resolved.retain(|_, r| r.incident.resolved_at.is_some_and(|at| now.since(at).as_secs() <= keep_s));
+        self.resolved.retain(|_, r| {
+            r.incident.resolved_at.is_some_and(|at| now.since(at).as_secs() <= keep_s)
+        });
     }
 }
 
@@ -275,7 +328,13 @@ fn union(mut base: Vec<Evidence>, old: &[Evidence]) -> Vec<Evidence> {
 fn merge(mut base: Vec<Evidence>, extra: &[Evidence]) -> Vec<Evidence> {
     for e in extra {
         match base.iter_mut().find(|b| b.signal == e.signal) {
-            Some(b) if b.detail.contains("explained by") || b.detail == "in the latest sample" || b.signal.starts_with("conflict:") => *b = e.clone(),
+            Some(b)
+                if b.detail.contains("explained by")
+                    || b.detail == "in the latest sample"
+                    || b.signal.starts_with("conflict:") =>
+            {
+                *b = e.clone()
+            }
             Some(_) => {}
             None => base.push(e.clone()),
         }

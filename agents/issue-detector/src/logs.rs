@@ -26,8 +26,16 @@ pub struct LogPattern {
 }
 
 impl LogPattern {
-    pub fn new(name: &str, phrases: &[String], min_count: u32, window_s: u64, severity: Severity, min_level: LogLevel) -> Result<Self, String> {
-        let phrases: Vec<Vec<String>> = phrases.iter().map(|p| words(p)).filter(|w| !w.is_empty()).collect();
+    pub fn new(
+        name: &str,
+        phrases: &[String],
+        min_count: u32,
+        window_s: u64,
+        severity: Severity,
+        min_level: LogLevel,
+    ) -> Result<Self, String> {
+        let phrases: Vec<Vec<String>> =
+            phrases.iter().map(|p| words(p)).filter(|w| !w.is_empty()).collect();
         if phrases.is_empty() {
             return Err("needs at least one phrase with a word in it".into());
         }
@@ -48,18 +56,44 @@ impl LogPattern {
 }
 
 fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// The built-in patterns; a config file may replace or disable them by name.
 pub fn default_patterns() -> Vec<LogPattern> {
     let table: [(&str, &[&str], Severity); 6] = [
-        ("out_of_memory", &["out of memory", "oomkilled", "oom killed", "oom killer", "cannot allocate memory", "java.lang.OutOfMemoryError"], Severity::High),
-        ("disk_full", &["no space left on device", "disk full", "disk quota exceeded", "enospc"], Severity::High),
-        ("panic", &["panic", "panicked", "segmentation fault", "sigsegv", "fatal error"], Severity::High),
+        (
+            "out_of_memory",
+            &[
+                "out of memory",
+                "oomkilled",
+                "oom killed",
+                "oom killer",
+                "cannot allocate memory",
+                "java.lang.OutOfMemoryError",
+            ],
+            Severity::High,
+        ),
+        (
+            "disk_full",
+            &["no space left on device", "disk full", "disk quota exceeded", "enospc"],
+            Severity::High,
+        ),
+        (
+            "panic",
+            &["panic", "panicked", "segmentation fault", "sigsegv", "fatal error"],
+            Severity::High,
+        ),
         ("connection_refused", &["connection refused", "econnrefused"], Severity::Medium),
         ("timeout", &["deadline exceeded", "timed out", "etimedout"], Severity::Medium),
-        ("tls_failure", &["certificate has expired", "certificate verify failed", "x509"], Severity::High),
+        (
+            "tls_failure",
+            &["certificate has expired", "certificate verify failed", "x509"],
+            Severity::High,
+        ),
     ];
     table
         .into_iter()
@@ -93,7 +127,11 @@ impl LogMatches {
     }
 
     /// The patterns firing at `now`, as evidence, with the highest severity among them.
-    pub fn firing(&self, patterns: &[LogPattern], now: Timestamp) -> Option<(Vec<Evidence>, Severity)> {
+    pub fn firing(
+        &self,
+        patterns: &[LogPattern],
+        now: Timestamp,
+    ) -> Option<(Vec<Evidence>, Severity)> {
         let mut evidence = Vec::new();
         let mut severity = Severity::Low;
         for p in patterns {
@@ -114,7 +152,9 @@ impl LogMatches {
 
     fn count(&self, p: &LogPattern, now: Timestamp) -> usize {
         let from = now.minus(std::time::Duration::from_secs(p.window_s));
-        self.by_pattern.get(&p.name).map_or(0, |times| times.iter().filter(|t| **t > from && **t <= now).count())
+        self.by_pattern
+            .get(&p.name)
+            .map_or(0, |times| times.iter().filter(|t| **t > from && **t <= now).count())
     }
 
     /// Whether any pattern matched within its window before `now`.
@@ -159,23 +199,45 @@ mod tests {
             ("memory usage is out of this world", &[]),
         ];
         for (message, wanted) in table {
-            assert_eq!(matching(message), wanted.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{message:?}");
+            assert_eq!(
+                matching(message),
+                wanted.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{message:?}"
+            );
         }
     }
 
     #[test]
     fn quiet_levels_do_not_match_and_counts_follow_the_window() {
-        let patterns = vec![LogPattern::new("conn", &["connection refused".into()], 3, 60, Severity::Medium, LogLevel::Warn).unwrap()];
+        let patterns = vec![
+            LogPattern::new(
+                "conn",
+                &["connection refused".into()],
+                3,
+                60,
+                Severity::Medium,
+                LogLevel::Warn,
+            )
+            .unwrap(),
+        ];
         let mut m = LogMatches::default();
         m.record(&patterns, &log("info", "connection refused", "2026-11-22T10:00:00Z"));
         m.record(&patterns, &log("error", "connection refused", "2026-11-22T10:00:10Z"));
         m.record(&patterns, &log("error", "connection refused", "2026-11-22T10:00:20Z"));
         let now: Timestamp = "2026-11-22T10:00:30Z".parse().unwrap();
-        assert_eq!(m.firing(&patterns, now), None, "two matches at warn or above; the info line does not count");
+        assert_eq!(
+            m.firing(&patterns, now),
+            None,
+            "two matches at warn or above; the info line does not count"
+        );
         m.record(&patterns, &log("warn", "connection refused", "2026-11-22T10:00:30Z"));
         let (evidence, severity) = m.firing(&patterns, now).unwrap();
         assert_eq!((evidence[0].value, severity), (3.0, Severity::Medium));
-        assert_eq!(m.firing(&patterns, "2026-11-22T10:01:15Z".parse().unwrap()), None, "the first two left the 60 s window");
+        assert_eq!(
+            m.firing(&patterns, "2026-11-22T10:01:15Z".parse().unwrap()),
+            None,
+            "the first two left the 60 s window"
+        );
     }
 
     #[test]
@@ -183,7 +245,14 @@ mod tests {
         let patterns = default_patterns();
         let mut m = LogMatches::default();
         for i in 0..1000 {
-            m.record(&patterns, &log("error", "out of memory", &format!("2026-11-22T10:{:02}:{:02}Z", i / 60 % 60, i % 60)));
+            m.record(
+                &patterns,
+                &log(
+                    "error",
+                    "out of memory",
+                    &format!("2026-11-22T10:{:02}:{:02}Z", i / 60 % 60, i % 60),
+                ),
+            );
         }
         assert_eq!(m.by_pattern["out_of_memory"].len(), MAX_MATCHES_KEPT);
     }

@@ -95,8 +95,12 @@ pub enum NotAdmitted {
 impl std::fmt::Display for NotAdmitted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NotAdmitted::Late { behind, newest } => write!(f, "{} s behind this service's newest sample ({newest})", behind.as_secs()),
-            NotAdmitted::Future { ahead } => write!(f, "{} s ahead of this detector's clock", ahead.as_secs()),
+            NotAdmitted::Late { behind, newest } => {
+                write!(f, "{} s behind this service's newest sample ({newest})", behind.as_secs())
+            }
+            NotAdmitted::Future { ahead } => {
+                write!(f, "{} s ahead of this detector's clock", ahead.as_secs())
+            }
         }
     }
 }
@@ -190,16 +194,28 @@ impl ServiceState {
     }
 
     /// Whether a sample stamped `at` may enter the windows.
-    pub fn admit(&self, at: Timestamp, config: &DetectorConfig, wall_clock: Timestamp) -> Result<(), NotAdmitted> {
+    pub fn admit(
+        &self,
+        at: Timestamp,
+        config: &DetectorConfig,
+        wall_clock: Timestamp,
+    ) -> Result<(), NotAdmitted> {
         self.admit_future(at, config, wall_clock)?;
         match self.newest {
-            Some(newest) if at < newest.minus(config.max_lateness) => Err(NotAdmitted::Late { behind: newest.since(at), newest }),
+            Some(newest) if at < newest.minus(config.max_lateness) => {
+                Err(NotAdmitted::Late { behind: newest.since(at), newest })
+            }
             _ => Ok(()),
         }
     }
 
     /// Whether `at` is at most `max_clock_skew` ahead of this machine's clock.
-    pub fn admit_future(&self, at: Timestamp, config: &DetectorConfig, wall_clock: Timestamp) -> Result<(), NotAdmitted> {
+    pub fn admit_future(
+        &self,
+        at: Timestamp,
+        config: &DetectorConfig,
+        wall_clock: Timestamp,
+    ) -> Result<(), NotAdmitted> {
         if at > wall_clock.plus(config.max_clock_skew) {
             return Err(NotAdmitted::Future { ahead: at.since(wall_clock) });
         }
@@ -240,12 +256,22 @@ impl ServiceState {
         for signal in Signal::ALL {
             readings[signal as usize] = value(m, signal).map(|v| (v, v > threshold(t, signal)));
         }
-        let errors = m.error_rate.map(|rate| ErrorTime { bad_s: rate * dt, seen_s: dt, burning: slo::burning(rate, t) });
+        let errors = m.error_rate.map(|rate| ErrorTime {
+            bad_s: rate * dt,
+            seen_s: dt,
+            burning: slo::burning(rate, t),
+        });
         let newest_s = self.newest.map_or(0, |n| n.unix_millis() / 1000);
         self.windows.add(at.unix_millis() / 1000, readings, errors, newest_s);
 
         let source = m.source.clone().unwrap_or_else(|| "default".to_owned());
-        let reading = SourceReading { at, error_rate: m.error_rate, cpu: m.cpu_percent, memory: m.memory_percent, crash: m.crash_looping };
+        let reading = SourceReading {
+            at,
+            error_rate: m.error_rate,
+            cpu: m.cpu_percent,
+            memory: m.memory_percent,
+            crash: m.crash_looping,
+        };
         match self.sources.get(&source) {
             Some(known) if known.at > at => {}
             _ => {
@@ -253,7 +279,8 @@ impl ServiceState {
             }
         }
         while self.sources.len() > MAX_SOURCES {
-            let oldest = self.sources.iter().min_by_key(|(_, r)| r.at).map(|(name, _)| name.clone());
+            let oldest =
+                self.sources.iter().min_by_key(|(_, r)| r.at).map(|(name, _)| name.clone());
             if let Some(name) = oldest {
                 self.sources.remove(&name);
             }
@@ -292,7 +319,10 @@ impl ServiceState {
             baseline_p95_ms: detect::baseline(self, at, t, Signal::P95),
             baseline_cpu: detect::baseline(self, at, t, Signal::Cpu),
             baseline_memory: detect::baseline(self, at, t, Signal::Memory),
-            observed_before_s: self.first_sample.filter(|first| *first < at).map_or(0, |first| at.since(first).as_secs()),
+            observed_before_s: self
+                .first_sample
+                .filter(|first| *first < at)
+                .map_or(0, |first| at.since(first).as_secs()),
             crashed_before: self.crash.last_report.is_some_and(|r| r >= before && r < at),
             first_version: !self.seen_deploy && d.previous_version.is_none(),
         });
@@ -302,27 +332,52 @@ impl ServiceState {
     /// Readings from different sources (or one sample) that cannot all be true, at `now`.
     pub fn conflicts(&self, now: Timestamp, t: &Tunables) -> Vec<Evidence> {
         let from = now.minus(Duration::from_secs(t.conflict_window_s));
-        let recent: Vec<(&String, &SourceReading)> = self.sources.iter().filter(|(_, r)| r.at >= from).collect();
+        let recent: Vec<(&String, &SourceReading)> =
+            self.sources.iter().filter(|(_, r)| r.at >= from).collect();
         let mut out = Vec::new();
         let spread = |pick: fn(&SourceReading) -> Option<f64>| -> Option<(f64, f64, String)> {
-            let values: Vec<(f64, &String)> = recent.iter().filter_map(|(name, r)| Some((pick(r)?, *name))).collect();
+            let values: Vec<(f64, &String)> =
+                recent.iter().filter_map(|(name, r)| Some((pick(r)?, *name))).collect();
             let max = values.iter().map(|(v, _)| *v).fold(f64::MIN, f64::max);
             let min = values.iter().map(|(v, _)| *v).fold(f64::MAX, f64::min);
-            let detail = values.iter().map(|(v, name)| format!("{name}={v}")).collect::<Vec<_>>().join(", ");
+            let detail =
+                values.iter().map(|(v, name)| format!("{name}={v}")).collect::<Vec<_>>().join(", ");
             (values.len() > 1).then_some((min, max, detail))
         };
-        for (signal, pick) in [("cpu_percent", (|r: &SourceReading| r.cpu) as fn(&SourceReading) -> Option<f64>), ("memory_percent", |r| r.memory)] {
-            if let Some((min, max, detail)) = spread(pick).filter(|(min, max, _)| max - min >= t.conflict_gap_percent) {
-                out.push(conflict(signal, max - min, t.conflict_gap_percent, format!("sources disagree: {detail} (min {min})")));
+        for (signal, pick) in [
+            ("cpu_percent", (|r: &SourceReading| r.cpu) as fn(&SourceReading) -> Option<f64>),
+            ("memory_percent", |r| r.memory),
+        ] {
+            if let Some((min, max, detail)) =
+                spread(pick).filter(|(min, max, _)| max - min >= t.conflict_gap_percent)
+            {
+                out.push(conflict(
+                    signal,
+                    max - min,
+                    t.conflict_gap_percent,
+                    format!("sources disagree: {detail} (min {min})"),
+                ));
             }
         }
-        if let Some((min, max, detail)) = spread(|r| r.error_rate).filter(|(min, max, _)| *max > t.error_rate && *min <= t.error_rate / 10.0) {
-            out.push(conflict("error_rate", max - min, t.error_rate, format!("sources disagree: {detail}")));
+        if let Some((min, max, detail)) = spread(|r| r.error_rate)
+            .filter(|(min, max, _)| *max > t.error_rate && *min <= t.error_rate / 10.0)
+        {
+            out.push(conflict(
+                "error_rate",
+                max - min,
+                t.error_rate,
+                format!("sources disagree: {detail}"),
+            ));
         }
         let crashing = recent.iter().any(|(_, r)| r.crash == Some(true));
         let no_errors = recent.iter().any(|(_, r)| r.error_rate == Some(0.0));
         if crashing && no_errors {
-            out.push(conflict("crash_looping", 1.0, 0.0, "crash_looping is reported while error_rate is 0".to_owned()));
+            out.push(conflict(
+                "crash_looping",
+                1.0,
+                0.0,
+                "crash_looping is reported while error_rate is 0".to_owned(),
+            ));
         }
         out
     }
@@ -378,26 +433,49 @@ mod tests {
         let config = DetectorConfig::default();
         let mut s = state();
         let wall: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
-        s.record_metric(&sample("2026-11-22T10:00:00Z", serde_json::json!({"error_rate": 0.0})), &Tunables::default());
-        assert_eq!(s.admit("2026-11-22T09:56:00Z".parse().unwrap(), &config, wall), Ok(()), "within the 5 min bound");
+        s.record_metric(
+            &sample("2026-11-22T10:00:00Z", serde_json::json!({"error_rate": 0.0})),
+            &Tunables::default(),
+        );
+        assert_eq!(
+            s.admit("2026-11-22T09:56:00Z".parse().unwrap(), &config, wall),
+            Ok(()),
+            "within the 5 min bound"
+        );
         let late = s.admit("2026-11-22T09:54:59Z".parse().unwrap(), &config, wall).unwrap_err();
-        assert_eq!(late.to_string(), "301 s behind this service's newest sample (2026-11-22T10:00:00Z)");
-        assert!(matches!(s.admit("2026-11-22T11:00:01Z".parse().unwrap(), &config, wall), Err(NotAdmitted::Future { .. })));
+        assert_eq!(
+            late.to_string(),
+            "301 s behind this service's newest sample (2026-11-22T10:00:00Z)"
+        );
+        assert!(matches!(
+            s.admit("2026-11-22T11:00:01Z".parse().unwrap(), &config, wall),
+            Err(NotAdmitted::Future { .. })
+        ));
     }
 
     #[test]
     fn conflicting_sources_are_named() {
         let t = Tunables::default();
         let mut s = state();
-        let mut a = sample("2026-11-22T10:00:00Z", serde_json::json!({"cpu_percent": 95, "source": "node-exporter"}));
+        let mut a = sample(
+            "2026-11-22T10:00:00Z",
+            serde_json::json!({"cpu_percent": 95, "source": "node-exporter"}),
+        );
         s.record_metric(&a, &t);
-        a = sample("2026-11-22T10:00:05Z", serde_json::json!({"cpu_percent": 5, "source": "cadvisor"}));
+        a = sample(
+            "2026-11-22T10:00:05Z",
+            serde_json::json!({"cpu_percent": 5, "source": "cadvisor"}),
+        );
         s.record_metric(&a, &t);
         let now = "2026-11-22T10:00:05Z".parse().unwrap();
         let c = s.conflicts(now, &t);
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].signal.as_str(), c[0].value), ("conflict:cpu_percent", 90.0));
-        assert!(c[0].detail.contains("cadvisor=5") && c[0].detail.contains("node-exporter=95"), "{}", c[0].detail);
+        assert!(
+            c[0].detail.contains("cadvisor=5") && c[0].detail.contains("node-exporter=95"),
+            "{}",
+            c[0].detail
+        );
         // Readings far apart in time are a change, not a conflict.
         assert!(s.conflicts("2026-11-22T10:01:00Z".parse().unwrap(), &t).is_empty());
     }
@@ -406,12 +484,24 @@ mod tests {
     fn a_crash_loop_with_no_errors_is_a_conflict_but_one_source_changing_its_mind_is_not() {
         let t = Tunables::default();
         let mut s = state();
-        s.record_metric(&sample("2026-11-22T10:00:00Z", serde_json::json!({"crash_looping": true, "error_rate": 0.0})), &t);
+        s.record_metric(
+            &sample(
+                "2026-11-22T10:00:00Z",
+                serde_json::json!({"crash_looping": true, "error_rate": 0.0}),
+            ),
+            &t,
+        );
         let now = "2026-11-22T10:00:00Z".parse().unwrap();
         assert_eq!(s.conflicts(now, &t)[0].signal, "conflict:crash_looping");
         let mut s = state();
-        s.record_metric(&sample("2026-11-22T10:00:00Z", serde_json::json!({"error_rate": 0.3})), &t);
-        s.record_metric(&sample("2026-11-22T10:00:10Z", serde_json::json!({"error_rate": 0.0})), &t);
+        s.record_metric(
+            &sample("2026-11-22T10:00:00Z", serde_json::json!({"error_rate": 0.3})),
+            &t,
+        );
+        s.record_metric(
+            &sample("2026-11-22T10:00:10Z", serde_json::json!({"error_rate": 0.0})),
+            &t,
+        );
         assert!(s.conflicts("2026-11-22T10:00:10Z".parse().unwrap(), &t).is_empty());
     }
 
@@ -431,7 +521,13 @@ mod tests {
         let t = Tunables::default();
         let mut s = state();
         for i in 0..100 {
-            s.record_metric(&sample(&format!("2026-11-22T10:{:02}:00Z", i % 60), serde_json::json!({"cpu_percent": 50, "source": format!("s{i}")})), &t);
+            s.record_metric(
+                &sample(
+                    &format!("2026-11-22T10:{:02}:00Z", i % 60),
+                    serde_json::json!({"cpu_percent": 50, "source": format!("s{i}")}),
+                ),
+                &t,
+            );
         }
         assert_eq!(s.sources.len(), MAX_SOURCES);
     }

@@ -33,9 +33,27 @@ pub struct BurnRule {
 
 /// Page at 14.4× over 1 h and 5 m, page at 6× over 6 h and 30 m, ticket at 1× over 3 d and 6 h.
 pub const RULES: [BurnRule; 3] = [
-    BurnRule { name: "page", factor: 14.4, long_s: 3600, short_s: 300, severity: Severity::Critical },
-    BurnRule { name: "page", factor: 6.0, long_s: 6 * 3600, short_s: 1800, severity: Severity::High },
-    BurnRule { name: "ticket", factor: 1.0, long_s: 3 * 86_400, short_s: 6 * 3600, severity: Severity::Low },
+    BurnRule {
+        name: "page",
+        factor: 14.4,
+        long_s: 3600,
+        short_s: 300,
+        severity: Severity::Critical,
+    },
+    BurnRule {
+        name: "page",
+        factor: 6.0,
+        long_s: 6 * 3600,
+        short_s: 1800,
+        severity: Severity::High,
+    },
+    BurnRule {
+        name: "ticket",
+        factor: 1.0,
+        long_s: 3 * 86_400,
+        short_s: 6 * 3600,
+        severity: Severity::Low,
+    },
 ];
 
 /// The windows reported in `SloStatus.burn_rates`.
@@ -72,7 +90,10 @@ fn burn(w: &Windows, now: i64, window_s: u64, allowed: f64) -> Option<(f64, Erro
 /// Which paging rules one sample's error rate burns at (or above) on its own.
 pub fn burning(error_rate: f64, t: &Tunables) -> [u32; 2] {
     let allowed = 1.0 - t.slo_objective;
-    [u32::from(error_rate >= RULES[0].factor * allowed), u32::from(error_rate >= RULES[1].factor * allowed)]
+    [
+        u32::from(error_rate >= RULES[0].factor * allowed),
+        u32::from(error_rate >= RULES[1].factor * allowed),
+    ]
 }
 
 /// Evaluates the SLO of one service at `now` (unix seconds).
@@ -80,11 +101,17 @@ pub fn evaluate(w: &Windows, now: i64, t: &Tunables) -> SloView {
     let allowed = 1.0 - t.slo_objective;
     let period_s = u64::from(t.slo_period_days) * 86_400;
     let consumed = w.errors(now, period_s).bad_s / (allowed * period_s as f64);
-    let burn_rates = REPORTED_WINDOWS_S.iter().filter_map(|&window_s| burn(w, now, window_s, allowed).map(|(rate, _)| BurnRate { window_s, rate })).collect();
+    let burn_rates = REPORTED_WINDOWS_S
+        .iter()
+        .filter_map(|&window_s| {
+            burn(w, now, window_s, allowed).map(|(rate, _)| BurnRate { window_s, rate })
+        })
+        .collect();
     let alert = RULES.iter().enumerate().find_map(|(i, rule)| {
         let (long, long_errors) = burn(w, now, rule.long_s, allowed)?;
         let (short, short_errors) = burn(w, now, rule.short_s, allowed)?;
-        let covered = short_errors.seen_s >= rule.short_s as f64 / 2.0 && long_errors.seen_s >= rule.short_s as f64;
+        let covered = short_errors.seen_s >= rule.short_s as f64 / 2.0
+            && long_errors.seen_s >= rule.short_s as f64;
         let not_a_spike = short_errors.burning.get(i).is_none_or(|n| *n >= t.min_samples);
         let firing = covered && not_a_spike && long >= rule.factor && short >= rule.factor;
         firing.then(|| {
@@ -93,19 +120,34 @@ pub fn evaluate(w: &Windows, now: i64, t: &Tunables) -> SloView {
                 value: rate,
                 threshold: rule.factor,
                 window_s,
-                detail: format!("{}: error budget burning {rate:.1}× over {}", rule.name, human(window_s)),
+                detail: format!(
+                    "{}: error budget burning {rate:.1}× over {}",
+                    rule.name,
+                    human(window_s)
+                ),
             };
             let budget = Evidence {
                 signal: "error_budget_consumed".into(),
                 value: consumed,
                 threshold: 1.0,
                 window_s: period_s,
-                detail: format!("{:.1} % of the {}-day budget for {} spent", consumed * 100.0, t.slo_period_days, objective_text(t.slo_objective)),
+                detail: format!(
+                    "{:.1} % of the {}-day budget for {} spent",
+                    consumed * 100.0,
+                    t.slo_period_days,
+                    objective_text(t.slo_objective)
+                ),
             };
             (i, vec![at(rule.long_s, long), at(rule.short_s, short), budget])
         })
     });
-    SloView { objective: t.slo_objective, period_days: t.slo_period_days, burn_rates, consumed, alert }
+    SloView {
+        objective: t.slo_objective,
+        period_days: t.slo_period_days,
+        burn_rates,
+        consumed,
+        alert,
+    }
 }
 
 /// `300` → `5m`, `3600` → `1h`, `259200` → `3d`.
@@ -134,16 +176,28 @@ mod tests {
         let rate = burn * 0.001;
         let mut at = from;
         while at < from + minutes * 60 {
-            let readings: [Option<(f64, bool)>; SIGNALS] = [Some((rate, false)), None, None, None, None];
-            let burning = [rate >= RULES[0].factor * 0.001, rate >= RULES[1].factor * 0.001].map(u32::from);
-            w.add(at, readings, Some(ErrorTime { bad_s: rate * step_s as f64, seen_s: step_s as f64, burning }), at);
+            let readings: [Option<(f64, bool)>; SIGNALS] =
+                [Some((rate, false)), None, None, None, None];
+            let burning =
+                [rate >= RULES[0].factor * 0.001, rate >= RULES[1].factor * 0.001].map(u32::from);
+            w.add(
+                at,
+                readings,
+                Some(ErrorTime { bad_s: rate * step_s as f64, seen_s: step_s as f64, burning }),
+                at,
+            );
             at += step_s;
         }
         at - step_s
     }
 
     /// When the first alert fires while feeding `burn`, in minutes from `from`, and which.
-    fn first_alert(w: &mut Windows, from: i64, minutes: i64, burn_rate: f64) -> Option<(i64, &'static str, Severity)> {
+    fn first_alert(
+        w: &mut Windows,
+        from: i64,
+        minutes: i64,
+        burn_rate: f64,
+    ) -> Option<(i64, &'static str, Severity)> {
         let t = Tunables::default();
         (0..minutes).find_map(|m| {
             let now = feed(w, from + m * 60, 1, 10, burn_rate);
@@ -190,9 +244,15 @@ mod tests {
             let now = feed(&mut w, T0 + hour * 3600, 60, 60, 1.2);
             severities.push(evaluate(&w, now, &t).alert_severity());
         }
-        assert!(severities.iter().all(|s| *s != Some(Severity::Critical) && *s != Some(Severity::High)), "{severities:?}");
+        assert!(
+            severities.iter().all(|s| *s != Some(Severity::Critical) && *s != Some(Severity::High)),
+            "{severities:?}"
+        );
         assert_eq!(severities.last(), Some(&Some(Severity::Low)), "{severities:?}");
-        assert_eq!(severities[0], None, "an hour of 1.2× covers too little of the 6 h short window");
+        assert_eq!(
+            severities[0], None,
+            "an hour of 1.2× covers too little of the 6 h short window"
+        );
     }
 
     #[test]
@@ -236,7 +296,11 @@ mod tests {
         feed(&mut w, T0, 60, 10, 0.0);
         let now = feed(&mut w, T0 + 3600, 1, 60, 5000.0);
         let e = w.errors(now, 300);
-        assert!(e.error_rate().unwrap() / 0.001 > 14.4 && w.errors(now, 3600).error_rate().unwrap() / 0.001 > 14.4, "both windows do burn: {e:?}");
+        assert!(
+            e.error_rate().unwrap() / 0.001 > 14.4
+                && w.errors(now, 3600).error_rate().unwrap() / 0.001 > 14.4,
+            "both windows do burn: {e:?}"
+        );
         assert_eq!(evaluate(&w, now, &Tunables::default()).alert, None);
     }
 }

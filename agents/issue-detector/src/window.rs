@@ -34,7 +34,8 @@ pub enum Signal {
 pub const SIGNALS: usize = 5;
 
 impl Signal {
-    pub const ALL: [Signal; SIGNALS] = [Signal::ErrorRate, Signal::P95, Signal::P99, Signal::Cpu, Signal::Memory];
+    pub const ALL: [Signal; SIGNALS] =
+        [Signal::ErrorRate, Signal::P95, Signal::P99, Signal::Cpu, Signal::Memory];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -130,7 +131,12 @@ impl Coarse {
 
 /// Error time in `(from, to]`; the bucket straddling `from` counts for the part of it inside
 /// the window, so a 30-day budget is 30 days, not 31.
-fn sum_errors<'a>(buckets: impl Iterator<Item = (i64, &'a ErrorTime)>, width: i64, from: i64, to: i64) -> ErrorTime {
+fn sum_errors<'a>(
+    buckets: impl Iterator<Item = (i64, &'a ErrorTime)>,
+    width: i64,
+    from: i64,
+    to: i64,
+) -> ErrorTime {
     let mut total = ErrorTime::default();
     for (start, e) in buckets.filter(|(s, _)| *s > from - width && *s <= to) {
         if start >= from {
@@ -165,7 +171,12 @@ pub struct Windows {
 
 impl Default for Windows {
     fn default() -> Self {
-        Self { fine: VecDeque::new(), six_hours: Coarse::new(300, 74), three_days: Coarse::new(3600, 74), period: Coarse::new(86_400, 91) }
+        Self {
+            fine: VecDeque::new(),
+            six_hours: Coarse::new(300, 74),
+            three_days: Coarse::new(3600, 74),
+            period: Coarse::new(86_400, 91),
+        }
     }
 }
 
@@ -175,7 +186,13 @@ pub const LONGEST_S: u64 = 91 * 86_400;
 impl Windows {
     /// Adds one sample at `at` (unix seconds). `signals[i]` is the value of `Signal::ALL[i]`
     /// and whether it was bad; `newest` is the service's newest sample time, for pruning.
-    pub fn add(&mut self, at: i64, signals: [Option<(f64, bool)>; SIGNALS], errors: Option<ErrorTime>, newest: i64) {
+    pub fn add(
+        &mut self,
+        at: i64,
+        signals: [Option<(f64, bool)>; SIGNALS],
+        errors: Option<ErrorTime>,
+        newest: i64,
+    ) {
         let start = at.div_euclid(FINE_WIDTH_S) * FINE_WIDTH_S;
         let i = self.fine.partition_point(|b| b.start < start);
         if self.fine.get(i).is_none_or(|b| b.start != start) {
@@ -238,7 +255,12 @@ impl Windows {
         let from = to - window_s as i64;
         if window_s <= (FINE_LEN * FINE_WIDTH_S) as u64 {
             // Paging rules count whole 10 s buckets of samples burning on their own.
-            let mut total = sum_errors(self.fine_between(from, to).map(|b| (b.start, &b.errors)), FINE_WIDTH_S, from, to);
+            let mut total = sum_errors(
+                self.fine_between(from, to).map(|b| (b.start, &b.errors)),
+                FINE_WIDTH_S,
+                from,
+                to,
+            );
             for b in self.fine_between(from, to) {
                 total.burning[0] += b.errors.burning[0];
                 total.burning[1] += b.errors.burning[1];
@@ -276,7 +298,11 @@ mod tests {
         let s = w.last(Signal::ErrorRate, T0 + 30, 60);
         assert_eq!((s.agg.n, s.agg.bad, s.span_s), (3, 2, 40));
         assert!((s.agg.mean().unwrap() - 0.2).abs() < 1e-9);
-        assert_eq!(w.last(Signal::ErrorRate, T0 + 30, 20).agg.n, 2, "the buckets at T0+10 and T0+30 overlap (T0+10, T0+30]");
+        assert_eq!(
+            w.last(Signal::ErrorRate, T0 + 30, 20).agg.n,
+            2,
+            "the buckets at T0+10 and T0+30 overlap (T0+10, T0+30]"
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bus_schema::{DeployEvent, IncidentKind, IncidentStatus, LogEvent, MetricSample, Timestamp, Uuid, Validate};
+use bus_schema::{
+    DeployEvent, IncidentKind, IncidentStatus, LogEvent, MetricSample, Timestamp, Uuid, Validate,
+};
 use issue_detector::config::DetectorConfig;
 use issue_detector::engine::Output;
 use issue_detector::service::ServiceState;
@@ -16,18 +18,54 @@ use serde_json::json;
 
 #[derive(Debug, Clone)]
 enum Event {
-    Metric { at: u64, error_rate: Option<f64>, p95: Option<f64>, cpu: Option<f64>, crash: Option<bool>, source: u8 },
-    Deploy { at: u64, status: &'static str, version: u8 },
-    Log { at: u64, message: &'static str },
+    Metric {
+        at: u64,
+        error_rate: Option<f64>,
+        p95: Option<f64>,
+        cpu: Option<f64>,
+        crash: Option<bool>,
+        source: u8,
+    },
+    Deploy {
+        at: u64,
+        status: &'static str,
+        version: u8,
+    },
+    Log {
+        at: u64,
+        message: &'static str,
+    },
 }
 
 fn event() -> impl Strategy<Value = Event> {
     let fraction = prop_oneof![Just(0.0), Just(1.0), 0.0..=1.0_f64];
-    let metric = (0..14_400_u64, proptest::option::of(fraction), proptest::option::of(0.0..1e6_f64), proptest::option::of(0.0..=100.0_f64), proptest::option::of(any::<bool>()), 0..3_u8)
-        .prop_map(|(at, error_rate, p95, cpu, crash, source)| Event::Metric { at, error_rate, p95, cpu, crash, source });
-    let deploy = (0..14_400_u64, prop_oneof![Just("started"), Just("succeeded"), Just("failed"), Just("rolled_back")], 0..4_u8)
+    let metric = (
+        0..14_400_u64,
+        proptest::option::of(fraction),
+        proptest::option::of(0.0..1e6_f64),
+        proptest::option::of(0.0..=100.0_f64),
+        proptest::option::of(any::<bool>()),
+        0..3_u8,
+    )
+        .prop_map(|(at, error_rate, p95, cpu, crash, source)| Event::Metric {
+            at,
+            error_rate,
+            p95,
+            cpu,
+            crash,
+            source,
+        });
+    let deploy = (
+        0..14_400_u64,
+        prop_oneof![Just("started"), Just("succeeded"), Just("failed"), Just("rolled_back")],
+        0..4_u8,
+    )
         .prop_map(|(at, status, version)| Event::Deploy { at, status, version });
-    let log = (0..14_400_u64, prop_oneof![Just("out of memory"), Just("all good"), Just("connection refused"), Just("")]).prop_map(|(at, message)| Event::Log { at, message });
+    let log = (
+        0..14_400_u64,
+        prop_oneof![Just("out of memory"), Just("all good"), Just("connection refused"), Just("")],
+    )
+        .prop_map(|(at, message)| Event::Log { at, message });
     prop_oneof![6 => metric, 1 => deploy, 1 => log]
 }
 
@@ -45,8 +83,16 @@ fn check(out: &Output, open: &mut BTreeMap<IncidentKind, Uuid>) {
                 let before = open.insert(i.kind, i.incident_id);
                 assert!(before.is_none(), "a second open {} incident: {i:?}", i.kind);
             }
-            IncidentStatus::Updated => assert_eq!(open.get(&i.kind), Some(&i.incident_id), "update of an incident that is not open"),
-            IncidentStatus::Resolved => assert_eq!(open.remove(&i.kind), Some(i.incident_id), "resolved an incident that is not open"),
+            IncidentStatus::Updated => assert_eq!(
+                open.get(&i.kind),
+                Some(&i.incident_id),
+                "update of an incident that is not open"
+            ),
+            IncidentStatus::Resolved => assert_eq!(
+                open.remove(&i.kind),
+                Some(i.incident_id),
+                "resolved an incident that is not open"
+            ),
         }
     }
     for (o, _) in &out.outcomes {

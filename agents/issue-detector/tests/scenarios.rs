@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use bus_schema::{DeployEvent, ExecutionResult, Incident, IncidentKind, IncidentStatus, LogEvent, MetricSample, Outcome, Severity, Timestamp, Uuid};
+use bus_schema::{
+    DeployEvent, ExecutionResult, Incident, IncidentKind, IncidentStatus, LogEvent, MetricSample,
+    Outcome, Severity, Timestamp, Uuid,
+};
 use issue_detector::config::DetectorConfig;
 use issue_detector::engine::Output;
 use issue_detector::service::ServiceState;
@@ -15,7 +18,11 @@ const T0: &str = "2026-11-22T10:00:00Z";
 
 fn at(offset_s: i64) -> Timestamp {
     let t0: Timestamp = T0.parse().unwrap();
-    if offset_s >= 0 { t0.plus(Duration::from_secs(offset_s as u64)) } else { t0.minus(Duration::from_secs((-offset_s) as u64)) }
+    if offset_s >= 0 {
+        t0.plus(Duration::from_secs(offset_s as u64))
+    } else {
+        t0.minus(Duration::from_secs((-offset_s) as u64))
+    }
 }
 
 /// One service and everything the detector published for it.
@@ -34,7 +41,14 @@ impl World {
     }
 
     fn with(config: DetectorConfig) -> Self {
-        Self { state: ServiceState::new("prod".parse().unwrap(), "api".parse().unwrap()), config, n: 0, incidents: Vec::new(), outcomes: Vec::new(), budget: Vec::new() }
+        Self {
+            state: ServiceState::new("prod".parse().unwrap(), "api".parse().unwrap()),
+            config,
+            n: 0,
+            incidents: Vec::new(),
+            outcomes: Vec::new(),
+            budget: Vec::new(),
+        }
     }
 
     fn input(&mut self) -> String {
@@ -50,7 +64,8 @@ impl World {
     }
 
     fn metric(&mut self, offset_s: i64, fields: Value) -> Output {
-        let mut body = json!({"service": "api", "env": "prod", "timestamp": at(offset_s).to_string()});
+        let mut body =
+            json!({"service": "api", "env": "prod", "timestamp": at(offset_s).to_string()});
         body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
         let m: MetricSample = serde_json::from_value(body).unwrap();
         let id = self.input();
@@ -83,7 +98,14 @@ impl World {
         self.executed_by(incident, "restart", "dry_run", status, offset_s)
     }
 
-    fn executed_by(&mut self, incident: Uuid, action: &str, backend: &str, status: &str, offset_s: i64) -> Uuid {
+    fn executed_by(
+        &mut self,
+        incident: Uuid,
+        action: &str,
+        backend: &str,
+        status: &str,
+        offset_s: i64,
+    ) -> Uuid {
         let proposal = Uuid::from_u128(u128::from(self.n) + 1000);
         let r: ExecutionResult = serde_json::from_value(json!({
             "proposal_id": proposal, "incident_id": incident, "env": "prod", "service": "api", "action": action,
@@ -105,7 +127,11 @@ impl World {
     }
 
     fn opened(&self) -> Vec<IncidentKind> {
-        self.incidents.iter().filter(|i| i.status == IncidentStatus::Opened).map(|i| i.kind).collect()
+        self.incidents
+            .iter()
+            .filter(|i| i.status == IncidentStatus::Opened)
+            .map(|i| i.kind)
+            .collect()
     }
 }
 
@@ -116,8 +142,17 @@ fn signals(i: &Incident) -> Vec<&str> {
 #[test]
 fn the_design_example_gives_one_crash_loop_incident_whose_evidence_shows_all_three_signals() {
     let mut w = World::new();
-    w.metrics(0, 180, 10, json!({"error_rate": 0.13, "p95_latency_ms": 1450, "crash_looping": true, "restarts": 4}));
-    assert_eq!(w.opened(), vec![IncidentKind::CrashLoop], "the crash explains the errors and latency");
+    w.metrics(
+        0,
+        180,
+        10,
+        json!({"error_rate": 0.13, "p95_latency_ms": 1450, "crash_looping": true, "restarts": 4}),
+    );
+    assert_eq!(
+        w.opened(),
+        vec![IncidentKind::CrashLoop],
+        "the crash explains the errors and latency"
+    );
     let latest = w.incidents.last().unwrap();
     assert_eq!(latest.kind, IncidentKind::CrashLoop);
     for wanted in ["crash_looping", "error_rate", "p95_latency_ms"] {
@@ -145,8 +180,14 @@ fn without_a_crash_the_same_errors_and_latency_open_their_own_incidents_once_sus
     assert_eq!(w.opened(), vec![IncidentKind::HighErrorRate, IncidentKind::HighLatency]);
     let errors = w.of(IncidentKind::HighErrorRate)[0];
     assert_eq!(errors.severity, Severity::High, "0.13 is over twice the threshold");
-    assert_eq!((errors.evidence[0].signal.as_str(), errors.evidence[0].window_s), ("error_rate", 120));
-    assert!(signals(w.of(IncidentKind::HighLatency)[0]).contains(&"error_rate"), "related readings ride along");
+    assert_eq!(
+        (errors.evidence[0].signal.as_str(), errors.evidence[0].window_s),
+        ("error_rate", 120)
+    );
+    assert!(
+        signals(w.of(IncidentKind::HighLatency)[0]).contains(&"error_rate"),
+        "related readings ride along"
+    );
 }
 
 #[test]
@@ -172,7 +213,10 @@ fn sustained_overload_and_latency_open_and_recover() {
     w.metrics(0, 300, 10, json!({"cpu_percent": 97, "p99_latency_ms": 2500}));
     assert_eq!(w.opened(), vec![IncidentKind::HighLatency, IncidentKind::Overload]);
     w.metrics(300, 340, 10, json!({"cpu_percent": 30, "p99_latency_ms": 300}));
-    assert_eq!(w.statuses(IncidentKind::Overload), vec![IncidentStatus::Opened, IncidentStatus::Resolved]);
+    assert_eq!(
+        w.statuses(IncidentKind::Overload),
+        vec![IncidentStatus::Opened, IncidentStatus::Resolved]
+    );
     let resolved = w.of(IncidentKind::Overload)[1];
     assert!(resolved.time_to_recover_s.unwrap() > 0.0);
 }
@@ -187,7 +231,10 @@ fn a_sustained_burn_at_15x_pages_within_the_short_window() {
     assert_eq!(signals(page), ["burn_rate_1h", "burn_rate_5m", "error_budget_consumed"]);
     assert!((page.evidence[0].value - 15.0).abs() < 0.01, "{:?}", page.evidence);
     assert!(page.summary.contains("99.9"), "{}", page.summary);
-    assert!(w.of(IncidentKind::HighErrorRate).is_empty(), "1.5 % errors are under the 5 % threshold");
+    assert!(
+        w.of(IncidentKind::HighErrorRate).is_empty(),
+        "1.5 % errors are under the 5 % threshold"
+    );
     assert!(*w.budget.last().unwrap() < 1.0);
 }
 
@@ -197,7 +244,10 @@ fn a_slow_burn_at_1_2x_raises_a_ticket_only() {
     w.metrics(0, 8 * 3600, 60, json!({"error_rate": 0.0012}));
     let burns = w.of(IncidentKind::SloBurn);
     assert_eq!(w.opened(), vec![IncidentKind::SloBurn]);
-    assert!(burns.iter().all(|i| i.severity == Severity::Low && i.incident_id == burns[0].incident_id), "never a page: {burns:#?}");
+    assert!(
+        burns.iter().all(|i| i.severity == Severity::Low && i.incident_id == burns[0].incident_id),
+        "never a page: {burns:#?}"
+    );
     assert!(burns[0].opened_at >= at(3 * 3600), "half the 6 h short window must be covered first");
     assert_eq!(signals(burns[0])[..2], ["burn_rate_3d", "burn_rate_6h"]);
 }
@@ -210,14 +260,21 @@ fn a_burn_that_stops_opens_nothing_new_once_the_short_window_clears() {
     let paged = w.incidents.len();
     assert!(paged > 0);
     w.metrics(600, 6 * 3600, 30, json!({"error_rate": 0.0}));
-    let later: Vec<&Incident> = w.incidents[paged..].iter().filter(|i| i.status == IncidentStatus::Opened).collect();
+    let later: Vec<&Incident> =
+        w.incidents[paged..].iter().filter(|i| i.status == IncidentStatus::Opened).collect();
     assert!(later.is_empty(), "{later:#?}");
-    assert!(w.incidents.iter().filter(|i| i.status != IncidentStatus::Resolved).all(|i| i.opened_at < at(600)));
+    assert!(
+        w.incidents
+            .iter()
+            .filter(|i| i.status != IncidentStatus::Resolved)
+            .all(|i| i.opened_at < at(600))
+    );
 }
 
 #[test]
 fn out_of_order_samples_within_the_bound_give_the_same_incidents() {
-    let sequence: Vec<(i64, Value)> = (0..36).map(|i| (i * 10, json!({"error_rate": if i >= 6 { 0.3 } else { 0.0 }}))).collect();
+    let sequence: Vec<(i64, Value)> =
+        (0..36).map(|i| (i * 10, json!({"error_rate": if i >= 6 { 0.3 } else { 0.0 }}))).collect();
     let mut in_order = World::new();
     for (t, f) in &sequence {
         in_order.metric(*t, f.clone());
@@ -236,7 +293,11 @@ fn out_of_order_samples_within_the_bound_give_the_same_incidents() {
     for i in order {
         shuffled.metric(sequence[i].0, sequence[i].1.clone());
     }
-    assert_eq!(in_order.opened(), vec![IncidentKind::HighErrorRate], "the error rate explains the SLO burn");
+    assert_eq!(
+        in_order.opened(),
+        vec![IncidentKind::HighErrorRate],
+        "the error rate explains the SLO burn"
+    );
     assert_eq!(shuffled.opened(), in_order.opened());
 }
 
@@ -244,11 +305,20 @@ fn out_of_order_samples_within_the_bound_give_the_same_incidents() {
 fn samples_beyond_the_lateness_bound_are_refused_with_a_reason() {
     let mut w = World::new();
     w.metric(600, json!({"error_rate": 0.0}));
-    let m: MetricSample = serde_json::from_value(json!({"service": "api", "env": "prod", "error_rate": 0.9, "timestamp": at(0).to_string()})).unwrap();
+    let m: MetricSample = serde_json::from_value(
+        json!({"service": "api", "env": "prod", "error_rate": 0.9, "timestamp": at(0).to_string()}),
+    )
+    .unwrap();
     let err = w.state.on_metric(&m, &w.config, "x", at(600)).unwrap_err();
     assert_eq!(err.to_string(), "600 s behind this service's newest sample (2026-11-22T10:10:00Z)");
     let future: MetricSample = serde_json::from_value(json!({"service": "api", "env": "prod", "error_rate": 0.9, "timestamp": "2199-01-01T00:00:00Z"})).unwrap();
-    assert!(w.state.on_metric(&future, &w.config, "y", at(600)).unwrap_err().to_string().contains("ahead of this detector's clock"));
+    assert!(
+        w.state
+            .on_metric(&future, &w.config, "y", at(600))
+            .unwrap_err()
+            .to_string()
+            .contains("ahead of this detector's clock")
+    );
 }
 
 #[test]
@@ -260,7 +330,11 @@ fn a_thousand_bad_samples_make_one_incident_then_healthy_samples_resolve_it() {
     assert!(overload.len() <= 5, "updates are rate-limited: {}", overload.len());
     assert!(overload.iter().all(|i| i.incident_id == overload[0].incident_id));
     w.metrics(1000, 1002, 1, json!({"cpu_percent": 20}));
-    assert_ne!(w.statuses(IncidentKind::Overload).last(), Some(&IncidentStatus::Resolved), "two healthy samples are not enough");
+    assert_ne!(
+        w.statuses(IncidentKind::Overload).last(),
+        Some(&IncidentStatus::Resolved),
+        "two healthy samples are not enough"
+    );
     w.metric(1002, json!({"cpu_percent": 20}));
     let last = *w.of(IncidentKind::Overload).last().unwrap();
     assert_eq!(last.status, IncidentStatus::Resolved);
@@ -274,12 +348,19 @@ fn a_flapping_incident_reopens_under_its_own_id_and_needs_longer_to_resolve() {
     w.metrics(30, 60, 10, json!({"crash_looping": false}));
     w.metrics(60, 90, 10, json!({"crash_looping": true}));
     let crash = w.of(IncidentKind::CrashLoop);
-    assert_eq!(crash.iter().map(|i| i.status).collect::<Vec<_>>(), [IncidentStatus::Opened, IncidentStatus::Resolved, IncidentStatus::Opened]);
+    assert_eq!(
+        crash.iter().map(|i| i.status).collect::<Vec<_>>(),
+        [IncidentStatus::Opened, IncidentStatus::Resolved, IncidentStatus::Opened]
+    );
     assert_eq!(crash[2].incident_id, crash[0].incident_id);
     assert_eq!(crash[2].reopen_count, 1);
     let first_id = crash[0].incident_id;
     w.metrics(90, 140, 10, json!({"crash_looping": false}));
-    assert_eq!(w.of(IncidentKind::CrashLoop).len(), 3, "five healthy samples do not resolve a reopened incident");
+    assert_eq!(
+        w.of(IncidentKind::CrashLoop).len(),
+        3,
+        "five healthy samples do not resolve a reopened incident"
+    );
     w.metric(140, json!({"crash_looping": false}));
     assert_eq!(w.of(IncidentKind::CrashLoop).last().unwrap().status, IncidentStatus::Resolved);
     // Long after the flap window a new crash is a new incident.
@@ -295,10 +376,26 @@ fn a_regression_after_a_deploy_names_the_suspect_version() {
         regression: bool,
     }
     let cases = [
-        Case { name: "errors quadrupled above the floor", after: json!({"error_rate": 0.02, "p95_latency_ms": 200}), regression: true },
-        Case { name: "latency doubled", after: json!({"error_rate": 0.005, "p95_latency_ms": 450}), regression: true },
-        Case { name: "unchanged", after: json!({"error_rate": 0.005, "p95_latency_ms": 200}), regression: false },
-        Case { name: "doubled but under the 1 % floor", after: json!({"error_rate": 0.008, "p95_latency_ms": 200}), regression: false },
+        Case {
+            name: "errors quadrupled above the floor",
+            after: json!({"error_rate": 0.02, "p95_latency_ms": 200}),
+            regression: true,
+        },
+        Case {
+            name: "latency doubled",
+            after: json!({"error_rate": 0.005, "p95_latency_ms": 450}),
+            regression: true,
+        },
+        Case {
+            name: "unchanged",
+            after: json!({"error_rate": 0.005, "p95_latency_ms": 200}),
+            regression: false,
+        },
+        Case {
+            name: "doubled but under the 1 % floor",
+            after: json!({"error_rate": 0.008, "p95_latency_ms": 200}),
+            regression: false,
+        },
     ];
     for case in cases {
         let mut w = World::new();
@@ -323,7 +420,10 @@ fn a_rollback_resolves_the_regression_and_a_failed_deploy() {
     w.metrics(600, 900, 10, json!({"error_rate": 0.04}));
     w.deploy(900, "1.16.0", "1.15.0", "failed");
     assert_eq!(w.opened(), vec![IncidentKind::DeployRegression, IncidentKind::DeployFailed]);
-    assert!(w.of(IncidentKind::HighErrorRate).is_empty() && w.of(IncidentKind::SloBurn).is_empty(), "explained by the regression");
+    assert!(
+        w.of(IncidentKind::HighErrorRate).is_empty() && w.of(IncidentKind::SloBurn).is_empty(),
+        "explained by the regression"
+    );
     w.deploy(960, "1.14.2", "1.15.0", "rolled_back");
     assert_eq!(w.statuses(IncidentKind::DeployRegression).last(), Some(&IncidentStatus::Resolved));
     assert_eq!(w.statuses(IncidentKind::DeployFailed).last(), Some(&IncidentStatus::Resolved));
@@ -337,11 +437,22 @@ fn log_patterns_open_an_incident_naming_them_and_resolve_when_quiet() {
     w.log(6, "error", "write /data/wal: no space left on device");
     let opened = w.of(IncidentKind::LogPattern);
     assert_eq!(opened[0].summary, "log_pattern: out_of_memory");
-    assert!(signals(w.incidents.last().unwrap()).contains(&"log:disk_full"), "the second pattern is added");
+    assert!(
+        signals(w.incidents.last().unwrap()).contains(&"log:disk_full"),
+        "the second pattern is added"
+    );
     w.metrics(10, 300, 30, json!({"error_rate": 0.0}));
-    assert_ne!(w.statuses(IncidentKind::LogPattern).last(), Some(&IncidentStatus::Resolved), "still within the 5 min window");
+    assert_ne!(
+        w.statuses(IncidentKind::LogPattern).last(),
+        Some(&IncidentStatus::Resolved),
+        "still within the 5 min window"
+    );
     w.metric(310, json!({"error_rate": 0.0}));
-    assert_eq!(w.statuses(IncidentKind::LogPattern).last(), Some(&IncidentStatus::Resolved), "five quiet minutes");
+    assert_eq!(
+        w.statuses(IncidentKind::LogPattern).last(),
+        Some(&IncidentStatus::Resolved),
+        "five quiet minutes"
+    );
 }
 
 #[test]
@@ -375,7 +486,11 @@ fn an_action_followed_by_recovery_is_judged_recovered_with_its_time_to_recover()
     w.metrics(100, 400, 10, json!({"crash_looping": false}));
     let o = &w.outcomes[0];
     assert_eq!((o.recovered, o.proposal_id, o.incident_id), (true, Some(proposal), incident));
-    assert_eq!(o.time_to_recover_s, Some(20.0), "from the first sample after the action (t=60) to the resolution (t=80)");
+    assert_eq!(
+        o.time_to_recover_s,
+        Some(20.0),
+        "from the first sample after the action (t=60) to the resolution (t=80)"
+    );
     assert_eq!(w.outcomes.len(), 1);
 }
 
@@ -392,13 +507,18 @@ fn an_action_that_helps_only_briefly_or_fails_is_judged_not_recovered() {
     assert!(w.outcomes[0].detail.contains("came back"), "{}", w.outcomes[0].detail);
 
     w.executed(incident, "failed", 400);
-    assert!(!w.outcomes[1].recovered && w.outcomes[1].detail.contains("failed"), "{:?}", w.outcomes[1]);
+    assert!(
+        !w.outcomes[1].recovered && w.outcomes[1].detail.contains("failed"),
+        "{:?}",
+        w.outcomes[1]
+    );
 }
 
 #[test]
 fn state_saved_mid_incident_and_loaded_again_opens_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let table: agent_runtime::store::Table<ServiceState> = agent_runtime::store::Table::new("services");
+    let table: agent_runtime::store::Table<ServiceState> =
+        agent_runtime::store::Table::new("services");
     let mut w = World::new();
     w.metrics(0, 200, 10, json!({"error_rate": 0.2}));
     {
@@ -418,7 +538,13 @@ fn a_deploy_from_the_far_future_is_refused_and_does_not_blind_the_service() {
     let mut w = World::new();
     w.metric(0, json!({"error_rate": 0.0}));
     let d: DeployEvent = serde_json::from_value(json!({"service": "api", "env": "prod", "version": "9.9.9", "status": "succeeded", "timestamp": "2199-01-01T00:00:00Z"})).unwrap();
-    assert!(w.state.on_deploy(&d, &w.config, "x", at(0)).unwrap_err().to_string().contains("ahead of this detector's clock"));
+    assert!(
+        w.state
+            .on_deploy(&d, &w.config, "x", at(0))
+            .unwrap_err()
+            .to_string()
+            .contains("ahead of this detector's clock")
+    );
     w.metrics(10, 300, 10, json!({"cpu_percent": 99}));
     assert_eq!(w.opened(), vec![IncidentKind::Overload]);
 }
@@ -434,7 +560,12 @@ fn a_failed_deploy_long_ago_does_not_hide_new_errors() {
 #[test]
 fn an_explaining_incident_is_not_republished_for_every_sample() {
     let mut w = World::new();
-    w.metrics(0, 3000, 10, json!({"error_rate": 0.13, "p95_latency_ms": 1450, "crash_looping": true, "restarts": 4}));
+    w.metrics(
+        0,
+        3000,
+        10,
+        json!({"error_rate": 0.13, "p95_latency_ms": 1450, "crash_looping": true, "restarts": 4}),
+    );
     let crash = w.of(IncidentKind::CrashLoop);
     assert!(crash.len() <= 15, "{} publications for 300 samples", crash.len());
 }
@@ -446,7 +577,12 @@ fn an_slo_page_explained_by_the_error_rate_lends_it_its_severity_and_burn_rates(
     assert_eq!(w.opened(), vec![IncidentKind::HighErrorRate]);
     let latest = *w.of(IncidentKind::HighErrorRate).last().unwrap();
     assert_eq!(latest.severity, Severity::Critical, "the page's severity");
-    assert!(signals(latest).contains(&"burn_rate_5m") && signals(latest).contains(&"error_budget_consumed"), "{:?}", signals(latest));
+    assert!(
+        signals(latest).contains(&"burn_rate_5m")
+            && signals(latest).contains(&"error_budget_consumed"),
+        "{:?}",
+        signals(latest)
+    );
 }
 
 #[test]
@@ -507,10 +643,18 @@ fn a_crash_loop_resolves_from_samples_that_omit_crash_looping_once_the_reports_s
     let mut w = World::new();
     w.metric(0, json!({"crash_looping": true, "restarts": 4}));
     w.metrics(10, 60, 10, json!({"error_rate": 0.001, "p95_latency_ms": 120}));
-    assert_eq!(w.statuses(IncidentKind::CrashLoop), vec![IncidentStatus::Opened], "less than crash_quiet_s (60 s) since the report");
+    assert_eq!(
+        w.statuses(IncidentKind::CrashLoop),
+        vec![IncidentStatus::Opened],
+        "less than crash_quiet_s (60 s) since the report"
+    );
     w.metrics(60, 90, 10, json!({"error_rate": 0.001, "p95_latency_ms": 120}));
     let resolved = *w.of(IncidentKind::CrashLoop).last().unwrap();
-    assert_eq!(resolved.status, IncidentStatus::Resolved, "three quiet samples after the quiet period");
+    assert_eq!(
+        resolved.status,
+        IncidentStatus::Resolved,
+        "three quiet samples after the quiet period"
+    );
     assert_eq!(resolved.time_to_recover_s, Some(80.0));
 }
 
@@ -534,22 +678,34 @@ fn crash_reports_from_a_slower_source_do_not_make_the_incident_flap() {
     let mut w = World::new();
     // kube-state-metrics says crash_looping every 50 s; the app's exporter sends latency every 10 s.
     for t in (0..600).step_by(10) {
-        let fields = if t % 50 == 0 { json!({"crash_looping": true, "source": "ksm"}) } else { json!({"p95_latency_ms": 150, "source": "app"}) };
+        let fields = if t % 50 == 0 {
+            json!({"crash_looping": true, "source": "ksm"})
+        } else {
+            json!({"p95_latency_ms": 150, "source": "app"})
+        };
         w.metric(t, fields);
     }
     let statuses = w.statuses(IncidentKind::CrashLoop);
-    assert!(statuses[0] == IncidentStatus::Opened && !statuses.contains(&IncidentStatus::Resolved), "{statuses:?}");
+    assert!(
+        statuses[0] == IncidentStatus::Opened && !statuses.contains(&IncidentStatus::Resolved),
+        "{statuses:?}"
+    );
 }
 
 /// Every kind resolves from what a pipeline sends when the problem is gone: no kind needs a
 /// field the pipeline only sends while something is wrong.
 #[test]
 fn every_kind_resolves_from_the_fields_a_pipeline_actually_sends() {
-    let resolved = |w: &World, kind: IncidentKind| w.statuses(kind).last() == Some(&IncidentStatus::Resolved);
+    let resolved =
+        |w: &World, kind: IncidentKind| w.statuses(kind).last() == Some(&IncidentStatus::Resolved);
     // Errors, latency and saturation: the signal's own healthy readings.
     for (kind, bad, good) in [
         (IncidentKind::HighErrorRate, json!({"error_rate": 0.2}), json!({"error_rate": 0.001})),
-        (IncidentKind::HighLatency, json!({"p95_latency_ms": 1500}), json!({"p95_latency_ms": 150})),
+        (
+            IncidentKind::HighLatency,
+            json!({"p95_latency_ms": 1500}),
+            json!({"p95_latency_ms": 150}),
+        ),
         (IncidentKind::Overload, json!({"cpu_percent": 97}), json!({"cpu_percent": 40})),
     ] {
         let mut w = World::new();
@@ -586,22 +742,37 @@ fn a_rollback_a_real_backend_carried_out_ends_a_failed_deploy_and_a_dry_run_does
         w.deploy(10, "2.0.0", "1.9.0", "failed");
         let incident = w.of(IncidentKind::DeployFailed)[0].incident_id;
         w.executed_by(incident, "rollback", backend, "executed", 20);
-        assert_eq!(w.statuses(IncidentKind::DeployFailed).last() == Some(&IncidentStatus::Resolved), ends, "{backend}");
+        assert_eq!(
+            w.statuses(IncidentKind::DeployFailed).last() == Some(&IncidentStatus::Resolved),
+            ends,
+            "{backend}"
+        );
     }
 }
 
 /// A deploy is the suspect of a new problem only with evidence against it.
 #[test]
 fn a_deploy_is_a_suspect_only_when_the_problem_is_worse_after_it_than_before() {
-    let suspect = |w: &World, kind: IncidentKind| w.of(kind).first().and_then(|i| i.suspect_version.clone());
+    let suspect =
+        |w: &World, kind: IncidentKind| w.of(kind).first().and_then(|i| i.suspect_version.clone());
     // Healthy for 10 minutes, deploy, then a crash loop: implicated, with the evidence listed.
     let mut w = World::new();
     w.metrics(0, 600, 10, json!({"error_rate": 0.001, "cpu_percent": 40, "crash_looping": false}));
     w.deploy(600, "1.2.0", "1.1.0", "succeeded");
     w.metrics(900, 960, 10, json!({"crash_looping": true, "restarts": 3}));
     assert_eq!(suspect(&w, IncidentKind::CrashLoop).as_deref(), Some("1.2.0"));
-    let e = w.of(IncidentKind::CrashLoop)[0].evidence.iter().find(|e| e.signal == "deploy_implicated").unwrap().clone();
-    assert!(e.detail.contains("1.2.0 deployed (from 1.1.0) 300 s before") && e.detail.contains("no crash loop was reported"), "{}", e.detail);
+    let e = w.of(IncidentKind::CrashLoop)[0]
+        .evidence
+        .iter()
+        .find(|e| e.signal == "deploy_implicated")
+        .unwrap()
+        .clone();
+    assert!(
+        e.detail.contains("1.2.0 deployed (from 1.1.0) 300 s before")
+            && e.detail.contains("no crash loop was reported"),
+        "{}",
+        e.detail
+    );
 
     // Crashing before the deploy already: the deploy did not cause it.
     let mut w = World::new();
@@ -619,7 +790,11 @@ fn a_deploy_is_a_suspect_only_when_the_problem_is_worse_after_it_than_before() {
         let id = w.input();
         w.state.on_deploy(&d, &w.config, &id, d.timestamp).unwrap();
         w.metrics(700, 760, 10, json!({"crash_looping": true}));
-        assert_eq!(suspect(&w, IncidentKind::CrashLoop), None, "previous {prev:?}, observed from {observed_from}");
+        assert_eq!(
+            suspect(&w, IncidentKind::CrashLoop),
+            None,
+            "previous {prev:?}, observed from {observed_from}"
+        );
     }
 
     // An overload can implicate a deploy too: CPU well above its level before the deploy.
@@ -657,7 +832,10 @@ fn a_recovery_that_does_not_hold_through_the_flap_window_is_revised_to_not_recov
     w.metrics(600, 700, 10, json!({"crash_looping": true}));
     assert_eq!(w.outcomes.len(), 2, "{:?}", w.outcomes);
     let revised = &w.outcomes[1];
-    assert_eq!((revised.recovered, revised.revised, revised.proposal_id), (false, true, Some(proposal)));
+    assert_eq!(
+        (revised.recovered, revised.revised, revised.proposal_id),
+        (false, true, Some(proposal))
+    );
     assert!(revised.detail.contains("did not hold"), "{}", revised.detail);
 
     // A recovery that holds past the flap window is never revised.
@@ -688,6 +866,9 @@ fn an_action_run_during_anothers_window_supersedes_it_and_takes_the_credit() {
     w.metrics(110, 500, 10, json!({"crash_looping": false}));
     let judged: Vec<_> = w.outcomes.iter().skip(1).map(|o| (o.proposal_id, o.recovered)).collect();
     assert!(judged.contains(&(Some(second), true)), "{judged:?}");
-    assert!(judged.iter().all(|(p, _)| *p != Some(first)), "the first is judged once, as superseded");
+    assert!(
+        judged.iter().all(|(p, _)| *p != Some(first)),
+        "the first is judged once, as superseded"
+    );
     assert!(judged.contains(&(Some(noop), true)), "{judged:?}");
 }

@@ -25,12 +25,14 @@ pub use risk_model::{draft, learning, model};
 use std::collections::HashMap;
 
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs, RuntimeError};
+use agent_runtime::{
+    AgentSpec, Context, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs, RuntimeError,
+};
 use bus_schema::proof::ProofKind;
 
 use bus_schema::{
-    AgentName, Contract, ContractRequest, ContractStatus, CounterProposal, DeployEvent, Guardrails, Inbound, Incident, RejectReason, Timestamp, Uuid, Validate,
-    subject,
+    AgentName, Contract, ContractRequest, ContractStatus, CounterProposal, DeployEvent, Guardrails,
+    Inbound, Incident, RejectReason, Timestamp, Uuid, Validate, subject,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -75,7 +77,10 @@ impl Stored {
 
     /// Open for negotiation, a freeze or a newer draft: not yet deploying, not closed.
     fn is_open(&self) -> bool {
-        matches!(self.contract.status, ContractStatus::Draft | ContractStatus::Negotiated | ContractStatus::Accepted)
+        matches!(
+            self.contract.status,
+            ContractStatus::Draft | ContractStatus::Negotiated | ContractStatus::Accepted
+        )
     }
 }
 
@@ -114,13 +119,20 @@ fn key(env: &impl std::fmt::Display, service: &impl std::fmt::Display) -> String
 fn check_valid(contract: &Contract, what: &str) -> Result<(), HandleError> {
     contract.validate().map_err(|e| HandleError::Reject {
         reason: RejectReason::Refused,
-        message: format!("the {what} contract {} would not pass validation ({e}); nothing was published", contract.contract_id),
+        message: format!(
+            "the {what} contract {} would not pass validation ({e}); nothing was published",
+            contract.contract_id
+        ),
     })
 }
 
 impl Negotiator {
     pub fn load(store: Store) -> Result<Self, RuntimeError> {
-        let contracts = store.scan(&CONTRACTS)?.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        let contracts = store
+            .scan(&CONTRACTS)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+            .collect();
         let model = store.get(&MODEL, SINGLETON)?.unwrap_or_default();
         let learner = store.get(&LEARNER, SINGLETON)?.unwrap_or_default();
         let budgets = store.scan(&BUDGETS)?.into_iter().collect();
@@ -128,7 +140,12 @@ impl Negotiator {
     }
 
     /// Publishes a contract (a draft or a status change), its proof record first.
-    async fn publish(ctx: &mut Context<'_>, kind: ProofKind, contract: &Contract, extra: serde_json::Value) -> Result<(), HandleError> {
+    async fn publish(
+        ctx: &mut Context<'_>,
+        kind: ProofKind,
+        contract: &Contract,
+        extra: serde_json::Value,
+    ) -> Result<(), HandleError> {
         let mut detail = json!({
             "contract_id": contract.contract_id,
             "deployment_id": contract.deployment_id,
@@ -140,8 +157,10 @@ impl Negotiator {
         if let (Some(d), Some(e)) = (detail.as_object_mut(), extra.as_object()) {
             d.extend(e.clone());
         }
-        ctx.prove(ProofDraft::new(kind).scope(&contract.env, &contract.service).detail(detail)).await?;
-        ctx.publish(&subject::CONTRACTS.subject(&contract.env, &contract.service), contract).await?;
+        ctx.prove(ProofDraft::new(kind).scope(&contract.env, &contract.service).detail(detail))
+            .await?;
+        ctx.publish(&subject::CONTRACTS.subject(&contract.env, &contract.service), contract)
+            .await?;
         Ok(())
     }
 
@@ -177,9 +196,17 @@ impl Negotiator {
         Ok(())
     }
 
-    async fn on_request(&mut self, ctx: &mut Context<'_>, req: ContractRequest) -> Result<(), HandleError> {
+    async fn on_request(
+        &mut self,
+        ctx: &mut Context<'_>,
+        req: ContractRequest,
+    ) -> Result<(), HandleError> {
         let budget = self.budgets.get(&key(&req.env, &req.service)).copied();
-        let inputs = DraftInputs { history: self.learner.history(req.env.as_str(), req.service.as_str()), model: &self.model, budget_remaining: budget };
+        let inputs = DraftInputs {
+            history: self.learner.history(req.env.as_str(), req.service.as_str()),
+            model: &self.model,
+            budget_remaining: budget,
+        };
         let now = Timestamp::now();
         let contract = draft::draft(&req, &inputs, &ctx.meta().input_id.clone(), now);
         check_valid(&contract, "drafted")?;
@@ -197,44 +224,89 @@ impl Negotiator {
             .contracts
             .values()
             .filter(|s| s.is_open() && s.contract.contract_id != contract.contract_id)
-            .filter(|s| (&s.contract.env, &s.contract.service, &s.contract.deployment_id) == (&contract.env, &contract.service, &contract.deployment_id))
+            .filter(|s| {
+                (&s.contract.env, &s.contract.service, &s.contract.deployment_id)
+                    == (&contract.env, &contract.service, &contract.deployment_id)
+            })
             .cloned()
             .collect();
         let mut pending = Pending::default();
         for stored in older {
-            let Ok(mut steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Superseded(contract.contract_id), now) else { continue };
+            let Ok(mut steps) = lifecycle::apply(
+                &stored.contract,
+                LifecycleEvent::Superseded(contract.contract_id),
+                now,
+            ) else {
+                continue;
+            };
             let Some(superseded) = steps.pop() else { continue };
-            Self::publish(ctx, ProofKind::ContractStatusChanged, &superseded, json!({"superseded_by": contract.contract_id})).await?;
+            Self::publish(
+                ctx,
+                ProofKind::ContractStatusChanged,
+                &superseded,
+                json!({"superseded_by": contract.contract_id}),
+            )
+            .await?;
             pending.contracts.push(Stored { contract: superseded, ..stored });
         }
         let mut learner = self.learner.clone();
         learner.remember(&contract);
         pending.learner = Some(learner);
-        pending.contracts.push(Stored { facts: draft::facts(&req), drafted: Some(contract.guardrails.clone()), contract, rounds: 0 });
+        pending.contracts.push(Stored {
+            facts: draft::facts(&req),
+            drafted: Some(contract.guardrails.clone()),
+            contract,
+            rounds: 0,
+        });
         self.commit(pending)
     }
 
     /// Feeds labels to `model`, each on the proof log.
-    async fn learn(ctx: &mut Context<'_>, model: &mut Model, labels: Vec<Label>, env: &bus_schema::Env, service: &bus_schema::ServiceName) -> Result<(), HandleError> {
+    async fn learn(
+        ctx: &mut Context<'_>,
+        model: &mut Model,
+        labels: Vec<Label>,
+        env: &bus_schema::Env,
+        service: &bus_schema::ServiceName,
+    ) -> Result<(), HandleError> {
         for label in labels {
             let before = model.predict(&label.factors);
             model.learn(&label.factors, label.failed, label.at);
             let after = model.predict(&label.factors);
             let factors: Vec<&str> = label.factors.iter().map(|f| f.name.as_str()).collect();
             let detail = json!({"model": "deploy_risk", "failed": label.failed, "factors": factors, "predicted_before": before, "predicted_after": after, "observations": model.observations()});
-            ctx.prove(ProofDraft::new(ProofKind::PolicyLearned).scope(env, service).detail(detail)).await?;
+            ctx.prove(ProofDraft::new(ProofKind::PolicyLearned).scope(env, service).detail(detail))
+                .await?;
         }
         Ok(())
     }
 
-    async fn on_deploy(&mut self, ctx: &mut Context<'_>, d: DeployEvent) -> Result<(), HandleError> {
+    async fn on_deploy(
+        &mut self,
+        ctx: &mut Context<'_>,
+        d: DeployEvent,
+    ) -> Result<(), HandleError> {
         let now = Timestamp::now();
-        let matching: Vec<Stored> = self.contracts.values().filter(|s| lifecycle::matches(&s.contract, &d)).cloned().collect();
+        let matching: Vec<Stored> = self
+            .contracts
+            .values()
+            .filter(|s| lifecycle::matches(&s.contract, &d))
+            .cloned()
+            .collect();
         let mut pending = Pending::default();
         for stored in matching {
-            let Ok(steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Deploy(&d), now) else { continue };
+            let Ok(steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Deploy(&d), now)
+            else {
+                continue;
+            };
             for step in &steps {
-                Self::publish(ctx, ProofKind::ContractStatusChanged, step, json!({"deploy_status": d.status})).await?;
+                Self::publish(
+                    ctx,
+                    ProofKind::ContractStatusChanged,
+                    step,
+                    json!({"deploy_status": d.status}),
+                )
+                .await?;
             }
             if let Some(last) = steps.into_iter().last() {
                 pending.contracts.push(Stored { contract: last, ..stored });
@@ -244,7 +316,8 @@ impl Negotiator {
         // Learned in event time, but never past this clock: a future-stamped event would
         // otherwise end quiet windows early.
         let (mut learner, mut model) = (self.learner.clone(), self.model.clone());
-        let labels = learner.on_deploy(&DeployEvent { timestamp: d.timestamp.min(now), ..d.clone() });
+        let labels =
+            learner.on_deploy(&DeployEvent { timestamp: d.timestamp.min(now), ..d.clone() });
         Self::learn(ctx, &mut model, labels, &d.env, &d.service).await?;
         (pending.learner, pending.model) = (Some(learner), Some(model));
         self.commit(pending)
@@ -252,7 +325,8 @@ impl Negotiator {
 
     async fn on_incident(&mut self, ctx: &mut Context<'_>, i: Incident) -> Result<(), HandleError> {
         let mut learner = self.learner.clone();
-        let labels = learner.on_incident(&Incident { opened_at: i.opened_at.min(Timestamp::now()), ..i.clone() });
+        let labels = learner
+            .on_incident(&Incident { opened_at: i.opened_at.min(Timestamp::now()), ..i.clone() });
         let mut model = self.model.clone();
         Self::learn(ctx, &mut model, labels, &i.env, &i.service).await?;
         self.commit(Pending { learner: Some(learner), model: Some(model), ..Pending::default() })
@@ -261,19 +335,41 @@ impl Negotiator {
     /// While the budget is spent, every open contract of the service is rejected (urgent
     /// fixes and deploys under way excepted); the budget is stored with the rejections, after
     /// they are published, so a failed publish is retried rather than forgotten.
-    async fn on_slo(&mut self, ctx: &mut Context<'_>, s: bus_schema::SloStatus) -> Result<(), HandleError> {
-        let mut pending = Pending { budget: Some((key(&s.env, &s.service), s.budget_remaining)), ..Pending::default() };
+    async fn on_slo(
+        &mut self,
+        ctx: &mut Context<'_>,
+        s: bus_schema::SloStatus,
+    ) -> Result<(), HandleError> {
+        let mut pending = Pending {
+            budget: Some((key(&s.env, &s.service), s.budget_remaining)),
+            ..Pending::default()
+        };
         if draft::budget_spent(Some(s.budget_remaining)) {
             let open: Vec<Stored> = self
                 .contracts
                 .values()
-                .filter(|c| c.contract.env == s.env && c.contract.service == s.service && !c.facts.urgent && c.is_open())
+                .filter(|c| {
+                    c.contract.env == s.env
+                        && c.contract.service == s.service
+                        && !c.facts.urgent
+                        && c.is_open()
+                })
                 .cloned()
                 .collect();
             for stored in open {
-                let Ok(mut steps) = lifecycle::apply(&stored.contract, LifecycleEvent::Freeze, Timestamp::now()) else { continue };
+                let Ok(mut steps) =
+                    lifecycle::apply(&stored.contract, LifecycleEvent::Freeze, Timestamp::now())
+                else {
+                    continue;
+                };
                 let Some(rejected) = steps.pop() else { continue };
-                Self::publish(ctx, ProofKind::ContractStatusChanged, &rejected, json!({"budget_remaining": s.budget_remaining})).await?;
+                Self::publish(
+                    ctx,
+                    ProofKind::ContractStatusChanged,
+                    &rejected,
+                    json!({"budget_remaining": s.budget_remaining}),
+                )
+                .await?;
                 pending.contracts.push(Stored { contract: rejected, ..stored });
             }
         }
@@ -281,26 +377,56 @@ impl Negotiator {
     }
 
     /// One negotiation round: judged, recorded, and the changed contract published.
-    async fn on_counter(&mut self, ctx: &mut Context<'_>, counter: CounterProposal) -> Result<Reply, HandleError> {
+    async fn on_counter(
+        &mut self,
+        ctx: &mut Context<'_>,
+        counter: CounterProposal,
+    ) -> Result<Reply, HandleError> {
         let Some(stored) = self.contracts.get(&counter.contract_id).cloned() else {
-            return Err(HandleError::Reject { reason: RejectReason::Refused, message: format!("no contract {} is known to the negotiator", counter.contract_id) });
+            return Err(HandleError::Reject {
+                reason: RejectReason::Refused,
+                message: format!("no contract {} is known to the negotiator", counter.contract_id),
+            });
         };
         let round = stored.rounds + 1;
-        let facts = NegotiationFacts::new(&stored.facts, stored.drafted(), self.budgets.get(&key(&counter.env, &counter.service)).copied());
-        let (reply, contract) = negotiate::negotiate(&stored.contract, &counter, &facts, round, Timestamp::now());
+        let facts = NegotiationFacts::new(
+            &stored.facts,
+            stored.drafted(),
+            self.budgets.get(&key(&counter.env, &counter.service)).copied(),
+        );
+        let (reply, contract) =
+            negotiate::negotiate(&stored.contract, &counter, &facts, round, Timestamp::now());
         if contract != stored.contract {
             check_valid(&contract, "negotiated")?;
         }
-        let decisions: Vec<serde_json::Value> = reply.decisions.iter().map(|d| json!({"ask": d.ask, "accepted": d.accepted, "reason": d.reason})).collect();
+        let decisions: Vec<serde_json::Value> = reply
+            .decisions
+            .iter()
+            .map(|d| json!({"ask": d.ask, "accepted": d.accepted, "reason": d.reason}))
+            .collect();
         let detail = json!({
             "contract_id": counter.contract_id, "round": round, "requested_by": counter.requested_by, "justification": counter.justification,
             "accepted": reply.accepted, "reason": reply.reason, "decisions": decisions, "status": contract.status, "revision": contract.revision,
         });
-        ctx.prove(ProofDraft::new(ProofKind::ContractNegotiated).scope(&counter.env, &counter.service).detail(detail)).await?;
+        ctx.prove(
+            ProofDraft::new(ProofKind::ContractNegotiated)
+                .scope(&counter.env, &counter.service)
+                .detail(detail),
+        )
+        .await?;
         if contract != stored.contract {
-            Self::publish(ctx, ProofKind::ContractStatusChanged, &contract, json!({"round": round})).await?;
+            Self::publish(
+                ctx,
+                ProofKind::ContractStatusChanged,
+                &contract,
+                json!({"round": round}),
+            )
+            .await?;
         }
-        self.commit(Pending { contracts: vec![Stored { contract, rounds: round, ..stored }], ..Pending::default() })?;
+        self.commit(Pending {
+            contracts: vec![Stored { contract, rounds: round, ..stored }],
+            ..Pending::default()
+        })?;
         Reply::of(&reply)
     }
 }
@@ -316,14 +442,26 @@ impl Handler for Negotiator {
         }
     }
 
-    async fn respond(&mut self, ctx: &mut Context<'_>, request: Request) -> Result<Reply, HandleError> {
+    async fn respond(
+        &mut self,
+        ctx: &mut Context<'_>,
+        request: Request,
+    ) -> Result<Reply, HandleError> {
         match request {
             Request::Input(input) => match *input {
                 Inbound::Negotiate(counter) => self.on_counter(ctx, counter).await,
-                other => Err(HandleError::Reject { reason: RejectReason::Refused, message: format!("not a counter-proposal: {other:?}") }),
+                other => Err(HandleError::Reject {
+                    reason: RejectReason::Refused,
+                    message: format!("not a counter-proposal: {other:?}"),
+                }),
             },
-            Request::Query(subject) if subject.starts_with("cn.model.") => Reply::of(&self.model.stats()),
-            Request::Query(subject) => Err(HandleError::Reject { reason: RejectReason::InvalidSubject, message: format!("nothing is answered on {subject}") }),
+            Request::Query(subject) if subject.starts_with("cn.model.") => {
+                Reply::of(&self.model.stats())
+            }
+            Request::Query(subject) => Err(HandleError::Reject {
+                reason: RejectReason::InvalidSubject,
+                message: format!("nothing is answered on {subject}"),
+            }),
         }
     }
 }

@@ -18,7 +18,9 @@
 //!
 //! Each transition returns the contracts to publish, in order, one per status change.
 
-use bus_schema::{Contract, ContractStatus, DeployEvent, DeployStatus, ReasonCode, Timestamp, Uuid};
+use bus_schema::{
+    Contract, ContractStatus, DeployEvent, DeployStatus, ReasonCode, Timestamp, Uuid,
+};
 
 /// What happened to a contract.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +51,10 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 pub fn is_terminal(status: ContractStatus) -> bool {
-    matches!(status, ContractStatus::Completed | ContractStatus::RolledBack | ContractStatus::Rejected)
+    matches!(
+        status,
+        ContractStatus::Completed | ContractStatus::RolledBack | ContractStatus::Rejected
+    )
 }
 
 /// Whether a deploy event is about this contract ([`Contract::covers`]).
@@ -66,7 +71,12 @@ fn step(contract: &Contract, status: ContractStatus, reason: &str, now: Timestam
 }
 
 /// The negotiated revision of `contract`: status negotiated, revision + 1.
-pub fn revise(contract: &Contract, revised: Contract, reason: &str, now: Timestamp) -> Result<Contract, Refused> {
+pub fn revise(
+    contract: &Contract,
+    revised: Contract,
+    reason: &str,
+    now: Timestamp,
+) -> Result<Contract, Refused> {
     match contract.status {
         ContractStatus::Draft | ContractStatus::Negotiated => Ok(Contract {
             status: ContractStatus::Negotiated,
@@ -75,24 +85,35 @@ pub fn revise(contract: &Contract, revised: Contract, reason: &str, now: Timesta
             updated_at: now,
             ..revised
         }),
-        other => Err(refuse(contract, format!("only draft or negotiated contracts can be negotiated, not {other}"))),
+        other => Err(refuse(
+            contract,
+            format!("only draft or negotiated contracts can be negotiated, not {other}"),
+        )),
     }
 }
 
 /// Applies one event; returns the status changes to publish, in order.
-pub fn apply(contract: &Contract, event: LifecycleEvent<'_>, now: Timestamp) -> Result<Vec<Contract>, Refused> {
+pub fn apply(
+    contract: &Contract,
+    event: LifecycleEvent<'_>,
+    now: Timestamp,
+) -> Result<Vec<Contract>, Refused> {
     use ContractStatus as S;
     if is_terminal(contract.status) {
         return Err(refuse(contract, "the contract is closed; draft a new one"));
     }
     match event {
         LifecycleEvent::Accepted => match contract.status {
-            S::Draft | S::Negotiated => Ok(vec![step(contract, S::Accepted, "accepted by the developer", now)]),
+            S::Draft | S::Negotiated => {
+                Ok(vec![step(contract, S::Accepted, "accepted by the developer", now)])
+            }
             S::Accepted => Err(refuse(contract, "already accepted")),
             _ => Err(refuse(contract, "the deploy is under way")),
         },
         LifecycleEvent::Freeze => match contract.status {
-            S::Deploying => Err(refuse(contract, "a deploy in progress is governed by its canary guardrails")),
+            S::Deploying => {
+                Err(refuse(contract, "a deploy in progress is governed by its canary guardrails"))
+            }
             _ => Ok(vec![step(contract, S::Rejected, ReasonCode::ErrorBudgetFreeze.as_str(), now)]),
         },
         LifecycleEvent::Superseded(newer) => match contract.status {
@@ -106,7 +127,8 @@ pub fn apply(contract: &Contract, event: LifecycleEvent<'_>, now: Timestamp) -> 
             let mut out = Vec::new();
             let mut current = contract.clone();
             if matches!(current.status, S::Draft | S::Negotiated) {
-                current = step(&current, S::Accepted, "accepted implicitly: the deploy started", now);
+                current =
+                    step(&current, S::Accepted, "accepted implicitly: the deploy started", now);
                 out.push(current.clone());
             }
             if current.status == S::Accepted {
@@ -114,7 +136,9 @@ pub fn apply(contract: &Contract, event: LifecycleEvent<'_>, now: Timestamp) -> 
                 out.push(current.clone());
             }
             let end = match ev.status {
-                DeployStatus::Started if contract.status == S::Deploying => return Err(refuse(contract, "already deploying")),
+                DeployStatus::Started if contract.status == S::Deploying => {
+                    return Err(refuse(contract, "already deploying"));
+                }
                 DeployStatus::Started => None,
                 DeployStatus::Succeeded => Some((S::Completed, "the deploy succeeded")),
                 DeployStatus::Failed => Some((S::RolledBack, "the deploy failed")),
@@ -178,15 +202,23 @@ mod tests {
             (S::Deploying, LifecycleEvent::Deploy(&succeeded), vec![S::Completed]),
             (S::Deploying, LifecycleEvent::Deploy(&failed), vec![S::RolledBack]),
             (S::Deploying, LifecycleEvent::Deploy(&rolled_back), vec![S::RolledBack]),
-            (S::Negotiated, LifecycleEvent::Deploy(&succeeded), vec![S::Accepted, S::Deploying, S::Completed]),
+            (
+                S::Negotiated,
+                LifecycleEvent::Deploy(&succeeded),
+                vec![S::Accepted, S::Deploying, S::Completed],
+            ),
         ];
         for (from, event, want) in table {
             assert_eq!(statuses(apply(&contract(from), event, now())), want, "{from} on {event:?}");
         }
         let frozen = apply(&contract(S::Draft), LifecycleEvent::Freeze, now()).unwrap();
         assert_eq!(frozen[0].reason.as_deref(), Some("error_budget_freeze"));
-        let superseded = apply(&contract(S::Draft), LifecycleEvent::Superseded(Uuid::nil()), now()).unwrap();
-        assert_eq!(superseded[0].reason.as_deref(), Some("superseded by 00000000-0000-0000-0000-000000000000"));
+        let superseded =
+            apply(&contract(S::Draft), LifecycleEvent::Superseded(Uuid::nil()), now()).unwrap();
+        assert_eq!(
+            superseded[0].reason.as_deref(),
+            Some("superseded by 00000000-0000-0000-0000-000000000000")
+        );
     }
 
     #[test]

@@ -4,5 +4,7 @@ use risk_negotiator::{Cli, Negotiator, spec};
 
 fn main() -> ExitCode {
     let cli: Cli = agent_runtime::config::parse_args();
-    agent_runtime::run_agent(spec(), cli.runtime, |agent| Ok(Negotiator::load(agent.store().clone())?))
+    agent_runtime::run_agent(spec(), cli.runtime, |agent| {
+        Ok(Negotiator::load(agent.store().clone())?)
+    })
 }

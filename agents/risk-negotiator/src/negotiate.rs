@@ -31,7 +31,8 @@
 //! and accepting is always possible.
 
 use bus_schema::{
-    Ask, AskDecision, Contract, ContractStatus, CounterProposal, Guardrails, NegotiationReply, ReasonCode, RiskLevel, Timestamp, ValidatorKind,
+    Ask, AskDecision, Contract, ContractStatus, CounterProposal, Guardrails, NegotiationReply,
+    ReasonCode, RiskLevel, Timestamp, ValidatorKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,15 +76,23 @@ impl NegotiationFacts {
 
 /// Checks that a counter-proposal can be negotiated at all; the error says why not.
 pub fn check_counter(contract: &Contract, counter: &CounterProposal) -> Result<(), String> {
-    if counter.contract_id != contract.contract_id || counter.env != contract.env || counter.service != contract.service {
-        return Err(format!("the counter-proposal is for another contract; this is {} for {}/{}", contract.contract_id, contract.env, contract.service));
+    if counter.contract_id != contract.contract_id
+        || counter.env != contract.env
+        || counter.service != contract.service
+    {
+        return Err(format!(
+            "the counter-proposal is for another contract; this is {} for {}/{}",
+            contract.contract_id, contract.env, contract.service
+        ));
     }
     if !counter.asks.is_empty() && counter.justification.trim().is_empty() {
         return Err("a justification is required: say why the contract should change".into());
     }
     let changes = contract.revision.saturating_sub(1);
     if !counter.asks.is_empty() && changes >= MAX_ROUNDS {
-        return Err(format!("the contract was changed {changes} times, the most allowed: accept it or request a new one"));
+        return Err(format!(
+            "the contract was changed {changes} times, the most allowed: accept it or request a new one"
+        ));
     }
     if !matches!(contract.status, ContractStatus::Draft | ContractStatus::Negotiated) {
         return Err(format!("the contract is {}: negotiation is closed", contract.status));
@@ -91,17 +100,28 @@ pub fn check_counter(contract: &Contract, counter: &CounterProposal) -> Result<(
     Ok(())
 }
 
-pub fn negotiate(contract: &Contract, counter: &CounterProposal, facts: &NegotiationFacts, round: u32, now: Timestamp) -> (NegotiationReply, Contract) {
-    let reply = |accepted: bool, decisions, changed: Option<&Contract>, reason: &str| NegotiationReply {
-        contract_id: contract.contract_id,
-        round,
-        accepted,
-        decisions,
-        contract: changed.cloned(),
-        reason: (!accepted).then(|| reason.chars().take(1000).collect()),
-    };
+pub fn negotiate(
+    contract: &Contract,
+    counter: &CounterProposal,
+    facts: &NegotiationFacts,
+    round: u32,
+    now: Timestamp,
+) -> (NegotiationReply, Contract) {
+    let reply =
+        |accepted: bool, decisions, changed: Option<&Contract>, reason: &str| NegotiationReply {
+            contract_id: contract.contract_id,
+            round,
+            accepted,
+            decisions,
+            contract: changed.cloned(),
+            reason: (!accepted).then(|| reason.chars().take(1000).collect()),
+        };
     let refuse_all = |reason: &str| -> Vec<AskDecision> {
-        counter.asks.iter().map(|ask| AskDecision { ask: ask.clone(), accepted: false, reason: reason.to_owned() }).collect()
+        counter
+            .asks
+            .iter()
+            .map(|ask| AskDecision { ask: ask.clone(), accepted: false, reason: reason.to_owned() })
+            .collect()
     };
     if let Err(why) = check_counter(contract, counter) {
         return (reply(false, refuse_all(&why), None, &why), contract.clone());
@@ -111,16 +131,26 @@ pub fn negotiate(contract: &Contract, counter: &CounterProposal, facts: &Negotia
             "{}: the service's error budget is spent, so nothing is negotiable until it recovers (security and P0 fixes are exempt)",
             ReasonCode::ErrorBudgetFreeze
         );
-        return match lifecycle::apply(contract, LifecycleEvent::Freeze, now).ok().and_then(|mut v| v.pop()) {
+        return match lifecycle::apply(contract, LifecycleEvent::Freeze, now)
+            .ok()
+            .and_then(|mut v| v.pop())
+        {
             Some(rejected) => (reply(false, refuse_all(why), Some(&rejected), why), rejected),
             None => (reply(false, refuse_all(why), None, why), contract.clone()),
         };
     }
     if counter.asks.is_empty() {
-        return match lifecycle::apply(contract, LifecycleEvent::Accepted, now).map(|mut v| v.pop()) {
+        return match lifecycle::apply(contract, LifecycleEvent::Accepted, now).map(|mut v| v.pop())
+        {
             Ok(Some(accepted)) => (reply(true, Vec::new(), Some(&accepted), ""), accepted),
-            Ok(None) => (reply(false, Vec::new(), None, "the contract cannot be accepted"), contract.clone()),
-            Err(refused) => (reply(false, Vec::new(), None, &format!("cannot accept: {refused}")), contract.clone()),
+            Ok(None) => (
+                reply(false, Vec::new(), None, "the contract cannot be accepted"),
+                contract.clone(),
+            ),
+            Err(refused) => (
+                reply(false, Vec::new(), None, &format!("cannot accept: {refused}")),
+                contract.clone(),
+            ),
         };
     }
     let mut working = contract.clone();
@@ -138,15 +168,23 @@ pub fn negotiate(contract: &Contract, counter: &CounterProposal, facts: &Negotia
         decisions.push(AskDecision { ask: ask.clone(), accepted, reason });
     }
     let all = decisions.iter().all(|d| d.accepted);
-    let refused: Vec<&str> = decisions.iter().filter(|d| !d.accepted).map(|d| d.reason.as_str()).collect();
-    let partly = format!("{} of {} asks refused: {}", refused.len(), decisions.len(), refused.join("; "));
+    let refused: Vec<&str> =
+        decisions.iter().filter(|d| !d.accepted).map(|d| d.reason.as_str()).collect();
+    let partly =
+        format!("{} of {} asks refused: {}", refused.len(), decisions.len(), refused.join("; "));
     if !changed {
         return (reply(all, decisions, None, &partly), contract.clone());
     }
-    let why: String = format!("negotiated with {}: {}", counter.requested_by, counter.justification.trim()).chars().take(500).collect();
+    let why: String =
+        format!("negotiated with {}: {}", counter.requested_by, counter.justification.trim())
+            .chars()
+            .take(500)
+            .collect();
     match lifecycle::revise(contract, working, &why, now) {
         Ok(revised) => (reply(all, decisions, Some(&revised), &partly), revised),
-        Err(refused) => (reply(false, refuse_all(&refused.reason), None, &refused.reason), contract.clone()),
+        Err(refused) => {
+            (reply(false, refuse_all(&refused.reason), None, &refused.reason), contract.clone())
+        }
     }
 }
 
@@ -160,7 +198,10 @@ fn confident(c: &Contract, what: &str) -> Result<(), String> {
     if c.risk.confidence >= MIN_CONFIDENCE {
         Ok(())
     } else {
-        Err(format!("{} risk with confidence {:.2} (below {MIN_CONFIDENCE}): {what} needs more evidence; add targets and describe the changes", c.risk.level, c.risk.confidence))
+        Err(format!(
+            "{} risk with confidence {:.2} (below {MIN_CONFIDENCE}): {what} needs more evidence; add targets and describe the changes",
+            c.risk.level, c.risk.confidence
+        ))
     }
 }
 
@@ -173,7 +214,9 @@ fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Chang
                 return Ok(Change::Nothing(format!("the canary already has {current} stages")));
             }
             let min = match level {
-                RiskLevel::Critical => return Err("critical risk: the canary is non-negotiable".into()),
+                RiskLevel::Critical => {
+                    return Err("critical risk: the canary is non-negotiable".into());
+                }
                 RiskLevel::High => return Err("high risk: the canary keeps all its stages".into()),
                 RiskLevel::Medium => 2,
                 RiskLevel::Low => 1,
@@ -182,49 +225,82 @@ fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Chang
                 return Err(format!("{level} risk: the canary needs at least {min} stages"));
             }
             confident(c, "a shorter canary")?;
-            c.canary = (0..stages).map(|i| if stages == 1 { current - 1 } else { i * (current - 1) / (stages - 1) }).filter_map(|i| c.canary.get(i).cloned()).collect();
+            c.canary = (0..stages)
+                .map(|i| if stages == 1 { current - 1 } else { i * (current - 1) / (stages - 1) })
+                .filter_map(|i| c.canary.get(i).cloned())
+                .collect();
             c.guardrails.max_traffic_step_percent = max_step(&c.canary);
-            Ok(Change::Applied(format!("{level} risk with confidence {:.2}: canary shortened to {stages} stages", c.risk.confidence)))
+            Ok(Change::Applied(format!(
+                "{level} risk with confidence {:.2}: canary shortened to {stages} stages",
+                c.risk.confidence
+            )))
         }
         Ask::SkipCanary => {
             match level {
-                RiskLevel::Critical => return Err("critical risk: the canary is non-negotiable".into()),
-                RiskLevel::High | RiskLevel::Medium => return Err(format!("{level} risk: only low-risk changes may skip the canary")),
+                RiskLevel::Critical => {
+                    return Err("critical risk: the canary is non-negotiable".into());
+                }
+                RiskLevel::High | RiskLevel::Medium => {
+                    return Err(format!("{level} risk: only low-risk changes may skip the canary"));
+                }
                 RiskLevel::Low => confident(c, "skipping the canary")?,
             }
             c.canary.clear();
             c.guardrails.max_traffic_step_percent = max_step(&c.canary);
-            Ok(Change::Applied(format!("low risk with confidence {:.2}: the canary is skipped; guardrails still apply", c.risk.confidence)))
+            Ok(Change::Applied(format!(
+                "low risk with confidence {:.2}: the canary is skipped; guardrails still apply",
+                c.risk.confidence
+            )))
         }
         Ask::RelaxGuardrail { guardrail, value } => relax(c, &facts.drafted, guardrail, *value),
         Ask::WaiveValidator { validator } => {
             let non_negotiable = match validator {
                 ValidatorKind::Tests => Some("tests are never waived"),
-                ValidatorKind::Canary if level == RiskLevel::Critical => Some("critical risk: the canary is non-negotiable"),
-                ValidatorKind::RollbackPlan if facts.touches_schema => Some("schema change: the rollback plan is non-negotiable"),
-                ValidatorKind::MigrationRollbackScript => Some("the migration rollback script is non-negotiable: a schema change must be reversible"),
-                ValidatorKind::SecurityReview if facts.touches_auth => Some("auth or permissions change: the security review is non-negotiable"),
+                ValidatorKind::Canary if level == RiskLevel::Critical => {
+                    Some("critical risk: the canary is non-negotiable")
+                }
+                ValidatorKind::RollbackPlan if facts.touches_schema => {
+                    Some("schema change: the rollback plan is non-negotiable")
+                }
+                ValidatorKind::MigrationRollbackScript => Some(
+                    "the migration rollback script is non-negotiable: a schema change must be reversible",
+                ),
+                ValidatorKind::SecurityReview if facts.touches_auth => {
+                    Some("auth or permissions change: the security review is non-negotiable")
+                }
                 _ => None,
             };
             if let Some(why) = non_negotiable {
                 return Err(why.to_owned());
             }
             if !c.validators.iter().any(|v| v.kind == *validator) {
-                return Ok(Change::Nothing(format!("{validator} is not required by this contract: nothing to waive")));
+                return Ok(Change::Nothing(format!(
+                    "{validator} is not required by this contract: nothing to waive"
+                )));
             }
             match level {
-                RiskLevel::High | RiskLevel::Critical => return Err(format!("{level} risk: validators stay until the risk is lower")),
+                RiskLevel::High | RiskLevel::Critical => {
+                    return Err(format!("{level} risk: validators stay until the risk is lower"));
+                }
                 RiskLevel::Medium => confident(c, "waiving a validator")?,
                 RiskLevel::Low => {}
             }
             c.validators.retain(|v| v.kind != *validator);
-            Ok(Change::Applied(format!("{level} risk with confidence {:.2}: {validator} waived", c.risk.confidence)))
+            Ok(Change::Applied(format!(
+                "{level} risk with confidence {:.2}: {validator} waived",
+                c.risk.confidence
+            )))
         }
     }
 }
 
 /// Relaxes or tightens one guardrail; a relax is bounded against the `drafted` value.
-fn relax(c: &mut Contract, drafted: &Guardrails, guardrail: &str, value: f64) -> Result<Change, String> {
+fn relax(
+    c: &mut Contract,
+    drafted: &Guardrails,
+    guardrail: &str,
+    value: f64,
+) -> Result<Change, String> {
     let g = &mut c.guardrails;
     let (slot, ceiling, base): (&mut f64, f64, f64) = match guardrail {
         "max_error_rate" => (&mut g.max_error_rate, MAX_ERROR_RATE, drafted.max_error_rate),
@@ -236,8 +312,17 @@ fn relax(c: &mut Contract, drafted: &Guardrails, guardrail: &str, value: f64) ->
             }
             None => return Err("this contract has no p99 guardrail to relax".into()),
         },
-        "max_traffic_step_percent" => return Err("the traffic step follows the canary plan: ask to shorten the canary instead".into()),
-        other => return Err(format!("unknown guardrail {other:?}; known: max_error_rate, max_p95_latency_ms, max_p99_latency_ms")),
+        "max_traffic_step_percent" => {
+            return Err(
+                "the traffic step follows the canary plan: ask to shorten the canary instead"
+                    .into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "unknown guardrail {other:?}; known: max_error_rate, max_p95_latency_ms, max_p99_latency_ms"
+            ));
+        }
     };
     if !value.is_finite() || value <= 0.0 {
         return Err(format!("{value} is not a usable limit for {guardrail}"));
@@ -248,7 +333,9 @@ fn relax(c: &mut Contract, drafted: &Guardrails, guardrail: &str, value: f64) ->
         return Ok(Change::Applied(format!("{guardrail} tightened to {value}: always welcome")));
     }
     let factor = match c.risk.level {
-        RiskLevel::High | RiskLevel::Critical => return Err(format!("{} risk: guardrails are not relaxed", c.risk.level)),
+        RiskLevel::High | RiskLevel::Critical => {
+            return Err(format!("{} risk: guardrails are not relaxed", c.risk.level));
+        }
         RiskLevel::Medium if c.risk.confidence < MIN_CONFIDENCE => RELAX_FACTOR_LOW_CONFIDENCE,
         _ => RELAX_FACTOR,
     };
@@ -260,7 +347,10 @@ fn relax(c: &mut Contract, drafted: &Guardrails, guardrail: &str, value: f64) ->
         ));
     }
     *slot = value;
-    Ok(Change::Applied(format!("{} risk: {guardrail} relaxed from {current} to {value}, within ×{factor} of the drafted {base}", c.risk.level)))
+    Ok(Change::Applied(format!(
+        "{} risk: {guardrail} relaxed from {current} to {value}, within ×{factor} of the drafted {base}",
+        c.risk.level
+    )))
 }
 
 #[cfg(test)]

@@ -60,12 +60,17 @@ pub struct Context {
 /// True when a deploy is implicated: the detector named a suspect version, or the kind is
 /// about a deploy.
 pub fn deploy_implicated(incident: &Incident) -> bool {
-    incident.suspect_version.is_some() || matches!(incident.kind, IncidentKind::DeployFailed | IncidentKind::DeployRegression)
+    incident.suspect_version.is_some()
+        || matches!(incident.kind, IncidentKind::DeployFailed | IncidentKind::DeployRegression)
 }
 
 impl Context {
     pub fn of(incident: &Incident) -> Self {
-        Self { kind: incident.kind, env: EnvClass::of(incident.env.as_str()), deploy: deploy_implicated(incident) }
+        Self {
+            kind: incident.kind,
+            env: EnvClass::of(incident.env.as_str()),
+            deploy: deploy_implicated(incident),
+        }
     }
 
     /// The key of what is learned for this context, e.g. `crash_loop/stage/deploy`.

@@ -25,7 +25,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bus_schema::{Action, ActionProposal, AgentName, Candidate, DeployEvent, Incident, IncidentStatus, Outcome, ReasonCode, Refusal, Timestamp, Uuid, derive_id};
+use bus_schema::{
+    Action, ActionProposal, AgentName, Candidate, DeployEvent, Incident, IncidentStatus, Outcome,
+    ReasonCode, Refusal, Timestamp, Uuid, derive_id,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -114,7 +117,14 @@ fn bounded(text: &str) -> String {
 
 impl Core {
     pub fn new(settings: Settings, values: Values, proposer: AgentName) -> Self {
-        Self { settings, values, memory: BTreeMap::new(), facts: BTreeMap::new(), proposer, dirty: Dirty::default() }
+        Self {
+            settings,
+            values,
+            memory: BTreeMap::new(),
+            facts: BTreeMap::new(),
+            proposer,
+            dirty: Dirty::default(),
+        }
     }
 
     /// What changed since the last call.
@@ -141,7 +151,12 @@ impl Core {
     }
 
     /// An incident as the detector published it; `correlation_id` is its chain.
-    pub fn on_incident(&mut self, incident: &Incident, correlation_id: &str, now: Timestamp) -> Vec<Effect> {
+    pub fn on_incident(
+        &mut self,
+        incident: &Incident,
+        correlation_id: &str,
+        now: Timestamp,
+    ) -> Vec<Effect> {
         let known = self.memory.get(&incident.incident_id).cloned();
         let first = known.is_none();
         let mut mem = known.unwrap_or_else(|| IncidentMemory::new(incident, correlation_id, now));
@@ -171,7 +186,11 @@ impl Core {
         let mut effects = Vec::new();
         if let Some(mut mem) = self.memory.get(&o.incident_id).cloned() {
             effects.extend(self.judge(&mut mem, proposal_id, o));
-            let trigger = if o.revised { format!("revised:{proposal_id}") } else { format!("outcome:{proposal_id}") };
+            let trigger = if o.revised {
+                format!("revised:{proposal_id}")
+            } else {
+                format!("outcome:{proposal_id}")
+            };
             let ours = mem.proposals.iter().any(|p| p.proposal.proposal_id == proposal_id);
             if !ours {
                 // Another proposer's action: nothing of this episode changed.
@@ -191,7 +210,12 @@ impl Core {
         let waiting: Vec<Uuid> = self
             .memory
             .values()
-            .filter(|m| m.waiting.is_some() && m.incident.incident_id != o.incident_id && m.incident.env.as_str() == env && m.incident.service.as_str() == service)
+            .filter(|m| {
+                m.waiting.is_some()
+                    && m.incident.incident_id != o.incident_id
+                    && m.incident.env.as_str() == env
+                    && m.incident.service.as_str() == service
+            })
             .map(|m| m.incident.incident_id)
             .collect();
         for id in waiting {
@@ -201,7 +225,12 @@ impl Core {
     }
 
     /// Records the verdict on one of our proposals and learns from it.
-    fn judge(&mut self, mem: &mut IncidentMemory, proposal_id: Uuid, o: &Outcome) -> Option<Effect> {
+    fn judge(
+        &mut self,
+        mem: &mut IncidentMemory,
+        proposal_id: Uuid,
+        o: &Outcome,
+    ) -> Option<Effect> {
         let service = service_key(mem.incident.env.as_str(), mem.incident.service.as_str());
         let incident = mem.incident.clone();
         let p = mem.find_mut(proposal_id)?;
@@ -242,7 +271,8 @@ impl Core {
         let after = self.first_choice(&service, &ctx, &incident);
         let (Some(old), Some((new, values))) = (before.map(|(a, _)| a), after) else { return None };
         (old != new).then(|| {
-            let change = PreferenceChange { state: u.key.clone(), old_best: old, new_best: new, values };
+            let change =
+                PreferenceChange { state: u.key.clone(), old_best: old, new_best: new, values };
             Effect::Learned(Box::new(Learned { outcome: o.clone(), update: u, change }))
         })
     }
@@ -255,7 +285,12 @@ impl Core {
 
     /// What this service would try first for a fresh incident like `incident`, with every
     /// candidate's value.
-    fn first_choice(&self, service: &str, ctx: &Context, incident: &Incident) -> Option<(Action, Vec<(Action, f64)>)> {
+    fn first_choice(
+        &self,
+        service: &str,
+        ctx: &Context,
+        incident: &Incident,
+    ) -> Option<(Action, Vec<(Action, f64)>)> {
         let facts = self.facts.get(service);
         let candidates = shield::candidates(&self.settings.policy, incident, facts);
         let scored = decide::score(&self.values, service, ctx, &candidates);
@@ -273,7 +308,10 @@ impl Core {
         let Some(p) = mem.find_mut(r.proposal_id) else { return Vec::new() };
         if p.status != Status::Awaiting {
             // A redelivery: what it made again, if anything.
-            return mem.made_by(&trigger).map(|p| vec![Effect::Propose(Box::new(p.clone()))]).unwrap_or_default();
+            return mem
+                .made_by(&trigger)
+                .map(|p| vec![Effect::Propose(Box::new(p.clone()))])
+                .unwrap_or_default();
         }
         p.status = Status::Refused(r.reason.as_str().to_owned());
         let escalation = p.escalation;
@@ -300,7 +338,13 @@ impl Core {
                 Vec::new()
             }
             // A suggestion governance would not even put to a human: ask with observe instead.
-            _ if escalation && action != Action::Observe => self.escalate(mem, &trigger, "the suggested action was refused".to_owned(), true, now),
+            _ if escalation && action != Action::Observe => self.escalate(
+                mem,
+                &trigger,
+                "the suggested action was refused".to_owned(),
+                true,
+                now,
+            ),
             _ if escalation => {
                 tracing::warn!(%incident_id, reason = %r.reason, "governance refused to put the incident to a human");
                 self.save(mem);
@@ -314,7 +358,10 @@ impl Core {
                 Vec::new()
             }
             ReasonCode::ActionBudgetExhausted => {
-                let why = format!("governance's budget of {} actions for the incident is spent", self.settings.policy.actions_per_incident);
+                let why = format!(
+                    "governance's budget of {} actions for the incident is spent",
+                    self.settings.policy.actions_per_incident
+                );
                 self.escalate(mem, &trigger, why, false, now)
             }
             _ => self.next(mem, &trigger, now),
@@ -325,7 +372,12 @@ impl Core {
     pub fn due(&self, now: Timestamp) -> Vec<(Uuid, String)> {
         self.memory
             .values()
-            .filter_map(|m| m.waiting.as_ref().filter(|w| w.until <= now && m.open).map(|w| (m.incident.incident_id, format!("due:{}", w.held))))
+            .filter_map(|m| {
+                m.waiting
+                    .as_ref()
+                    .filter(|w| w.until <= now && m.open)
+                    .map(|w| (m.incident.incident_id, format!("due:{}", w.held)))
+            })
             .collect()
     }
 
@@ -354,7 +406,13 @@ impl Core {
         mem.waiting = None;
         let budget = self.settings.policy.actions_per_incident;
         if mem.ran() >= budget {
-            return self.escalate(mem, trigger, format!("the budget of {budget} actions for the incident is spent"), false, now);
+            return self.escalate(
+                mem,
+                trigger,
+                format!("the budget of {budget} actions for the incident is spent"),
+                false,
+                now,
+            );
         }
         let incident = mem.incident.clone();
         let ctx = Context::of(&incident);
@@ -362,17 +420,40 @@ impl Core {
         let scored = self.scored(&mem, &service, &ctx);
         let n = mem.made + 1;
         let env = incident.env.as_str();
-        let epsilon = if self.settings.mode.learns() { shield::epsilon_for(&self.settings.policy, self.settings.epsilon, env) } else { 0.0 };
+        let epsilon = if self.settings.mode.learns() {
+            shield::epsilon_for(&self.settings.policy, self.settings.epsilon, env)
+        } else {
+            0.0
+        };
         let min = self.settings.policy.for_env(env).min_confidence;
         let mut rng = SplitMix64::new(seed_for(incident.incident_id, n));
         match decide::choose(&ctx, scored, min, epsilon, &mut rng) {
             Some(choice) => {
-                let detail = json!({"exploratory": choice.exploratory, "propensity": choice.propensity});
-                let p = self.proposal(&mem, &choice.action, choice.confidence, &choice.scored, choice.explanation, false, now);
-                let p = ActionProposal { exploratory: choice.exploratory, propensity: Some(choice.propensity), ..p };
+                let detail =
+                    json!({"exploratory": choice.exploratory, "propensity": choice.propensity});
+                let p = self.proposal(
+                    &mem,
+                    &choice.action,
+                    choice.confidence,
+                    &choice.scored,
+                    choice.explanation,
+                    false,
+                    now,
+                );
+                let p = ActionProposal {
+                    exploratory: choice.exploratory,
+                    propensity: Some(choice.propensity),
+                    ..p
+                };
                 self.record(mem, p, ctx, trigger, &choice.scored, detail, None)
             }
-            None => self.escalate(mem, trigger, "nothing the policy allows is left to try".to_owned(), false, now),
+            None => self.escalate(
+                mem,
+                trigger,
+                "nothing the policy allows is left to try".to_owned(),
+                false,
+                now,
+            ),
         }
     }
 
@@ -380,22 +461,41 @@ impl Core {
     fn scored(&self, mem: &IncidentMemory, service: &str, ctx: &Context) -> Vec<Scored> {
         let failed = mem.failed();
         let candidates: Vec<Action> =
-            shield::candidates(&self.settings.policy, &mem.incident, self.facts.get(service)).into_iter().filter(|a| !failed.contains(a)).collect();
+            shield::candidates(&self.settings.policy, &mem.incident, self.facts.get(service))
+                .into_iter()
+                .filter(|a| !failed.contains(a))
+                .collect();
         decide::score(&self.values, service, ctx, &candidates)
     }
 
     /// Hands the incident to a human: what was tried, and the best action left (or observe).
-    fn escalate(&mut self, mut mem: IncidentMemory, trigger: &str, why: String, observe_only: bool, now: Timestamp) -> Vec<Effect> {
+    fn escalate(
+        &mut self,
+        mut mem: IncidentMemory,
+        trigger: &str,
+        why: String,
+        observe_only: bool,
+        now: Timestamp,
+    ) -> Vec<Effect> {
         let incident = mem.incident.clone();
         let ctx = Context::of(&incident);
         let service = service_key(incident.env.as_str(), incident.service.as_str());
         let scored = self.scored(&mem, &service, &ctx);
         let env = self.settings.policy.for_env(incident.env.as_str());
         // Only what the optimizer itself would stand behind is suggested.
-        let suggestion = scored.iter().find(|s| !does_nothing(&s.action) && !observe_only && decide::eligible(s, env.min_confidence)).map(|s| (s.action.clone(), s.confidence));
+        let suggestion = scored
+            .iter()
+            .find(|s| {
+                !does_nothing(&s.action) && !observe_only && decide::eligible(s, env.min_confidence)
+            })
+            .map(|s| (s.action.clone(), s.confidence));
         let (action, confidence) = match suggestion {
             Some(s) => s,
-            None if env.automatic.contains(&Action::Observe) || env.human.contains(&Action::Observe) => (Action::Observe, 0.5),
+            None if env.automatic.contains(&Action::Observe)
+                || env.human.contains(&Action::Observe) =>
+            {
+                (Action::Observe, 0.5)
+            }
             None => {
                 tracing::warn!(incident = %incident.incident_id, "nothing to put to a human: the policy allows not even observe here");
                 mem.human = true;
@@ -404,7 +504,11 @@ impl Core {
             }
         };
         let tried = mem.tried();
-        let next = if does_nothing(&action) { "nothing left to suggest; approving records that a human has taken over".to_owned() } else { format!("suggested next: {action}") };
+        let next = if does_nothing(&action) {
+            "nothing left to suggest; approving records that a human has taken over".to_owned()
+        } else {
+            format!("suggested next: {action}")
+        };
         let explanation = format!(
             "escalating {} on {}/{} to a human: {why}; tried: {}; {next}",
             incident.kind,
@@ -415,14 +519,35 @@ impl Core {
         let p = self.proposal(&mem, &action, confidence, &scored, explanation, true, now);
         let detail = json!({"exploratory": false, "propensity": 1.0, "escalation": {"why": why, "tried": tried}});
         mem.human = true;
-        self.record(mem, ActionProposal { propensity: Some(1.0), ..p }, ctx, trigger, &scored, detail, Some(()))
+        self.record(
+            mem,
+            ActionProposal { propensity: Some(1.0), ..p },
+            ctx,
+            trigger,
+            &scored,
+            detail,
+            Some(()),
+        )
     }
 
     #[allow(clippy::too_many_arguments)] // one place builds every proposal
-    fn proposal(&self, mem: &IncidentMemory, action: &Action, confidence: f64, scored: &[Scored], explanation: String, require_human: bool, now: Timestamp) -> ActionProposal {
+    fn proposal(
+        &self,
+        mem: &IncidentMemory,
+        action: &Action,
+        confidence: f64,
+        scored: &[Scored],
+        explanation: String,
+        require_human: bool,
+        now: Timestamp,
+    ) -> ActionProposal {
         let incident = &mem.incident;
         ActionProposal {
-            proposal_id: derive_id(&["proposal", &incident.incident_id.to_string(), &(mem.made + 1).to_string()]),
+            proposal_id: derive_id(&[
+                "proposal",
+                &incident.incident_id.to_string(),
+                &(mem.made + 1).to_string(),
+            ]),
             incident_id: Some(incident.incident_id),
             env: incident.env.clone(),
             service: incident.service.clone(),
@@ -431,7 +556,10 @@ impl Core {
             confidence: confidence.clamp(0.0, 1.0),
             proposer: self.proposer.clone(),
             explanation: bounded(&explanation),
-            candidates: scored.iter().map(|s| Candidate { action: s.action.clone(), value: s.estimate.value }).collect(),
+            candidates: scored
+                .iter()
+                .map(|s| Candidate { action: s.action.clone(), value: s.estimate.value })
+                .collect(),
             exploratory: false,
             require_human,
             proposed_at: now,

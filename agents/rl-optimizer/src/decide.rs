@@ -52,10 +52,18 @@ pub fn score(values: &Values, service: &str, ctx: &Context, candidates: &[Action
         .iter()
         .map(|a| {
             let estimate = values.estimate(service, ctx, a);
-            Scored { action: a.clone(), estimate, confidence: Values::confidence(&estimate, &nothing) }
+            Scored {
+                action: a.clone(),
+                estimate,
+                confidence: Values::confidence(&estimate, &nothing),
+            }
         })
         .collect();
-    let best_action = scored.iter().filter(|s| !does_nothing(&s.action)).map(|s| s.confidence).fold(0.0, f64::max);
+    let best_action = scored
+        .iter()
+        .filter(|s| !does_nothing(&s.action))
+        .map(|s| s.confidence)
+        .fold(0.0, f64::max);
     for s in scored.iter_mut().filter(|s| does_nothing(&s.action)) {
         s.confidence = 1.0 - best_action;
     }
@@ -69,12 +77,20 @@ pub const MIN_CURE: f64 = 0.35;
 
 /// Whether an action may be chosen with the environment's minimum confidence.
 pub fn eligible(s: &Scored, min_confidence: Option<f64>) -> bool {
-    does_nothing(&s.action) || (s.confidence >= min_confidence.unwrap_or(0.0).max(0.5) && s.estimate.cure >= MIN_CURE)
+    does_nothing(&s.action)
+        || (s.confidence >= min_confidence.unwrap_or(0.0).max(0.5) && s.estimate.cure >= MIN_CURE)
 }
 
 /// Chooses among `scored` (see the module docs); `None` when nothing is left to try.
-pub fn choose(ctx: &Context, scored: Vec<Scored>, min_confidence: Option<f64>, epsilon: f64, rng: &mut SplitMix64) -> Option<Choice> {
-    let mut options: Vec<&Scored> = scored.iter().filter(|s| !does_nothing(&s.action) && eligible(s, min_confidence)).collect();
+pub fn choose(
+    ctx: &Context,
+    scored: Vec<Scored>,
+    min_confidence: Option<f64>,
+    epsilon: f64,
+    rng: &mut SplitMix64,
+) -> Option<Choice> {
+    let mut options: Vec<&Scored> =
+        scored.iter().filter(|s| !does_nothing(&s.action) && eligible(s, min_confidence)).collect();
     options.extend(scored.iter().filter(|s| does_nothing(&s.action)));
     let greedy = (*options.first()?).clone();
     let k = options.len();
@@ -82,24 +98,65 @@ pub fn choose(ctx: &Context, scored: Vec<Scored>, min_confidence: Option<f64>, e
     let pick = if explore { options[rng.below(k)].clone() } else { greedy.clone() };
     let exploratory = explore && pick.action != greedy.action;
     let propensity = if epsilon > 0.0 && k > 1 {
-        if pick.action == greedy.action { 1.0 - epsilon + epsilon / k as f64 } else { epsilon / k as f64 }
+        if pick.action == greedy.action {
+            1.0 - epsilon + epsilon / k as f64
+        } else {
+            epsilon / k as f64
+        }
     } else {
         1.0
     };
     let listed: Vec<String> = scored
         .iter()
-        .map(|s| format!("{} {:.3} (cures {:.0} %, {} visits, confidence {:.2})", s.action, s.estimate.value, s.estimate.cure * 100.0, s.estimate.visits, s.confidence))
+        .map(|s| {
+            format!(
+                "{} {:.3} (cures {:.0} %, {} visits, confidence {:.2})",
+                s.action,
+                s.estimate.value,
+                s.estimate.cure * 100.0,
+                s.estimate.visits,
+                s.confidence
+            )
+        })
         .collect();
     let why = if exploratory {
-        format!("exploring (ε = {epsilon}): drawn at random, propensity {propensity:.3}; the greedy choice is {}", greedy.action)
+        format!(
+            "exploring (ε = {epsilon}): drawn at random, propensity {propensity:.3}; the greedy choice is {}",
+            greedy.action
+        )
     } else if does_nothing(&pick.action) {
         let min = min_confidence.unwrap_or(0.0).max(0.5);
-        format!("no action is likely enough to help (confidence {min} and a {:.0} % chance to cure needed)", MIN_CURE * 100.0)
+        format!(
+            "no action is likely enough to help (confidence {min} and a {:.0} % chance to cure needed)",
+            MIN_CURE * 100.0
+        )
     } else {
-        let runner_up = options.get(1).map(|s| format!(", {:.3} above {}", pick.estimate.value - s.estimate.value, s.action)).unwrap_or_default();
-        let source = if scored.iter().any(|s| s.estimate.visits > 0) || pick.estimate.evidence > crate::values::PRIOR_WEIGHT { "learned from outcomes" } else { "the prior" };
+        let runner_up = options
+            .get(1)
+            .map(|s| format!(", {:.3} above {}", pick.estimate.value - s.estimate.value, s.action))
+            .unwrap_or_default();
+        let source = if scored.iter().any(|s| s.estimate.visits > 0)
+            || pick.estimate.evidence > crate::values::PRIOR_WEIGHT
+        {
+            "learned from outcomes"
+        } else {
+            "the prior"
+        };
         format!("highest value{runner_up} ({source})")
     };
-    let explanation = format!("state {}; candidates: {}; chose {}: {why}; confidence {:.2}", ctx.key(), listed.join(", "), pick.action, pick.confidence);
-    Some(Choice { action: pick.action.clone(), confidence: pick.confidence, propensity, exploratory, scored, explanation })
+    let explanation = format!(
+        "state {}; candidates: {}; chose {}: {why}; confidence {:.2}",
+        ctx.key(),
+        listed.join(", "),
+        pick.action,
+        pick.confidence
+    );
+    Some(Choice {
+        action: pick.action.clone(),
+        confidence: pick.confidence,
+        propensity,
+        exploratory,
+        scored,
+        explanation,
+    })
 }

@@ -36,7 +36,10 @@ pub enum Status {
     Shadow,
     /// Governance's reason code.
     Refused(String),
-    Judged { recovered: bool, revised: bool },
+    Judged {
+        recovered: bool,
+        revised: bool,
+    },
     /// Another action ran before its window ended: not credited either way.
     Superseded,
 }
@@ -141,7 +144,11 @@ impl IncidentMemory {
         let mut out: Vec<Action> = self
             .proposals
             .iter()
-            .filter(|p| p.failed() && (!p.refused_for(ReasonCode::MissingPrerequisite) || self.missing_prerequisites(&p.proposal.action) > 1))
+            .filter(|p| {
+                p.failed()
+                    && (!p.refused_for(ReasonCode::MissingPrerequisite)
+                        || self.missing_prerequisites(&p.proposal.action) > 1)
+            })
             .map(|p| p.proposal.action.clone())
             .collect();
         out.dedup();
@@ -150,12 +157,20 @@ impl IncidentMemory {
 
     /// How often `action` was refused for a missing prerequisite in this incident.
     pub fn missing_prerequisites(&self, action: &Action) -> usize {
-        self.proposals.iter().filter(|p| p.proposal.action == *action && p.refused_for(ReasonCode::MissingPrerequisite)).count()
+        self.proposals
+            .iter()
+            .filter(|p| {
+                p.proposal.action == *action && p.refused_for(ReasonCode::MissingPrerequisite)
+            })
+            .count()
     }
 
     /// Actions that changed something and ran for this incident (they use up its budget).
     pub fn ran(&self) -> u32 {
-        let ran = |p: &&Proposed| matches!(p.status, Status::Judged { .. } | Status::Superseded) && !does_nothing(&p.proposal.action);
+        let ran = |p: &&Proposed| {
+            matches!(p.status, Status::Judged { .. } | Status::Superseded)
+                && !does_nothing(&p.proposal.action)
+        };
         self.proposals.iter().filter(ran).count() as u32
     }
 
@@ -166,11 +181,18 @@ impl IncidentMemory {
             Status::Shadow => "shadow".to_owned(),
             Status::Refused(reason) => format!("refused: {reason}"),
             Status::Judged { recovered: true, revised: false } => "recovered".to_owned(),
-            Status::Judged { recovered: true, revised: true } | Status::Judged { recovered: false, revised: true } => "recovered, then came back".to_owned(),
+            Status::Judged { recovered: true, revised: true }
+            | Status::Judged { recovered: false, revised: true } => {
+                "recovered, then came back".to_owned()
+            }
             Status::Judged { recovered: false, revised: false } => "not recovered".to_owned(),
             Status::Superseded => "superseded by another action".to_owned(),
         };
-        self.proposals.iter().filter(|p| !p.escalation).map(|p| format!("{} ({})", p.proposal.action, word(p))).collect()
+        self.proposals
+            .iter()
+            .filter(|p| !p.escalation)
+            .map(|p| format!("{} ({})", p.proposal.action, word(p)))
+            .collect()
     }
 
     /// Adds a proposal, forgetting the oldest beyond [`MAX_PROPOSALS`].

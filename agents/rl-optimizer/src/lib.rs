@@ -31,9 +31,15 @@ pub mod shield;
 pub mod values;
 
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs, RuntimeError};
+use agent_runtime::{
+    AgentSpec, Context, Due, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs,
+    RuntimeError,
+};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Inbound, InstanceId, LearnedPolicy, PolicyEntry, RejectReason, Timestamp, Uuid, subject};
+use bus_schema::{
+    AgentName, Inbound, InstanceId, LearnedPolicy, PolicyEntry, RejectReason, Timestamp, Uuid,
+    subject,
+};
 use serde_json::json;
 
 use crate::core::{Core, Effect};
@@ -83,11 +89,19 @@ pub struct Optimizer {
 
 impl Optimizer {
     /// Loads values, episodes and deploy facts from the agent's state file.
-    pub fn load(store: Store, settings: Settings, instance: &InstanceId) -> Result<Self, RuntimeError> {
+    pub fn load(
+        store: Store,
+        settings: Settings,
+        instance: &InstanceId,
+    ) -> Result<Self, RuntimeError> {
         let updates = store.get(&COUNTERS, "updates")?.unwrap_or(0);
         let values = Values::from_rows(store.scan(&VALUES)?, settings.alpha, updates);
         let mut core = Core::new(settings, values, NAME);
-        core.memory = store.scan(&INCIDENTS)?.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        core.memory = store
+            .scan(&INCIDENTS)?
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+            .collect();
         core.facts = store.scan(&FACTS)?.into_iter().collect();
         let policy_subject = subject::POLICY.subject(&NAME, instance).as_str().to_owned();
         Ok(Self { store, core, policy_subject })
@@ -102,12 +116,26 @@ impl Optimizer {
             .rows()
             .iter()
             .flat_map(|(key, row)| {
-                row.iter().filter_map(|(action, s)| Some(PolicyEntry { state: key.clone(), action: action.parse().ok()?, value: s.reward, visits: s.n }))
+                row.iter().filter_map(|(action, s)| {
+                    Some(PolicyEntry {
+                        state: key.clone(),
+                        action: action.parse().ok()?,
+                        value: s.reward,
+                        visits: s.n,
+                    })
+                })
             })
             .take(MAX_ENTRIES)
             .collect();
         let settings = &self.core.settings;
-        LearnedPolicy { mode: settings.mode.as_str().to_owned(), alpha: settings.alpha, gamma: 0.0, epsilon: settings.epsilon, updates: self.core.values.updates, entries }
+        LearnedPolicy {
+            mode: settings.mode.as_str().to_owned(),
+            alpha: settings.alpha,
+            gamma: 0.0,
+            epsilon: settings.epsilon,
+            updates: self.core.values.updates,
+            entries,
+        }
     }
 
     /// Stores what the core changed, in one transaction.
@@ -141,14 +169,19 @@ impl Optimizer {
     }
 
     /// Stores, then records and publishes what the core decided.
-    async fn emit(&mut self, ctx: &mut Context<'_>, effects: Vec<Effect>) -> Result<(), HandleError> {
+    async fn emit(
+        &mut self,
+        ctx: &mut Context<'_>,
+        effects: Vec<Effect>,
+    ) -> Result<(), HandleError> {
         self.persist()?;
         for effect in effects {
             match effect {
                 Effect::Propose(p) => {
                     let proposal = &p.proposal;
                     let key = format!("proposal:{}", proposal.proposal_id);
-                    let detail: serde_json::Value = serde_json::from_str(&p.detail).unwrap_or(json!({}));
+                    let detail: serde_json::Value =
+                        serde_json::from_str(&p.detail).unwrap_or(json!({}));
                     let mut draft = ProofDraft::new(ProofKind::ActionProposed)
                         .scope(&proposal.env, &proposal.service)
                         .action(&proposal.action)
@@ -161,12 +194,22 @@ impl Optimizer {
                     ctx.prove_keyed(draft, &key).await?;
                     if p.status != episode::Status::Shadow {
                         let correlation = self.correlation(proposal.incident_id, ctx);
-                        ctx.publish_keyed(&subject::PROPOSED.subject(&proposal.env, &proposal.service), proposal, correlation, &key).await?;
+                        ctx.publish_keyed(
+                            &subject::PROPOSED.subject(&proposal.env, &proposal.service),
+                            proposal,
+                            correlation,
+                            &key,
+                        )
+                        .await?;
                     }
                 }
                 Effect::Learned(l) => {
                     let (o, change) = (&l.outcome, &l.change);
-                    let values: Vec<_> = change.values.iter().map(|(a, v)| json!({"action": a, "value": v})).collect();
+                    let values: Vec<_> = change
+                        .values
+                        .iter()
+                        .map(|(a, v)| json!({"action": a, "value": v}))
+                        .collect();
                     let mut draft = ProofDraft::new(ProofKind::PolicyLearned)
                         .scope(&o.env, &o.service)
                         .action(&change.new_best)
@@ -179,7 +222,8 @@ impl Optimizer {
                     if let Some(p) = o.proposal_id {
                         draft = draft.proposal(p);
                     }
-                    let key = format!("learned:{}:{}", o.proposal_id.unwrap_or_default(), o.revised);
+                    let key =
+                        format!("learned:{}:{}", o.proposal_id.unwrap_or_default(), o.revised);
                     ctx.prove_keyed(draft, &key).await?;
                 }
             }
@@ -189,7 +233,9 @@ impl Optimizer {
 
     /// The chain an incident's proposals continue.
     fn correlation(&self, incident: Option<Uuid>, ctx: &Context<'_>) -> String {
-        incident.and_then(|id| self.core.memory.get(&id)).map_or_else(|| ctx.meta().correlation_id.clone(), |m| m.correlation_id.clone())
+        incident
+            .and_then(|id| self.core.memory.get(&id))
+            .map_or_else(|| ctx.meta().correlation_id.clone(), |m| m.correlation_id.clone())
     }
 }
 
@@ -202,11 +248,17 @@ impl Handler for Optimizer {
                 // is there a version to roll back to) is read first, for a few attempts.
                 // Only before a decision: an update or a resolution of a known incident decides
                 // nothing, and asking the server about a consumer is not free.
-                let decides = incident.status == bus_schema::IncidentStatus::Opened || !self.core.memory.contains_key(&incident.incident_id);
-                if decides && incident.status != bus_schema::IncidentStatus::Resolved && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS {
+                let decides = incident.status == bus_schema::IncidentStatus::Opened
+                    || !self.core.memory.contains_key(&incident.incident_id);
+                if decides
+                    && incident.status != bus_schema::IncidentStatus::Resolved
+                    && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS
+                {
                     let behind = ctx.backlog("deploys").await?;
                     if behind > 0 {
-                        return Err(HandleError::Retry(format!("{behind} deploy events not read yet; deciding after them")));
+                        return Err(HandleError::Retry(format!(
+                            "{behind} deploy events not read yet; deciding after them"
+                        )));
                     }
                 }
                 let correlation = ctx.meta().correlation_id.clone();
@@ -219,7 +271,10 @@ impl Handler for Optimizer {
                 Vec::new()
             }
             other => {
-                return Err(HandleError::Reject { reason: RejectReason::Refused, message: format!("the optimizer does not consume {other:?}") });
+                return Err(HandleError::Reject {
+                    reason: RejectReason::Refused,
+                    message: format!("the optimizer does not consume {other:?}"),
+                });
             }
         };
         self.emit(ctx, effects).await
@@ -230,7 +285,8 @@ impl Handler for Optimizer {
             .due(now)
             .into_iter()
             .map(|(id, trigger)| {
-                let correlation_id = self.core.memory.get(&id).map(|m| m.correlation_id.clone()).unwrap_or_default();
+                let correlation_id =
+                    self.core.memory.get(&id).map(|m| m.correlation_id.clone()).unwrap_or_default();
                 Due { key: format!("{id}/{trigger}"), correlation_id }
             })
             .collect()
@@ -238,16 +294,34 @@ impl Handler for Optimizer {
 
     /// A wait for another action's verdict ran out: the incident goes on.
     async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
-        let Some((id, trigger)) = due.key.split_once('/').and_then(|(id, t)| Some((id.parse::<Uuid>().ok()?, t.to_owned()))) else { return Ok(()) };
+        let Some((id, trigger)) = due
+            .key
+            .split_once('/')
+            .and_then(|(id, t)| Some((id.parse::<Uuid>().ok()?, t.to_owned())))
+        else {
+            return Ok(());
+        };
         let effects = self.core.wake(id, &trigger, Timestamp::now());
         self.emit(ctx, effects).await
     }
 
-    async fn respond(&mut self, _ctx: &mut Context<'_>, request: Request) -> Result<Reply, HandleError> {
+    async fn respond(
+        &mut self,
+        _ctx: &mut Context<'_>,
+        request: Request,
+    ) -> Result<Reply, HandleError> {
         match request {
-            Request::Query(subject) if subject == self.policy_subject => Reply::of(&self.learned_policy()),
-            Request::Query(subject) => Err(HandleError::Reject { reason: RejectReason::InvalidSubject, message: format!("nothing is answered on {subject}") }),
-            Request::Input(other) => Err(HandleError::Reject { reason: RejectReason::Refused, message: format!("not a query: {other:?}") }),
+            Request::Query(subject) if subject == self.policy_subject => {
+                Reply::of(&self.learned_policy())
+            }
+            Request::Query(subject) => Err(HandleError::Reject {
+                reason: RejectReason::InvalidSubject,
+                message: format!("nothing is answered on {subject}"),
+            }),
+            Request::Input(other) => Err(HandleError::Reject {
+                reason: RejectReason::Refused,
+                message: format!("not a query: {other:?}"),
+            }),
         }
     }
 }

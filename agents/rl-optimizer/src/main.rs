@@ -9,5 +9,7 @@ fn main() -> ExitCode {
         Err(e) => return agent_runtime::config::config_failure("rl-optimizer", &e),
     };
     let instance = cli.runtime.instance.clone();
-    agent_runtime::run_agent(spec(), cli.runtime, move |agent| Ok(Optimizer::load(agent.store().clone(), settings, &instance)?))
+    agent_runtime::run_agent(spec(), cli.runtime, move |agent| {
+        Ok(Optimizer::load(agent.store().clone(), settings, &instance)?)
+    })
 }

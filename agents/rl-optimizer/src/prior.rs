@@ -21,14 +21,17 @@ pub fn prior(kind: IncidentKind) -> (Action, f64) {
         IncidentKind::Overload => (Action::ScaleUp, 0.75),
         IncidentKind::DeployFailed | IncidentKind::DeployRegression => (Action::Rollback, 0.7),
         IncidentKind::HighLatency => (Action::Restart, 0.6),
-        IncidentKind::HighErrorRate | IncidentKind::LogPattern | IncidentKind::SloBurn => (Action::Noop, 0.5),
+        IncidentKind::HighErrorRate | IncidentKind::LogPattern | IncidentKind::SloBurn => {
+            (Action::Noop, 0.5)
+        }
     }
 }
 
 /// The prior chance that `action` cures an incident of this context.
 pub fn cure_chance(ctx: &Context, action: &Action) -> f64 {
     let (first, chance) = prior(ctx.kind);
-    let deploy_kind = matches!(ctx.kind, IncidentKind::DeployFailed | IncidentKind::DeployRegression);
+    let deploy_kind =
+        matches!(ctx.kind, IncidentKind::DeployFailed | IncidentKind::DeployRegression);
     match action {
         a if *a == first => chance,
         Action::Rollback if ctx.deploy => 0.65,
@@ -62,17 +65,29 @@ mod tests {
 
     #[test]
     fn the_first_choice_has_the_highest_prior_value_of_its_kind() {
-        let actions = [Action::Noop, Action::Observe, Action::Restart, Action::ScaleUp, Action::ScaleDown, Action::Rollback];
+        let actions = [
+            Action::Noop,
+            Action::Observe,
+            Action::Restart,
+            Action::ScaleUp,
+            Action::ScaleDown,
+            Action::Rollback,
+        ];
         for kind in IncidentKind::ALL {
             for deploy in [false, true] {
                 let ctx = Context { kind: *kind, env: EnvClass::Stage, deploy };
                 let first = prior(*kind).0;
-                let others = actions.iter().filter(|a| **a != first && (**a != Action::Rollback || deploy));
+                let others =
+                    actions.iter().filter(|a| **a != first && (**a != Action::Rollback || deploy));
                 for a in others {
                     // A symptom's first choice (noop) is beaten only by a rollback of an
                     // implicated deploy.
                     let beaten = matches!(first, Action::Noop) && *a == Action::Rollback;
-                    assert_eq!(prior_value(&ctx, &first) > prior_value(&ctx, a), !beaten, "{kind} deploy={deploy}: {first} vs {a}");
+                    assert_eq!(
+                        prior_value(&ctx, &first) > prior_value(&ctx, a),
+                        !beaten,
+                        "{kind} deploy={deploy}: {first} vs {a}"
+                    );
                 }
             }
         }

@@ -74,7 +74,12 @@ impl Settings {
     /// The defaults: learning, α 0.05, ε 0.1 where the policy allows exploring (the DESIGN §6
     /// policy allows it nowhere).
     pub fn defaults() -> Self {
-        Self { mode: Mode::Learning, alpha: DEFAULT_ALPHA, epsilon: DEFAULT_EPSILON, policy: Policy::default() }
+        Self {
+            mode: Mode::Learning,
+            alpha: DEFAULT_ALPHA,
+            epsilon: DEFAULT_EPSILON,
+            policy: Policy::default(),
+        }
     }
 }
 

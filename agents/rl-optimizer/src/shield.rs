@@ -47,16 +47,25 @@ impl ServiceFacts {
 }
 
 /// The actions the optimizer may propose for `incident`, in the policy's order.
-pub fn candidates(policy: &Policy, incident: &Incident, facts: Option<&ServiceFacts>) -> Vec<Action> {
+pub fn candidates(
+    policy: &Policy,
+    incident: &Incident,
+    facts: Option<&ServiceFacts>,
+) -> Vec<Action> {
     let env = policy.for_env(incident.env.as_str());
     let known = facts.is_some_and(|f| f.known);
-    let can_roll_back = deploy_implicated(incident) && facts.is_some_and(|f| f.deploys.rollback_target().is_some());
+    let can_roll_back =
+        deploy_implicated(incident) && facts.is_some_and(|f| f.deploys.rollback_target().is_some());
     let mut out: Vec<Action> = Vec::new();
     for action in env.automatic.iter().chain(&env.human) {
         let allowed = if does_nothing(action) {
             !out.iter().any(does_nothing)
         } else {
-            !action.is_globally_blocked() && !action.is_canary() && known && (*action != Action::Rollback || can_roll_back) && !incident.signal_conflict
+            !action.is_globally_blocked()
+                && !action.is_canary()
+                && known
+                && (*action != Action::Rollback || can_roll_back)
+                && !incident.signal_conflict
         };
         if allowed && !out.contains(action) {
             out.push(action.clone());

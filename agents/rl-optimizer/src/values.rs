@@ -153,8 +153,13 @@ impl Values {
     }
 
     /// Values from stored rows (the pools are sums over them).
-    pub fn from_rows(rows: impl IntoIterator<Item = (String, Row)>, alpha: f64, updates: u64) -> Self {
-        let mut v = Self { rows: rows.into_iter().collect(), pools: BTreeMap::new(), alpha, updates };
+    pub fn from_rows(
+        rows: impl IntoIterator<Item = (String, Row)>,
+        alpha: f64,
+        updates: u64,
+    ) -> Self {
+        let mut v =
+            Self { rows: rows.into_iter().collect(), pools: BTreeMap::new(), alpha, updates };
         let rows: Vec<(String, Row)> = v.rows.iter().map(|(k, r)| (k.clone(), r.clone())).collect();
         for (key, row) in rows {
             for (action, s) in &row {
@@ -179,8 +184,18 @@ impl Values {
 
     /// The estimate of `action` for `service` in `ctx`.
     pub fn estimate(&self, service: &str, ctx: &Context, action: &Action) -> Estimate {
-        let own = self.rows.get(&row_key(service, ctx)).and_then(|r| r.get(action.as_str())).copied().unwrap_or_default();
-        let mut others = self.pools.get(&ctx.key()).and_then(|p| p.get(action.as_str())).copied().unwrap_or_default();
+        let own = self
+            .rows
+            .get(&row_key(service, ctx))
+            .and_then(|r| r.get(action.as_str()))
+            .copied()
+            .unwrap_or_default();
+        let mut others = self
+            .pools
+            .get(&ctx.key())
+            .and_then(|p| p.get(action.as_str()))
+            .copied()
+            .unwrap_or_default();
         others.add(&own, self.alpha, -1.0);
         let others_w = others.w.max(0.0);
         let (pv, pc) = (prior_value(ctx, action), cure_chance(ctx, action));
@@ -189,7 +204,12 @@ impl Values {
         let w = own.weight(self.alpha);
         let value = (PRIOR_WEIGHT * group_v + w * own.reward) / (PRIOR_WEIGHT + w);
         let cure = ((PRIOR_WEIGHT * group_c + w * own.cured) / (PRIOR_WEIGHT + w)).clamp(0.0, 1.0);
-        Estimate { value, cure, evidence: PRIOR_WEIGHT + w + others_w.min(PRIOR_WEIGHT), visits: own.n }
+        Estimate {
+            value,
+            cure,
+            evidence: PRIOR_WEIGHT + w + others_w.min(PRIOR_WEIGHT),
+            visits: own.n,
+        }
     }
 
     /// The probability that `a` beats `nothing` (see the module docs).
@@ -200,11 +220,19 @@ impl Values {
     }
 
     /// Learns from one outcome of `action` for `service` in `ctx`.
-    pub fn update(&mut self, service: &str, ctx: &Context, action: &Action, reward: f64, cured: bool) -> Update {
+    pub fn update(
+        &mut self,
+        service: &str,
+        ctx: &Context,
+        action: &Action,
+        reward: f64,
+        cured: bool,
+    ) -> Update {
         let key = row_key(service, ctx);
         let old_value = self.estimate(service, ctx, action).value;
         let alpha = self.alpha;
-        let before = self.rows.get(&key).and_then(|r| r.get(action.as_str())).copied().unwrap_or_default();
+        let before =
+            self.rows.get(&key).and_then(|r| r.get(action.as_str())).copied().unwrap_or_default();
         let mut s = before;
         s.n += 1;
         let step = (1.0 / s.n as f64).max(alpha);
@@ -218,17 +246,35 @@ impl Values {
 
     /// Redoes an earlier update with a revised outcome: the recovery it learned from did not
     /// hold. The mean moves as if the revised reward had been the one learned.
-    pub fn correct(&mut self, service: &str, ctx: &Context, earlier: &Update, reward: f64) -> Update {
+    pub fn correct(
+        &mut self,
+        service: &str,
+        ctx: &Context,
+        earlier: &Update,
+        reward: f64,
+    ) -> Update {
         let key = row_key(service, ctx);
         let old_value = self.estimate(service, ctx, &earlier.action).value;
-        let before = self.rows.get(&key).and_then(|r| r.get(earlier.action.as_str())).copied().unwrap_or_default();
+        let before = self
+            .rows
+            .get(&key)
+            .and_then(|r| r.get(earlier.action.as_str()))
+            .copied()
+            .unwrap_or_default();
         let mut s = before;
         s.reward += earlier.step * (reward - earlier.reward);
         s.cured = (s.cured - earlier.step).clamp(0.0, 1.0);
         self.replace(&key, &earlier.action, before, s);
         self.updates += 1;
         let new_value = self.estimate(service, ctx, &earlier.action).value;
-        Update { key, action: earlier.action.clone(), reward, step: earlier.step, old_value, new_value }
+        Update {
+            key,
+            action: earlier.action.clone(),
+            reward,
+            step: earlier.step,
+            old_value,
+            new_value,
+        }
     }
 
     fn replace(&mut self, key: &str, action: &Action, before: Stats, after: Stats) {
@@ -244,7 +290,10 @@ impl Values {
 pub fn normal_cdf(x: f64) -> f64 {
     let z = x / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * z.abs());
-    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf = 1.0 - poly * (-z * z).exp();
     0.5 * (1.0 + if z >= 0.0 { erf } else { -erf })
 }
@@ -261,7 +310,13 @@ mod tests {
 
     #[test]
     fn the_normal_cdf_on_known_points() {
-        for (x, p) in [(0.0, 0.5), (1.0, 0.841_344_7), (-1.0, 0.158_655_3), (1.96, 0.975_002_1), (-3.0, 0.001_349_9)] {
+        for (x, p) in [
+            (0.0, 0.5),
+            (1.0, 0.841_344_7),
+            (-1.0, 0.158_655_3),
+            (1.96, 0.975_002_1),
+            (-3.0, 0.001_349_9),
+        ] {
             assert!((normal_cdf(x) - p).abs() < 1e-6, "Φ({x}) = {} not {p}", normal_cdf(x));
         }
     }
@@ -270,11 +325,23 @@ mod tests {
     fn an_estimate_starts_at_the_prior_and_follows_its_own_outcomes() {
         let mut v = Values::new(DEFAULT_ALPHA);
         let e = v.estimate("api", &ctx(), &Action::Restart);
-        assert!((e.value - 0.55).abs() < 1e-9 && (e.cure - 0.8).abs() < 1e-9 && e.visits == 0, "{e:?}");
+        assert!(
+            (e.value - 0.55).abs() < 1e-9 && (e.cure - 0.8).abs() < 1e-9 && e.visits == 0,
+            "{e:?}"
+        );
         // One failure: (P·0.55 − 1.05) / (P + 1).
-        let u = v.update("api", &ctx(), &Action::Restart, reward(&Action::Restart, false, None), false);
-        assert!((u.new_value - (PRIOR_WEIGHT * 0.55 - 1.05) / (PRIOR_WEIGHT + 1.0)).abs() < 1e-9, "{u:?}");
-        assert!((v.estimate("api", &ctx(), &Action::Restart).cure - PRIOR_WEIGHT * 0.8 / (PRIOR_WEIGHT + 1.0)).abs() < 1e-9);
+        let u =
+            v.update("api", &ctx(), &Action::Restart, reward(&Action::Restart, false, None), false);
+        assert!(
+            (u.new_value - (PRIOR_WEIGHT * 0.55 - 1.05) / (PRIOR_WEIGHT + 1.0)).abs() < 1e-9,
+            "{u:?}"
+        );
+        assert!(
+            (v.estimate("api", &ctx(), &Action::Restart).cure
+                - PRIOR_WEIGHT * 0.8 / (PRIOR_WEIGHT + 1.0))
+                .abs()
+                < 1e-9
+        );
     }
 
     #[test]
@@ -288,26 +355,44 @@ mod tests {
         let fresh = v.estimate("fresh", &ctx(), &Action::Restart).value;
         assert!(leaky < -0.7, "the leaky service learned restart does not help it: {leaky}");
         let counts = PRIOR_WEIGHT * 0.55 + SERVICE_CAP * fail;
-        assert!((fresh - counts / (PRIOR_WEIGHT + SERVICE_CAP)).abs() < 1e-9, "one service counts as two observations for the others: {fresh}");
+        assert!(
+            (fresh - counts / (PRIOR_WEIGHT + SERVICE_CAP)).abs() < 1e-9,
+            "one service counts as two observations for the others: {fresh}"
+        );
         assert!(fresh > prior_value(&ctx(), &Action::Noop), "a fresh service still restarts first");
         for s in ["b", "c", "d", "e"] {
             for _ in 0..5 {
                 v.update(s, &ctx(), &Action::Restart, fail, false);
             }
         }
-        assert!(v.estimate("fresh", &ctx(), &Action::Restart).value < -0.5, "five services that agree do teach a newcomer");
+        assert!(
+            v.estimate("fresh", &ctx(), &Action::Restart).value < -0.5,
+            "five services that agree do teach a newcomer"
+        );
     }
 
     #[test]
     fn pools_rebuilt_from_stored_rows_equal_the_ones_kept_up_to_date() {
         let mut v = Values::new(0.2);
         for (i, s) in ["a", "b", "a", "c", "a", "a", "a", "a"].iter().enumerate() {
-            v.update(s, &ctx(), &Action::Restart, if i % 3 == 0 { 0.95 } else { -1.05 }, i % 3 == 0);
+            v.update(
+                s,
+                &ctx(),
+                &Action::Restart,
+                if i % 3 == 0 { 0.95 } else { -1.05 },
+                i % 3 == 0,
+            );
         }
         let loaded = Values::from_rows(v.rows().clone(), 0.2, v.updates);
         for s in ["a", "b", "c", "new"] {
-            let (x, y) = (v.estimate(s, &ctx(), &Action::Restart), loaded.estimate(s, &ctx(), &Action::Restart));
-            assert!((x.value - y.value).abs() < 1e-9 && (x.cure - y.cure).abs() < 1e-9, "{s}: {x:?} vs {y:?}");
+            let (x, y) = (
+                v.estimate(s, &ctx(), &Action::Restart),
+                loaded.estimate(s, &ctx(), &Action::Restart),
+            );
+            assert!(
+                (x.value - y.value).abs() < 1e-9 && (x.cure - y.cure).abs() < 1e-9,
+                "{s}: {x:?} vs {y:?}"
+            );
         }
     }
 
@@ -318,8 +403,14 @@ mod tests {
         let u = a.update("api", &ctx(), &Action::Restart, 0.95, true);
         a.correct("api", &ctx(), &u, -1.05);
         b.update("api", &ctx(), &Action::Restart, -1.05, false);
-        let (x, y) = (a.estimate("api", &ctx(), &Action::Restart), b.estimate("api", &ctx(), &Action::Restart));
-        assert!((x.value - y.value).abs() < 1e-9 && (x.cure - y.cure).abs() < 1e-9, "{x:?} vs {y:?}");
+        let (x, y) = (
+            a.estimate("api", &ctx(), &Action::Restart),
+            b.estimate("api", &ctx(), &Action::Restart),
+        );
+        assert!(
+            (x.value - y.value).abs() < 1e-9 && (x.cure - y.cure).abs() < 1e-9,
+            "{x:?} vs {y:?}"
+        );
     }
 
     #[test]
@@ -328,7 +419,10 @@ mod tests {
         let nothing = v.estimate("api", &ctx(), &Action::Noop);
         let restart = v.estimate("api", &ctx(), &Action::Restart);
         let c = Values::confidence(&restart, &nothing);
-        assert!(c > 0.9 && c < 1.0, "day one, a restart is much better than nothing for a crash loop: {c}");
+        assert!(
+            c > 0.9 && c < 1.0,
+            "day one, a restart is much better than nothing for a crash loop: {c}"
+        );
         assert!((Values::confidence(&nothing, &nothing) - 0.5).abs() < 1e-9);
     }
 }

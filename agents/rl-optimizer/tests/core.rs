@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use bus_schema::{Action, ActionProposal, Incident, IncidentKind, IncidentStatus, ReasonCode, Timestamp};
+use bus_schema::{
+    Action, ActionProposal, Incident, IncidentKind, IncidentStatus, ReasonCode, Timestamp,
+};
 use common::{deploys, incident, incident_of, outcome, refusal};
 use policy::Policy;
 use rl_optimizer::core::{Core, Effect};
@@ -58,11 +60,24 @@ fn day_one_choices_are_the_prior_with_enough_confidence_and_without_exploring() 
                 let (first, _) = prior(*kind);
                 // A symptom whose first choice is to do nothing gets a rollback where a deploy
                 // is implicated and the environment's threshold lets it through (dev).
-                let expected = if first == Action::Noop && deploy && env == "dev" { Action::Rollback } else { first };
+                let expected = if first == Action::Noop && deploy && env == "dev" {
+                    Action::Rollback
+                } else {
+                    first
+                };
                 assert_eq!(p.action, expected, "{env} {kind} deploy={deploy}: {}", p.explanation);
-                assert!(p.action == Action::Noop || p.confidence >= threshold, "{env} {kind}: {}", p.confidence);
+                assert!(
+                    p.action == Action::Noop || p.confidence >= threshold,
+                    "{env} {kind}: {}",
+                    p.confidence
+                );
                 assert!(!p.exploratory && p.propensity == Some(1.0) && !p.require_human);
-                assert!(p.explanation.contains("candidates") && p.explanation.contains(&format!("{kind}/{env}/")), "{}", p.explanation);
+                assert!(
+                    p.explanation.contains("candidates")
+                        && p.explanation.contains(&format!("{kind}/{env}/")),
+                    "{}",
+                    p.explanation
+                );
                 bus_schema::Validate::validate(&p).unwrap();
             }
         }
@@ -79,11 +94,13 @@ fn nothing_the_shield_offers_lacks_a_prerequisite() {
     // One deploy and no version before it: no rollback, even with a deploy implicated.
     let mut c = core(Mode::Learning);
     c.on_deploy(&deploys("stage", "payments-api")[0]);
-    let p = one(c.on_incident(&incident(2, "stage", IncidentKind::DeployFailed, true), "corr", now()));
+    let p =
+        one(c.on_incident(&incident(2, "stage", IncidentKind::DeployFailed, true), "corr", now()));
     assert!(p.candidates.iter().all(|c| c.action != Action::Rollback), "{:?}", p.candidates);
     // A rollback target, but no evidence against a deploy: no rollback either.
     let mut c = known(Mode::Learning, "stage", "payments-api");
-    let p = one(c.on_incident(&incident(3, "stage", IncidentKind::CrashLoop, false), "corr", now()));
+    let p =
+        one(c.on_incident(&incident(3, "stage", IncidentKind::CrashLoop, false), "corr", now()));
     assert!(p.candidates.iter().all(|c| c.action != Action::Rollback), "{:?}", p.candidates);
     // Conflicting sources: only doing nothing.
     let mut conflicted = incident(4, "stage", IncidentKind::CrashLoop, true);
@@ -100,16 +117,28 @@ fn an_action_that_does_not_cure_is_followed_by_the_next_and_a_spent_budget_goes_
     let mut tried = vec![p.action.clone()];
     while !p.require_human {
         p = one(c.on_outcome(&outcome(&i, p.proposal_id, &p.action, false, None), now()));
-        assert!(!tried.contains(&p.action) || p.require_human, "{} failed already: {tried:?}", p.action);
+        assert!(
+            !tried.contains(&p.action) || p.require_human,
+            "{} failed already: {tried:?}",
+            p.action
+        );
         tried.push(p.action.clone());
         assert!(tried.len() <= 6, "{tried:?}");
     }
     // restart, rollback, scale_up: the budget of 3 is spent.
     assert_eq!(tried[..3], [Action::Restart, Action::Rollback, Action::ScaleUp], "{tried:?}");
     assert!(p.require_human, "{p:#?}");
-    assert!(p.explanation.contains("budget of 3 actions") && p.explanation.contains("restart (not recovered)"), "{}", p.explanation);
+    assert!(
+        p.explanation.contains("budget of 3 actions")
+            && p.explanation.contains("restart (not recovered)"),
+        "{}",
+        p.explanation
+    );
     // The human has it now: a later outcome proposes nothing more.
-    assert!(proposals(c.on_outcome(&outcome(&i, p.proposal_id, &p.action, false, None), now())).is_empty());
+    assert!(
+        proposals(c.on_outcome(&outcome(&i, p.proposal_id, &p.action, false, None), now()))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -117,10 +146,20 @@ fn when_nothing_is_left_a_human_is_asked_with_observe() {
     let mut c = known(Mode::Frozen, "stage", "payments-api");
     let i = incident(1, "stage", IncidentKind::HighErrorRate, false);
     let p = one(c.on_incident(&i, "corr", now()));
-    assert_eq!(p.action, Action::Noop, "nothing is likely enough to help a bare error rate: {}", p.explanation);
+    assert_eq!(
+        p.action,
+        Action::Noop,
+        "nothing is likely enough to help a bare error rate: {}",
+        p.explanation
+    );
     let e = one(c.on_outcome(&outcome(&i, p.proposal_id, &p.action, false, None), now()));
     assert_eq!((e.action, e.require_human), (Action::Observe, true), "{}", e.explanation);
-    assert!(e.explanation.contains("nothing the policy allows is left") && e.explanation.contains("noop (not recovered)"), "{}", e.explanation);
+    assert!(
+        e.explanation.contains("nothing the policy allows is left")
+            && e.explanation.contains("noop (not recovered)"),
+        "{}",
+        e.explanation
+    );
 }
 
 #[test]
@@ -129,33 +168,61 @@ fn a_refusal_masks_the_action_and_the_next_is_proposed_at_once() {
     let i = incident(1, "stage", IncidentKind::CrashLoop, false);
     let p = one(c.on_incident(&i, "corr", now()));
     assert_eq!(p.action, Action::Restart);
-    let next = one(c.on_refusal(&refusal(&i, p.proposal_id, &p.action, ReasonCode::CooldownActive, serde_json::json!({})), now()));
+    let next = one(c.on_refusal(
+        &refusal(&i, p.proposal_id, &p.action, ReasonCode::CooldownActive, serde_json::json!({})),
+        now(),
+    ));
     assert_eq!(next.action, Action::ScaleUp, "{}", next.explanation);
     assert_ne!(next.proposal_id, p.proposal_id);
     // A redelivered refusal republishes the same follow-up, and decides nothing new.
-    let again = one(c.on_refusal(&refusal(&i, p.proposal_id, &p.action, ReasonCode::CooldownActive, serde_json::json!({})), now()));
+    let again = one(c.on_refusal(
+        &refusal(&i, p.proposal_id, &p.action, ReasonCode::CooldownActive, serde_json::json!({})),
+        now(),
+    ));
     assert_eq!(again, next);
     // Governance's budget refusal hands it to a human.
-    let e = one(c.on_refusal(&refusal(&i, next.proposal_id, &next.action, ReasonCode::ActionBudgetExhausted, serde_json::json!({})), now()));
+    let e = one(c.on_refusal(
+        &refusal(
+            &i,
+            next.proposal_id,
+            &next.action,
+            ReasonCode::ActionBudgetExhausted,
+            serde_json::json!({}),
+        ),
+        now(),
+    ));
     assert!(e.require_human && e.explanation.contains("governance's budget"), "{}", e.explanation);
 }
 
 #[test]
-fn an_incident_held_back_for_another_verdict_goes_on_when_that_verdict_arrives_or_the_wait_runs_out() {
+fn an_incident_held_back_for_another_verdict_goes_on_when_that_verdict_arrives_or_the_wait_runs_out()
+ {
     let mut c = known(Mode::Frozen, "stage", "payments-api");
     let crash = incident(1, "stage", IncidentKind::CrashLoop, false);
     let overload = incident(2, "stage", IncidentKind::Overload, false);
     let restart = one(c.on_incident(&crash, "corr", now()));
     let scale = one(c.on_incident(&overload, "corr", now()));
     let until = now().plus(Duration::from_secs(600));
-    let held = refusal(&overload, scale.proposal_id, &scale.action, ReasonCode::VerificationPending, serde_json::json!({"until": until}));
+    let held = refusal(
+        &overload,
+        scale.proposal_id,
+        &scale.action,
+        ReasonCode::VerificationPending,
+        serde_json::json!({"until": until}),
+    );
     assert!(proposals(c.on_refusal(&held, now())).is_empty(), "it waits");
     assert!(c.due(now()).is_empty(), "not before the wait runs out");
     assert_eq!(c.due(until).len(), 1);
     // The restart's verdict arrives: the overload goes on at once, with the same action (not masked).
-    let effects = c.on_outcome(&outcome(&crash, restart.proposal_id, &restart.action, true, Some(30.0)), now());
+    let effects = c.on_outcome(
+        &outcome(&crash, restart.proposal_id, &restart.action, true, Some(30.0)),
+        now(),
+    );
     let woken = one(effects);
-    assert_eq!((woken.incident_id, woken.action.clone()), (Some(overload.incident_id), Action::ScaleUp));
+    assert_eq!(
+        (woken.incident_id, woken.action.clone()),
+        (Some(overload.incident_id), Action::ScaleUp)
+    );
     assert!(c.due(until).is_empty(), "no longer waiting");
 }
 
@@ -179,11 +246,19 @@ fn a_resolved_incident_gets_no_follow_up_and_a_reopened_one_never_the_action_tha
     let p = one(c.on_incident(&i, "corr", now()));
     i.status = IncidentStatus::Resolved;
     c.on_incident(&i, "corr", now());
-    assert!(proposals(c.on_outcome(&outcome(&i, p.proposal_id, &p.action, true, Some(20.0)), now())).is_empty());
+    assert!(
+        proposals(c.on_outcome(&outcome(&i, p.proposal_id, &p.action, true, Some(20.0)), now()))
+            .is_empty()
+    );
     i.status = IncidentStatus::Opened;
     i.reopen_count = 1;
     let again = one(c.on_incident(&i, "corr", now()));
-    assert_ne!(again.action, Action::Restart, "the restart's recovery did not hold: {}", again.explanation);
+    assert_ne!(
+        again.action,
+        Action::Restart,
+        "the restart's recovery did not hold: {}",
+        again.explanation
+    );
 }
 
 #[test]
@@ -198,7 +273,11 @@ fn exploring_only_where_the_policy_says_never_in_prod_and_every_choice_has_its_p
     let mut seen = std::collections::BTreeMap::new();
     for n in 0..300 {
         let env = ["dev", "stage", "prod"][n % 3];
-        let p = one(c.on_incident(&incident(n as u64, env, IncidentKind::CrashLoop, false), "corr", now()));
+        let p = one(c.on_incident(
+            &incident(n as u64, env, IncidentKind::CrashLoop, false),
+            "corr",
+            now(),
+        ));
         let propensity = p.propensity.unwrap();
         assert!(propensity > 0.0 && propensity <= 1.0);
         if p.exploratory {
@@ -212,7 +291,8 @@ fn exploring_only_where_the_policy_says_never_in_prod_and_every_choice_has_its_p
     // Off by default.
     let mut c = known(Mode::Learning, "dev", "payments-api");
     for n in 0..100 {
-        let p = one(c.on_incident(&incident(n, "dev", IncidentKind::CrashLoop, false), "corr", now()));
+        let p =
+            one(c.on_incident(&incident(n, "dev", IncidentKind::CrashLoop, false), "corr", now()));
         assert!(!p.exploratory && p.propensity == Some(1.0));
     }
 }
@@ -232,9 +312,15 @@ fn one_services_failures_do_not_flip_what_other_services_try_first() {
     for n in 0..3 {
         fail_restarts(&mut c, &incident_of(n, "stage", "leaky", IncidentKind::CrashLoop, false));
     }
-    let leaky = c.first_choice_for(&incident_of(99, "stage", "leaky", IncidentKind::CrashLoop, false));
-    let fresh = c.first_choice_for(&incident_of(99, "stage", "fresh", IncidentKind::CrashLoop, false));
-    assert_ne!(leaky, Some(Action::Restart), "the leaky service learned that restarting does not help it");
+    let leaky =
+        c.first_choice_for(&incident_of(99, "stage", "leaky", IncidentKind::CrashLoop, false));
+    let fresh =
+        c.first_choice_for(&incident_of(99, "stage", "fresh", IncidentKind::CrashLoop, false));
+    assert_ne!(
+        leaky,
+        Some(Action::Restart),
+        "the leaky service learned that restarting does not help it"
+    );
     assert_eq!(fresh, Some(Action::Restart), "another service still starts from the prior");
 }
 
@@ -243,7 +329,10 @@ fn a_revised_outcome_corrects_what_was_learned_and_a_superseded_one_teaches_noth
     let mut c = known(Mode::Learning, "stage", "payments-api");
     let i = incident(1, "stage", IncidentKind::CrashLoop, false);
     let p = one(c.on_incident(&i, "corr", now()));
-    let before = c.values.estimate("stage/payments-api", &rl_optimizer::context::Context::of(&i), &Action::Restart).value;
+    let before = c
+        .values
+        .estimate("stage/payments-api", &rl_optimizer::context::Context::of(&i), &Action::Restart)
+        .value;
     c.on_outcome(&outcome(&i, p.proposal_id, &p.action, true, Some(20.0)), now());
     let mut revised = outcome(&i, p.proposal_id, &p.action, false, None);
     revised.revised = true;
@@ -251,14 +340,20 @@ fn a_revised_outcome_corrects_what_was_learned_and_a_superseded_one_teaches_noth
     let mut failed = known(Mode::Learning, "stage", "payments-api");
     fail_restarts(&mut failed, &i);
     let ctx = rl_optimizer::context::Context::of(&i);
-    let (a, b) = (c.values.estimate("stage/payments-api", &ctx, &Action::Restart), failed.values.estimate("stage/payments-api", &ctx, &Action::Restart));
+    let (a, b) = (
+        c.values.estimate("stage/payments-api", &ctx, &Action::Restart),
+        failed.values.estimate("stage/payments-api", &ctx, &Action::Restart),
+    );
     assert!((a.value - b.value).abs() < 1e-9 && a.value < before, "{a:?} vs {b:?}");
 
     let mut c = known(Mode::Learning, "stage", "payments-api");
     let p = one(c.on_incident(&i, "corr", now()));
     let mut superseded = outcome(&i, p.proposal_id, &p.action, false, None);
     superseded.superseded_by = Some(bus_schema::Uuid::from_u128(9));
-    assert!(proposals(c.on_outcome(&superseded, now())).is_empty(), "the superseding action's verdict comes first");
+    assert!(
+        proposals(c.on_outcome(&superseded, now())).is_empty(),
+        "the superseding action's verdict comes first"
+    );
     assert_eq!(c.values.updates, 0);
 }
 
@@ -267,9 +362,14 @@ fn shadow_mode_recommends_once_per_opening_and_frozen_mode_learns_nothing() {
     let mut c = known(Mode::Shadow, "stage", "payments-api");
     let i = incident(1, "stage", IncidentKind::CrashLoop, false);
     let effects = c.on_incident(&i, "corr", now());
-    assert!(matches!(&effects[0], Effect::Propose(p) if p.status == rl_optimizer::episode::Status::Shadow));
+    assert!(
+        matches!(&effects[0], Effect::Propose(p) if p.status == rl_optimizer::episode::Status::Shadow)
+    );
     let p = one(effects);
-    assert!(proposals(c.on_outcome(&outcome(&i, p.proposal_id, &p.action, false, None), now())).is_empty());
+    assert!(
+        proposals(c.on_outcome(&outcome(&i, p.proposal_id, &p.action, false, None), now()))
+            .is_empty()
+    );
     let mut c = known(Mode::Frozen, "stage", "payments-api");
     fail_restarts(&mut c, &i);
     assert_eq!(c.values.updates, 0);
@@ -280,7 +380,15 @@ fn a_first_missing_prerequisite_is_governance_lagging_the_same_is_proposed_again
     let mut c = known(Mode::Frozen, "stage", "payments-api");
     let i = incident(1, "stage", IncidentKind::CrashLoop, false);
     let p = one(c.on_incident(&i, "corr", now()));
-    let missing = |p: &ActionProposal| refusal(&i, p.proposal_id, &p.action, ReasonCode::MissingPrerequisite, serde_json::json!({"missing": "service_known"}));
+    let missing = |p: &ActionProposal| {
+        refusal(
+            &i,
+            p.proposal_id,
+            &p.action,
+            ReasonCode::MissingPrerequisite,
+            serde_json::json!({"missing": "service_known"}),
+        )
+    };
     assert!(proposals(c.on_refusal(&missing(&p), now())).is_empty(), "it waits");
     let due = c.due(now().plus(rl_optimizer::core::RECHECK));
     assert_eq!(due.len(), 1);

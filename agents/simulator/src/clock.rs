@@ -73,6 +73,10 @@ mod tests {
         let mut clock = SimClock::new(wall.plus(Duration::from_secs(3600)), wall, 1.0);
         assert_eq!(clock.start(), wall.minus(BEHIND_WALL_CLOCK));
         let later = clock.now(wall.plus(Duration::from_secs(20)));
-        assert_eq!(clock.now(wall), later, "a wall clock stepping back does not move simulated time back");
+        assert_eq!(
+            clock.now(wall),
+            later,
+            "a wall clock stepping back does not move simulated time back"
+        );
     }
 }

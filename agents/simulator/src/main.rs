@@ -10,5 +10,7 @@ fn main() -> ExitCode {
         Err(e) => return agent_runtime::config::config_failure("simulator", &e),
     };
     // The clock starts once the agent is connected, so a slow start does not eat the lead.
-    agent_runtime::run_agent(spec(), cli.runtime, |_agent| Ok(Simulator::start(&cli.sim, scenario.as_ref(), Timestamp::now())))
+    agent_runtime::run_agent(spec(), cli.runtime, |_agent| {
+        Ok(Simulator::start(&cli.sim, scenario.as_ref(), Timestamp::now()))
+    })
 }

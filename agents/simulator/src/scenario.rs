@@ -198,7 +198,8 @@ impl Scenario {
     /// Parses and checks a scenario; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
         let invalid = |message: String| ScenarioError::Invalid { path: origin.to_owned(), message };
-        let scenario: Scenario = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        let scenario: Scenario =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
         scenario.validate().map_err(invalid)?;
         Ok(scenario)
     }
@@ -219,7 +220,10 @@ impl Scenario {
                 return Err(format!("{at} appears twice"));
             }
             if !(10..=86_400).contains(&s.flap_period_s) {
-                return Err(format!("{at}: flap_period_s = {} must be in 10..=86400", s.flap_period_s));
+                return Err(format!(
+                    "{at}: flap_period_s = {} must be in 10..=86400",
+                    s.flap_period_s
+                ));
             }
             let bounded = [
                 ("restart_success", s.restart_success, 0.0, 1.0),
@@ -255,7 +259,10 @@ mod tests {
     fn the_demo_parses_with_the_advertised_failures() {
         let demo = Scenario::load("demo").unwrap();
         let failure = |env: &str, name: &str| {
-            demo.services.iter().find(|s| s.env.as_str() == env && s.name.as_str() == name).map(|s| s.failure)
+            demo.services
+                .iter()
+                .find(|s| s.env.as_str() == env && s.name.as_str() == name)
+                .map(|s| s.failure)
         };
         assert_eq!(failure("stage", "checkout"), Some(Failure::CrashLoop));
         assert_eq!(failure("stage", "search"), Some(Failure::CpuOverload));
@@ -267,12 +274,19 @@ mod tests {
 
     #[test]
     fn a_good_file_uses_defaults_for_what_it_leaves_out() {
-        let s = Scenario::parse("[[service]]\nenv = \"dev\"\nname = \"api\"\nfailure = \"memory_leak\"\n", "t").unwrap();
+        let s = Scenario::parse(
+            "[[service]]\nenv = \"dev\"\nname = \"api\"\nfailure = \"memory_leak\"\n",
+            "t",
+        )
+        .unwrap();
         assert_eq!((s.seed, s.tick_s, s.speed, s.duration_s), (1, 10, 30.0, None));
         assert_eq!(s.services[0].failure, Failure::MemoryLeak);
         assert_eq!(s.services[0].leak_percent_per_min, 20.0);
         let spec = &s.services[0];
-        assert_eq!((spec.slowdown_factor, spec.canary_error_factor, spec.canary_latency_factor), (2.0, 1.0, 1.0));
+        assert_eq!(
+            (spec.slowdown_factor, spec.canary_error_factor, spec.canary_latency_factor),
+            (2.0, 1.0, 1.0)
+        );
     }
 
     #[test]
@@ -281,7 +295,10 @@ mod tests {
                     canary_error_factor = 0.5\ncanary_latency_factor = 100\n";
         let spec = Scenario::parse(text, "t").unwrap().services.remove(0);
         assert_eq!(spec.failure, Failure::Slowdown);
-        assert_eq!((spec.slowdown_factor, spec.canary_error_factor, spec.canary_latency_factor), (3.5, 0.5, 100.0));
+        assert_eq!(
+            (spec.slowdown_factor, spec.canary_error_factor, spec.canary_latency_factor),
+            (3.5, 0.5, 100.0)
+        );
     }
 
     #[test]
@@ -306,7 +323,13 @@ mod tests {
             assert!(err.contains("dev/a") && err.contains(&format!("{key} = ")), "{line:?}: {err}");
         }
         let text = "[[service]]\nenv = \"dev\"\nname = \"a\"\ncanary_error_factor = \"high\"\n";
-        assert!(Scenario::parse(text, "bad.toml").unwrap_err().to_string().contains("canary_error_factor"), "not a number");
+        assert!(
+            Scenario::parse(text, "bad.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("canary_error_factor"),
+            "not a number"
+        );
     }
 
     #[test]
@@ -315,19 +338,33 @@ mod tests {
                     [[service]]\nenv = \"dev\"\nname = \"b\"\nfailure = \"bad_config\"\n\
                     [[service]]\nenv = \"dev\"\nname = \"c\"\nfailure = \"deploy_overload\"\n";
         let s = Scenario::parse(text, "t").unwrap();
-        let read: Vec<(Failure, f64)> = s.services.iter().map(|s| (s.failure, s.restart_success)).collect();
-        assert_eq!(read, [(Failure::CrashLoop, 0.7), (Failure::BadConfig, 1.0), (Failure::DeployOverload, 1.0)]);
+        let read: Vec<(Failure, f64)> =
+            s.services.iter().map(|s| (s.failure, s.restart_success)).collect();
+        assert_eq!(
+            read,
+            [(Failure::CrashLoop, 0.7), (Failure::BadConfig, 1.0), (Failure::DeployOverload, 1.0)]
+        );
     }
 
     #[test]
     fn a_restart_success_outside_zero_to_one_is_refused_naming_the_service_and_the_key() {
         for value in ["0.0", "-0.5", "1.5", "nan", "inf"] {
-            let text = format!("[[service]]\nenv = \"dev\"\nname = \"a\"\nfailure = \"crash_loop\"\nrestart_success = {value}\n");
+            let text = format!(
+                "[[service]]\nenv = \"dev\"\nname = \"a\"\nfailure = \"crash_loop\"\nrestart_success = {value}\n"
+            );
             let err = Scenario::parse(&text, "bad.toml").unwrap_err().to_string();
-            assert!(err.contains("dev/a") && err.contains("restart_success = ") && err.contains("(0, 1]"), "{value}: {err}");
+            assert!(
+                err.contains("dev/a")
+                    && err.contains("restart_success = ")
+                    && err.contains("(0, 1]"),
+                "{value}: {err}"
+            );
         }
         let text = "[[service]]\nenv = \"dev\"\nname = \"a\"\nrestart_success = 1\n";
-        assert!(Scenario::parse(text, "t").is_ok_and(|s| s.services[0].restart_success == 1.0), "1 itself is allowed");
+        assert!(
+            Scenario::parse(text, "t").is_ok_and(|s| s.services[0].restart_success == 1.0),
+            "1 itself is allowed"
+        );
     }
 
     #[test]
@@ -338,15 +375,30 @@ mod tests {
             ("speed = -1.0", "speed = -1"),
             ("duration_s = 0", "duration_s"),
             ("[[service]]\nenv = \"Prod\"\nname = \"a\"", "env"),
-            ("[[service]]\nenv = \"dev\"\nname = \"a\"\nfailure = \"meltdown\"", "unknown variant `meltdown`"),
-            ("[[service]]\nenv = \"dev\"\nname = \"a\"\ncolour = \"red\"", "unknown field `colour`"),
-            ("[[service]]\nenv = \"dev\"\nname = \"a\"\n[[service]]\nenv = \"dev\"\nname = \"a\"", "appears twice"),
-            ("[[service]]\nenv = \"dev\"\nname = \"a\"\nleak_percent_per_min = 0.0", "leak_percent_per_min"),
+            (
+                "[[service]]\nenv = \"dev\"\nname = \"a\"\nfailure = \"meltdown\"",
+                "unknown variant `meltdown`",
+            ),
+            (
+                "[[service]]\nenv = \"dev\"\nname = \"a\"\ncolour = \"red\"",
+                "unknown field `colour`",
+            ),
+            (
+                "[[service]]\nenv = \"dev\"\nname = \"a\"\n[[service]]\nenv = \"dev\"\nname = \"a\"",
+                "appears twice",
+            ),
+            (
+                "[[service]]\nenv = \"dev\"\nname = \"a\"\nleak_percent_per_min = 0.0",
+                "leak_percent_per_min",
+            ),
             ("[[service]]\nenv = \"dev\"\nname = \"a\"\nflap_period_s = 1", "flap_period_s"),
         ];
         for (text, expected) in cases {
             let err = Scenario::parse(text, "bad.toml").unwrap_err().to_string();
-            assert!(err.contains(expected) && err.contains("bad.toml"), "{text:?}: expected {expected:?} in {err}");
+            assert!(
+                err.contains(expected) && err.contains("bad.toml"),
+                "{text:?}: expected {expected:?} in {err}"
+            );
         }
         assert!(matches!(Scenario::load("/nonexistent/s.toml"), Err(ScenarioError::Read { .. })));
     }

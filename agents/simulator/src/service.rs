@@ -28,7 +28,10 @@
 //! known by its factors only: promoting it does not change `version`, and a later rollback
 //! does not undo it. Without a canary the service reports one sample, with no variant.
 
-use bus_schema::{Action, ActionParams, DeployEvent, DeployStatus, LogEvent, LogLevel, MetricSample, Timestamp, Variant};
+use bus_schema::{
+    Action, ActionParams, DeployEvent, DeployStatus, LogEvent, LogLevel, MetricSample, Timestamp,
+    Variant,
+};
 
 use crate::rng::Rng;
 use crate::scenario::{Failure, ServiceSpec};
@@ -173,7 +176,10 @@ impl ServiceSim {
 
     /// The factors of the version a canary runs.
     fn canary_factors(&self) -> VersionFactors {
-        VersionFactors { error: self.spec.canary_error_factor, latency: self.spec.canary_latency_factor }
+        VersionFactors {
+            error: self.spec.canary_error_factor,
+            latency: self.spec.canary_latency_factor,
+        }
     }
 
     fn version_fault(&self) -> bool {
@@ -199,7 +205,13 @@ impl ServiceSim {
         self.overload || self.running_fault(Failure::DeployOverload)
     }
 
-    fn deploy(&self, version: &str, previous: Option<&str>, status: DeployStatus, at: Timestamp) -> Event {
+    fn deploy(
+        &self,
+        version: &str,
+        previous: Option<&str>,
+        status: DeployStatus,
+        at: Timestamp,
+    ) -> Event {
         Event::Deploy(DeployEvent {
             service: self.spec.name.clone(),
             env: self.spec.env.clone(),
@@ -213,7 +225,14 @@ impl ServiceSim {
     }
 
     fn log(&self, level: LogLevel, message: String, at: Timestamp) -> Event {
-        Event::Log(LogEvent { service: self.spec.name.clone(), env: self.spec.env.clone(), level, message, timestamp: at, source: Some("simulator".to_owned()) })
+        Event::Log(LogEvent {
+            service: self.spec.name.clone(),
+            env: self.spec.env.clone(),
+            level,
+            message,
+            timestamp: at,
+            source: Some("simulator".to_owned()),
+        })
     }
 
     /// Starts the failure: called once, at `start_after_s`.
@@ -226,7 +245,11 @@ impl ServiceSim {
             Failure::FalseAlarm => self.spike_left = if self.rng.chance(0.5) { 1 } else { 2 },
             Failure::Flapping => self.flap_since = Some(elapsed),
             Failure::Slowdown => self.slowed = true,
-            Failure::BadDeploy | Failure::LatencyRegression | Failure::MemoryLeak | Failure::BadConfig | Failure::DeployOverload => {
+            Failure::BadDeploy
+            | Failure::LatencyRegression
+            | Failure::MemoryLeak
+            | Failure::BadConfig
+            | Failure::DeployOverload => {
                 let previous = std::mem::replace(&mut self.version, FAULTY_VERSION.to_owned());
                 out.push(self.deploy(FAULTY_VERSION, Some(&previous), DeployStatus::Succeeded, at));
                 self.previous = Some(previous);
@@ -242,9 +265,17 @@ impl ServiceSim {
             // Two deploys, so governance knows the service and has a version to roll back to.
             self.announced = true;
             out.push(self.deploy(INITIAL_VERSIONS[0], None, DeployStatus::Succeeded, at));
-            out.push(self.deploy(INITIAL_VERSIONS[1], Some(INITIAL_VERSIONS[0]), DeployStatus::Succeeded, at));
+            out.push(self.deploy(
+                INITIAL_VERSIONS[1],
+                Some(INITIAL_VERSIONS[0]),
+                DeployStatus::Succeeded,
+                at,
+            ));
         }
-        if !self.triggered && elapsed >= self.spec.start_after_s && self.spec.failure != Failure::Healthy {
+        if !self.triggered
+            && elapsed >= self.spec.start_after_s
+            && self.spec.failure != Failure::Healthy
+        {
             self.trigger(elapsed, at, &mut out);
         }
         let r = &mut self.rng;
@@ -258,7 +289,8 @@ impl ServiceSim {
         let canary = (self.canary_weight > 0).then(|| Reading::draw(r));
         let mut crash = false;
         let mut memory = if self.leaking() {
-            self.memory = (self.memory + self.spec.leak_percent_per_min * tick_s as f64 / 60.0).min(99.0);
+            self.memory =
+                (self.memory + self.spec.leak_percent_per_min * tick_s as f64 / 60.0).min(99.0);
             self.memory + noise.min(0.9)
         } else {
             45.0 + noise * 4.0
@@ -296,7 +328,12 @@ impl ServiceSim {
                 Failure::BadDeploy => {
                     shifts.push(Shift::ErrorAtLeast(0.08 + roll * 0.04));
                     if roll < 0.4 {
-                        logs.push((LogLevel::Error, format!("unhandled exception in request handler (version {FAULTY_VERSION})")));
+                        logs.push((
+                            LogLevel::Error,
+                            format!(
+                                "unhandled exception in request handler (version {FAULTY_VERSION})"
+                            ),
+                        ));
                     }
                 }
                 Failure::LatencyRegression => shifts.push(Shift::P95To(1200.0 + roll * 400.0)),
@@ -307,9 +344,15 @@ impl ServiceSim {
             if self.memory >= OOM_PERCENT {
                 crash = true;
                 shifts.push(Shift::ErrorAtLeast(0.05 + roll * 0.05));
-                logs.push((LogLevel::Error, "Out of memory: container killed (OOMKilled)".to_owned()));
+                logs.push((
+                    LogLevel::Error,
+                    "Out of memory: container killed (OOMKilled)".to_owned(),
+                ));
             } else if roll < 0.5 {
-                logs.push((LogLevel::Warn, format!("memory usage at {:.0}% of the limit", self.memory)));
+                logs.push((
+                    LogLevel::Warn,
+                    format!("memory usage at {:.0}% of the limit", self.memory),
+                ));
             }
         }
         if self.spike_left > 0 {
@@ -342,8 +385,18 @@ impl ServiceSim {
             Some(canary) => {
                 let canary = canary.shifted(&shifts).scaled(self.canary_factors());
                 let weight = self.canary_weight;
-                out.push(Event::Metric(self.sample(&shared, Some(Variant::Stable), stable, 100 - weight)));
-                out.push(Event::Metric(self.sample(&shared, Some(Variant::Canary), canary, weight)));
+                out.push(Event::Metric(self.sample(
+                    &shared,
+                    Some(Variant::Stable),
+                    stable,
+                    100 - weight,
+                )));
+                out.push(Event::Metric(self.sample(
+                    &shared,
+                    Some(Variant::Canary),
+                    canary,
+                    weight,
+                )));
             }
         }
         out.extend(logs.into_iter().map(|(level, message)| self.log(level, message, at)));
@@ -351,7 +404,13 @@ impl ServiceSim {
     }
 
     /// The sample of one variant that serves `percent` of the traffic.
-    fn sample(&self, shared: &Shared, variant: Option<Variant>, reading: Reading, percent: u8) -> MetricSample {
+    fn sample(
+        &self,
+        shared: &Shared,
+        variant: Option<Variant>,
+        reading: Reading,
+        percent: u8,
+    ) -> MetricSample {
         MetricSample {
             service: self.spec.name.clone(),
             env: self.spec.env.clone(),
@@ -371,7 +430,13 @@ impl ServiceSim {
     }
 
     /// Applies an action `elapsed` simulated seconds into the run.
-    pub fn act(&mut self, action: &Action, params: &ActionParams, elapsed: u64, at: Timestamp) -> Effect {
+    pub fn act(
+        &mut self,
+        action: &Action,
+        params: &ActionParams,
+        elapsed: u64,
+        at: Timestamp,
+    ) -> Effect {
         let none = |summary: &str| Effect { summary: summary.to_owned(), events: Vec::new() };
         match action {
             Action::Noop | Action::Observe => none("nothing changes"),
@@ -404,9 +469,13 @@ impl ServiceSim {
                 self.squeezed = false;
                 match was {
                     (true, _) => none("overload cured"),
-                    (false, true) if self.overloaded() => none(&format!("capacity restored; {FAULTY_VERSION}'s hot loop still saturates it")),
+                    (false, true) if self.overloaded() => none(&format!(
+                        "capacity restored; {FAULTY_VERSION}'s hot loop still saturates it"
+                    )),
                     (false, true) => none("capacity restored"),
-                    _ if self.overloaded() => none(&format!("more replicas; {FAULTY_VERSION}'s hot loop saturates them too")),
+                    _ if self.overloaded() => none(&format!(
+                        "more replicas; {FAULTY_VERSION}'s hot loop saturates them too"
+                    )),
                     _ => none("more replicas; nothing else changes"),
                 }
             }
@@ -433,7 +502,9 @@ impl ServiceSim {
                 self.canary_weight = weight;
                 format!("canary at {weight} %")
             }
-            Some(weight) => format!("canary weight {weight} % is not in 1..=99 (abort_rollout and promote end a rollout); nothing changes"),
+            Some(weight) => format!(
+                "canary weight {weight} % is not in 1..=99 (abort_rollout and promote end a rollout); nothing changes"
+            ),
             None => "no params.canary_weight given; nothing changes".to_owned(),
         }
     }
@@ -461,7 +532,10 @@ impl ServiceSim {
             return Effect { summary: "nothing to roll back to".to_owned(), events: Vec::new() };
         };
         if target == self.version {
-            return Effect { summary: format!("already at {target}; nothing changes"), events: Vec::new() };
+            return Effect {
+                summary: format!("already at {target}; nothing changes"),
+                events: Vec::new(),
+            };
         }
         let was_faulty = self.version_fault();
         let from = std::mem::replace(&mut self.version, target.clone());

@@ -107,15 +107,25 @@ impl Simulator {
     async fn publish(ctx: &mut Context<'_>, events: &[Event]) -> Result<(), HandleError> {
         for event in events {
             match event {
-                Event::Deploy(e) => ctx.publish(&subject::DEPLOY_EVENTS.subject(&e.env, &e.service), e).await?,
-                Event::Metric(e) => ctx.publish(&subject::METRIC_EVENTS.subject(&e.env, &e.service), e).await?,
-                Event::Log(e) => ctx.publish(&subject::LOG_EVENTS.subject(&e.env, &e.service), e).await?,
+                Event::Deploy(e) => {
+                    ctx.publish(&subject::DEPLOY_EVENTS.subject(&e.env, &e.service), e).await?
+                }
+                Event::Metric(e) => {
+                    ctx.publish(&subject::METRIC_EVENTS.subject(&e.env, &e.service), e).await?
+                }
+                Event::Log(e) => {
+                    ctx.publish(&subject::LOG_EVENTS.subject(&e.env, &e.service), e).await?
+                }
             };
         }
         Ok(())
     }
 
-    async fn on_action(&mut self, ctx: &mut Context<'_>, action: SimAction) -> Result<(), HandleError> {
+    async fn on_action(
+        &mut self,
+        ctx: &mut Context<'_>,
+        action: SimAction,
+    ) -> Result<(), HandleError> {
         let input_id = ctx.meta().input_id.clone();
         if let Some((_, events)) = self.applied.iter().find(|(id, _)| *id == input_id) {
             let events = events.clone();
@@ -154,7 +164,10 @@ impl Handler for Simulator {
 
     fn due(&mut self, now: Timestamp) -> Vec<Due> {
         let sim_now = self.clock.now(now);
-        if !self.caught_up && sim_now >= now.minus(BEHIND_WALL_CLOCK) && self.world.next_tick_at().is_some() {
+        if !self.caught_up
+            && sim_now >= now.minus(BEHIND_WALL_CLOCK)
+            && self.world.next_tick_at().is_some()
+        {
             self.caught_up = true;
             info!(sim_time = %sim_now, "caught up with the wall clock; simulating in real time");
         }
@@ -168,11 +181,16 @@ impl Handler for Simulator {
             let key = format!("tick:{run}:{}", tick.at.unix_millis() / 1000);
             self.pending.push_back((key, tick));
         }
-        self.pending.iter().map(|(key, _)| Due { key: key.clone(), correlation_id: format!("simulator:{key}") }).collect()
+        self.pending
+            .iter()
+            .map(|(key, _)| Due { key: key.clone(), correlation_id: format!("simulator:{key}") })
+            .collect()
     }
 
     async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
-        let Some(i) = self.pending.iter().position(|(key, _)| *key == due.key) else { return Ok(()) };
+        let Some(i) = self.pending.iter().position(|(key, _)| *key == due.key) else {
+            return Ok(());
+        };
         let events = self.pending[i].1.events.clone();
         // On failure the tick stays pending and is published again, with the same ids.
         Self::publish(ctx, &events).await?;
@@ -208,7 +226,11 @@ mod tests {
             let now = wall.plus(Duration::from_secs(s));
             sim.due(now);
             for (_, tick) in sim.pending.drain(..) {
-                assert!(tick.at <= now.minus(BEHIND_WALL_CLOCK), "{} is ahead of {now} - 5 s", tick.at);
+                assert!(
+                    tick.at <= now.minus(BEHIND_WALL_CLOCK),
+                    "{} is ahead of {now} - 5 s",
+                    tick.at
+                );
             }
         }
         assert!(sim.caught_up);
@@ -217,8 +239,13 @@ mod tests {
     #[test]
     fn flags_come_with_defaults_and_refuse_nonsense() {
         let f = flags(&[]);
-        assert_eq!((f.scenario, f.seed, f.speed, f.lead), (None, None, None, Duration::from_secs(6 * 3600)));
-        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("simulator").chain(args.iter().copied()));
+        assert_eq!(
+            (f.scenario, f.seed, f.speed, f.lead),
+            (None, None, None, Duration::from_secs(6 * 3600))
+        );
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("simulator").chain(args.iter().copied()))
+        };
         assert!(parse(&["--speed", "0"]).is_err());
         assert!(parse(&["--lead", "soon"]).is_err());
         assert!(parse(&["--start", "yesterday"]).is_err());

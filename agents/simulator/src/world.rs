@@ -107,7 +107,10 @@ impl World {
             .services
             .iter_mut()
             .find(|s| s.spec.env == action.env && s.spec.name == action.service)
-            .ok_or_else(|| UnknownService { env: action.env.clone(), service: action.service.clone() })?;
+            .ok_or_else(|| UnknownService {
+                env: action.env.clone(),
+                service: action.service.clone(),
+            })?;
         Ok(service.act(&action.action, &action.params, elapsed, at))
     }
 }

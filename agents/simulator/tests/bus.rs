@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use bus_schema::codec::Outgoing;
-use bus_schema::{Action, ActionParams, MetricSample, SimAction, Timestamp, Uuid, headers, subject};
+use bus_schema::{
+    Action, ActionParams, MetricSample, SimAction, Timestamp, Uuid, headers, subject,
+};
 use cn_tests::{NatsServer, eventually};
 use futures_util::StreamExt;
 
@@ -46,7 +48,10 @@ fn spawn(server: &NatsServer, dir: &std::path::Path, extra: &[&str]) -> Running 
 }
 
 async fn next_sample(sub: &mut async_nats::Subscriber) -> MetricSample {
-    let msg = tokio::time::timeout(Duration::from_secs(20), sub.next()).await.expect("a sample within 20 s").expect("subscription open");
+    let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .expect("a sample within 20 s")
+        .expect("subscription open");
     serde_json::from_slice(&msg.payload).unwrap()
 }
 
@@ -55,18 +60,27 @@ async fn publishes_its_world_and_a_restart_clears_a_crash_loop() -> anyhow::Resu
     let server = NatsServer::start()?;
     let dir = tempfile::tempdir()?;
     let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, "seed = 3\ntick_s = 10\nspeed = 20\n[[service]]\nenv = \"stage\"\nname = \"web\"\nfailure = \"crash_loop\"\n")?;
+    std::fs::write(
+        &scenario,
+        "seed = 3\ntick_s = 10\nspeed = 20\n[[service]]\nenv = \"stage\"\nname = \"web\"\nfailure = \"crash_loop\"\n",
+    )?;
     let client = server.client().await?;
     let mut samples = client.subscribe("cn.events.metric.stage.web").await?;
-    let _sim = spawn(&server, dir.path(), &["--scenario", scenario.to_str().unwrap(), "--lead", "30m"]);
+    let _sim =
+        spawn(&server, dir.path(), &["--scenario", scenario.to_str().unwrap(), "--lead", "30m"]);
 
     let first = next_sample(&mut samples).await;
     assert_eq!(first.crash_looping, Some(true), "the crash loop starts at once");
-    assert!(first.timestamp < Timestamp::now().minus(Duration::from_secs(25 * 60)), "simulated time starts --lead behind");
+    assert!(
+        first.timestamp < Timestamp::now().minus(Duration::from_secs(25 * 60)),
+        "simulated time starts --lead behind"
+    );
     let js = async_nats::jetstream::new(client.clone());
     eventually(Duration::from_secs(10), "metric and deploy events stored on CN_EVENTS", || {
         let js = js.clone();
-        async move { Ok((js.get_stream("CN_EVENTS").await?.info().await?.state.messages >= 4).then_some(())) }
+        async move {
+            Ok((js.get_stream("CN_EVENTS").await?.info().await?.state.messages >= 4).then_some(()))
+        }
     })
     .await?;
 
@@ -99,7 +113,8 @@ async fn publishes_its_world_and_a_restart_clears_a_crash_loop() -> anyhow::Resu
 }
 
 #[tokio::test]
-async fn without_a_scenario_it_is_idle_and_consumes_actions_for_unknown_services() -> anyhow::Result<()> {
+async fn without_a_scenario_it_is_idle_and_consumes_actions_for_unknown_services()
+-> anyhow::Result<()> {
     let server = NatsServer::start()?;
     let dir = tempfile::tempdir()?;
     let client = server.client().await?;
@@ -108,7 +123,14 @@ async fn without_a_scenario_it_is_idle_and_consumes_actions_for_unknown_services
     let js = async_nats::jetstream::new(client.clone());
     let consumer = eventually(Duration::from_secs(10), "the simulator's consumer", || {
         let js = js.clone();
-        async move { Ok(js.get_stream("CN_WORK").await?.get_consumer::<async_nats::jetstream::consumer::pull::Config>("simulator-actions").await.ok()) }
+        async move {
+            Ok(js
+                .get_stream("CN_WORK")
+                .await?
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>("simulator-actions")
+                .await
+                .ok())
+        }
     })
     .await?;
     let action = SimAction {
@@ -127,11 +149,17 @@ async fn without_a_scenario_it_is_idle_and_consumes_actions_for_unknown_services
         let mut c = consumer.clone();
         async move {
             let info = c.info().await?;
-            Ok((info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence > 0).then_some(()))
+            Ok((info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.delivered.stream_sequence > 0)
+                .then_some(()))
         }
     })
     .await?;
-    assert!(tokio::time::timeout(Duration::from_secs(2), events.next()).await.is_err(), "an idle simulator publishes no events");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), events.next()).await.is_err(),
+        "an idle simulator publishes no events"
+    );
     Ok(())
 }
 
@@ -139,8 +167,15 @@ async fn without_a_scenario_it_is_idle_and_consumes_actions_for_unknown_services
 fn a_bad_scenario_exits_64_naming_the_key() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "tick_s = 10\n[[service]]\nenv = \"dev\"\nname = \"a\"\nfailur = \"crash_loop\"\n")?;
-    let out = Command::new(SIMULATOR).args(["--scenario", file.to_str().unwrap(), "--data-dir"]).arg(dir.path()).env_remove("NATS_URL").output()?;
+    std::fs::write(
+        &file,
+        "tick_s = 10\n[[service]]\nenv = \"dev\"\nname = \"a\"\nfailur = \"crash_loop\"\n",
+    )?;
+    let out = Command::new(SIMULATOR)
+        .args(["--scenario", file.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path())
+        .env_remove("NATS_URL")
+        .output()?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("unknown field `failur`") && stderr.contains("bad.toml"), "{stderr}");

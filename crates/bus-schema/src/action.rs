@@ -152,7 +152,8 @@ mod tests {
 
     #[test]
     fn canary_actions_are_the_rollout_ones() {
-        let canary: Vec<&str> = Action::BUILT_IN.iter().filter(|a| a.is_canary()).map(Action::as_str).collect();
+        let canary: Vec<&str> =
+            Action::BUILT_IN.iter().filter(|a| a.is_canary()).map(Action::as_str).collect();
         assert_eq!(canary, ["set_canary_weight", "promote", "abort_rollout"]);
     }
 

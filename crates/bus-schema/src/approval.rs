@@ -69,7 +69,11 @@ impl ApprovalSigner {
     /// Signs the claims.
     pub fn sign(&self, claims: ApprovalClaims) -> SignedApproval {
         let signature = self.key.sign(&claims.signing_bytes());
-        SignedApproval { claims, key_id: self.key_id(), signature: hex::encode(&signature.to_bytes()) }
+        SignedApproval {
+            claims,
+            key_id: self.key_id(),
+            signature: hex::encode(&signature.to_bytes()),
+        }
     }
 }
 
@@ -107,7 +111,11 @@ impl ApprovalVerifier {
 }
 
 /// Checks an approval against trusted keys and the current time.
-pub fn verify(approval: &SignedApproval, trusted: &[ApprovalVerifier], now: Timestamp) -> Result<(), ApprovalError> {
+pub fn verify(
+    approval: &SignedApproval,
+    trusted: &[ApprovalVerifier],
+    now: Timestamp,
+) -> Result<(), ApprovalError> {
     let key = trusted
         .iter()
         .find(|k| k.key_id() == approval.key_id)
@@ -183,17 +191,24 @@ mod tests {
 
     #[test]
     fn another_key_is_not_trusted_and_expiry_is_enforced() {
-        let (ours, theirs) = (ApprovalSigner::generate().unwrap(), ApprovalSigner::generate().unwrap());
+        let (ours, theirs) =
+            (ApprovalSigner::generate().unwrap(), ApprovalSigner::generate().unwrap());
         let now = Timestamp::now();
         let forged = theirs.sign(claims(now));
-        assert!(matches!(verify(&forged, &[ours.public_key()], now), Err(ApprovalError::UnknownKey(_))));
+        assert!(matches!(
+            verify(&forged, &[ours.public_key()], now),
+            Err(ApprovalError::UnknownKey(_))
+        ));
         // Same key id, different key: the signature is what counts.
         let mut impostor = forged.clone();
         impostor.key_id = ours.key_id();
         assert_eq!(verify(&impostor, &[ours.public_key()], now), Err(ApprovalError::BadSignature));
         let approval = ours.sign(claims(now));
         let at_expiry = approval.claims.expires_at;
-        assert!(matches!(verify(&approval, &[ours.public_key()], at_expiry), Err(ApprovalError::Expired { .. })));
+        assert!(matches!(
+            verify(&approval, &[ours.public_key()], at_expiry),
+            Err(ApprovalError::Expired { .. })
+        ));
     }
 
     #[test]

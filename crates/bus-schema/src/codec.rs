@@ -32,13 +32,18 @@ impl Encoding {
     }
 
     /// The encoding a `Content-Type` header names; `default` when there is none.
-    pub fn from_content_type(value: Option<&str>, default: Encoding) -> Result<Encoding, DecodeError> {
+    pub fn from_content_type(
+        value: Option<&str>,
+        default: Encoding,
+    ) -> Result<Encoding, DecodeError> {
         let Some(value) = value else { return Ok(default) };
         let media = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
         match media.as_str() {
             "" => Ok(default),
             "application/json" | "text/json" => Ok(Encoding::Json),
-            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => Ok(Encoding::MsgPack),
+            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
+                Ok(Encoding::MsgPack)
+            }
             _ => Err(DecodeError::UnsupportedContentType(value.chars().take(100).collect())),
         }
     }
@@ -47,15 +52,23 @@ impl Encoding {
 /// What a payload is about, checked against its subject's tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope<'a> {
-    Service { env: &'a Env, service: &'a ServiceName },
+    Service {
+        env: &'a Env,
+        service: &'a ServiceName,
+    },
     Env(&'a Env),
-    Agent { agent: &'a AgentName, instance: &'a InstanceId },
+    Agent {
+        agent: &'a AgentName,
+        instance: &'a InstanceId,
+    },
     /// The payload does not repeat its subject's tokens.
     Unscoped,
 }
 
 /// A type that travels on the bus.
-pub trait Payload: Serialize + DeserializeOwned + Validate + std::fmt::Debug + Send + Sync + 'static {
+pub trait Payload:
+    Serialize + DeserializeOwned + Validate + std::fmt::Debug + Send + Sync + 'static
+{
     /// The `Cn-Type` header value, e.g. `cn.v1.incident`.
     const CN_TYPE: &'static str;
     /// How the fleet publishes it.
@@ -110,19 +123,31 @@ payload!(Incident, "cn.v1.incident", MsgPack, |p| service_scope(&p.env, &p.servi
 payload!(Outcome, "cn.v1.outcome", MsgPack, |p| service_scope(&p.env, &p.service));
 payload!(SloStatus, "cn.v1.slo_status", MsgPack, |p| service_scope(&p.env, &p.service));
 payload!(ActionProposal, "cn.v1.action_proposal", MsgPack, |p| service_scope(&p.env, &p.service));
-payload!(SignedApproval, "cn.v1.signed_approval", MsgPack, |p| service_scope(&p.claims.env, &p.claims.service));
+payload!(SignedApproval, "cn.v1.signed_approval", MsgPack, |p| service_scope(
+    &p.claims.env,
+    &p.claims.service
+));
 payload!(Refusal, "cn.v1.refusal", MsgPack, |p| service_scope(&p.env, &p.service));
-payload!(PendingApproval, "cn.v1.pending_approval", MsgPack, |p| service_scope(&p.proposal.env, &p.proposal.service));
+payload!(PendingApproval, "cn.v1.pending_approval", MsgPack, |p| service_scope(
+    &p.proposal.env,
+    &p.proposal.service
+));
 payload!(ExecutionResult, "cn.v1.execution_result", MsgPack, |p| service_scope(&p.env, &p.service));
 payload!(SimAction, "cn.v1.sim_action", MsgPack, |p| service_scope(&p.env, &p.service));
-payload!(Heartbeat, "cn.v1.heartbeat", MsgPack, |p| Scope::Agent { agent: &p.agent, instance: &p.instance });
+payload!(Heartbeat, "cn.v1.heartbeat", MsgPack, |p| Scope::Agent {
+    agent: &p.agent,
+    instance: &p.instance
+});
 payload!(AgentStatus, "cn.v1.agent_status", Json, |p| Scope::Agent {
     agent: &p.heartbeat.agent,
     instance: &p.heartbeat.instance
 });
 payload!(ModelStats, "cn.v1.model_stats", Json, |_p| Scope::Unscoped);
 payload!(LearnedPolicy, "cn.v1.learned_policy", Json, |_p| Scope::Unscoped);
-payload!(ProofRecord, "cn.v1.proof", Json, |p| Scope::Agent { agent: &p.agent, instance: &p.instance });
+payload!(ProofRecord, "cn.v1.proof", Json, |p| Scope::Agent {
+    agent: &p.agent,
+    instance: &p.instance
+});
 
 /// How deeply a MessagePack payload may nest (JSON is limited to 128 by serde_json).
 pub const MAX_DEPTH: usize = 32;
@@ -178,8 +203,12 @@ impl DecodeError {
             DecodeError::InvalidField { .. } => RejectReason::InvalidField,
             DecodeError::Invalid(v) => match v {
                 ValidationError::OutOfRange { .. } => RejectReason::OutOfRange,
-                ValidationError::TooLong { .. } | ValidationError::TooMany { .. } => RejectReason::FieldTooLarge,
-                ValidationError::Empty { .. } | ValidationError::Invalid { .. } => RejectReason::InvalidField,
+                ValidationError::TooLong { .. } | ValidationError::TooMany { .. } => {
+                    RejectReason::FieldTooLarge
+                }
+                ValidationError::Empty { .. } | ValidationError::Invalid { .. } => {
+                    RejectReason::InvalidField
+                }
             },
             DecodeError::BadSubject { .. } => RejectReason::InvalidSubject,
             DecodeError::ScopeMismatch { .. } => RejectReason::ScopeMismatch,
@@ -211,7 +240,11 @@ pub fn encode_as<P: Payload>(payload: &P, encoding: Encoding) -> Result<Vec<u8>,
 }
 
 /// Decodes and validates a payload of a known type (no subject check).
-pub fn decode<P: Payload>(encoding: Encoding, bytes: &[u8], limits: &Limits) -> Result<P, DecodeError> {
+pub fn decode<P: Payload>(
+    encoding: Encoding,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<P, DecodeError> {
     if bytes.len() > limits.max_payload {
         return Err(DecodeError::TooLarge { size: bytes.len(), limit: limits.max_payload });
     }
@@ -222,7 +255,8 @@ pub fn decode<P: Payload>(encoding: Encoding, bytes: &[u8], limits: &Limits) -> 
         Encoding::Json => {
             let mut de = serde_json::Deserializer::from_slice(bytes);
             let value = serde_path_to_error::deserialize(&mut de).map_err(json_error)?;
-            de.end().map_err(|e| DecodeError::Malformed { encoding: "JSON", message: e.to_string() })?;
+            de.end()
+                .map_err(|e| DecodeError::Malformed { encoding: "JSON", message: e.to_string() })?;
             value
         }
         Encoding::MsgPack => {
@@ -254,7 +288,9 @@ fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> DecodeError {
     let path = field_path(e.path());
     let inner = e.into_inner();
     match inner.classify() {
-        serde_json::error::Category::Data => DecodeError::InvalidField { path, message: strip_position(&inner) },
+        serde_json::error::Category::Data => {
+            DecodeError::InvalidField { path, message: strip_position(&inner) }
+        }
         _ => DecodeError::Malformed { encoding: "JSON", message: inner.to_string() },
     }
 }
@@ -327,7 +363,12 @@ pub enum Inbound {
 
 /// Decodes a message by its subject, checking event times against the local clock now; see
 /// [`decode_inbound_at`].
-pub fn decode_inbound(subject: &str, content_type: Option<&str>, payload: &[u8], limits: &Limits) -> Result<Inbound, DecodeError> {
+pub fn decode_inbound(
+    subject: &str,
+    content_type: Option<&str>,
+    payload: &[u8],
+    limits: &Limits,
+) -> Result<Inbound, DecodeError> {
     decode_inbound_at(subject, content_type, payload, limits, Timestamp::now())
 }
 
@@ -335,7 +376,13 @@ pub fn decode_inbound(subject: &str, content_type: Option<&str>, payload: &[u8],
 /// identifiers, scope, and an event time at most [`MAX_CLOCK_SKEW`] ahead of `clock` (the
 /// time the message arrived: JetStream's timestamp for a stored message). Every agent applies
 /// these same rules through the runtime, so they agree on every input.
-pub fn decode_inbound_at(subject: &str, content_type: Option<&str>, payload: &[u8], limits: &Limits, clock: Timestamp) -> Result<Inbound, DecodeError> {
+pub fn decode_inbound_at(
+    subject: &str,
+    content_type: Option<&str>,
+    payload: &[u8],
+    limits: &Limits,
+    clock: Timestamp,
+) -> Result<Inbound, DecodeError> {
     if payload.len() > limits.max_payload {
         return Err(DecodeError::TooLarge { size: payload.len(), limit: limits.max_payload });
     }
@@ -389,7 +436,10 @@ struct In<'a> {
 }
 
 impl In<'_> {
-    fn token<T: std::str::FromStr<Err = crate::TokenError>>(&self, raw: &str) -> Result<T, DecodeError> {
+    fn token<T: std::str::FromStr<Err = crate::TokenError>>(
+        &self,
+        raw: &str,
+    ) -> Result<T, DecodeError> {
         raw.parse().map_err(|e: crate::TokenError| DecodeError::BadSubject {
             subject: self.subject.chars().take(200).collect(),
             problem: e.to_string(),
@@ -431,7 +481,8 @@ impl In<'_> {
     }
 
     fn agent<P: Payload>(&self, agent: &str, instance: &str) -> Result<P, DecodeError> {
-        let (agent, instance): (AgentName, InstanceId) = (self.token(agent)?, self.token(instance)?);
+        let (agent, instance): (AgentName, InstanceId) =
+            (self.token(agent)?, self.token(instance)?);
         let p: P = self.payload()?;
         if let Scope::Agent { agent: pa, instance: pi } = p.scope() {
             same("agent", pa.as_str(), agent.as_str())?;
@@ -445,6 +496,10 @@ fn same(field: &'static str, payload: &str, subject: &str) -> Result<(), DecodeE
     if payload == subject {
         Ok(())
     } else {
-        Err(DecodeError::ScopeMismatch { field, payload: payload.to_owned(), subject: subject.to_owned() })
+        Err(DecodeError::ScopeMismatch {
+            field,
+            payload: payload.to_owned(),
+            subject: subject.to_owned(),
+        })
     }
 }

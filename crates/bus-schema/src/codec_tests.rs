@@ -4,7 +4,10 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use crate::arb;
-use crate::codec::{DecodeError, Encoding, Inbound, Limits, MAX_CLOCK_SKEW, Outgoing, Payload, decode, decode_inbound, decode_inbound_at, encode_as};
+use crate::codec::{
+    DecodeError, Encoding, Inbound, Limits, MAX_CLOCK_SKEW, Outgoing, Payload, decode,
+    decode_inbound, decode_inbound_at, encode_as,
+};
 use crate::payload::*;
 use crate::subject;
 use crate::{RejectReason, proof::ProofRecord};
@@ -73,20 +76,40 @@ fn the_design_examples_decode() {
     assert_eq!(m.crash_looping, Some(true));
     let deploy = json!({"service":"payments-api","env":"prod","version":"1.15.0","previous_version":"1.14.2",
         "commit_sha":"d1e2f3a","status":"failed","timestamp":"2026-02-20T17:00:00Z"});
-    let got = decode_inbound("cn.events.deploy.prod.payments-api", None, deploy.to_string().as_bytes(), &Limits::DEFAULT);
+    let got = decode_inbound(
+        "cn.events.deploy.prod.payments-api",
+        None,
+        deploy.to_string().as_bytes(),
+        &Limits::DEFAULT,
+    );
     assert!(matches!(got, Ok(Inbound::Deploy(d)) if d.status == DeployStatus::Failed));
     let request = json!({"deployment_id":"deploy-001","service":"user-service","env":"prod","version":"v2.1.0",
         "changes":[{"file_path":"src/cache/manager.py","change_type":"modify","lines_changed":45,
                     "risk_tags":["caching"],"description":"Optimize cache TTL strategy"}],
         "current_error_rate":0.0005,"current_p95_latency_ms":180,"target_p95_latency_ms":250,
         "target_error_rate":0.001,"rollback_capability":true,"dependencies":["postgres","redis"]});
-    let got = decode_inbound("cn.requests.contract.prod.user-service", None, request.to_string().as_bytes(), &Limits::DEFAULT);
+    let got = decode_inbound(
+        "cn.requests.contract.prod.user-service",
+        None,
+        request.to_string().as_bytes(),
+        &Limits::DEFAULT,
+    );
     assert!(matches!(got, Ok(Inbound::ContractRequest(r)) if r.changes.len() == 1));
     let onboard = json!({"app_name":"demo-api","repo_url":"https://example.com/org/demo-api","runtime":"backend","env":"dev"});
-    let got = decode_inbound("cn.requests.onboard.dev", None, onboard.to_string().as_bytes(), &Limits::DEFAULT);
+    let got = decode_inbound(
+        "cn.requests.onboard.dev",
+        None,
+        onboard.to_string().as_bytes(),
+        &Limits::DEFAULT,
+    );
     assert!(matches!(got, Ok(Inbound::Onboard(_))));
     let decision = json!({"proposal_id":"6f1c2b1e-7d8a-4c55-9a43-3f2f4f0b2a10","decision":"approve","operator":"oncall-sre","reason":"checked dashboards"});
-    let got = decode_inbound("cn.approvals.prod.payments-api", None, decision.to_string().as_bytes(), &Limits::DEFAULT);
+    let got = decode_inbound(
+        "cn.approvals.prod.payments-api",
+        None,
+        decision.to_string().as_bytes(),
+        &Limits::DEFAULT,
+    );
     assert!(matches!(got, Ok(Inbound::HumanDecision(d)) if d.decision == Decision::Approve));
 }
 
@@ -120,7 +143,11 @@ fn wrong_types_name_the_field() {
     let mut v = good_metric();
     v["variant"] = json!("blue");
     let err = decode_metric(&v).unwrap_err();
-    assert!(err.to_string().contains("variant: unknown Variant \"blue\"; expected one of: stable, canary"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("variant: unknown Variant \"blue\"; expected one of: stable, canary"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -150,18 +177,34 @@ fn payload_and_subject_must_agree() {
     v["service"] = json!("other-api");
     let err = decode_metric(&v).unwrap_err();
     assert_eq!(err.reason(), RejectReason::ScopeMismatch);
-    assert_eq!(err.to_string(), "payload service is \"other-api\" but the subject says \"payments-api\"");
+    assert_eq!(
+        err.to_string(),
+        "payload service is \"other-api\" but the subject says \"payments-api\""
+    );
 }
 
 #[test]
 fn bad_subjects_explain_the_expected_shape() {
     let body = good_metric().to_string();
-    let err = decode_inbound("cn.events.metric.prod.payments.api", None, body.as_bytes(), &Limits::DEFAULT).unwrap_err();
+    let err = decode_inbound(
+        "cn.events.metric.prod.payments.api",
+        None,
+        body.as_bytes(),
+        &Limits::DEFAULT,
+    )
+    .unwrap_err();
     assert_eq!(err.reason(), RejectReason::InvalidSubject);
     assert!(err.to_string().contains("expected cn.events.metric.{env}.{service}"), "{err}");
-    let err = decode_inbound("cn.events.metric.PROD.payments-api", None, body.as_bytes(), &Limits::DEFAULT).unwrap_err();
+    let err = decode_inbound(
+        "cn.events.metric.PROD.payments-api",
+        None,
+        body.as_bytes(),
+        &Limits::DEFAULT,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("environment \"PROD\" has 'P'"), "{err}");
-    let err = decode_inbound("orders.created", None, body.as_bytes(), &Limits::DEFAULT).unwrap_err();
+    let err =
+        decode_inbound("orders.created", None, body.as_bytes(), &Limits::DEFAULT).unwrap_err();
     assert!(err.to_string().contains("not a Chaos Negotiator subject"), "{err}");
 }
 
@@ -169,15 +212,28 @@ fn bad_subjects_explain_the_expected_shape() {
 fn content_types() {
     let sample: MetricSample = serde_json::from_value(good_metric()).unwrap();
     let packed = encode_as(&sample, Encoding::MsgPack).unwrap();
-    let got = decode_inbound(METRIC_SUBJECT, Some("application/msgpack"), &packed, &Limits::DEFAULT).unwrap();
+    let got =
+        decode_inbound(METRIC_SUBJECT, Some("application/msgpack"), &packed, &Limits::DEFAULT)
+            .unwrap();
     assert_eq!(got, Inbound::Metric(sample));
-    let err = decode_inbound(METRIC_SUBJECT, Some("text/xml"), b"<x/>", &Limits::DEFAULT).unwrap_err();
+    let err =
+        decode_inbound(METRIC_SUBJECT, Some("text/xml"), b"<x/>", &Limits::DEFAULT).unwrap_err();
     assert_eq!(err.reason(), RejectReason::UnsupportedContentType);
     let body = good_metric().to_string();
-    assert!(decode_inbound(METRIC_SUBJECT, Some("application/json; charset=utf-8"), body.as_bytes(), &Limits::DEFAULT).is_ok());
+    assert!(
+        decode_inbound(
+            METRIC_SUBJECT,
+            Some("application/json; charset=utf-8"),
+            body.as_bytes(),
+            &Limits::DEFAULT
+        )
+        .is_ok()
+    );
     let mut trailing = packed.clone();
     trailing.push(0xc0);
-    let err = decode_inbound(METRIC_SUBJECT, Some("application/msgpack"), &trailing, &Limits::DEFAULT).unwrap_err();
+    let err =
+        decode_inbound(METRIC_SUBJECT, Some("application/msgpack"), &trailing, &Limits::DEFAULT)
+            .unwrap_err();
     assert_eq!(err.reason(), RejectReason::Malformed);
 }
 
@@ -190,7 +246,13 @@ fn oversized_payloads_are_rejected_before_parsing() {
     assert_eq!(err.reason(), RejectReason::TooLarge);
     let mut v = json!({"service":"payments-api","env":"prod","level":"error","timestamp":"2026-02-20T17:01:02Z"});
     v["message"] = json!("y".repeat(5000));
-    let err = decode_inbound("cn.events.log.prod.payments-api", None, v.to_string().as_bytes(), &Limits::DEFAULT).unwrap_err();
+    let err = decode_inbound(
+        "cn.events.log.prod.payments-api",
+        None,
+        v.to_string().as_bytes(),
+        &Limits::DEFAULT,
+    )
+    .unwrap_err();
     assert_eq!(err.reason(), RejectReason::FieldTooLarge);
     assert_eq!(err.to_string(), "message is 5000 bytes long; at most 4096 are allowed");
 }
@@ -199,7 +261,8 @@ fn oversized_payloads_are_rejected_before_parsing() {
 fn every_family_routes_to_its_payload() {
     use proptest::strategy::ValueTree;
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let mut sample = |s: proptest::strategy::BoxedStrategy<Inbound>| s.new_tree(&mut runner).unwrap().current();
+    let mut sample =
+        |s: proptest::strategy::BoxedStrategy<Inbound>| s.new_tree(&mut runner).unwrap().current();
     let cases: Vec<(String, Inbound)> = vec![
         {
             let p = sample(arb::incident().prop_map(Inbound::Incident).boxed());
@@ -219,9 +282,17 @@ fn every_family_routes_to_its_payload() {
     ];
     for (subject, expected) in cases {
         let bytes = match &expected {
-            Inbound::Incident(p) => Outgoing::new(&subject::INCIDENTS.subject(&p.env, &p.service), p).unwrap().payload,
-            Inbound::Approved(p) => Outgoing::new(&subject::APPROVED.subject(&p.claims.env, &p.claims.service), p).unwrap().payload,
-            Inbound::Proof(p) => Outgoing::new(&subject::PROOF.subject(&p.agent, &p.instance), p).unwrap().payload,
+            Inbound::Incident(p) => {
+                Outgoing::new(&subject::INCIDENTS.subject(&p.env, &p.service), p).unwrap().payload
+            }
+            Inbound::Approved(p) => {
+                Outgoing::new(&subject::APPROVED.subject(&p.claims.env, &p.claims.service), p)
+                    .unwrap()
+                    .payload
+            }
+            Inbound::Proof(p) => {
+                Outgoing::new(&subject::PROOF.subject(&p.agent, &p.instance), p).unwrap().payload
+            }
             _ => unreachable!(),
         };
         // Random values may be out of range; routing and decoding must still agree on the type.
@@ -232,10 +303,17 @@ fn every_family_routes_to_its_payload() {
         }
     }
     for family in subject::FAMILIES {
-        let probe = family.template().replace("{env}", "prod").replace("{service}", "api").replace("{agent}", "a").replace("{instance}", "0");
+        let probe = family
+            .template()
+            .replace("{env}", "prod")
+            .replace("{service}", "api")
+            .replace("{agent}", "a")
+            .replace("{instance}", "0");
         let err = decode_inbound(&probe, None, b"\x80", &Limits::DEFAULT);
         let routed = !matches!(err, Err(DecodeError::BadSubject { .. }));
-        let consumed = family.stream.is_some() || family.prefix == "cn.negotiate" || family.prefix == "cn.heartbeat";
+        let consumed = family.stream.is_some()
+            || family.prefix == "cn.negotiate"
+            || family.prefix == "cn.heartbeat";
         assert_eq!(routed, consumed, "{}", family.template());
     }
 }
@@ -319,7 +397,8 @@ fn deeply_nested_input_is_rejected_not_a_crash() {
     body.extend(rmp_serde::to_vec(&"junk").unwrap());
     body.extend(std::iter::repeat_n(0x91, 5000));
     body.push(0xc0);
-    let err = decode_inbound(METRIC_SUBJECT, Some("application/msgpack"), &body, &Limits::DEFAULT).unwrap_err();
+    let err = decode_inbound(METRIC_SUBJECT, Some("application/msgpack"), &body, &Limits::DEFAULT)
+        .unwrap_err();
     assert_eq!(err.reason(), RejectReason::Malformed, "{err}");
     // serde_json skips unknown values without recursing and caps nesting of known ones at 128.
     let json = format!("{{\"junk\": {}{}}}", "[".repeat(5000), "]".repeat(5000));
@@ -341,7 +420,13 @@ fn an_event_time_ahead_of_the_arrival_clock_beyond_the_skew_is_rejected_as_out_o
     let clock = crate::Timestamp::now();
     let at = |ahead: std::time::Duration| {
         let body = json!({"service": "payments-api", "env": "prod", "version": "1.2.3", "status": "succeeded", "timestamp": clock.plus(ahead).to_string()});
-        decode_inbound_at("cn.events.deploy.prod.payments-api", None, body.to_string().as_bytes(), &Limits::DEFAULT, clock)
+        decode_inbound_at(
+            "cn.events.deploy.prod.payments-api",
+            None,
+            body.to_string().as_bytes(),
+            &Limits::DEFAULT,
+            clock,
+        )
     };
     assert!(at(MAX_CLOCK_SKEW).is_ok(), "within the skew");
     let err = at(MAX_CLOCK_SKEW + std::time::Duration::from_secs(1)).unwrap_err();
@@ -351,10 +436,20 @@ fn an_event_time_ahead_of_the_arrival_clock_beyond_the_skew_is_rejected_as_out_o
 
 #[test]
 fn a_version_with_a_bidi_override_or_control_character_is_rejected_naming_the_field() {
-    for (field, value) in [("previous_version", "1.14.2\u{202e}"), ("version", "1.15.0\u{1b}[2J"), ("commit_sha", "abc\ndef")] {
+    for (field, value) in [
+        ("previous_version", "1.14.2\u{202e}"),
+        ("version", "1.15.0\u{1b}[2J"),
+        ("commit_sha", "abc\ndef"),
+    ] {
         let mut body = json!({"service": "payments-api", "env": "prod", "version": "1.15.0", "status": "failed", "timestamp": crate::Timestamp::now().to_string()});
         body[field] = json!(value);
-        let err = decode_inbound("cn.events.deploy.prod.payments-api", None, body.to_string().as_bytes(), &Limits::DEFAULT).unwrap_err();
+        let err = decode_inbound(
+            "cn.events.deploy.prod.payments-api",
+            None,
+            body.to_string().as_bytes(),
+            &Limits::DEFAULT,
+        )
+        .unwrap_err();
         assert_eq!(err.reason(), RejectReason::InvalidField, "{field}: {err}");
         assert!(err.to_string().contains(field), "{err}");
     }

@@ -27,9 +27,16 @@ impl DeployHistory {
             let restored = if event.previous_version.is_some() {
                 Some(event.version.clone())
             } else {
-                self.current_version.clone().filter(|c| c != given_up).or_else(|| self.previous_version.clone())
+                self.current_version
+                    .clone()
+                    .filter(|c| c != given_up)
+                    .or_else(|| self.previous_version.clone())
             };
-            if self.previous_version.as_deref().is_some_and(|p| p == given_up || Some(p) == restored.as_deref()) {
+            if self
+                .previous_version
+                .as_deref()
+                .is_some_and(|p| p == given_up || Some(p) == restored.as_deref())
+            {
                 self.previous_version = None;
             }
             if restored.is_some() {
@@ -39,7 +46,9 @@ impl DeployHistory {
             return;
         }
         if let Some(prev) = &event.previous_version {
-            if self.current_version.as_deref() != Some(prev.as_str()) || event.status == DeployStatus::Succeeded {
+            if self.current_version.as_deref() != Some(prev.as_str())
+                || event.status == DeployStatus::Succeeded
+            {
                 self.previous_version = Some(prev.clone());
             }
         }
@@ -106,7 +115,11 @@ mod tests {
         let mut rolling = DeployHistory::default();
         rolling.apply(&deploy("1.14.2", None, "succeeded"));
         rolling.apply(&deploy("1.15.0", Some("1.14.2"), "started"));
-        assert_eq!(rolling.rollback_target(), Some("1.14.2"), "a rollout in progress rolls back to what runs");
+        assert_eq!(
+            rolling.rollback_target(),
+            Some("1.14.2"),
+            "a rollout in progress rolls back to what runs"
+        );
         let mut fresh = DeployHistory::default();
         fresh.apply(&deploy("1.15.0", Some("1.14.2"), "failed"));
         assert_eq!(fresh.rollback_target(), Some("1.14.2"));
@@ -119,23 +132,36 @@ mod tests {
         canary.apply(&deploy("1.14.2", Some("1.14.1"), "succeeded"));
         canary.apply(&deploy("1.15.0", Some("1.14.2"), "started"));
         canary.apply(&deploy("1.14.2", Some("1.15.0"), "rolled_back"));
-        assert_eq!((canary.current_version.as_deref(), canary.rollback_target()), (Some("1.14.2"), Some("1.14.1")));
+        assert_eq!(
+            (canary.current_version.as_deref(), canary.rollback_target()),
+            (Some("1.14.2"), Some("1.14.1"))
+        );
         // A release rolled back after it succeeded.
         let mut release = DeployHistory::default();
         release.apply(&deploy("1.14.2", None, "succeeded"));
         release.apply(&deploy("1.15.0", None, "succeeded"));
         release.apply(&deploy("1.14.2", Some("1.15.0"), "rolled_back"));
-        assert_eq!((release.current_version.as_deref(), release.rollback_target()), (Some("1.14.2"), None), "nothing older is known");
+        assert_eq!(
+            (release.current_version.as_deref(), release.rollback_target()),
+            (Some("1.14.2"), None),
+            "nothing older is known"
+        );
         // A pipeline that names only the version it gave up.
         let mut terse = DeployHistory::default();
         terse.apply(&deploy("1.14.2", None, "succeeded"));
         terse.apply(&deploy("1.15.0", None, "succeeded"));
         terse.apply(&deploy("1.15.0", None, "rolled_back"));
-        assert_eq!((terse.current_version.as_deref(), terse.rollback_target()), (Some("1.14.2"), None));
+        assert_eq!(
+            (terse.current_version.as_deref(), terse.rollback_target()),
+            (Some("1.14.2"), None)
+        );
         let mut terse_canary = DeployHistory::default();
         terse_canary.apply(&deploy("1.14.2", Some("1.14.1"), "succeeded"));
         terse_canary.apply(&deploy("1.15.0", None, "started"));
         terse_canary.apply(&deploy("1.15.0", None, "rolled_back"));
-        assert_eq!((terse_canary.current_version.as_deref(), terse_canary.rollback_target()), (Some("1.14.2"), Some("1.14.1")));
+        assert_eq!(
+            (terse_canary.current_version.as_deref(), terse_canary.rollback_target()),
+            (Some("1.14.2"), Some("1.14.1"))
+        );
     }
 }

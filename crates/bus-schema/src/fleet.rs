@@ -3,8 +3,8 @@
 //! Agents build their consumers from this table, and `cnctl permissions` renders the NATS
 //! permissions from it, so "who may publish what" cannot drift from what the agents do.
 
-use crate::subject::{self, FamilyInfo, Filter, Stream};
 use crate::AgentName;
+use crate::subject::{self, FamilyInfo, Filter, Stream};
 
 pub const DEPLOY_AGENT: AgentName = AgentName::from_static("deploy-agent");
 pub const ISSUE_DETECTOR: AgentName = AgentName::from_static("issue-detector");
@@ -70,7 +70,10 @@ pub fn issue_detector() -> AgentDef {
     AgentDef {
         name: ISSUE_DETECTOR,
         description: "Chaos Negotiator issue detector: events in; incidents, outcomes and SLO status out",
-        inputs: vec![InputDef::new("events", subject::all_events()), InputDef::new("executed", subject::EXECUTED.all())],
+        inputs: vec![
+            InputDef::new("events", subject::all_events()),
+            InputDef::new("executed", subject::EXECUTED.all()),
+        ],
         outputs: vec![subject::INCIDENTS.info(), subject::OUTCOMES.info(), subject::SLO.info()],
         requests: vec![],
     }
@@ -140,14 +143,26 @@ pub fn simulator() -> AgentDef {
         name: SIMULATOR,
         description: "Chaos Negotiator simulator: a simulated world of services that reacts to sim actions",
         inputs: vec![InputDef::new("actions", subject::SIM_ACTIONS.all())],
-        outputs: vec![subject::DEPLOY_EVENTS.info(), subject::METRIC_EVENTS.info(), subject::LOG_EVENTS.info()],
+        outputs: vec![
+            subject::DEPLOY_EVENTS.info(),
+            subject::METRIC_EVENTS.info(),
+            subject::LOG_EVENTS.info(),
+        ],
         requests: vec![],
     }
 }
 
 /// Every agent, in DESIGN order.
 pub fn fleet() -> Vec<AgentDef> {
-    vec![deploy_agent(), issue_detector(), risk_negotiator(), rl_optimizer(), governance_gate(), executor(), simulator()]
+    vec![
+        deploy_agent(),
+        issue_detector(),
+        risk_negotiator(),
+        rl_optimizer(),
+        governance_gate(),
+        executor(),
+        simulator(),
+    ]
 }
 
 #[cfg(test)]
@@ -156,8 +171,11 @@ mod tests {
 
     #[test]
     fn only_governance_publishes_approvals() {
-        let approvers: Vec<String> =
-            fleet().into_iter().filter(|a| a.outputs.contains(&subject::APPROVED.info())).map(|a| a.name.to_string()).collect();
+        let approvers: Vec<String> = fleet()
+            .into_iter()
+            .filter(|a| a.outputs.contains(&subject::APPROVED.info()))
+            .map(|a| a.name.to_string())
+            .collect();
         assert_eq!(approvers, vec!["governance-gate"]);
     }
 

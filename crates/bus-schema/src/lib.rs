@@ -27,8 +27,8 @@ pub mod hex;
 pub mod payload;
 pub mod proof;
 pub mod reason;
-pub mod subject;
 mod string_enum;
+pub mod subject;
 mod time;
 mod token;
 mod validate;
@@ -39,14 +39,14 @@ mod arb;
 mod codec_tests;
 
 pub use action::Action;
-pub use deploys::DeployHistory;
 pub use codec::{DecodeError, Encoding, Inbound, Limits, Payload};
+pub use deploys::DeployHistory;
 pub use payload::*;
 pub use proof::{ProofKind, ProofRecord};
 pub use reason::{ReasonCode, RejectReason};
 pub use subject::{Filter, Subject};
 pub use time::{Timestamp, parse_duration};
 pub use token::{AgentName, Env, InstanceId, ServiceName, TokenError};
-pub use validate::{Validate, ValidationError};
 /// Ids in payloads are UUIDs; re-exported so every crate uses the same type.
 pub use uuid::Uuid;
+pub use validate::{Validate, ValidationError};

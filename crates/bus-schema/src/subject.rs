@@ -147,7 +147,10 @@ pub struct FamilyInfo {
 impl FamilyInfo {
     /// The family as DESIGN writes it, e.g. `cn.events.deploy.{env}.{service}`.
     pub fn template(&self) -> String {
-        std::iter::once(self.prefix).chain(self.tokens.iter().copied()).collect::<Vec<_>>().join(".")
+        std::iter::once(self.prefix)
+            .chain(self.tokens.iter().copied())
+            .collect::<Vec<_>>()
+            .join(".")
     }
 }
 
@@ -223,11 +226,15 @@ const WORK: Option<Stream> = Some(Stream::Work);
 const PROOF_STREAM: Option<Stream> = Some(Stream::Proof);
 const CORE: Option<Stream> = None;
 
-pub const DEPLOY_EVENTS: ServiceFamily<DeployEvent> = ServiceFamily::new("cn.events.deploy", EVENTS);
-pub const METRIC_EVENTS: ServiceFamily<MetricSample> = ServiceFamily::new("cn.events.metric", EVENTS);
+pub const DEPLOY_EVENTS: ServiceFamily<DeployEvent> =
+    ServiceFamily::new("cn.events.deploy", EVENTS);
+pub const METRIC_EVENTS: ServiceFamily<MetricSample> =
+    ServiceFamily::new("cn.events.metric", EVENTS);
 pub const LOG_EVENTS: ServiceFamily<LogEvent> = ServiceFamily::new("cn.events.log", EVENTS);
-pub const CONTRACT_REQUESTS: ServiceFamily<ContractRequest> = ServiceFamily::new("cn.requests.contract", EVENTS);
-pub const ONBOARD_REQUESTS: EnvFamily<OnboardRequest> = EnvFamily::new("cn.requests.onboard", EVENTS);
+pub const CONTRACT_REQUESTS: ServiceFamily<ContractRequest> =
+    ServiceFamily::new("cn.requests.contract", EVENTS);
+pub const ONBOARD_REQUESTS: EnvFamily<OnboardRequest> =
+    EnvFamily::new("cn.requests.onboard", EVENTS);
 pub const CONTRACTS: ServiceFamily<Contract> = ServiceFamily::new("cn.contracts", WORK);
 /// Request/reply on core NATS: a [`CounterProposal`] answered by a [`NegotiationReply`].
 pub const NEGOTIATE: ServiceFamily<CounterProposal> = ServiceFamily::new("cn.negotiate", CORE);
@@ -240,7 +247,8 @@ pub const APPROVED: ServiceFamily<SignedApproval> = ServiceFamily::new("cn.actio
 pub const REFUSED: ServiceFamily<Refusal> = ServiceFamily::new("cn.actions.refused", WORK);
 pub const PENDING: ServiceFamily<PendingApproval> = ServiceFamily::new("cn.actions.pending", WORK);
 pub const HUMAN_DECISIONS: ServiceFamily<HumanDecision> = ServiceFamily::new("cn.approvals", WORK);
-pub const EXECUTED: ServiceFamily<ExecutionResult> = ServiceFamily::new("cn.actions.executed", WORK);
+pub const EXECUTED: ServiceFamily<ExecutionResult> =
+    ServiceFamily::new("cn.actions.executed", WORK);
 pub const SIM_ACTIONS: ServiceFamily<SimAction> = ServiceFamily::new("cn.sim.actions", WORK);
 pub const PROOF: AgentFamily<ProofRecord> = AgentFamily::new("cn.proof", PROOF_STREAM);
 pub const HEARTBEAT: AgentFamily<Heartbeat> = AgentFamily::new("cn.heartbeat", CORE);
@@ -295,10 +303,22 @@ mod tests {
 
     #[test]
     fn builds_the_design_subjects() {
-        assert_eq!(DEPLOY_EVENTS.subject(&env(), &svc()).as_str(), "cn.events.deploy.prod.payments-api");
-        assert_eq!(ONBOARD_REQUESTS.subject(&"dev".parse().unwrap()).as_str(), "cn.requests.onboard.dev");
-        assert_eq!(APPROVED.subject(&env(), &svc()).as_str(), "cn.actions.approved.prod.payments-api");
-        assert_eq!(HUMAN_DECISIONS.subject(&env(), &svc()).as_str(), "cn.approvals.prod.payments-api");
+        assert_eq!(
+            DEPLOY_EVENTS.subject(&env(), &svc()).as_str(),
+            "cn.events.deploy.prod.payments-api"
+        );
+        assert_eq!(
+            ONBOARD_REQUESTS.subject(&"dev".parse().unwrap()).as_str(),
+            "cn.requests.onboard.dev"
+        );
+        assert_eq!(
+            APPROVED.subject(&env(), &svc()).as_str(),
+            "cn.actions.approved.prod.payments-api"
+        );
+        assert_eq!(
+            HUMAN_DECISIONS.subject(&env(), &svc()).as_str(),
+            "cn.approvals.prod.payments-api"
+        );
         let agent: AgentName = "governance-gate".parse().unwrap();
         let inst: InstanceId = "0".parse().unwrap();
         assert_eq!(PROOF.subject(&agent, &inst).as_str(), "cn.proof.governance-gate.0");
@@ -319,7 +339,13 @@ mod tests {
             let probe = format!("{}.x", family.prefix);
             for stream in Stream::ALL {
                 let captured = stream.subjects().iter().any(|p| matches_pattern(p, &probe));
-                assert_eq!(captured, family.stream == Some(stream), "{} in {}", family.template(), stream.name());
+                assert_eq!(
+                    captured,
+                    family.stream == Some(stream),
+                    "{} in {}",
+                    family.template(),
+                    stream.name()
+                );
             }
         }
     }

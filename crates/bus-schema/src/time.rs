@@ -86,9 +86,9 @@ pub struct TimestampError {
 impl FromStr for Timestamp {
     type Err = TimestampError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OffsetDateTime::parse(s, &Rfc3339)
-            .map(|t| Self(t.to_offset(UtcOffset::UTC)))
-            .map_err(|e| TimestampError { input: s.chars().take(64).collect(), problem: e.to_string() })
+        OffsetDateTime::parse(s, &Rfc3339).map(|t| Self(t.to_offset(UtcOffset::UTC))).map_err(|e| {
+            TimestampError { input: s.chars().take(64).collect(), problem: e.to_string() }
+        })
     }
 }
 
@@ -110,7 +110,9 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration such as 500ms, 10s, 5m or 2h"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 10s, 5m or 2h"))?;
     let d = match unit {
         "ms" => std::time::Duration::from_millis(n),
         "" | "s" => std::time::Duration::from_secs(n),

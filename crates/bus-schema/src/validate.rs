@@ -33,7 +33,13 @@ pub trait Validate {
     fn validate(&self) -> Result<(), ValidationError>;
 }
 
-pub(crate) fn range(field: &'static str, v: f64, lo: f64, hi: f64, allowed: &'static str) -> Result<(), ValidationError> {
+pub(crate) fn range(
+    field: &'static str,
+    v: f64,
+    lo: f64,
+    hi: f64,
+    allowed: &'static str,
+) -> Result<(), ValidationError> {
     if v.is_finite() && (lo..=hi).contains(&v) {
         Ok(())
     } else {
@@ -91,7 +97,10 @@ pub(crate) fn ident(field: &'static str, s: &str) -> Result<(), ValidationError>
         None => Ok(()),
         Some((at, c)) => Err(ValidationError::Invalid {
             field,
-            problem: format!("{} at byte {at} is not allowed: identifiers are printable ASCII without spaces", crate::display::describe(c)),
+            problem: format!(
+                "{} at byte {at} is not allowed: identifiers are printable ASCII without spaces",
+                crate::display::describe(c)
+            ),
         }),
     }
 }
@@ -100,7 +109,11 @@ pub(crate) fn opt_ident(field: &'static str, s: Option<&str>) -> Result<(), Vali
     s.map_or(Ok(()), |s| ident(field, s))
 }
 
-pub(crate) fn opt_text(field: &'static str, s: Option<&str>, max: usize) -> Result<(), ValidationError> {
+pub(crate) fn opt_text(
+    field: &'static str,
+    s: Option<&str>,
+    max: usize,
+) -> Result<(), ValidationError> {
     s.map_or(Ok(()), |s| text(field, s, max))
 }
 
@@ -118,7 +131,11 @@ pub(crate) fn items<T>(field: &'static str, list: &[T], max: usize) -> Result<()
     Ok(())
 }
 
-pub(crate) fn texts(field: &'static str, list: &[String], max_each: usize) -> Result<(), ValidationError> {
+pub(crate) fn texts(
+    field: &'static str,
+    list: &[String],
+    max_each: usize,
+) -> Result<(), ValidationError> {
     items(field, list, MAX_ITEMS)?;
     list.iter().try_for_each(|s| text(field, s, max_each))
 }
@@ -128,7 +145,11 @@ pub(crate) fn plausible_time(field: &'static str, t: Timestamp) -> Result<(), Va
     if (2000..2200).contains(&t.year()) {
         Ok(())
     } else {
-        Err(ValidationError::OutOfRange { field, value: t.to_string(), allowed: "years 2000..2200" })
+        Err(ValidationError::OutOfRange {
+            field,
+            value: t.to_string(),
+            allowed: "years 2000..2200",
+        })
     }
 }
 
@@ -146,7 +167,12 @@ mod tests {
 
     #[test]
     fn identifiers_are_printable_ascii_without_bidi_or_control_characters() {
-        for good in ["1.2.3", "v2.0.0-rc.1+build.5", "9fceb02d0ae598e95dc970b74767f19372d61af8", "registry/app:1.4@sha256:ab"] {
+        for good in [
+            "1.2.3",
+            "v2.0.0-rc.1+build.5",
+            "9fceb02d0ae598e95dc970b74767f19372d61af8",
+            "registry/app:1.4@sha256:ab",
+        ] {
             assert!(ident("version", good).is_ok(), "{good}");
         }
         for bad in ["1.2.3\u{202e}", "1.2\0", "1.2\x1b[31m", "1.2\r\n3", "1 2", "", "versión"] {

@@ -18,7 +18,6 @@ use std::time::Duration;
 use bus_schema::{Action, parse_duration};
 use serde::Deserialize;
 
-
 /// Why a policy could not be loaded. The message names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -66,7 +65,12 @@ impl EnvPolicy {
     }
 
     fn empty() -> Self {
-        Self { automatic: Vec::new(), human: Vec::new(), custom_with_human: false, min_confidence: None }
+        Self {
+            automatic: Vec::new(),
+            human: Vec::new(),
+            custom_with_human: false,
+            min_confidence: None,
+        }
     }
 }
 
@@ -110,8 +114,12 @@ impl Policy {
 
     /// Reads and checks a policy file.
     pub fn from_file(path: &std::path::Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.to_owned(), source })?;
-        Self::from_toml(&text).map_err(|source| PolicyError::InFile { path: path.to_owned(), source: Box::new(source) })
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PolicyError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|source| PolicyError::InFile {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
     }
 
     /// Builds a policy from the defaults and a file's text.
@@ -134,7 +142,8 @@ impl Policy {
         duration("verification_timeout", &file.verification_timeout, &mut p.verification_timeout)?;
         if let Some(v) = file.proposers {
             for name in &v {
-                name.parse::<bus_schema::AgentName>().map_err(|e| format!("proposers: {name:?}: {e}"))?;
+                name.parse::<bus_schema::AgentName>()
+                    .map_err(|e| format!("proposers: {name:?}: {e}"))?;
             }
             p.proposers = v;
         }
@@ -149,10 +158,13 @@ impl Policy {
         }
         if let Some(v) = file.explore_envs {
             if v.iter().any(|e| e == "prod") {
-                return Err("explore_envs may not include prod: nothing is tried out on production".into());
+                return Err(
+                    "explore_envs may not include prod: nothing is tried out on production".into(),
+                );
             }
             for name in &v {
-                name.parse::<bus_schema::Env>().map_err(|e| format!("explore_envs: {name:?}: {e}"))?;
+                name.parse::<bus_schema::Env>()
+                    .map_err(|e| format!("explore_envs: {name:?}: {e}"))?;
             }
             p.explore_envs = v;
         }
@@ -176,7 +188,11 @@ impl Policy {
 
     /// Checks the policy is coherent.
     pub fn validate(&self) -> Result<(), String> {
-        let envs = self.envs.iter().map(|(n, e)| (format!("[env.{n}]"), e)).chain([("[unknown_env]".to_owned(), &self.unknown_env)]);
+        let envs = self
+            .envs
+            .iter()
+            .map(|(n, e)| (format!("[env.{n}]"), e))
+            .chain([("[unknown_env]".to_owned(), &self.unknown_env)]);
         for (name, env) in envs {
             if let Some(a) = env.automatic.iter().find(|a| env.human.contains(a)) {
                 return Err(format!("{name}: {a} is both automatic and human; list it once"));
@@ -195,7 +211,10 @@ impl Policy {
             return Err("repetition_limit and actions_per_incident must be at least 1".into());
         }
         if self.cooldowns.values().any(|c| *c > self.cooldown_cap) {
-            return Err(format!("cooldown_cap ({:?}) must be at least every cooldown", self.cooldown_cap));
+            return Err(format!(
+                "cooldown_cap ({:?}) must be at least every cooldown",
+                self.cooldown_cap
+            ));
         }
         Ok(())
     }
@@ -203,7 +222,12 @@ impl Policy {
     /// Things that are allowed but probably not meant: block-listed names in an action list.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (name, env) in self.envs.iter().map(|(n, e)| (format!("env.{n}"), e)).chain([("unknown_env".to_owned(), &self.unknown_env)]) {
+        for (name, env) in self
+            .envs
+            .iter()
+            .map(|(n, e)| (format!("env.{n}"), e))
+            .chain([("unknown_env".to_owned(), &self.unknown_env)])
+        {
             for a in env.automatic.iter().chain(&env.human).filter(|a| a.is_globally_blocked()) {
                 out.push(format!("{name} lists {a}, which is on the global block list and is refused in every environment"));
             }
@@ -266,7 +290,11 @@ impl EnvTable {
             None => {}
             Some("human") => env.custom_with_human = true,
             Some("never") => env.custom_with_human = false,
-            Some(other) => return Err(format!("{name}: custom_actions = {other:?}; use \"human\" or \"never\"")),
+            Some(other) => {
+                return Err(format!(
+                    "{name}: custom_actions = {other:?}; use \"human\" or \"never\""
+                ));
+            }
         }
         if self.min_confidence.is_some() {
             env.min_confidence = self.min_confidence;
@@ -281,8 +309,24 @@ impl Default for Policy {
         use Action::*;
         let all = Action::BUILT_IN.to_vec();
         let envs = BTreeMap::from([
-            ("dev".to_owned(), EnvPolicy { automatic: all.clone(), human: vec![], custom_with_human: false, min_confidence: Some(0.5) }),
-            ("stage".to_owned(), EnvPolicy { automatic: all, human: vec![], custom_with_human: false, min_confidence: Some(0.6) }),
+            (
+                "dev".to_owned(),
+                EnvPolicy {
+                    automatic: all.clone(),
+                    human: vec![],
+                    custom_with_human: false,
+                    min_confidence: Some(0.5),
+                },
+            ),
+            (
+                "stage".to_owned(),
+                EnvPolicy {
+                    automatic: all,
+                    human: vec![],
+                    custom_with_human: false,
+                    min_confidence: Some(0.6),
+                },
+            ),
             (
                 "prod".to_owned(),
                 EnvPolicy {
@@ -296,9 +340,22 @@ impl Default for Policy {
         let secs = Duration::from_secs;
         Self {
             envs,
-            unknown_env: EnvPolicy { automatic: vec![Noop, Observe], human: vec![], custom_with_human: false, min_confidence: None },
-            cooldowns: BTreeMap::from([(Restart, secs(60)), (ScaleUp, secs(120)), (ScaleDown, secs(120)), (Rollback, secs(300))]),
-            proposers: vec![bus_schema::fleet::RL_OPTIMIZER.to_string(), bus_schema::fleet::DEPLOY_AGENT.to_string()],
+            unknown_env: EnvPolicy {
+                automatic: vec![Noop, Observe],
+                human: vec![],
+                custom_with_human: false,
+                min_confidence: None,
+            },
+            cooldowns: BTreeMap::from([
+                (Restart, secs(60)),
+                (ScaleUp, secs(120)),
+                (ScaleDown, secs(120)),
+                (Rollback, secs(300)),
+            ]),
+            proposers: vec![
+                bus_schema::fleet::RL_OPTIMIZER.to_string(),
+                bus_schema::fleet::DEPLOY_AGENT.to_string(),
+            ],
             max_proposal_age: secs(300),
             repetition_limit: 3,
             repetition_window: secs(300),
@@ -317,16 +374,26 @@ mod tests {
 
     #[test]
     fn a_file_error_names_the_file_and_keeps_its_source() {
-        let missing = Policy::from_file(std::path::Path::new("/nonexistent/policy.toml")).unwrap_err();
-        assert!(missing.to_string().starts_with("cannot read policy /nonexistent/policy.toml"), "{missing}");
+        let missing =
+            Policy::from_file(std::path::Path::new("/nonexistent/policy.toml")).unwrap_err();
+        assert!(
+            missing.to_string().starts_with("cannot read policy /nonexistent/policy.toml"),
+            "{missing}"
+        );
         assert!(std::error::Error::source(&missing).is_some());
         let dir = std::env::temp_dir().join(format!("cn-policy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bad.toml");
         std::fs::write(&path, "repetition_limit = 0").unwrap();
         let bad = Policy::from_file(&path).unwrap_err();
-        assert!(matches!(&bad, PolicyError::InFile { source, .. } if matches!(**source, PolicyError::Invalid(_))), "{bad:?}");
-        assert!(bad.to_string().contains("bad.toml") && bad.to_string().contains("repetition_limit"), "{bad}");
+        assert!(
+            matches!(&bad, PolicyError::InFile { source, .. } if matches!(**source, PolicyError::Invalid(_))),
+            "{bad:?}"
+        );
+        assert!(
+            bad.to_string().contains("bad.toml") && bad.to_string().contains("repetition_limit"),
+            "{bad}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -338,7 +405,10 @@ mod tests {
 
     #[test]
     fn an_env_table_changes_only_what_it_names() {
-        let p = Policy::from_toml("[env.prod]\nmin_confidence = 0.8\n[env.qa]\nautomatic = [\"noop\", \"restart\"]").unwrap();
+        let p = Policy::from_toml(
+            "[env.prod]\nmin_confidence = 0.8\n[env.qa]\nautomatic = [\"noop\", \"restart\"]",
+        )
+        .unwrap();
         assert_eq!(p.for_env("prod").min_confidence, Some(0.8));
         assert_eq!(p.for_env("prod").human, Policy::default().for_env("prod").human);
         assert_eq!(p.for_env("qa").automatic, vec![Action::Noop, Action::Restart]);
@@ -369,7 +439,8 @@ mod tests {
 
     #[test]
     fn block_listed_names_are_accepted_with_a_warning() {
-        let p = Policy::from_toml("[env.dev]\nautomatic = [\"built-in\", \"drop_database\"]").unwrap();
+        let p =
+            Policy::from_toml("[env.dev]\nautomatic = [\"built-in\", \"drop_database\"]").unwrap();
         assert!(p.warnings()[0].contains("drop_database"), "{:?}", p.warnings());
     }
 }

@@ -28,8 +28,9 @@
 use std::time::Duration;
 
 use bus_schema::{
-    CanaryStage, Change, Contract, ContractRequest, ContractStatus, DataLossRisk, Guardrails, ReasonCode, RiskAssessment, RiskFactor,
-    RiskLevel, RollbackPlan, Timestamp, Validator, ValidatorKind, derive_id,
+    CanaryStage, Change, Contract, ContractRequest, ContractStatus, DataLossRisk, Guardrails,
+    ReasonCode, RiskAssessment, RiskFactor, RiskLevel, RollbackPlan, Timestamp, Validator,
+    ValidatorKind, derive_id,
 };
 use serde::{Deserialize, Serialize};
 
@@ -79,10 +80,12 @@ impl Area {
 
     fn from_word(word: &str) -> Option<Area> {
         Some(match word {
-            "database" | "databases" | "db" | "migration" | "migrations" | "migrate" | "schema" | "schemas" | "sql" | "ddl" => Area::Schema,
-            "auth" | "authn" | "authz" | "authentication" | "authorization" | "permission" | "permissions" | "security" | "rbac" | "oauth"
-            | "acl" | "sso" | "jwt" => Area::Auth,
-            "api" | "apis" | "endpoint" | "endpoints" | "grpc" | "graphql" | "openapi" | "swagger" | "proto" => Area::Api,
+            "database" | "databases" | "db" | "migration" | "migrations" | "migrate" | "schema"
+            | "schemas" | "sql" | "ddl" => Area::Schema,
+            "auth" | "authn" | "authz" | "authentication" | "authorization" | "permission"
+            | "permissions" | "security" | "rbac" | "oauth" | "acl" | "sso" | "jwt" => Area::Auth,
+            "api" | "apis" | "endpoint" | "endpoints" | "grpc" | "graphql" | "openapi"
+            | "swagger" | "proto" => Area::Api,
             "cache" | "caches" | "caching" | "cached" | "ttl" => Area::Caching,
             "config" | "configuration" | "settings" | "flag" | "flags" | "toggle" => Area::Config,
             "dependency" | "dependencies" | "deps" | "upgrade" | "bump" => Area::Dependencies,
@@ -103,16 +106,49 @@ impl Area {
         let dirs: Vec<&str> = p.split('/').collect();
         let dirs = &dirs[..dirs.len().saturating_sub(1)];
         let stem_words: Vec<&str> = file.split(['.', '_', '-']).collect();
-        let schema_dir = dirs.iter().any(|d| matches!(*d, "migration" | "migrations" | "migrate" | "schema" | "schemas" | "db" | "database"));
-        let schema_file = stem_words.iter().any(|w| matches!(*w, "migration" | "migrations" | "migrate" | "schema"));
+        let schema_dir = dirs.iter().any(|d| {
+            matches!(
+                *d,
+                "migration" | "migrations" | "migrate" | "schema" | "schemas" | "db" | "database"
+            )
+        });
+        let schema_file = stem_words
+            .iter()
+            .any(|w| matches!(*w, "migration" | "migrations" | "migrate" | "schema"));
         let manifest = matches!(
             file,
-            "cargo.toml" | "cargo.lock" | "package.json" | "package-lock.json" | "yarn.lock" | "requirements.txt" | "pyproject.toml" | "go.mod" | "go.sum" | "pom.xml" | "gemfile" | "build.gradle"
+            "cargo.toml"
+                | "cargo.lock"
+                | "package.json"
+                | "package-lock.json"
+                | "yarn.lock"
+                | "requirements.txt"
+                | "pyproject.toml"
+                | "go.mod"
+                | "go.sum"
+                | "pom.xml"
+                | "gemfile"
+                | "build.gradle"
         );
-        let config = !manifest && (matches!(ext, "yaml" | "yml" | "toml" | "ini" | "env" | "conf") || any(&["config", "configuration", "settings"]));
+        let config = !manifest
+            && (matches!(ext, "yaml" | "yml" | "toml" | "ini" | "env" | "conf")
+                || any(&["config", "configuration", "settings"]));
         [
             (Area::Schema, matches!(ext, "sql" | "ddl" | "prisma") || schema_dir || schema_file),
-            (Area::Auth, any(&["auth", "authn", "authz", "permission", "permissions", "rbac", "security", "acl", "oauth"])),
+            (
+                Area::Auth,
+                any(&[
+                    "auth",
+                    "authn",
+                    "authz",
+                    "permission",
+                    "permissions",
+                    "rbac",
+                    "security",
+                    "acl",
+                    "oauth",
+                ]),
+            ),
             (Area::Dependencies, manifest),
             (Area::Api, ext == "proto" || any(&["api", "openapi", "swagger", "graphql"])),
             (Area::Caching, any(&["cache", "caching"])),
@@ -169,7 +205,12 @@ pub fn facts(req: &ContractRequest) -> ContractFacts {
         touches_schema: areas.contains(&Area::Schema),
         touches_auth: areas.contains(&Area::Auth),
         rollback_capability: req.rollback_capability,
-        urgent: req.changes.iter().flat_map(|c| &c.risk_tags).flat_map(|t| words(t)).any(|w| matches!(w.as_str(), "security" | "p0" | "hotfix" | "cve")),
+        urgent: req
+            .changes
+            .iter()
+            .flat_map(|c| &c.risk_tags)
+            .flat_map(|t| words(t))
+            .any(|w| matches!(w.as_str(), "security" | "p0" | "hotfix" | "cve")),
     }
 }
 
@@ -192,11 +233,20 @@ pub fn level_of(score: f64) -> RiskLevel {
 }
 
 /// The rule factors of a request (everything but the learned adjustment).
-fn rule_factors(req: &ContractRequest, inputs: &DraftInputs<'_>, now: Timestamp) -> Vec<RiskFactor> {
+fn rule_factors(
+    req: &ContractRequest,
+    inputs: &DraftInputs<'_>,
+    now: Timestamp,
+) -> Vec<RiskFactor> {
     let areas = touched(req);
-    let mut out: Vec<RiskFactor> = areas.iter().map(|a| factor(a.name(), a.weight(), String::new())).collect();
+    let mut out: Vec<RiskFactor> =
+        areas.iter().map(|a| factor(a.name(), a.weight(), String::new())).collect();
     if areas.contains(&Area::Schema) && !req.rollback_capability {
-        out.push(factor("irreversible_schema_change", 15.0, "schema change without automated rollback".into()));
+        out.push(factor(
+            "irreversible_schema_change",
+            15.0,
+            "schema change without automated rollback".into(),
+        ));
     }
     if !req.rollback_capability {
         out.push(factor("no_automated_rollback", 15.0, String::new()));
@@ -209,24 +259,37 @@ fn rule_factors(req: &ContractRequest, inputs: &DraftInputs<'_>, now: Timestamp)
         _ => 15.0,
     } + if req.changes.len() > 10 { 5.0 } else { 0.0 };
     if size > 0.0 {
-        out.push(factor("change_size", size, format!("{lines} lines in {} files", req.changes.len())));
+        out.push(factor(
+            "change_size",
+            size,
+            format!("{lines} lines in {} files", req.changes.len()),
+        ));
     }
     let prod = matches!(req.env.as_str(), "prod" | "production");
     let blast = (2.0 * req.dependencies.len() as f64).min(10.0) + if prod { 5.0 } else { 0.0 };
     if blast > 0.0 {
         let mut detail = req.dependencies.join(", ");
         if prod {
-            detail = if detail.is_empty() { "production traffic".into() } else { format!("{detail}; production traffic") };
+            detail = if detail.is_empty() {
+                "production traffic".into()
+            } else {
+                format!("{detail}; production traffic")
+            };
         }
         out.push(factor("blast_radius", blast, detail));
     }
     let failures = inputs.history.failures_since(now, Duration::from_secs(30 * 24 * 3600));
     if failures > 0 {
-        let detail = format!("{failures} failed, rolled back or incident-causing deploys in 30 days");
+        let detail =
+            format!("{failures} failed, rolled back or incident-causing deploys in 30 days");
         out.push(factor("recent_failures", (5.0 * failures as f64).min(20.0), detail));
     }
     if let Some(b) = inputs.budget_remaining.filter(|b| b.is_finite() && *b > 0.0 && *b < 0.25) {
-        out.push(factor("error_budget_low", 10.0, format!("{:.0}% of the error budget left", b * 100.0)));
+        out.push(factor(
+            "error_budget_low",
+            10.0,
+            format!("{:.0}% of the error budget left", b * 100.0),
+        ));
     }
     out
 }
@@ -241,7 +304,11 @@ pub fn assess(req: &ContractRequest, inputs: &DraftInputs<'_>, now: Timestamp) -
     let mut factors = rule_factors(req, inputs, now);
     let learned = inputs.model.adjustment(&factors);
     if learned.abs() >= 0.5 {
-        let detail = format!("P(fail) {:.2} vs base rate {:.2}", inputs.model.predict(&factors), inputs.model.base_rate());
+        let detail = format!(
+            "P(fail) {:.2} vs base rate {:.2}",
+            inputs.model.predict(&factors),
+            inputs.model.base_rate()
+        );
         factors.push(factor(LEARNED_FACTOR, (learned * 10.0).round() / 10.0, detail));
     }
     let sum: f64 = factors.iter().map(|f| f.contribution).sum();
@@ -249,7 +316,9 @@ pub fn assess(req: &ContractRequest, inputs: &DraftInputs<'_>, now: Timestamp) -
     // Evidence from the request (changes described, targets given) and from outcomes of
     // similar changes raises confidence; never certainty. The request alone stops at
     // REQUEST_CONFIDENCE, short of what negotiation asks for: only outcomes cross it.
-    let evidence = req.changes.len().min(4) + usize::from(req.target_error_rate.is_some()) + usize::from(req.target_p95_latency_ms.is_some());
+    let evidence = req.changes.len().min(4)
+        + usize::from(req.target_error_rate.is_some())
+        + usize::from(req.target_p95_latency_ms.is_some());
     let from_request = (REQUEST_CONFIDENCE - 0.5) * evidence as f64 / 6.0;
     let n = inputs.model.similar_observations(&factors) as f64;
     let confidence = (0.5 + from_request + 0.35 * n / (n + 10.0)).min(0.95);
@@ -264,7 +333,10 @@ pub fn canary_plan(level: RiskLevel) -> Vec<CanaryStage> {
         RiskLevel::High => (&[5, 25, 50, 75, 100], 300),
         RiskLevel::Critical => (&[1, 5, 10, 25, 50, 75, 100], 600),
     };
-    weights.iter().map(|&w| CanaryStage { weight_percent: w, min_duration_s: secs, min_samples: 30 }).collect()
+    weights
+        .iter()
+        .map(|&w| CanaryStage { weight_percent: w, min_duration_s: secs, min_samples: 30 })
+        .collect()
 }
 
 /// The largest traffic increase between stages (from 0 to the first stage included); 100 with
@@ -285,8 +357,12 @@ pub fn max_step(canary: &[CanaryStage]) -> u8 {
 /// [`MAX_GUARDRAIL_MS`], so the contract always passes the schema's validation.
 fn guardrails(req: &ContractRequest, canary: &[CanaryStage]) -> Guardrails {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite() && *x >= 0.0);
-    let error = finite(req.target_error_rate).or(finite(req.current_error_rate).map(|e| (e * 2.0).max(0.001))).unwrap_or(0.01).min(1.0);
-    let known_p95 = finite(req.target_p95_latency_ms).or(finite(req.current_p95_latency_ms).map(|p| p * 1.2));
+    let error = finite(req.target_error_rate)
+        .or(finite(req.current_error_rate).map(|e| (e * 2.0).max(0.001)))
+        .unwrap_or(0.01)
+        .min(1.0);
+    let known_p95 =
+        finite(req.target_p95_latency_ms).or(finite(req.current_p95_latency_ms).map(|p| p * 1.2));
     Guardrails {
         max_error_rate: error,
         max_p95_latency_ms: known_p95.unwrap_or(500.0).min(MAX_GUARDRAIL_MS),
@@ -295,11 +371,17 @@ fn guardrails(req: &ContractRequest, canary: &[CanaryStage]) -> Guardrails {
     }
 }
 
-pub fn draft(req: &ContractRequest, inputs: &DraftInputs<'_>, input_id: &str, now: Timestamp) -> Contract {
+pub fn draft(
+    req: &ContractRequest,
+    inputs: &DraftInputs<'_>,
+    input_id: &str,
+    now: Timestamp,
+) -> Contract {
     let risk = assess(req, inputs, now);
     let facts = facts(req);
     let high = matches!(risk.level, RiskLevel::High | RiskLevel::Critical);
-    let mut validators = vec![Validator { kind: ValidatorKind::Tests, reason: "always required".into() }];
+    let mut validators =
+        vec![Validator { kind: ValidatorKind::Tests, reason: "always required".into() }];
     let mut add = |kind, reason: &str| validators.push(Validator { kind, reason: reason.into() });
     if high {
         add(ValidatorKind::Canary, "high risk: prove it on a slice of traffic first");
@@ -309,7 +391,10 @@ pub fn draft(req: &ContractRequest, inputs: &DraftInputs<'_>, input_id: &str, no
     }
     if facts.touches_schema {
         add(ValidatorKind::FeatureFlag, "schema change: ship dark behind a flag");
-        add(ValidatorKind::MigrationRollbackScript, "schema change: the down-migration must exist and be tested");
+        add(
+            ValidatorKind::MigrationRollbackScript,
+            "schema change: the down-migration must exist and be tested",
+        );
     }
     if facts.touches_auth {
         add(ValidatorKind::SecurityReview, "auth or permissions change");
@@ -330,9 +415,19 @@ pub fn draft(req: &ContractRequest, inputs: &DraftInputs<'_>, input_id: &str, no
     }
     steps.push("verify error rate and p95 are back within guardrails".into());
     let rollback = if req.rollback_capability {
-        RollbackPlan { possible: true, estimated_s: if facts.touches_schema { 900 } else { 300 }, steps, data_loss_risk }
+        RollbackPlan {
+            possible: true,
+            estimated_s: if facts.touches_schema { 900 } else { 300 },
+            steps,
+            data_loss_risk,
+        }
     } else {
-        RollbackPlan { possible: false, steps: vec!["no automated rollback: fix forward or restore by hand".into()], estimated_s: 3600, data_loss_risk }
+        RollbackPlan {
+            possible: false,
+            steps: vec!["no automated rollback: fix forward or restore by hand".into()],
+            estimated_s: 3600,
+            data_loss_risk,
+        }
     };
     let mut suggestions = suggestions(req, &risk, &facts);
     let mut status = ContractStatus::Draft;
@@ -373,17 +468,26 @@ fn suggestions(req: &ContractRequest, risk: &RiskAssessment, facts: &ContractFac
         out.push("add automated rollback: it removes the largest single risk factor".to_owned());
     }
     if facts.touches_schema {
-        out.push("add a feature flag and an expand/contract migration so the old version keeps working".into());
+        out.push(
+            "add a feature flag and an expand/contract migration so the old version keeps working"
+                .into(),
+        );
     }
     let lines: u64 = req.changes.iter().map(|c| u64::from(c.lines_changed)).sum();
     if lines >= 500 || req.changes.len() > 10 {
         out.push("split the change: smaller deploys fail less and are easier to roll back".into());
     }
     if risk.factors.iter().any(|f| f.name == "recent_failures") {
-        out.push("recent deploys of this service failed: fix their cause before adding more change".into());
+        out.push(
+            "recent deploys of this service failed: fix their cause before adding more change"
+                .into(),
+        );
     }
     if req.target_error_rate.is_none() && req.target_p95_latency_ms.is_none() {
-        out.push("give target_error_rate and target_p95_latency_ms so the guardrails follow your SLO".into());
+        out.push(
+            "give target_error_rate and target_p95_latency_ms so the guardrails follow your SLO"
+                .into(),
+        );
     }
     out
 }

@@ -30,7 +30,8 @@ fn has(c: &Contract, kind: ValidatorKind) -> bool {
 
 #[test]
 fn the_design_example_is_a_low_risk_caching_change() {
-    let mut r = request(one("src/cache/manager.py", &["caching"], "Optimize cache TTL strategy", 45), true);
+    let mut r =
+        request(one("src/cache/manager.py", &["caching"], "Optimize cache TTL strategy", 45), true);
     r.env = "prod".parse().unwrap();
     r.dependencies = vec!["postgres".into(), "redis".into()];
     r.target_error_rate = Some(0.001);
@@ -40,22 +41,37 @@ fn the_design_example_is_a_low_risk_caching_change() {
     assert_eq!(names(&c), vec!["caching", "blast_radius"]);
     assert_eq!(c.risk.factors[1].contribution, 9.0);
     assert!(has(&c, ValidatorKind::RollbackPlan));
-    assert_eq!((c.guardrails.max_error_rate, c.guardrails.max_p95_latency_ms, c.guardrails.max_p99_latency_ms), (0.001, 250.0, Some(375.0)));
+    assert_eq!(
+        (
+            c.guardrails.max_error_rate,
+            c.guardrails.max_p95_latency_ms,
+            c.guardrails.max_p99_latency_ms
+        ),
+        (0.001, 250.0, Some(375.0))
+    );
     assert_eq!(c.guardrails.max_traffic_step_percent, 75);
     assert_eq!(c.status, ContractStatus::Draft);
 }
 
 #[test]
 fn a_schema_migration_with_rollback_gets_a_plan_a_flag_and_some_data_loss_risk() {
-    let c = draft_offline(&request(one("db/migrations/0042_users.sql", &[], "add column", 120), true), now());
+    let c = draft_offline(
+        &request(one("db/migrations/0042_users.sql", &[], "add column", 120), true),
+        now(),
+    );
     assert!(c.rollback.possible && !c.rollback.steps.is_empty());
-    assert!(has(&c, ValidatorKind::RollbackPlan) && has(&c, ValidatorKind::FeatureFlag) && has(&c, ValidatorKind::MigrationRollbackScript));
+    assert!(
+        has(&c, ValidatorKind::RollbackPlan)
+            && has(&c, ValidatorKind::FeatureFlag)
+            && has(&c, ValidatorKind::MigrationRollbackScript)
+    );
     assert_ne!(c.rollback.data_loss_risk, DataLossRisk::None);
 }
 
 #[test]
 fn a_schema_migration_without_rollback_is_at_least_high_with_a_suggestion() {
-    let c = draft_offline(&request(one("db/migrations/0042_users.sql", &[], "", 120), false), now());
+    let c =
+        draft_offline(&request(one("db/migrations/0042_users.sql", &[], "", 120), false), now());
     assert!(c.risk.level >= RiskLevel::High, "{:?}", c.risk);
     assert_eq!(c.rollback.data_loss_risk, DataLossRisk::High);
     assert!(has(&c, ValidatorKind::Canary));
@@ -92,10 +108,21 @@ fn words_match_on_boundaries_not_substrings() {
 
 #[test]
 fn a_path_counts_in_every_area_it_matches() {
-    let c = draft_offline(&request(one("db/migrations/0042_grant_admin_permissions.sql", &[], "", 10), true), now());
-    assert_eq!(names(&c)[..2], ["schema_or_data_migration", "auth_or_permissions"], "{:?}", c.risk.factors);
-    assert!(has(&c, ValidatorKind::SecurityReview) && has(&c, ValidatorKind::MigrationRollbackScript));
-    let f = facts(&request(one("db/migrations/0042_grant_admin_permissions.sql", &[], "", 10), true));
+    let c = draft_offline(
+        &request(one("db/migrations/0042_grant_admin_permissions.sql", &[], "", 10), true),
+        now(),
+    );
+    assert_eq!(
+        names(&c)[..2],
+        ["schema_or_data_migration", "auth_or_permissions"],
+        "{:?}",
+        c.risk.factors
+    );
+    assert!(
+        has(&c, ValidatorKind::SecurityReview) && has(&c, ValidatorKind::MigrationRollbackScript)
+    );
+    let f =
+        facts(&request(one("db/migrations/0042_grant_admin_permissions.sql", &[], "", 10), true));
     assert!(f.touches_schema && f.touches_auth);
 }
 
@@ -113,7 +140,8 @@ fn only_outcomes_make_a_draft_confident_enough_to_negotiate() {
         model.learn(&c.risk.factors, false, now());
     }
     let h = ServiceHistory::default();
-    let learned = draft(&r, &DraftInputs { history: &h, model: &model, budget_remaining: None }, "i", now());
+    let learned =
+        draft(&r, &DraftInputs { history: &h, model: &model, budget_remaining: None }, "i", now());
     assert!(learned.risk.confidence >= crate::MIN_CONFIDENCE, "{}", learned.risk.confidence);
 }
 
@@ -122,7 +150,10 @@ fn latency_guardrails_stay_within_the_schema() {
     let mut r = request(one("src/main.rs", &[], "", 10), true);
     r.target_p95_latency_ms = Some(6e7);
     let c = draft_offline(&r, now());
-    assert_eq!((c.guardrails.max_p95_latency_ms, c.guardrails.max_p99_latency_ms), (6e7, Some(MAX_GUARDRAIL_MS)));
+    assert_eq!(
+        (c.guardrails.max_p95_latency_ms, c.guardrails.max_p99_latency_ms),
+        (6e7, Some(MAX_GUARDRAIL_MS))
+    );
     assert_eq!(c.validate(), Ok(()));
     r.target_p95_latency_ms = Some(1e300);
     assert_eq!(draft_offline(&r, now()).guardrails.max_p95_latency_ms, MAX_GUARDRAIL_MS);
@@ -138,7 +169,11 @@ fn auth_changes_need_a_security_review_and_huge_ones_a_split() {
 fn history(failures: usize) -> ServiceHistory {
     let mut h = ServiceHistory::default();
     for i in 0..failures {
-        h.record(&format!("v{i}"), DeployOutcome::RolledBack, now().minus(Duration::from_secs(3600 * (i as u64 + 1))));
+        h.record(
+            &format!("v{i}"),
+            DeployOutcome::RolledBack,
+            now().minus(Duration::from_secs(3600 * (i as u64 + 1))),
+        );
     }
     h.record("v0", DeployOutcome::Failed, now().minus(Duration::from_secs(90 * 24 * 3600)));
     h
@@ -148,8 +183,18 @@ fn history(failures: usize) -> ServiceHistory {
 fn recent_failures_of_the_service_raise_the_score() {
     let r = request(one("src/main.rs", &[], "", 10), true);
     let model = Model::default();
-    let quiet = draft(&r, &DraftInputs { history: &history(0), model: &model, budget_remaining: None }, "i", now());
-    let bad = draft(&r, &DraftInputs { history: &history(2), model: &model, budget_remaining: None }, "i", now());
+    let quiet = draft(
+        &r,
+        &DraftInputs { history: &history(0), model: &model, budget_remaining: None },
+        "i",
+        now(),
+    );
+    let bad = draft(
+        &r,
+        &DraftInputs { history: &history(2), model: &model, budget_remaining: None },
+        "i",
+        now(),
+    );
     assert_eq!(bad.risk.score - quiet.risk.score, 10.0, "{:?}", bad.risk.factors);
     assert!(names(&bad).contains(&"recent_failures"));
 }
@@ -160,14 +205,20 @@ fn a_spent_budget_freezes_unless_the_change_is_an_urgent_fix() {
     let h = ServiceHistory::default();
     let frozen = DraftInputs { history: &h, model: &model, budget_remaining: Some(-0.1) };
     let c = draft(&request(one("src/main.rs", &[], "", 10), true), &frozen, "i", now());
-    assert_eq!((c.status, c.reason.as_deref()), (ContractStatus::Rejected, Some("error_budget_freeze")));
+    assert_eq!(
+        (c.status, c.reason.as_deref()),
+        (ContractStatus::Rejected, Some("error_budget_freeze"))
+    );
     assert!(c.suggestions.iter().any(|s| s.contains("security")));
     for tag in ["security", "P0", "hotfix", "security-fix"] {
         let c = draft(&request(one("src/main.rs", &[tag], "", 10), true), &frozen, "i", now());
         assert_eq!(c.status, ContractStatus::Draft, "{tag}");
     }
     let healthy = DraftInputs { budget_remaining: Some(0.5), ..frozen };
-    assert_eq!(draft(&request(one("src/main.rs", &[], "", 10), true), &healthy, "i", now()).status, ContractStatus::Draft);
+    assert_eq!(
+        draft(&request(one("src/main.rs", &[], "", 10), true), &healthy, "i", now()).status,
+        ContractStatus::Draft
+    );
 }
 
 #[test]
@@ -176,7 +227,10 @@ fn contract_ids_are_deterministic_per_input() {
     assert_eq!(draft_offline(&r, now()).contract_id, draft_offline(&r, now()).contract_id);
     let (h, m) = (ServiceHistory::default(), Model::default());
     let inputs = DraftInputs { history: &h, model: &m, budget_remaining: None };
-    assert_eq!(draft(&r, &inputs, "CN_EVENTS:7", now()).contract_id, derive_id(&["contract", "CN_EVENTS:7"]));
+    assert_eq!(
+        draft(&r, &inputs, "CN_EVENTS:7", now()).contract_id,
+        derive_id(&["contract", "CN_EVENTS:7"])
+    );
 }
 
 #[test]
@@ -190,7 +244,8 @@ fn the_score_saturates_at_100() {
     assert_eq!((c.risk.score, c.risk.level), (100.0, RiskLevel::Critical));
 }
 
-const LEVELS: [RiskLevel; 4] = [RiskLevel::Low, RiskLevel::Medium, RiskLevel::High, RiskLevel::Critical];
+const LEVELS: [RiskLevel; 4] =
+    [RiskLevel::Low, RiskLevel::Medium, RiskLevel::High, RiskLevel::Critical];
 
 fn total_s(plan: &[CanaryStage]) -> u64 {
     plan.iter().map(|s| u64::from(s.min_duration_s)).sum()
@@ -198,24 +253,52 @@ fn total_s(plan: &[CanaryStage]) -> u64 {
 
 fn word() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec!["db", "migration", "auth", "API", "cache", "config", "security", "p0", "rapid", "Dependency"]).prop_map(String::from),
+        prop::sample::select(vec![
+            "db",
+            "migration",
+            "auth",
+            "API",
+            "cache",
+            "config",
+            "security",
+            "p0",
+            "rapid",
+            "Dependency"
+        ])
+        .prop_map(String::from),
         "\\PC{0,12}",
     ]
 }
 
 fn change() -> impl Strategy<Value = Change> {
     let path = prop_oneof![
-        prop::sample::select(vec!["db/migrations/1.sql", "src/auth/x.rs", "Cargo.toml", "api/v1.proto", "src/cache.rs", "a.yaml", "src/x.rs"]).prop_map(String::from),
+        prop::sample::select(vec![
+            "db/migrations/1.sql",
+            "src/auth/x.rs",
+            "Cargo.toml",
+            "api/v1.proto",
+            "src/cache.rs",
+            "a.yaml",
+            "src/x.rs"
+        ])
+        .prop_map(String::from),
         "\\PC{1,30}",
     ];
     let change_type = prop::sample::select(bus_schema::ChangeType::ALL.to_vec());
-    (path, change_type, any::<u32>(), prop::collection::vec(word(), 0..4), prop::collection::vec(word(), 0..6)).prop_map(|(file_path, change_type, lines_changed, risk_tags, words)| Change {
-        file_path,
+    (
+        path,
         change_type,
-        lines_changed,
-        risk_tags,
-        description: words.join(" "),
-    })
+        any::<u32>(),
+        prop::collection::vec(word(), 0..4),
+        prop::collection::vec(word(), 0..6),
+    )
+        .prop_map(|(file_path, change_type, lines_changed, risk_tags, words)| Change {
+            file_path,
+            change_type,
+            lines_changed,
+            risk_tags,
+            description: words.join(" "),
+        })
 }
 
 fn num() -> impl Strategy<Value = Option<f64>> {
@@ -228,19 +311,24 @@ pub(crate) fn contract_request() -> impl Strategy<Value = ContractRequest> {
         (token, token, prop::collection::vec(change(), 0..15), any::<bool>()),
         (num(), num(), num(), num(), prop::collection::vec("[a-z]{1,8}", 0..12)),
     )
-        .prop_map(|((env, service, changes, rollback_capability), (cur_e, cur_p, tgt_p, tgt_e, dependencies))| ContractRequest {
-            deployment_id: "d".into(),
-            service: ServiceName::new(service).unwrap(),
-            env: Env::new(env).unwrap(),
-            version: "v1".into(),
-            changes,
-            current_error_rate: cur_e,
-            current_p95_latency_ms: cur_p,
-            target_p95_latency_ms: tgt_p,
-            target_error_rate: tgt_e,
-            rollback_capability,
-            dependencies,
-        })
+        .prop_map(
+            |(
+                (env, service, changes, rollback_capability),
+                (cur_e, cur_p, tgt_p, tgt_e, dependencies),
+            )| ContractRequest {
+                deployment_id: "d".into(),
+                service: ServiceName::new(service).unwrap(),
+                env: Env::new(env).unwrap(),
+                version: "v1".into(),
+                changes,
+                current_error_rate: cur_e,
+                current_p95_latency_ms: cur_p,
+                target_p95_latency_ms: tgt_p,
+                target_error_rate: tgt_e,
+                rollback_capability,
+                dependencies,
+            },
+        )
 }
 
 use bus_schema::{Env, ServiceName};

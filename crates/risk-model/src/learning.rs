@@ -21,7 +21,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bus_schema::{Contract, DeployEvent, DeployStatus, Incident, IncidentKind, RiskFactor, Timestamp};
+use bus_schema::{
+    Contract, DeployEvent, DeployStatus, Incident, IncidentKind, RiskFactor, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 /// How long a succeeded deploy must stay free of blamed incidents to count as a success.
@@ -123,7 +125,8 @@ fn key(env: &str, service: &str) -> String {
 impl Learner {
     /// Remembers a drafted contract's factors until its deploy is labelled.
     pub fn remember(&mut self, contract: &Contract) {
-        let list = self.tracked.entry(key(contract.env.as_str(), contract.service.as_str())).or_default();
+        let list =
+            self.tracked.entry(key(contract.env.as_str(), contract.service.as_str())).or_default();
         list.retain(|t| t.deployment_id != contract.deployment_id);
         list.push(Tracked {
             deployment_id: contract.deployment_id.clone(),
@@ -151,7 +154,11 @@ impl Learner {
         if let Some(list) = self.tracked.get_mut(k) {
             list.retain(|t| match t.stage {
                 Stage::Succeeded { at } if at.plus(QUIET_WINDOW) <= now => {
-                    out.push(Label { factors: t.factors.clone(), failed: false, at: at.plus(QUIET_WINDOW) });
+                    out.push(Label {
+                        factors: t.factors.clone(),
+                        failed: false,
+                        at: at.plus(QUIET_WINDOW),
+                    });
                     false
                 }
                 _ => true,
@@ -166,9 +173,15 @@ impl Learner {
         let mut out = self.settle_key(&k, event.timestamp);
         let history = self.histories.entry(k.clone()).or_default();
         match event.status {
-            DeployStatus::Succeeded => history.record(&event.version, DeployOutcome::Succeeded, event.timestamp),
-            DeployStatus::Failed => history.record(&event.version, DeployOutcome::Failed, event.timestamp),
-            DeployStatus::RolledBack => history.record(event.deployed_version(), DeployOutcome::RolledBack, event.timestamp),
+            DeployStatus::Succeeded => {
+                history.record(&event.version, DeployOutcome::Succeeded, event.timestamp)
+            }
+            DeployStatus::Failed => {
+                history.record(&event.version, DeployOutcome::Failed, event.timestamp)
+            }
+            DeployStatus::RolledBack => {
+                history.record(event.deployed_version(), DeployOutcome::RolledBack, event.timestamp)
+            }
             DeployStatus::Started => {}
         }
         let Some(list) = self.tracked.get_mut(&k) else { return out };
@@ -180,7 +193,11 @@ impl Learner {
             // The next deploy starting ends the quiet window of every earlier success.
             list.retain(|t| match t.stage {
                 Stage::Succeeded { .. } if !matches(t) => {
-                    out.push(Label { factors: t.factors.clone(), failed: false, at: event.timestamp });
+                    out.push(Label {
+                        factors: t.factors.clone(),
+                        failed: false,
+                        at: event.timestamp,
+                    });
                     false
                 }
                 _ => true,
@@ -207,9 +224,15 @@ impl Learner {
             return out;
         }
         let Some(version) = incident.suspect_version.as_deref() else { return out };
-        self.histories.entry(k.clone()).or_default().record(version, DeployOutcome::CausedIncident, incident.opened_at);
+        self.histories.entry(k.clone()).or_default().record(
+            version,
+            DeployOutcome::CausedIncident,
+            incident.opened_at,
+        );
         let Some(list) = self.tracked.get_mut(&k) else { return out };
-        if let Some(pos) = list.iter().position(|t| t.version == version && t.stage != Stage::Drafted) {
+        if let Some(pos) =
+            list.iter().position(|t| t.version == version && t.stage != Stage::Drafted)
+        {
             let t = list.remove(pos);
             out.push(Label { factors: t.factors, failed: true, at: incident.opened_at });
         }

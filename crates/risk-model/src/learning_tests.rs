@@ -34,7 +34,10 @@ fn incident(service: &str, kind: &str, suspect: &str, minute: u64) -> Incident {
 
 fn tracked(service: &str, version: &str) -> Learner {
     let mut l = Learner::default();
-    l.remember(&draft_offline(&request(service, &format!("d-{version}"), version, "src/cache/x.rs"), t(0)));
+    l.remember(&draft_offline(
+        &request(service, &format!("d-{version}"), version, "src/cache/x.rs"),
+        t(0),
+    ));
     l
 }
 
@@ -50,7 +53,10 @@ fn failed_and_rolled_back_deploys_are_failures_at_once() {
         let labels = l.on_deploy(&deploy("api", "v2", status, 2));
         assert_eq!(failed(&labels), vec![true], "{status}");
         assert_eq!(labels[0].factors[0].name, "caching");
-        assert!(l.on_deploy(&deploy("api", "v2", status, 2)).is_empty(), "a redelivery teaches nothing twice");
+        assert!(
+            l.on_deploy(&deploy("api", "v2", status, 2)).is_empty(),
+            "a redelivery teaches nothing twice"
+        );
         assert_eq!(l.history("stage", "api").failures_since(t(3), Duration::from_secs(3600)), 1);
     }
 }
@@ -63,7 +69,10 @@ fn a_rollback_that_names_the_restored_version_labels_the_version_given_up() {
     let mut back = deploy("api", "1.0", "rolled_back", 2);
     back.previous_version = Some("v2".into());
     assert_eq!(failed(&l.on_deploy(&back)), vec![true]);
-    assert_eq!(l.history("stage", "api").recent.iter().map(|p| p.version.as_str()).collect::<Vec<_>>(), ["v2"]);
+    assert_eq!(
+        l.history("stage", "api").recent.iter().map(|p| p.version.as_str()).collect::<Vec<_>>(),
+        ["v2"]
+    );
 }
 
 #[test]
@@ -75,11 +84,19 @@ fn a_success_counts_only_after_a_quiet_window() {
 
     let mut l = tracked("api", "v2");
     l.on_deploy(&deploy("api", "v2", "succeeded", 1));
-    assert_eq!(failed(&l.on_deploy(&deploy("api", "v3", "succeeded", 40))), vec![false], "a later event past the window");
+    assert_eq!(
+        failed(&l.on_deploy(&deploy("api", "v3", "succeeded", 40))),
+        vec![false],
+        "a later event past the window"
+    );
 
     let mut l = tracked("api", "v2");
     l.on_deploy(&deploy("api", "v2", "succeeded", 1));
-    assert_eq!(failed(&l.on_deploy(&deploy("api", "v3", "started", 5))), vec![false], "the next deploy starts");
+    assert_eq!(
+        failed(&l.on_deploy(&deploy("api", "v3", "started", 5))),
+        vec![false],
+        "the next deploy starts"
+    );
 
     // Another service's events, however late, settle nothing here.
     let mut l = tracked("api", "v2");
@@ -94,15 +111,32 @@ fn a_success_counts_only_after_a_quiet_window() {
 fn a_regression_blaming_the_version_within_the_window_is_a_failure() {
     let mut l = tracked("api", "v2");
     l.on_deploy(&deploy("api", "v2", "succeeded", 1));
-    assert!(l.on_incident(&incident("api", "high_error_rate", "v2", 5)).is_empty(), "not a deploy incident");
-    assert!(l.on_incident(&incident("api", "deploy_regression", "v1", 5)).is_empty(), "another version");
+    assert!(
+        l.on_incident(&incident("api", "high_error_rate", "v2", 5)).is_empty(),
+        "not a deploy incident"
+    );
+    assert!(
+        l.on_incident(&incident("api", "deploy_regression", "v1", 5)).is_empty(),
+        "another version"
+    );
     assert_eq!(failed(&l.on_incident(&incident("api", "deploy_regression", "v2", 10))), vec![true]);
     assert!(l.on_incident(&incident("api", "deploy_regression", "v2", 10)).is_empty());
-    assert_eq!(l.history("stage", "api").recent.iter().filter(|p| p.outcome == DeployOutcome::CausedIncident && p.version == "v2").count(), 1);
+    assert_eq!(
+        l.history("stage", "api")
+            .recent
+            .iter()
+            .filter(|p| p.outcome == DeployOutcome::CausedIncident && p.version == "v2")
+            .count(),
+        1
+    );
 
     let mut late = tracked("api", "v2");
     late.on_deploy(&deploy("api", "v2", "succeeded", 1));
-    assert_eq!(failed(&late.on_incident(&incident("api", "deploy_failed", "v2", 90))), vec![false], "past the window: already a success");
+    assert_eq!(
+        failed(&late.on_incident(&incident("api", "deploy_failed", "v2", 90))),
+        vec![false],
+        "past the window: already a success"
+    );
 }
 
 #[test]
@@ -123,7 +157,8 @@ fn history_is_bounded_and_state_round_trips() {
 fn recorded_failures_raise_later_scores_for_similar_changes() {
     let (empty, mut model) = (ServiceHistory::default(), Model::default());
     let score = |model: &Model, req: &ContractRequest| {
-        draft(req, &DraftInputs { history: &empty, model, budget_remaining: None }, "probe", t(0)).risk
+        draft(req, &DraftInputs { history: &empty, model, budget_remaining: None }, "probe", t(0))
+            .risk
     };
     let schema_probe = request("billing", "probe", "v100", "db/migrations/9.sql");
     let cache_probe = request("search", "probe", "v100", "src/cache/lru.rs");
@@ -132,7 +167,12 @@ fn recorded_failures_raise_later_scores_for_similar_changes() {
     let mut learner = Learner::default();
     for i in 0..20u64 {
         let version = format!("v{i}");
-        let c = draft(&request("orders", &format!("d{i}"), &version, "db/migrations/1.sql"), &DraftInputs { history: &empty, model: &model, budget_remaining: None }, "x", t(i));
+        let c = draft(
+            &request("orders", &format!("d{i}"), &version, "db/migrations/1.sql"),
+            &DraftInputs { history: &empty, model: &model, budget_remaining: None },
+            "x",
+            t(i),
+        );
         learner.remember(&c);
         for label in learner.on_deploy(&deploy("orders", &version, "rolled_back", i)) {
             model.learn(&label.factors, label.failed, label.at);
@@ -140,8 +180,16 @@ fn recorded_failures_raise_later_scores_for_similar_changes() {
     }
     assert_eq!(model.observations(), 20);
     let (schema_after, cache_after) = (score(&model, &schema_probe), score(&model, &cache_probe));
-    assert!(schema_after.score >= schema_before.score + 5.0, "{schema_before:?} → {schema_after:?}");
-    assert!(schema_after.factors.iter().any(|f| f.name == "learned_history" && f.contribution > 0.0));
+    assert!(
+        schema_after.score >= schema_before.score + 5.0,
+        "{schema_before:?} → {schema_after:?}"
+    );
+    assert!(
+        schema_after.factors.iter().any(|f| f.name == "learned_history" && f.contribution > 0.0)
+    );
     assert!(schema_after.confidence > schema_before.confidence);
-    assert!((cache_after.score - cache_before.score).abs() < 3.0, "{cache_before:?} → {cache_after:?}");
+    assert!(
+        (cache_after.score - cache_before.score).abs() < 3.0,
+        "{cache_before:?} → {cache_after:?}"
+    );
 }

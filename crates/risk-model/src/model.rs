@@ -86,7 +86,11 @@ fn logit(p: f64) -> f64 {
 /// The features of a list of factors: finite, in -1..=1, without the learned factor.
 fn features(factors: &[RiskFactor]) -> impl Iterator<Item = (&str, f64)> {
     factors.iter().filter(|f| f.name != LEARNED_FACTOR).map(|f| {
-        let x = if f.contribution.is_finite() { (f.contribution / 100.0).clamp(-1.0, 1.0) } else { 0.0 };
+        let x = if f.contribution.is_finite() {
+            (f.contribution / 100.0).clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
         (f.name.as_str(), x)
     })
 }
@@ -94,7 +98,10 @@ fn features(factors: &[RiskFactor]) -> impl Iterator<Item = (&str, f64)> {
 impl Model {
     /// P(deploy fails) for a contract with these factors, strictly inside (0, 1).
     pub fn predict(&self, factors: &[RiskFactor]) -> f64 {
-        let z = self.bias + features(factors).map(|(n, x)| self.weights.get(n).copied().unwrap_or(0.0) * x).sum::<f64>();
+        let z = self.bias
+            + features(factors)
+                .map(|(n, x)| self.weights.get(n).copied().unwrap_or(0.0) * x)
+                .sum::<f64>();
         sigmoid(z).clamp(1e-9, 1.0 - 1e-9)
     }
 
@@ -105,7 +112,8 @@ impl Model {
 
     /// Score points the learned model adds for these factors (see the module docs).
     pub fn adjustment(&self, factors: &[RiskFactor]) -> f64 {
-        (LEARNED_SCALE * (self.predict(factors) - self.base_rate())).clamp(MIN_ADJUSTMENT, MAX_ADJUSTMENT)
+        (LEARNED_SCALE * (self.predict(factors) - self.base_rate()))
+            .clamp(MIN_ADJUSTMENT, MAX_ADJUSTMENT)
     }
 
     /// Learns from one outcome; records the prediction made before the update for calibration.
@@ -131,7 +139,10 @@ impl Model {
     /// Outcomes seen for changes like this one: the fewest outcomes seen for any of its factors
     /// (all outcomes when it has none).
     pub fn similar_observations(&self, factors: &[RiskFactor]) -> u64 {
-        features(factors).map(|(n, _)| self.seen.get(n).copied().unwrap_or(0)).min().unwrap_or(self.observations)
+        features(factors)
+            .map(|(n, _)| self.seen.get(n).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(self.observations)
     }
 
     pub fn observations(&self) -> u64 {
@@ -161,7 +172,11 @@ impl Model {
             brier,
             reliability,
             bias: self.bias,
-            weights: self.weights.iter().map(|(name, &weight)| FactorWeight { name: name.clone(), weight }).collect(),
+            weights: self
+                .weights
+                .iter()
+                .map(|(name, &weight)| FactorWeight { name: name.clone(), weight })
+                .collect(),
             updated_at: self.updated_at,
         }
     }
@@ -202,7 +217,9 @@ mod tests {
             m.learn(&[], failed, at());
         }
         let s = m.stats();
-        let brier = expected.iter().map(|&(p, f)| (p - if f { 1.0 } else { 0.0 }).powi(2)).sum::<f64>() / 3.0;
+        let brier =
+            expected.iter().map(|&(p, f)| (p - if f { 1.0 } else { 0.0 }).powi(2)).sum::<f64>()
+                / 3.0;
         assert_eq!(s.observations, 3);
         assert!((s.brier.unwrap() - brier).abs() < 1e-12);
         assert_eq!(s.reliability.len(), 10);

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use bus_schema::codec::{Limits, decode_inbound};
-use bus_schema::proof::ProofKind;
 use bus_schema::fleet::{AgentDef, InputDef};
+use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, Filter, InstanceId, RejectReason, headers};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RuntimeArgs;
+use crate::connect::FirstConnect;
 use crate::consumer::{Delivery, DeliveryPolicy, Puller, Recreated, ensure_consumer};
 use crate::delivery::Processor;
 use crate::error::RuntimeError;
@@ -34,7 +35,6 @@ use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
 use crate::status::{Stats, StatusTasks};
 use crate::store::Store;
-use crate::connect::FirstConnect;
 use crate::streams;
 
 /// How often an agent is asked for work that fell due by the clock.
@@ -45,7 +45,11 @@ const DUE_PER_TICK: usize = 16;
 const REQUEST_BACKLOG: usize = 64;
 
 /// Passes a subscription's requests to the agent's loop until shutdown.
-async fn forward_requests(mut sub: async_nats::Subscriber, tx: mpsc::Sender<async_nats::Message>, stop: CancellationToken) {
+async fn forward_requests(
+    mut sub: async_nats::Subscriber,
+    tx: mpsc::Sender<async_nats::Message>,
+    stop: CancellationToken,
+) {
     use futures_util::StreamExt;
     loop {
         let msg = tokio::select! {
@@ -77,7 +81,14 @@ pub struct AgentSpec {
 impl AgentSpec {
     /// The spec of a fleet agent (bus_schema::fleet) at a version.
     pub fn new(def: AgentDef, version: &'static str) -> Self {
-        Self { name: def.name, version, description: def.description, inputs: def.inputs, prefetch: 1, requests: def.requests }
+        Self {
+            name: def.name,
+            version,
+            description: def.description,
+            inputs: def.inputs,
+            prefetch: 1,
+            requests: def.requests,
+        }
     }
 }
 
@@ -107,10 +118,15 @@ pub struct Agent {
 impl Agent {
     /// Validates the configuration, connects (waiting for NATS if it is not up yet), checks
     /// the streams, opens the state file and the proof chain.
-    pub async fn start(spec: AgentSpec, args: RuntimeArgs, shutdown: CancellationToken) -> Result<Self, RuntimeError> {
+    pub async fn start(
+        spec: AgentSpec,
+        args: RuntimeArgs,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RuntimeError> {
         args.validate()?;
         let instance = args.instance.clone();
-        let client = args.nats.connect(&format!("{}.{}", spec.name, instance), FirstConnect::Wait).await?;
+        let client =
+            args.nats.connect(&format!("{}.{}", spec.name, instance), FirstConnect::Wait).await?;
         if client.connection_state() != async_nats::connection::State::Connected {
             info!(nats_url = %args.nats.urls(), "waiting for NATS");
         }
@@ -129,20 +145,37 @@ impl Agent {
     /// Answers one core request through the handler. Bad input is recorded as
     /// `event_rejected` like any input and answered with a `Cn-Error` header and a JSON body
     /// saying why; `Err` means the agent must stop.
-    async fn answer<H: Handler>(&mut self, handler: &mut H, msg: async_nats::Message) -> Result<(), RuntimeError> {
+    async fn answer<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        msg: async_nats::Message,
+    ) -> Result<(), RuntimeError> {
         let Some(reply_to) = msg.reply.clone() else {
             warn!(subject = %msg.subject, "a request without a reply subject; ignoring it");
             return Ok(());
         };
-        let header = |name: &str| msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let header = |name: &str| {
+            msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
+        };
         // Ids end up in records and keys: printable ASCII, bounded, like a stored input's.
-        let id_header = |name: &str| header(name).filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()));
+        let id_header = |name: &str| {
+            header(name).filter(|v| {
+                !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic())
+            })
+        };
         // A retried request carries the same Nats-Msg-Id and body: the same input id, so its
         // records and outputs are de-duplicated like a redelivered input's. A different request
         // reusing the id is a different input (the digest of subject and body tells them apart),
         // so it cannot hide behind the first one's record.
-        let digest = bus_schema::proof::ProofHash::of(&[msg.subject.as_bytes(), b"\n", &msg.payload].concat()).to_hex();
-        let id = format!("request:{}:{}", id_header(headers::MSG_ID).unwrap_or_else(|| bus_schema::Uuid::new_v4().to_string()), &digest[..16]);
+        let digest = bus_schema::proof::ProofHash::of(
+            &[msg.subject.as_bytes(), b"\n", &msg.payload].concat(),
+        )
+        .to_hex();
+        let id = format!(
+            "request:{}:{}",
+            id_header(headers::MSG_ID).unwrap_or_else(|| bus_schema::Uuid::new_v4().to_string()),
+            &digest[..16]
+        );
         let meta = InputMeta {
             subject: msg.subject.to_string(),
             stream: "core".to_owned(),
@@ -150,15 +183,31 @@ impl Agent {
             delivered: 1,
             input_id: id.clone(),
             message_id: id_header(headers::MSG_ID).unwrap_or_else(|| id.clone()),
-            correlation_id: id_header(headers::CORRELATION_ID).or_else(|| id_header(headers::MSG_ID)).unwrap_or(id),
+            correlation_id: id_header(headers::CORRELATION_ID)
+                .or_else(|| id_header(headers::MSG_ID))
+                .unwrap_or(id),
         };
-        let limits = Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
-        let request = match decode_inbound(&meta.subject, header(headers::CONTENT_TYPE).as_deref(), &msg.payload, &limits) {
+        let limits =
+            Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
+        let request = match decode_inbound(
+            &meta.subject,
+            header(headers::CONTENT_TYPE).as_deref(),
+            &msg.payload,
+            &limits,
+        ) {
             Ok(input) => Ok(Request::Input(Box::new(input))),
-            Err(e) if e.reason() == RejectReason::InvalidSubject && msg.payload.is_empty() => Ok(Request::Query(meta.subject.clone())),
+            Err(e) if e.reason() == RejectReason::InvalidSubject && msg.payload.is_empty() => {
+                Ok(Request::Query(meta.subject.clone()))
+            }
             Err(e) => Err(HandleError::Reject { reason: e.reason(), message: e.to_string() }),
         };
-        let mut ctx = Context::new(&self.spec.name, &self.spec.inputs, &meta, &self.publisher, &mut self.proof);
+        let mut ctx = Context::new(
+            &self.spec.name,
+            &self.spec.inputs,
+            &meta,
+            &self.publisher,
+            &mut self.proof,
+        );
         let result = match request {
             Ok(request) => handler.respond(&mut ctx, request).await,
             Err(e) => Err(e),
@@ -186,10 +235,16 @@ impl Agent {
                 let mut h = async_nats::HeaderMap::new();
                 h.insert(headers::CONTENT_TYPE, headers::JSON);
                 h.insert(headers::ERROR, reason);
-                (serde_json::to_vec(&json!({"error": reason, "message": message})).unwrap_or_default(), h)
+                (
+                    serde_json::to_vec(&json!({"error": reason, "message": message}))
+                        .unwrap_or_default(),
+                    h,
+                )
             }
         };
-        if let Err(e) = self.client.publish_with_headers(reply_to, reply_headers, payload.into()).await {
+        if let Err(e) =
+            self.client.publish_with_headers(reply_to, reply_headers, payload.into()).await
+        {
             warn!(error = %e, "could not send a reply");
         }
         Ok(())
@@ -201,7 +256,13 @@ impl Agent {
         // A few items per tick, so inputs are not held up; the first failure ends the tick.
         for due in handler.due(bus_schema::Timestamp::now()).into_iter().take(DUE_PER_TICK) {
             let meta = due.meta();
-            let mut ctx = Context::new(&self.spec.name, &self.spec.inputs, &meta, &self.publisher, &mut self.proof);
+            let mut ctx = Context::new(
+                &self.spec.name,
+                &self.spec.inputs,
+                &meta,
+                &self.publisher,
+                &mut self.proof,
+            );
             match handler.handle_due(&mut ctx, due.clone()).await {
                 Ok(()) => {}
                 Err(HandleError::Fatal(e)) => return Err(e),
@@ -248,7 +309,8 @@ impl Agent {
     /// Runs until the shutdown token fires (or a fatal error, such as another process writing
     /// this instance's proof chain, stops it).
     pub async fn run<H: Handler>(mut self, mut handler: H) -> Result<RunSummary, RuntimeError> {
-        let durables: Vec<String> = self.spec.inputs.iter().map(|i| i.durable(&self.spec.name)).collect();
+        let durables: Vec<String> =
+            self.spec.inputs.iter().map(|i| i.durable(&self.spec.name)).collect();
         let started = ProofDraft::new(ProofKind::AgentStarted).detail(json!({
             "version": self.spec.version,
             "inputs": self.spec.inputs.iter().map(|i| i.filter.pattern()).collect::<Vec<_>>(),
@@ -259,17 +321,26 @@ impl Agent {
         self.stats.proof_seq.store(self.proof.head().seq, Ordering::Relaxed);
         info!(agent = %self.spec.name, instance = %self.instance, "started");
 
-        let policy = DeliveryPolicy { max_attempts: self.args.max_attempts, ack_wait: self.args.ack_wait };
+        let policy =
+            DeliveryPolicy { max_attempts: self.args.max_attempts, ack_wait: self.args.ack_wait };
         let pulling = self.shutdown.child_token();
         let (tx, mut rx) = mpsc::channel::<Delivery>(1);
         let (events_tx, mut events) = mpsc::unbounded_channel::<Recreated>();
         let positions = Arc::new(Positions::default());
-        let stored: std::collections::HashMap<String, _> = self.store.scan(&POSITIONS)?.into_iter().collect();
+        let stored: std::collections::HashMap<String, _> =
+            self.store.scan(&POSITIONS)?.into_iter().collect();
         let mut pullers = Vec::new();
         for input in self.spec.inputs.clone() {
             let input = &input;
-            let found =
-                ensure_consumer(self.publisher.jetstream(), &self.spec.name, input, policy, stored.get(&input.durable(&self.spec.name)), &positions).await?;
+            let found = ensure_consumer(
+                self.publisher.jetstream(),
+                &self.spec.name,
+                input,
+                policy,
+                stored.get(&input.durable(&self.spec.name)),
+                &positions,
+            )
+            .await?;
             if let Some(r) = found.recreated.clone() {
                 warn!(consumer = %r.consumer, from_seq = r.from_seq, "CONSUMER RECREATED: {} was missing at start; recreated from stream sequence {}", r.consumer, r.from_seq);
                 self.record_recreated(&r).await?;
@@ -290,9 +361,18 @@ impl Agent {
         // The sender stays alive until shutdown: an agent with no inputs (or whose pullers
         // stopped) keeps running rather than seeing a closed channel.
         let keep_open = tx;
-        let status = StatusTasks::start(&self.publisher, &self.spec, &self.instance, self.args.heartbeat_interval, self.stats.clone(), durables).await?;
+        let status = StatusTasks::start(
+            &self.publisher,
+            &self.spec,
+            &self.instance,
+            self.args.heartbeat_interval,
+            self.stats.clone(),
+            durables,
+        )
+        .await?;
 
-        let limits = Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
+        let limits =
+            Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
         let grace = self.args.shutdown_grace;
         let mut clean = true;
         let mut fatal = None;
@@ -303,7 +383,12 @@ impl Agent {
                 .client
                 .queue_subscribe(filter.pattern().to_owned(), self.spec.name.to_string())
                 .await
-                .map_err(|e| RuntimeError::Service(format!("cannot listen for requests on {}: {e}", filter.pattern())))?;
+                .map_err(|e| {
+                    RuntimeError::Service(format!(
+                        "cannot listen for requests on {}: {e}",
+                        filter.pattern()
+                    ))
+                })?;
             listeners.push(tokio::spawn(forward_requests(sub, req_tx.clone(), pulling.clone())));
         }
         drop(req_tx);
@@ -433,7 +518,11 @@ impl Agent {
 
 /// Retries a start-up step every second or two until it succeeds or shutdown fires,
 /// logging each failure so an operator sees what the agent is waiting for.
-async fn retry_until_ready<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut step: F) -> Result<T, RuntimeError>
+async fn retry_until_ready<T, F, Fut>(
+    shutdown: &CancellationToken,
+    what: &str,
+    mut step: F,
+) -> Result<T, RuntimeError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, RuntimeError>>,

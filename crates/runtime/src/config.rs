@@ -42,7 +42,13 @@ pub struct NatsArgs {
     pub user: Option<String>,
 
     /// NATS password.
-    #[arg(long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true, conflicts_with = "password_file", requires = "user")]
+    #[arg(
+        long = "nats-password",
+        env = "NATS_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "password_file",
+        requires = "user"
+    )]
     pub password: Option<String>,
 
     /// File holding the NATS password (first line), e.g. a Docker secret.
@@ -102,7 +108,10 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).field("password", &"<redacted>").finish()
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -147,7 +156,11 @@ impl NatsArgs {
     }
 
     /// Connects as configured (see [`crate::connect::connect`]).
-    pub async fn connect(&self, name: &str, first: crate::connect::FirstConnect) -> Result<async_nats::Client, crate::RuntimeError> {
+    pub async fn connect(
+        &self,
+        name: &str,
+        first: crate::connect::FirstConnect,
+    ) -> Result<async_nats::Client, crate::RuntimeError> {
         let credentials = self.credentials()?;
         crate::connect::connect(name, &self.url, credentials.as_ref(), first)
             .await
@@ -195,9 +208,10 @@ pub fn config_failure(program: &str, err: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn parse_server(s: &str) -> Result<ServerAddr, String> {
-    s.trim().parse::<ServerAddr>().map_err(|e| format!("{s:?} is not a NATS URL such as nats://127.0.0.1:4222 ({e})"))
+    s.trim()
+        .parse::<ServerAddr>()
+        .map_err(|e| format!("{s:?} is not a NATS URL such as nats://127.0.0.1:4222 ({e})"))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -210,7 +224,8 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<RuntimeArgs, clap::Error> {
-        TestCli::try_parse_from(std::iter::once("agent").chain(args.iter().copied())).map(|c| c.runtime)
+        TestCli::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+            .map(|c| c.runtime)
     }
 
     #[test]
@@ -250,13 +265,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pw");
         std::fs::write(&file, "s3cret\n").unwrap();
-        let a = parse(&["--nats-user", "executor", "--nats-password-file", file.to_str().unwrap()]).unwrap();
+        let a = parse(&["--nats-user", "executor", "--nats-password-file", file.to_str().unwrap()])
+            .unwrap();
         let c = a.nats.credentials().unwrap().unwrap();
         assert_eq!((c.user.as_str(), c.password.as_str()), ("executor", "s3cret"));
         assert!(!format!("{c:?}").contains("s3cret"));
-        let missing = parse(&["--nats-user", "x", "--nats-password-file", "/nonexistent/pw"]).unwrap();
+        let missing =
+            parse(&["--nats-user", "x", "--nats-password-file", "/nonexistent/pw"]).unwrap();
         assert!(matches!(missing.nats.credentials(), Err(ConfigError::PasswordFile { .. })));
-        assert!(matches!(parse(&["--nats-user", "x"]).unwrap().nats.credentials(), Err(ConfigError::MissingPassword)));
+        assert!(matches!(
+            parse(&["--nats-user", "x"]).unwrap().nats.credentials(),
+            Err(ConfigError::MissingPassword)
+        ));
     }
 
     #[test]

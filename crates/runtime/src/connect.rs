@@ -68,7 +68,10 @@ fn log_event(event: &Event) {
             "AUTHORIZATION VIOLATION: the NATS server rejected this agent's credentials (check --nats-user and the password)"
         ),
         Event::ServerError(ServerError::SlowConsumer(sid)) => {
-            error!(subscription = sid, "SLOW CONSUMER reported by the server for subscription {sid}")
+            error!(
+                subscription = sid,
+                "SLOW CONSUMER reported by the server for subscription {sid}"
+            )
         }
         Event::ServerError(ServerError::Other(msg)) => {
             if msg.to_ascii_lowercase().contains("permissions violation") {

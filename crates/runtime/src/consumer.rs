@@ -78,7 +78,12 @@ pub struct Input {
     pub recreated: Option<Recreated>,
 }
 
-fn pull_config(agent: &AgentName, input: &InputDef, policy: DeliveryPolicy, deliver_policy: DeliverPolicy) -> pull::Config {
+fn pull_config(
+    agent: &AgentName,
+    input: &InputDef,
+    policy: DeliveryPolicy,
+    deliver_policy: DeliverPolicy,
+) -> pull::Config {
     pull::Config {
         durable_name: Some(input.durable(agent)),
         description: Some(format!("{agent} input {}", input.name)),
@@ -106,7 +111,10 @@ pub async fn ensure_consumer(
     let name = input.durable(agent);
     let fail = |message: String| RuntimeError::Consumer { consumer: name.clone(), message };
     let Some(stream_kind) = input.filter.stream() else {
-        return Err(fail(format!("{} is a core NATS subject; subscribe to it instead", input.filter)));
+        return Err(fail(format!(
+            "{} is a core NATS subject; subscribe to it instead",
+            input.filter
+        )));
     };
     let mut stream = js.get_stream(stream_kind.name()).await.map_err(|e| fail(e.to_string()))?;
     let created = stream.info().await.map_err(|e| fail(e.to_string()))?.created.unix_timestamp();
@@ -115,7 +123,13 @@ pub async fn ensure_consumer(
     let mut recreated = None;
     let consumer = match stream.consumer_info(&name).await {
         Ok(current) => {
-            positions.seed(&name, &epoch, stored, current.ack_floor.stream_sequence + 1, (current.num_ack_pending as u64, current.delivered.stream_sequence));
+            positions.seed(
+                &name,
+                &epoch,
+                stored,
+                current.ack_floor.stream_sequence + 1,
+                (current.num_ack_pending as u64, current.delivered.stream_sequence),
+            );
             let config = pull_config(agent, input, policy, current.config.deliver_policy);
             let same = current.config.filter_subject == config.filter_subject
                 && current.config.ack_wait == config.ack_wait
@@ -130,13 +144,21 @@ pub async fn ensure_consumer(
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
             let deliver = match stored {
                 Some(p) => {
-                    recreated = Some(Recreated { consumer: name.clone(), stream: stream_kind.name().to_owned(), from_seq: p.next, reason: "missing_at_start" });
+                    recreated = Some(Recreated {
+                        consumer: name.clone(),
+                        stream: stream_kind.name().to_owned(),
+                        from_seq: p.next,
+                        reason: "missing_at_start",
+                    });
                     DeliverPolicy::ByStartSequence { start_sequence: p.next }
                 }
                 None => DeliverPolicy::All,
             };
             positions.seed(&name, &epoch, stored, 1, (0, 0));
-            stream.create_consumer(pull_config(agent, input, policy, deliver)).await.map_err(|e| fail(e.to_string()))?
+            stream
+                .create_consumer(pull_config(agent, input, policy, deliver))
+                .await
+                .map_err(|e| fail(e.to_string()))?
         }
         Err(e) => return Err(fail(e.to_string())),
     };
@@ -175,7 +197,8 @@ impl Puller {
                 }
             };
             loop {
-                let next = tokio::select! { () = stop.cancelled() => return, n = messages.next() => n };
+                let next =
+                    tokio::select! { () = stop.cancelled() => return, n = messages.next() => n };
                 match next {
                     Some(Ok(msg)) => {
                         if let Ok(info) = msg.info() {
@@ -190,7 +213,11 @@ impl Puller {
                             }
                             p = tx.reserve() => match p { Ok(p) => p, Err(_) => return },
                         };
-                        permit.send(Delivery { msg, durable: input.durable.clone(), epoch: input.epoch.clone() });
+                        permit.send(Delivery {
+                            msg,
+                            durable: input.durable.clone(),
+                            epoch: input.epoch.clone(),
+                        });
                     }
                     Some(Err(e)) => {
                         // A missed heartbeat means the server holds no live pull request for us
@@ -219,17 +246,30 @@ impl Puller {
         let durable = input.durable.to_string();
         self.stats.set_degraded(&durable, Some("consumer missing: recreating it"));
         let Some(position) = self.positions.next(&durable) else { return };
-        let config = pull_config(&self.agent, &self.input, self.policy, DeliverPolicy::ByStartSequence { start_sequence: position.next });
+        let config = pull_config(
+            &self.agent,
+            &self.input,
+            self.policy,
+            DeliverPolicy::ByStartSequence { start_sequence: position.next },
+        );
         match stream.create_consumer(config).await {
             Ok(consumer) => {
                 error!(consumer = %durable, from_seq = position.next, "CONSUMER RECREATED: {durable} was deleted under this agent; recreated from stream sequence {}", position.next);
                 input.consumer = consumer;
                 self.stats.set_degraded(&durable, None);
-                let _ = self.events.send(Recreated { consumer: durable, stream: stream_kind.name().to_owned(), from_seq: position.next, reason: "deleted_while_running" });
+                let _ = self.events.send(Recreated {
+                    consumer: durable,
+                    stream: stream_kind.name().to_owned(),
+                    from_seq: position.next,
+                    reason: "deleted_while_running",
+                });
             }
             Err(e) => {
                 error!(consumer = %durable, error = %e, "consumer {durable} is missing and cannot be recreated; this input is not being consumed");
-                self.stats.set_degraded(&durable, Some("consumer missing and cannot be recreated; see the agent's log"));
+                self.stats.set_degraded(
+                    &durable,
+                    Some("consumer missing and cannot be recreated; see the agent's log"),
+                );
             }
         }
     }

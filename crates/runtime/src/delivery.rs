@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use bus_schema::codec::{Limits, decode_inbound_at};
-use bus_schema::proof::ProofKind;
 use bus_schema::fleet::InputDef;
+use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, RejectReason, headers};
 use serde_json::json;
 use tracing::{error, warn};
@@ -40,7 +40,11 @@ pub(crate) struct Processor<'a> {
 
 impl Processor<'_> {
     /// Handles one delivery to its end. `Err` means the agent must stop.
-    pub async fn process<H: Handler>(&mut self, handler: &mut H, delivery: Delivery) -> Result<(), RuntimeError> {
+    pub async fn process<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        delivery: Delivery,
+    ) -> Result<(), RuntimeError> {
         let msg = &delivery.msg;
         let Some(meta) = input_meta(msg, &delivery.epoch) else {
             warn!(subject = %msg.subject, "message without JetStream metadata; ignoring it");
@@ -49,25 +53,50 @@ impl Processor<'_> {
         let outcome = if meta.delivered > self.policy.max_attempts {
             Err(HandleError::Reject {
                 reason: RejectReason::MaxDeliveriesExceeded,
-                message: format!("delivered {} times; an earlier attempt did not finish (did the agent crash?)", meta.delivered),
+                message: format!(
+                    "delivered {} times; an earlier attempt did not finish (did the agent crash?)",
+                    meta.delivered
+                ),
             })
         } else {
-            let content_type = msg.headers.as_ref().and_then(|h| h.get(headers::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
+            let content_type = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(headers::CONTENT_TYPE))
+                .map(|v| v.as_str().to_owned());
             // The clock for the input rules is JetStream's: when the server stored the message.
-            let clock = msg.info().ok().and_then(|i| bus_schema::Timestamp::from_unix_nanos(i.published.unix_timestamp_nanos())).unwrap_or_else(bus_schema::Timestamp::now);
-            match decode_inbound_at(&meta.subject, content_type.as_deref(), &msg.payload, self.limits, clock) {
+            let clock = msg
+                .info()
+                .ok()
+                .and_then(|i| {
+                    bus_schema::Timestamp::from_unix_nanos(i.published.unix_timestamp_nanos())
+                })
+                .unwrap_or_else(bus_schema::Timestamp::now);
+            match decode_inbound_at(
+                &meta.subject,
+                content_type.as_deref(),
+                &msg.payload,
+                self.limits,
+                clock,
+            ) {
                 Err(e) => Err(HandleError::Reject { reason: e.reason(), message: e.to_string() }),
                 Ok(input) => {
-                    let mut ctx = Context::new(self.agent, self.inputs, &meta, self.publisher, self.proof);
+                    let mut ctx =
+                        Context::new(self.agent, self.inputs, &meta, self.publisher, self.proof);
                     with_progress(msg, self.policy.ack_wait, handler.handle(&mut ctx, input)).await
                 }
             }
         };
         let outcome = match outcome {
-            Err(HandleError::Retry(message)) if meta.delivered >= self.policy.max_attempts => Err(HandleError::Reject {
-                reason: RejectReason::MaxDeliveriesExceeded,
-                message: format!("gave up after {} attempts; last error: {message}", meta.delivered),
-            }),
+            Err(HandleError::Retry(message)) if meta.delivered >= self.policy.max_attempts => {
+                Err(HandleError::Reject {
+                    reason: RejectReason::MaxDeliveriesExceeded,
+                    message: format!(
+                        "gave up after {} attempts; last error: {message}",
+                        meta.delivered
+                    ),
+                })
+            }
             other => other,
         };
         let result = match outcome {
@@ -77,20 +106,22 @@ impl Processor<'_> {
                 self.positions.finished(&delivery.durable, meta.stream_seq);
                 Ok(())
             }
-            Err(HandleError::Reject { reason, message }) => match self.reject(msg, &meta, reason, &message).await {
-                Ok(()) => {
-                    ack(msg, &meta).await;
-                    self.positions.finished(&delivery.durable, meta.stream_seq);
-                    Ok(())
+            Err(HandleError::Reject { reason, message }) => {
+                match self.reject(msg, &meta, reason, &message).await {
+                    Ok(()) => {
+                        ack(msg, &meta).await;
+                        self.positions.finished(&delivery.durable, meta.stream_seq);
+                        Ok(())
+                    }
+                    Err(e) if e.is_fatal() => Err(e),
+                    Err(e) => {
+                        // Not acked: JetStream delivers it again and the rejection is retried.
+                        error!(input = %meta.input_id, error = %e, "could not record the rejection; will retry");
+                        nak(msg, self.policy.retry_delay(meta.delivered)).await;
+                        Ok(())
+                    }
                 }
-                Err(e) if e.is_fatal() => Err(e),
-                Err(e) => {
-                    // Not acked: JetStream delivers it again and the rejection is retried.
-                    error!(input = %meta.input_id, error = %e, "could not record the rejection; will retry");
-                    nak(msg, self.policy.retry_delay(meta.delivered)).await;
-                    Ok(())
-                }
-            },
+            }
             Err(HandleError::Retry(message)) => {
                 let delay = self.policy.retry_delay(meta.delivered);
                 warn!(input = %meta.input_id, attempt = meta.delivered, retry_in = ?delay, error = %message, "handling failed; will retry");
@@ -107,9 +138,16 @@ impl Processor<'_> {
     }
 
     /// Records `event_rejected` with everything needed to find and replay the input.
-    async fn reject(&mut self, msg: &jetstream::Message, meta: &InputMeta, reason: RejectReason, message: &str) -> Result<(), RuntimeError> {
+    async fn reject(
+        &mut self,
+        msg: &jetstream::Message,
+        meta: &InputMeta,
+        reason: RejectReason,
+        message: &str,
+    ) -> Result<(), RuntimeError> {
         warn!(input = %meta.input_id, subject = %meta.subject, reason = %reason, "rejected input: {message}");
-        let excerpt: String = String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
+        let excerpt: String =
+            String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
         let draft = ProofDraft::new(ProofKind::EventRejected)
             .reason(reason.as_str())
             .correlation(meta.correlation_id.clone())
@@ -130,7 +168,11 @@ impl Processor<'_> {
 
 /// Runs the handler, telling JetStream every third of the ack wait that the input is still
 /// being worked on.
-async fn with_progress<F: std::future::Future<Output = Result<(), HandleError>>>(msg: &jetstream::Message, ack_wait: Duration, work: F) -> Result<(), HandleError> {
+async fn with_progress<F: std::future::Future<Output = Result<(), HandleError>>>(
+    msg: &jetstream::Message,
+    ack_wait: Duration,
+    work: F,
+) -> Result<(), HandleError> {
     tokio::pin!(work);
     let period = (ack_wait / 3).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

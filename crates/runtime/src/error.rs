@@ -10,7 +10,9 @@ pub enum RuntimeError {
     Connect(String),
     #[error("stream {stream}: {message}")]
     Stream { stream: String, message: String },
-    #[error("stream {stream} was weakened: {settings}. Refusing to run: records could be lost. Restore the contract's settings with `cnctl streams ensure` (as the bootstrap user) and start again")]
+    #[error(
+        "stream {stream} was weakened: {settings}. Refusing to run: records could be lost. Restore the contract's settings with `cnctl streams ensure` (as the bootstrap user) and start again"
+    )]
     StreamWeakened { stream: String, settings: String },
     #[error("consumer {consumer}: {message}")]
     Consumer { consumer: String, message: String },
@@ -41,7 +43,10 @@ impl RuntimeError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            RuntimeError::ProofChainContended { .. } | RuntimeError::Store { .. } | RuntimeError::ProofCorrupt { .. } | RuntimeError::StreamWeakened { .. }
+            RuntimeError::ProofChainContended { .. }
+                | RuntimeError::Store { .. }
+                | RuntimeError::ProofCorrupt { .. }
+                | RuntimeError::StreamWeakened { .. }
         )
     }
 }

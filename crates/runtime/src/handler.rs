@@ -39,7 +39,11 @@ impl From<RuntimeError> for HandleError {
 
 /// An agent's logic. `handle` runs for one input at a time, in delivery order.
 pub trait Handler: Send {
-    fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> impl Future<Output = Result<(), HandleError>> + Send;
+    fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: Inbound,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
 
     /// Called once when the agent stops, after the last input: the place to save state
     /// that is kept in memory between inputs.
@@ -56,13 +60,26 @@ pub trait Handler: Send {
 
     /// Answers a core NATS request on one of the agent's request subjects. Its proof
     /// records and outputs are written like an input's; the reply goes to the requester only.
-    fn respond(&mut self, _ctx: &mut Context<'_>, _request: Request) -> impl Future<Output = Result<Reply, HandleError>> + Send {
-        async { Err(HandleError::Reject { reason: RejectReason::Refused, message: "this agent answers no requests".to_owned() }) }
+    fn respond(
+        &mut self,
+        _ctx: &mut Context<'_>,
+        _request: Request,
+    ) -> impl Future<Output = Result<Reply, HandleError>> + Send {
+        async {
+            Err(HandleError::Reject {
+                reason: RejectReason::Refused,
+                message: "this agent answers no requests".to_owned(),
+            })
+        }
     }
 
     /// Does one item of due work. Its outputs get ids derived from the item's key, so doing it
     /// again (after a crash, or an error) publishes duplicates JetStream drops.
-    fn handle_due(&mut self, _ctx: &mut Context<'_>, _due: Due) -> impl Future<Output = Result<(), HandleError>> + Send {
+    fn handle_due(
+        &mut self,
+        _ctx: &mut Context<'_>,
+        _due: Due,
+    ) -> impl Future<Output = Result<(), HandleError>> + Send {
         async { Ok(()) }
     }
 }
@@ -86,7 +103,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn of<P: Payload>(payload: &P) -> Result<Self, HandleError> {
-        let bytes = bus_schema::codec::encode(payload).map_err(|e| HandleError::Retry(e.to_string()))?;
+        let bytes =
+            bus_schema::codec::encode(payload).map_err(|e| HandleError::Retry(e.to_string()))?;
         Ok(Self { payload: bytes, content_type: P::ENCODING.content_type(), cn_type: P::CN_TYPE })
     }
 }
@@ -156,7 +174,13 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(agent: &'a AgentName, inputs: &'a [InputDef], meta: &'a InputMeta, publisher: &'a Publisher, proof: &'a mut ProofWriter) -> Self {
+    pub(crate) fn new(
+        agent: &'a AgentName,
+        inputs: &'a [InputDef],
+        meta: &'a InputMeta,
+        publisher: &'a Publisher,
+        proof: &'a mut ProofWriter,
+    ) -> Self {
         Self { agent, inputs, meta, publisher, proof, counts: HashMap::new() }
     }
 
@@ -164,15 +188,25 @@ impl<'a> Context<'a> {
     /// in flight). Inputs on different streams are not ordered with each other; an agent that
     /// needs facts from one input to decide on another can wait until that input caught up.
     pub async fn backlog(&self, input: &str) -> Result<u64, RuntimeError> {
-        let def = self.inputs.iter().find(|i| i.name == input).ok_or_else(|| RuntimeError::Consumer {
-            consumer: input.to_owned(),
-            message: "not an input of this agent".to_owned(),
-        })?;
+        let def =
+            self.inputs.iter().find(|i| i.name == input).ok_or_else(|| RuntimeError::Consumer {
+                consumer: input.to_owned(),
+                message: "not an input of this agent".to_owned(),
+            })?;
         let durable = def.durable(self.agent);
-        let fail = |e: &dyn std::fmt::Display| RuntimeError::Consumer { consumer: durable.clone(), message: e.to_string() };
+        let fail = |e: &dyn std::fmt::Display| RuntimeError::Consumer {
+            consumer: durable.clone(),
+            message: e.to_string(),
+        };
         let stream = def.stream().ok_or_else(|| fail(&"a core NATS subject has no backlog"))?;
         let js = self.publisher.jetstream();
-        let info = js.get_stream_no_info(stream.name()).await.map_err(|e| fail(&e))?.consumer_info(&durable).await.map_err(|e| fail(&e))?;
+        let info = js
+            .get_stream_no_info(stream.name())
+            .await
+            .map_err(|e| fail(&e))?
+            .consumer_info(&durable)
+            .await
+            .map_err(|e| fail(&e))?;
         Ok(info.num_pending + info.num_ack_pending as u64)
     }
 
@@ -190,14 +224,23 @@ impl<'a> Context<'a> {
     ///
     /// Its `Nats-Msg-Id` is `{agent}:{input id}:{type}:{n}`, the same on every redelivery of
     /// the input, so a repeat is dropped by JetStream.
-    pub async fn publish<P: Payload>(&mut self, subject: &Subject<P>, payload: &P) -> Result<Published, RuntimeError> {
+    pub async fn publish<P: Payload>(
+        &mut self,
+        subject: &Subject<P>,
+        payload: &P,
+    ) -> Result<Published, RuntimeError> {
         let correlation_id = self.meta.correlation_id.clone();
         self.publish_in_chain(subject, payload, correlation_id).await
     }
 
     /// Like [`Context::publish`], for an output that continues another chain than the input's
     /// (an outcome judged while handling a later sample carries the action's correlation id).
-    pub async fn publish_in_chain<P: Payload>(&mut self, subject: &Subject<P>, payload: &P, correlation_id: String) -> Result<Published, RuntimeError> {
+    pub async fn publish_in_chain<P: Payload>(
+        &mut self,
+        subject: &Subject<P>,
+        payload: &P,
+        correlation_id: String,
+    ) -> Result<Published, RuntimeError> {
         let n = self.next(P::CN_TYPE);
         let msg_id = format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE);
         self.publish_as(subject, payload, msg_id, correlation_id).await
@@ -207,12 +250,24 @@ impl<'a> Context<'a> {
     /// this input's (an outbox decided under one input and published under another, or after a
     /// restart): its `Nats-Msg-Id` is `{agent}:{key}:{type}`, so publishing it again under any
     /// input is dropped by JetStream.
-    pub async fn publish_keyed<P: Payload>(&mut self, subject: &Subject<P>, payload: &P, correlation_id: String, key: &str) -> Result<Published, RuntimeError> {
+    pub async fn publish_keyed<P: Payload>(
+        &mut self,
+        subject: &Subject<P>,
+        payload: &P,
+        correlation_id: String,
+        key: &str,
+    ) -> Result<Published, RuntimeError> {
         let msg_id = format!("{}:{key}:{}", self.agent, P::CN_TYPE);
         self.publish_as(subject, payload, msg_id, correlation_id).await
     }
 
-    async fn publish_as<P: Payload>(&mut self, subject: &Subject<P>, payload: &P, msg_id: String, correlation_id: String) -> Result<Published, RuntimeError> {
+    async fn publish_as<P: Payload>(
+        &mut self,
+        subject: &Subject<P>,
+        payload: &P,
+        msg_id: String,
+        correlation_id: String,
+    ) -> Result<Published, RuntimeError> {
         let trace = Trace { msg_id, correlation_id, causation_id: self.meta.message_id.clone() };
         self.publisher.publish(subject, payload, &trace).await
     }

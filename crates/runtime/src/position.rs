@@ -67,13 +67,30 @@ impl Positions {
     /// Where `durable` stands at start: the stored position if it is of this epoch, or the
     /// consumer's ack floor + 1, whichever is further along. `pending` is the consumer's
     /// delivered-but-unacked count and the last stream sequence it delivered.
-    pub fn seed(&self, durable: &str, epoch: &str, stored: Option<&Position>, ack_floor_next: u64, pending: (u64, u64)) {
+    pub fn seed(
+        &self,
+        durable: &str,
+        epoch: &str,
+        stored: Option<&Position>,
+        ack_floor_next: u64,
+        pending: (u64, u64),
+    ) {
         let stored = stored.filter(|p| p.epoch == epoch).map_or(1, |p| p.next);
         let (left, up_to) = pending;
         let held = (left > 0).then_some(Held { up_to, left });
         let next = if held.is_some() { ack_floor_next } else { stored.max(ack_floor_next) };
         self.with(|m| {
-            m.insert(durable.to_owned(), Track { epoch: epoch.to_owned(), outstanding: BTreeSet::new(), next: next.max(1), done: 0, held, changed: true });
+            m.insert(
+                durable.to_owned(),
+                Track {
+                    epoch: epoch.to_owned(),
+                    outstanding: BTreeSet::new(),
+                    next: next.max(1),
+                    done: 0,
+                    held,
+                    changed: true,
+                },
+            );
         });
     }
 
@@ -114,7 +131,10 @@ impl Positions {
     /// The first sequence of `durable` not yet applied.
     pub fn next(&self, durable: &str) -> Option<Position> {
         self.with(|m| {
-            m.get(durable).map(|t| Position { epoch: t.epoch.clone(), next: t.outstanding.first().copied().unwrap_or(t.next).min(t.next.max(1)) })
+            m.get(durable).map(|t| Position {
+                epoch: t.epoch.clone(),
+                next: t.outstanding.first().copied().unwrap_or(t.next).min(t.next.max(1)),
+            })
         })
     }
 
@@ -122,7 +142,10 @@ impl Positions {
     pub fn take_changed(&self) -> Vec<(String, Position)> {
         self.with(|m| {
             m.iter_mut()
-                .filter_map(|(d, t)| std::mem::take(&mut t.changed).then(|| (d.clone(), Position { epoch: t.epoch.clone(), next: t.next })))
+                .filter_map(|(d, t)| {
+                    std::mem::take(&mut t.changed)
+                        .then(|| (d.clone(), Position { epoch: t.epoch.clone(), next: t.next }))
+                })
                 .collect()
         })
     }
@@ -140,13 +163,24 @@ mod tests {
             p.received("d", seq);
         }
         p.finished("d", 3);
-        assert_eq!(p.next("d").unwrap().next, 7, "4..6 are not this consumer's; 7 is not applied yet");
+        assert_eq!(
+            p.next("d").unwrap().next,
+            7,
+            "4..6 are not this consumer's; 7 is not applied yet"
+        );
         // 7 failed and waits for its retry; 9 is done meanwhile.
         p.finished("d", 9);
-        assert_eq!(p.next("d").unwrap().next, 7, "7 is not applied yet (4..6 are not this consumer's)");
+        assert_eq!(
+            p.next("d").unwrap().next,
+            7,
+            "7 is not applied yet (4..6 are not this consumer's)"
+        );
         p.finished("d", 7);
         assert_eq!(p.next("d").unwrap().next, 10);
-        assert_eq!(p.take_changed(), vec![("d".to_owned(), Position { epoch: "e1".to_owned(), next: 10 })]);
+        assert_eq!(
+            p.take_changed(),
+            vec![("d".to_owned(), Position { epoch: "e1".to_owned(), next: 10 })]
+        );
         assert!(p.take_changed().is_empty(), "nothing moved since");
     }
 
@@ -154,7 +188,11 @@ mod tests {
     fn a_stored_position_of_another_epoch_is_ignored_and_the_ack_floor_wins_when_further() {
         let p = Positions::default();
         p.seed("d", "e2", Some(&Position { epoch: "e1".to_owned(), next: 500 }), 1, (0, 0));
-        assert_eq!(p.next("d").unwrap().next, 1, "the stream was recreated: its sequences restarted");
+        assert_eq!(
+            p.next("d").unwrap().next,
+            1,
+            "the stream was recreated: its sequences restarted"
+        );
         p.seed("d", "e2", Some(&Position { epoch: "e2".to_owned(), next: 40 }), 77, (0, 0));
         assert_eq!(p.next("d").unwrap().next, 77);
         p.seed("d", "e2", Some(&Position { epoch: "e2".to_owned(), next: 90 }), 77, (0, 0));

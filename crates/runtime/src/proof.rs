@@ -16,7 +16,9 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bus_schema::proof::{ChainHead, PROOF_VERSION, ProofHash, ProofKind, ProofRecord, SealedProof};
 use bus_schema::subject::{self, Stream};
-use bus_schema::{Action, AgentName, Env, InstanceId, ServiceName, Subject, Timestamp, Uuid, headers};
+use bus_schema::{
+    Action, AgentName, Env, InstanceId, ServiceName, Subject, Timestamp, Uuid, headers,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RuntimeError;
@@ -127,9 +129,22 @@ pub struct ProofWriter {
 
 impl ProofWriter {
     /// Finds the chain's head in CN_PROOF and finishes any append a crash interrupted.
-    pub async fn open(publisher: Publisher, store: Store, agent: AgentName, instance: InstanceId) -> Result<Self, RuntimeError> {
+    pub async fn open(
+        publisher: Publisher,
+        store: Store,
+        agent: AgentName,
+        instance: InstanceId,
+    ) -> Result<Self, RuntimeError> {
         let subject = subject::PROOF.subject(&agent, &instance);
-        let mut writer = Self { publisher, store, agent, instance, subject, head: ChainHead::EMPTY, head_stream_seq: 0 };
+        let mut writer = Self {
+            publisher,
+            store,
+            agent,
+            instance,
+            subject,
+            head: ChainHead::EMPTY,
+            head_stream_seq: 0,
+        };
         writer.read_head().await?;
         writer.finish_pending().await?;
         Ok(writer)
@@ -153,9 +168,14 @@ impl ProofWriter {
         let stream = js.get_stream(Stream::Proof.name()).await.map_err(|e| self.fail(e))?;
         match stream.get_last_raw_message_by_subject(self.subject.as_str()).await {
             Ok(msg) => {
-                let record: ProofRecord = serde_json::from_slice(&msg.payload).map_err(|e| RuntimeError::ProofCorrupt {
-                    subject: self.subject.to_string(),
-                    message: format!("the last stored record (stream seq {}) is unreadable: {e}", msg.sequence),
+                let record: ProofRecord = serde_json::from_slice(&msg.payload).map_err(|e| {
+                    RuntimeError::ProofCorrupt {
+                        subject: self.subject.to_string(),
+                        message: format!(
+                            "the last stored record (stream seq {}) is unreadable: {e}",
+                            msg.sequence
+                        ),
+                    }
                 })?;
                 self.head = ChainHead { seq: record.seq, hash: ProofHash::of(&msg.payload) };
                 self.head_stream_seq = msg.sequence;
@@ -174,11 +194,14 @@ impl ProofWriter {
     async fn finish_pending(&mut self) -> Result<(), RuntimeError> {
         let Some(pending) = self.store.get(&PENDING, "pending")? else { return Ok(()) };
         let hash = ProofHash::of(&pending.bytes);
-        let follows_head =
-            serde_json::from_slice::<ProofRecord>(&pending.bytes).is_ok_and(|r| r.prev_hash == self.head.hash);
+        let follows_head = serde_json::from_slice::<ProofRecord>(&pending.bytes)
+            .is_ok_and(|r| r.prev_hash == self.head.hash);
         if pending.seq == self.head.seq.saturating_add(1) && follows_head {
             self.publish(pending.seq, &pending.bytes, hash).await?;
-            tracing::info!(seq = pending.seq, "published the proof record an earlier run left pending");
+            tracing::info!(
+                seq = pending.seq,
+                "published the proof record an earlier run left pending"
+            );
             return self.store.remove(&PENDING, "pending");
         }
         if pending.seq == self.head.seq && hash == self.head.hash {
@@ -199,7 +222,11 @@ impl ProofWriter {
     }
 
     /// Appends a record; with a key, at most once per key. Returns the record's seq.
-    pub async fn append(&mut self, draft: ProofDraft, key: Option<&str>) -> Result<u64, RuntimeError> {
+    pub async fn append(
+        &mut self,
+        draft: ProofDraft,
+        key: Option<&str>,
+    ) -> Result<u64, RuntimeError> {
         // A previous append that failed after its write-ahead left its record pending; it must
         // be stored before anything else, including before a key says "already recorded".
         if self.store.get(&PENDING, "pending")?.is_some() {
@@ -214,7 +241,11 @@ impl ProofWriter {
         let sealed = self.seal(draft)?;
         let seq = sealed.record.seq;
         self.store.write(|tx| {
-            tx.put(&PENDING, "pending", &Pending { seq, bytes: sealed.bytes.clone(), key: key.map(str::to_owned) })?;
+            tx.put(
+                &PENDING,
+                "pending",
+                &Pending { seq, bytes: sealed.bytes.clone(), key: key.map(str::to_owned) },
+            )?;
             if let Some(k) = key {
                 tx.put(&KEYS, k, &seq)?;
                 tx.put(&KEY_BY_SEQ, &seq_key(seq), &k.to_owned())?;
@@ -252,7 +283,12 @@ impl ProofWriter {
         record.seal_after(self.head).map_err(|e| self.fail(e))
     }
 
-    async fn publish(&mut self, seq: u64, bytes: &[u8], hash: ProofHash) -> Result<(), RuntimeError> {
+    async fn publish(
+        &mut self,
+        seq: u64,
+        bytes: &[u8],
+        hash: ProofHash,
+    ) -> Result<(), RuntimeError> {
         let mut h = HeaderMap::new();
         h.insert(headers::MSG_ID, format!("proof:{}:{}:{seq}", self.agent, self.instance).as_str());
         h.insert(headers::CONTENT_TYPE, headers::JSON);
@@ -265,7 +301,9 @@ impl ProofWriter {
         match self.publisher.send(self.subject.to_string(), publish).await {
             // We only publish a seq the stream does not have yet, so a duplicate means another
             // process wrote this seq of this chain first.
-            Ok(ack) if ack.duplicate => Err(RuntimeError::ProofChainContended { subject: self.subject.to_string() }),
+            Ok(ack) if ack.duplicate => {
+                Err(RuntimeError::ProofChainContended { subject: self.subject.to_string() })
+            }
             Ok(ack) => {
                 self.head = ChainHead { seq, hash };
                 self.head_stream_seq = ack.stream_seq;

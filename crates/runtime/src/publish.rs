@@ -61,16 +61,29 @@ impl Publisher {
         if subject.stream().is_some() {
             self.publish_stored(out.subject, h, out.payload).await
         } else {
-            let fail = |e: &dyn std::fmt::Display| RuntimeError::Publish { subject: out.subject.clone(), message: e.to_string() };
-            self.client.publish_with_headers(out.subject.clone(), h, out.payload.into()).await.map_err(|e| fail(&e))?;
+            let fail = |e: &dyn std::fmt::Display| RuntimeError::Publish {
+                subject: out.subject.clone(),
+                message: e.to_string(),
+            };
+            self.client
+                .publish_with_headers(out.subject.clone(), h, out.payload.into())
+                .await
+                .map_err(|e| fail(&e))?;
             Ok(Published { stream_seq: 0, duplicate: false })
         }
     }
 
     /// Publishes encoded bytes to a stream subject and waits for the ack.
-    async fn publish_stored(&self, subject: String, headers: HeaderMap, payload: Vec<u8>) -> Result<Published, RuntimeError> {
+    async fn publish_stored(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Vec<u8>,
+    ) -> Result<Published, RuntimeError> {
         let publish = PublishMessage::build().payload(payload.into()).headers(headers);
-        self.send(subject, publish).await.map_err(|(subject, e)| RuntimeError::Publish { subject, message: e.to_string() })
+        self.send(subject, publish)
+            .await
+            .map_err(|(subject, e)| RuntimeError::Publish { subject, message: e.to_string() })
     }
 
     /// Sends and waits for the ack, keeping JetStream's error for callers that match on it.

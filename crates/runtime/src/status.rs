@@ -6,8 +6,8 @@
 //! as JSON (`nats req cn.status.executor.0 ''`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -110,7 +110,8 @@ impl StatusTasks {
 
         let (agent, inst, version) = (spec.name.clone(), instance.clone(), spec.version);
         let status_task = {
-            let (stop, stats, agent, inst) = (stop.clone(), stats.clone(), agent.clone(), inst.clone());
+            let (stop, stats, agent, inst) =
+                (stop.clone(), stats.clone(), agent.clone(), inst.clone());
             tokio::spawn(async move {
                 loop {
                     let request = tokio::select! { () = stop.cancelled() => return, r = endpoint.next() => r };
@@ -121,9 +122,8 @@ impl StatusTasks {
                         stopping: stats.stopping.load(Ordering::Relaxed),
                         degraded: stats.degraded(),
                     };
-                    let body = serde_json::to_vec(&status).map(Into::into).map_err(|e| async_nats::service::error::Error {
-                        status: e.to_string(),
-                        code: 500,
+                    let body = serde_json::to_vec(&status).map(Into::into).map_err(|e| {
+                        async_nats::service::error::Error { status: e.to_string(), code: 500 }
                     });
                     if let Err(e) = request.respond(body).await {
                         tracing::debug!(error = %e, "status reply failed");
@@ -143,7 +143,8 @@ impl StatusTasks {
                     tokio::select! { () = stop.cancelled() => return, _ = tick.tick() => {} }
                     let beat = stats.heartbeat(&agent, &inst, version);
                     let id = format!("heartbeat:{agent}:{inst}:{}", beat.ts.unix_millis());
-                    let trace = Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id };
+                    let trace =
+                        Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id };
                     if let Err(e) = publisher.publish(&subject, &beat, &trace).await {
                         tracing::warn!(error = %e, "heartbeat not sent");
                     }
@@ -172,12 +173,36 @@ mod tests {
         let stats = Stats::new(0);
         assert!(stats.degraded().is_empty());
         stats.set_degraded("issue-detector-events", Some("consumer missing: recreating it"));
-        stats.set_degraded("issue-detector-executed", Some("consumer missing and cannot be recreated"));
-        assert_eq!(stats.degraded(), ["issue-detector-events: consumer missing: recreating it", "issue-detector-executed: consumer missing and cannot be recreated"]);
+        stats.set_degraded(
+            "issue-detector-executed",
+            Some("consumer missing and cannot be recreated"),
+        );
+        assert_eq!(
+            stats.degraded(),
+            [
+                "issue-detector-events: consumer missing: recreating it",
+                "issue-detector-executed: consumer missing and cannot be recreated"
+            ]
+        );
         stats.set_degraded("issue-detector-events", None);
-        assert_eq!(stats.degraded(), ["issue-detector-executed: consumer missing and cannot be recreated"]);
-        let status = AgentStatus { heartbeat: stats.heartbeat(&"issue-detector".parse().unwrap(), &"0".parse().unwrap(), "0.8.0"), consumers: vec![], stopping: false, degraded: stats.degraded() };
+        assert_eq!(
+            stats.degraded(),
+            ["issue-detector-executed: consumer missing and cannot be recreated"]
+        );
+        let status = AgentStatus {
+            heartbeat: stats.heartbeat(
+                &"issue-detector".parse().unwrap(),
+                &"0".parse().unwrap(),
+                "0.8.0",
+            ),
+            consumers: vec![],
+            stopping: false,
+            degraded: stats.degraded(),
+        };
         let json = serde_json::to_value(&status).unwrap();
-        assert_eq!(json["degraded"][0], "issue-detector-executed: consumer missing and cannot be recreated");
+        assert_eq!(
+            json["degraded"][0],
+            "issue-detector-executed: consumer missing and cannot be recreated"
+        );
     }
 }

@@ -67,7 +67,11 @@ impl Store {
         RuntimeError::Store { path: self.path.display().to_string(), message: e.to_string() }
     }
 
-    pub fn get<V: DeserializeOwned>(&self, table: &Table<V>, key: &str) -> Result<Option<V>, RuntimeError> {
+    pub fn get<V: DeserializeOwned>(
+        &self,
+        table: &Table<V>,
+        key: &str,
+    ) -> Result<Option<V>, RuntimeError> {
         let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
         let t = match tx.open_table(table.def()) {
             Ok(t) => t,
@@ -75,27 +79,39 @@ impl Store {
             Err(e) => return Err(self.fail(e)),
         };
         let Some(bytes) = t.get(key).map_err(|e| self.fail(e))? else { return Ok(None) };
-        rmp_serde::from_slice(bytes.value()).map(Some).map_err(|e| self.fail(format!("{}[{key}]: {e}", table.name)))
+        rmp_serde::from_slice(bytes.value())
+            .map(Some)
+            .map_err(|e| self.fail(format!("{}[{key}]: {e}", table.name)))
     }
 
     /// Every entry of a table, in key order (for rebuilding in-memory state at start).
-    pub fn scan<V: DeserializeOwned>(&self, table: &Table<V>) -> Result<Vec<(String, V)>, RuntimeError> {
+    pub fn scan<V: DeserializeOwned>(
+        &self,
+        table: &Table<V>,
+    ) -> Result<Vec<(String, V)>, RuntimeError> {
         let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
         let t = match tx.open_table(table.def()) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(self.fail(e)),
         };
-        let mut out = Vec::with_capacity(usize::try_from(t.len().map_err(|e| self.fail(e))?).unwrap_or(0));
+        let mut out =
+            Vec::with_capacity(usize::try_from(t.len().map_err(|e| self.fail(e))?).unwrap_or(0));
         for entry in t.iter().map_err(|e| self.fail(e))? {
             let (k, v) = entry.map_err(|e| self.fail(e))?;
-            let value = rmp_serde::from_slice(v.value()).map_err(|e| self.fail(format!("{}[{}]: {e}", table.name, k.value())))?;
+            let value = rmp_serde::from_slice(v.value())
+                .map_err(|e| self.fail(format!("{}[{}]: {e}", table.name, k.value())))?;
             out.push((k.value().to_owned(), value));
         }
         Ok(out)
     }
 
-    pub fn put<V: Serialize>(&self, table: &Table<V>, key: &str, value: &V) -> Result<(), RuntimeError> {
+    pub fn put<V: Serialize>(
+        &self,
+        table: &Table<V>,
+        key: &str,
+        value: &V,
+    ) -> Result<(), RuntimeError> {
         self.write(|tx| tx.put(table, key, value))
     }
 
@@ -104,7 +120,10 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction, committed (durably) only if it returns `Ok`.
-    pub fn write<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>) -> Result<T, RuntimeError> {
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
         let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
         let out = {
             let mut txn = Txn { tx: &tx, store: self };
@@ -123,13 +142,22 @@ pub struct Txn<'a> {
 }
 
 impl Txn<'_> {
-    pub fn get<V: DeserializeOwned>(&mut self, table: &Table<V>, key: &str) -> Result<Option<V>, RuntimeError> {
+    pub fn get<V: DeserializeOwned>(
+        &mut self,
+        table: &Table<V>,
+        key: &str,
+    ) -> Result<Option<V>, RuntimeError> {
         let t = self.tx.open_table(table.def()).map_err(|e| self.store.fail(e))?;
         let Some(bytes) = t.get(key).map_err(|e| self.store.fail(e))? else { return Ok(None) };
         rmp_serde::from_slice(bytes.value()).map(Some).map_err(|e| self.store.fail(e))
     }
 
-    pub fn put<V: Serialize>(&mut self, table: &Table<V>, key: &str, value: &V) -> Result<(), RuntimeError> {
+    pub fn put<V: Serialize>(
+        &mut self,
+        table: &Table<V>,
+        key: &str,
+        value: &V,
+    ) -> Result<(), RuntimeError> {
         let bytes = rmp_serde::to_vec_named(value).map_err(|e| self.store.fail(e))?;
         let mut t = self.tx.open_table(table.def()).map_err(|e| self.store.fail(e))?;
         t.insert(key, bytes.as_slice()).map_err(|e| self.store.fail(e))?;
@@ -156,11 +184,12 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             store.put(&COUNTS, "a", &1).unwrap();
-            store.write(|tx| {
-                let a = tx.get(&COUNTS, "a")?.unwrap_or(0);
-                tx.put(&COUNTS, "b", &(a + 1))
-            })
-            .unwrap();
+            store
+                .write(|tx| {
+                    let a = tx.get(&COUNTS, "a")?.unwrap_or(0);
+                    tx.put(&COUNTS, "b", &(a + 1))
+                })
+                .unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.scan(&COUNTS).unwrap(), vec![("a".to_owned(), 1), ("b".to_owned(), 2)]);

@@ -28,9 +28,15 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 pub fn config(stream: Stream) -> stream::Config {
     let day = Duration::from_secs(24 * 3600);
     let (description, max_age) = match stream {
-        Stream::Events => ("Chaos Negotiator pipeline inputs: deploy, metric and log events, requests", 7 * day),
-        Stream::Work => ("Chaos Negotiator decisions: incidents, proposals, approvals, results", 30 * day),
-        Stream::Proof => ("Chaos Negotiator proof log: hash-chained records, never deleted", Duration::ZERO),
+        Stream::Events => {
+            ("Chaos Negotiator pipeline inputs: deploy, metric and log events, requests", 7 * day)
+        }
+        Stream::Work => {
+            ("Chaos Negotiator decisions: incidents, proposals, approvals, results", 30 * day)
+        }
+        Stream::Proof => {
+            ("Chaos Negotiator proof log: hash-chained records, never deleted", Duration::ZERO)
+        }
     };
     let proof = stream == Stream::Proof;
     stream::Config {
@@ -61,7 +67,10 @@ pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), RuntimeError>
 
 async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<(), RuntimeError> {
     let name = wanted.name.clone();
-    let fail = |e: &dyn std::fmt::Display| RuntimeError::Stream { stream: name.clone(), message: e.to_string() };
+    let fail = |e: &dyn std::fmt::Display| RuntimeError::Stream {
+        stream: name.clone(),
+        message: e.to_string(),
+    };
     match js.get_stream(&name).await {
         Ok(mut existing) => {
             let current = existing.info().await.map_err(|e| fail(&e))?.config.clone();
@@ -95,7 +104,12 @@ pub async fn verify_streams(js: &jetstream::Context) -> Result<(), RuntimeError>
         let wanted = config(s);
         let name = wanted.name.clone();
         let current = match js.get_stream(&name).await {
-            Ok(mut stream) => stream.info().await.map_err(|e| RuntimeError::Stream { stream: name.clone(), message: e.to_string() })?.config.clone(),
+            Ok(mut stream) => stream
+                .info()
+                .await
+                .map_err(|e| RuntimeError::Stream { stream: name.clone(), message: e.to_string() })?
+                .config
+                .clone(),
             Err(e) if is_not_found(&e) => {
                 return Err(RuntimeError::Stream {
                     stream: name,
@@ -106,7 +120,10 @@ pub async fn verify_streams(js: &jetstream::Context) -> Result<(), RuntimeError>
         };
         let weakened = weakened(&current, &wanted);
         if !weakened.is_empty() {
-            return Err(RuntimeError::StreamWeakened { stream: name, settings: weakened.join("; ") });
+            return Err(RuntimeError::StreamWeakened {
+                stream: name,
+                settings: weakened.join("; "),
+            });
         }
     }
     Ok(())
@@ -115,7 +132,9 @@ pub async fn verify_streams(js: &jetstream::Context) -> Result<(), RuntimeError>
 /// Each setting of `current` that is weaker than the contract's `wanted`, said in words.
 pub fn weakened(current: &stream::Config, wanted: &stream::Config) -> Vec<String> {
     let mut out = Vec::new();
-    let mut differs = |setting: &str, found: String, contract: String| out.push(format!("{setting} is {found}, the contract says {contract}"));
+    let mut differs = |setting: &str, found: String, contract: String| {
+        out.push(format!("{setting} is {found}, the contract says {contract}"))
+    };
     let unlimited = |n: i64| if n <= 0 { "unlimited".to_owned() } else { n.to_string() };
     // A limit is weaker when it is set and lower than the contract's (0 or -1: unlimited).
     let tighter = |found: i64, contract: i64| found > 0 && (contract <= 0 || found < contract);
@@ -129,8 +148,11 @@ pub fn weakened(current: &stream::Config, wanted: &stream::Config) -> Vec<String
             differs(setting, unlimited(found), unlimited(contract));
         }
     }
-    let age = |d: Duration| if d.is_zero() { "unlimited".to_owned() } else { format!("{}s", d.as_secs()) };
-    if !current.max_age.is_zero() && (wanted.max_age.is_zero() || current.max_age < wanted.max_age) {
+    let age = |d: Duration| {
+        if d.is_zero() { "unlimited".to_owned() } else { format!("{}s", d.as_secs()) }
+    };
+    if !current.max_age.is_zero() && (wanted.max_age.is_zero() || current.max_age < wanted.max_age)
+    {
         differs("max_age", age(current.max_age), age(wanted.max_age));
     }
     if current.duplicate_window < wanted.duplicate_window {
@@ -145,15 +167,23 @@ pub fn weakened(current: &stream::Config, wanted: &stream::Config) -> Vec<String
     if current.storage != wanted.storage {
         differs("storage", format!("{:?}", current.storage), format!("{:?}", wanted.storage));
     }
-    for (setting, found, contract) in [("deny_delete", current.deny_delete, wanted.deny_delete), ("deny_purge", current.deny_purge, wanted.deny_purge)] {
+    for (setting, found, contract) in [
+        ("deny_delete", current.deny_delete, wanted.deny_delete),
+        ("deny_purge", current.deny_purge, wanted.deny_purge),
+    ] {
         if contract && !found {
             differs(setting, "false".to_owned(), "true".to_owned());
         }
     }
     if current.allow_rollup && !wanted.allow_rollup {
-        differs("allow_rollup_hdrs", "true".to_owned(), "false (a rollup purges a subject)".to_owned());
+        differs(
+            "allow_rollup_hdrs",
+            "true".to_owned(),
+            "false (a rollup purges a subject)".to_owned(),
+        );
     }
-    let missing: Vec<&String> = wanted.subjects.iter().filter(|s| !current.subjects.contains(s)).collect();
+    let missing: Vec<&String> =
+        wanted.subjects.iter().filter(|s| !current.subjects.contains(s)).collect();
     if !missing.is_empty() {
         differs("subjects", format!("{:?}", current.subjects), format!("{:?}", wanted.subjects));
     }

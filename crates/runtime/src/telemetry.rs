@@ -21,10 +21,14 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), ConfigError> {
     let registry = tracing_subscriber::registry().with(targets);
     // try_init fails only when a subscriber is already installed, which is fine.
     let _ = match format {
-        LogFormat::Json => registry.with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Plain => {
             let ansi = std::io::stderr().is_terminal();
-            registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()
+            registry
+                .with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+                .try_init()
         }
     };
     Ok(())

@@ -66,7 +66,11 @@ fn main() -> ExitCode {
 }
 
 async fn chaos(cli: Cli) -> ExitCode {
-    let seed = cli.seed.unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs()));
+    let seed = cli.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
     let plan = Plan {
         duration: cli.duration,
         kill_every: cli.kill_every,

@@ -48,8 +48,16 @@ fn main() -> ExitCode {
         },
         None => Policy::default(),
     };
-    let plan = Plan { seeds: cli.seeds, episodes: cli.episodes, episode_s: cli.episode_min * 60, trace: cli.trace };
-    let specs: Vec<_> = worlds().into_iter().filter(|w| cli.world.as_ref().is_none_or(|f| w.name.contains(f.as_str()))).collect();
+    let plan = Plan {
+        seeds: cli.seeds,
+        episodes: cli.episodes,
+        episode_s: cli.episode_min * 60,
+        trace: cli.trace,
+    };
+    let specs: Vec<_> = worlds()
+        .into_iter()
+        .filter(|w| cli.world.as_ref().is_none_or(|f| w.name.contains(f.as_str())))
+        .collect();
     let started = Instant::now();
     let evaluated = evaluate(&specs, &plan, &policy, |name, result| match result {
         None => eprintln!("[{:>5.1} s] {name}", started.elapsed().as_secs_f64()),
@@ -70,20 +78,36 @@ fn main() -> ExitCode {
             failed.push(format!("{}: the worst seed switched at {:?}", s.name, s.worst_switch()));
         }
         if s.right_prior && s.switches.iter().any(|x| *x != Some(1)) {
-            failed.push(format!("{}: the right prior was not kept in every seed: {:?}", s.name, s.switches));
+            failed.push(format!(
+                "{}: the right prior was not kept in every seed: {:?}",
+                s.name, s.switches
+            ));
         }
         if s.exploratory_in_prod > 0 || s.without_propensity > 0 {
-            failed.push(format!("{}: {} exploratory proposals in prod, {} without a propensity", s.name, s.exploratory_in_prod, s.without_propensity));
+            failed.push(format!(
+                "{}: {} exploratory proposals in prod, {} without a propensity",
+                s.name, s.exploratory_in_prod, s.without_propensity
+            ));
         }
-        for reason in [bus_schema::ReasonCode::MissingPrerequisite, bus_schema::ReasonCode::NotEligibleInEnv, bus_schema::ReasonCode::GloballyBlocked] {
+        for reason in [
+            bus_schema::ReasonCode::MissingPrerequisite,
+            bus_schema::ReasonCode::NotEligibleInEnv,
+            bus_schema::ReasonCode::GloballyBlocked,
+        ] {
             if s.refused(reason) > 0 {
-                failed.push(format!("{}: {} proposals refused as {reason}", s.name, s.refused(reason)));
+                failed.push(format!(
+                    "{}: {} proposals refused as {reason}",
+                    s.name,
+                    s.refused(reason)
+                ));
             }
         }
     }
     eprintln!("[{:>5.1} s] done", started.elapsed().as_secs_f64());
     if failed.is_empty() {
-        println!("every check holds: wherever a cure exists the worst seed switches within 10 incidents; right priors kept; 0 exploration in prod; 0 proposals refused as missing_prerequisite, not_eligible_in_env or globally_blocked");
+        println!(
+            "every check holds: wherever a cure exists the worst seed switches within 10 incidents; right priors kept; 0 exploration in prod; 0 proposals refused as missing_prerequisite, not_eligible_in_env or globally_blocked"
+        );
         ExitCode::SUCCESS
     } else {
         println!("FAILED:\n{}", failed.join("\n"));

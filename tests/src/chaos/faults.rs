@@ -63,7 +63,9 @@ pub struct Faults {
 impl Faults {
     pub fn new(plan: &Plan, started: Instant) -> Self {
         let n = plan.nats_restarts;
-        let nats_due = (1..=n).map(|i| started + plan.duration.mul_f64(f64::from(i) / f64::from(n + 1))).collect();
+        let nats_due = (1..=n)
+            .map(|i| started + plan.duration.mul_f64(f64::from(i) / f64::from(n + 1)))
+            .collect();
         Self {
             rng: Rng::derive(plan.seed, "faults"),
             started,
@@ -88,7 +90,8 @@ impl Faults {
         self.check_crashes(fleet)?;
         self.nats_again(fleet, false)?;
         let now = Instant::now();
-        let due: Vec<String> = self.down.iter().filter(|(_, (at, _))| *at <= now).map(|(a, _)| a.clone()).collect();
+        let due: Vec<String> =
+            self.down.iter().filter(|(_, (at, _))| *at <= now).map(|(a, _)| a.clone()).collect();
         for agent in due {
             self.start_again(fleet, &agent)?;
         }
@@ -107,7 +110,8 @@ impl Faults {
         if self.nats_back.is_none() && self.nats_due.first().is_some_and(|at| *at <= now) {
             self.nats_due.remove(0);
             fleet.server.kill();
-            self.nats_back = Some(now + Duration::from_secs_f64(self.rng.range(NATS_DOWN.0, NATS_DOWN.1)));
+            self.nats_back =
+                Some(now + Duration::from_secs_f64(self.rng.range(NATS_DOWN.0, NATS_DOWN.1)));
             self.nats_restarts.push((self.at_s(), 0.0));
         }
         Ok(())
@@ -161,14 +165,20 @@ impl Faults {
 
     /// Records every agent that exited while nobody killed it, and starts it again.
     pub fn check_crashes(&mut self, fleet: &mut Fleet) -> anyhow::Result<()> {
-        let names: Vec<String> = fleet.agents.keys().filter(|a| !self.down.contains_key(*a)).cloned().collect();
+        let names: Vec<String> =
+            fleet.agents.keys().filter(|a| !self.down.contains_key(*a)).cloned().collect();
         for agent in names {
             let process = fleet.agent(&agent)?;
             if let Some(code) = process.exited() {
                 let log = process.log();
                 let lines: Vec<&str> = log.lines().collect();
                 let log_tail = lines[lines.len().saturating_sub(15)..].join("\n");
-                self.crashes.push(Crash { agent: agent.clone(), at_s: self.at_s(), code, log_tail });
+                self.crashes.push(Crash {
+                    agent: agent.clone(),
+                    at_s: self.at_s(),
+                    code,
+                    log_tail,
+                });
                 process.restart()?;
             }
         }

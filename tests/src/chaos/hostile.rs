@@ -51,8 +51,20 @@ pub struct Hostile {
 }
 
 impl Hostile {
-    fn stored(name: &'static str, subject: impl Into<String>, payload: impl Into<Vec<u8>>, expect: Expect) -> Self {
-        Self { name, subject: subject.into(), headers: Vec::new(), payload: payload.into(), expect, transport: Transport::Stored }
+    fn stored(
+        name: &'static str,
+        subject: impl Into<String>,
+        payload: impl Into<Vec<u8>>,
+        expect: Expect,
+    ) -> Self {
+        Self {
+            name,
+            subject: subject.into(),
+            headers: Vec::new(),
+            payload: payload.into(),
+            expect,
+            transport: Transport::Stored,
+        }
     }
 
     fn reject(name: &'static str, subject: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
@@ -223,13 +235,34 @@ fn msgpack(rng: &mut Rng, now: &str) -> anyhow::Result<Vec<Hostile>> {
         Hostile::reject("msgpack-random-bytes", metric("h-mp"), random_bytes(rng, 512)).msgpack(),
         Hostile::reject("msgpack-reserved-byte", metric("h-mp"), vec![0xc1]).msgpack(),
         Hostile::reject("msgpack-truncated-map", metric("h-mp"), truncated_map).msgpack(),
-        Hostile::reject("msgpack-truncated-sample", metric("h-mp"), valid[..valid.len() / 2].to_vec()).msgpack(),
+        Hostile::reject(
+            "msgpack-truncated-sample",
+            metric("h-mp"),
+            valid[..valid.len() / 2].to_vec(),
+        )
+        .msgpack(),
         Hostile::reject("msgpack-nested-10000", metric("h-mp"), deep).msgpack(),
-        Hostile::reject("msgpack-str32-claims-4gib", metric("h-mp"), vec![0x81, 0xdb, 0xff, 0xff, 0xff, 0xff, b'a']).msgpack(),
-        Hostile::reject("msgpack-array32-claims-4g-items", metric("h-mp"), vec![0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0]).msgpack(),
+        Hostile::reject(
+            "msgpack-str32-claims-4gib",
+            metric("h-mp"),
+            vec![0x81, 0xdb, 0xff, 0xff, 0xff, 0xff, b'a'],
+        )
+        .msgpack(),
+        Hostile::reject(
+            "msgpack-array32-claims-4g-items",
+            metric("h-mp"),
+            vec![0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0],
+        )
+        .msgpack(),
         Hostile::reject("msgpack-nan", metric("h-mp"), nan_bytes).msgpack(),
-        Hostile::reject("msgpack-trailing-bytes", metric("h-mp"), [valid.as_slice(), &[0xc0, 0xc0]].concat()).msgpack(),
-        Hostile::reject("json-sent-as-msgpack", metric("h-mp"), sample("h-mp", now).to_string()).msgpack(),
+        Hostile::reject(
+            "msgpack-trailing-bytes",
+            metric("h-mp"),
+            [valid.as_slice(), &[0xc0, 0xc0]].concat(),
+        )
+        .msgpack(),
+        Hostile::reject("json-sent-as-msgpack", metric("h-mp"), sample("h-mp", now).to_string())
+            .msgpack(),
         Hostile::reject("msgpack-sent-as-json", metric("h-mp"), valid),
     ])
 }
@@ -254,12 +287,21 @@ pub struct HostileSent {
 /// Sends every message, one at a time, spread over `spread` (or until `stop`) in a seeded
 /// order; a stored one is published until acked, a request sent until answered (or until
 /// `give_up`).
-pub async fn send_all(client: async_nats::Client, mut list: Vec<Hostile>, spread: Duration, rng: &mut Rng, stop: CancellationToken, give_up: CancellationToken) -> Vec<HostileSent> {
+pub async fn send_all(
+    client: async_nats::Client,
+    mut list: Vec<Hostile>,
+    spread: Duration,
+    rng: &mut Rng,
+    stop: CancellationToken,
+    give_up: CancellationToken,
+) -> Vec<HostileSent> {
     for i in (1..list.len()).rev() {
         list.swap(i, rng.below(i + 1));
     }
     let js = async_nats::jetstream::new(client.clone());
-    let gap = spread.checked_div(u32::try_from(list.len()).unwrap_or(u32::MAX).max(1)).unwrap_or_default();
+    let gap = spread
+        .checked_div(u32::try_from(list.len()).unwrap_or(u32::MAX).max(1))
+        .unwrap_or_default();
     let mut out = Vec::new();
     for (n, h) in list.into_iter().enumerate() {
         // Once the load stops, the rest goes at once.
@@ -279,7 +321,8 @@ pub async fn send_all(client: async_nats::Client, mut list: Vec<Hostile>, spread
             reply: None,
             error: None,
         };
-        let message = Message { id, subject: h.subject, headers: h.headers, payload: h.payload.into() };
+        let message =
+            Message { id, subject: h.subject, headers: h.headers, payload: h.payload.into() };
         match h.transport {
             Transport::Stored => {
                 let s = publish(&js, &message, &give_up).await;
@@ -296,15 +339,30 @@ pub async fn send_all(client: async_nats::Client, mut list: Vec<Hostile>, spread
 }
 
 /// Sends a core request until a reply comes; returns its `Cn-Error` header.
-async fn request(client: &async_nats::Client, m: &Message, give_up: &CancellationToken) -> Result<Option<String>, String> {
+async fn request(
+    client: &async_nats::Client,
+    m: &Message,
+    give_up: &CancellationToken,
+) -> Result<Option<String>, String> {
     loop {
         let mut h = HeaderMap::new();
         h.insert(headers::MSG_ID, m.id.as_str());
         for (name, value) in &m.headers {
             h.insert(*name, value.as_str());
         }
-        let error = match tokio::time::timeout(Duration::from_secs(5), client.request_with_headers(m.subject.clone(), h, m.payload.clone())).await {
-            Ok(Ok(reply)) => return Ok(reply.headers.as_ref().and_then(|h| h.get(headers::ERROR)).map(|v| v.as_str().to_owned())),
+        let error = match tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request_with_headers(m.subject.clone(), h, m.payload.clone()),
+        )
+        .await
+        {
+            Ok(Ok(reply)) => {
+                return Ok(reply
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(headers::ERROR))
+                    .map(|v| v.as_str().to_owned()));
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no reply within 5s".to_owned(),
         };
@@ -354,8 +412,17 @@ mod tests {
     fn every_message_the_contract_accepts_decodes_and_every_other_does_not() {
         let mut rng = Rng::new(7);
         for h in catalogue(&mut rng, Timestamp::now()).unwrap() {
-            let content_type = h.headers.iter().find(|(k, _)| *k == headers::CONTENT_TYPE).map(|(_, v)| v.as_str());
-            let decoded = bus_schema::codec::decode_inbound(&h.subject, content_type, &h.payload, &Limits::default());
+            let content_type = h
+                .headers
+                .iter()
+                .find(|(k, _)| *k == headers::CONTENT_TYPE)
+                .map(|(_, v)| v.as_str());
+            let decoded = bus_schema::codec::decode_inbound(
+                &h.subject,
+                content_type,
+                &h.payload,
+                &Limits::default(),
+            );
             assert_eq!(decoded.is_ok(), h.expect == Expect::Accept, "{}: {decoded:?}", h.name);
         }
     }

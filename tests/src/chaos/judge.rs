@@ -15,15 +15,33 @@ use super::report::{Decisions, Events, HostileFigures, HostileVerdict, ProofFigu
 use crate::proof_log::{StoredRecord, audit};
 
 /// Acked messages against CN_EVENTS, and whether every consumer on it has caught up.
-pub fn events(load: &[Sent], hostile: &[HostileSent], stored: &[StoredEvent], consumers: &[ConsumerState]) -> Events {
+pub fn events(
+    load: &[Sent],
+    hostile: &[HostileSent],
+    stored: &[StoredEvent],
+    consumers: &[ConsumerState],
+) -> Events {
     let in_stream: HashSet<&str> = stored.iter().filter_map(|e| e.msg_id.as_deref()).collect();
-    let acked: Vec<(&str, u64)> =
-        load.iter().filter_map(|s| Some((s.id.as_str(), s.seq?))).chain(hostile.iter().filter_map(|h| Some((h.id.as_str(), h.seq?)))).collect();
-    let lost: Vec<String> = acked.iter().filter(|(id, _)| !in_stream.contains(id)).map(|(id, seq)| format!("{id} (acked as seq {seq})")).collect();
+    let acked: Vec<(&str, u64)> = load
+        .iter()
+        .filter_map(|s| Some((s.id.as_str(), s.seq?)))
+        .chain(hostile.iter().filter_map(|h| Some((h.id.as_str(), h.seq?))))
+        .collect();
+    let lost: Vec<String> = acked
+        .iter()
+        .filter(|(id, _)| !in_stream.contains(id))
+        .map(|(id, seq)| format!("{id} (acked as seq {seq})"))
+        .collect();
     let mut lagging = Vec::new();
-    let on_events: Vec<&ConsumerState> = consumers.iter().filter(|c| c.stream == "CN_EVENTS").collect();
+    let on_events: Vec<&ConsumerState> =
+        consumers.iter().filter(|c| c.stream == "CN_EVENTS").collect();
     for c in &on_events {
-        let last = stored.iter().filter(|e| matches(&c.filter, &e.subject)).map(|e| e.seq).max().unwrap_or(0);
+        let last = stored
+            .iter()
+            .filter(|e| matches(&c.filter, &e.subject))
+            .map(|e| e.seq)
+            .max()
+            .unwrap_or(0);
         if !c.idle() || c.ack_floor < last {
             lagging.push(format!(
                 "{}: ack floor {} of {last}, {} pending, {} unacked{}",
@@ -40,7 +58,11 @@ pub fn events(load: &[Sent], hostile: &[HostileSent], stored: &[StoredEvent], co
         acked: load.iter().filter(|s| s.seq.is_some()).count() as u64,
         acked_after_retry: load.iter().filter(|s| s.seq.is_some() && s.attempts > 1).count() as u64,
         acked_as_duplicate: load.iter().filter(|s| s.duplicate).count() as u64,
-        not_acked: load.iter().filter(|s| s.seq.is_none()).map(|s| format!("{} ({})", s.id, s.error.as_deref().unwrap_or("?"))).collect(),
+        not_acked: load
+            .iter()
+            .filter(|s| s.seq.is_none())
+            .map(|s| format!("{} ({})", s.id, s.error.as_deref().unwrap_or("?")))
+            .collect(),
         stream_messages: stored.len() as u64,
         acked_stored: (acked.len() - lost.len()) as u64,
         lost,
@@ -51,7 +73,8 @@ pub fn events(load: &[Sent], hostile: &[HostileSent], stored: &[StoredEvent], co
 
 /// Incidents, executions, and the rules executions must keep.
 pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
-    let all: Vec<(u64, &ProofRecord)> = records.iter().filter_map(|r| Some((r.stored.stream_seq, r.record.as_ref()?))).collect();
+    let all: Vec<(u64, &ProofRecord)> =
+        records.iter().filter_map(|r| Some((r.stored.stream_seq, r.record.as_ref()?))).collect();
     let of = |kind: ProofKind| all.iter().filter(move |(_, r)| r.kind == kind);
     let count = |kind: ProofKind| of(kind).count();
     let mut refusals = BTreeMap::new();
@@ -59,11 +82,23 @@ pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
         *refusals.entry(r.reason.clone().unwrap_or_default()).or_insert(0) += 1;
     }
     let approvals: Vec<(u64, &ProofRecord)> = of(ProofKind::ActionApproved).copied().collect();
-    let humans_approved: HashSet<_> = of(ProofKind::HumanDecision).filter(|(_, r)| r.detail["decision"] == "approve").filter_map(|(_, r)| r.proposal_id).collect();
+    let humans_approved: HashSet<_> = of(ProofKind::HumanDecision)
+        .filter(|(_, r)| r.detail["decision"] == "approve")
+        .filter_map(|(_, r)| r.proposal_id)
+        .collect();
     let executions: Vec<(u64, &ProofRecord)> = of(ProofKind::ActionExecuted).copied().collect();
     let what = |r: &ProofRecord| {
-        let (env, service, action) = (r.env.as_ref().map(|e| e.to_string()), r.service.as_ref().map(|s| s.to_string()), r.action.as_ref().map(|a| a.to_string()));
-        format!("{}/{} {}", env.unwrap_or_default(), service.unwrap_or_default(), action.unwrap_or_default())
+        let (env, service, action) = (
+            r.env.as_ref().map(|e| e.to_string()),
+            r.service.as_ref().map(|s| s.to_string()),
+            r.action.as_ref().map(|a| a.to_string()),
+        );
+        format!(
+            "{}/{} {}",
+            env.unwrap_or_default(),
+            service.unwrap_or_default(),
+            action.unwrap_or_default()
+        )
     };
 
     // An execution repeats an earlier one when it carries out the same proposal or approval.
@@ -71,9 +106,19 @@ pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
     let mut executed_twice = Vec::new();
     let mut first_executions = Vec::new();
     for (seq, e) in &executions {
-        let keys: Vec<String> = e.proposal_id.map(|p| format!("proposal {p}")).into_iter().chain(e.detail["approval_id"].as_str().map(|a| format!("approval {a}"))).collect();
+        let keys: Vec<String> = e
+            .proposal_id
+            .map(|p| format!("proposal {p}"))
+            .into_iter()
+            .chain(e.detail["approval_id"].as_str().map(|a| format!("approval {a}")))
+            .collect();
         match keys.iter().find(|k| seen.contains(*k)) {
-            Some(k) => executed_twice.push(format!("{} again: {k} (proof seq {} of {})", what(e), e.seq, e.agent)),
+            Some(k) => executed_twice.push(format!(
+                "{} again: {k} (proof seq {} of {})",
+                what(e),
+                e.seq,
+                e.agent
+            )),
             None => first_executions.push((*seq, *e)),
         }
         seen.extend(keys);
@@ -82,7 +127,11 @@ pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
     // The approval an execution carried out: the same proposal (and approval id), recorded earlier.
     let approval_of = |seq: u64, e: &ProofRecord| {
         approvals.iter().find(|(s, a)| {
-            *s < seq && a.proposal_id.is_some() && a.proposal_id == e.proposal_id && (e.detail["approval_id"].is_null() || a.detail["approval_id"] == e.detail["approval_id"])
+            *s < seq
+                && a.proposal_id.is_some()
+                && a.proposal_id == e.proposal_id
+                && (e.detail["approval_id"].is_null()
+                    || a.detail["approval_id"] == e.detail["approval_id"])
         })
     };
     let mut without_approval = Vec::new();
@@ -94,19 +143,34 @@ pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
             continue; // counted as executed twice
         }
         if approval.is_none() {
-            without_approval.push(format!("{} (proposal {:?}, proof seq {} of {})", what(e), e.proposal_id, e.seq, e.agent));
+            without_approval.push(format!(
+                "{} (proposal {:?}, proof seq {} of {})",
+                what(e),
+                e.proposal_id,
+                e.seq,
+                e.agent
+            ));
         }
-        let is_prod_rollback = e.env.as_ref().is_some_and(|v| v.as_str() == "prod") && e.action.as_ref().is_some_and(|a| a.to_string() == "rollback");
+        let is_prod_rollback = e.env.as_ref().is_some_and(|v| v.as_str() == "prod")
+            && e.action.as_ref().is_some_and(|a| a.to_string() == "rollback");
         if is_prod_rollback && !e.proposal_id.is_some_and(|p| humans_approved.contains(&p)) {
             prod_rollbacks.push(format!("{} (proposal {:?})", what(e), e.proposal_id));
         }
         // Cooldowns run from the approval (DESIGN §6); an execution without one counts from itself.
         let at = approval.map_or(e.ts, |(_, a)| a.ts).unix_millis();
-        timeline.entry(what(e)).or_default().push((at, e.proposal_id.map(|p| p.to_string()).unwrap_or_default()));
+        timeline
+            .entry(what(e))
+            .or_default()
+            .push((at, e.proposal_id.map(|p| p.to_string()).unwrap_or_default()));
     }
     let mut cooldown_violations = Vec::new();
     for (key, mut times) in timeline {
-        let cooldown = key.rsplit(' ').next().and_then(|a| a.parse().ok()).map(|a| policy.cooldown(&a)).unwrap_or_default();
+        let cooldown = key
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .map(|a| policy.cooldown(&a))
+            .unwrap_or_default();
         times.sort();
         for w in times.windows(2) {
             let gap_ms = w[1].0 - w[0].0;
@@ -117,7 +181,9 @@ pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
     }
     let mut rejections = BTreeMap::new();
     for (_, r) in of(ProofKind::EventRejected) {
-        *rejections.entry(format!("{} {}", r.agent, r.reason.as_deref().unwrap_or("?"))).or_insert(0) += 1;
+        *rejections
+            .entry(format!("{} {}", r.agent, r.reason.as_deref().unwrap_or("?")))
+            .or_insert(0) += 1;
     }
     Decisions {
         incidents_opened: count(ProofKind::IncidentOpened),
@@ -146,15 +212,33 @@ pub fn proof(records: &[StoredRecord]) -> ProofFigures {
         records: records.len(),
         chains: reports.len(),
         intact: audit.is_intact(),
-        breaks: reports.iter().filter_map(|r| r.first_break.as_ref().map(|b| format!("{}: {b}", r.subject))).collect(),
+        breaks: reports
+            .iter()
+            .filter_map(|r| r.first_break.as_ref().map(|b| format!("{}: {b}", r.subject)))
+            .collect(),
     }
 }
 
 /// What each agent that consumes a hostile message's subject did with it.
-pub fn hostile(sent: &[HostileSent], records: &[StoredRecord], consumers: &[ConsumerState]) -> HostileFigures {
-    let rejected: Vec<&ProofRecord> = records.iter().filter_map(|r| r.record.as_ref()).filter(|r| r.kind == ProofKind::EventRejected).collect();
-    let answerers: Vec<(String, String)> =
-        fleet().into_iter().flat_map(|a| a.requests.iter().map(|f| (a.name.to_string(), f.pattern().to_owned())).collect::<Vec<_>>()).collect();
+pub fn hostile(
+    sent: &[HostileSent],
+    records: &[StoredRecord],
+    consumers: &[ConsumerState],
+) -> HostileFigures {
+    let rejected: Vec<&ProofRecord> = records
+        .iter()
+        .filter_map(|r| r.record.as_ref())
+        .filter(|r| r.kind == ProofKind::EventRejected)
+        .collect();
+    let answerers: Vec<(String, String)> = fleet()
+        .into_iter()
+        .flat_map(|a| {
+            a.requests
+                .iter()
+                .map(|f| (a.name.to_string(), f.pattern().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let mut verdicts = Vec::new();
     for h in sent {
         let verdict = |agent: &str, durable: &str, outcome: Outcome| HostileVerdict {
@@ -169,10 +253,16 @@ pub fn hostile(sent: &[HostileSent], records: &[StoredRecord], consumers: &[Cons
         match h.transport {
             Transport::Stored => {
                 let Some(seq) = h.seq else { continue };
-                for c in consumers.iter().filter(|c| c.stream == "CN_EVENTS" && matches(&c.filter, &h.subject)) {
-                    let record = rejected.iter().filter(|r| r.agent.as_str() == c.agent).find(|r| {
-                        r.correlation_id.as_deref() == Some(h.id.as_str()) || (r.detail["stream"] == "CN_EVENTS" && r.detail["stream_seq"].as_u64() == Some(seq))
-                    });
+                for c in consumers
+                    .iter()
+                    .filter(|c| c.stream == "CN_EVENTS" && matches(&c.filter, &h.subject))
+                {
+                    let record =
+                        rejected.iter().filter(|r| r.agent.as_str() == c.agent).find(|r| {
+                            r.correlation_id.as_deref() == Some(h.id.as_str())
+                                || (r.detail["stream"] == "CN_EVENTS"
+                                    && r.detail["stream_seq"].as_u64() == Some(seq))
+                        });
                     let outcome = match record {
                         Some(r) => Outcome::Rejected(r.reason.clone().unwrap_or_default()),
                         None if c.ack_floor >= seq => Outcome::Consumed,
@@ -183,7 +273,10 @@ pub fn hostile(sent: &[HostileSent], records: &[StoredRecord], consumers: &[Cons
             }
             Transport::Request => {
                 for (agent, _) in answerers.iter().filter(|(_, f)| matches(f, &h.subject)) {
-                    let record = rejected.iter().filter(|r| r.agent.as_str() == agent).find(|r| r.detail["subject"].as_str() == Some(h.subject.as_str()));
+                    let record = rejected
+                        .iter()
+                        .filter(|r| r.agent.as_str() == agent)
+                        .find(|r| r.detail["subject"].as_str() == Some(h.subject.as_str()));
                     let outcome = match (&h.reply, record) {
                         (_, Some(r)) => Outcome::Rejected(r.reason.clone().unwrap_or_default()),
                         (Some(_), None) => Outcome::Consumed,
@@ -228,10 +321,18 @@ mod tests {
         /// Appends a record `at_s` seconds into the run, with `fields` over the defaults.
         fn push(&mut self, agent: &str, kind: &str, at_s: u64, fields: Value) {
             let seq = self.0.len() as u64 + 1;
-            let ts = Timestamp::from_unix_nanos(1_790_000_000_000_000_000 + i128::from(at_s) * 1_000_000_000).unwrap();
+            let ts = Timestamp::from_unix_nanos(
+                1_790_000_000_000_000_000 + i128::from(at_s) * 1_000_000_000,
+            )
+            .unwrap();
             let mut r = json!({"v": 1, "agent": agent, "instance": "0", "seq": seq, "ts": ts, "kind": kind, "detail": {}, "prev_hash": "0".repeat(64)});
             r.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
-            let stored = StoredMessage { stream_seq: seq, subject: format!("cn.proof.{agent}.0"), payload: Vec::new(), header_hash: None };
+            let stored = StoredMessage {
+                stream_seq: seq,
+                subject: format!("cn.proof.{agent}.0"),
+                payload: Vec::new(),
+                header_hash: None,
+            };
             self.0.push(StoredRecord { stored, record: Some(serde_json::from_value(r).unwrap()) });
         }
 
@@ -270,7 +371,11 @@ mod tests {
         assert_eq!(d.without_approval.len(), 2, "{:?}", d.without_approval);
         assert_eq!(d.prod_rollbacks.len(), 1, "{:?}", d.prod_rollbacks);
         assert_eq!(d.cooldown_violations.len(), 1, "{:?}", d.cooldown_violations);
-        assert!(d.cooldown_violations[0].starts_with("stage/a restart: approved 30.0 s after"), "{:?}", d.cooldown_violations);
+        assert!(
+            d.cooldown_violations[0].starts_with("stage/a restart: approved 30.0 s after"),
+            "{:?}",
+            d.cooldown_violations
+        );
     }
 
     #[test]
@@ -298,9 +403,28 @@ mod tests {
             error: None,
         };
         let mut log = Log(Vec::new());
-        log.push("issue-detector", "event_rejected", 1, json!({"reason": "malformed", "correlation_id": "hostile-0"}));
-        log.push("issue-detector", "event_rejected", 2, json!({"reason": "malformed", "detail": {"stream": "CN_EVENTS", "stream_seq": 11}}));
-        let f = hostile(&[sent("hostile-0", 10), sent("hostile-1", 11), sent("hostile-2", 9), sent("hostile-3", 12)], &log.0, &[consumer]);
+        log.push(
+            "issue-detector",
+            "event_rejected",
+            1,
+            json!({"reason": "malformed", "correlation_id": "hostile-0"}),
+        );
+        log.push(
+            "issue-detector",
+            "event_rejected",
+            2,
+            json!({"reason": "malformed", "detail": {"stream": "CN_EVENTS", "stream_seq": 11}}),
+        );
+        let f = hostile(
+            &[
+                sent("hostile-0", 10),
+                sent("hostile-1", 11),
+                sent("hostile-2", 9),
+                sent("hostile-3", 12),
+            ],
+            &log.0,
+            &[consumer],
+        );
         assert_eq!((f.must_reject, f.rejected), (4, 2), "by correlation id and by stream position");
         assert_eq!(f.silently_dropped.len(), 1, "{:?}", f.silently_dropped);
         assert!(f.silently_dropped[0].starts_with("hostile-2 "));

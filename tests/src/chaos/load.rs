@@ -62,12 +62,22 @@ pub async fn publish(js: &jetstream::Context, m: &Message, give_up: &Cancellatio
             h.insert(*name, value.as_str());
         }
         let attempt = async {
-            let ack = js.publish_with_headers(m.subject.clone(), h, m.payload.clone()).await.map_err(|e| e.to_string())?;
+            let ack = js
+                .publish_with_headers(m.subject.clone(), h, m.payload.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             ack.await.map_err(|e| e.to_string())
         };
         let error = match tokio::time::timeout(ACK_TIMEOUT, attempt).await {
             Ok(Ok(ack)) => {
-                return Sent { id: m.id.clone(), subject: m.subject.clone(), seq: Some(ack.sequence), attempts, duplicate: ack.duplicate, error: None };
+                return Sent {
+                    id: m.id.clone(),
+                    subject: m.subject.clone(),
+                    seq: Some(ack.sequence),
+                    attempts,
+                    duplicate: ack.duplicate,
+                    error: None,
+                };
             }
             Ok(Err(e)) => e,
             Err(_) => format!("no ack within {ACK_TIMEOUT:?}"),
@@ -119,7 +129,12 @@ pub struct Service {
 }
 
 pub fn services(n: usize) -> Vec<Service> {
-    (0..n).map(|i| Service { name: format!("svc-{i:02}"), env: if i % 3 == 2 { "prod" } else { "stage" } }).collect()
+    (0..n)
+        .map(|i| Service {
+            name: format!("svc-{i:02}"),
+            env: if i % 3 == 2 { "prod" } else { "stage" },
+        })
+        .collect()
 }
 
 /// Which services are crash-looping, and until when.
@@ -145,24 +160,42 @@ pub struct Load {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-pub fn start(js: jetstream::Context, plan: &Plan, stop: CancellationToken, give_up: CancellationToken) -> Load {
+pub fn start(
+    js: jetstream::Context,
+    plan: &Plan,
+    stop: CancellationToken,
+    give_up: CancellationToken,
+) -> Load {
     let ledger = Arc::new(Ledger::default());
     let board = Arc::new(CrashBoard::default());
     let all = services(plan.services);
     let mut tasks = Vec::new();
     for s in all.clone() {
-        let (js, ledger, board, stop, give_up, plan) = (js.clone(), ledger.clone(), board.clone(), stop.clone(), give_up.clone(), plan.clone());
-        tasks.push(tokio::spawn(async move { samples(&js, &s, &plan, &ledger, &board, &stop, &give_up).await }));
+        let (js, ledger, board, stop, give_up, plan) = (
+            js.clone(),
+            ledger.clone(),
+            board.clone(),
+            stop.clone(),
+            give_up.clone(),
+            plan.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            samples(&js, &s, &plan, &ledger, &board, &stop, &give_up).await
+        }));
     }
     let stage: Vec<Service> = all.iter().filter(|s| s.env == "stage").cloned().collect();
     let prod: Vec<Service> = all.iter().filter(|s| s.env == "prod").cloned().collect();
     if !stage.is_empty() {
         let (ledger, stop, plan) = (ledger.clone(), stop.clone(), plan.clone());
-        tasks.push(tokio::spawn(async move { crash_loops(&stage, &plan, &ledger, &board, &stop).await }));
+        tasks.push(tokio::spawn(async move {
+            crash_loops(&stage, &plan, &ledger, &board, &stop).await
+        }));
     }
     if !prod.is_empty() {
         let (js, ledger, plan) = (js.clone(), ledger.clone(), plan.clone());
-        tasks.push(tokio::spawn(async move { failed_deploys(&js, &prod, &plan, &ledger, &stop, &give_up).await }));
+        tasks.push(tokio::spawn(async move {
+            failed_deploys(&js, &prod, &plan, &ledger, &stop, &give_up).await
+        }));
     }
     Load { ledger, tasks }
 }
@@ -185,9 +218,21 @@ async fn pause(rng: &mut Rng, every: Duration, stop: &CancellationToken) -> bool
 }
 
 /// One service: its first deploy, then a sample every `sample_every` until `stop`.
-async fn samples(js: &jetstream::Context, s: &Service, plan: &Plan, ledger: &Ledger, board: &CrashBoard, stop: &CancellationToken, give_up: &CancellationToken) {
+async fn samples(
+    js: &jetstream::Context,
+    s: &Service,
+    plan: &Plan,
+    ledger: &Ledger,
+    board: &CrashBoard,
+    stop: &CancellationToken,
+    give_up: &CancellationToken,
+) {
     let mut rng = Rng::derive(plan.seed, &s.name);
-    let first = json_message(format!("chaos-{}-deploy-0", s.name), format!("cn.events.deploy.{}.{}", s.env, s.name), &deploy(s, "1.0.0", None, "succeeded"));
+    let first = json_message(
+        format!("chaos-{}-deploy-0", s.name),
+        format!("cn.events.deploy.{}.{}", s.env, s.name),
+        &deploy(s, "1.0.0", None, "succeeded"),
+    );
     ledger.push(publish(js, &first, give_up).await);
     let subject = format!("cn.events.metric.{}.{}", s.env, s.name);
     let mut restarts = 0_u32;
@@ -202,12 +247,25 @@ async fn samples(js: &jetstream::Context, s: &Service, plan: &Plan, ledger: &Led
             json!({"service": s.name, "env": s.env, "crash_looping": false, "restarts": restarts, "error_rate": rng.range(0.0005, 0.005),
                    "p95_latency_ms": rng.range(80.0, 160.0), "cpu_percent": rng.range(20.0, 50.0), "memory_percent": rng.range(30.0, 60.0), "timestamp": now})
         };
-        ledger.push(publish(js, &json_message(format!("chaos-{}-{n}", s.name), subject.clone(), &body), give_up).await);
+        ledger.push(
+            publish(
+                js,
+                &json_message(format!("chaos-{}-{n}", s.name), subject.clone(), &body),
+                give_up,
+            )
+            .await,
+        );
     }
 }
 
 /// Every `crash_every`, one stage service that is well starts crash-looping for 8–16 s.
-async fn crash_loops(stage: &[Service], plan: &Plan, ledger: &Ledger, board: &CrashBoard, stop: &CancellationToken) {
+async fn crash_loops(
+    stage: &[Service],
+    plan: &Plan,
+    ledger: &Ledger,
+    board: &CrashBoard,
+    stop: &CancellationToken,
+) {
     let mut rng = Rng::derive(plan.seed, "crash-loops");
     while pause(&mut rng, plan.crash_every, stop).await {
         let well: Vec<&Service> = stage.iter().filter(|s| !board.crashing(&s.name)).collect();
@@ -222,7 +280,14 @@ async fn crash_loops(stage: &[Service], plan: &Plan, ledger: &Ledger, board: &Cr
 
 /// Every `failed_deploy_every`, a prod service's deploy fails; 10–20 s later the next one
 /// succeeds.
-async fn failed_deploys(js: &jetstream::Context, prod: &[Service], plan: &Plan, ledger: &Ledger, stop: &CancellationToken, give_up: &CancellationToken) {
+async fn failed_deploys(
+    js: &jetstream::Context,
+    prod: &[Service],
+    plan: &Plan,
+    ledger: &Ledger,
+    stop: &CancellationToken,
+    give_up: &CancellationToken,
+) {
     let mut rng = Rng::derive(plan.seed, "failed-deploys");
     let mut versions: HashMap<String, u32> = HashMap::new();
     let mut n = 0;
@@ -230,16 +295,25 @@ async fn failed_deploys(js: &jetstream::Context, prod: &[Service], plan: &Plan, 
         n += 1;
         let s = &prod[rng.below(prod.len())];
         let minor = versions.entry(s.name.clone()).or_insert(0);
-        let (good, bad, next) = (format!("1.{minor}.0"), format!("1.{}.0", *minor + 1), format!("1.{}.0", *minor + 2));
+        let (good, bad, next) =
+            (format!("1.{minor}.0"), format!("1.{}.0", *minor + 1), format!("1.{}.0", *minor + 2));
         *minor += 2;
         let subject = format!("cn.events.deploy.{}.{}", s.env, s.name);
-        let failed = json_message(format!("chaos-failed-deploy-{n}"), subject.clone(), &deploy(s, &bad, Some(&good), "failed"));
+        let failed = json_message(
+            format!("chaos-failed-deploy-{n}"),
+            subject.clone(),
+            &deploy(s, &bad, Some(&good), "failed"),
+        );
         ledger.push(publish(js, &failed, give_up).await);
         ledger.failed_deploys.fetch_add(1, Ordering::Relaxed);
         if !pause(&mut rng, Duration::from_secs(15), stop).await {
             break;
         }
-        let fixed = json_message(format!("chaos-fixed-deploy-{n}"), subject, &deploy(s, &next, Some(&good), "succeeded"));
+        let fixed = json_message(
+            format!("chaos-fixed-deploy-{n}"),
+            subject,
+            &deploy(s, &next, Some(&good), "succeeded"),
+        );
         ledger.push(publish(js, &fixed, give_up).await);
     }
 }

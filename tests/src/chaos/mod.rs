@@ -77,7 +77,11 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     });
 
     let load_started = Instant::now();
-    progress(&format!("chaos: fleet up after {:.0} s; load, kills and hostile payloads for {:?}", started.elapsed().as_secs_f64(), plan.duration));
+    progress(&format!(
+        "chaos: fleet up after {:.0} s; load, kills and hostile payloads for {:?}",
+        started.elapsed().as_secs_f64(),
+        plan.duration
+    ));
     let mut faults = faults::Faults::new(plan, load_started);
     let mut next_progress = load_started + PROGRESS_EVERY;
     let line = |faults: &faults::Faults| {
@@ -136,12 +140,16 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    progress(&format!("chaos: {}; reading back", settled_s.map_or("did not settle".to_owned(), |s| format!("settled in {s:.1} s"))));
+    progress(&format!(
+        "chaos: {}; reading back",
+        settled_s.map_or("did not settle".to_owned(), |s| format!("settled in {s:.1} s"))
+    ));
 
     // Consumers first: an agent records a rejection before it acks, so every ack seen here has
     // its record in the proof log read after it.
     let consumers = observe::consumers(&operator).await;
-    let stored = observe::read_stream(&operator, bus_schema::subject::Stream::Events.name()).await?;
+    let stored =
+        observe::read_stream(&operator, bus_schema::subject::Stream::Events.name()).await?;
     let records = fleet.records().await?;
     faults.check_crashes(&mut fleet)?;
     let sent = load.ledger.sent();

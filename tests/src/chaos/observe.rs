@@ -78,22 +78,36 @@ pub struct StoredEvent {
 }
 
 /// Every message of `stream` up to its last one at the time of the call.
-pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<StoredEvent>> {
+pub async fn read_stream(
+    js: &jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<Vec<StoredEvent>> {
     let mut s = js.get_stream(stream).await?;
     let last = s.info().await?.state.last_sequence;
     let mut out = Vec::new();
     if last == 0 {
         return Ok(out);
     }
-    let config = pull::Config { deliver_policy: DeliverPolicy::All, ack_policy: AckPolicy::None, inactive_threshold: Duration::from_secs(30), ..Default::default() };
+    let config = pull::Config {
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::None,
+        inactive_threshold: Duration::from_secs(30),
+        ..Default::default()
+    };
     let consumer = s.create_consumer(config).await?;
     let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await?;
     loop {
-        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await.map_err(|_| anyhow::anyhow!("timed out reading {stream}"))?;
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out reading {stream}"))?;
         let Some(msg) = next else { break };
         let msg = msg.map_err(|e| anyhow::anyhow!("reading {stream}: {e}"))?;
         let seq = msg.info().map_err(|e| anyhow::anyhow!("reading {stream}: {e}"))?.stream_sequence;
-        let msg_id = msg.headers.as_ref().and_then(|h| h.get(headers::MSG_ID)).map(|v| v.as_str().to_owned());
+        let msg_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::MSG_ID))
+            .map(|v| v.as_str().to_owned());
         out.push(StoredEvent { seq, subject: msg.subject.to_string(), msg_id });
         if seq >= last {
             break;

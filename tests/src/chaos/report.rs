@@ -90,11 +90,16 @@ pub struct HostileFigures {
 
 impl HostileFigures {
     pub fn from_verdicts(sent: &[HostileSent], verdicts: Vec<HostileVerdict>) -> Self {
-        let line = |v: &HostileVerdict| format!("{} {} -> {} ({:?})", v.id, v.name, v.agent, v.outcome);
+        let line =
+            |v: &HostileVerdict| format!("{} {} -> {} ({:?})", v.id, v.name, v.agent, v.outcome);
         let mut f = Self {
             sent: sent.len(),
             delivered: sent.iter().filter(|h| h.seq.is_some() || h.reply.is_some()).count(),
-            not_delivered: sent.iter().filter(|h| h.seq.is_none() && h.reply.is_none()).map(|h| format!("{} {}: {}", h.id, h.name, h.error.as_deref().unwrap_or("?"))).collect(),
+            not_delivered: sent
+                .iter()
+                .filter(|h| h.seq.is_none() && h.reply.is_none())
+                .map(|h| format!("{} {}: {}", h.id, h.name, h.error.as_deref().unwrap_or("?")))
+                .collect(),
             ..Self::default()
         };
         for v in &verdicts {
@@ -144,7 +149,8 @@ pub struct Report {
 
 fn first(list: &[String], n: usize) -> String {
     let shown: Vec<&str> = list.iter().take(n).map(String::as_str).collect();
-    let more = if list.len() > n { format!("; and {} more", list.len() - n) } else { String::new() };
+    let more =
+        if list.len() > n { format!("; and {} more", list.len() - n) } else { String::new() };
     format!("{}{more}", shown.join("; "))
 }
 
@@ -158,20 +164,90 @@ impl Report {
             }
         };
         let d = &self.decisions;
-        check(self.events.lost.is_empty(), format!("acked events lost = {}: {}", self.events.lost.len(), first(&self.events.lost, 5)));
-        check(d.executed_twice.is_empty(), format!("executions twice = {}: {}", d.executed_twice.len(), first(&d.executed_twice, 5)));
-        check(d.without_approval.is_empty(), format!("executions without approval = {}: {}", d.without_approval.len(), first(&d.without_approval, 5)));
-        check(d.prod_rollbacks.is_empty(), format!("prod rollbacks executed = {}: {}", d.prod_rollbacks.len(), first(&d.prod_rollbacks, 5)));
-        check(d.cooldown_violations.is_empty(), format!("cooldown violations = {}: {}", d.cooldown_violations.len(), first(&d.cooldown_violations, 5)));
-        check(self.proof.intact, format!("proof chains broken = {}: {}", self.proof.breaks.len(), first(&self.proof.breaks, 5)));
-        let crashes: Vec<String> = self.crashes.iter().map(|c| format!("{} exited with {} at {:.1} s", c.agent, c.code, c.at_s)).collect();
+        check(
+            self.events.lost.is_empty(),
+            format!(
+                "acked events lost = {}: {}",
+                self.events.lost.len(),
+                first(&self.events.lost, 5)
+            ),
+        );
+        check(
+            d.executed_twice.is_empty(),
+            format!(
+                "executions twice = {}: {}",
+                d.executed_twice.len(),
+                first(&d.executed_twice, 5)
+            ),
+        );
+        check(
+            d.without_approval.is_empty(),
+            format!(
+                "executions without approval = {}: {}",
+                d.without_approval.len(),
+                first(&d.without_approval, 5)
+            ),
+        );
+        check(
+            d.prod_rollbacks.is_empty(),
+            format!(
+                "prod rollbacks executed = {}: {}",
+                d.prod_rollbacks.len(),
+                first(&d.prod_rollbacks, 5)
+            ),
+        );
+        check(
+            d.cooldown_violations.is_empty(),
+            format!(
+                "cooldown violations = {}: {}",
+                d.cooldown_violations.len(),
+                first(&d.cooldown_violations, 5)
+            ),
+        );
+        check(
+            self.proof.intact,
+            format!(
+                "proof chains broken = {}: {}",
+                self.proof.breaks.len(),
+                first(&self.proof.breaks, 5)
+            ),
+        );
+        let crashes: Vec<String> = self
+            .crashes
+            .iter()
+            .map(|c| format!("{} exited with {} at {:.1} s", c.agent, c.code, c.at_s))
+            .collect();
         check(crashes.is_empty(), format!("crashes = {}: {}", crashes.len(), first(&crashes, 5)));
         let h = &self.hostile;
-        check(h.silently_dropped.is_empty(), format!("hostile silently dropped = {}: {}", h.silently_dropped.len(), first(&h.silently_dropped, 5)));
+        check(
+            h.silently_dropped.is_empty(),
+            format!(
+                "hostile silently dropped = {}: {}",
+                h.silently_dropped.len(),
+                first(&h.silently_dropped, 5)
+            ),
+        );
         // Without these, the figures above could not be complete.
-        check(self.settled_s.is_some(), "the fleet did not settle (consumers still had pending or unacked messages)".to_owned());
-        check(self.events.lagging.is_empty(), format!("consumers not caught up with CN_EVENTS = {}: {}", self.events.lagging.len(), first(&self.events.lagging, 5)));
-        check(h.unjudged.is_empty(), format!("hostile deliveries never consumed = {}: {}", h.unjudged.len(), first(&h.unjudged, 5)));
+        check(
+            self.settled_s.is_some(),
+            "the fleet did not settle (consumers still had pending or unacked messages)".to_owned(),
+        );
+        check(
+            self.events.lagging.is_empty(),
+            format!(
+                "consumers not caught up with CN_EVENTS = {}: {}",
+                self.events.lagging.len(),
+                first(&self.events.lagging, 5)
+            ),
+        );
+        check(
+            h.unjudged.is_empty(),
+            format!(
+                "hostile deliveries never consumed = {}: {}",
+                h.unjudged.len(),
+                first(&h.unjudged, 5)
+            ),
+        );
         failed
     }
 
@@ -195,44 +271,117 @@ impl Report {
         let down: Vec<String> = self.nats_restarts.iter().map(|(_, d)| format!("{d:.1}")).collect();
         row("nats-server restarts (kill -9)", self.nats_restarts.len().to_string(), None);
         row("  down for (s)", down.join(", "), None);
-        row("crashes (exits nobody caused)", self.crashes.len().to_string(), Some(self.crashes.is_empty()));
+        row(
+            "crashes (exits nobody caused)",
+            self.crashes.len().to_string(),
+            Some(self.crashes.is_empty()),
+        );
         row("events published (load)", e.published.to_string(), None);
         row("  acked by JetStream", e.acked.to_string(), None);
-        row("  acked after a retry / as duplicate", format!("{} / {}", e.acked_after_retry, e.acked_as_duplicate), None);
+        row(
+            "  acked after a retry / as duplicate",
+            format!("{} / {}", e.acked_after_retry, e.acked_as_duplicate),
+            None,
+        );
         row("  never acked (counted, not lost)", e.not_acked.len().to_string(), None);
-        row("acked events stored in CN_EVENTS", format!("{} of {}", e.acked_stored, e.acked_stored as usize + e.lost.len()), None);
+        row(
+            "acked events stored in CN_EVENTS",
+            format!("{} of {}", e.acked_stored, e.acked_stored as usize + e.lost.len()),
+            None,
+        );
         row("acked events lost", e.lost.len().to_string(), Some(e.lost.is_empty()));
-        row("CN_EVENTS consumers caught up", format!("{} of {}", e.consumers - e.lagging.len(), e.consumers), Some(e.lagging.is_empty()));
-        row("crash loops / failed prod deploys sent", format!("{} / {}", self.crash_loops, self.failed_deploys), None);
-        row("incidents opened / resolved", format!("{} / {}", d.incidents_opened, d.incidents_resolved), None);
-        row("proposals / approvals / held for a human", format!("{} / {} / {}", d.proposals, d.approvals, d.pending_human), None);
+        row(
+            "CN_EVENTS consumers caught up",
+            format!("{} of {}", e.consumers - e.lagging.len(), e.consumers),
+            Some(e.lagging.is_empty()),
+        );
+        row(
+            "crash loops / failed prod deploys sent",
+            format!("{} / {}", self.crash_loops, self.failed_deploys),
+            None,
+        );
+        row(
+            "incidents opened / resolved",
+            format!("{} / {}", d.incidents_opened, d.incidents_resolved),
+            None,
+        );
+        row(
+            "proposals / approvals / held for a human",
+            format!("{} / {} / {}", d.proposals, d.approvals, d.pending_human),
+            None,
+        );
         row("refusals", d.refusals.values().sum::<usize>().to_string(), None);
         row("executions (action_executed)", d.executions.to_string(), None);
-        row("  failed / refused by the executor", format!("{} / {}", d.execution_failed, d.execution_refused), None);
-        row("executions twice", d.executed_twice.len().to_string(), Some(d.executed_twice.is_empty()));
-        row("executions without an earlier approval", d.without_approval.len().to_string(), Some(d.without_approval.is_empty()));
-        row("prod rollbacks executed without a human", d.prod_rollbacks.len().to_string(), Some(d.prod_rollbacks.is_empty()));
-        row("cooldown violations", d.cooldown_violations.len().to_string(), Some(d.cooldown_violations.is_empty()));
-        row("proof chains verified", format!("{} of {}", p.chains - p.breaks.len(), p.chains), Some(p.intact));
+        row(
+            "  failed / refused by the executor",
+            format!("{} / {}", d.execution_failed, d.execution_refused),
+            None,
+        );
+        row(
+            "executions twice",
+            d.executed_twice.len().to_string(),
+            Some(d.executed_twice.is_empty()),
+        );
+        row(
+            "executions without an earlier approval",
+            d.without_approval.len().to_string(),
+            Some(d.without_approval.is_empty()),
+        );
+        row(
+            "prod rollbacks executed without a human",
+            d.prod_rollbacks.len().to_string(),
+            Some(d.prod_rollbacks.is_empty()),
+        );
+        row(
+            "cooldown violations",
+            d.cooldown_violations.len().to_string(),
+            Some(d.cooldown_violations.is_empty()),
+        );
+        row(
+            "proof chains verified",
+            format!("{} of {}", p.chains - p.breaks.len(), p.chains),
+            Some(p.intact),
+        );
         row("  proof records", p.records.to_string(), None);
         row("hostile payloads sent / delivered", format!("{} / {}", h.sent, h.delivered), None);
         row("  deliveries that must be rejected", h.must_reject.to_string(), None);
-        row("  rejected with a reason", h.rejected.to_string(), Some(h.rejected + h.unjudged.len() == h.must_reject || h.must_reject == 0));
-        row("  silently dropped", h.silently_dropped.len().to_string(), Some(h.silently_dropped.is_empty()));
+        row(
+            "  rejected with a reason",
+            h.rejected.to_string(),
+            Some(h.rejected + h.unjudged.len() == h.must_reject || h.must_reject == 0),
+        );
+        row(
+            "  silently dropped",
+            h.silently_dropped.len().to_string(),
+            Some(h.silently_dropped.is_empty()),
+        );
         row("  never consumed", h.unjudged.len().to_string(), Some(h.unjudged.is_empty()));
-        row("  valid-but-odd deliveries / rejected", format!("{} / {}", h.valid, h.valid_rejected.len()), None);
+        row(
+            "  valid-but-odd deliveries / rejected",
+            format!("{} / {}", h.valid, h.valid_rejected.len()),
+            None,
+        );
         out.push_str(&t);
         let reasons: Vec<String> = h.reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let _ = writeln!(out, "  hostile rejection reasons: {}", reasons.join(", "));
-        let kills: Vec<String> = self.kills_by_agent.iter().map(|(a, n)| format!("{a} {n}")).collect();
+        let kills: Vec<String> =
+            self.kills_by_agent.iter().map(|(a, n)| format!("{a} {n}")).collect();
         let _ = writeln!(out, "  kills by agent: {}", kills.join(", "));
         let refusals: Vec<String> = d.refusals.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        let _ = writeln!(out, "  refusals by reason: {}", if refusals.is_empty() { "none".to_owned() } else { refusals.join(", ") });
+        let _ = writeln!(
+            out,
+            "  refusals by reason: {}",
+            if refusals.is_empty() { "none".to_owned() } else { refusals.join(", ") }
+        );
         for v in &h.valid_rejected {
             let _ = writeln!(out, "  note: a valid message was rejected: {v}");
         }
         for c in &self.crashes {
-            let _ = writeln!(out, "  crash: {} exited with {} at {:.1} s; its log ends:\n{}", c.agent, c.code, c.at_s, c.log_tail);
+            let _ = writeln!(
+                out,
+                "  crash: {} exited with {} at {:.1} s; its log ends:\n{}",
+                c.agent, c.code, c.at_s, c.log_tail
+            );
         }
         match self.failures().as_slice() {
             [] => out.push_str("PASS: 0 acked events lost, 0 executions twice or without approval, 0 prod rollbacks, 0 cooldown violations, every chain verified, 0 crashes, every hostile payload rejected with a reason\n"),

@@ -26,13 +26,16 @@ pub use worlds::{Cure, WorldSpec, worlds};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bus_schema::{Action, ActionProposal, Backend, ExecutionResult, ExecutionStatus, Incident, IncidentStatus, Outcome, Refusal, SimAction, Timestamp, Uuid, derive_id};
+use bus_schema::{
+    Action, ActionProposal, Backend, ExecutionResult, ExecutionStatus, Incident, IncidentStatus,
+    Outcome, Refusal, SimAction, Timestamp, Uuid, derive_id,
+};
 use governance_gate::gates::{self, Mode as GateMode, Verdict, View};
 use governance_gate::ledger::{IncidentLedger, ServiceLedger};
-use policy::Policy;
 use issue_detector::config::DetectorConfig;
 use issue_detector::engine::Output;
 use issue_detector::service::ServiceState;
+use policy::Policy;
 use rl_optimizer::core::{Core, Effect};
 use rl_optimizer::settings::{Mode, Settings};
 use rl_optimizer::values::{Values, reward};
@@ -169,7 +172,8 @@ enum Input {
 
 impl Fleet {
     fn new(who: Who, spec: &WorldSpec, policy: Policy) -> Self {
-        let settings = Settings { mode: Mode::Learning, policy: policy.clone(), ..Settings::defaults() };
+        let settings =
+            Settings { mode: Mode::Learning, policy: policy.clone(), ..Settings::defaults() };
         let values = Values::new(settings.alpha);
         Self {
             who,
@@ -240,18 +244,28 @@ impl Fleet {
             let track = self.run.tracks.entry(key.clone()).or_default();
             track.firsts.push(self.firsts.get(key).cloned());
             track.greedy.push(greedy.get(key).cloned().flatten());
-            track.rewards.push(self.rewards.values().filter(|(k, _)| k == key).map(|(_, r)| r).sum());
+            track
+                .rewards
+                .push(self.rewards.values().filter(|(k, _)| k == key).map(|(_, r)| r).sum());
             track.unhealthy_s.push(unhealthy.get(key).copied().unwrap_or(0));
         }
     }
 
     /// One event through the detector, then whatever it causes; returns events the actions caused.
-    fn event(&mut self, world: &mut World, e: &Event, greedy: &mut BTreeMap<String, Option<Action>>) -> Vec<Event> {
+    fn event(
+        &mut self,
+        world: &mut World,
+        e: &Event,
+        greedy: &mut BTreeMap<String, Option<Action>>,
+    ) -> Vec<Event> {
         let (env, service) = e.scope();
         let key = format!("{env}/{service}");
         let id = self.input_id();
         let config = self.config.clone();
-        let d = self.detectors.entry(key.clone()).or_insert_with(|| ServiceState::new(env.clone(), service.clone()));
+        let d = self
+            .detectors
+            .entry(key.clone())
+            .or_insert_with(|| ServiceState::new(env.clone(), service.clone()));
         let out: Output = match e {
             Event::Metric(m) => d.on_metric(m, &config, &id, m.timestamp).unwrap_or_default(),
             Event::Log(l) => d.on_log(l, &config, &id, l.timestamp).unwrap_or_default(),
@@ -267,10 +281,22 @@ impl Fleet {
                 ids.insert(i.incident_id);
             }
             if self.trace {
-                eprintln!("{} incident {:?} {} {} reopen {} suspect {:?} id {}", i.updated_at, i.status, key, i.kind, i.reopen_count, i.suspect_version, &i.incident_id.to_string()[..8]);
+                eprintln!(
+                    "{} incident {:?} {} {} reopen {} suspect {:?} id {}",
+                    i.updated_at,
+                    i.status,
+                    key,
+                    i.kind,
+                    i.reopen_count,
+                    i.suspect_version,
+                    &i.incident_id.to_string()[..8]
+                );
             }
             self.gov_incidents.entry(i.incident_id).or_default().on_incident(i);
-            if i.status == IncidentStatus::Opened && i.reopen_count == 0 && !greedy.contains_key(&key) {
+            if i.status == IncidentStatus::Opened
+                && i.reopen_count == 0
+                && !greedy.contains_key(&key)
+            {
                 greedy.insert(key.clone(), self.core.first_choice_for(i));
             }
         }
@@ -306,7 +332,11 @@ impl Fleet {
                     return Vec::new();
                 }
                 self.open.insert(i.incident_id, i.clone());
-                if i.status == IncidentStatus::Opened { self.oracle.propose(i, now).into_iter().collect() } else { Vec::new() }
+                if i.status == IncidentStatus::Opened {
+                    self.oracle.propose(i, now).into_iter().collect()
+                } else {
+                    Vec::new()
+                }
             }
         }
     }
@@ -314,12 +344,22 @@ impl Fleet {
     fn outcome(&mut self, o: &Outcome) -> Vec<ActionProposal> {
         let key = format!("{}/{}", o.env, o.service);
         if self.trace {
-            eprintln!("{} outcome {key} {} recovered {} revised {} superseded {:?} ({}) p {}", o.judged_at, o.action, o.recovered, o.revised, o.superseded_by, o.detail, &o.proposal_id.unwrap_or_default().to_string()[..8]);
+            eprintln!(
+                "{} outcome {key} {} recovered {} revised {} superseded {:?} ({}) p {}",
+                o.judged_at,
+                o.action,
+                o.recovered,
+                o.revised,
+                o.superseded_by,
+                o.detail,
+                &o.proposal_id.unwrap_or_default().to_string()[..8]
+            );
         }
         self.gov_services.entry(key.clone()).or_default().on_outcome(o, &self.policy);
         let main = self.main.get(&key).is_some_and(|(ids, _)| ids.contains(&o.incident_id));
         if let Some(p) = o.proposal_id.filter(|_| o.attributable() && main) {
-            self.rewards.insert(p, (key.clone(), reward(&o.action, o.recovered, o.time_to_recover_s)));
+            self.rewards
+                .insert(p, (key.clone(), reward(&o.action, o.recovered, o.time_to_recover_s)));
         }
         match self.who {
             Who::Learner => Self::proposals(self.core.on_outcome(o, o.judged_at)),
@@ -328,7 +368,12 @@ impl Fleet {
                     self.oracle.done(o.env.as_str(), o.service.as_str(), p);
                 }
                 // The cure again while the incident (or another of the service) is open.
-                let open: Vec<Incident> = self.open.values().filter(|i| i.env == o.env && i.service == o.service).cloned().collect();
+                let open: Vec<Incident> = self
+                    .open
+                    .values()
+                    .filter(|i| i.env == o.env && i.service == o.service)
+                    .cloned()
+                    .collect();
                 open.iter().filter_map(|i| self.oracle.propose(i, o.judged_at)).take(1).collect()
             }
         }
@@ -350,7 +395,12 @@ impl Fleet {
     }
 
     /// Governance's gates on each proposal, the executor on what they approve.
-    fn effects(&mut self, world: &mut World, proposals: Vec<ActionProposal>, now: Timestamp) -> Vec<Event> {
+    fn effects(
+        &mut self,
+        world: &mut World,
+        proposals: Vec<ActionProposal>,
+        now: Timestamp,
+    ) -> Vec<Event> {
         let mut caused = Vec::new();
         for p in proposals {
             let key = format!("{}/{}", p.env, p.service);
@@ -363,7 +413,10 @@ impl Fleet {
             }
             self.firsts.entry(key.clone()).or_insert_with(|| p.action.clone());
             let verdict = {
-                let view = View { service: self.gov_services.get(&key), incident: p.incident_id.and_then(|id| self.gov_incidents.get(&id)) };
+                let view = View {
+                    service: self.gov_services.get(&key),
+                    incident: p.incident_id.and_then(|id| self.gov_incidents.get(&id)),
+                };
                 gates::decide(&self.policy, view, &p, now, GateMode::Proposal)
             };
             if self.trace {
@@ -372,12 +425,23 @@ impl Fleet {
                     Verdict::Refuse { reason, .. } => format!("refused {reason}"),
                     Verdict::NeedsHuman { .. } => "to a human".to_owned(),
                 };
-                eprintln!("{now} proposal {key} {} conf {:.2} human {} -> {v}  [{}] p {}", p.action, p.confidence, p.require_human, p.explanation, &p.proposal_id.to_string()[..8]);
+                eprintln!(
+                    "{now} proposal {key} {} conf {:.2} human {} -> {v}  [{}] p {}",
+                    p.action,
+                    p.confidence,
+                    p.require_human,
+                    p.explanation,
+                    &p.proposal_id.to_string()[..8]
+                );
             }
             match verdict {
                 Verdict::Approve => {
                     if !gates::changes_nothing(&p.action) {
-                        self.gov_services.entry(key.clone()).or_default().on_approved(&p, now, &self.policy);
+                        self.gov_services.entry(key.clone()).or_default().on_approved(
+                            &p,
+                            now,
+                            &self.policy,
+                        );
                         if let Some(id) = p.incident_id {
                             self.gov_incidents.entry(id).or_default().approved_actions += 1;
                         }
@@ -389,11 +453,17 @@ impl Fleet {
                     if let Some(d) = self.detectors.get_mut(&key) {
                         let out = d.on_executed(&result, &config, &id, "eval");
                         self.inputs.extend(out.incidents.into_iter().map(Input::Incident));
-                        self.inputs.extend(out.outcomes.into_iter().map(|(o, _)| Input::Outcome(o)));
+                        self.inputs
+                            .extend(out.outcomes.into_iter().map(|(o, _)| Input::Outcome(o)));
                     }
                 }
                 Verdict::Refuse { reason, detail } => {
-                    self.inputs.push(Input::Refusal(Refusal::of(&p, reason, detail.to_string(), now)));
+                    self.inputs.push(Input::Refusal(Refusal::of(
+                        &p,
+                        reason,
+                        detail.to_string(),
+                        now,
+                    )));
                 }
                 // Nobody answers: a human has it.
                 Verdict::NeedsHuman { .. } => {
@@ -411,7 +481,14 @@ impl Fleet {
 /// of its last tick; returns the execution result and the events the action caused.
 pub fn execute(world: &mut World, p: &ActionProposal) -> (ExecutionResult, Vec<Event>) {
     let at = world.now();
-    let action = SimAction { proposal_id: p.proposal_id, env: p.env.clone(), service: p.service.clone(), action: p.action.clone(), params: p.params.clone(), issued_at: at };
+    let action = SimAction {
+        proposal_id: p.proposal_id,
+        env: p.env.clone(),
+        service: p.service.clone(),
+        action: p.action.clone(),
+        params: p.params.clone(),
+        issued_at: at,
+    };
     let (status, detail, events) = match world.act(&action) {
         Ok(effect) => (ExecutionStatus::Executed, effect.summary, effect.events),
         Err(e) => (ExecutionStatus::Failed, e.to_string(), Vec::new()),
@@ -441,7 +518,13 @@ fn epoch() -> Timestamp {
 }
 
 /// Runs one world for one seed with the learner or the oracle.
-pub fn run(spec: &WorldSpec, seed: u64, plan: &Plan, who: Who, policy: &Policy) -> Result<Run, String> {
+pub fn run(
+    spec: &WorldSpec,
+    seed: u64,
+    plan: &Plan,
+    who: Who,
+    policy: &Policy,
+) -> Result<Run, String> {
     let scenario = Scenario::parse(&spec.scenario, spec.name).map_err(|e| e.to_string())?;
     let mut fleet = Fleet::new(who, spec, policy.clone());
     fleet.trace = plan.trace;
@@ -450,4 +533,3 @@ pub fn run(spec: &WorldSpec, seed: u64, plan: &Plan, who: Who, policy: &Policy) 
     }
     Ok(fleet.run)
 }
-

@@ -48,7 +48,15 @@ impl Summary {
     pub fn of(r: &WorldResult) -> Self {
         let mut s = Summary {
             name: r.spec.name,
-            cure: r.spec.cures.iter().map(|(_, c)| c.name()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join("/"),
+            cure: r
+                .spec
+                .cures
+                .iter()
+                .map(|(_, c)| c.name())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join("/"),
             right_prior: r.spec.right_prior,
             switches: Vec::new(),
             regret: Vec::new(),
@@ -69,7 +77,9 @@ impl Summary {
                 *s.refusals.entry(reason.clone()).or_insert(0) += n;
             }
             for (key, cure) in &r.spec.cures {
-                let (Some(l), Some(o)) = (learner.tracks.get(key), oracle.tracks.get(key)) else { continue };
+                let (Some(l), Some(o)) = (learner.tracks.get(key), oracle.tracks.get(key)) else {
+                    continue;
+                };
                 s.switches.push(switched_at(&l.greedy, cure));
                 s.regret.push(o.rewards.iter().sum::<f64>() - l.rewards.iter().sum::<f64>());
                 s.unhealthy_min.push(l.unhealthy_s.iter().sum::<u64>() as f64 / 60.0);
@@ -102,7 +112,13 @@ fn worst(v: &[f64]) -> f64 {
 /// The table `scripts/learning-eval` prints.
 pub fn table(summaries: &[Summary], plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{} seeds x {} incidents per world ({} min each); regret and unhealthy minutes are totals per seed (service, in the mixed world)", plan.seeds, plan.episodes, plan.episode_s / 60);
+    let _ = writeln!(
+        out,
+        "{} seeds x {} incidents per world ({} min each); regret and unhealthy minutes are totals per seed (service, in the mixed world)",
+        plan.seeds,
+        plan.episodes,
+        plan.episode_s / 60
+    );
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -110,7 +126,8 @@ pub fn table(summaries: &[Summary], plan: &Plan) -> String {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for s in summaries {
-        let switches: Vec<f64> = s.switches.iter().map(|x| x.map_or(f64::INFINITY, |x| x as f64)).collect();
+        let switches: Vec<f64> =
+            s.switches.iter().map(|x| x.map_or(f64::INFINITY, |x| x as f64)).collect();
         let show = |x: f64| if x.is_finite() { format!("{x:.0}") } else { "never".to_owned() };
         let refusals: Vec<String> = s.refusals.iter().map(|(r, n)| format!("{r} {n}")).collect();
         let _ = writeln!(
@@ -138,25 +155,49 @@ pub fn trace(r: &WorldResult) -> String {
     let mut out = String::new();
     for (seed, (learner, oracle)) in r.learner.iter().zip(&r.oracle).enumerate() {
         for (key, t) in &learner.tracks {
-            let show = |v: &[Option<Action>]| v.iter().map(|a| a.as_ref().map_or("-".to_owned(), |a| a.to_string())).collect::<Vec<_>>().join(" ");
+            let show = |v: &[Option<Action>]| {
+                v.iter()
+                    .map(|a| a.as_ref().map_or("-".to_owned(), |a| a.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
             let o = oracle.tracks.get(key).cloned().unwrap_or_default();
             let _ = writeln!(out, "  seed {seed} {key}: greedy [{}]", show(&t.greedy));
             let _ = writeln!(out, "  seed {seed} {key}: first  [{}]", show(&t.firsts));
-            let _ = writeln!(out, "  seed {seed} {key}: reward {:?} unhealthy {:?}", t.rewards.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(), t.unhealthy_s);
-            let _ = writeln!(out, "  seed {seed} {key}: oracle {:?} unhealthy {:?}", o.rewards.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(), o.unhealthy_s);
+            let _ = writeln!(
+                out,
+                "  seed {seed} {key}: reward {:?} unhealthy {:?}",
+                t.rewards.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(),
+                t.unhealthy_s
+            );
+            let _ = writeln!(
+                out,
+                "  seed {seed} {key}: oracle {:?} unhealthy {:?}",
+                o.rewards.iter().map(|r| (r * 100.0).round() / 100.0).collect::<Vec<_>>(),
+                o.unhealthy_s
+            );
         }
     }
     out
 }
 
 /// Runs every world of `specs` for `plan`; `progress` hears each world's name, then its result.
-pub fn evaluate(specs: &[WorldSpec], plan: &Plan, policy: &Policy, progress: impl Fn(&str, Option<&WorldResult>)) -> Result<Vec<Summary>, String> {
+pub fn evaluate(
+    specs: &[WorldSpec],
+    plan: &Plan,
+    policy: &Policy,
+    progress: impl Fn(&str, Option<&WorldResult>),
+) -> Result<Vec<Summary>, String> {
     specs
         .iter()
         .map(|spec| {
             progress(spec.name, None);
-            let learner = (0..plan.seeds).map(|seed| run(spec, seed, plan, Who::Learner, policy)).collect::<Result<_, _>>()?;
-            let oracle = (0..plan.seeds).map(|seed| run(spec, seed, plan, Who::Oracle, policy)).collect::<Result<_, _>>()?;
+            let learner = (0..plan.seeds)
+                .map(|seed| run(spec, seed, plan, Who::Learner, policy))
+                .collect::<Result<_, _>>()?;
+            let oracle = (0..plan.seeds)
+                .map(|seed| run(spec, seed, plan, Who::Oracle, policy))
+                .collect::<Result<_, _>>()?;
             let result = WorldResult { spec: spec.clone(), learner, oracle };
             progress(spec.name, Some(&result));
             Ok(Summary::of(&result))

@@ -38,11 +38,25 @@ pub struct WorldSpec {
 }
 
 fn service(env: &str, name: &str, failure: &str, extra: &str) -> String {
-    format!("[[service]]\nenv = \"{env}\"\nname = \"{name}\"\nfailure = \"{failure}\"\nstart_after_s = 900\n{extra}\n")
+    format!(
+        "[[service]]\nenv = \"{env}\"\nname = \"{name}\"\nfailure = \"{failure}\"\nstart_after_s = 900\n{extra}\n"
+    )
 }
 
-fn world(name: &'static str, env: &str, failure: &str, extra: &str, cure: Cure, right_prior: bool) -> WorldSpec {
-    WorldSpec { name, scenario: format!("tick_s = 10\n{}", service(env, "api", failure, extra)), cures: vec![(format!("{env}/api"), cure)], right_prior }
+fn world(
+    name: &'static str,
+    env: &str,
+    failure: &str,
+    extra: &str,
+    cure: Cure,
+    right_prior: bool,
+) -> WorldSpec {
+    WorldSpec {
+        name,
+        scenario: format!("tick_s = 10\n{}", service(env, "api", failure, extra)),
+        cures: vec![(format!("{env}/api"), cure)],
+        right_prior,
+    }
 }
 
 /// The worlds of the evaluation. Failures start 15 min in, so that a deploy that brings one
@@ -69,16 +83,29 @@ pub fn worlds() -> Vec<WorldSpec> {
     }
     vec![
         world("memory leak, fast (20 %/min)", "stage", "memory_leak", "", rollback(), false),
-        world("memory leak, slow (4 %/min)", "stage", "memory_leak", "leak_percent_per_min = 4", rollback(), false),
+        world(
+            "memory leak, slow (4 %/min)",
+            "stage",
+            "memory_leak",
+            "leak_percent_per_min = 4",
+            rollback(),
+            false,
+        ),
         world("latency regression", "stage", "latency_regression", "", rollback(), true),
         world("bad-config crash loop", "stage", "bad_config", "", rollback(), false),
         // The regression detector sees the overload a deploy causes as a post-deploy regression.
         world("deploy-caused overload", "stage", "deploy_overload", "", rollback(), true),
         world("flapping", "stage", "flapping", "", Cure::Nothing, false),
         world("slowdown (10x)", "stage", "slowdown", "slowdown_factor = 10", Cure::Nothing, false),
-        world("crash loop, restart 70 %", "stage", "crash_loop", "restart_success = 0.7", Cure::Action(Action::Restart), true),
+        world(
+            "crash loop, restart 70 %",
+            "stage",
+            "crash_loop",
+            "restart_success = 0.7",
+            Cure::Action(Action::Restart),
+            true,
+        ),
         world("overload", "stage", "cpu_overload", "", Cure::Action(Action::ScaleUp), true),
         WorldSpec { name: "mixed services at once", scenario: mixed, cures, right_prior: false },
     ]
 }
-

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use agent_runtime::config::NatsArgs;
 use async_nats::jetstream;
 use bus_schema::codec::{Encoding, Limits, Outgoing, decode};
-use bus_schema::{DeployEvent, DeployStatus, Env, ExecutionResult, MetricSample, ServiceName, Timestamp, subject};
+use bus_schema::{
+    DeployEvent, DeployStatus, Env, ExecutionResult, MetricSample, ServiceName, Timestamp, subject,
+};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -70,7 +72,11 @@ fn sample(env: &Env, service: &ServiceName, crash_looping: Option<bool>) -> Metr
     }
 }
 
-async fn latency(client: &async_nats::Client, js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json::Value, Failure> {
+async fn latency(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    args: &BenchArgs,
+) -> Result<serde_json::Value, Failure> {
     let env = Env::from_static("dev");
     let mut results = client.subscribe(subject::EXECUTED.env(&env).pattern().to_owned()).await?;
     for i in 0..args.services {
@@ -92,7 +98,10 @@ async fn latency(client: &async_nats::Client, js: &jetstream::Context, args: &Be
     let mut timeouts = 0;
     for i in 0..args.services {
         let service = service(&args.prefix, i)?;
-        let out = Outgoing::new(&subject::METRIC_EVENTS.subject(&env, &service), &sample(&env, &service, Some(true)))?;
+        let out = Outgoing::new(
+            &subject::METRIC_EVENTS.subject(&env, &service),
+            &sample(&env, &service, Some(true)),
+        )?;
         let start = Instant::now();
         client.publish(out.subject, out.payload.into()).await?;
         client.flush().await?;
@@ -100,7 +109,13 @@ async fn latency(client: &async_nats::Client, js: &jetstream::Context, args: &Be
         loop {
             match tokio::time::timeout_at(deadline, results.next()).await {
                 Ok(Some(msg)) => {
-                    let Ok(r) = decode::<ExecutionResult>(Encoding::MsgPack, &msg.payload, &Limits::DEFAULT) else { continue };
+                    let Ok(r) = decode::<ExecutionResult>(
+                        Encoding::MsgPack,
+                        &msg.payload,
+                        &Limits::DEFAULT,
+                    ) else {
+                        continue;
+                    };
                     if r.service == service {
                         latencies.push(start.elapsed().as_secs_f64() * 1000.0);
                         break;
@@ -131,12 +146,17 @@ async fn ingest(js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json:
         Ok::<_, Failure>((info.num_pending, info.num_ack_pending))
     };
     let env = Env::from_static("dev");
-    let services = (0..10).map(|i| service(&format!("{}-ingest", args.prefix), i)).collect::<Result<Vec<_>, _>>()?;
+    let services = (0..10)
+        .map(|i| service(&format!("{}-ingest", args.prefix), i))
+        .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let mut acks = Vec::with_capacity(256);
     for n in 0..args.samples {
         let service = &services[n % services.len()];
-        let out = Outgoing::new(&subject::METRIC_EVENTS.subject(&env, service), &sample(&env, service, None))?;
+        let out = Outgoing::new(
+            &subject::METRIC_EVENTS.subject(&env, service),
+            &sample(&env, service, None),
+        )?;
         acks.push(js.publish(out.subject, out.payload.into()).await?);
         if acks.len() == 256 {
             for a in acks.drain(..) {
@@ -155,7 +175,10 @@ async fn ingest(js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json:
             break;
         }
         if Instant::now() > deadline {
-            return Err(format!("the detector did not drain within 10 minutes ({pending} pending)").into());
+            return Err(format!(
+                "the detector did not drain within 10 minutes ({pending} pending)"
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -26,12 +26,16 @@ pub struct KeygenArgs {
 pub fn keygen(args: &KeygenArgs) -> Result<ExitCode, Failure> {
     let (secret, public) = key_paths(&args.out);
     if secret.exists() && !args.force {
-        return Err(format!("{} already exists; use --force to replace it", secret.display()).into());
+        return Err(
+            format!("{} already exists; use --force to replace it", secret.display()).into()
+        );
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let signer = ApprovalSigner::generate()?;
     write_private(&secret, &format!("{}\n", signer.to_hex()))?;
-    std::fs::write(&public, format!("{}\n", signer.public_key().to_hex())).map_err(|e| format!("cannot write {}: {e}", public.display()))?;
+    std::fs::write(&public, format!("{}\n", signer.public_key().to_hex()))
+        .map_err(|e| format!("cannot write {}: {e}", public.display()))?;
     println!("key id {}", signer.key_id());
     println!("secret key: {} (governance-gate --signing-key)", secret.display());
     println!("public key: {} (executor --verify-key)", public.display());
@@ -52,7 +56,8 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), Failure> {
         .mode(0o600)
         .open(path)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(contents.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     // An existing file keeps its old mode on open; make sure it is private now.
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
         .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;

@@ -43,7 +43,14 @@ pub struct ShowArgs {
 pub async fn show(args: &ShowArgs) -> Result<ExitCode, Failure> {
     let client = crate::connect(&args.nats).await?;
     let subject = POLICY.subject(&RL_OPTIMIZER, &args.instance).as_str().to_owned();
-    let mut policy: LearnedPolicy = match crate::request::request(&client, subject.clone(), Request::new().payload("".into()), args.wait).await? {
+    let mut policy: LearnedPolicy = match crate::request::request(
+        &client,
+        subject.clone(),
+        Request::new().payload("".into()),
+        args.wait,
+    )
+    .await?
+    {
         Answered::Reply(policy) => policy,
         Answered::Nobody(why) => {
             eprintln!("cnctl: {why} (is rl-optimizer instance {} running?)", args.instance);
@@ -69,7 +76,12 @@ pub fn render(policy: &LearnedPolicy) -> String {
         policy.alpha,
         policy.epsilon,
         policy.updates,
-        policy.entries.iter().map(|e| e.state.as_str()).collect::<std::collections::BTreeSet<_>>().len()
+        policy
+            .entries
+            .iter()
+            .map(|e| e.state.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     );
     let mut states: BTreeMap<&str, Vec<&PolicyEntry>> = BTreeMap::new();
     for e in &policy.entries {
@@ -82,7 +94,12 @@ pub fn render(policy: &LearnedPolicy) -> String {
         entries.sort_by(|a, b| b.value.total_cmp(&a.value).then(a.action.cmp(&b.action)));
         out.push_str(&format!("\n{state}\n  {:<20} {:>8} {:>8}\n", "ACTION", "REWARD", "OUTCOMES"));
         for e in entries {
-            out.push_str(&format!("  {:<20} {:>8.3} {:>8}\n", e.action.as_str(), e.value, e.visits));
+            out.push_str(&format!(
+                "  {:<20} {:>8.3} {:>8}\n",
+                e.action.as_str(),
+                e.value,
+                e.visits
+            ));
         }
     }
     out
@@ -95,20 +112,39 @@ mod tests {
 
     #[test]
     fn states_are_listed_best_action_first() {
-        let entry = |action, value, visits| PolicyEntry { state: "stage/checkout@crash_loop/stage/deploy".into(), action, value, visits };
+        let entry = |action, value, visits| PolicyEntry {
+            state: "stage/checkout@crash_loop/stage/deploy".into(),
+            action,
+            value,
+            visits,
+        };
         let policy = LearnedPolicy {
             mode: "learning".into(),
             alpha: 0.3,
             gamma: 0.0,
             epsilon: 0.1,
             updates: 3,
-            entries: vec![entry(Action::Restart, -0.163, 2), entry(Action::Rollback, 0.415, 1), entry(Action::Noop, 0.0, 0)],
+            entries: vec![
+                entry(Action::Restart, -0.163, 2),
+                entry(Action::Rollback, 0.415, 1),
+                entry(Action::Noop, 0.0, 0),
+            ],
         };
         let text = render(&policy);
         assert!(text.starts_with("mode learning  α 0.3  ε 0.1  updates 3  states 1"), "{text}");
-        assert!(text.contains("stage/checkout@crash_loop/stage/deploy\n  ACTION") && text.contains("OUTCOMES"), "{text}");
+        assert!(
+            text.contains("stage/checkout@crash_loop/stage/deploy\n  ACTION")
+                && text.contains("OUTCOMES"),
+            "{text}"
+        );
         let rollback = text.find("rollback").unwrap();
-        assert!(rollback < text.find("noop").unwrap() && text.find("noop").unwrap() < text.find("restart").unwrap(), "{text}");
-        assert!(render(&LearnedPolicy { entries: vec![], ..policy }).contains("nothing learned yet"));
+        assert!(
+            rollback < text.find("noop").unwrap()
+                && text.find("noop").unwrap() < text.find("restart").unwrap(),
+            "{text}"
+        );
+        assert!(
+            render(&LearnedPolicy { entries: vec![], ..policy }).contains("nothing learned yet")
+        );
     }
 }

@@ -185,13 +185,14 @@ pub enum ProofCommand {
 pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn main(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -206,7 +207,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Publish { nats, event } => publish::run(&nats, event).await,
         Command::Onboard { nats, args } => onboard::run(&nats, args).await,
         Command::Tail { nats, args } => tail::run(&nats, args).await,
-        Command::Proof { command: ProofCommand::Verify { nats, json } } => verify::run(&nats, json).await,
+        Command::Proof { command: ProofCommand::Verify { nats, json } } => {
+            verify::run(&nats, json).await
+        }
         Command::Status { nats, args } => status::run(&nats, args).await,
         Command::Keygen(args) => keys::keygen(&args),
         Command::Creds { command } => creds::run(command),

@@ -96,24 +96,36 @@ pub struct OnboardArgs {
 pub enum Verdict {
     Accepted,
     /// `onboarding_refused`: a reason code and what would pass.
-    Refused { reason: String, error: String },
+    Refused {
+        reason: String,
+        error: String,
+    },
     /// `event_rejected`: the agent could not read the request.
-    Rejected { reason: String, error: String },
+    Rejected {
+        reason: String,
+        error: String,
+    },
 }
 
 impl Verdict {
     /// The verdict `record` gives, if it is the deploy agent's answer to the request with this
     /// correlation id.
     pub fn of(record: &ProofRecord, correlation_id: &str) -> Option<Verdict> {
-        if record.agent != bus_schema::fleet::DEPLOY_AGENT || record.correlation_id.as_deref() != Some(correlation_id) {
+        if record.agent != bus_schema::fleet::DEPLOY_AGENT
+            || record.correlation_id.as_deref() != Some(correlation_id)
+        {
             return None;
         }
         let reason = || record.reason.clone().unwrap_or_default();
         let error = || record.detail["error"].as_str().unwrap_or_default().to_owned();
         match record.kind {
             ProofKind::OnboardingAccepted => Some(Verdict::Accepted),
-            ProofKind::OnboardingRefused => Some(Verdict::Refused { reason: reason(), error: error() }),
-            ProofKind::EventRejected => Some(Verdict::Rejected { reason: reason(), error: error() }),
+            ProofKind::OnboardingRefused => {
+                Some(Verdict::Refused { reason: reason(), error: error() })
+            }
+            ProofKind::EventRejected => {
+                Some(Verdict::Rejected { reason: reason(), error: error() })
+            }
             _ => None,
         }
     }
@@ -121,9 +133,13 @@ impl Verdict {
     /// One readable line, e.g. `accepted: demo-api (backend) in dev`.
     pub fn line(&self, request: &OnboardRequest) -> String {
         match self {
-            Verdict::Accepted => format!("accepted: {} ({}) in {}", request.app_name, request.runtime, request.env),
+            Verdict::Accepted => {
+                format!("accepted: {} ({}) in {}", request.app_name, request.runtime, request.env)
+            }
             Verdict::Refused { reason, error } => format!("refused ({reason}): {error}"),
-            Verdict::Rejected { reason, error } => format!("rejected ({reason}): the deploy agent could not read the request: {error}"),
+            Verdict::Rejected { reason, error } => {
+                format!("rejected ({reason}): the deploy agent could not read the request: {error}")
+            }
         }
     }
 
@@ -142,10 +158,11 @@ fn usage(message: &str) -> ExitCode {
 
 /// Publishes the request and prints the deploy agent's verdict.
 pub async fn run(nats: &NatsArgs, args: OnboardArgs) -> Result<ExitCode, Failure> {
-    let request = match publish::onboard_request(args.source, args.app, args.repo, args.runtime, args.env) {
-        Ok(request) => request,
-        Err(e) => return Ok(usage(&e.to_string())),
-    };
+    let request =
+        match publish::onboard_request(args.source, args.app, args.repo, args.runtime, args.env) {
+            Ok(request) => request,
+            Err(e) => return Ok(usage(&e.to_string())),
+        };
     if let Err(e) = request.validate() {
         return Ok(usage(&format!("not published: {e}")));
     }
@@ -153,7 +170,9 @@ pub async fn run(nats: &NatsArgs, args: OnboardArgs) -> Result<ExitCode, Failure
     agent_runtime::telemetry::init(LogFormat::Plain, "agent_runtime=error")?;
     let client = crate::connect(nats).await?;
     let user = nats.user.clone().unwrap_or_else(|| "(no user)".to_owned());
-    let denied = format!("; waiting for the verdict reads CN_PROOF, which needs the `ci` (for pipelines) or `operator` NATS user (connected as {user}); `cnctl publish onboard` only publishes");
+    let denied = format!(
+        "; waiting for the verdict reads CN_PROOF, which needs the `ci` (for pipelines) or `operator` NATS user (connected as {user}); `cnctl publish onboard` only publishes"
+    );
     let js = jetstream::context::ContextBuilder::new().timeout(JS_TIMEOUT).build(client.clone());
     let proof = match js.get_stream(Stream::Proof.name()).await {
         Ok(s) => s,
@@ -165,11 +184,18 @@ pub async fn run(nats: &NatsArgs, args: OnboardArgs) -> Result<ExitCode, Failure
     let after = proof.cached_info().state.last_sequence;
 
     let subject = ONBOARD_REQUESTS.subject(&request.env);
-    let (published, correlation_id) = publish::publish_traced(&client, &subject, &request).await.map_err(|e| format!("not published: {e}"))?;
+    let (published, correlation_id) = publish::publish_traced(&client, &subject, &request)
+        .await
+        .map_err(|e| format!("not published: {e}"))?;
     let from = if published.duplicate {
-        eprintln!("this request was already published on {subject} (stream seq {}); looking for its verdict", published.stream_seq);
+        eprintln!(
+            "this request was already published on {subject} (stream seq {}); looking for its verdict",
+            published.stream_seq
+        );
         // Its verdict was recorded after that publication, which is within the window.
-        DeliverPolicy::ByStartTime { start_time: Timestamp::now().minus(2 * DUPLICATE_WINDOW).to_offset_date_time() }
+        DeliverPolicy::ByStartTime {
+            start_time: Timestamp::now().minus(2 * DUPLICATE_WINDOW).to_offset_date_time(),
+        }
     } else {
         DeliverPolicy::ByStartSequence { start_sequence: after + 1 }
     };
@@ -231,7 +257,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn record(agent: &str, kind: &str, correlation_id: &str, reason: Option<&str>, detail: serde_json::Value) -> ProofRecord {
+    fn record(
+        agent: &str,
+        kind: &str,
+        correlation_id: &str,
+        reason: Option<&str>,
+        detail: serde_json::Value,
+    ) -> ProofRecord {
         serde_json::from_value(json!({
             "v": 1, "agent": agent, "instance": "0", "seq": 3, "ts": "2026-11-22T10:00:00.123Z", "kind": kind,
             "correlation_id": correlation_id, "env": "dev", "reason": reason, "detail": detail, "prev_hash": "0".repeat(64)
@@ -240,15 +272,32 @@ mod tests {
     }
 
     fn request() -> OnboardRequest {
-        OnboardRequest { app_name: "demo-api".into(), repo_url: "https://example.com/org/demo-api".into(), runtime: "backend".into(), env: "dev".parse().unwrap() }
+        OnboardRequest {
+            app_name: "demo-api".into(),
+            repo_url: "https://example.com/org/demo-api".into(),
+            runtime: "backend".into(),
+            env: "dev".parse().unwrap(),
+        }
     }
 
     #[test]
     fn only_the_deploy_agents_answer_to_this_request_counts() {
-        let accepted = record("deploy-agent", "onboarding_accepted", "cnctl:abc", None, json!({"app_name": "demo-api"}));
+        let accepted = record(
+            "deploy-agent",
+            "onboarding_accepted",
+            "cnctl:abc",
+            None,
+            json!({"app_name": "demo-api"}),
+        );
         assert_eq!(Verdict::of(&accepted, "cnctl:abc"), Some(Verdict::Accepted));
         assert_eq!(Verdict::of(&accepted, "cnctl:other"), None);
-        let elsewhere = record("governance-gate", "event_rejected", "cnctl:abc", Some("invalid_json"), json!({"error": "x"}));
+        let elsewhere = record(
+            "governance-gate",
+            "event_rejected",
+            "cnctl:abc",
+            Some("invalid_json"),
+            json!({"error": "x"}),
+        );
         assert_eq!(Verdict::of(&elsewhere, "cnctl:abc"), None);
         let started = record("deploy-agent", "agent_started", "cnctl:abc", None, json!(null));
         assert_eq!(Verdict::of(&started, "cnctl:abc"), None);
@@ -262,14 +311,30 @@ mod tests {
         assert_eq!(verdict.exit_code(), ExitCode::SUCCESS);
 
         let error = "runtime \"cobol\" is not one of: backend, frontend, worker, job, static";
-        let refused = record("deploy-agent", "onboarding_refused", "c", Some("invalid_runtime"), json!({"error": error, "app_name": "demo-api"}));
+        let refused = record(
+            "deploy-agent",
+            "onboarding_refused",
+            "c",
+            Some("invalid_runtime"),
+            json!({"error": error, "app_name": "demo-api"}),
+        );
         let verdict = Verdict::of(&refused, "c").unwrap();
         assert_eq!(verdict.line(&request()), format!("refused (invalid_runtime): {error}"));
         assert_eq!(verdict.exit_code(), ExitCode::from(EXIT_REFUSED));
 
-        let rejected = record("deploy-agent", "event_rejected", "c", Some("invalid_json"), json!({"error": "expected value"}));
+        let rejected = record(
+            "deploy-agent",
+            "event_rejected",
+            "c",
+            Some("invalid_json"),
+            json!({"error": "expected value"}),
+        );
         let verdict = Verdict::of(&rejected, "c").unwrap();
-        assert!(verdict.line(&request()).starts_with("rejected (invalid_json): "), "{}", verdict.line(&request()));
+        assert!(
+            verdict.line(&request()).starts_with("rejected (invalid_json): "),
+            "{}",
+            verdict.line(&request())
+        );
         assert_eq!(verdict.exit_code(), ExitCode::from(EXIT_REFUSED));
     }
 }

@@ -34,13 +34,24 @@ pub fn check(args: &CheckArgs) -> Result<ExitCode, Failure> {
 }
 
 fn names(actions: &[bus_schema::Action]) -> String {
-    if actions.is_empty() { "—".to_owned() } else { actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") }
+    if actions.is_empty() {
+        "—".to_owned()
+    } else {
+        actions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
 }
 
 fn env_line(name: &str, env: &EnvPolicy) -> String {
     let confidence = env.min_confidence.map_or("none".to_owned(), |c| c.to_string());
-    let custom = if env.custom_with_human { "custom actions with a human" } else { "no custom actions" };
-    format!("{name:<12} automatic: {}\n{:<12} human:     {}\n{:<12} min confidence {confidence}; {custom}\n", names(&env.automatic), "", names(&env.human), "")
+    let custom =
+        if env.custom_with_human { "custom actions with a human" } else { "no custom actions" };
+    format!(
+        "{name:<12} automatic: {}\n{:<12} human:     {}\n{:<12} min confidence {confidence}; {custom}\n",
+        names(&env.automatic),
+        "",
+        names(&env.human),
+        ""
+    )
 }
 
 /// The policy in a few readable lines.
@@ -50,7 +61,8 @@ pub fn describe(p: &Policy) -> String {
         out.push_str(&env_line(name, env));
     }
     out.push_str(&env_line("(other envs)", &p.unknown_env));
-    let cooldowns: Vec<String> = p.cooldowns.iter().map(|(a, d)| format!("{a} {}s", d.as_secs())).collect();
+    let cooldowns: Vec<String> =
+        p.cooldowns.iter().map(|(a, d)| format!("{a} {}s", d.as_secs())).collect();
     out.push_str(&format!(
         "cooldowns: {} (doubling after failed outcomes, up to {}s)\nat most {} of one action per service in {}s; {} actions per incident; proposals older than {}s are stale\nproposers: {}; frozen while the error budget is spent: {}\n",
         cooldowns.join(", "),

@@ -15,8 +15,8 @@ use agent_runtime::{Published, Publisher, Trace};
 use bus_schema::codec::{Encoding, Limits, Payload, decode};
 use bus_schema::proof::ProofHash;
 use bus_schema::{
-    ContractRequest, DeployEvent, DeployStatus, Env, LogEvent, LogLevel, MetricSample, OnboardRequest, ServiceName, Subject, Timestamp, Variant,
-    subject,
+    ContractRequest, DeployEvent, DeployStatus, Env, LogEvent, LogLevel, MetricSample,
+    OnboardRequest, ServiceName, Subject, Timestamp, Variant, subject,
 };
 
 use crate::Failure;
@@ -127,7 +127,8 @@ pub(crate) fn read_json<P: Payload>(path: &PathBuf) -> Result<P, Failure> {
     } else {
         bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     }
-    Ok(decode(Encoding::Json, &bytes, &Limits::DEFAULT).map_err(|e| format!("{}: {e}", path.display()))?)
+    Ok(decode(Encoding::Json, &bytes, &Limits::DEFAULT)
+        .map_err(|e| format!("{}: {e}", path.display()))?)
 }
 
 fn need<T>(value: Option<T>, flag: &str) -> Result<T, Failure> {
@@ -137,7 +138,15 @@ fn need<T>(value: Option<T>, flag: &str) -> Result<T, Failure> {
 pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
     let now = Timestamp::now();
     match event {
-        Event::Deploy { source, target, version, previous_version, status, commit_sha, deployment_id } => {
+        Event::Deploy {
+            source,
+            target,
+            version,
+            previous_version,
+            status,
+            commit_sha,
+            deployment_id,
+        } => {
             let e = match source.file {
                 Some(f) => read_json::<DeployEvent>(&f)?,
                 None => DeployEvent {
@@ -151,9 +160,22 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
                     deployment_id,
                 },
             };
-            send(nats, &subject::DEPLOY_EVENTS.subject(&e.env, &e.service), &e, "deploy event").await
+            send(nats, &subject::DEPLOY_EVENTS.subject(&e.env, &e.service), &e, "deploy event")
+                .await
         }
-        Event::Metric { source, target, error_rate, p95_ms, p99_ms, cpu, memory, crash_looping, restarts, qps, variant } => {
+        Event::Metric {
+            source,
+            target,
+            error_rate,
+            p95_ms,
+            p99_ms,
+            cpu,
+            memory,
+            crash_looping,
+            restarts,
+            qps,
+            variant,
+        } => {
             let m = match source.file {
                 Some(f) => read_json::<MetricSample>(&f)?,
                 None => MetricSample {
@@ -172,7 +194,8 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
                     source: Some("cnctl".to_owned()),
                 },
             };
-            send(nats, &subject::METRIC_EVENTS.subject(&m.env, &m.service), &m, "metric sample").await
+            send(nats, &subject::METRIC_EVENTS.subject(&m.env, &m.service), &m, "metric sample")
+                .await
         }
         Event::Log { source, target, level, message } => {
             let l = match source.file {
@@ -190,7 +213,13 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
         }
         Event::Contract { file } => {
             let r = read_json::<ContractRequest>(&file)?;
-            send(nats, &subject::CONTRACT_REQUESTS.subject(&r.env, &r.service), &r, "contract request").await
+            send(
+                nats,
+                &subject::CONTRACT_REQUESTS.subject(&r.env, &r.service),
+                &r,
+                "contract request",
+            )
+            .await
         }
         Event::Onboard { source, app, repo, runtime, env } => {
             let r = onboard_request(source, app, repo, runtime, env)?;
@@ -200,19 +229,38 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
 }
 
 /// An onboarding request from `--file`, or else from the flags (each then required).
-pub(crate) fn onboard_request(source: Source, app: Option<String>, repo: Option<String>, runtime: Option<String>, env: Option<Env>) -> Result<OnboardRequest, Failure> {
+pub(crate) fn onboard_request(
+    source: Source,
+    app: Option<String>,
+    repo: Option<String>,
+    runtime: Option<String>,
+    env: Option<Env>,
+) -> Result<OnboardRequest, Failure> {
     Ok(match source.file {
         Some(f) => read_json::<OnboardRequest>(&f)?,
-        None => OnboardRequest { app_name: need(app, "--app")?, repo_url: need(repo, "--repo")?, runtime: need(runtime, "--runtime")?, env: need(env, "--env")? },
+        None => OnboardRequest {
+            app_name: need(app, "--app")?,
+            repo_url: need(repo, "--repo")?,
+            runtime: need(runtime, "--runtime")?,
+            env: need(env, "--env")?,
+        },
     })
 }
 
-async fn send<P: Payload>(nats: &NatsArgs, subject: &Subject<P>, payload: &P, what: &str) -> Result<ExitCode, Failure> {
+async fn send<P: Payload>(
+    nats: &NatsArgs,
+    subject: &Subject<P>,
+    payload: &P,
+    what: &str,
+) -> Result<ExitCode, Failure> {
     payload.validate().map_err(|e| format!("not published: {e}"))?;
     let client = crate::connect(nats).await?;
     let (published, _) = publish_traced(&client, subject, payload).await?;
     if published.duplicate {
-        println!("{what} on {subject} was already published (stream seq {}); not stored again", published.stream_seq);
+        println!(
+            "{what} on {subject} was already published (stream seq {}); not stored again",
+            published.stream_seq
+        );
     } else {
         println!("published {what} on {subject} (stream seq {})", published.stream_seq);
     }
@@ -222,9 +270,16 @@ async fn send<P: Payload>(nats: &NatsArgs, subject: &Subject<P>, payload: &P, wh
 /// Publishes a payload with cnctl's `Nats-Msg-Id` (a hash of subject and payload), which is
 /// also its `Cn-Correlation-Id`: the agents' proof records about it carry that id. Returns
 /// what JetStream said and the id.
-pub(crate) async fn publish_traced<P: Payload>(client: &async_nats::Client, subject: &Subject<P>, payload: &P) -> Result<(Published, String), Failure> {
+pub(crate) async fn publish_traced<P: Payload>(
+    client: &async_nats::Client,
+    subject: &Subject<P>,
+    payload: &P,
+) -> Result<(Published, String), Failure> {
     let bytes = bus_schema::codec::encode(payload)?;
-    let id = format!("cnctl:{}", &ProofHash::of(&[subject.as_str().as_bytes(), b"\0", &bytes].concat()).to_hex()[..32]);
+    let id = format!(
+        "cnctl:{}",
+        &ProofHash::of(&[subject.as_str().as_bytes(), b"\0", &bytes].concat()).to_hex()[..32]
+    );
     let publisher = Publisher::new(client.clone(), async_nats::jetstream::new(client.clone()));
     let trace = Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id.clone() };
     Ok((publisher.publish(subject, payload, &trace).await?, id))

@@ -17,21 +17,33 @@ pub enum Answered<T> {
 }
 
 /// Sends a core request and decodes the reply as `R` (by its `Content-Type`).
-pub(crate) async fn request<R: Payload>(client: &async_nats::Client, subject: String, request: Request, timeout: Duration) -> Result<Answered<R>, Failure> {
+pub(crate) async fn request<R: Payload>(
+    client: &async_nats::Client,
+    subject: String,
+    request: Request,
+    timeout: Duration,
+) -> Result<Answered<R>, Failure> {
     let reply = match client.send_request(subject.clone(), request.timeout(Some(timeout))).await {
         Ok(reply) => reply,
-        Err(e) if e.kind() == RequestErrorKind::NoResponders => return Ok(Answered::Nobody(format!("nobody answers on {subject}"))),
-        Err(e) if e.kind() == RequestErrorKind::TimedOut => return Ok(Answered::Nobody(format!("no answer on {subject} within {timeout:?}"))),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+            return Ok(Answered::Nobody(format!("nobody answers on {subject}")));
+        }
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+            return Ok(Answered::Nobody(format!("no answer on {subject} within {timeout:?}")));
+        }
         Err(e) => return Err(format!("request on {subject} failed: {e}").into()),
     };
-    let header = |name: &str| reply.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    let header = |name: &str| {
+        reply.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
+    };
     if let Some(reason) = header(bus_schema::headers::ERROR) {
         let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
         let message = body["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default();
         return Err(format!("the request on {subject} was refused: {reason}{message}").into());
     }
-    let encoding = Encoding::from_content_type(header(headers::CONTENT_TYPE).as_deref(), R::ENCODING)?;
-    let answer = decode::<R>(encoding, &reply.payload, &Limits::DEFAULT).map_err(|e| format!("unreadable reply on {subject}: {e}"))?;
+    let encoding =
+        Encoding::from_content_type(header(headers::CONTENT_TYPE).as_deref(), R::ENCODING)?;
+    let answer = decode::<R>(encoding, &reply.payload, &Limits::DEFAULT)
+        .map_err(|e| format!("unreadable reply on {subject}: {e}"))?;
     Ok(Answered::Reply(answer))
 }
-

@@ -56,7 +56,12 @@ pub async fn discover(client: &async_nats::Client, wait: Duration) -> Result<Vec
         let status = match (agent.parse(), instance.parse()) {
             (Ok(a), Ok(i)) => {
                 let subject = bus_schema::subject::STATUS.subject(&a, &i);
-                match tokio::time::timeout(Duration::from_secs(2), client.request(subject.to_string(), "".into())).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.request(subject.to_string(), "".into()),
+                )
+                .await
+                {
                     Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).ok(),
                     _ => None,
                 }
@@ -86,7 +91,10 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
             .collect();
         println!("{}", json!({"agents": agents, "missing": missing}));
     } else {
-        println!("{:<18} {:<9} {:<8} {:>9} {:>10} {:>9} {:>10}  state", "AGENT", "INSTANCE", "VERSION", "UP", "PROCESSED", "REJECTED", "PROOF SEQ");
+        println!(
+            "{:<18} {:<9} {:<8} {:>9} {:>10} {:>9} {:>10}  state",
+            "AGENT", "INSTANCE", "VERSION", "UP", "PROCESSED", "REJECTED", "PROOF SEQ"
+        );
         for s in &seen {
             match &s.status {
                 Some(st) => {
@@ -101,10 +109,19 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
                     };
                     println!(
                         "{:<18} {:<9} {:<8} {:>8}s {:>10} {:>9} {:>10}  {state}",
-                        s.agent, s.instance, hb.version, up, hb.processed, hb.rejected, hb.proof_seq
+                        s.agent,
+                        s.instance,
+                        hb.version,
+                        up,
+                        hb.processed,
+                        hb.rejected,
+                        hb.proof_seq
                     );
                 }
-                None => println!("{:<18} {:<9} (answered the ping, but not its status endpoint)", s.agent, s.instance),
+                None => println!(
+                    "{:<18} {:<9} (answered the ping, but not its status endpoint)",
+                    s.agent, s.instance
+                ),
             }
         }
         for m in &missing {

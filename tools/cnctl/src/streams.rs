@@ -51,7 +51,12 @@ pub async fn run(command: StreamsCommand) -> Result<ExitCode, Failure> {
                 let wanted = streams::config(s);
                 match js.get_stream(s.name()).await {
                     Ok(mut stream) => {
-                        let current = stream.info().await.map_err(|e| format!("{}: {e}", s.name()))?.config.clone();
+                        let current = stream
+                            .info()
+                            .await
+                            .map_err(|e| format!("{}: {e}", s.name()))?
+                            .config
+                            .clone();
                         let weakened = streams::weakened(&current, &wanted);
                         if weakened.is_empty() {
                             println!("{}: as the contract says", s.name());

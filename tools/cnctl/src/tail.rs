@@ -103,8 +103,15 @@ pub fn format_line(r: &ProofRecord) -> String {
 }
 
 /// An ephemeral consumer over CN_PROOF (nothing to ack, removed when idle).
-pub async fn proof_consumer(js: &jetstream::Context, filter: String, since: Since) -> Result<jetstream::consumer::PullConsumer, Failure> {
-    let stream = js.get_stream(Stream::Proof.name()).await.map_err(|e| format!("cannot open CN_PROOF: {e}"))?;
+pub async fn proof_consumer(
+    js: &jetstream::Context,
+    filter: String,
+    since: Since,
+) -> Result<jetstream::consumer::PullConsumer, Failure> {
+    let stream = js
+        .get_stream(Stream::Proof.name())
+        .await
+        .map_err(|e| format!("cannot open CN_PROOF: {e}"))?;
     let deliver_policy = match since {
         Since::All => DeliverPolicy::All,
         Since::At(t) => DeliverPolicy::ByStartTime { start_time: t.to_offset_date_time() },
@@ -127,7 +134,8 @@ pub async fn run(nats: &NatsArgs, args: TailArgs) -> Result<ExitCode, Failure> {
         None => PROOF.all().pattern().to_owned(),
     };
     let consumer = proof_consumer(&js, filter, args.since).await?;
-    let mut messages = consumer.messages().await.map_err(|e| format!("cannot read CN_PROOF: {e}"))?;
+    let mut messages =
+        consumer.messages().await.map_err(|e| format!("cannot read CN_PROOF: {e}"))?;
     let mut pending = consumer.cached_info().num_pending;
     if args.no_follow && pending == 0 {
         return Ok(ExitCode::SUCCESS);
@@ -174,7 +182,10 @@ mod tests {
     #[test]
     fn since_takes_durations_times_and_all() {
         assert_eq!(parse_since("all"), Ok(Since::All));
-        assert_eq!(parse_since("2026-11-22T10:00:00Z"), Ok(Since::At("2026-11-22T10:00:00Z".parse().unwrap())));
+        assert_eq!(
+            parse_since("2026-11-22T10:00:00Z"),
+            Ok(Since::At("2026-11-22T10:00:00Z".parse().unwrap()))
+        );
         assert!(matches!(parse_since("10m"), Ok(Since::At(_))));
         assert!(parse_since("yesterday").unwrap_err().contains("not a duration"));
     }

@@ -27,27 +27,52 @@ pub struct StoredMessage {
 
 impl StoredMessage {
     pub fn as_stored(&self) -> StoredProof<'_> {
-        StoredProof { stream_seq: self.stream_seq, subject: &self.subject, payload: &self.payload, header_hash: self.header_hash.as_deref() }
+        StoredProof {
+            stream_seq: self.stream_seq,
+            subject: &self.subject,
+            payload: &self.payload,
+            header_hash: self.header_hash.as_deref(),
+        }
     }
 }
 
 /// Every message in CN_PROOF up to its last one at the time of the call, in stream order.
 pub async fn read_all(js: &jetstream::Context) -> Result<Vec<StoredMessage>, Failure> {
-    let mut stream = js.get_stream(Stream::Proof.name()).await.map_err(|e| format!("cannot open CN_PROOF: {e}"))?;
-    let last = stream.info().await.map_err(|e| format!("cannot read CN_PROOF: {e}"))?.state.last_sequence;
+    let mut stream = js
+        .get_stream(Stream::Proof.name())
+        .await
+        .map_err(|e| format!("cannot open CN_PROOF: {e}"))?;
+    let last =
+        stream.info().await.map_err(|e| format!("cannot read CN_PROOF: {e}"))?.state.last_sequence;
     let mut out = Vec::new();
     if last == 0 {
         return Ok(out);
     }
     let consumer = proof_consumer(js, PROOF.all().pattern().to_owned(), Since::All).await?;
-    let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await.map_err(|e| format!("cannot read CN_PROOF: {e}"))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(1000)
+        .messages()
+        .await
+        .map_err(|e| format!("cannot read CN_PROOF: {e}"))?;
     loop {
-        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await.map_err(|_| "timed out reading CN_PROOF")?;
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| "timed out reading CN_PROOF")?;
         let Some(msg) = next else { break };
         let msg = msg.map_err(|e| format!("reading CN_PROOF: {e}"))?;
         let stream_seq = msg.info().map_err(|e| format!("reading CN_PROOF: {e}"))?.stream_sequence;
-        let header_hash = msg.headers.as_ref().and_then(|h| h.get(headers::PROOF_HASH)).map(|v| v.as_str().to_owned());
-        out.push(StoredMessage { stream_seq, subject: msg.subject.to_string(), payload: msg.payload.to_vec(), header_hash });
+        let header_hash = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(headers::PROOF_HASH))
+            .map(|v| v.as_str().to_owned());
+        out.push(StoredMessage {
+            stream_seq,
+            subject: msg.subject.to_string(),
+            payload: msg.payload.to_vec(),
+            header_hash,
+        });
         if stream_seq >= last {
             break;
         }
@@ -78,12 +103,26 @@ pub async fn run(nats: &NatsArgs, as_json: bool) -> Result<ExitCode, Failure> {
     } else {
         for r in &reports {
             match &r.first_break {
-                None => println!("ok      {}  {} records, seq 1..{}", r.subject, r.records, r.verified_through),
-                Some(b) => println!("BROKEN  {}  verified through seq {}: {b}", r.subject, r.verified_through),
+                None => println!(
+                    "ok      {}  {} records, seq 1..{}",
+                    r.subject, r.records, r.verified_through
+                ),
+                Some(b) => println!(
+                    "BROKEN  {}  verified through seq {}: {b}",
+                    r.subject, r.verified_through
+                ),
             }
         }
         let broken = reports.iter().filter(|r| r.first_break.is_some()).count();
-        println!("{read} records in {} chains; {}", reports.len(), if broken == 0 { "every chain is intact".to_owned() } else { format!("{broken} broken") });
+        println!(
+            "{read} records in {} chains; {}",
+            reports.len(),
+            if broken == 0 {
+                "every chain is intact".to_owned()
+            } else {
+                format!("{broken} broken")
+            }
+        );
     }
     Ok(if audit.is_intact() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

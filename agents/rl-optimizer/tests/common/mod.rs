@@ -1,7 +1,10 @@
 //! Shared test helpers: incidents, deploys, outcomes and refusals without a bus.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use bus_schema::{Action, DeployEvent, Incident, IncidentKind, IncidentStatus, Outcome, ReasonCode, Refusal, Severity, Timestamp, Uuid, derive_id};
+use bus_schema::{
+    Action, DeployEvent, Incident, IncidentKind, IncidentStatus, Outcome, ReasonCode, Refusal,
+    Severity, Timestamp, Uuid, derive_id,
+};
 
 pub fn incident(n: u64, env: &str, kind: IncidentKind, deploy: bool) -> Incident {
     incident_of(n, env, "payments-api", kind, deploy)
@@ -40,7 +43,13 @@ pub fn deploys(env: &str, service: &str) -> Vec<DeployEvent> {
         .collect()
 }
 
-pub fn outcome(incident: &Incident, proposal_id: Uuid, action: &Action, recovered: bool, ttr: Option<f64>) -> Outcome {
+pub fn outcome(
+    incident: &Incident,
+    proposal_id: Uuid,
+    action: &Action,
+    recovered: bool,
+    ttr: Option<f64>,
+) -> Outcome {
     Outcome {
         incident_id: incident.incident_id,
         proposal_id: Some(proposal_id),
@@ -56,7 +65,13 @@ pub fn outcome(incident: &Incident, proposal_id: Uuid, action: &Action, recovere
     }
 }
 
-pub fn refusal(incident: &Incident, proposal_id: Uuid, action: &Action, reason: ReasonCode, detail: serde_json::Value) -> Refusal {
+pub fn refusal(
+    incident: &Incident,
+    proposal_id: Uuid,
+    action: &Action,
+    reason: ReasonCode,
+    detail: serde_json::Value,
+) -> Refusal {
     Refusal {
         proposal_id,
         incident_id: Some(incident.incident_id),

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::string_enum::string_enum;
-use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, ValidationError, Validate};
+use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, Validate, ValidationError};
 use crate::{Action, AgentName, Env, ReasonCode, ServiceName, Timestamp};
 
 /// Parameters of an action. Only typed, bounded values: nothing here can smuggle a command.
@@ -147,8 +147,22 @@ pub struct Refusal {
 
 impl Refusal {
     /// The refusal of `p` for `reason`, with its detail (JSON text).
-    pub fn of(p: &ActionProposal, reason: ReasonCode, detail: String, refused_at: Timestamp) -> Self {
-        Self { proposal_id: p.proposal_id, incident_id: p.incident_id, env: p.env.clone(), service: p.service.clone(), action: p.action.clone(), reason, detail, refused_at }
+    pub fn of(
+        p: &ActionProposal,
+        reason: ReasonCode,
+        detail: String,
+        refused_at: Timestamp,
+    ) -> Self {
+        Self {
+            proposal_id: p.proposal_id,
+            incident_id: p.incident_id,
+            env: p.env.clone(),
+            service: p.service.clone(),
+            action: p.action.clone(),
+            reason,
+            detail,
+            refused_at,
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::string_enum::string_enum;
-use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, ValidationError, Validate};
+use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, Validate, ValidationError};
 use crate::{DeployEvent, Env, ServiceName, Timestamp};
 
 string_enum! {
@@ -150,15 +150,30 @@ impl Validate for Contract {
         v::range("risk.score", self.risk.score, 0.0, 100.0, "0..=100")?;
         v::fraction("risk.confidence", self.risk.confidence)?;
         v::items("risk.factors", &self.risk.factors, 64)?;
-        self.risk.factors.iter().try_for_each(|f| v::finite("risk.factors.contribution", f.contribution))?;
-        v::range("guardrails.max_traffic_step_percent", f64::from(self.guardrails.max_traffic_step_percent), 0.0, 100.0, "0..=100")?;
+        self.risk
+            .factors
+            .iter()
+            .try_for_each(|f| v::finite("risk.factors.contribution", f.contribution))?;
+        v::range(
+            "guardrails.max_traffic_step_percent",
+            f64::from(self.guardrails.max_traffic_step_percent),
+            0.0,
+            100.0,
+            "0..=100",
+        )?;
         v::fraction("guardrails.max_error_rate", self.guardrails.max_error_rate)?;
         v::opt_millis("guardrails.max_p95_latency_ms", Some(self.guardrails.max_p95_latency_ms))?;
         v::opt_millis("guardrails.max_p99_latency_ms", self.guardrails.max_p99_latency_ms)?;
         v::items("validators", &self.validators, 32)?;
         v::items("canary", &self.canary, 32)?;
         for stage in &self.canary {
-            v::range("canary.weight_percent", f64::from(stage.weight_percent), 0.0, 100.0, "0..=100")?;
+            v::range(
+                "canary.weight_percent",
+                f64::from(stage.weight_percent),
+                0.0,
+                100.0,
+                "0..=100",
+            )?;
         }
         v::texts("rollback.steps", &self.rollback.steps, MAX_TEXT)?;
         v::texts("suggestions", &self.suggestions, MAX_TEXT)?;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::string_enum::string_enum;
-use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, ValidationError, Validate};
+use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, Validate, ValidationError};
 use crate::{Env, ServiceName, Timestamp};
 
 string_enum! {

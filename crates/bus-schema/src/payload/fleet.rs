@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{ValidationError, Validate};
+use crate::validate::{Validate, ValidationError};
 use crate::{AgentName, InstanceId, Timestamp};
 
 /// `cn.heartbeat.{agent}.{instance}`, published every few seconds.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::string_enum::string_enum;
-use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, ValidationError, Validate};
+use crate::validate::{self as v, MAX_SHORT, MAX_TEXT, Validate, ValidationError};
 use crate::{Action, Env, ServiceName, Timestamp};
 
 string_enum! {
@@ -166,6 +166,8 @@ impl Validate for SloStatus {
         v::range("objective", self.objective, 0.0, 1.0, "0..=1")?;
         v::range("budget_remaining", self.budget_remaining, -1e6, 1.0, "<= 1")?;
         v::items("burn_rates", &self.burn_rates, 16)?;
-        self.burn_rates.iter().try_for_each(|b| v::range("burn_rates.rate", b.rate, 0.0, f64::MAX, ">= 0"))
+        self.burn_rates
+            .iter()
+            .try_for_each(|b| v::range("burn_rates.rate", b.rate, 0.0, f64::MAX, ">= 0"))
     }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::string_enum::string_enum;
-use crate::validate::{self as v, MAX_TEXT, ValidationError, Validate};
+use crate::validate::{self as v, MAX_TEXT, Validate, ValidationError};
 use crate::{Action, AgentName, Env, InstanceId, ServiceName, Timestamp};
 
 pub use verify::{ChainBreak, ChainReport, ProofAudit};
@@ -95,7 +95,9 @@ pub struct HashParseError(String);
 impl FromStr for ProofHash {
     type Err = HashParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        crate::hex::decode_array(s).map(Self).ok_or_else(|| HashParseError(s.chars().take(80).collect()))
+        crate::hex::decode_array(s)
+            .map(Self)
+            .ok_or_else(|| HashParseError(s.chars().take(80).collect()))
     }
 }
 
@@ -143,10 +145,17 @@ pub struct ProofRecord {
 impl Validate for ProofRecord {
     fn validate(&self) -> Result<(), ValidationError> {
         if self.v != PROOF_VERSION {
-            return Err(ValidationError::Invalid { field: "v", problem: format!("unsupported version {}", self.v) });
+            return Err(ValidationError::Invalid {
+                field: "v",
+                problem: format!("unsupported version {}", self.v),
+            });
         }
         if self.seq == 0 {
-            return Err(ValidationError::OutOfRange { field: "seq", value: "0".into(), allowed: ">= 1" });
+            return Err(ValidationError::OutOfRange {
+                field: "seq",
+                value: "0".into(),
+                allowed: ">= 1",
+            });
         }
         v::opt_text("correlation_id", self.correlation_id.as_deref(), v::MAX_SHORT)?;
         v::opt_text("reason", self.reason.as_deref(), MAX_TEXT)

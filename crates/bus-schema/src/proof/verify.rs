@@ -61,7 +61,10 @@ impl fmt::Display for ChainBreak {
                 write!(f, "stream seq {stream_seq}: unreadable record: {error}")
             }
             ChainBreak::WrongSubject { stream_seq, seq } => {
-                write!(f, "seq {seq} (stream seq {stream_seq}): record names another agent/instance than its subject")
+                write!(
+                    f,
+                    "seq {seq} (stream seq {stream_seq}): record names another agent/instance than its subject"
+                )
             }
             ChainBreak::Tampered { stream_seq, seq, header, computed } => write!(
                 f,
@@ -158,7 +161,10 @@ fn check(chain: &ChainState, stored: &StoredProof<'_>) -> Result<ProofHash, Chai
     let record: ProofRecord = serde_json::from_slice(stored.payload)
         .map_err(|e| ChainBreak::Unreadable { stream_seq, error: e.to_string() })?;
     if record.v != PROOF_VERSION {
-        return Err(ChainBreak::Unreadable { stream_seq, error: format!("unsupported version {}", record.v) });
+        return Err(ChainBreak::Unreadable {
+            stream_seq,
+            error: format!("unsupported version {}", record.v),
+        });
     }
     let seq = record.seq;
     let own_subject = crate::subject::PROOF.subject(&record.agent, &record.instance);
@@ -236,13 +242,22 @@ mod tests {
     fn audit(records: &[(u64, Vec<u8>, String)]) -> ChainReport {
         let mut audit = ProofAudit::new();
         for (stream_seq, bytes, hash) in records {
-            audit.push(StoredProof { stream_seq: *stream_seq, subject: SUBJECT, payload: bytes, header_hash: Some(hash) });
+            audit.push(StoredProof {
+                stream_seq: *stream_seq,
+                subject: SUBJECT,
+                payload: bytes,
+                header_hash: Some(hash),
+            });
         }
         audit.reports().remove(0)
     }
 
     fn stored(chain: &[SealedProof]) -> Vec<(u64, Vec<u8>, String)> {
-        chain.iter().enumerate().map(|(i, s)| (i as u64 + 100, s.bytes.clone(), s.hash.to_hex())).collect()
+        chain
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64 + 100, s.bytes.clone(), s.hash.to_hex()))
+            .collect()
     }
 
     #[test]
@@ -257,7 +272,10 @@ mod tests {
         let mut records = stored(&chain(5));
         records.remove(2);
         let report = audit(&records);
-        assert_eq!(report.first_break, Some(ChainBreak::Gap { stream_seq: 103, expected: 3, found: 4 }));
+        assert_eq!(
+            report.first_break,
+            Some(ChainBreak::Gap { stream_seq: 103, expected: 3, found: 4 })
+        );
         assert_eq!(report.verified_through, 2);
     }
 
@@ -275,7 +293,10 @@ mod tests {
         let mut records = stored(&chain(3));
         records.insert(2, records[1].clone());
         let report = audit(&records);
-        assert!(matches!(report.first_break, Some(ChainBreak::OutOfOrder { expected: 3, found: 2, .. })));
+        assert!(matches!(
+            report.first_break,
+            Some(ChainBreak::OutOfOrder { expected: 3, found: 2, .. })
+        ));
     }
 
     #[test]
@@ -284,7 +305,11 @@ mod tests {
         let text = String::from_utf8(records[1].1.clone()).unwrap().replace("c-1", "c-X");
         records[1].1 = text.into_bytes();
         let report = audit(&records);
-        assert!(matches!(report.first_break, Some(ChainBreak::Tampered { seq: 2, .. })), "{:?}", report.first_break);
+        assert!(
+            matches!(report.first_break, Some(ChainBreak::Tampered { seq: 2, .. })),
+            "{:?}",
+            report.first_break
+        );
     }
 
     #[test]
@@ -311,10 +336,20 @@ mod tests {
         let a = chain(2);
         let mut audit = ProofAudit::new();
         for (i, s) in a.iter().enumerate() {
-            audit.push(StoredProof { stream_seq: i as u64, subject: SUBJECT, payload: &s.bytes, header_hash: Some(&s.hash.to_hex()) });
+            audit.push(StoredProof {
+                stream_seq: i as u64,
+                subject: SUBJECT,
+                payload: &s.bytes,
+                header_hash: Some(&s.hash.to_hex()),
+            });
         }
         // The same records under another subject do not belong there.
-        audit.push(StoredProof { stream_seq: 9, subject: "cn.proof.executor.1", payload: &a[0].bytes, header_hash: Some(&a[0].hash.to_hex()) });
+        audit.push(StoredProof {
+            stream_seq: 9,
+            subject: "cn.proof.executor.1",
+            payload: &a[0].bytes,
+            header_hash: Some(&a[0].hash.to_hex()),
+        });
         let reports = audit.reports();
         assert_eq!(reports.len(), 2);
         assert_eq!(reports[0].first_break, None);

@@ -13,7 +13,8 @@ pub(super) struct Work {
 impl Work {
     pub(super) async fn open(nats: &NatsArgs) -> Result<Self, Failure> {
         let client = crate::connect(nats).await?;
-        let js = jetstream::context::ContextBuilder::new().timeout(JS_TIMEOUT).build(client.clone());
+        let js =
+            jetstream::context::ContextBuilder::new().timeout(JS_TIMEOUT).build(client.clone());
         let user = nats.user.clone().unwrap_or_else(|| "(no user)".to_owned());
         let stream = match js.get_stream(Stream::Work.name()).await {
             Ok(s) => s,
@@ -26,7 +27,11 @@ impl Work {
     }
 
     /// An ephemeral pull consumer over `filter`; nothing to ack, gone when idle.
-    async fn consumer(&self, filter: &str, deliver_policy: DeliverPolicy) -> Result<jetstream::consumer::PullConsumer, Failure> {
+    async fn consumer(
+        &self,
+        filter: &str,
+        deliver_policy: DeliverPolicy,
+    ) -> Result<jetstream::consumer::PullConsumer, Failure> {
         let config = pull::Config {
             filter_subject: filter.to_owned(),
             deliver_policy,
@@ -36,21 +41,37 @@ impl Work {
         };
         let consumer = self.stream.create_consumer(config).await.map_err(|e| {
             use jetstream::stream::ConsumerErrorKind as K;
-            let hint = if matches!(e.kind(), K::TimedOut | K::Request) { denied(&self.user) } else { String::new() };
+            let hint = if matches!(e.kind(), K::TimedOut | K::Request) {
+                denied(&self.user)
+            } else {
+                String::new()
+            };
             format!("cannot read {filter} from CN_WORK: {e}{hint}")
         })?;
         Ok(consumer)
     }
 
     /// Calls `each` with every message stored on `filter` now, in stream order.
-    async fn read(&self, filter: &Filter, progress: &mut Progress, mut each: impl FnMut(&jetstream::Message)) -> Result<(), Failure> {
+    async fn read(
+        &self,
+        filter: &Filter,
+        progress: &mut Progress,
+        mut each: impl FnMut(&jetstream::Message),
+    ) -> Result<(), Failure> {
         let fail = |e: &dyn std::fmt::Display| format!("cannot read {filter} from CN_WORK: {e}");
         let consumer = self.consumer(filter.pattern(), DeliverPolicy::All).await?;
         let mut left = consumer.cached_info().num_pending;
         if left > 0 {
-            let mut messages = consumer.stream().max_messages_per_batch(500).messages().await.map_err(|e| fail(&e))?;
+            let mut messages = consumer
+                .stream()
+                .max_messages_per_batch(500)
+                .messages()
+                .await
+                .map_err(|e| fail(&e))?;
             while left > 0 {
-                let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await.map_err(|_| fail(&"timed out"))?;
+                let next = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                    .await
+                    .map_err(|_| fail(&"timed out"))?;
                 let Some(msg) = next else { break };
                 let msg = msg.map_err(|e| fail(&e))?;
                 left = msg.info().map(|i| i.pending).unwrap_or(0);
@@ -70,18 +91,22 @@ impl Work {
         }
         let mut ledger = Ledger::default();
         let mut progress = Progress::new();
-        self.read(&scoped(&PENDING, env), &mut progress, |m| match decode_stored::<PendingApproval>(m) {
-            Some(p) => ledger.pending(Approval {
-                correlation_id: header(m, headers::CORRELATION_ID),
-                causation_id: header(m, headers::MSG_ID),
-                ..Approval::new(p)
-            }),
-            None => ledger.unreadable += 1,
+        self.read(&scoped(&PENDING, env), &mut progress, |m| {
+            match decode_stored::<PendingApproval>(m) {
+                Some(p) => ledger.pending(Approval {
+                    correlation_id: header(m, headers::CORRELATION_ID),
+                    causation_id: header(m, headers::MSG_ID),
+                    ..Approval::new(p)
+                }),
+                None => ledger.unreadable += 1,
+            }
         })
         .await?;
-        self.read(&scoped(&APPROVED, env), &mut progress, |m| match decode_stored::<SignedApproval>(m) {
-            Some(a) => ledger.approved(&a),
-            None => ledger.unreadable += 1,
+        self.read(&scoped(&APPROVED, env), &mut progress, |m| {
+            match decode_stored::<SignedApproval>(m) {
+                Some(a) => ledger.approved(&a),
+                None => ledger.unreadable += 1,
+            }
         })
         .await?;
         self.read(&scoped(&REFUSED, env), &mut progress, |m| match decode_stored::<Refusal>(m) {
@@ -89,23 +114,38 @@ impl Work {
             None => ledger.unreadable += 1,
         })
         .await?;
-        self.read(&scoped(&HUMAN_DECISIONS, env), &mut progress, |m| match decode_stored::<HumanDecision>(m) {
-            Some(h) => ledger.sent(&m.subject, h, stored_at(m)),
-            None => ledger.unreadable += 1,
+        self.read(&scoped(&HUMAN_DECISIONS, env), &mut progress, |m| {
+            match decode_stored::<HumanDecision>(m) {
+                Some(h) => ledger.sent(&m.subject, h, stored_at(m)),
+                None => ledger.unreadable += 1,
+            }
         })
         .await?;
         progress.done();
         if ledger.unreadable > 0 {
-            eprintln!("note: skipped {} stored messages that could not be decoded", ledger.unreadable);
+            eprintln!(
+                "note: skipped {} stored messages that could not be decoded",
+                ledger.unreadable
+            );
         }
         Ok(ledger)
     }
 
     /// Stores the decision and waits for JetStream's ack.
-    pub(super) async fn publish(&self, a: &Approval, decision: &HumanDecision) -> Result<Published, Failure> {
+    pub(super) async fn publish(
+        &self,
+        a: &Approval,
+        decision: &HumanDecision,
+    ) -> Result<Published, Failure> {
         let subject = a.decision_subject();
         let d = decision;
-        let id = bus_schema::derive_id(&["human_decision", &d.proposal_id.to_string(), d.decision.as_str(), &d.operator, &d.reason]);
+        let id = bus_schema::derive_id(&[
+            "human_decision",
+            &d.proposal_id.to_string(),
+            d.decision.as_str(),
+            &d.operator,
+            &d.reason,
+        ]);
         let msg_id = format!("cnctl:decision:{id}");
         let trace = Trace {
             correlation_id: a.correlation_id.clone().unwrap_or_else(|| msg_id.clone()),
@@ -113,16 +153,34 @@ impl Work {
             msg_id,
         };
         let publisher = Publisher::new(self.client.clone(), self.js.clone());
-        Ok(publisher.publish(&subject, decision, &trace).await.map_err(|e| format!("the decision was not stored: {e}{}", denied(&self.user)))?)
+        Ok(publisher
+            .publish(&subject, decision, &trace)
+            .await
+            .map_err(|e| format!("the decision was not stored: {e}{}", denied(&self.user)))?)
     }
 
     /// Governance's answer about `a`, stored after stream sequence `after`, within `wait`.
-    pub(super) async fn answer(&self, a: &Approval, after: u64, wait: Duration) -> Result<Option<Answer>, Failure> {
+    pub(super) async fn answer(
+        &self,
+        a: &Approval,
+        after: u64,
+        wait: Duration,
+    ) -> Result<Option<Answer>, Failure> {
         let (env, service) = (&a.pending.proposal.env, &a.pending.proposal.service);
         let from = DeliverPolicy::ByStartSequence { start_sequence: after + 1 };
         let fail = |e: &dyn std::fmt::Display| format!("cannot wait for governance's answer: {e}");
-        let approved = self.consumer(APPROVED.subject(env, service).as_str(), from).await?.messages().await.map_err(|e| fail(&e))?;
-        let refused = self.consumer(REFUSED.subject(env, service).as_str(), from).await?.messages().await.map_err(|e| fail(&e))?;
+        let approved = self
+            .consumer(APPROVED.subject(env, service).as_str(), from)
+            .await?
+            .messages()
+            .await
+            .map_err(|e| fail(&e))?;
+        let refused = self
+            .consumer(REFUSED.subject(env, service).as_str(), from)
+            .await?
+            .messages()
+            .await
+            .map_err(|e| fail(&e))?;
         let approved = approved.map(|m| m.map(|m| (true, m)));
         let refused = refused.map(|m| m.map(|m| (false, m)));
         let mut both = futures_util::stream::select(approved, refused);
@@ -132,8 +190,12 @@ impl Work {
         while let Ok(Some(next)) = tokio::time::timeout_at(deadline, both.next()).await {
             let (is_approval, msg) = next.map_err(|e| fail(&e))?;
             match is_approval {
-                true => decode_stored::<SignedApproval>(&msg).into_iter().for_each(|s| ledger.approved(&s)),
-                false => decode_stored::<Refusal>(&msg).into_iter().for_each(|r| ledger.refused(&r)),
+                true => decode_stored::<SignedApproval>(&msg)
+                    .into_iter()
+                    .for_each(|s| ledger.approved(&s)),
+                false => {
+                    decode_stored::<Refusal>(&msg).into_iter().for_each(|r| ledger.refused(&r))
+                }
             }
             if let Some(answer) = ledger.get(&a.id()).and_then(|a| a.answer.clone()) {
                 return Ok(Some(answer));
@@ -161,7 +223,9 @@ fn stored_at(m: &jetstream::Message) -> Option<Timestamp> {
 
 /// Decodes a stored message by its `Content-Type` (inputs may be JSON or MessagePack).
 fn decode_stored<P: Payload>(m: &jetstream::Message) -> Option<P> {
-    let encoding = Encoding::from_content_type(header(m, headers::CONTENT_TYPE).as_deref(), P::ENCODING).ok()?;
+    let encoding =
+        Encoding::from_content_type(header(m, headers::CONTENT_TYPE).as_deref(), P::ENCODING)
+            .ok()?;
     decode(encoding, &m.payload, &Limits::DEFAULT).ok()
 }
 
@@ -183,7 +247,10 @@ impl Progress {
         self.read += 1;
         let due = self.last.is_none_or(|l| l.elapsed() >= Duration::from_secs(1));
         if self.tty && due && self.started.elapsed() >= Duration::from_secs(2) {
-            eprint!("\rreading CN_WORK: {} messages read, {left} left on {filter}\x1b[K", self.read);
+            eprint!(
+                "\rreading CN_WORK: {} messages read, {left} left on {filter}\x1b[K",
+                self.read
+            );
             self.last = Some(Instant::now());
         }
     }

@@ -52,7 +52,9 @@ impl Approval {
         match (&self.answer, &self.sent) {
             (Some(a), _) => State::Answered(a),
             (None, Some(s)) => State::Sent(s),
-            (None, None) if now >= self.pending.expires_at => State::Expired { ago: now.since(self.pending.expires_at) },
+            (None, None) if now >= self.pending.expires_at => {
+                State::Expired { ago: now.since(self.pending.expires_at) }
+            }
             (None, None) => State::Waiting { expires_in: self.pending.expires_at.since(now) },
         }
     }
@@ -82,13 +84,24 @@ pub enum LookupError {
 impl std::fmt::Display for LookupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LookupError::NotAnId(id) => write!(f, "{id:?} is not a proposal id (a UUID, or at least {MIN_PREFIX} of its first characters)"),
+            LookupError::NotAnId(id) => write!(
+                f,
+                "{id:?} is not a proposal id (a UUID, or at least {MIN_PREFIX} of its first characters)"
+            ),
             LookupError::Unknown(id) => {
-                write!(f, "no approval was requested for a proposal matching {id:?} (`cnctl approvals list --all` lists every one)")
+                write!(
+                    f,
+                    "no approval was requested for a proposal matching {id:?} (`cnctl approvals list --all` lists every one)"
+                )
             }
             LookupError::Ambiguous { id, matches } => {
                 let ids: Vec<String> = matches.iter().map(ToString::to_string).collect();
-                write!(f, "{id:?} matches {} approvals ({}); give more characters", ids.len(), ids.join(", "))
+                write!(
+                    f,
+                    "{id:?} matches {} approvals ({}); give more characters",
+                    ids.len(),
+                    ids.join(", ")
+                )
             }
         }
     }
@@ -116,13 +129,28 @@ impl Ledger {
 
     pub fn approved(&mut self, a: &SignedApproval) {
         let c = &a.claims;
-        self.answer(c.proposal_id, Answer::Approved { approval_id: c.approval_id, approved_by: c.approved_by.clone(), issued_at: c.issued_at, expires_at: c.expires_at });
+        self.answer(
+            c.proposal_id,
+            Answer::Approved {
+                approval_id: c.approval_id,
+                approved_by: c.approved_by.clone(),
+                issued_at: c.issued_at,
+                expires_at: c.expires_at,
+            },
+        );
     }
 
     pub fn refused(&mut self, r: &Refusal) {
         // `approval_required` means "pending", never a final answer.
         if r.reason != ReasonCode::ApprovalRequired {
-            self.answer(r.proposal_id, Answer::Refused { reason: r.reason, detail: r.detail.clone(), refused_at: r.refused_at });
+            self.answer(
+                r.proposal_id,
+                Answer::Refused {
+                    reason: r.reason,
+                    detail: r.detail.clone(),
+                    refused_at: r.refused_at,
+                },
+            );
         }
     }
 
@@ -156,14 +184,18 @@ impl Ledger {
             .approvals
             .values()
             .filter(|a| {
-                let (dashed, plain) = (a.id().hyphenated().to_string(), a.id().simple().to_string());
+                let (dashed, plain) =
+                    (a.id().hyphenated().to_string(), a.id().simple().to_string());
                 dashed.starts_with(&wanted) || plain.starts_with(&wanted)
             })
             .collect();
         match matches.as_slice() {
             [one] => Ok(one),
             [] => Err(LookupError::Unknown(id.to_owned())),
-            many => Err(LookupError::Ambiguous { id: id.to_owned(), matches: many.iter().map(|a| a.id()).collect() }),
+            many => Err(LookupError::Ambiguous {
+                id: id.to_owned(),
+                matches: many.iter().map(|a| a.id()).collect(),
+            }),
         }
     }
 
@@ -172,10 +204,14 @@ impl Ledger {
     pub fn listed(&self, scope: &Scope, now: Timestamp) -> Vec<&Approval> {
         let in_scope = |a: &&Approval| {
             let p = &a.pending.proposal;
-            scope.env.as_ref().is_none_or(|e| *e == p.env) && scope.service.as_ref().is_none_or(|s| *s == p.service)
+            scope.env.as_ref().is_none_or(|e| *e == p.env)
+                && scope.service.as_ref().is_none_or(|s| *s == p.service)
         };
-        let (mut open, mut decided): (Vec<&Approval>, Vec<&Approval>) =
-            self.approvals.values().filter(in_scope).partition(|a| !matches!(a.state(now), State::Answered(_)));
+        let (mut open, mut decided): (Vec<&Approval>, Vec<&Approval>) = self
+            .approvals
+            .values()
+            .filter(in_scope)
+            .partition(|a| !matches!(a.state(now), State::Answered(_)));
         open.sort_by_key(|a| (a.pending.expires_at, a.id()));
         decided.sort_by_key(|a| (std::cmp::Reverse(a.pending.requested_at), a.id()));
         if scope.all {
@@ -190,13 +226,17 @@ pub fn why_not(a: &Approval, now: Timestamp) -> Option<String> {
     let id = a.id();
     match a.state(now) {
         State::Waiting { .. } => None,
-        State::Answered(Answer::Approved { approved_by, approval_id, .. }) => {
-            Some(format!("proposal {id} was already approved by {approved_by} (approval {approval_id}); nothing to decide"))
-        }
+        State::Answered(Answer::Approved { approved_by, approval_id, .. }) => Some(format!(
+            "proposal {id} was already approved by {approved_by} (approval {approval_id}); nothing to decide"
+        )),
         State::Answered(Answer::Refused { reason: ReasonCode::ApprovalExpired, .. }) => {
-            Some(format!("the request for proposal {id} expired and governance refused it as approval_expired; nothing to decide"))
+            Some(format!(
+                "the request for proposal {id} expired and governance refused it as approval_expired; nothing to decide"
+            ))
         }
-        State::Answered(Answer::Refused { reason, detail, .. }) => Some(format!("proposal {id} was already refused: {reason} {detail}")),
+        State::Answered(Answer::Refused { reason, detail, .. }) => {
+            Some(format!("proposal {id} was already refused: {reason} {detail}"))
+        }
         State::Sent(s) => Some(format!(
             "{} already sent `{}` for proposal {id}{} ({:?}); governance has not answered yet — check `cnctl approvals show {id}`",
             s.decision.operator,

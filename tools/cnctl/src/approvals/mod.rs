@@ -24,7 +24,10 @@ use agent_runtime::{Published, Publisher, Trace};
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
 use bus_schema::codec::{Encoding, Limits, Payload, decode};
 use bus_schema::subject::{APPROVED, HUMAN_DECISIONS, PENDING, REFUSED, ServiceFamily, Stream};
-use bus_schema::{Decision, Env, Filter, HumanDecision, PendingApproval, ReasonCode, Refusal, ServiceName, SignedApproval, Timestamp, Uuid, Validate, headers};
+use bus_schema::{
+    Decision, Env, Filter, HumanDecision, PendingApproval, ReasonCode, Refusal, ServiceName,
+    SignedApproval, Timestamp, Uuid, Validate, headers,
+};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -129,7 +132,14 @@ pub async fn run(nats: &NatsArgs, command: ApprovalsCommand) -> Result<ExitCode,
             if args.json {
                 list.iter().for_each(|a| println!("{}", to_json(a, now)));
             } else if list.is_empty() {
-                println!("{}", if args.all { "no approvals on record" } else { "no approvals are waiting for a human" });
+                println!(
+                    "{}",
+                    if args.all {
+                        "no approvals on record"
+                    } else {
+                        "no approvals are waiting for a human"
+                    }
+                );
             } else {
                 print!("{}", render_table(&list, now));
             }
@@ -155,7 +165,11 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-async fn decide(nats: &NatsArgs, decision: Decision, args: DecideArgs) -> Result<ExitCode, Failure> {
+async fn decide(
+    nats: &NatsArgs,
+    decision: Decision,
+    args: DecideArgs,
+) -> Result<ExitCode, Failure> {
     let operator = match operator_name(args.operator, std::env::var("USER").ok()) {
         Ok(o) => o,
         Err(e) => return Ok(usage(&e)),
@@ -193,7 +207,10 @@ async fn decide(nats: &NatsArgs, decision: Decision, args: DecideArgs) -> Result
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            eprintln!("governance has not answered yet; check `cnctl approvals show {}`", p.proposal_id);
+            eprintln!(
+                "governance has not answered yet; check `cnctl approvals show {}`",
+                p.proposal_id
+            );
             Ok(ExitCode::from(EXIT_NO_ANSWER))
         }
     }

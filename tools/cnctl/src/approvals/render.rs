@@ -22,9 +22,16 @@ pub fn span(d: Duration) -> String {
 pub fn status_text(a: &Approval, now: Timestamp) -> String {
     match a.state(now) {
         State::Waiting { expires_in } => format!("expires in {}", span(expires_in)),
-        State::Expired { .. } => "expired — governance will refuse it as approval_expired".to_owned(),
-        State::Sent(s) => format!("{} sent `{}`; governance has not answered yet", s.decision.operator, s.decision.decision),
-        State::Answered(Answer::Approved { approved_by, .. }) => format!("approved by {approved_by}"),
+        State::Expired { .. } => {
+            "expired — governance will refuse it as approval_expired".to_owned()
+        }
+        State::Sent(s) => format!(
+            "{} sent `{}`; governance has not answered yet",
+            s.decision.operator, s.decision.decision
+        ),
+        State::Answered(Answer::Approved { approved_by, .. }) => {
+            format!("approved by {approved_by}")
+        }
         State::Answered(Answer::Refused { reason, .. }) => format!("refused: {reason}"),
     }
 }
@@ -33,7 +40,9 @@ pub fn status_text(a: &Approval, now: Timestamp) -> String {
 pub fn answer_line(answer: &Answer) -> String {
     match answer {
         Answer::Approved { approval_id, approved_by, expires_at, .. } => {
-            format!("approved: approval {approval_id} signed, expires {expires_at} (approved by {approved_by})")
+            format!(
+                "approved: approval {approval_id} signed, expires {expires_at} (approved by {approved_by})"
+            )
         }
         Answer::Refused { reason, detail, .. } => format!("refused: {reason} {}", escape(detail)),
     }
@@ -46,18 +55,28 @@ pub fn render_table(list: &[&Approval], now: Timestamp) -> String {
         .iter()
         .map(|a| {
             let p = &a.pending.proposal;
-            [p.proposal_id.to_string(), format!("{}/{}", p.env, p.service), p.action.to_string(), format!("{:.2}", p.confidence), a.pending.requested_at.to_string()]
+            [
+                p.proposal_id.to_string(),
+                format!("{}/{}", p.env, p.service),
+                p.action.to_string(),
+                format!("{:.2}", p.confidence),
+                a.pending.requested_at.to_string(),
+            ]
         })
         .collect();
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
     let line = |cells: &[String; 5], last: &str| {
-        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{:<w$}", escape(c))).collect();
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{:<w$}", escape(c))).collect();
         format!("{}  {}\n", padded.join("  "), escape(last))
     };
     let mut out = line(&header, "STATUS");
     for (a, row) in list.iter().zip(&rows) {
         out.push_str(&line(row, &status_text(a, now)));
-        let incident = a.pending.proposal.incident_id.map(|i| format!(" · incident {i}")).unwrap_or_default();
+        let incident =
+            a.pending.proposal.incident_id.map(|i| format!(" · incident {i}")).unwrap_or_default();
         out.push_str(&format!("    why: {}{incident}\n", escape(&a.pending.reason)));
     }
     out
@@ -67,10 +86,17 @@ pub fn render_table(list: &[&Approval], now: Timestamp) -> String {
 pub fn render_detail(a: &Approval, now: Timestamp) -> String {
     let p = &a.pending.proposal;
     let params = serde_json::to_string(&p.params).unwrap_or_default();
-    let candidates: Vec<String> = p.candidates.iter().map(|c| format!("{}={:.2}", c.action, c.value)).collect();
+    let candidates: Vec<String> =
+        p.candidates.iter().map(|c| format!("{}={:.2}", c.action, c.value)).collect();
     let expires = match a.state(now) {
-        State::Waiting { expires_in } => format!("{} (in {})", a.pending.expires_at, span(expires_in)),
-        State::Expired { ago } => format!("{} (expired {} ago — governance will refuse it as approval_expired)", a.pending.expires_at, span(ago)),
+        State::Waiting { expires_in } => {
+            format!("{} (in {})", a.pending.expires_at, span(expires_in))
+        }
+        State::Expired { ago } => format!(
+            "{} (expired {} ago — governance will refuse it as approval_expired)",
+            a.pending.expires_at,
+            span(ago)
+        ),
         _ => a.pending.expires_at.to_string(),
     };
     let decision = match &a.sent {
@@ -81,25 +107,40 @@ pub fn render_detail(a: &Approval, now: Timestamp) -> String {
             s.at.map(|t| format!(" at {t}")).unwrap_or_default(),
             s.decision.reason
         ),
-        None if a.answer.is_none() => format!("none yet — cnctl approvals approve|deny {} --reason \"…\"", p.proposal_id),
+        None if a.answer.is_none() => {
+            format!("none yet — cnctl approvals approve|deny {} --reason \"…\"", p.proposal_id)
+        }
         None => "none from an operator".to_owned(),
     };
     let answer = match &a.answer {
         Some(Answer::Approved { approval_id, approved_by, issued_at, expires_at }) => {
-            format!("approved by {approved_by}: approval {approval_id} signed at {issued_at}, valid until {expires_at}")
+            format!(
+                "approved by {approved_by}: approval {approval_id} signed at {issued_at}, valid until {expires_at}"
+            )
         }
-        Some(Answer::Refused { reason, detail, refused_at }) => format!("refused at {refused_at}: {reason} {detail}"),
+        Some(Answer::Refused { reason, detail, refused_at }) => {
+            format!("refused at {refused_at}: {reason} {detail}")
+        }
         None => "governance has not answered yet".to_owned(),
     };
     let rows = [
         ("proposal", p.proposal_id.to_string()),
         ("service", format!("{}/{}", p.env, p.service)),
-        ("action", if params == "{}" { p.action.to_string() } else { format!("{} {params}", p.action) }),
-        ("confidence", format!("{:.2}{}", p.confidence, if p.exploratory { " (exploratory)" } else { "" })),
+        (
+            "action",
+            if params == "{}" { p.action.to_string() } else { format!("{} {params}", p.action) },
+        ),
+        (
+            "confidence",
+            format!("{:.2}{}", p.confidence, if p.exploratory { " (exploratory)" } else { "" }),
+        ),
         ("proposer", format!("{} at {}", p.proposer, p.proposed_at)),
         ("incident", p.incident_id.map_or_else(|| "none".to_owned(), |i| i.to_string())),
         ("explanation", p.explanation.clone()),
-        ("candidates", if candidates.is_empty() { "none".to_owned() } else { candidates.join(" ") }),
+        (
+            "candidates",
+            if candidates.is_empty() { "none".to_owned() } else { candidates.join(" ") },
+        ),
         ("waits for", format!("a human: {}", a.pending.reason)),
         ("requested", a.pending.requested_at.to_string()),
         ("expires", expires),

@@ -23,14 +23,22 @@ fn pending(n: u128, service: &str, requested: u64) -> Approval {
         confidence: 0.8,
         proposer: "rl-optimizer".parse().unwrap(),
         explanation: "deploy 1.15.0 failed; 1.14.2 was healthy".into(),
-        candidates: vec![Candidate { action: Action::Rollback, value: 0.81 }, Candidate { action: Action::Restart, value: 0.4 }],
+        candidates: vec![
+            Candidate { action: Action::Rollback, value: 0.81 },
+            Candidate { action: Action::Restart, value: 0.4 },
+        ],
         exploratory: false,
         require_human: false,
         proposed_at: at(requested),
         propensity: None,
     };
     let reason = "rollback in prod needs a human".to_owned();
-    Approval::new(PendingApproval { proposal, reason, requested_at: at(requested), expires_at: at(requested + 900) })
+    Approval::new(PendingApproval {
+        proposal,
+        reason,
+        requested_at: at(requested),
+        expires_at: at(requested + 900),
+    })
 }
 
 fn approval_of(n: u128, by: &str) -> SignedApproval {
@@ -64,7 +72,12 @@ fn refusal_of(n: u128, reason: ReasonCode) -> Refusal {
 }
 
 fn decision(n: u128, d: Decision) -> HumanDecision {
-    HumanDecision { proposal_id: id(n), decision: d, operator: "oncall-sre".into(), reason: "checked dashboards".into() }
+    HumanDecision {
+        proposal_id: id(n),
+        decision: d,
+        operator: "oncall-sre".into(),
+        reason: "checked dashboards".into(),
+    }
 }
 
 #[test]
@@ -81,10 +94,20 @@ fn requests_are_matched_with_their_answers_by_proposal_id() {
     l.sent(&decisions_on("checkout"), decision(4, Decision::Approve), Some(at(30)));
     assert!(l.get(&id(99)).is_none());
     let now = at(60);
-    assert!(matches!(l.get(&id(1)).unwrap().state(now), State::Answered(Answer::Approved { approved_by, .. }) if approved_by == "oncall-sre"));
-    assert_eq!(l.get(&id(2)).unwrap().state(now), State::Waiting { expires_in: Duration::from_secs(840) });
-    assert!(matches!(l.get(&id(3)).unwrap().state(now), State::Answered(Answer::Refused { reason: ReasonCode::ApprovalDenied, .. })));
-    assert!(matches!(l.get(&id(4)).unwrap().state(now), State::Sent(s) if s.decision.operator == "oncall-sre"));
+    assert!(
+        matches!(l.get(&id(1)).unwrap().state(now), State::Answered(Answer::Approved { approved_by, .. }) if approved_by == "oncall-sre")
+    );
+    assert_eq!(
+        l.get(&id(2)).unwrap().state(now),
+        State::Waiting { expires_in: Duration::from_secs(840) }
+    );
+    assert!(matches!(
+        l.get(&id(3)).unwrap().state(now),
+        State::Answered(Answer::Refused { reason: ReasonCode::ApprovalDenied, .. })
+    ));
+    assert!(
+        matches!(l.get(&id(4)).unwrap().state(now), State::Sent(s) if s.decision.operator == "oncall-sre")
+    );
 }
 
 #[test]
@@ -95,7 +118,11 @@ fn a_decision_on_another_services_subject_does_not_count() {
     assert!(l.get(&id(1)).unwrap().sent.is_none());
     l.sent(&decisions_on("checkout"), decision(1, Decision::Deny), None);
     l.sent(&decisions_on("checkout"), decision(1, Decision::Approve), None);
-    assert_eq!(l.get(&id(1)).unwrap().sent.as_ref().unwrap().decision.decision, Decision::Deny, "the first one counts");
+    assert_eq!(
+        l.get(&id(1)).unwrap().sent.as_ref().unwrap().decision.decision,
+        Decision::Deny,
+        "the first one counts"
+    );
 }
 
 #[test]
@@ -108,11 +135,22 @@ fn the_list_shows_open_requests_soonest_expiry_first_and_decided_ones_only_with_
     l.pending(pending(4, "search", 50));
     l.approved(&approval_of(4, "sam"));
     let now = at(200);
-    let ids = |scope: &Scope| l.listed(scope, now).iter().map(|a| a.id().as_u128()).collect::<Vec<_>>();
+    let ids =
+        |scope: &Scope| l.listed(scope, now).iter().map(|a| a.id().as_u128()).collect::<Vec<_>>();
     assert_eq!(ids(&Scope::default()), vec![2, 1]);
-    assert_eq!(ids(&Scope { all: true, ..Scope::default() }), vec![2, 1, 3, 4], "decided: newest request first");
-    assert_eq!(ids(&Scope { service: Some("checkout".parse().unwrap()), all: true, ..Scope::default() }), vec![1, 3]);
-    assert!(ids(&Scope { env: Some("stage".parse().unwrap()), all: true, ..Scope::default() }).is_empty());
+    assert_eq!(
+        ids(&Scope { all: true, ..Scope::default() }),
+        vec![2, 1, 3, 4],
+        "decided: newest request first"
+    );
+    assert_eq!(
+        ids(&Scope { service: Some("checkout".parse().unwrap()), all: true, ..Scope::default() }),
+        vec![1, 3]
+    );
+    assert!(
+        ids(&Scope { env: Some("stage".parse().unwrap()), all: true, ..Scope::default() })
+            .is_empty()
+    );
 }
 
 #[test]
@@ -126,7 +164,9 @@ fn an_id_may_be_a_unique_prefix() {
     assert_eq!(l.find("ABCD").unwrap().id().to_string(), full, "case-insensitive");
     assert_eq!(l.find("12345678-00").unwrap().id().as_u128() >> 96, 0x1234_5678);
     assert_eq!(l.find("1234567800").unwrap().id().as_u128() >> 96, 0x1234_5678, "without dashes");
-    assert!(matches!(l.find("1234"), Err(LookupError::Ambiguous { matches, .. }) if matches.len() == 2));
+    assert!(
+        matches!(l.find("1234"), Err(LookupError::Ambiguous { matches, .. }) if matches.len() == 2)
+    );
     assert!(matches!(l.find("ffff"), Err(LookupError::Unknown(_))));
     assert!(matches!(l.find("abc"), Err(LookupError::NotAnId(_))), "too short");
     assert!(matches!(l.find("rollback"), Err(LookupError::NotAnId(_))));
@@ -157,9 +197,15 @@ fn a_decided_request_cannot_be_decided_again_and_says_how_it_was_decided() {
     l.sent(&decisions_on("checkout"), decision(3, Decision::Deny), Some(at(5)));
     let now = at(10);
     assert!(why_not(l.get(&id(1)).unwrap(), now).unwrap().contains("already approved by sam"));
-    assert!(why_not(l.get(&id(2)).unwrap(), now).unwrap().contains("refused it as approval_expired"));
+    assert!(
+        why_not(l.get(&id(2)).unwrap(), now).unwrap().contains("refused it as approval_expired")
+    );
     let sent = why_not(l.get(&id(3)).unwrap(), now).unwrap();
-    assert!(sent.contains("oncall-sre already sent `deny`") && sent.contains("governance has not answered yet"), "{sent}");
+    assert!(
+        sent.contains("oncall-sre already sent `deny`")
+            && sent.contains("governance has not answered yet"),
+        "{sent}"
+    );
 }
 
 #[test]
@@ -204,7 +250,10 @@ fn show_and_json_carry_the_proposal_and_the_answer() {
 
 #[test]
 fn the_operator_is_the_flag_or_the_login_and_never_empty() {
-    assert_eq!(operator_name(Some("oncall-sre".into()), Some("root".into())).unwrap(), "oncall-sre");
+    assert_eq!(
+        operator_name(Some("oncall-sre".into()), Some("root".into())).unwrap(),
+        "oncall-sre"
+    );
     assert_eq!(operator_name(None, Some("alice".into())).unwrap(), "alice");
     assert!(operator_name(Some("  ".into()), None).unwrap_err().contains("--operator"));
     assert!(operator_name(None, None).is_err());
@@ -212,13 +261,28 @@ fn the_operator_is_the_flag_or_the_login_and_never_empty() {
 
 #[test]
 fn answers_read_as_one_line() {
-    let approved = Answer::Approved { approval_id: id(7), approved_by: "sam".into(), issued_at: at(0), expires_at: at(300) };
-    assert_eq!(answer_line(&approved), "approved: approval 00000000-0000-0000-0000-000000000007 signed, expires 2026-11-22T10:05:00Z (approved by sam)");
-    let refused = Answer::Refused { reason: ReasonCode::ApprovalDenied, detail: "{\"operator\":\"sam\"}".into(), refused_at: at(0) };
+    let approved = Answer::Approved {
+        approval_id: id(7),
+        approved_by: "sam".into(),
+        issued_at: at(0),
+        expires_at: at(300),
+    };
+    assert_eq!(
+        answer_line(&approved),
+        "approved: approval 00000000-0000-0000-0000-000000000007 signed, expires 2026-11-22T10:05:00Z (approved by sam)"
+    );
+    let refused = Answer::Refused {
+        reason: ReasonCode::ApprovalDenied,
+        detail: "{\"operator\":\"sam\"}".into(),
+        refused_at: at(0),
+    };
     assert_eq!(answer_line(&refused), "refused: approval_denied {\"operator\":\"sam\"}");
 }
 
 /// The subject operators publish decisions about prod/`service` on.
 fn decisions_on(service: &str) -> String {
-    bus_schema::subject::HUMAN_DECISIONS.subject(&"prod".parse().unwrap(), &service.parse().unwrap()).as_str().to_owned()
+    bus_schema::subject::HUMAN_DECISIONS
+        .subject(&"prod".parse().unwrap(), &service.parse().unwrap())
+        .as_str()
+        .to_owned()
 }

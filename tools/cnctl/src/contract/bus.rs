@@ -29,11 +29,21 @@ pub(super) fn read_request(path: &Path) -> Result<ContractRequest, Failure> {
 }
 
 /// Publishes `request`, waits up to `wait` for its contract and prints it.
-pub(super) async fn request_contract(nats: &NatsArgs, request: &ContractRequest, out: Output, wait: Duration) -> Result<ExitCode, Failure> {
+pub(super) async fn request_contract(
+    nats: &NatsArgs,
+    request: &ContractRequest,
+    out: Output,
+    wait: Duration,
+) -> Result<ExitCode, Failure> {
     request.validate().map_err(|e| format!("not published: {e}"))?;
     let bytes = encode(request)?;
     if bytes.len() > Limits::DEFAULT.max_payload {
-        return Err(format!("not published: the request is {} bytes, over the {}-byte limit", bytes.len(), Limits::DEFAULT.max_payload).into());
+        return Err(format!(
+            "not published: the request is {} bytes, over the {}-byte limit",
+            bytes.len(),
+            Limits::DEFAULT.max_payload
+        )
+        .into());
     }
     // The connect helper logs permission violations (they arrive asynchronously); show them.
     agent_runtime::telemetry::init(LogFormat::Plain, "agent_runtime=error")?;
@@ -45,14 +55,31 @@ pub(super) async fn request_contract(nats: &NatsArgs, request: &ContractRequest,
         Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(_)) => {
             return Err(format!("cannot open CN_WORK: {e}; has the fleet run yet?").into());
         }
-        Err(e) => return Err(format!("cannot open CN_WORK to wait for the contract: {e}{}", denied(&user)).into()),
+        Err(e) => {
+            return Err(format!(
+                "cannot open CN_WORK to wait for the contract: {e}{}",
+                denied(&user)
+            )
+            .into());
+        }
     };
-    let after = work.info().await.map_err(|e| format!("cannot read CN_WORK: {e}{}", denied(&user)))?.state.last_sequence;
+    let after = work
+        .info()
+        .await
+        .map_err(|e| format!("cannot read CN_WORK: {e}{}", denied(&user)))?
+        .state
+        .last_sequence;
 
     let subject = CONTRACT_REQUESTS.subject(&request.env, &request.service);
-    let id = format!("cnctl:contract-request:{}", bus_schema::derive_id(&[subject.as_str(), &String::from_utf8_lossy(&bytes)]));
+    let id = format!(
+        "cnctl:contract-request:{}",
+        bus_schema::derive_id(&[subject.as_str(), &String::from_utf8_lossy(&bytes)])
+    );
     let trace = Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id };
-    let published = Publisher::new(client.clone(), js).publish(&subject, request, &trace).await.map_err(|e| format!("not published: {e}"))?;
+    let published = Publisher::new(client.clone(), js)
+        .publish(&subject, request, &trace)
+        .await
+        .map_err(|e| format!("not published: {e}"))?;
     let from = if published.duplicate {
         eprintln!(
             "contract request {} was already published on {subject} (stream seq {}); looking for its contract",
@@ -75,14 +102,17 @@ pub(super) async fn request_contract(nats: &NatsArgs, request: &ContractRequest,
         inactive_threshold: Duration::from_secs(30),
         ..Default::default()
     };
-    let fail = |e: &dyn std::fmt::Display| format!("cannot read {contracts} from CN_WORK: {e}{}", denied(&user));
+    let fail = |e: &dyn std::fmt::Display| {
+        format!("cannot read {contracts} from CN_WORK: {e}{}", denied(&user))
+    };
     let consumer = work.create_consumer(config).await.map_err(|e| fail(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| fail(&e))?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut latest: Option<Contract> = None;
     while let Ok(Some(next)) = tokio::time::timeout_at(deadline, messages.next()).await {
         let msg = next.map_err(|e| fail(&e))?;
-        if let Some(c) = decode_contract(&msg).filter(|c| c.deployment_id == request.deployment_id) {
+        if let Some(c) = decode_contract(&msg).filter(|c| c.deployment_id == request.deployment_id)
+        {
             latest = Some(c);
         }
         // The newest stored contract for this deployment, once everything stored has been read.
@@ -108,7 +138,11 @@ pub(super) async fn request_contract(nats: &NatsArgs, request: &ContractRequest,
 }
 
 fn decode_contract(m: &jetstream::Message) -> Option<Contract> {
-    let content_type = m.headers.as_ref().and_then(|h| h.get(headers::CONTENT_TYPE)).map(|v| v.as_str().to_owned());
+    let content_type = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(headers::CONTENT_TYPE))
+        .map(|v| v.as_str().to_owned());
     let encoding = Encoding::from_content_type(content_type.as_deref(), Encoding::MsgPack).ok()?;
     decode(encoding, &m.payload, &Limits::DEFAULT).ok()
 }

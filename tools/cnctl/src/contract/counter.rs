@@ -12,7 +12,9 @@ use bus_schema::codec::Outgoing;
 use bus_schema::fleet::RISK_NEGOTIATOR;
 use bus_schema::proof::ProofHash;
 use bus_schema::subject::{MODEL, NEGOTIATE};
-use bus_schema::{Ask, CounterProposal, InstanceId, ModelStats, NegotiationReply, ValidatorKind, headers};
+use bus_schema::{
+    Ask, CounterProposal, InstanceId, ModelStats, NegotiationReply, ValidatorKind, headers,
+};
 
 use crate::Failure;
 pub use crate::request::Answered;
@@ -35,7 +37,9 @@ pub struct Relax {
 /// Parses and checks `--relax GUARDRAIL=VALUE`.
 pub fn parse_relax(s: &str) -> Result<Relax, String> {
     let names = || GUARDRAILS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-    let (name, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not GUARDRAIL=VALUE (guardrails: {})", names()))?;
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not GUARDRAIL=VALUE (guardrails: {})", names()))?;
     let (name, value) = (name.trim(), value.trim());
     if name == "max_traffic_step_percent" {
         return Err("the traffic step follows the canary plan: ask for fewer, bigger stages with --shorten-canary N (or --skip-canary)".into());
@@ -43,7 +47,9 @@ pub fn parse_relax(s: &str) -> Result<Relax, String> {
     let Some((_, accepts)) = GUARDRAILS.iter().find(|(n, _)| *n == name) else {
         return Err(format!("unknown guardrail {name:?}; expected one of: {}", names()));
     };
-    let v: f64 = value.parse().map_err(|_| format!("{name}={value:?}: the value is not a number ({accepts})"))?;
+    let v: f64 = value
+        .parse()
+        .map_err(|_| format!("{name}={value:?}: the value is not a number ({accepts})"))?;
     let ok = v.is_finite()
         && match name {
             "max_error_rate" => (0.0..=1.0).contains(&v),
@@ -56,14 +62,23 @@ pub fn parse_relax(s: &str) -> Result<Relax, String> {
 }
 
 /// The asks, in a fixed order: canary, guardrails, validators.
-pub fn asks_from_flags(shorten_canary: Option<u8>, skip_canary: bool, relax: &[Relax], waive: &[ValidatorKind]) -> Vec<Ask> {
+pub fn asks_from_flags(
+    shorten_canary: Option<u8>,
+    skip_canary: bool,
+    relax: &[Relax],
+    waive: &[ValidatorKind],
+) -> Vec<Ask> {
     let mut asks = Vec::new();
     if skip_canary {
         asks.push(Ask::SkipCanary);
     } else if let Some(stages) = shorten_canary {
         asks.push(Ask::ShortenCanary { stages });
     }
-    asks.extend(relax.iter().map(|r| Ask::RelaxGuardrail { guardrail: r.guardrail.clone(), value: r.value }));
+    asks.extend(
+        relax
+            .iter()
+            .map(|r| Ask::RelaxGuardrail { guardrail: r.guardrail.clone(), value: r.value }),
+    );
     for &validator in waive {
         let ask = Ask::WaiveValidator { validator };
         if !asks.contains(&ask) {
@@ -80,21 +95,44 @@ pub fn all_accepted(reply: &NegotiationReply) -> bool {
 
 /// Sends a counter-proposal on `cn.negotiate.{env}.{service}` with the usual headers. The
 /// message id is a hash of the proposal: the same proposal sent twice is recognisably a repeat.
-pub async fn send_counter(client: &async_nats::Client, proposal: &CounterProposal, timeout: Duration) -> Result<Answered<NegotiationReply>, Failure> {
+pub async fn send_counter(
+    client: &async_nats::Client,
+    proposal: &CounterProposal,
+    timeout: Duration,
+) -> Result<Answered<NegotiationReply>, Failure> {
     let out = Outgoing::new(&NEGOTIATE.subject(&proposal.env, &proposal.service), proposal)?;
-    let id = format!("cnctl:counter:{}", &ProofHash::of(&[out.subject.as_bytes(), b"\0", &out.payload].concat()).to_hex()[..32]);
+    let id = format!(
+        "cnctl:counter:{}",
+        &ProofHash::of(&[out.subject.as_bytes(), b"\0", &out.payload].concat()).to_hex()[..32]
+    );
     let mut h = HeaderMap::new();
     h.insert(headers::MSG_ID, id.as_str());
     h.insert(headers::CONTENT_TYPE, out.encoding.content_type());
     h.insert(headers::CN_TYPE, out.cn_type);
     h.insert(headers::CORRELATION_ID, id.as_str());
     h.insert(headers::CAUSATION_ID, id.as_str());
-    crate::request::request(client, out.subject, Request::new().payload(out.payload.into()).headers(h), timeout).await
+    crate::request::request(
+        client,
+        out.subject,
+        Request::new().payload(out.payload.into()).headers(h),
+        timeout,
+    )
+    .await
 }
 
 /// Asks one risk negotiator instance for its model on `cn.model.risk-negotiator.{instance}`
 /// (an empty request, like the status endpoint).
-pub async fn model_stats(client: &async_nats::Client, instance: &InstanceId, timeout: Duration) -> Result<Answered<ModelStats>, Failure> {
+pub async fn model_stats(
+    client: &async_nats::Client,
+    instance: &InstanceId,
+    timeout: Duration,
+) -> Result<Answered<ModelStats>, Failure> {
     let subject = MODEL.subject(&RISK_NEGOTIATOR, instance);
-    crate::request::request(client, subject.as_str().to_owned(), Request::new().payload("".into()), timeout).await
+    crate::request::request(
+        client,
+        subject.as_str().to_owned(),
+        Request::new().payload("".into()),
+        timeout,
+    )
+    .await
 }

@@ -37,16 +37,22 @@ impl GitRange {
     pub fn parse(s: &str) -> Result<Self, String> {
         let shown: String = s.chars().take(60).collect();
         if s.is_empty() {
-            return Err("the range is empty; give FROM..TO (e.g. HEAD~5..HEAD) or one commit".into());
+            return Err(
+                "the range is empty; give FROM..TO (e.g. HEAD~5..HEAD) or one commit".into()
+            );
         }
         if s.len() > MAX_RANGE {
             return Err(format!("the range {shown:?}… is longer than {MAX_RANGE} characters"));
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("the range {shown:?} contains whitespace or control characters; give FROM..TO or one commit"));
+            return Err(format!(
+                "the range {shown:?} contains whitespace or control characters; give FROM..TO or one commit"
+            ));
         }
         if s.contains("...") {
-            return Err(format!("the range {shown:?} uses `...`; give FROM..TO (what TO adds to FROM)"));
+            return Err(format!(
+                "the range {shown:?} uses `...`; give FROM..TO (what TO adds to FROM)"
+            ));
         }
         let (from, to) = match s.split_once("..") {
             Some((from, to)) => (Some(from), to),
@@ -57,7 +63,9 @@ impl GitRange {
                 return Err(format!("the range {shown:?} needs both ends: FROM..TO"));
             }
             if side.starts_with('-') {
-                return Err(format!("the range {shown:?} starts with `-`; a revision cannot be an option"));
+                return Err(format!(
+                    "the range {shown:?} starts with `-`; a revision cannot be an option"
+                ));
             }
             if side.contains("..") {
                 return Err(format!("the range {shown:?} has more than one `..`"));
@@ -125,12 +133,17 @@ pub fn parse_numstat(out: &str) -> HashMap<String, u32> {
     let mut tokens = out.split('\0');
     while let Some(token) = tokens.next() {
         let mut fields = token.trim_start_matches('\n').splitn(3, '\t');
-        let (Some(added), Some(deleted), Some(path)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let (Some(added), Some(deleted), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
         let count = |n: &str| n.parse::<u32>().unwrap_or(0);
         // A rename leaves the path empty and follows with the old and the new path.
         let path = if path.is_empty() { tokens.nth(1).unwrap_or_default() } else { path };
         if !path.is_empty() {
-            *lines.entry(path.to_owned()).or_insert(0) += count(added).saturating_add(count(deleted));
+            *lines.entry(path.to_owned()).or_insert(0) +=
+                count(added).saturating_add(count(deleted));
         }
     }
     lines
@@ -239,7 +252,8 @@ impl ChangeSet {
             })
             .collect();
         let total: u64 = changes.iter().map(|c| u64::from(c.lines_changed)).sum();
-        let mut set = Self { files: changes.len(), changes, commits: commits.len(), lines: total, folded: 0 };
+        let mut set =
+            Self { files: changes.len(), changes, commits: commits.len(), lines: total, folded: 0 };
         set.fit(CHANGES_BUDGET);
         set
     }
@@ -248,7 +262,8 @@ impl ChangeSet {
     /// smallest changes folded into one `(N more files)` change that keeps their line count.
     pub fn fit(&mut self, budget: usize) {
         let size = |c: &Change| serde_json::to_vec(c).map_or(0, |v| v.len() + 1);
-        let fits = |cs: &[Change]| cs.len() <= MAX_CHANGES && cs.iter().map(size).sum::<usize>() <= budget;
+        let fits =
+            |cs: &[Change]| cs.len() <= MAX_CHANGES && cs.iter().map(size).sum::<usize>() <= budget;
         if fits(&self.changes) {
             return;
         }
@@ -293,7 +308,10 @@ impl ChangeSet {
             0 => String::new(),
             n => format!(" ({n} smaller files folded into one entry to fit one message)"),
         };
-        format!("change set {range}: {} commits, {} files, {} lines added or deleted{folded}", self.commits, self.files, self.lines)
+        format!(
+            "change set {range}: {} commits, {} files, {} lines added or deleted{folded}",
+            self.commits, self.files, self.lines
+        )
     }
 }
 
@@ -301,7 +319,12 @@ impl ChangeSet {
 /// the repository configures may run a program (`core.fsmonitor`; `log.showSignature` runs
 /// `gpg.program` on signed commits) or reach the network (`protocol.allow`, lazy fetches of a
 /// partial clone).
-const SAFE_CONFIG: [&str; 4] = ["core.fsmonitor=false", "core.quotePath=false", "log.showSignature=false", "protocol.allow=never"];
+const SAFE_CONFIG: [&str; 4] = [
+    "core.fsmonitor=false",
+    "core.quotePath=false",
+    "log.showSignature=false",
+    "protocol.allow=never",
+];
 
 /// A repository to read history from.
 #[derive(Debug)]
@@ -313,7 +336,8 @@ impl Git {
     /// Checks that git runs and that `repo` is a git repository.
     pub fn open(repo: &Path) -> Result<Self, String> {
         let git = Self { repo: repo.to_owned() };
-        git.run(&["rev-parse", "--git-dir"]).map_err(|e| format!("{} is not a git repository: {e}", repo.display()))?;
+        git.run(&["rev-parse", "--git-dir"])
+            .map_err(|e| format!("{} is not a git repository: {e}", repo.display()))?;
         Ok(git)
     }
 
@@ -335,7 +359,8 @@ impl Git {
             })?;
         if !output.status.success() {
             let err = String::from_utf8_lossy(&output.stderr);
-            let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed without a message");
+            let first =
+                err.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed without a message");
             return Err(first.trim().to_owned());
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -344,8 +369,14 @@ impl Git {
     /// Fails naming the first revision of the range the repository does not have.
     fn check(&self, range: &GitRange) -> Result<(), String> {
         for rev in range.revisions() {
-            self.run(&["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("{rev}^{{commit}}")])
-                .map_err(|_| format!("{rev} is not a commit in {}", self.repo.display()))?;
+            self.run(&[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &format!("{rev}^{{commit}}"),
+            ])
+            .map_err(|_| format!("{rev} is not a commit in {}", self.repo.display()))?;
         }
         Ok(())
     }
@@ -354,14 +385,39 @@ impl Git {
         self.check(range)?;
         let spec = range.spec();
         let diff = |what: &str| {
-            self.run(&["diff", "-z", "-M", what, "--no-ext-diff", "--no-textconv", "--end-of-options", &spec])
-                .map_err(|e| format!("git diff {spec}: {e}"))
+            self.run(&[
+                "diff",
+                "-z",
+                "-M",
+                what,
+                "--no-ext-diff",
+                "--no-textconv",
+                "--end-of-options",
+                &spec,
+            ])
+            .map_err(|e| format!("git diff {spec}: {e}"))
         };
         let (numstat, name_status) = (diff("--numstat")?, diff("--name-status")?);
         let log = self
-            .run(&["log", "-z", "-M", "--no-merges", "--no-show-signature", "--format=%x1e%s", "--name-status", "--no-ext-diff", "--no-textconv", "--end-of-options", &spec])
+            .run(&[
+                "log",
+                "-z",
+                "-M",
+                "--no-merges",
+                "--no-show-signature",
+                "--format=%x1e%s",
+                "--name-status",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--end-of-options",
+                &spec,
+            ])
             .map_err(|e| format!("git log {spec}: {e}"))?;
-        Ok(ChangeSet::build(&parse_name_status(&name_status), &parse_numstat(&numstat), &parse_log(&log)))
+        Ok(ChangeSet::build(
+            &parse_name_status(&name_status),
+            &parse_numstat(&numstat),
+            &parse_log(&log),
+        ))
     }
 
     /// `git describe --always` of a revision: a tag-based name, else the short sha.
@@ -370,6 +426,15 @@ impl Git {
     }
 
     pub fn short_sha(&self, rev: &str) -> Result<String, String> {
-        Ok(self.run(&["rev-parse", "--short", "--verify", "--end-of-options", &format!("{rev}^{{commit}}")])?.trim().to_owned())
+        Ok(self
+            .run(&[
+                "rev-parse",
+                "--short",
+                "--verify",
+                "--end-of-options",
+                &format!("{rev}^{{commit}}"),
+            ])?
+            .trim()
+            .to_owned())
     }
 }

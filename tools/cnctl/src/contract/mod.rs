@@ -23,7 +23,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agent_runtime::config::{EXIT_CONFIG, NatsArgs, parse_duration};
-use bus_schema::{Ask, Contract, ContractRequest, CounterProposal, Env, InstanceId, ServiceName, Timestamp, Uuid, Validate, ValidatorKind};
+use bus_schema::{
+    Ask, Contract, ContractRequest, CounterProposal, Env, InstanceId, ServiceName, Timestamp, Uuid,
+    Validate, ValidatorKind,
+};
 
 use crate::Failure;
 
@@ -218,7 +221,8 @@ pub async fn run(nats: &NatsArgs, command: ContractCommand) -> Result<ExitCode, 
         }
         ContractCommand::FromGit(args) => from_git(nats, args).await,
         ContractCommand::Counter(args) => {
-            let asks = asks_from_flags(args.shorten_canary, args.skip_canary, &args.relax, &args.waive);
+            let asks =
+                asks_from_flags(args.shorten_canary, args.skip_canary, &args.relax, &args.waive);
             if asks.is_empty() {
                 return Ok(usage(
                     "counter needs at least one ask (--shorten-canary, --skip-canary, --relax, --waive); to take the contract as it is, use `cnctl contract accept`",
@@ -229,7 +233,9 @@ pub async fn run(nats: &NatsArgs, command: ContractCommand) -> Result<ExitCode, 
             }
             negotiate(nats, args.target, asks, args.justification.trim().to_owned()).await
         }
-        ContractCommand::Accept(args) => negotiate(nats, args.target, Vec::new(), String::new()).await,
+        ContractCommand::Accept(args) => {
+            negotiate(nats, args.target, Vec::new(), String::new()).await
+        }
         ContractCommand::Stats(args) => stats(nats, args).await,
     }
 }
@@ -269,7 +275,12 @@ fn print_contract(contract: &Contract, out: Output) -> Result<(), Failure> {
     match out.json {
         true => emit(&format!("{}\n", serde_json::to_string(contract)?)),
         // Line by line: the layout's line breaks stay, anything else a payload holds is escaped.
-        false => emit(&render_contract(contract).lines().map(|l| format!("{}\n", bus_schema::display::escape(l))).collect::<String>()),
+        false => emit(
+            &render_contract(contract)
+                .lines()
+                .map(|l| format!("{}\n", bus_schema::display::escape(l)))
+                .collect::<String>(),
+        ),
     }
 }
 
@@ -278,17 +289,32 @@ fn emit(text: &str) -> Result<(), Failure> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write the output: {e}").into()),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the output: {e}").into())
+        }
         _ => Ok(()),
     }
 }
 
-async fn negotiate(nats: &NatsArgs, target: Negotiation, asks: Vec<Ask>, justification: String) -> Result<ExitCode, Failure> {
-    let requested_by = match requester_name(target.requested_by.clone(), std::env::var("USER").ok()) {
+async fn negotiate(
+    nats: &NatsArgs,
+    target: Negotiation,
+    asks: Vec<Ask>,
+    justification: String,
+) -> Result<ExitCode, Failure> {
+    let requested_by = match requester_name(target.requested_by.clone(), std::env::var("USER").ok())
+    {
         Ok(name) => name,
         Err(e) => return Ok(usage(&e)),
     };
-    let proposal = CounterProposal { contract_id: target.contract_id, env: target.env, service: target.service, requested_by, asks, justification };
+    let proposal = CounterProposal {
+        contract_id: target.contract_id,
+        env: target.env,
+        service: target.service,
+        requested_by,
+        asks,
+        justification,
+    };
     if let Err(e) = proposal.validate() {
         return Ok(usage(&e.to_string()));
     }
@@ -312,7 +338,10 @@ async fn stats(nats: &NatsArgs, args: StatsArgs) -> Result<ExitCode, Failure> {
     let stats = match model_stats(&client, &args.instance, args.timeout).await? {
         Answered::Reply(stats) => stats,
         Answered::Nobody(why) => {
-            eprintln!("error: {why}; is the risk negotiator (instance {}) running? (`cnctl status`)", args.instance);
+            eprintln!(
+                "error: {why}; is the risk negotiator (instance {}) running? (`cnctl status`)",
+                args.instance
+            );
             return Ok(ExitCode::from(EXIT_NO_ANSWER));
         }
     };

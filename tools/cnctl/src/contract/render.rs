@@ -14,7 +14,9 @@ use crate::approvals::span;
 /// One ask in words.
 pub fn describe_ask(ask: &Ask) -> String {
     match ask {
-        Ask::ShortenCanary { stages } => format!("shorten the canary to {stages} stage{}", if *stages == 1 { "" } else { "s" }),
+        Ask::ShortenCanary { stages } => {
+            format!("shorten the canary to {stages} stage{}", if *stages == 1 { "" } else { "s" })
+        }
         Ask::SkipCanary => "skip the canary".to_owned(),
         Ask::RelaxGuardrail { guardrail, value } => format!("relax {guardrail} to {value}"),
         Ask::WaiveValidator { validator } => format!("waive the {validator} validator"),
@@ -29,7 +31,11 @@ fn percent(fraction: f64) -> String {
 pub fn render_contract(c: &Contract) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "contract {}  revision {}  status {}", c.contract_id, c.revision, c.status);
-    let _ = writeln!(o, "  deployment {} of {}/{} version {}, updated {}", c.deployment_id, c.env, c.service, c.version, c.updated_at);
+    let _ = writeln!(
+        o,
+        "  deployment {} of {}/{} version {}, updated {}",
+        c.deployment_id, c.env, c.service, c.version, c.updated_at
+    );
     if let Some(reason) = &c.reason {
         let _ = writeln!(o, "  why {}: {reason}", c.status);
     }
@@ -54,7 +60,8 @@ pub fn render_contract(c: &Contract) -> String {
     }
     let _ = writeln!(o, "  max traffic step    {}%", g.max_traffic_step_percent);
 
-    let _ = writeln!(o, "\nvalidators{}", if c.validators.is_empty() { ": none required" } else { "" });
+    let _ =
+        writeln!(o, "\nvalidators{}", if c.validators.is_empty() { ": none required" } else { "" });
     let width = c.validators.iter().map(|v| v.kind.as_str().len()).max().unwrap_or(0);
     for v in &c.validators {
         let _ = writeln!(o, "  {:<width$}  {}", v.kind.as_str(), v.reason);
@@ -67,7 +74,11 @@ pub fn render_contract(c: &Contract) -> String {
         n => {
             let _ = writeln!(o, "\ncanary in {n} stage{}", if n == 1 { "" } else { "s" });
             for (i, s) in c.canary.iter().enumerate() {
-                let samples = if s.min_samples > 0 { format!(", {} samples", s.min_samples) } else { String::new() };
+                let samples = if s.min_samples > 0 {
+                    format!(", {} samples", s.min_samples)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     o,
                     "  {}. {:>3}% of traffic for at least {}{samples}",
@@ -81,8 +92,12 @@ pub fn render_contract(c: &Contract) -> String {
 
     let rb = &c.rollback;
     let possible = if rb.possible { "possible" } else { "NOT automated" };
-    let _ =
-        writeln!(o, "\nrollback {possible}, about {}, data-loss risk {}", span(Duration::from_secs(u64::from(rb.estimated_s))), rb.data_loss_risk);
+    let _ = writeln!(
+        o,
+        "\nrollback {possible}, about {}, data-loss risk {}",
+        span(Duration::from_secs(u64::from(rb.estimated_s))),
+        rb.data_loss_risk
+    );
     for (i, step) in rb.steps.iter().enumerate() {
         let _ = writeln!(o, "  {}. {step}", i + 1);
     }
@@ -116,7 +131,11 @@ pub fn render_reply(r: &NegotiationReply) -> String {
     }
     match &r.contract {
         Some(c) => {
-            let _ = writeln!(o, "\nthe contract is now revision {}, status {}:\n", c.revision, c.status);
+            let _ = writeln!(
+                o,
+                "\nthe contract is now revision {}, status {}:\n",
+                c.revision, c.status
+            );
             o.push_str(&render_contract(c));
         }
         None => {
@@ -133,7 +152,10 @@ pub fn render_stats(s: &ModelStats) -> String {
     let _ = writeln!(o, "risk model: {} deploy outcomes learned from{updated}", s.observations);
     match s.brier {
         Some(b) => {
-            let _ = writeln!(o, "Brier score {b:.4} (mean squared error of the predicted failure probability; 0 is perfect, 0.25 is a coin toss)");
+            let _ = writeln!(
+                o,
+                "Brier score {b:.4} (mean squared error of the predicted failure probability; 0 is perfect, 0.25 is a coin toss)"
+            );
         }
         None => {
             let _ = writeln!(o, "Brier score: none yet (no outcomes observed)");
@@ -141,15 +163,25 @@ pub fn render_stats(s: &ModelStats) -> String {
     }
     if !s.reliability.is_empty() {
         let _ = writeln!(o, "\nreliability (does a predicted p fail p of the time?)");
-        let _ = writeln!(o, "  {:<11}  {:>6}  {:>14}  {:>13}", "PREDICTED", "COUNT", "MEAN PREDICTED", "OBSERVED RATE");
+        let _ = writeln!(
+            o,
+            "  {:<11}  {:>6}  {:>14}  {:>13}",
+            "PREDICTED", "COUNT", "MEAN PREDICTED", "OBSERVED RATE"
+        );
         for b in &s.reliability {
             let band = format!("{:.2}–{:.2}", b.from, b.to);
-            let _ = writeln!(o, "  {band:<11}  {:>6}  {:>14.3}  {:>13.3}", b.count, b.mean_predicted, b.observed_rate);
+            let _ = writeln!(
+                o,
+                "  {band:<11}  {:>6}  {:>14.3}  {:>13.3}",
+                b.count, b.mean_predicted, b.observed_rate
+            );
         }
     }
     let _ = writeln!(o, "\nlearned weights (largest effect first), bias {:+.3}", s.bias);
     let mut weights: Vec<_> = s.weights.iter().collect();
-    weights.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()).then_with(|| a.name.cmp(&b.name)));
+    weights.sort_by(|a, b| {
+        b.weight.abs().total_cmp(&a.weight.abs()).then_with(|| a.name.cmp(&b.name))
+    });
     if weights.is_empty() {
         let _ = writeln!(o, "  none yet");
     }
