@@ -16,9 +16,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use bus_schema::codec::{Limits, decode_inbound};
-use bus_schema::fleet::{AgentDef, InputDef};
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Filter, InstanceId, RejectReason, headers};
+use bus_schema::{InstanceId, RejectReason, headers};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +32,7 @@ use crate::handler::{Context, HandleError, Handler, InputMeta, Request};
 use crate::position::{POSITIONS, Positions};
 use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
+use crate::spec::AgentSpec;
 use crate::status::{Stats, StatusTasks};
 use crate::store::Store;
 use crate::streams;
@@ -58,36 +58,6 @@ async fn forward_requests(
         };
         if tx.send(msg).await.is_err() {
             break;
-        }
-    }
-}
-
-/// What an agent is and what it consumes.
-#[derive(Debug, Clone)]
-pub struct AgentSpec {
-    pub name: AgentName,
-    /// Semver, e.g. `env!("CARGO_PKG_VERSION")`.
-    pub version: &'static str,
-    pub description: &'static str,
-    pub inputs: Vec<InputDef>,
-    /// Messages pulled ahead per input. 1 is always safe; more is faster for an agent whose
-    /// handler is quick, but a prefetched message's ack wait runs while it waits its turn, so
-    /// keep `prefetch × slowest handling time` well under the ack wait.
-    pub prefetch: usize,
-    /// Core NATS subjects the agent answers requests on, through [`Handler::respond`].
-    pub requests: Vec<Filter>,
-}
-
-impl AgentSpec {
-    /// The spec of a fleet agent (bus_schema::fleet) at a version.
-    pub fn new(def: AgentDef, version: &'static str) -> Self {
-        Self {
-            name: def.name,
-            version,
-            description: def.description,
-            inputs: def.inputs,
-            prefetch: 1,
-            requests: def.requests,
         }
     }
 }

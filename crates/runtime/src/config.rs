@@ -11,7 +11,10 @@ use std::time::Duration;
 use async_nats::ServerAddr;
 use bus_schema::InstanceId;
 pub use bus_schema::parse_duration;
-use clap::{Args, Parser, ValueEnum};
+
+pub use crate::connect::Credentials;
+pub use crate::telemetry::LogFormat;
+use clap::{Args, Parser};
 
 /// Exit code for invalid configuration (sysexits `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
@@ -20,15 +23,6 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Exit code when the bus is not set up as the contract says (a weakened stream): 78, as
 /// sysexits' `EX_CONFIG`.
 pub const EXIT_BUS_CONFIG: u8 = 78;
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line, for log shippers.
-    Json,
-    /// Human-readable lines.
-    Plain,
-}
 
 /// How to reach NATS: shared by every agent and by cnctl.
 #[derive(Debug, Clone, Args)]
@@ -99,22 +93,6 @@ pub struct RuntimeArgs {
     pub max_payload: u64,
 }
 
-/// The NATS password, from the flag, the variable or the file.
-#[derive(Clone)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .finish()
-    }
-}
-
 /// A configuration problem found after parsing (files, directories).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -126,8 +104,8 @@ pub enum ConfigError {
     MissingPassword,
     #[error("cannot use --data-dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
-    #[error("invalid --log {value:?}: {problem}")]
-    LogFilter { value: String, problem: String },
+    #[error(transparent)]
+    LogFilter(#[from] crate::telemetry::LogFilterError),
 }
 
 impl NatsArgs {

@@ -10,7 +10,21 @@ use std::time::Duration;
 use async_nats::{Client, ConnectOptions, Event, ServerAddr, ServerError};
 use tracing::{error, info, warn};
 
-use crate::config::Credentials;
+/// The NATS password, from the flag, the variable or the file.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
 
 /// What to do when the first connection fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

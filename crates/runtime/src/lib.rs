@@ -50,6 +50,7 @@ pub mod proof;
 pub mod publish;
 pub mod rng;
 pub mod shutdown;
+pub mod spec;
 pub mod status;
 pub mod store;
 pub mod streams;
@@ -57,12 +58,13 @@ pub mod telemetry;
 
 use std::process::ExitCode;
 
-pub use agent::{Agent, AgentSpec, RunSummary};
+pub use agent::{Agent, RunSummary};
 pub use config::RuntimeArgs;
 pub use error::RuntimeError;
 pub use handler::{Context, Due, HandleError, Handler, InputMeta, Reply, Request};
 pub use proof::{ProofDraft, ProofWriter};
 pub use publish::{Published, Publisher, Trace};
+pub use spec::AgentSpec;
 
 /// Runs an agent binary to completion: logging, signals, start, run, exit code.
 ///

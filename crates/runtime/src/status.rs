@@ -17,9 +17,9 @@ use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentSpec;
 use crate::error::RuntimeError;
 use crate::publish::{Publisher, Trace};
+use crate::spec::AgentSpec;
 
 /// Counters shared between the run loop and the status tasks.
 #[derive(Debug)]
