@@ -12,7 +12,17 @@
 use bus_schema::{Action, IncidentKind};
 
 use crate::context::Context;
-use crate::values::cost;
+
+/// How disruptive an action is, subtracted from its reward.
+pub fn cost(action: &Action) -> f64 {
+    match action {
+        Action::Noop | Action::Observe => 0.0,
+        Action::Restart | Action::ScaleUp => 0.05,
+        Action::ScaleDown => 0.1,
+        Action::Rollback => 0.2,
+        _ => 0.1,
+    }
+}
 
 /// The prior choice for a kind of incident and its chance of curing it (0..=1).
 pub fn prior(kind: IncidentKind) -> (Action, f64) {

@@ -35,7 +35,7 @@ use bus_schema::Action;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
-use crate::prior::{cure_chance, prior_value};
+use crate::prior::{cost, cure_chance, prior_value};
 
 /// How many observations the level above is worth.
 pub const PRIOR_WEIGHT: f64 = 4.0;
@@ -45,17 +45,6 @@ pub const SERVICE_CAP: f64 = 2.0;
 pub const DEFAULT_ALPHA: f64 = 0.05;
 /// A cure within this many seconds earns the full reward.
 pub const FAST_RECOVERY_S: f64 = 60.0;
-
-/// How disruptive an action is, subtracted from its reward.
-pub fn cost(action: &Action) -> f64 {
-    match action {
-        Action::Noop | Action::Observe => 0.0,
-        Action::Restart | Action::ScaleUp => 0.05,
-        Action::ScaleDown => 0.1,
-        Action::Rollback => 0.2,
-        _ => 0.1,
-    }
-}
 
 /// The reward of an outcome.
 pub fn reward(action: &Action, recovered: bool, time_to_recover_s: Option<f64>) -> f64 {

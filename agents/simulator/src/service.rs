@@ -29,13 +29,30 @@
 //! does not undo it. Without a canary the service reports one sample, with no variant.
 
 use bus_schema::{
-    Action, ActionParams, DeployEvent, DeployStatus, LogEvent, LogLevel, MetricSample, Timestamp,
-    Variant,
+    Action, ActionParams, DeployEvent, DeployStatus, Env, LogEvent, LogLevel, MetricSample,
+    ServiceName, Timestamp, Variant,
 };
 
 use crate::rng::Rng;
 use crate::scenario::{Failure, ServiceSpec};
-use crate::world::Event;
+
+/// One event the world publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Deploy(DeployEvent),
+    Metric(MetricSample),
+    Log(LogEvent),
+}
+
+impl Event {
+    pub fn scope(&self) -> (&Env, &ServiceName) {
+        match self {
+            Event::Deploy(e) => (&e.env, &e.service),
+            Event::Metric(e) => (&e.env, &e.service),
+            Event::Log(e) => (&e.env, &e.service),
+        }
+    }
+}
 
 /// The version every service runs at start, the one before it, and the one that brings a
 /// version-borne failure.

@@ -8,28 +8,11 @@
 
 use std::time::Duration;
 
-use bus_schema::{DeployEvent, Env, LogEvent, MetricSample, ServiceName, SimAction, Timestamp};
+use bus_schema::{Env, ServiceName, SimAction, Timestamp};
 
 use crate::scenario::Scenario;
+pub use crate::service::Event;
 use crate::service::{Effect, ServiceSim};
-
-/// One event the world publishes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Deploy(DeployEvent),
-    Metric(MetricSample),
-    Log(LogEvent),
-}
-
-impl Event {
-    pub fn scope(&self) -> (&Env, &ServiceName) {
-        match self {
-            Event::Deploy(e) => (&e.env, &e.service),
-            Event::Metric(e) => (&e.env, &e.service),
-            Event::Log(e) => (&e.env, &e.service),
-        }
-    }
-}
 
 /// One tick's events.
 #[derive(Debug, Clone, PartialEq)]
