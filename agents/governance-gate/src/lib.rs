@@ -49,7 +49,7 @@ pub struct Cli {
     /// File with governance's Ed25519 signing key (create one with `cnctl keygen`).
     #[arg(long, env = "CN_SIGNING_KEY_FILE")]
     pub signing_key: PathBuf,
-    /// Policy file (TOML); without one the DESIGN §6 defaults apply. Check it first with
+    /// Policy file (TOML); without one the built-in defaults apply (deploy/policy.toml). Check it first with
     /// `cnctl policy check FILE`; deploy/policy.toml documents every key.
     #[arg(long, env = "CN_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<PathBuf>,

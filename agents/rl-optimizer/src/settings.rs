@@ -5,7 +5,7 @@
 //! | `--mode` | `CN_OPTIMIZER_MODE` | `learning` | `learning` (propose, learn from outcomes), `frozen` (propose greedily, never explore, never update), `shadow` (recommend on the proof log only, publish nothing, never update) |
 //! | `--alpha` | `CN_OPTIMIZER_ALPHA` | 0.05 | the smallest step an update takes, in (0, 1]: after about 1/α outcomes older ones fade |
 //! | `--epsilon` | `CN_OPTIMIZER_EPSILON` | 0.1 | exploration rate, in [0, 1], only in the policy's `explore_envs` (none by default; never prod) |
-//! | `--policy` | `CN_POLICY_FILE` | DESIGN §6 | governance's policy file: what each environment allows, its confidence minimum, the per-incident budget, where exploring is allowed |
+//! | `--policy` | `CN_POLICY_FILE` | built-in defaults | governance's policy file: what each environment allows, its confidence minimum, the per-incident budget, where exploring is allowed |
 
 use std::path::PathBuf;
 
@@ -55,7 +55,7 @@ pub struct OptimizerArgs {
     #[arg(long, env = "CN_OPTIMIZER_EPSILON", default_value_t = DEFAULT_EPSILON)]
     pub epsilon: f64,
     /// Governance's policy file (TOML): what each environment allows, its minimum confidence,
-    /// the per-incident budget and explore_envs. Without one the DESIGN §6 defaults apply. Use
+    /// the per-incident budget and explore_envs. Without one the built-in defaults apply (deploy/policy.toml). Use
     /// the same file as governance-gate.
     #[arg(long, env = "CN_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -71,7 +71,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The defaults: learning, α 0.05, ε 0.1 where the policy allows exploring (the DESIGN §6
+    /// The defaults: learning, α 0.05, ε 0.1 where the policy allows exploring (the built-in
     /// policy allows it nowhere).
     pub fn defaults() -> Self {
         Self {

@@ -1,7 +1,7 @@
 //! The shield: what the optimizer may propose at all, and where it may explore.
 //!
 //! **Candidates** for an incident are the actions governance's policy allows in its
-//! environment (automatic and human lists of the same [`Policy`] governance runs, the DESIGN §6
+//! environment (automatic and human lists of the same [`Policy`] governance runs, the built-in
 //! defaults or `--policy FILE`), minus
 //! - anything on the global block list (refused whatever a policy says),
 //! - canary actions (`set_canary_weight`, `promote`, `abort_rollout`: they steer a rollout and

@@ -1,4 +1,4 @@
-//! Actions the fleet can propose, approve and execute (DESIGN §5).
+//! Actions the fleet can propose, approve and execute (docs/contract.md, Actions).
 //!
 //! The built-in actions are a closed set; operators may name more for the command backend
 //! (`clear_cache`), as long as the name is a plain identifier. Names on the global block list
@@ -8,7 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Actions refused in every environment, whatever the policy says (DESIGN §5).
+/// Actions refused in every environment, whatever the policy says (docs/contract.md, Actions).
 pub const GLOBAL_BLOCK_LIST: &[&str] = &[
     "delete_production_data",
     "drop_database",
@@ -42,7 +42,7 @@ pub enum Action {
 }
 
 impl Action {
-    /// The built-in actions, in DESIGN order.
+    /// The built-in actions, in the contract's order.
     pub const BUILT_IN: &'static [Action] = &[
         Action::Noop,
         Action::Observe,

@@ -1,4 +1,4 @@
-//! Signed approvals: what governance signs and how the executor checks it (DESIGN §6).
+//! Signed approvals: what governance signs and how the executor checks it (docs/contract.md, Governance gates).
 //!
 //! Governance signs the canonical bytes of [`ApprovalClaims`] with its Ed25519 key; the claims
 //! bind the approval to one proposal (its id and the SHA-256 of its content) and carry an

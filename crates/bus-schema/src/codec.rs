@@ -1,4 +1,4 @@
-//! Encoding and decoding (DESIGN §3).
+//! Encoding and decoding (docs/contract.md, Headers).
 //!
 //! Inputs from pipelines may be JSON (the default, what `nats pub` sends) or MessagePack
 //! (`Content-Type: application/msgpack`); the fleet publishes MessagePack internally and JSON
@@ -422,7 +422,7 @@ fn unknown_subject(subject: &str) -> DecodeError {
             f.template(),
             f.tokens.len()
         ),
-        None => "not a Chaos Negotiator subject (DESIGN §2)".to_owned(),
+        None => "not a Chaos Negotiator subject (see docs/contract.md)".to_owned(),
     };
     DecodeError::BadSubject { subject: shown, problem }
 }

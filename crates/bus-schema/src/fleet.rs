@@ -1,4 +1,4 @@
-//! The fleet (DESIGN §1): each agent's name, what it consumes and what it publishes.
+//! The fleet (docs/contract.md): each agent's name, what it consumes and what it publishes.
 //!
 //! Agents build their consumers from this table, and `cnctl permissions` renders the NATS
 //! permissions from it, so "who may publish what" cannot drift from what the agents do.
@@ -152,7 +152,7 @@ pub fn simulator() -> AgentDef {
     }
 }
 
-/// Every agent, in DESIGN order.
+/// Every agent, in the contract's order.
 pub fn fleet() -> Vec<AgentDef> {
     vec![
         deploy_agent(),

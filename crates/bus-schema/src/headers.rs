@@ -1,4 +1,4 @@
-//! Header names carried by every message the fleet publishes (DESIGN §3).
+//! Header names carried by every message the fleet publishes (docs/contract.md, Headers).
 //!
 //! Inputs without headers are fine: the runtime derives ids from the stream position.
 

@@ -1,7 +1,7 @@
 //! The Chaos Negotiator bus contract, in one place.
 //!
 //! Every subject, payload, header, action, proof kind and reason code the fleet uses is named
-//! here and nowhere else (DESIGN.md §2–§7). Agents build subjects with the families in
+//! here and nowhere else (docs/contract.md). Agents build subjects with the families in
 //! [`subject`], so a payload can only be published on the subject that carries it:
 //!
 //! ```

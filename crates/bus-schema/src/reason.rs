@@ -1,4 +1,4 @@
-//! Stable reason codes (DESIGN §6) and the reasons an input is rejected.
+//! Stable reason codes (docs/contract.md, Governance gates) and the reasons an input is rejected.
 //!
 //! Reason codes are matched by auditors and dashboards, so their strings never change.
 

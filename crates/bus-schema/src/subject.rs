@@ -1,4 +1,4 @@
-//! Typed subjects (DESIGN §2).
+//! Typed subjects (docs/contract.md, Subjects).
 //!
 //! A *family* is one row of the subject table: a fixed prefix followed by `{env}.{service}`,
 //! `{env}` or `{agent}.{instance}` tokens, one payload type, and the stream that stores it. A
@@ -31,7 +31,7 @@ use crate::payload::*;
 use crate::proof::ProofRecord;
 use crate::{AgentName, Env, InstanceId, ServiceName};
 
-/// The JetStream streams (DESIGN §2). Their settings live in the agent runtime.
+/// The JetStream streams (docs/contract.md, Subjects). Their settings live in the agent runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stream {
     /// Pipeline inputs: deploy, metric and log events, contract and onboarding requests.
@@ -145,7 +145,7 @@ pub struct FamilyInfo {
 }
 
 impl FamilyInfo {
-    /// The family as DESIGN writes it, e.g. `cn.events.deploy.{env}.{service}`.
+    /// The family as the contract writes it, e.g. `cn.events.deploy.{env}.{service}`.
     pub fn template(&self) -> String {
         std::iter::once(self.prefix)
             .chain(self.tokens.iter().copied())
@@ -259,7 +259,7 @@ pub const MODEL: AgentFamily<ModelStats> = AgentFamily::new("cn.model", CORE);
 /// The optimizer's learned action values (extension; core request/reply, JSON).
 pub const POLICY: AgentFamily<LearnedPolicy> = AgentFamily::new("cn.policy", CORE);
 
-/// Every family, in DESIGN order.
+/// Every family, in the contract's order.
 pub const FAMILIES: &[FamilyInfo] = &[
     DEPLOY_EVENTS.info(),
     METRIC_EVENTS.info(),

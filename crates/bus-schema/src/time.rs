@@ -1,4 +1,4 @@
-//! RFC 3339 UTC timestamps, the only time format on the bus (DESIGN §3).
+//! RFC 3339 UTC timestamps, the only time format on the bus (docs/contract.md, Headers).
 //!
 //! Inputs may carry any offset; they are normalised to UTC on the way in so that two events
 //! compare by the instant they describe, and everything we publish ends in `Z`.

@@ -2,7 +2,7 @@
 //!
 //! A token becomes one segment of a NATS subject, so it must never contain `.` (which would
 //! add segments), `*` or `>` (wildcards), whitespace, or anything a shell or a path could
-//! misread. DESIGN §2 fixes the rule: `^[a-z0-9][a-z0-9-]{0,62}$`. Each kind of token is its
+//! misread. The contract fixes the rule: `^[a-z0-9][a-z0-9-]{0,62}$`. Each kind of token is its
 //! own type so an environment cannot be passed where a service is expected, and a value of
 //! any of these types is valid by construction, including when it is deserialized.
 
@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-/// The longest token DESIGN §2 allows.
+/// The longest token the contract allows.
 pub const TOKEN_MAX_LEN: usize = 63;
 
 /// Why a string is not a valid subject token.
@@ -45,7 +45,7 @@ pub fn validate_token(what: &'static str, value: &str) -> Result<(), TokenError>
     Ok(())
 }
 
-/// The DESIGN §2 rule, usable in `const` contexts.
+/// The contract's token rule, usable in `const` contexts.
 pub const fn is_valid_token(value: &str) -> bool {
     let b = value.as_bytes();
     if b.is_empty() || b.len() > TOKEN_MAX_LEN {

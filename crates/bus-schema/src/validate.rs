@@ -1,7 +1,7 @@
 //! Range and size checks that serde's type checks cannot express.
 //!
 //! Decoding proves a payload has the right shape; [`Validate`] proves its values make sense
-//! (DESIGN §3 units: `error_rate` is a fraction, percentages are 0..100, latencies are
+//! (docs/contract.md; units: `error_rate` is a fraction, percentages are 0..100, latencies are
 //! non-negative milliseconds) and that no text field is large enough to hurt a consumer.
 
 use crate::time::Timestamp;

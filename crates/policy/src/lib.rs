@@ -1,6 +1,6 @@
 //! The governance policy: which actions each environment approves automatically, which need a
 //! human, the confidence each requires, cooldowns, repetition and per-incident limits, and the
-//! actions an error-budget freeze stops. Built-in defaults are DESIGN §6; a TOML file
+//! actions an error-budget freeze stops. Built-in defaults are in deploy/policy.toml; a TOML file
 //! (`--policy`, see `deploy/policy.toml`) changes them and is checked at start.
 //!
 //! In the file every key is optional. An `[env.X]` table changes only the keys it names of
@@ -304,7 +304,7 @@ impl EnvTable {
 }
 
 impl Default for Policy {
-    /// DESIGN §6.
+    /// The built-in defaults, as deploy/policy.toml documents them.
     fn default() -> Self {
         use Action::*;
         let all = Action::BUILT_IN.to_vec();

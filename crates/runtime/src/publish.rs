@@ -1,7 +1,7 @@
 //! Publishing with the contract's headers, waiting for JetStream's ack.
 //!
 //! Every message carries `Nats-Msg-Id`, `Content-Type`, `Cn-Type`, `Cn-Correlation-Id` and
-//! `Cn-Causation-Id` (DESIGN §3). On a stream subject the call returns only once JetStream has
+//! `Cn-Causation-Id` (docs/contract.md, Headers). On a stream subject the call returns only once JetStream has
 //! stored the message (or recognised it as a duplicate of one it stored before), which is what
 //! lets an agent ack its input afterwards without losing anything.
 

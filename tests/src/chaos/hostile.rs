@@ -1,6 +1,6 @@
 //! Hostile input: what a broken or malicious pipeline could publish as the `pipeline` user.
 //!
-//! Each message names what the contract (DESIGN §3) says should happen to it. Most must be
+//! Each message names what the contract (docs/contract.md, Input rules) says should happen to it. Most must be
 //! rejected by every agent that consumes the subject, with an `event_rejected` record: bytes
 //! that are not JSON, JSON that is cut off, nested ten thousand levels deep, `NaN`, numbers no
 //! field can hold, control characters and U+202E where a token is expected, subjects whose

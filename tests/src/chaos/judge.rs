@@ -156,7 +156,7 @@ pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
         if is_prod_rollback && !e.proposal_id.is_some_and(|p| humans_approved.contains(&p)) {
             prod_rollbacks.push(format!("{} (proposal {:?})", what(e), e.proposal_id));
         }
-        // Cooldowns run from the approval (DESIGN §6); an execution without one counts from itself.
+        // Cooldowns run from the approval (docs/contract.md, Governance gates); an execution without one counts from itself.
         let at = approval.map_or(e.ts, |(_, a)| a.ts).unix_millis();
         timeline
             .entry(what(e))

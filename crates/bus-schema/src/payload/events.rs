@@ -1,4 +1,4 @@
-//! What pipelines publish (DESIGN §4): deploy, metric and log events, contract and onboarding
+//! What pipelines publish (docs/contract.md, Subjects): deploy, metric and log events, contract and onboarding
 //! requests, and the operator's approve/deny decisions.
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! Every payload of DESIGN §4–§7, as serde types.
+//! Every payload of docs/contract.md, as serde types.
 //!
 //! Field names are the wire names. Optional fields are omitted when empty, unknown fields are
 //! ignored (so a newer publisher does not break an older consumer), and every payload

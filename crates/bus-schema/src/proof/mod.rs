@@ -1,4 +1,4 @@
-//! The proof log: one hash-chained sequence of JSON records per agent instance (DESIGN §7).
+//! The proof log: one hash-chained sequence of JSON records per agent instance (docs/contract.md, Proof kinds).
 //!
 //! A record's hash is the SHA-256 of its exact payload bytes, as published; the next record
 //! carries it as `prev_hash` (64 zeros for the first), and `seq` counts up from 1 without gaps.

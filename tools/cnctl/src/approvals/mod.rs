@@ -1,4 +1,4 @@
-//! `cnctl approvals`: the operator's side of human approvals (DESIGN §6).
+//! `cnctl approvals`: the operator's side of human approvals (docs/contract.md, Governance gates).
 //!
 //! When policy needs a human, governance stores a `PendingApproval` on
 //! `cn.actions.pending.{env}.{service}`; it answers a `HumanDecision` on

@@ -1,4 +1,4 @@
-//! `cnctl contract`: the developer's side of deployment contracts (DESIGN §2, §4).
+//! `cnctl contract`: the developer's side of deployment contracts (docs/contract.md).
 //!
 //! A contract starts as a `ContractRequest`: written by hand (`contract request FILE`) or built
 //! from real git history (`contract from-git RANGE`: the files of the range with their change
@@ -73,7 +73,7 @@ Examples:
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ContractCommand {
-    /// Publish a contract request (JSON, DESIGN §4) and print the contract the negotiator drafts.
+    /// Publish a contract request (JSON, docs/contract.md, Subjects) and print the contract the negotiator drafts.
     Request {
         /// The request as JSON (`-` for stdin).
         file: PathBuf,

@@ -1,0 +1,106 @@
+//! `docs/contract.md` is the public contract; these tests keep it equal to the code: every
+//! subject family, reason code, reject reason and proof kind on both sides, and the gates in
+//! the order governance applies them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
+use std::path::{Path, PathBuf};
+
+use bus_schema::proof::ProofKind;
+use bus_schema::subject::FAMILIES;
+use bus_schema::{ReasonCode, RejectReason};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn contract() -> String {
+    std::fs::read_to_string(repo().join("docs/contract.md")).unwrap()
+}
+
+/// The backticked values in column `col` of the table under `## {section}`.
+fn column(doc: &str, section: &str, col: usize) -> Vec<String> {
+    let start =
+        doc.find(&format!("\n## {section}\n")).unwrap_or_else(|| panic!("no section {section}"));
+    let body = &doc[start + section.len() + 5..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    body.lines()
+        .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
+        .skip(1) // the header
+        .filter_map(|l| l.split('|').nth(col + 1))
+        .filter_map(|cell| {
+            cell.trim().strip_prefix('`').and_then(|c| c.split('`').next()).map(str::to_owned)
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn every_subject_family_is_documented_and_nothing_else() {
+    let code: Vec<String> = FAMILIES.iter().map(|f| f.template()).collect();
+    assert_eq!(sorted(column(&contract(), "Subjects", 0)), sorted(code));
+}
+
+#[test]
+fn the_actions_and_the_global_block_list_are_the_codes() {
+    let doc = contract();
+    let builtin: Vec<String> =
+        bus_schema::Action::BUILT_IN.iter().map(ToString::to_string).collect();
+    assert_eq!(column(&doc, "Actions", 0)[..builtin.len()], builtin[..]);
+    let blocked: Vec<String> =
+        bus_schema::action::GLOBAL_BLOCK_LIST.iter().map(|s| (*s).to_owned()).collect();
+    assert_eq!(column(&doc, "Actions", 0)[builtin.len()..], blocked[..]);
+}
+
+#[test]
+fn reason_codes_reject_reasons_and_proof_kinds_are_the_codes() {
+    let doc = contract();
+    let names = |all: Vec<&str>| sorted(all.into_iter().map(str::to_owned).collect());
+    assert_eq!(
+        sorted(column(&doc, "Reason codes", 0)),
+        names(ReasonCode::ALL.iter().map(|r| r.as_str()).collect())
+    );
+    assert_eq!(
+        sorted(column(&doc, "Reject reasons", 0)),
+        names(RejectReason::ALL.iter().map(|r| r.as_str()).collect())
+    );
+    assert_eq!(
+        sorted(column(&doc, "Proof kinds", 0)),
+        names(ProofKind::ALL.iter().map(|k| k.as_str()).collect())
+    );
+}
+
+/// `InvalidProposal` → `invalid_proposal`.
+fn snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[test]
+fn the_gates_are_documented_in_the_order_governance_applies_them() {
+    // The order in which gates.rs first refuses with each reason code, then the human.
+    let source =
+        std::fs::read_to_string(repo().join("agents/governance-gate/src/gates.rs")).unwrap();
+    let source = &source[..source.find("#[cfg(test)]").unwrap_or(source.len())];
+    let mut order: Vec<String> = Vec::new();
+    for piece in source.split("ReasonCode::").skip(1) {
+        let name: String = piece.chars().take_while(char::is_ascii_alphanumeric).collect();
+        let code = snake(&name);
+        if !order.contains(&code) {
+            order.push(code);
+        }
+    }
+    assert!(source.contains("Verdict::NeedsHuman"), "the last gate asks a human");
+    order.push(ReasonCode::ApprovalRequired.as_str().to_owned());
+    assert_eq!(column(&contract(), "Governance gates", 2), order);
+}
