@@ -104,3 +104,41 @@ fn the_gates_are_documented_in_the_order_governance_applies_them() {
     order.push(ReasonCode::ApprovalRequired.as_str().to_owned());
     assert_eq!(column(&contract(), "Governance gates", 2), order);
 }
+
+#[test]
+fn the_readme_is_a_front_door_and_code_cites_only_documents_in_the_repository() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(readme.len() <= 20 * 1024, "README.md is {} bytes; move detail to docs/", readme.len());
+    for doc in [
+        "docs/contract.md",
+        "docs/agents.md",
+        "docs/operations.md",
+        "docs/development.md",
+        "CHANGELOG.md",
+    ] {
+        assert!(readme.contains(doc), "README.md does not link {doc}");
+        assert!(repo().join(doc).is_file(), "{doc} is missing");
+    }
+    let mut cites = Vec::new();
+    for top in ["crates", "agents", "tools", "tests"] {
+        let mut stack = vec![repo().join(top)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && path.file_name() != Some("docs.rs".as_ref())
+                {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for (n, line) in text.lines().enumerate() {
+                        if line.contains("DESIGN.md") || line.contains("DESIGN §") {
+                            cites.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(cites.is_empty(), "cite docs/contract.md instead:\n{}", cites.join("\n"));
+}
