@@ -400,19 +400,6 @@ fn slo_finding(rule: usize, evidence: &[Evidence], slo: &SloView) -> Finding {
     Finding { severity: r.severity, summary, evidence: evidence.to_vec(), suspect_version: None }
 }
 
-/// The baseline of a deploy at `at`: the mean over the regression window before it, if it
-/// had enough samples. Taken when the deploy is recorded, so it outlives the fine windows.
-pub fn baseline(
-    state: &ServiceState,
-    at: bus_schema::Timestamp,
-    t: &Tunables,
-    signal: Signal,
-) -> Option<f64> {
-    let at = secs(at);
-    let before = state.windows.range(signal, at - t.regression_window_s as i64, at - FINE_WIDTH_S);
-    before.agg.mean().filter(|_| before.agg.n >= t.min_samples)
-}
-
 fn regression(state: &ServiceState, m: &MetricSample, t: &Tunables, now: i64) -> Option<Verdict> {
     let marker = state.deploy.as_ref()?;
     if m.error_rate.is_none() && m.p95_latency_ms.is_none() {

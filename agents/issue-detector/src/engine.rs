@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use bus_schema::{
     Action, Backend, DeployEvent, DeployStatus, ExecutionResult, ExecutionStatus, Incident,
-    IncidentKind, LogEvent, MetricSample, Outcome, SloStatus, Timestamp, Variant,
+    IncidentKind, LogEvent, MetricSample, SloStatus, Timestamp, Variant,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::config::DetectorConfig;
 use crate::detect::{self, Verdict, Verdicts};
 use crate::lifecycle::Step;
 use crate::outcome::{self, Judged};
+pub use crate::records::Pending;
 use crate::service::{NotAdmitted, ServiceState, SloMark};
 use crate::slo::{self, SloView};
 
@@ -41,16 +41,6 @@ impl Output {
             self.outcomes.into_iter().map(|(o, correlation)| Pending::Outcome(o, correlation));
         incidents.chain(outcomes).chain(self.slo.map(Pending::Slo)).collect()
     }
-}
-
-/// An output decided but not yet published: the service's outbox keeps it until it is stored,
-/// so a failed publish is retried before anything newer for the service goes out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Pending {
-    Incident(Incident),
-    /// With the correlation id of the action's chain.
-    Outcome(Outcome, String),
-    Slo(SloStatus),
 }
 
 impl ServiceState {

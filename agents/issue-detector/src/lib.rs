@@ -22,6 +22,7 @@ pub mod engine;
 pub mod lifecycle;
 pub mod logs;
 pub mod outcome;
+pub mod records;
 pub mod service;
 pub mod slo;
 pub mod window;

@@ -18,10 +18,10 @@ use bus_schema::{
     Env, Evidence, Incident, IncidentKind, IncidentStatus, ServiceName, Severity, Timestamp, Uuid,
     derive_id,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::config::Tunables;
 use crate::detect::{self, Finding, Verdict, Verdicts};
+pub use crate::records::{Incidents, Tracked};
 
 /// Reopened incidents need this many times more healthy samples, at most.
 const MAX_DAMPING: u32 = 4;
@@ -46,28 +46,6 @@ fn explained_by(kind: IncidentKind) -> &'static [IncidentKind] {
         IncidentKind::SloBurn => &SLO,
         _ => &[],
     }
-}
-
-/// An incident with what the lifecycle needs to remember about it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tracked {
-    pub incident: Incident,
-    healthy_run: u32,
-    /// When it was (re)opened; time to recover counts from here.
-    since: Timestamp,
-    last_published: Timestamp,
-    /// When a detector last said the problem is there.
-    last_firing: Timestamp,
-    /// This step's new figures, published (or not) once the step is complete.
-    #[serde(skip)]
-    draft: Option<Incident>,
-}
-
-/// The open and recently resolved incidents of one service.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Incidents {
-    open: BTreeMap<IncidentKind, Tracked>,
-    resolved: BTreeMap<IncidentKind, Tracked>,
 }
 
 /// One event's context.

@@ -30,43 +30,12 @@ use bus_schema::{
     Action, ExecutionResult, ExecutionStatus, Incident, IncidentKind, IncidentStatus, Outcome,
     Timestamp, Uuid,
 };
-use serde::{Deserialize, Serialize};
 
+pub use crate::records::{Hold, Verification};
 use crate::service::ServiceState;
 
 /// Actions waiting to be judged per service; beyond this the oldest is judged at once.
 const MAX_PENDING: usize = 64;
-
-/// An executed action waiting for its verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verification {
-    pub proposal_id: Uuid,
-    pub incident_id: Uuid,
-    pub action: Action,
-    /// The service's first event after the action; until it arrives, when the result came.
-    pub started_at: Timestamp,
-    pub deadline: Timestamp,
-    /// Whether an event after the action has started the window.
-    pub anchored: bool,
-    /// The action's chain, which the outcome continues.
-    pub correlation_id: String,
-    /// The service's incidents open when the action ran (its own among them): if one of them
-    /// comes back, the action did not cure the service.
-    #[serde(default)]
-    pub open_then: Vec<Uuid>,
-}
-
-/// A recovery credited to an action, watched until `until` (the flap window after the
-/// incident resolved): if the incident comes back before then, the verdict is revised.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Hold {
-    pub proposal_id: Uuid,
-    pub incident_id: Uuid,
-    pub action: Action,
-    pub resolved_at: Timestamp,
-    pub until: Timestamp,
-    pub correlation_id: String,
-}
 
 /// An outcome to publish, with the chain it belongs to.
 pub type Judged = (Outcome, String);

@@ -15,13 +15,10 @@ use bus_schema::{DeployEvent, Env, Evidence, MetricSample, ServiceName, Timestam
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DetectorConfig, Tunables};
-use crate::detect;
-use crate::engine::Pending;
-use crate::lifecycle::Incidents;
 use crate::logs::LogMatches;
-use crate::outcome::{Hold, Verification};
+use crate::records::{Hold, Incidents, Pending, Verification};
 use crate::slo;
-use crate::window::{ErrorTime, SIGNALS, Signal, Windows};
+use crate::window::{ErrorTime, FINE_WIDTH_S, SIGNALS, Signal, Windows};
 
 /// The most time one sample stands for, unless the service's usual cadence is slower.
 pub const MAX_GAP_S: f64 = 300.0;
@@ -164,6 +161,15 @@ impl ServiceState {
             outbox: VecDeque::new(),
             applied: BTreeMap::new(),
         }
+    }
+
+    /// The baseline of a deploy at `at`: the mean over the regression window before it, if it
+    /// had enough samples. Taken when the deploy is recorded, so it outlives the fine windows.
+    fn baseline(&self, at: Timestamp, t: &Tunables, signal: Signal) -> Option<f64> {
+        let at = at.unix_millis() / 1000;
+        let before =
+            self.windows.range(signal, at - t.regression_window_s as i64, at - FINE_WIDTH_S);
+        before.agg.mean().filter(|_| before.agg.n >= t.min_samples)
     }
 
     /// Whether the input at `seq` of `source` (`{stream}:{epoch}`), or a later one, was applied.
@@ -315,10 +321,10 @@ impl ServiceState {
             version: d.version.clone(),
             previous_version: d.previous_version.clone(),
             at,
-            baseline_error_rate: detect::baseline(self, at, t, Signal::ErrorRate),
-            baseline_p95_ms: detect::baseline(self, at, t, Signal::P95),
-            baseline_cpu: detect::baseline(self, at, t, Signal::Cpu),
-            baseline_memory: detect::baseline(self, at, t, Signal::Memory),
+            baseline_error_rate: self.baseline(at, t, Signal::ErrorRate),
+            baseline_p95_ms: self.baseline(at, t, Signal::P95),
+            baseline_cpu: self.baseline(at, t, Signal::Cpu),
+            baseline_memory: self.baseline(at, t, Signal::Memory),
             observed_before_s: self
                 .first_sample
                 .filter(|first| *first < at)
