@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 use crate::config::RuntimeArgs;
 use crate::connect::FirstConnect;
 use crate::consumer::{Delivery, DeliveryPolicy, Puller, Recreated, ensure_consumer};
-use crate::delivery::Processor;
+use crate::delivery::{Processor, id_header};
 use crate::error::RuntimeError;
 use crate::handler::{Context, HandleError, Handler, InputMeta, Request};
 use crate::position::{POSITIONS, Positions};
@@ -127,12 +127,7 @@ impl Agent {
         let header = |name: &str| {
             msg.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
         };
-        // Ids end up in records and keys: printable ASCII, bounded, like a stored input's.
-        let id_header = |name: &str| {
-            header(name).filter(|v| {
-                !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic())
-            })
-        };
+        let id_header = |name: &str| id_header(msg.headers.as_ref(), name);
         // A retried request carries the same Nats-Msg-Id and body: the same input id, so its
         // records and outputs are de-duplicated like a redelivered input's. A different request
         // reusing the id is a different input (the digest of subject and body tells them apart),

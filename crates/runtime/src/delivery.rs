@@ -188,17 +188,20 @@ async fn with_progress<F: std::future::Future<Output = Result<(), HandleError>>>
     }
 }
 
+/// An id header (message, correlation), if it is fit to end up in records and keys: printable
+/// ASCII, at most 200 bytes. Shared by stored inputs and core requests.
+pub(crate) fn id_header(headers: Option<&async_nats::HeaderMap>, name: &str) -> Option<String> {
+    headers
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str())
+        .filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+}
+
 fn input_meta(msg: &jetstream::Message, epoch: &str) -> Option<InputMeta> {
     let info = msg.info().ok()?;
     let input_id = format!("{}:{epoch}:{}", info.stream, info.stream_sequence);
-    let header = |name: &str| {
-        msg.headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str())
-            .filter(|v| !v.is_empty() && v.len() <= 200 && v.chars().all(|c| c.is_ascii_graphic()))
-            .map(str::to_owned)
-    };
+    let header = |name: &str| id_header(msg.headers.as_ref(), name);
     let message_id = header(headers::MSG_ID).unwrap_or_else(|| input_id.clone());
     let correlation_id = header(headers::CORRELATION_ID).unwrap_or_else(|| message_id.clone());
     Some(InputMeta {

@@ -154,6 +154,11 @@ fn first(list: &[String], n: usize) -> String {
     format!("{}{more}", shown.join("; "))
 }
 
+/// A figure that is a list of problems: its count and the first few.
+fn listed(what: &str, list: &[String]) -> String {
+    format!("{what} = {}: {}", list.len(), first(list, 5))
+}
+
 impl Report {
     /// The checks that failed, each naming its figure; empty when the run passed.
     pub fn failures(&self) -> Vec<String> {
@@ -164,68 +169,28 @@ impl Report {
             }
         };
         let d = &self.decisions;
-        check(
-            self.events.lost.is_empty(),
-            format!(
-                "acked events lost = {}: {}",
-                self.events.lost.len(),
-                first(&self.events.lost, 5)
-            ),
-        );
-        check(
-            d.executed_twice.is_empty(),
-            format!(
-                "executions twice = {}: {}",
-                d.executed_twice.len(),
-                first(&d.executed_twice, 5)
-            ),
-        );
+        check(self.events.lost.is_empty(), listed("acked events lost", &self.events.lost));
+        check(d.executed_twice.is_empty(), listed("executions twice", &d.executed_twice));
         check(
             d.without_approval.is_empty(),
-            format!(
-                "executions without approval = {}: {}",
-                d.without_approval.len(),
-                first(&d.without_approval, 5)
-            ),
+            listed("executions without approval", &d.without_approval),
         );
-        check(
-            d.prod_rollbacks.is_empty(),
-            format!(
-                "prod rollbacks executed = {}: {}",
-                d.prod_rollbacks.len(),
-                first(&d.prod_rollbacks, 5)
-            ),
-        );
+        check(d.prod_rollbacks.is_empty(), listed("prod rollbacks executed", &d.prod_rollbacks));
         check(
             d.cooldown_violations.is_empty(),
-            format!(
-                "cooldown violations = {}: {}",
-                d.cooldown_violations.len(),
-                first(&d.cooldown_violations, 5)
-            ),
+            listed("cooldown violations", &d.cooldown_violations),
         );
-        check(
-            self.proof.intact,
-            format!(
-                "proof chains broken = {}: {}",
-                self.proof.breaks.len(),
-                first(&self.proof.breaks, 5)
-            ),
-        );
+        check(self.proof.intact, listed("proof chains broken", &self.proof.breaks));
         let crashes: Vec<String> = self
             .crashes
             .iter()
             .map(|c| format!("{} exited with {} at {:.1} s", c.agent, c.code, c.at_s))
             .collect();
-        check(crashes.is_empty(), format!("crashes = {}: {}", crashes.len(), first(&crashes, 5)));
+        check(crashes.is_empty(), listed("crashes", &crashes));
         let h = &self.hostile;
         check(
             h.silently_dropped.is_empty(),
-            format!(
-                "hostile silently dropped = {}: {}",
-                h.silently_dropped.len(),
-                first(&h.silently_dropped, 5)
-            ),
+            listed("hostile silently dropped", &h.silently_dropped),
         );
         // Without these, the figures above could not be complete.
         check(
@@ -234,20 +199,9 @@ impl Report {
         );
         check(
             self.events.lagging.is_empty(),
-            format!(
-                "consumers not caught up with CN_EVENTS = {}: {}",
-                self.events.lagging.len(),
-                first(&self.events.lagging, 5)
-            ),
+            listed("consumers not caught up with CN_EVENTS", &self.events.lagging),
         );
-        check(
-            h.unjudged.is_empty(),
-            format!(
-                "hostile deliveries never consumed = {}: {}",
-                h.unjudged.len(),
-                first(&h.unjudged, 5)
-            ),
-        );
+        check(h.unjudged.is_empty(), listed("hostile deliveries never consumed", &h.unjudged));
         failed
     }
 
