@@ -9,13 +9,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft};
-use bus_schema::fleet::InputDef;
+use agent_runtime::{AgentSpec, Context, HandleError, Handler, NoRequests, NoWork, ProofDraft};
 use bus_schema::proof::ProofKind;
 use bus_schema::{
-    AgentName, Inbound, Incident, IncidentKind, IncidentStatus, MetricSample, Severity, Uuid,
+    AgentName, Incident, IncidentKind, IncidentStatus, LogEvent, MetricSample, Severity, Uuid,
     subject,
 };
+
+bus_schema::inputs! {
+    /// Metric and log events. Two inputs, like most agents: logs stay idle in these tests, and
+    /// must not starve metrics.
+    pub enum ProbeInput, names ProbeInputName {
+        Metric(MetricSample) = "metrics" from subject::METRIC_EVENTS,
+        Log(LogEvent) = "logs" from subject::LOG_EVENTS,
+    }
+}
 
 /// What the probe did, for the test to check.
 #[derive(Debug, Default)]
@@ -33,8 +41,19 @@ pub struct Probe {
 }
 
 impl Handler for Probe {
-    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
-        let Inbound::Metric(m) = input else { return Ok(()) };
+    type Input = ProbeInput;
+    type Request = NoRequests;
+    type Work = NoWork;
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: ProbeInput,
+    ) -> Result<(), HandleError> {
+        let m = match input {
+            ProbeInput::Metric(m) => m,
+            ProbeInput::Log(_) => return Ok(()),
+        };
         let service = m.service.to_string();
         let attempt = {
             let mut seen =
@@ -89,18 +108,7 @@ fn incident_for(m: &MetricSample) -> Incident {
 
 const NAME: AgentName = AgentName::from_static("probe-agent");
 
-/// The probe's spec: metric and log events, one message at a time.
+/// The probe's spec: one message at a time.
 pub fn spec() -> AgentSpec {
-    AgentSpec {
-        name: NAME,
-        version: "0.1.0",
-        description: "integration-test probe",
-        // Two inputs, like most agents: logs stay idle in these tests, and must not starve metrics.
-        inputs: vec![
-            InputDef::new("metrics", subject::METRIC_EVENTS.all()),
-            InputDef::new("logs", subject::LOG_EVENTS.all()),
-        ],
-        prefetch: 1,
-        requests: vec![],
-    }
+    AgentSpec { name: NAME, version: "0.1.0", description: "integration-test probe", prefetch: 1 }
 }

@@ -19,15 +19,16 @@ pub mod stats;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use agent_runtime::handler::stream_position;
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{
-    AgentSpec, Context, Due, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError,
+    AgentSpec, Context, Due, HandleError, Handler, NoRequests, ProofDraft, RuntimeArgs,
+    RuntimeError,
 };
+use bus_schema::fleet::DeployAgentInput;
 use bus_schema::proof::ProofKind;
 use bus_schema::{
-    AgentName, Contract, ContractStatus, DeployEvent, DeployHistory, DeployStatus, Inbound,
-    OnboardRequest, Timestamp, subject,
+    AgentName, Contract, ContractStatus, DeployEvent, DeployHistory, DeployStatus, OnboardRequest,
+    Timestamp, subject,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -139,7 +140,7 @@ impl DeployAgent {
         self.store.put(&VERSIONS, &key, &history)?;
         if d.status != DeployStatus::Started {
             self.store.remove(&STARTED, &key)?;
-            return self.drive(ctx, &key, "deploys", |r, _| r.on_deploy_ended(&d)).await;
+            return self.drive(ctx, &key, |r, _| r.on_deploy_ended(&d)).await;
         }
         let started = Started {
             deploy: d,
@@ -184,7 +185,7 @@ impl DeployAgent {
             return Ok(()); // started before: this is a redelivery
         }
         let version = started.deploy.version.clone();
-        self.drive(ctx, &key, "start", |r, _| r.supersede(&version)).await?;
+        self.drive(ctx, &key, |r, _| r.supersede(&version)).await?;
         let (mut rollout, effects) = Rollout::start(
             contract,
             &started.deploy,
@@ -193,7 +194,7 @@ impl DeployAgent {
             Timestamp::now(),
         );
         info!(env = %rollout.env, service = %rollout.service, version = %rollout.version, stages = rollout.stages.len(), "rollout started");
-        rollout.outbox.extend(effects);
+        rollout.delivery.push(effects);
         self.rollouts.insert(key.clone(), rollout);
         self.publish_outbox(ctx, &key).await
     }
@@ -204,16 +205,17 @@ impl DeployAgent {
         &mut self,
         ctx: &mut Context<'_>,
         key: &str,
-        input: &str,
         f: impl FnOnce(&mut Rollout, Timestamp) -> Vec<Effect>,
     ) -> Result<(), HandleError> {
-        let Some(r) = self.rollouts.get_mut(key).filter(|r| !r.is_done() || !r.outbox.is_empty())
+        let Some(r) = self.rollouts.get_mut(key).filter(|r| !r.is_done() || !r.delivery.is_empty())
         else {
             return Ok(());
         };
-        if !r.is_done() && r.first_time(input, stream_position(&ctx.meta().input_id)) {
+        if !r.is_done()
+            && let Some(input) = r.delivery.unapplied(ctx.meta())
+        {
             let effects = f(r, Timestamp::now());
-            r.outbox.extend(effects);
+            r.delivery.applied(input, effects);
         }
         self.publish_outbox(ctx, key).await
     }
@@ -227,27 +229,31 @@ impl DeployAgent {
     ) -> Result<(), HandleError> {
         let Some(r) = self.rollouts.get_mut(key) else { return Ok(()) };
         self.store.put(&ROLLOUTS, key, r)?;
-        if r.outbox.is_empty() {
+        if r.delivery.is_empty() {
             return Ok(());
         }
-        while let Some(effect) = r.outbox.front() {
-            if let Err(e) = emit(ctx, r, effect).await {
+        while let Some((n, effect)) = r.delivery.next() {
+            if let Err(e) = emit(ctx, r, n, effect).await {
                 self.store.put(&ROLLOUTS, key, r)?;
                 return Err(e);
             }
-            r.outbox.pop_front();
-            r.published += 1;
+            r.delivery.sent();
         }
         self.store.put(&ROLLOUTS, key, r)?;
         Ok(())
     }
 }
 
-/// Publishes one effect of a rollout, in the rollout's chain, under ids of its own: the
+/// Publishes effect number `n` of a rollout, in the rollout's chain, under ids of its own: the
 /// rollout's and the effect's number.
-async fn emit(ctx: &mut Context<'_>, r: &Rollout, effect: &Effect) -> Result<(), HandleError> {
+async fn emit(
+    ctx: &mut Context<'_>,
+    r: &Rollout,
+    n: u64,
+    effect: &Effect,
+) -> Result<(), HandleError> {
     let chain = r.correlation_id.clone();
-    let id = format!("rollout:{}:{}", r.rollout_id, r.published);
+    let id = format!("rollout:{}:{n}", r.rollout_id);
     match effect {
         Effect::Propose(p) => {
             let draft = ProofDraft::new(ProofKind::ActionProposed)
@@ -280,61 +286,102 @@ async fn emit(ctx: &mut Context<'_>, r: &Rollout, effect: &Effect) -> Result<(),
     Ok(())
 }
 
+/// What falls due for a rollout by the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkKind {
+    /// A stage heard nothing for `--canary-silence`.
+    Silence,
+    /// A step governance held back is due again.
+    Retry,
+    /// Effects a restart left unpublished.
+    Flush,
+}
+
+/// An item of a rollout's due work. `n` changes once the work is done (the stage, the retry,
+/// the next effect's number), so each occurrence has a key, and ids, of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutWork {
+    pub kind: WorkKind,
+    /// The service's rollout (`env/service`).
+    pub service: String,
+    pub rollout_id: bus_schema::Uuid,
+    pub n: u64,
+}
+
+impl std::fmt::Display for RolloutWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            WorkKind::Silence => "silence",
+            WorkKind::Retry => "retry",
+            WorkKind::Flush => "flush",
+        };
+        write!(f, "{kind}:{}:{}:{}", self.service, self.rollout_id, self.n)
+    }
+}
+
 impl Handler for DeployAgent {
-    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+    type Input = DeployAgentInput;
+    type Request = NoRequests;
+    type Work = RolloutWork;
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: DeployAgentInput,
+    ) -> Result<(), HandleError> {
+        use DeployAgentInput as I;
         match input {
-            Inbound::Onboard(req) => self.onboard(ctx, req).await,
-            Inbound::Deploy(d) => self.on_deploy(ctx, d).await,
-            Inbound::Contract(c) => self.on_contract(ctx, c).await,
-            Inbound::Metric(m) => {
+            I::Onboard(req) => self.onboard(ctx, req).await,
+            I::Deploy(d) => self.on_deploy(ctx, d).await,
+            I::Contract(c) => self.on_contract(ctx, c).await,
+            I::Metric(m) => {
                 let key = rollout::key(&m.env, &m.service);
-                self.drive(ctx, &key, "metrics", |r, now| r.on_metric(&m, now)).await
+                self.drive(ctx, &key, |r, now| r.on_metric(&m, now)).await
             }
-            Inbound::Executed(x) => {
+            I::Executed(x) => {
                 let key = rollout::key(&x.env, &x.service);
-                self.drive(ctx, &key, "executed", |r, now| r.on_executed(&x, now)).await
+                self.drive(ctx, &key, |r, now| r.on_executed(&x, now)).await
             }
-            Inbound::Refused(x) => {
+            I::Refused(x) => {
                 let key = rollout::key(&x.env, &x.service);
-                self.drive(ctx, &key, "refused", |r, now| r.on_refused(&x, now)).await
+                self.drive(ctx, &key, |r, now| r.on_refused(&x, now)).await
             }
-            _ => Ok(()),
         }
     }
 
     /// Stages that have heard nothing for `--canary-silence`, held-back steps due again, and
     /// outboxes a restart left unpublished.
-    fn due(&mut self, now: Timestamp) -> Vec<Due> {
+    fn due(&mut self, now: Timestamp) -> Vec<Due<RolloutWork>> {
         let mut due = Vec::new();
         for (key, r) in &self.rollouts {
-            let item = |kind: &str, n: u64| Due {
-                key: format!("{kind}:{key}:{}:{n}", r.rollout_id),
+            let item = |kind, n| Due {
+                key: RolloutWork { kind, service: key.clone(), rollout_id: r.rollout_id, n },
                 correlation_id: r.correlation_id.clone(),
             };
             if r.is_silent(now, self.silence) {
-                due.push(item("silence", r.stage as u64));
+                due.push(item(WorkKind::Silence, r.stage as u64));
             }
             if r.retry_due(now) {
-                due.push(item("retry", u64::from(r.retries)));
+                due.push(item(WorkKind::Retry, u64::from(r.retries)));
             }
-            if !r.outbox.is_empty() {
-                due.push(item("flush", r.published));
+            if !r.delivery.is_empty() {
+                due.push(item(WorkKind::Flush, r.delivery.published()));
             }
         }
         due
     }
 
-    async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
-        // {kind}:{env}/{service}:{rollout id}:{n}
-        let Some((kind, rest)) = due.key.split_once(':') else { return Ok(()) };
-        let Some(key) = rest.rsplitn(3, ':').nth(2).map(str::to_owned) else { return Ok(()) };
+    async fn handle_due(
+        &mut self,
+        ctx: &mut Context<'_>,
+        due: Due<RolloutWork>,
+    ) -> Result<(), HandleError> {
         let silence = self.silence;
-        match kind {
-            "silence" => {
-                self.drive(ctx, &key, "silence", |r, now| r.on_silence(now, silence)).await
-            }
-            "retry" => self.drive(ctx, &key, "retry", |r, now| r.on_retry(now)).await,
-            _ => self.drive(ctx, &key, "flush", |_, _| Vec::new()).await,
+        let key = &due.key.service;
+        match due.key.kind {
+            WorkKind::Silence => self.drive(ctx, key, |r, now| r.on_silence(now, silence)).await,
+            WorkKind::Retry => self.drive(ctx, key, |r, now| r.on_retry(now)).await,
+            WorkKind::Flush => self.drive(ctx, key, |_, _| Vec::new()).await,
         }
     }
 }

@@ -30,9 +30,9 @@
 //! Proposal ids derive from the rollout and the step, so a replayed input proposes the same
 //! thing under the same id.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use agent_runtime::Outbox;
 use bus_schema::proof::ProofKind;
 use bus_schema::{
     Action, ActionParams, ActionProposal, CanaryStage, Contract, DeployEvent, DeployStatus, Env,
@@ -145,14 +145,11 @@ pub struct Rollout {
     /// Wall-clock time of the last sample (or of the stage's start): a stage that hears
     /// nothing for long goes to a human ([`Rollout::on_silence`]).
     pub last_heard: Timestamp,
-    /// Highest stream sequence applied per input and stream, so a redelivery is not applied twice.
-    pub applied: BTreeMap<String, u64>,
-    /// Effects decided but not yet published.
-    pub outbox: VecDeque<Effect>,
-    /// Effects published so far: the next one's number, from which its message id derives, so
-    /// an effect published again (after a crash) is dropped as a duplicate.
-    #[serde(default)]
-    pub published: u64,
+    /// The inputs applied (a redelivery is not applied twice) and the effects decided but not
+    /// yet published. An effect's message id derives from its number, so one published again
+    /// after a crash is dropped as a duplicate.
+    #[serde(flatten)]
+    pub delivery: Outbox<Effect>,
     /// Times the proposal in flight was held back by governance and proposed again.
     #[serde(default)]
     pub retries: u32,
@@ -188,9 +185,7 @@ impl Rollout {
             extended: false,
             started_at: now,
             last_heard: now,
-            applied: BTreeMap::new(),
-            outbox: VecDeque::new(),
-            published: 0,
+            delivery: Outbox::default(),
             retries: 0,
             retry_at: None,
         };
@@ -214,18 +209,6 @@ impl Rollout {
 
     pub fn is_done(&self) -> bool {
         matches!(self.phase, Phase::Done { .. })
-    }
-
-    /// Whether this input was applied before; marks it applied otherwise. `input` names the
-    /// consumer (inputs on one stream are not ordered with each other).
-    pub fn first_time(&mut self, input: &str, position: Option<(&str, u64)>) -> bool {
-        let Some((source, seq)) = position else { return true };
-        let key = format!("{input}:{source}");
-        if self.applied.get(&key).is_some_and(|done| *done >= seq) {
-            return false;
-        }
-        self.applied.insert(key, seq);
-        true
     }
 
     /// A metric sample of the service.

@@ -267,19 +267,6 @@ fn an_inconclusive_stage_is_extended_once_then_a_human_decides() {
 }
 
 #[test]
-fn inputs_are_applied_once_per_consumer_and_stream_position() {
-    let (mut r, _) = rollout();
-    assert!(r.first_time("metrics", Some(("CN_EVENTS:e1", 10))));
-    assert!(!r.first_time("metrics", Some(("CN_EVENTS:e1", 10))), "a redelivery");
-    assert!(!r.first_time("metrics", Some(("CN_EVENTS:e1", 9))));
-    assert!(
-        r.first_time("deploys", Some(("CN_EVENTS:e1", 9))),
-        "another consumer of the same stream"
-    );
-    assert!(r.first_time("metrics", Some(("CN_EVENTS:e2", 1))), "a new stream epoch");
-}
-
-#[test]
 fn results_for_other_proposals_and_ended_deploys_are_handled_right() {
     let (mut r, first) = rollout();
     let mut other = proposals(&first)[0].clone();

@@ -15,12 +15,15 @@ pub mod command;
 use std::path::PathBuf;
 
 use agent_runtime::store::{Store, Table};
-use agent_runtime::{AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs};
+use agent_runtime::{
+    AgentSpec, Context, HandleError, Handler, NoRequests, NoWork, ProofDraft, RuntimeArgs,
+};
 use bus_schema::approval::{self, ApprovalError, ApprovalVerifier};
+use bus_schema::fleet::ExecutorInput;
 use bus_schema::proof::ProofKind;
 use bus_schema::{
-    AgentName, Backend, ExecutionResult, ExecutionStatus, Inbound, ReasonCode, SignedApproval,
-    SimAction, Timestamp, subject,
+    AgentName, Backend, ExecutionResult, ExecutionStatus, ReasonCode, SignedApproval, SimAction,
+    Timestamp, subject,
 };
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
@@ -316,10 +319,17 @@ impl Executor {
 }
 
 impl Handler for Executor {
-    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+    type Input = ExecutorInput;
+    type Request = NoRequests;
+    type Work = NoWork;
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: ExecutorInput,
+    ) -> Result<(), HandleError> {
         match input {
-            Inbound::Approved(a) => self.on_approval(ctx, a).await,
-            _ => Ok(()),
+            ExecutorInput::Approval(a) => self.on_approval(ctx, a).await,
         }
     }
 }

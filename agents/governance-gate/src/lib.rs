@@ -23,12 +23,15 @@ use std::time::Duration;
 use agent_runtime::config::parse_duration;
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{
-    AgentSpec, Context, Due, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError,
+    AgentSpec, Context, Due, HandleError, Handler, NoRequests, ProofDraft, RuntimeArgs,
+    RuntimeError,
 };
 use bus_schema::approval::{ApprovalSigner, proposal_hash};
+use bus_schema::fleet::{GovernanceInput, GovernanceInputName};
+use bus_schema::inputs::InputName;
 use bus_schema::proof::ProofKind;
 use bus_schema::{
-    ActionProposal, AgentName, ApprovalClaims, Decision, HumanDecision, Inbound, PendingApproval,
+    ActionProposal, AgentName, ApprovalClaims, Decision, HumanDecision, PendingApproval,
     ReasonCode, Refusal, RejectReason, SignedApproval, Timestamp, Uuid, derive_id, subject,
 };
 use serde::{Deserialize, Serialize};
@@ -328,7 +331,7 @@ impl Governance {
         if p.incident_id.is_some_and(|id| !self.incidents.contains_key(&id))
             && ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS
         {
-            let behind = ctx.backlog("incidents").await?;
+            let behind = ctx.backlog(GovernanceInputName::Incident).await?;
             if behind > 0 {
                 return Err(HandleError::Retry(format!(
                     "{behind} incidents not read yet; deciding after them"
@@ -343,15 +346,16 @@ impl Governance {
         // often reacts to that very outcome).
         if let Decided::Refused(r) = &decided {
             let unread = match r.reason {
-                ReasonCode::MissingPrerequisite => Some("deploys"),
-                ReasonCode::VerificationPending => Some("outcomes"),
+                ReasonCode::MissingPrerequisite => Some(GovernanceInputName::Deploy),
+                ReasonCode::VerificationPending => Some(GovernanceInputName::Outcome),
                 _ => None,
             };
             if let Some(input) = unread.filter(|_| ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS) {
                 let behind = ctx.backlog(input).await?;
                 if behind > 0 {
                     return Err(HandleError::Retry(format!(
-                        "{behind} {input} not read yet; deciding after them"
+                        "{behind} {} not read yet; deciding after them",
+                        input.as_str()
                     )));
                 }
             }
@@ -480,29 +484,12 @@ impl Governance {
         Self::publish(ctx, &record.proposal, &record.decided).await
     }
 
-    fn on_fact(&mut self, input: Inbound) -> Result<(), RuntimeError> {
-        match input {
-            Inbound::Deploy(d) => self
-                .update_service(&service_key(d.env.as_str(), d.service.as_str()), |s, _| {
-                    s.on_deploy(&d)
-                }),
-            Inbound::Slo(s) => self
-                .update_service(&service_key(s.env.as_str(), s.service.as_str()), |l, _| {
-                    l.on_slo(&s)
-                }),
-            Inbound::Outcome(o) => self
-                .update_service(&service_key(o.env.as_str(), o.service.as_str()), |l, policy| {
-                    l.on_outcome(&o, policy)
-                }),
-            Inbound::Incident(i) => {
-                let mut ledger = self.incidents.get(&i.incident_id).cloned().unwrap_or_default();
-                ledger.on_incident(&i);
-                self.store.put(&INCIDENTS, &i.incident_id.to_string(), &ledger)?;
-                self.incidents.insert(i.incident_id, ledger);
-                self.forget_old_incidents()
-            }
-            _ => Ok(()),
-        }
+    fn on_incident(&mut self, i: &bus_schema::Incident) -> Result<(), RuntimeError> {
+        let mut ledger = self.incidents.get(&i.incident_id).cloned().unwrap_or_default();
+        ledger.on_incident(i);
+        self.store.put(&INCIDENTS, &i.incident_id.to_string(), &ledger)?;
+        self.incidents.insert(i.incident_id, ledger);
+        self.forget_old_incidents()
     }
 
     /// Keeps the incident ledger bounded: beyond [`MAX_INCIDENTS`], the least recently seen
@@ -537,16 +524,48 @@ impl Governance {
     }
 }
 
+/// A pending approval to expire (or whose expiry is stored but not yet published).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry(Uuid);
+
+impl std::fmt::Display for Expiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "expire:{}", self.0)
+    }
+}
+
 impl Handler for Governance {
-    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+    type Input = GovernanceInput;
+    type Request = NoRequests;
+    type Work = Expiry;
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: GovernanceInput,
+    ) -> Result<(), HandleError> {
+        use GovernanceInput as I;
         match input {
-            Inbound::Proposed(p) => self.on_proposal(ctx, p).await,
-            Inbound::HumanDecision(h) => self.on_human(ctx, h).await,
-            fact => Ok(self.on_fact(fact)?),
+            I::Proposal(p) => self.on_proposal(ctx, p).await,
+            I::Decision(h) => self.on_human(ctx, h).await,
+            // Facts the gates weigh.
+            I::Deploy(d) => Ok(self
+                .update_service(&service_key(d.env.as_str(), d.service.as_str()), |s, _| {
+                    s.on_deploy(&d)
+                })?),
+            I::Slo(s) => Ok(self
+                .update_service(&service_key(s.env.as_str(), s.service.as_str()), |l, _| {
+                    l.on_slo(&s)
+                })?),
+            I::Outcome(o) => Ok(self.update_service(
+                &service_key(o.env.as_str(), o.service.as_str()),
+                |l, policy| l.on_outcome(&o, policy),
+            )?),
+            I::Incident(i) => Ok(self.on_incident(&i)?),
         }
     }
 
-    fn due(&mut self, now: Timestamp) -> Vec<Due> {
+    fn due(&mut self, now: Timestamp) -> Vec<Due<Expiry>> {
         let expired = self
             .pending
             .iter()
@@ -554,17 +573,18 @@ impl Handler for Governance {
             .map(|(id, (_, correlation))| (*id, correlation.clone()));
         expired
             .chain(self.unpublished.iter().map(|(id, c)| (*id, c.clone())))
-            .map(|(id, correlation_id)| Due { key: format!("expire:{id}"), correlation_id })
+            .map(|(id, correlation_id)| Due { key: Expiry(id), correlation_id })
             .collect()
     }
 
     /// A request nobody answered in time is refused as `approval_expired`: stored, then
     /// published; a publish that fails is tried again on the next tick.
-    async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
-        let Some(id) = due.key.strip_prefix("expire:").and_then(|id| id.parse::<Uuid>().ok())
-        else {
-            return Ok(());
-        };
+    async fn handle_due(
+        &mut self,
+        ctx: &mut Context<'_>,
+        due: Due<Expiry>,
+    ) -> Result<(), HandleError> {
+        let Expiry(id) = due.key;
         let Some(record) = self.store.get(&DECISIONS, &id.to_string())? else { return Ok(()) };
         let record = match record.decided {
             Decided::Pending(pa) => {

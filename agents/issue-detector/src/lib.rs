@@ -32,14 +32,17 @@ use std::time::{Duration, Instant};
 
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{
-    AgentSpec, Context, HandleError, Handler, ProofDraft, RuntimeArgs, RuntimeError,
+    AgentSpec, Context, HandleError, Handler, NoRequests, NoWork, ProofDraft, RuntimeArgs,
+    RuntimeError,
 };
+use bus_schema::fleet::DetectorInput;
+use bus_schema::inputs::PipelineEvent;
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, Inbound, IncidentStatus, RejectReason, Timestamp, subject};
+use bus_schema::{AgentName, IncidentStatus, RejectReason, Timestamp, subject};
 use serde_json::json;
 
 use config::DetectorConfig;
-use engine::{Output, Pending};
+use engine::Pending;
 use service::ServiceState;
 
 pub const NAME: AgentName = bus_schema::fleet::ISSUE_DETECTOR;
@@ -182,7 +185,7 @@ impl Detector {
                     && s.incidents.open().next().is_none()
                     && s.verifications.is_empty()
                     && s.holds.is_empty()
-                    && s.outbox.is_empty()
+                    && s.delivery.is_empty()
             })
             .map(|(k, _)| k.clone())
             .collect()
@@ -198,13 +201,21 @@ fn out_of_order(e: service::NotAdmitted) -> HandleError {
 }
 
 impl Handler for Detector {
-    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+    type Input = DetectorInput;
+    type Request = NoRequests;
+    type Work = NoWork;
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: DetectorInput,
+    ) -> Result<(), HandleError> {
+        use DetectorInput::{Event, Executed};
         let (env, service) = match &input {
-            Inbound::Metric(m) => (m.env.clone(), m.service.clone()),
-            Inbound::Log(l) => (l.env.clone(), l.service.clone()),
-            Inbound::Deploy(d) => (d.env.clone(), d.service.clone()),
-            Inbound::Executed(r) => (r.env.clone(), r.service.clone()),
-            _ => return Ok(()),
+            Event(PipelineEvent::Metric(m)) => (m.env.clone(), m.service.clone()),
+            Event(PipelineEvent::Log(l)) => (l.env.clone(), l.service.clone()),
+            Event(PipelineEvent::Deploy(d)) => (d.env.clone(), d.service.clone()),
+            Executed(r) => (r.env.clone(), r.service.clone()),
         };
         let key = service::key(&env, &service);
         let input_id = ctx.meta().input_id.clone();
@@ -214,39 +225,35 @@ impl Handler for Detector {
 
         // Decide, unless this input was applied before (a redelivery after a lost ack, or a
         // retry after a failed publish): then only what is still unpublished goes out.
-        let mut save_now = !state.outbox.is_empty();
-        let position = agent_runtime::handler::stream_position(&input_id);
-        if position.is_none_or(|(source, seq)| !state.applied_before(source, seq)) {
+        let mut save_now = !state.delivery.is_empty();
+        if let Some(unapplied) = state.delivery.unapplied(ctx.meta()) {
             let wall_clock = Timestamp::now();
+            let config = &self.config;
             // Deploys and execution results start watches that must survive a crash.
             let (out, watch) = match input {
-                Inbound::Metric(m) => {
-                    (state.on_metric(&m, &self.config, &input_id, wall_clock), false)
+                Event(PipelineEvent::Metric(m)) => {
+                    (state.on_metric(&m, config, &input_id, wall_clock), false)
                 }
-                Inbound::Log(l) => (state.on_log(&l, &self.config, &input_id, wall_clock), false),
-                Inbound::Deploy(d) => {
-                    (state.on_deploy(&d, &self.config, &input_id, wall_clock), true)
+                Event(PipelineEvent::Log(l)) => {
+                    (state.on_log(&l, config, &input_id, wall_clock), false)
                 }
-                Inbound::Executed(r) => {
-                    (Ok(state.on_executed(&r, &self.config, &input_id, &correlation)), true)
+                Event(PipelineEvent::Deploy(d)) => {
+                    (state.on_deploy(&d, config, &input_id, wall_clock), true)
                 }
-                _ => (Ok(Output::default()), false),
+                Executed(r) => (Ok(state.on_executed(&r, config, &input_id, &correlation)), true),
             };
             // Rejected inputs changed nothing and are not marked: a retry is judged again.
             let out = out.map_err(out_of_order)?;
-            if let Some((source, seq)) = position {
-                state.mark_applied(source, seq);
-            }
             save_now |= watch || out.is_decision();
-            state.outbox.extend(out.into_pending());
+            state.delivery.applied(unapplied, out.into_pending());
         }
         // Publish the outbox in order; a failure leaves the rest there for the retry.
-        while let Some(item) = state.outbox.front() {
+        while let Some((_, item)) = state.delivery.next() {
             if let Err(e) = Self::emit(ctx, item).await {
                 self.dirty.insert(key);
                 return Err(e);
             }
-            state.outbox.pop_front();
+            state.delivery.sent();
         }
         if save_now {
             self.store.put(&SERVICES, &key, state)?;
@@ -268,6 +275,43 @@ impl Handler for Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_state_with_positions_and_an_outbox_survives_the_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("d.redb")).unwrap();
+        let config = DetectorConfig::default();
+        let start: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let mut s = ServiceState::new("prod".parse().unwrap(), "api".parse().unwrap());
+        let mut pending = Vec::new();
+        for i in 0..40_u64 {
+            let m: bus_schema::MetricSample = serde_json::from_value(json!({
+                "env": "prod", "service": "api", "timestamp": start.plus(Duration::from_secs(10 * i)),
+                "error_rate": if i < 20 { 0.0 } else { 0.5 }, "latency_p99_ms": 120.0,
+            }))
+            .unwrap();
+            let wall = start.plus(Duration::from_secs(3600));
+            let out = s.on_metric(&m, &config, &format!("CN_EVENTS:e:{i}"), wall).unwrap();
+            pending.extend(out.into_pending());
+        }
+        assert!(!pending.is_empty(), "the error burst decided something");
+        let meta = agent_runtime::InputMeta {
+            input: "events",
+            subject: String::new(),
+            stream: "CN_EVENTS".to_owned(),
+            stream_seq: 40,
+            delivered: 1,
+            input_id: "CN_EVENTS:e:40".to_owned(),
+            message_id: String::new(),
+            correlation_id: String::new(),
+        };
+        let unapplied = s.delivery.unapplied(&meta).unwrap();
+        s.delivery.applied(unapplied, pending);
+        store.put(&SERVICES, &s.key(), &s).unwrap();
+        let back = store.get(&SERVICES, &s.key()).unwrap().expect("stored");
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&s).unwrap());
+        assert!(back.delivery.unapplied(&meta).is_none(), "still knows what it applied");
+    }
 
     #[test]
     fn services_silent_for_longer_than_their_slo_period_are_forgotten_unless_something_is_pending()

@@ -8,9 +8,10 @@
 //! as are samples stamped more than `max_clock_skew` ahead of this machine's clock (one bogus
 //! far-future timestamp would otherwise make every later sample look late).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use agent_runtime::Outbox;
 use bus_schema::{DeployEvent, Env, Evidence, MetricSample, ServiceName, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -130,13 +131,10 @@ pub struct ServiceState {
     #[serde(default)]
     pub holds: Vec<Hold>,
     pub slo_published: Option<SloMark>,
-    /// Outputs decided but not yet stored on the bus, oldest first.
-    #[serde(default)]
-    pub outbox: VecDeque<Pending>,
-    /// The highest stream sequence applied, per `{stream}:{epoch}`: a redelivered input is
-    /// not applied twice.
-    #[serde(default)]
-    applied: BTreeMap<String, u64>,
+    /// The inputs applied (a redelivered one is not applied twice) and the outputs decided but
+    /// not yet stored on the bus.
+    #[serde(flatten)]
+    pub delivery: Outbox<Pending>,
 }
 
 impl ServiceState {
@@ -158,8 +156,7 @@ impl ServiceState {
             verifications: Vec::new(),
             holds: Vec::new(),
             slo_published: None,
-            outbox: VecDeque::new(),
-            applied: BTreeMap::new(),
+            delivery: Outbox::default(),
         }
     }
 
@@ -170,23 +167,6 @@ impl ServiceState {
         let before =
             self.windows.range(signal, at - t.regression_window_s as i64, at - FINE_WIDTH_S);
         before.agg.mean().filter(|_| before.agg.n >= t.min_samples)
-    }
-
-    /// Whether the input at `seq` of `source` (`{stream}:{epoch}`), or a later one, was applied.
-    pub fn applied_before(&self, source: &str, seq: u64) -> bool {
-        self.applied.get(source).is_some_and(|done| *done >= seq)
-    }
-
-    /// Records that the input at `seq` of `source` is applied.
-    pub fn mark_applied(&mut self, source: &str, seq: u64) {
-        self.applied.insert(source.to_owned(), seq);
-        // A recreated stream starts a new epoch; old epochs are forgotten after a while.
-        while self.applied.len() > 8 {
-            let oldest = self.applied.iter().min_by_key(|(_, s)| **s).map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.applied.remove(&k);
-            }
-        }
     }
 
     /// `env/service`, the key of this state.
@@ -509,17 +489,6 @@ mod tests {
             &t,
         );
         assert!(s.conflicts("2026-11-22T10:00:10Z".parse().unwrap(), &t).is_empty());
-    }
-
-    #[test]
-    fn a_redelivered_input_is_recognised_per_stream_epoch() {
-        let mut s = state();
-        assert!(!s.applied_before("CN_EVENTS:a", 7));
-        s.mark_applied("CN_EVENTS:a", 7);
-        assert!(s.applied_before("CN_EVENTS:a", 7) && s.applied_before("CN_EVENTS:a", 3));
-        assert!(!s.applied_before("CN_EVENTS:a", 8));
-        assert!(!s.applied_before("CN_WORK:a", 7), "another stream counts on its own");
-        assert!(!s.applied_before("CN_EVENTS:b", 1), "a recreated stream starts again");
     }
 
     #[test]

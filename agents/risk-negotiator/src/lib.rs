@@ -26,13 +26,14 @@ use std::collections::HashMap;
 
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{
-    AgentSpec, Context, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs, RuntimeError,
+    AgentSpec, Context, HandleError, Handler, NoWork, ProofDraft, Reply, RuntimeArgs, RuntimeError,
 };
+use bus_schema::fleet::{NegotiatorInput, NegotiatorRequest};
 use bus_schema::proof::ProofKind;
 
 use bus_schema::{
     AgentName, Contract, ContractRequest, ContractStatus, CounterProposal, DeployEvent, Guardrails,
-    Inbound, Incident, RejectReason, Timestamp, Uuid, Validate, subject,
+    Incident, RejectReason, Timestamp, Uuid, Validate, subject,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -432,36 +433,32 @@ impl Negotiator {
 }
 
 impl Handler for Negotiator {
-    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+    type Input = NegotiatorInput;
+    type Request = NegotiatorRequest;
+    type Work = NoWork;
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: NegotiatorInput,
+    ) -> Result<(), HandleError> {
         match input {
-            Inbound::ContractRequest(req) => self.on_request(ctx, req).await,
-            Inbound::Deploy(d) => self.on_deploy(ctx, d).await,
-            Inbound::Incident(i) => self.on_incident(ctx, i).await,
-            Inbound::Slo(s) => self.on_slo(ctx, s).await,
-            _ => Ok(()),
+            NegotiatorInput::Request(req) => self.on_request(ctx, req).await,
+            NegotiatorInput::Deploy(d) => self.on_deploy(ctx, d).await,
+            NegotiatorInput::Incident(i) => self.on_incident(ctx, i).await,
+            NegotiatorInput::Slo(s) => self.on_slo(ctx, s).await,
         }
     }
 
     async fn respond(
         &mut self,
         ctx: &mut Context<'_>,
-        request: Request,
+        request: NegotiatorRequest,
     ) -> Result<Reply, HandleError> {
         match request {
-            Request::Input(input) => match *input {
-                Inbound::Negotiate(counter) => self.on_counter(ctx, counter).await,
-                other => Err(HandleError::Reject {
-                    reason: RejectReason::Refused,
-                    message: format!("not a counter-proposal: {other:?}"),
-                }),
-            },
-            Request::Query(subject) if subject.starts_with("cn.model.") => {
-                Reply::of(&self.model.stats())
-            }
-            Request::Query(subject) => Err(HandleError::Reject {
-                reason: RejectReason::InvalidSubject,
-                message: format!("nothing is answered on {subject}"),
-            }),
+            NegotiatorRequest::Counter(counter) => self.on_counter(ctx, counter).await,
+            // Whichever instance the queue group picks answers, with its own model.
+            NegotiatorRequest::Model(_) => Reply::of(&self.model.stats()),
         }
     }
 }

@@ -32,13 +32,13 @@ pub mod values;
 
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{
-    AgentSpec, Context, Due, HandleError, Handler, ProofDraft, Reply, Request, RuntimeArgs,
-    RuntimeError,
+    AgentSpec, Context, Due, HandleError, Handler, ProofDraft, Reply, RuntimeArgs, RuntimeError,
 };
+use bus_schema::fleet::{OptimizerInput, OptimizerInputName, OptimizerRequest};
+use bus_schema::inputs::Query;
 use bus_schema::proof::ProofKind;
 use bus_schema::{
-    AgentName, Inbound, InstanceId, LearnedPolicy, PolicyEntry, RejectReason, Timestamp, Uuid,
-    subject,
+    AgentName, InstanceId, LearnedPolicy, PolicyEntry, RejectReason, Timestamp, Uuid, subject,
 };
 use serde_json::json;
 
@@ -239,11 +239,32 @@ impl Optimizer {
     }
 }
 
+/// An incident whose wait for another verdict ran out, and the trigger it goes on from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wake {
+    incident: Uuid,
+    trigger: String,
+}
+
+impl std::fmt::Display for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.incident, self.trigger)
+    }
+}
+
 impl Handler for Optimizer {
-    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+    type Input = OptimizerInput;
+    type Request = OptimizerRequest;
+    type Work = Wake;
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: OptimizerInput,
+    ) -> Result<(), HandleError> {
         let now = Timestamp::now();
         let effects = match input {
-            Inbound::Incident(incident) => {
+            OptimizerInput::Incident(incident) => {
                 // Deploy events come on another consumer: what they say (is the service known,
                 // is there a version to roll back to) is read first, for a few attempts.
                 // Only before a decision: an update or a resolution of a known incident decides
@@ -254,7 +275,7 @@ impl Handler for Optimizer {
                     && incident.status != bus_schema::IncidentStatus::Resolved
                     && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS
                 {
-                    let behind = ctx.backlog("deploys").await?;
+                    let behind = ctx.backlog(OptimizerInputName::Deploy).await?;
                     if behind > 0 {
                         return Err(HandleError::Retry(format!(
                             "{behind} deploy events not read yet; deciding after them"
@@ -264,63 +285,52 @@ impl Handler for Optimizer {
                 let correlation = ctx.meta().correlation_id.clone();
                 self.core.on_incident(&incident, &correlation, now)
             }
-            Inbound::Outcome(outcome) => self.core.on_outcome(&outcome, now),
-            Inbound::Refused(refusal) => self.core.on_refusal(&refusal, now),
-            Inbound::Deploy(deploy) => {
+            OptimizerInput::Outcome(outcome) => self.core.on_outcome(&outcome, now),
+            OptimizerInput::Refused(refusal) => self.core.on_refusal(&refusal, now),
+            OptimizerInput::Deploy(deploy) => {
                 self.core.on_deploy(&deploy);
                 Vec::new()
-            }
-            other => {
-                return Err(HandleError::Reject {
-                    reason: RejectReason::Refused,
-                    message: format!("the optimizer does not consume {other:?}"),
-                });
             }
         };
         self.emit(ctx, effects).await
     }
 
-    fn due(&mut self, now: Timestamp) -> Vec<Due> {
+    fn due(&mut self, now: Timestamp) -> Vec<Due<Wake>> {
         self.core
             .due(now)
             .into_iter()
             .map(|(id, trigger)| {
                 let correlation_id =
                     self.core.memory.get(&id).map(|m| m.correlation_id.clone()).unwrap_or_default();
-                Due { key: format!("{id}/{trigger}"), correlation_id }
+                Due { key: Wake { incident: id, trigger }, correlation_id }
             })
             .collect()
     }
 
     /// A wait for another action's verdict ran out: the incident goes on.
-    async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
-        let Some((id, trigger)) = due
-            .key
-            .split_once('/')
-            .and_then(|(id, t)| Some((id.parse::<Uuid>().ok()?, t.to_owned())))
-        else {
-            return Ok(());
-        };
-        let effects = self.core.wake(id, &trigger, Timestamp::now());
+    async fn handle_due(
+        &mut self,
+        ctx: &mut Context<'_>,
+        due: Due<Wake>,
+    ) -> Result<(), HandleError> {
+        let Wake { incident, trigger } = due.key;
+        let effects = self.core.wake(incident, &trigger, Timestamp::now());
         self.emit(ctx, effects).await
     }
 
     async fn respond(
         &mut self,
         _ctx: &mut Context<'_>,
-        request: Request,
+        request: OptimizerRequest,
     ) -> Result<Reply, HandleError> {
         match request {
-            Request::Query(subject) if subject == self.policy_subject => {
+            OptimizerRequest::Policy(Query { subject }) if subject == self.policy_subject => {
                 Reply::of(&self.learned_policy())
             }
-            Request::Query(subject) => Err(HandleError::Reject {
+            // Another instance's (the queue group spans the agent's instances).
+            OptimizerRequest::Policy(Query { subject }) => Err(HandleError::Reject {
                 reason: RejectReason::InvalidSubject,
                 message: format!("nothing is answered on {subject}"),
-            }),
-            Request::Input(other) => Err(HandleError::Reject {
-                reason: RejectReason::Refused,
-                message: format!("not a query: {other:?}"),
             }),
         }
     }

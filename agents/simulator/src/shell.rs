@@ -4,8 +4,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, RuntimeArgs};
-use bus_schema::{Inbound, SimAction, Timestamp, subject};
+use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, NoRequests, RuntimeArgs};
+use bus_schema::fleet::SimulatorInput;
+use bus_schema::{SimAction, Timestamp, subject};
 use tracing::{info, warn};
 
 use crate::clock::{BEHIND_WALL_CLOCK, SimClock};
@@ -66,12 +67,26 @@ pub fn spec() -> AgentSpec {
     AgentSpec::new(bus_schema::fleet::simulator(), env!("CARGO_PKG_VERSION"))
 }
 
+/// A tick of the world, as due work: the run (its start, in seconds) and the tick's time. Its
+/// events' message ids derive from it, so a tick published again is dropped as a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickKey {
+    run: i64,
+    at_s: i64,
+}
+
+impl std::fmt::Display for TickKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tick:{}:{}", self.run, self.at_s)
+    }
+}
+
 /// The simulator's bus shell.
 #[derive(Debug)]
 pub struct Simulator {
     world: World,
     clock: SimClock,
-    pending: VecDeque<(String, Tick)>,
+    pending: VecDeque<(TickKey, Tick)>,
     applied: VecDeque<(String, Vec<Event>)>,
     caught_up: bool,
 }
@@ -155,14 +170,21 @@ impl Simulator {
 }
 
 impl Handler for Simulator {
-    async fn handle(&mut self, ctx: &mut Context<'_>, input: Inbound) -> Result<(), HandleError> {
+    type Input = SimulatorInput;
+    type Request = NoRequests;
+    type Work = TickKey;
+
+    async fn handle(
+        &mut self,
+        ctx: &mut Context<'_>,
+        input: SimulatorInput,
+    ) -> Result<(), HandleError> {
         match input {
-            Inbound::SimAction(action) => self.on_action(ctx, action).await,
-            _ => Ok(()),
+            SimulatorInput::Action(action) => self.on_action(ctx, action).await,
         }
     }
 
-    fn due(&mut self, now: Timestamp) -> Vec<Due> {
+    fn due(&mut self, now: Timestamp) -> Vec<Due<TickKey>> {
         let sim_now = self.clock.now(now);
         if !self.caught_up
             && sim_now >= now.minus(BEHIND_WALL_CLOCK)
@@ -178,16 +200,20 @@ impl Handler for Simulator {
                 _ => break,
             }
             let Some(tick) = self.world.step() else { break };
-            let key = format!("tick:{run}:{}", tick.at.unix_millis() / 1000);
+            let key = TickKey { run, at_s: tick.at.unix_millis() / 1000 };
             self.pending.push_back((key, tick));
         }
         self.pending
             .iter()
-            .map(|(key, _)| Due { key: key.clone(), correlation_id: format!("simulator:{key}") })
+            .map(|(key, _)| Due { key: *key, correlation_id: format!("simulator:{key}") })
             .collect()
     }
 
-    async fn handle_due(&mut self, ctx: &mut Context<'_>, due: Due) -> Result<(), HandleError> {
+    async fn handle_due(
+        &mut self,
+        ctx: &mut Context<'_>,
+        due: Due<TickKey>,
+    ) -> Result<(), HandleError> {
         let Some(i) = self.pending.iter().position(|(key, _)| *key == due.key) else {
             return Ok(());
         };
@@ -220,7 +246,7 @@ mod tests {
         assert_eq!(due.len(), MAX_PENDING, "at most {MAX_PENDING} ticks wait to be published");
         assert_eq!(sim.due(later), due, "asking again hands out the same keys");
         let start_s = wall.minus(Duration::from_secs(3600)).unix_millis() / 1000;
-        assert_eq!(due[0].key, format!("tick:{start_s}:{start_s}"));
+        assert_eq!(due[0].key.to_string(), format!("tick:{start_s}:{start_s}"));
         // Publish everything as it falls due for two hours: no tick is stamped after wall - 5 s.
         for s in 60..7200 {
             let now = wall.plus(Duration::from_secs(s));

@@ -1,9 +1,13 @@
 //! The fleet (docs/contract.md): each agent's name, what it consumes and what it publishes.
 //!
-//! Agents build their consumers from this table, and `cnctl permissions` renders the NATS
-//! permissions from it, so "who may publish what" cannot drift from what the agents do.
+//! Each agent's inputs are a type declared here ([`crate::inputs!`]): the agent's handler
+//! matches it, its consumers and the table's inputs are built from it, and `cnctl permissions`
+//! renders the NATS permissions from the table, so "who may read and publish what" cannot drift
+//! from what the agents do.
 
 use crate::AgentName;
+use crate::inputs::{AgentInputs, AgentRequests, NoRequests, PipelineEvent, PipelineEvents, Query};
+use crate::payload::*;
 use crate::subject::{self, FamilyInfo, Filter, Stream};
 
 pub const DEPLOY_AGENT: AgentName = AgentName::from_static("deploy-agent");
@@ -49,20 +53,34 @@ pub struct AgentDef {
     pub requests: Vec<Filter>,
 }
 
+crate::inputs! {
+    /// What the deploy agent reads.
+    pub enum DeployAgentInput, names DeployAgentInputName {
+        Deploy(DeployEvent) = "deploys" from subject::DEPLOY_EVENTS,
+        Onboard(OnboardRequest) = "onboarding" from subject::ONBOARD_REQUESTS,
+        Contract(Contract) = "contracts" from subject::CONTRACTS,
+        Metric(MetricSample) = "metrics" from subject::METRIC_EVENTS,
+        Executed(ExecutionResult) = "executed" from subject::EXECUTED,
+        Refused(Refusal) = "refused" from subject::REFUSED,
+    }
+}
+
 pub fn deploy_agent() -> AgentDef {
     AgentDef {
         name: DEPLOY_AGENT,
         description: "Chaos Negotiator deploy agent: onboarding, and canary rollouts driven by accepted contracts and judged against the stable version",
-        inputs: vec![
-            InputDef::new("deploys", subject::DEPLOY_EVENTS.all()),
-            InputDef::new("onboarding", subject::ONBOARD_REQUESTS.all()),
-            InputDef::new("contracts", subject::CONTRACTS.all()),
-            InputDef::new("metrics", subject::METRIC_EVENTS.all()),
-            InputDef::new("executed", subject::EXECUTED.all()),
-            InputDef::new("refused", subject::REFUSED.all()),
-        ],
+        inputs: DeployAgentInput::defs(),
         outputs: vec![subject::PROPOSED.info(), subject::DEPLOY_EVENTS.info()],
-        requests: vec![],
+        requests: NoRequests::filters(),
+    }
+}
+
+crate::inputs! {
+    /// What the issue detector reads.
+    pub enum DetectorInput, names DetectorInputName {
+        /// Deploys, samples and logs through one consumer, in the order they were stored.
+        Event(PipelineEvent) = "events" from PipelineEvents,
+        Executed(ExecutionResult) = "executed" from subject::EXECUTED,
     }
 }
 
@@ -70,12 +88,29 @@ pub fn issue_detector() -> AgentDef {
     AgentDef {
         name: ISSUE_DETECTOR,
         description: "Chaos Negotiator issue detector: events in; incidents, outcomes and SLO status out",
-        inputs: vec![
-            InputDef::new("events", subject::all_events()),
-            InputDef::new("executed", subject::EXECUTED.all()),
-        ],
+        inputs: DetectorInput::defs(),
         outputs: vec![subject::INCIDENTS.info(), subject::OUTCOMES.info(), subject::SLO.info()],
-        requests: vec![],
+        requests: NoRequests::filters(),
+    }
+}
+
+crate::inputs! {
+    /// What the risk negotiator reads.
+    pub enum NegotiatorInput, names NegotiatorInputName {
+        Request(ContractRequest) = "requests" from subject::CONTRACT_REQUESTS,
+        Deploy(DeployEvent) = "deploys" from subject::DEPLOY_EVENTS,
+        Incident(Incident) = "incidents" from subject::INCIDENTS,
+        Slo(SloStatus) = "slo" from subject::SLO,
+    }
+}
+
+crate::requests! {
+    /// What the risk negotiator answers.
+    pub enum NegotiatorRequest {
+        /// A counter-proposal to a contract.
+        Counter(CounterProposal) on subject::NEGOTIATE.all(),
+        /// Its learned model and calibration.
+        Model(Query) on subject::MODEL.agent(&RISK_NEGOTIATOR),
     }
 }
 
@@ -83,14 +118,27 @@ pub fn risk_negotiator() -> AgentDef {
     AgentDef {
         name: RISK_NEGOTIATOR,
         description: "Chaos Negotiator risk negotiator: contract requests in, contracts out; negotiates and learns from deploy outcomes",
-        inputs: vec![
-            InputDef::new("requests", subject::CONTRACT_REQUESTS.all()),
-            InputDef::new("deploys", subject::DEPLOY_EVENTS.all()),
-            InputDef::new("incidents", subject::INCIDENTS.all()),
-            InputDef::new("slo", subject::SLO.all()),
-        ],
+        inputs: NegotiatorInput::defs(),
         outputs: vec![subject::CONTRACTS.info()],
-        requests: vec![subject::NEGOTIATE.all(), subject::MODEL.agent(&RISK_NEGOTIATOR)],
+        requests: NegotiatorRequest::filters(),
+    }
+}
+
+crate::inputs! {
+    /// What the optimizer reads.
+    pub enum OptimizerInput, names OptimizerInputName {
+        Incident(Incident) = "incidents" from subject::INCIDENTS,
+        Outcome(Outcome) = "outcomes" from subject::OUTCOMES,
+        Refused(Refusal) = "refusals" from subject::REFUSED,
+        Deploy(DeployEvent) = "deploys" from subject::DEPLOY_EVENTS,
+    }
+}
+
+crate::requests! {
+    /// What the optimizer answers.
+    pub enum OptimizerRequest {
+        /// Its learned action values.
+        Policy(Query) on subject::POLICY.agent(&RL_OPTIMIZER),
     }
 }
 
@@ -98,14 +146,22 @@ pub fn rl_optimizer() -> AgentDef {
     AgentDef {
         name: RL_OPTIMIZER,
         description: "Chaos Negotiator optimizer: incidents in, action proposals out, one after another until the service is well; learns from outcomes",
-        inputs: vec![
-            InputDef::new("incidents", subject::INCIDENTS.all()),
-            InputDef::new("outcomes", subject::OUTCOMES.all()),
-            InputDef::new("refusals", subject::REFUSED.all()),
-            InputDef::new("deploys", subject::DEPLOY_EVENTS.all()),
-        ],
+        inputs: OptimizerInput::defs(),
         outputs: vec![subject::PROPOSED.info()],
-        requests: vec![subject::POLICY.agent(&RL_OPTIMIZER)],
+        requests: OptimizerRequest::filters(),
+    }
+}
+
+crate::inputs! {
+    /// What the governance gate reads: proposals and human decisions to decide on, and the
+    /// facts its gates weigh.
+    pub enum GovernanceInput, names GovernanceInputName {
+        Deploy(DeployEvent) = "deploys" from subject::DEPLOY_EVENTS,
+        Proposal(ActionProposal) = "proposals" from subject::PROPOSED,
+        Decision(HumanDecision) = "decisions" from subject::HUMAN_DECISIONS,
+        Incident(Incident) = "incidents" from subject::INCIDENTS,
+        Outcome(Outcome) = "outcomes" from subject::OUTCOMES,
+        Slo(SloStatus) = "slo" from subject::SLO,
     }
 }
 
@@ -113,16 +169,16 @@ pub fn governance_gate() -> AgentDef {
     AgentDef {
         name: GOVERNANCE_GATE,
         description: "Chaos Negotiator governance gate: proposals in, signed approvals or refusals out",
-        inputs: vec![
-            InputDef::new("deploys", subject::DEPLOY_EVENTS.all()),
-            InputDef::new("proposals", subject::PROPOSED.all()),
-            InputDef::new("decisions", subject::HUMAN_DECISIONS.all()),
-            InputDef::new("incidents", subject::INCIDENTS.all()),
-            InputDef::new("outcomes", subject::OUTCOMES.all()),
-            InputDef::new("slo", subject::SLO.all()),
-        ],
+        inputs: GovernanceInput::defs(),
         outputs: vec![subject::APPROVED.info(), subject::REFUSED.info(), subject::PENDING.info()],
-        requests: vec![],
+        requests: NoRequests::filters(),
+    }
+}
+
+crate::inputs! {
+    /// What the executor reads: signed approvals, nothing else.
+    pub enum ExecutorInput, names ExecutorInputName {
+        Approval(SignedApproval) = "approvals" from subject::APPROVED,
     }
 }
 
@@ -130,9 +186,16 @@ pub fn executor() -> AgentDef {
     AgentDef {
         name: EXECUTOR,
         description: "Chaos Negotiator executor: signed approvals in, execution results out",
-        inputs: vec![InputDef::new("approvals", subject::APPROVED.all())],
+        inputs: ExecutorInput::defs(),
         outputs: vec![subject::EXECUTED.info(), subject::SIM_ACTIONS.info()],
-        requests: vec![],
+        requests: NoRequests::filters(),
+    }
+}
+
+crate::inputs! {
+    /// What the simulator reads: the executor's actions on simulated services.
+    pub enum SimulatorInput, names SimulatorInputName {
+        Action(SimAction) = "actions" from subject::SIM_ACTIONS,
     }
 }
 
@@ -142,13 +205,13 @@ pub fn simulator() -> AgentDef {
     AgentDef {
         name: SIMULATOR,
         description: "Chaos Negotiator simulator: a simulated world of services that reacts to sim actions",
-        inputs: vec![InputDef::new("actions", subject::SIM_ACTIONS.all())],
+        inputs: SimulatorInput::defs(),
         outputs: vec![
             subject::DEPLOY_EVENTS.info(),
             subject::METRIC_EVENTS.info(),
             subject::LOG_EVENTS.info(),
         ],
-        requests: vec![],
+        requests: NoRequests::filters(),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod display;
 pub mod fleet;
 pub mod headers;
 pub mod hex;
+pub mod inputs;
 pub mod payload;
 pub mod proof;
 pub mod reason;

@@ -15,9 +15,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use bus_schema::codec::{Limits, decode_inbound};
+use bus_schema::codec::Limits;
+use bus_schema::fleet::InputDef;
+use bus_schema::inputs::{AgentInputs, AgentRequests};
 use bus_schema::proof::ProofKind;
-use bus_schema::{InstanceId, RejectReason, headers};
+use bus_schema::{InstanceId, headers};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +30,7 @@ use crate::connect::FirstConnect;
 use crate::consumer::{Delivery, DeliveryPolicy, Puller, Recreated, ensure_consumer};
 use crate::delivery::{Processor, id_header};
 use crate::error::RuntimeError;
-use crate::handler::{Context, HandleError, Handler, InputMeta, Request};
+use crate::handler::{Context, HandleError, Handler, InputMeta};
 use crate::position::{POSITIONS, Positions};
 use crate::proof::{ProofDraft, ProofWriter};
 use crate::publish::Publisher;
@@ -46,8 +48,9 @@ const REQUEST_BACKLOG: usize = 64;
 
 /// Passes a subscription's requests to the agent's loop until shutdown.
 async fn forward_requests(
+    index: usize,
     mut sub: async_nats::Subscriber,
-    tx: mpsc::Sender<async_nats::Message>,
+    tx: mpsc::Sender<(usize, async_nats::Message)>,
     stop: CancellationToken,
 ) {
     use futures_util::StreamExt;
@@ -56,7 +59,7 @@ async fn forward_requests(
             () = stop.cancelled() => break,
             m = sub.next() => match m { Some(m) => m, None => break },
         };
-        if tx.send(msg).await.is_err() {
+        if tx.send((index, msg)).await.is_err() {
             break;
         }
     }
@@ -118,7 +121,8 @@ impl Agent {
     async fn answer<H: Handler>(
         &mut self,
         handler: &mut H,
-        msg: async_nats::Message,
+        inputs: &[InputDef],
+        (index, msg): (usize, async_nats::Message),
     ) -> Result<(), RuntimeError> {
         let Some(reply_to) = msg.reply.clone() else {
             warn!(subject = %msg.subject, "a request without a reply subject; ignoring it");
@@ -142,6 +146,7 @@ impl Agent {
             &digest[..16]
         );
         let meta = InputMeta {
+            input: "",
             subject: msg.subject.to_string(),
             stream: "core".to_owned(),
             stream_seq: 0,
@@ -154,25 +159,16 @@ impl Agent {
         };
         let limits =
             Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
-        let request = match decode_inbound(
+        let request = H::Request::decode(
+            index,
             &meta.subject,
             header(headers::CONTENT_TYPE).as_deref(),
             &msg.payload,
             &limits,
-        ) {
-            Ok(input) => Ok(Request::Input(Box::new(input))),
-            Err(e) if e.reason() == RejectReason::InvalidSubject && msg.payload.is_empty() => {
-                Ok(Request::Query(meta.subject.clone()))
-            }
-            Err(e) => Err(HandleError::Reject { reason: e.reason(), message: e.to_string() }),
-        };
-        let mut ctx = Context::new(
-            &self.spec.name,
-            &self.spec.inputs,
-            &meta,
-            &self.publisher,
-            &mut self.proof,
-        );
+        )
+        .map_err(|e| HandleError::Reject { reason: e.reason(), message: e.to_string() });
+        let mut ctx =
+            Context::new(&self.spec.name, inputs, &meta, &self.publisher, &mut self.proof);
         let result = match request {
             Ok(request) => handler.respond(&mut ctx, request).await,
             Err(e) => Err(e),
@@ -217,17 +213,16 @@ impl Agent {
 
     /// Hands the handler's due work to it, one item at a time. A failed item is logged and
     /// asked for again on the next tick; `Err` means the agent must stop.
-    async fn run_due<H: Handler>(&mut self, handler: &mut H) -> Result<(), RuntimeError> {
+    async fn run_due<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        inputs: &[InputDef],
+    ) -> Result<(), RuntimeError> {
         // A few items per tick, so inputs are not held up; the first failure ends the tick.
         for due in handler.due(bus_schema::Timestamp::now()).into_iter().take(DUE_PER_TICK) {
             let meta = due.meta();
-            let mut ctx = Context::new(
-                &self.spec.name,
-                &self.spec.inputs,
-                &meta,
-                &self.publisher,
-                &mut self.proof,
-            );
+            let mut ctx =
+                Context::new(&self.spec.name, inputs, &meta, &self.publisher, &mut self.proof);
             match handler.handle_due(&mut ctx, due.clone()).await {
                 Ok(()) => {}
                 Err(HandleError::Fatal(e)) => return Err(e),
@@ -274,11 +269,11 @@ impl Agent {
     /// Runs until the shutdown token fires (or a fatal error, such as another process writing
     /// this instance's proof chain, stops it).
     pub async fn run<H: Handler>(mut self, mut handler: H) -> Result<RunSummary, RuntimeError> {
-        let durables: Vec<String> =
-            self.spec.inputs.iter().map(|i| i.durable(&self.spec.name)).collect();
+        let inputs = H::Input::defs();
+        let durables: Vec<String> = inputs.iter().map(|i| i.durable(&self.spec.name)).collect();
         let started = ProofDraft::new(ProofKind::AgentStarted).detail(json!({
             "version": self.spec.version,
-            "inputs": self.spec.inputs.iter().map(|i| i.filter.pattern()).collect::<Vec<_>>(),
+            "inputs": inputs.iter().map(|i| i.filter.pattern()).collect::<Vec<_>>(),
             "consumers": durables,
             "pid": std::process::id(),
         }));
@@ -295,7 +290,7 @@ impl Agent {
         let stored: std::collections::HashMap<String, _> =
             self.store.scan(&POSITIONS)?.into_iter().collect();
         let mut pullers = Vec::new();
-        for input in self.spec.inputs.clone() {
+        for input in inputs.clone() {
             let input = &input;
             let found = ensure_consumer(
                 self.publisher.jetstream(),
@@ -341,9 +336,9 @@ impl Agent {
         let grace = self.args.shutdown_grace;
         let mut clean = true;
         let mut fatal = None;
-        let (req_tx, mut requests) = mpsc::channel::<async_nats::Message>(REQUEST_BACKLOG);
+        let (req_tx, mut requests) = mpsc::channel(REQUEST_BACKLOG);
         let mut listeners = Vec::new();
-        for filter in &self.spec.requests {
+        for (index, filter) in H::Request::filters().iter().enumerate() {
             let sub = self
                 .client
                 .queue_subscribe(filter.pattern().to_owned(), self.spec.name.to_string())
@@ -354,7 +349,8 @@ impl Agent {
                         filter.pattern()
                     ))
                 })?;
-            listeners.push(tokio::spawn(forward_requests(sub, req_tx.clone(), pulling.clone())));
+            let forward = forward_requests(index, sub, req_tx.clone(), pulling.clone());
+            listeners.push(tokio::spawn(forward));
         }
         drop(req_tx);
         let mut clock = tokio::time::interval(DUE_EVERY);
@@ -377,7 +373,7 @@ impl Agent {
                         fatal = Some(e);
                         break;
                     }
-                    if let Err(e) = self.run_due(&mut handler).await {
+                    if let Err(e) = self.run_due(&mut handler, &inputs).await {
                         error!(error = %e, "stopping: this agent cannot go on safely");
                         fatal = Some(e);
                         break;
@@ -385,7 +381,7 @@ impl Agent {
                     continue;
                 }
                 Some(request) = requests.recv() => {
-                    if let Err(e) = self.answer(&mut handler, request).await {
+                    if let Err(e) = self.answer(&mut handler, &inputs, request).await {
                         error!(error = %e, "stopping: this agent cannot go on safely");
                         fatal = Some(e);
                         break;
@@ -397,7 +393,7 @@ impl Agent {
             let shutdown = self.shutdown.clone();
             let mut processor = Processor {
                 agent: &self.spec.name,
-                inputs: &self.spec.inputs,
+                inputs: &inputs,
                 publisher: &self.publisher,
                 proof: &mut self.proof,
                 stats: &self.stats,

@@ -51,6 +51,8 @@ impl DeliveryPolicy {
 #[derive(Debug)]
 pub struct Delivery {
     pub msg: jetstream::Message,
+    /// The input's name in the agent's declaration (`InputDef::name`).
+    pub input: &'static str,
     pub durable: Arc<str>,
     /// The stream's creation time (base 36 seconds): stream positions are unique only
     /// within one incarnation of a stream, and ids derived from them must not repeat if the
@@ -215,6 +217,7 @@ impl Puller {
                         };
                         permit.send(Delivery {
                             msg,
+                            input: self.input.name,
                             durable: input.durable.clone(),
                             epoch: input.epoch.clone(),
                         });

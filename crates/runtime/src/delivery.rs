@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind};
 use bus_schema::codec::{Limits, decode_inbound_at};
 use bus_schema::fleet::InputDef;
+use bus_schema::inputs::AgentInputs;
 use bus_schema::proof::ProofKind;
 use bus_schema::{AgentName, RejectReason, headers};
 use serde_json::json;
@@ -46,7 +47,7 @@ impl Processor<'_> {
         delivery: Delivery,
     ) -> Result<(), RuntimeError> {
         let msg = &delivery.msg;
-        let Some(meta) = input_meta(msg, &delivery.epoch) else {
+        let Some(meta) = input_meta(msg, delivery.input, &delivery.epoch) else {
             warn!(subject = %msg.subject, "message without JetStream metadata; ignoring it");
             return Ok(());
         };
@@ -80,11 +81,23 @@ impl Processor<'_> {
                 clock,
             ) {
                 Err(e) => Err(HandleError::Reject { reason: e.reason(), message: e.to_string() }),
-                Ok(input) => {
-                    let mut ctx =
-                        Context::new(self.agent, self.inputs, &meta, self.publisher, self.proof);
-                    with_progress(msg, self.policy.ack_wait, handler.handle(&mut ctx, input)).await
-                }
+                Ok(inbound) => match H::Input::from_input(delivery.input, inbound) {
+                    Some(input) => {
+                        let mut ctx = Context::new(
+                            self.agent,
+                            self.inputs,
+                            &meta,
+                            self.publisher,
+                            self.proof,
+                        );
+                        let work = handler.handle(&mut ctx, input);
+                        with_progress(msg, self.policy.ack_wait, work).await
+                    }
+                    None => Err(HandleError::Reject {
+                        reason: RejectReason::InvalidSubject,
+                        message: format!("not a message the input {:?} reads", delivery.input),
+                    }),
+                },
             }
         };
         let outcome = match outcome {
@@ -198,13 +211,14 @@ pub(crate) fn id_header(headers: Option<&async_nats::HeaderMap>, name: &str) -> 
         .map(str::to_owned)
 }
 
-fn input_meta(msg: &jetstream::Message, epoch: &str) -> Option<InputMeta> {
+fn input_meta(msg: &jetstream::Message, input: &'static str, epoch: &str) -> Option<InputMeta> {
     let info = msg.info().ok()?;
     let input_id = format!("{}:{epoch}:{}", info.stream, info.stream_sequence);
     let header = |name: &str| id_header(msg.headers.as_ref(), name);
     let message_id = header(headers::MSG_ID).unwrap_or_else(|| input_id.clone());
     let correlation_id = header(headers::CORRELATION_ID).unwrap_or_else(|| message_id.clone());
     Some(InputMeta {
+        input,
         subject: msg.subject.to_string(),
         stream: info.stream.to_owned(),
         stream_seq: info.stream_sequence,

@@ -6,11 +6,16 @@
 //! handler returns `Ok` — by then every output and record it wrote is stored.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 
 use bus_schema::codec::Payload;
 use bus_schema::fleet::InputDef;
-use bus_schema::{AgentName, Inbound, RejectReason, Subject};
+use bus_schema::inputs::{AgentInputs, AgentRequests, InputName};
+use bus_schema::{AgentName, RejectReason, Subject};
+
+#[doc(no_inline)]
+pub use bus_schema::inputs::NoRequests;
 
 use crate::error::RuntimeError;
 use crate::proof::{ProofDraft, ProofWriter};
@@ -38,11 +43,23 @@ impl From<RuntimeError> for HandleError {
 }
 
 /// An agent's logic. `handle` runs for one input at a time, in delivery order.
+///
+/// Its inputs, requests and due work are types of its own: the runtime consumes exactly the
+/// inputs [`Handler::Input`] declares and hands each over as that enum, so a handler that
+/// matches it without a catch-all handles every input it subscribes to, or does not compile.
 pub trait Handler: Send {
+    /// What the agent reads, one variant per consumer (declared with [`bus_schema::inputs!`]).
+    type Input: AgentInputs;
+    /// The core requests it answers ([`bus_schema::requests!`]; [`NoRequests`] for none).
+    type Request: AgentRequests;
+    /// What identifies an item of its due work ([`NoWork`] for none). Its `Display` is the
+    /// item's stable key, from which the ids of its outputs derive.
+    type Work: WorkKey;
+
     fn handle(
         &mut self,
         ctx: &mut Context<'_>,
-        input: Inbound,
+        input: Self::Input,
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
 
     /// Called once when the agent stops, after the last input: the place to save state
@@ -54,7 +71,7 @@ pub trait Handler: Send {
     /// Work that falls due by the clock rather than by an input (a pending approval that
     /// expires unanswered). The runtime asks about once a second, between inputs, and hands
     /// each item to [`Handler::handle_due`].
-    fn due(&mut self, _now: bus_schema::Timestamp) -> Vec<Due> {
+    fn due(&mut self, _now: bus_schema::Timestamp) -> Vec<Due<Self::Work>> {
         Vec::new()
     }
 
@@ -63,7 +80,7 @@ pub trait Handler: Send {
     fn respond(
         &mut self,
         _ctx: &mut Context<'_>,
-        _request: Request,
+        _request: Self::Request,
     ) -> impl Future<Output = Result<Reply, HandleError>> + Send {
         async {
             Err(HandleError::Reject {
@@ -78,19 +95,26 @@ pub trait Handler: Send {
     fn handle_due(
         &mut self,
         _ctx: &mut Context<'_>,
-        _due: Due,
+        _due: Due<Self::Work>,
     ) -> impl Future<Output = Result<(), HandleError>> + Send {
         async { Ok(()) }
     }
 }
 
-/// A core NATS request an agent answers (negotiation, queries about its state).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    /// A decoded, validated message on an input subject (e.g. a counter-proposal).
-    Input(Box<Inbound>),
-    /// A question without a payload of ours (e.g. `cn.model.{agent}.{instance}`), by subject.
-    Query(String),
+/// The key of an item of due work: a type of the agent's (an enum of what falls due), whose
+/// `Display` is stable across restarts and unique for the work.
+pub trait WorkKey: Clone + fmt::Debug + fmt::Display + Send + 'static {}
+
+impl<T: Clone + fmt::Debug + fmt::Display + Send + 'static> WorkKey for T {}
+
+/// The due work of an agent that has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoWork {}
+
+impl fmt::Display for NoWork {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
 }
 
 /// The answer to a request, encoded like any payload of the contract.
@@ -111,18 +135,19 @@ impl Reply {
 
 /// An item of work that fell due by the clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Due {
+pub struct Due<K> {
     /// Stable and unique for the work: its outputs' ids derive from it.
-    pub key: String,
+    pub key: K,
     /// The chain the work continues.
     pub correlation_id: String,
 }
 
-impl Due {
+impl<K: WorkKey> Due<K> {
     /// The input metadata a due item is handled under.
     pub(crate) fn meta(&self) -> InputMeta {
         let id = format!("due:{}", self.key);
         InputMeta {
+            input: "",
             subject: String::new(),
             stream: "due".to_owned(),
             stream_seq: 0,
@@ -137,6 +162,9 @@ impl Due {
 /// Where an input came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputMeta {
+    /// The input (consumer) it was read by, as the agent declares it; empty for due work and
+    /// requests.
+    pub input: &'static str,
     pub subject: String,
     pub stream: String,
     pub stream_seq: u64,
@@ -187,7 +215,8 @@ impl<'a> Context<'a> {
     /// How many messages another of this agent's inputs has not finished yet (pending plus
     /// in flight). Inputs on different streams are not ordered with each other; an agent that
     /// needs facts from one input to decide on another can wait until that input caught up.
-    pub async fn backlog(&self, input: &str) -> Result<u64, RuntimeError> {
+    pub async fn backlog(&self, input: impl InputName) -> Result<u64, RuntimeError> {
+        let input = input.as_str();
         let def =
             self.inputs.iter().find(|i| i.name == input).ok_or_else(|| RuntimeError::Consumer {
                 consumer: input.to_owned(),

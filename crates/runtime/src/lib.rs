@@ -7,9 +7,8 @@
 //! typed redb layer ([`store`]). An agent binary is a few lines:
 //!
 //! ```no_run
-//! use agent_runtime::{AgentSpec, Context, HandleError, Handler, RuntimeArgs};
-//! use bus_schema::fleet::InputDef;
-//! use bus_schema::{subject, AgentName, Inbound};
+//! use agent_runtime::{AgentSpec, Context, HandleError, Handler, NoRequests, NoWork, RuntimeArgs};
+//! use bus_schema::{subject, AgentName, MetricSample};
 //!
 //! #[derive(clap::Parser)]
 //! struct Cli {
@@ -17,9 +16,23 @@
 //!     runtime: RuntimeArgs,
 //! }
 //!
+//! bus_schema::inputs! {
+//!     /// What the echo agent reads: one durable consumer, `echo-metrics`.
+//!     enum Input, names InputName {
+//!         Metric(MetricSample) = "metrics" from subject::METRIC_EVENTS,
+//!     }
+//! }
+//!
 //! struct Echo;
 //! impl Handler for Echo {
-//!     async fn handle(&mut self, _ctx: &mut Context<'_>, _input: Inbound) -> Result<(), HandleError> {
+//!     type Input = Input;
+//!     type Request = NoRequests;
+//!     type Work = NoWork;
+//!
+//!     async fn handle(&mut self, _ctx: &mut Context<'_>, input: Input) -> Result<(), HandleError> {
+//!         match input {
+//!             Input::Metric(m) => tracing::info!(service = %m.service, "a sample"),
+//!         }
 //!         Ok(())
 //!     }
 //! }
@@ -30,9 +43,7 @@
 //!         name: AgentName::from_static("echo"),
 //!         version: env!("CARGO_PKG_VERSION"),
 //!         description: "logs what it sees",
-//!         inputs: vec![InputDef::new("events", subject::all_events())],
 //!         prefetch: 1,
-//!         requests: vec![],
 //!     };
 //!     agent_runtime::run_agent(spec, cli.runtime, |_agent| Ok(Echo))
 //! }
@@ -45,6 +56,7 @@ pub mod consumer;
 mod delivery;
 pub mod error;
 pub mod handler;
+pub mod outbox;
 pub mod position;
 pub mod proof;
 pub mod publish;
@@ -61,7 +73,8 @@ use std::process::ExitCode;
 pub use agent::{Agent, RunSummary};
 pub use config::RuntimeArgs;
 pub use error::RuntimeError;
-pub use handler::{Context, Due, HandleError, Handler, InputMeta, Reply, Request};
+pub use handler::{Context, Due, HandleError, Handler, InputMeta, NoRequests, NoWork, Reply};
+pub use outbox::Outbox;
 pub use proof::{ProofDraft, ProofWriter};
 pub use publish::{Published, Publisher, Trace};
 pub use spec::AgentSpec;

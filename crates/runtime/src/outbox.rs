@@ -1,0 +1,264 @@
+//! Apply once, publish for sure: what a stateful handler keeps beside its state.
+//!
+//! A handler whose state outlives an input (a service's windows, a rollout) must not apply a
+//! redelivered input twice, and must publish what it decided even if it crashes between
+//! deciding and publishing. [`Outbox`] holds both halves: the highest stream sequence applied
+//! per input, and the outputs decided but not yet stored on the bus, oldest first. Stored with
+//! the state in one write, it makes "decide, store, publish, store again" safe to repeat: a
+//! redelivery finds the input applied and only publishes what is still waiting, under the same
+//! message ids (derived from [`Outbox::published`]), which JetStream drops if they were stored.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::handler::{InputMeta, stream_position};
+
+/// How many stream incarnations' positions are remembered per input: a recreated stream starts
+/// a new epoch, and the old ones are forgotten after a while.
+const POSITIONS_KEPT: usize = 8;
+
+/// Applied positions and unpublished outputs of one piece of state.
+///
+/// Its fields keep the names the detector and the deploy agent stored before it existed
+/// (`applied`, `outbox`, `published`), so it is `#[serde(flatten)]`-ed into their state
+/// without a migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outbox<T> {
+    /// The highest stream sequence applied, per `{input}:{stream}:{epoch}`.
+    #[serde(default)]
+    applied: BTreeMap<String, u64>,
+    /// Outputs decided but not yet stored on the bus, oldest first.
+    #[serde(default = "VecDeque::new")]
+    outbox: VecDeque<T>,
+    /// Outputs published so far: the next one's number.
+    #[serde(default)]
+    published: u64,
+}
+
+/// An input not applied yet, from [`Outbox::unapplied`]: hand it to [`Outbox::applied`] with
+/// what it decided.
+#[derive(Debug)]
+#[must_use = "mark the input applied with Outbox::applied"]
+pub struct Unapplied(Option<(String, u64)>);
+
+impl<T> Default for Outbox<T> {
+    fn default() -> Self {
+        Self { applied: BTreeMap::new(), outbox: VecDeque::new(), published: 0 }
+    }
+}
+
+impl<T> Outbox<T> {
+    /// The input `meta` describes, unless it (or a later input of the same consumer and
+    /// stream) was applied before. Due work and requests have no position: always new.
+    ///
+    /// ```
+    /// # use agent_runtime::{InputMeta, Outbox};
+    /// # fn meta(id: &str) -> InputMeta { InputMeta { input: "events", subject: String::new(),
+    /// #     stream: String::new(), stream_seq: 0, delivered: 1, input_id: id.into(),
+    /// #     message_id: id.into(), correlation_id: id.into() } }
+    /// let mut outbox = Outbox::default();
+    /// for id in ["CN_EVENTS:k3:7", "CN_EVENTS:k3:7", "CN_EVENTS:k3:8"] {
+    ///     if let Some(input) = outbox.unapplied(&meta(id)) {
+    ///         // decide (an error here marks nothing: a retry decides again) …
+    ///         outbox.applied(input, [format!("decided under {id}")]);
+    ///     }
+    /// }
+    /// assert_eq!(outbox.len(), 2, "the redelivery of 7 decided nothing");
+    /// ```
+    pub fn unapplied(&self, meta: &InputMeta) -> Option<Unapplied> {
+        let Some((source, seq)) = stream_position(&meta.input_id) else {
+            return Some(Unapplied(None));
+        };
+        let key = format!("{}:{source}", meta.input);
+        // Positions written before the input's name was part of the key (0.8) still count.
+        let done = self.applied.get(&key).or_else(|| self.applied.get(source));
+        if done.is_some_and(|done| *done >= seq) {
+            return None;
+        }
+        Some(Unapplied(Some((key, seq))))
+    }
+
+    /// Marks `input` applied and queues what it decided.
+    pub fn applied(&mut self, input: Unapplied, outputs: impl IntoIterator<Item = T>) {
+        if let Unapplied(Some((key, seq))) = input {
+            self.mark(key, seq);
+        }
+        self.outbox.extend(outputs);
+    }
+
+    fn mark(&mut self, key: String, seq: u64) {
+        self.applied.insert(key, seq);
+        while self.applied.len() > POSITIONS_KEPT {
+            let oldest = self.applied.iter().min_by_key(|(_, s)| **s).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.applied.remove(&k);
+            }
+        }
+    }
+
+    /// Queues outputs decided outside an input (e.g. when a rollout starts).
+    pub fn push(&mut self, outputs: impl IntoIterator<Item = T>) {
+        self.outbox.extend(outputs);
+    }
+
+    /// Nothing is waiting to be published.
+    pub fn is_empty(&self) -> bool {
+        self.outbox.is_empty()
+    }
+
+    /// Outputs waiting to be published.
+    pub fn len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Outputs published so far; the number of the next one.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// The oldest output waiting to be published, and its number (from which its message id
+    /// may derive). Publish it, then call [`Outbox::sent`]; on failure leave it for the retry:
+    ///
+    /// ```ignore
+    /// while let Some((n, output)) = state.outbox.next() {
+    ///     publish(ctx, n, output).await?;
+    ///     state.outbox.sent();
+    /// }
+    /// ```
+    pub fn next(&self) -> Option<(u64, &T)> {
+        self.outbox.front().map(|t| (self.published, t))
+    }
+
+    /// The output [`Outbox::next`] gave is stored on the bus: the next one comes up.
+    pub fn sent(&mut self) {
+        if self.outbox.pop_front().is_some() {
+            self.published += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(name: &'static str, id: &str) -> InputMeta {
+        InputMeta {
+            input: name,
+            subject: String::new(),
+            stream: String::new(),
+            stream_seq: 0,
+            delivered: 1,
+            input_id: id.to_owned(),
+            message_id: id.to_owned(),
+            correlation_id: id.to_owned(),
+        }
+    }
+
+    /// Applies the input with `decide` unless it was applied before; whether it ran.
+    fn apply<T, E>(
+        o: &mut Outbox<T>,
+        meta: &InputMeta,
+        decide: impl FnOnce() -> Result<Vec<T>, E>,
+    ) -> Result<bool, E> {
+        let Some(input) = o.unapplied(meta) else { return Ok(false) };
+        let outputs = decide()?;
+        o.applied(input, outputs);
+        Ok(true)
+    }
+
+    fn decided(items: &[u32]) -> impl FnOnce() -> Result<Vec<u32>, ()> + '_ {
+        move || Ok(items.to_vec())
+    }
+
+    #[test]
+    fn an_input_is_applied_once_per_consumer_and_stream() {
+        let mut o = Outbox::default();
+        assert_eq!(apply(&mut o, &input("events", "CN_EVENTS:a:7"), decided(&[1])), Ok(true));
+        assert_eq!(apply(&mut o, &input("events", "CN_EVENTS:a:7"), decided(&[2])), Ok(false));
+        assert_eq!(apply(&mut o, &input("events", "CN_EVENTS:a:3"), decided(&[2])), Ok(false));
+        assert_eq!(apply(&mut o, &input("events", "CN_EVENTS:a:8"), decided(&[2])), Ok(true));
+        // Another consumer on the same stream is not ordered with this one.
+        assert_eq!(apply(&mut o, &input("deploys", "CN_EVENTS:a:5"), decided(&[3])), Ok(true));
+        // A recreated stream (new epoch) starts again.
+        assert_eq!(apply(&mut o, &input("events", "CN_EVENTS:b:1"), decided(&[4])), Ok(true));
+        // Due work has no position: always applied.
+        assert_eq!(apply(&mut o, &input("", "due:tick:1"), decided(&[5])), Ok(true));
+        assert_eq!(apply(&mut o, &input("", "due:tick:1"), decided(&[5])), Ok(true));
+        assert_eq!(o.outbox, [1, 2, 3, 4, 5, 5]);
+    }
+
+    #[test]
+    fn a_failed_decision_marks_nothing() {
+        let mut o: Outbox<u32> = Outbox::default();
+        assert_eq!(apply(&mut o, &input("events", "CN_EVENTS:a:7"), || Err("late")), Err("late"));
+        assert_eq!(
+            apply(&mut o, &input("events", "CN_EVENTS:a:7"), || Ok::<_, &str>(vec![1])),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn positions_of_old_stream_epochs_are_forgotten() {
+        let mut o: Outbox<u32> = Outbox::default();
+        for epoch in 0..20 {
+            let id = format!("CN_EVENTS:e{epoch}:{}", epoch + 1);
+            apply(&mut o, &input("events", &id), decided(&[])).unwrap();
+        }
+        assert_eq!(o.applied.len(), POSITIONS_KEPT);
+        assert!(o.applied.contains_key("events:CN_EVENTS:e19"));
+    }
+
+    #[test]
+    fn positions_stored_by_stream_alone_still_count() {
+        let mut o: Outbox<u32> = Outbox::default();
+        o.applied.insert("CN_EVENTS:a".to_owned(), 7);
+        assert_eq!(apply(&mut o, &input("events", "CN_EVENTS:a:7"), decided(&[1])), Ok(false));
+        assert_eq!(apply(&mut o, &input("events", "CN_EVENTS:a:8"), decided(&[1])), Ok(true));
+    }
+
+    #[test]
+    fn outputs_come_out_in_order_numbered_and_stay_until_sent() {
+        let mut o = Outbox::default();
+        o.push([10, 11]);
+        assert_eq!(o.next(), Some((0, &10)));
+        assert_eq!(o.next(), Some((0, &10)), "not sent: the same output again");
+        o.sent();
+        o.push([12]);
+        assert_eq!(o.next(), Some((1, &11)));
+        o.sent();
+        o.sent();
+        assert_eq!((o.next(), o.published(), o.is_empty()), (None, 3, true));
+        o.sent();
+        assert_eq!(o.published(), 3, "nothing to send: nothing counted");
+    }
+
+    #[test]
+    fn state_stored_before_the_outbox_existed_loads_into_it() {
+        #[derive(Serialize)]
+        struct Before {
+            name: String,
+            outbox: VecDeque<u32>,
+            applied: BTreeMap<String, u64>,
+        }
+        #[derive(Deserialize, Serialize, Debug, PartialEq)]
+        struct After {
+            name: String,
+            #[serde(flatten)]
+            delivery: Outbox<u32>,
+        }
+        let before = Before {
+            name: "cart".to_owned(),
+            outbox: VecDeque::from([4, 5]),
+            applied: BTreeMap::from([("CN_EVENTS:a".to_owned(), 9)]),
+        };
+        let after: After = rmp_serde::from_slice(&rmp_serde::to_vec_named(&before).unwrap())
+            .expect("the old state loads");
+        assert_eq!(after.name, "cart");
+        assert_eq!(after.delivery.outbox, [4, 5]);
+        assert_eq!(after.delivery.applied["CN_EVENTS:a"], 9);
+        let again: After =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&after).unwrap()).unwrap();
+        assert_eq!(again, after);
+    }
+}
