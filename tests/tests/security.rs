@@ -150,7 +150,7 @@ async fn a_deleted_agent_consumer_is_recreated_where_the_agent_left_off_and_no_i
         .unwrap();
 
     // 1. Deleted under a running detector: a crash published meanwhile still opens its incident.
-    admin.delete_consumer_from_stream("issue-detector-events", "CN_EVENTS").await.unwrap();
+    delete_consumer(&admin, "issue-detector-events").await;
     let beta_seq = publish_with_id(
         &fleet,
         "cn.events.metric.stage.beta",
@@ -185,7 +185,7 @@ async fn a_deleted_agent_consumer_is_recreated_where_the_agent_left_off_and_no_i
     // 2. Deleted while the detector is down: recreated at start from its stored position.
     tokio::time::sleep(Duration::from_millis(1500)).await; // the position is stored about once a second
     fleet.agent("issue-detector").unwrap().kill9();
-    admin.delete_consumer_from_stream("issue-detector-events", "CN_EVENTS").await.unwrap();
+    delete_consumer(&admin, "issue-detector-events").await;
     let gamma_seq = publish_with_id(
         &fleet,
         "cn.events.metric.stage.gamma",
@@ -434,4 +434,19 @@ async fn bad_requests_reusing_one_message_id_are_each_rejected_on_the_record() {
         subjects,
         ["cn.negotiate.stage.h-a", "cn.negotiate.stage.h-b", "cn.negotiate.stage.h-c"]
     );
+}
+
+/// Deletes a consumer of CN_EVENTS as an admin would. nats-server 2.9.10 sometimes fails to
+/// delete a consumer while it is writing the consumer's state ("unlinkat …: directory not
+/// empty", 10051); an admin tries again, and so does this, until the consumer is gone.
+async fn delete_consumer(admin: &jetstream::Context, durable: &str) {
+    cn_tests::eventually(Duration::from_secs(10), "the consumer to be deleted", || async {
+        match admin.delete_consumer_from_stream(durable, "CN_EVENTS").await {
+            Ok(_) => Ok(Some(())),
+            Err(e) if e.to_string().contains("consumer not found") => Ok(Some(())),
+            Err(e) => Err(anyhow::anyhow!("{e}")),
+        }
+    })
+    .await
+    .unwrap();
 }

@@ -11,8 +11,8 @@ use bus_schema::codec::Outgoing;
 use bus_schema::{
     Action, ActionParams, MetricSample, SimAction, Timestamp, Uuid, headers, subject,
 };
-use cn_tests::{NatsServer, eventually};
 use futures_util::StreamExt;
+use test_support::{NatsServer, eventually};
 
 const SIMULATOR: &str = env!("CARGO_BIN_EXE_simulator");
 

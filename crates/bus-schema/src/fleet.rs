@@ -6,9 +6,10 @@
 //! from what the agents do.
 
 use crate::AgentName;
+pub use crate::inputs::InputDef;
 use crate::inputs::{AgentInputs, AgentRequests, NoRequests, PipelineEvent, PipelineEvents, Query};
 use crate::payload::*;
-use crate::subject::{self, FamilyInfo, Filter, Stream};
+use crate::subject::{self, FamilyInfo, Filter};
 
 pub const DEPLOY_AGENT: AgentName = AgentName::from_static("deploy-agent");
 pub const ISSUE_DETECTOR: AgentName = AgentName::from_static("issue-detector");
@@ -17,29 +18,6 @@ pub const RL_OPTIMIZER: AgentName = AgentName::from_static("rl-optimizer");
 pub const GOVERNANCE_GATE: AgentName = AgentName::from_static("governance-gate");
 pub const EXECUTOR: AgentName = AgentName::from_static("executor");
 pub const SIMULATOR: AgentName = AgentName::from_static("simulator");
-
-/// One input of an agent: a durable consumer `{agent}-{name}` over a filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputDef {
-    pub name: &'static str,
-    pub filter: Filter,
-}
-
-impl InputDef {
-    pub fn new(name: &'static str, filter: Filter) -> Self {
-        Self { name, filter }
-    }
-
-    /// The durable consumer's name for `agent`.
-    pub fn durable(&self, agent: &AgentName) -> String {
-        format!("{agent}-{}", self.name)
-    }
-
-    /// The stream the consumer lives on (inputs are always stored subjects).
-    pub fn stream(&self) -> Option<Stream> {
-        self.filter.stream()
-    }
-}
 
 /// An agent of the fleet.
 #[derive(Debug, Clone)]

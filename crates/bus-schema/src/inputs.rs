@@ -8,10 +8,33 @@
 //! acknowledged unseen. The core requests an agent answers are declared the same way with
 //! [`requests!`](crate::requests!), one variant per subscription.
 
+use crate::AgentName;
 use crate::codec::{DecodeError, Inbound, Limits, decode_inbound};
-use crate::fleet::InputDef;
 use crate::payload::*;
-use crate::subject::{EnvFamily, Filter, ServiceFamily, all_events};
+use crate::subject::{EnvFamily, Filter, ServiceFamily, Stream, all_events};
+
+/// One input of an agent: a durable consumer `{agent}-{name}` over a filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputDef {
+    pub name: &'static str,
+    pub filter: Filter,
+}
+
+impl InputDef {
+    pub fn new(name: &'static str, filter: Filter) -> Self {
+        Self { name, filter }
+    }
+
+    /// The durable consumer's name for `agent`.
+    pub fn durable(&self, agent: &AgentName) -> String {
+        format!("{agent}-{}", self.name)
+    }
+
+    /// The stream the consumer lives on (inputs are always stored subjects).
+    pub fn stream(&self) -> Option<Stream> {
+        self.filter.stream()
+    }
+}
 
 /// A payload type taken out of a decoded [`Inbound`].
 pub trait FromInbound: Sized {
@@ -284,7 +307,7 @@ macro_rules! inputs {
         impl $crate::inputs::AgentInputs for $name {
             type Name = $names;
 
-            fn defs() -> ::std::vec::Vec<$crate::fleet::InputDef> {
+            fn defs() -> ::std::vec::Vec<$crate::inputs::InputDef> {
                 ::std::vec![ $( $crate::inputs::input_of::<$ty, _>($input, &$family), )* ]
             }
 
