@@ -132,8 +132,10 @@ pub enum TemplateProblem {
         "argv[{index}] {arg:?} has an unbalanced brace; braces only mark placeholders such as {{service}}"
     )]
     Unbalanced { index: usize, arg: String },
-    #[error("timeout {value:?}: {problem}")]
-    Timeout { value: String, problem: String },
+    #[error("timeout {value:?}: {source}")]
+    Timeout { value: String, source: agent_runtime::config::DurationError },
+    #[error("timeout {value:?}: more than the maximum of 1h")]
+    TimeoutTooLong { value: String },
 }
 
 /// Why a commands file is not acceptable.
@@ -185,11 +187,11 @@ impl Template {
         let timeout = match timeout {
             None => DEFAULT_TIMEOUT,
             Some(value) => {
-                let problem =
-                    |problem: String| TemplateProblem::Timeout { value: value.to_owned(), problem };
-                let t = agent_runtime::config::parse_duration(value).map_err(problem)?;
+                let t = agent_runtime::config::parse_duration(value).map_err(|source| {
+                    TemplateProblem::Timeout { value: value.to_owned(), source }
+                })?;
                 if t > MAX_TIMEOUT {
-                    return Err(problem("more than the maximum of 1h".to_owned()));
+                    return Err(TemplateProblem::TimeoutTooLong { value: value.to_owned() });
                 }
                 t
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::ServerAddr;
 use bus_schema::InstanceId;
-pub use bus_schema::parse_duration;
+pub use bus_schema::{DurationError, parse_duration};
 
 pub use crate::connect::Credentials;
 pub use crate::telemetry::LogFormat;
@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5d").unwrap_err().to_string().contains("unknown unit"));
     }
 
     #[test]
