@@ -93,9 +93,12 @@ pub struct RuntimeArgs {
     pub max_payload: u64,
 }
 
-/// A configuration problem found after parsing (files, directories).
+/// A configuration problem: a `--nats-url` clap cannot take, or one found after parsing (files,
+/// directories).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{input:?} is not a NATS URL such as nats://127.0.0.1:4222 ({source})")]
+    NatsUrl { input: String, source: std::io::Error },
     #[error("cannot read --nats-password-file {path}: {source}")]
     PasswordFile { path: PathBuf, source: std::io::Error },
     #[error("--nats-password-file {path} is empty")]
@@ -185,10 +188,10 @@ pub fn config_failure(program: &str, err: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
+fn parse_server(s: &str) -> Result<ServerAddr, ConfigError> {
     s.trim()
         .parse::<ServerAddr>()
-        .map_err(|e| format!("{s:?} is not a NATS URL such as nats://127.0.0.1:4222 ({e})"))
+        .map_err(|source| ConfigError::NatsUrl { input: s.to_owned(), source })
 }
 
 #[cfg(test)]
@@ -236,6 +239,8 @@ mod tests {
         let err = parse(&["--max-attempts", "0"]).unwrap_err();
         assert!(err.to_string().contains("--max-attempts"), "{err}");
         assert!(parse(&["--nats-password", "x"]).is_err(), "a password needs a user");
+        let err = parse(&["--nats-url", "nats://[::1"]).unwrap_err();
+        assert!(err.to_string().contains("is not a NATS URL such as"), "{err}");
     }
 
     #[test]
