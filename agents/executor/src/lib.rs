@@ -11,6 +11,7 @@
 //! A failed execution is reported, never retried.
 
 pub mod command;
+pub mod keys;
 
 use std::path::PathBuf;
 
@@ -85,16 +86,8 @@ impl ExecBackend {
 
 impl Cli {
     /// Reads the trusted public keys; a missing or malformed key is a configuration error.
-    pub fn trusted_keys(&self) -> Result<Vec<ApprovalVerifier>, String> {
-        self.verify_keys
-            .iter()
-            .map(|path| {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read --verify-key {}: {e}", path.display()))?;
-                ApprovalVerifier::from_hex(&text)
-                    .map_err(|e| format!("--verify-key {}: {e}", path.display()))
-            })
-            .collect()
+    pub fn trusted_keys(&self) -> Result<Vec<ApprovalVerifier>, keys::VerifyKeyError> {
+        self.verify_keys.iter().map(|path| keys::read_verifier(path)).collect()
     }
 
     /// The backend, with its commands file read and checked; a problem is a configuration error.
