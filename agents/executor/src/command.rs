@@ -14,7 +14,7 @@
 //! tail of its output go into the execution result; a failure is reported, never retried.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -149,6 +149,30 @@ pub enum CommandsError {
     Action { name: String, problem: TemplateProblem },
 }
 
+/// Why `--commands` gave no commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandsFileError {
+    #[error("cannot read --commands {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("--commands {}: {source}", path.display())]
+    Invalid { path: PathBuf, source: CommandsError },
+}
+
+/// Why `--backend` and `--commands` do not make a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(
+        "--backend command needs --commands FILE (CN_EXECUTOR_COMMANDS): the argv template of each action"
+    )]
+    NoCommandsFile,
+    #[error(
+        "--commands is only read by --backend command, and the backend is {backend}; remove one of them"
+    )]
+    CommandsUnused { backend: String },
+    #[error(transparent)]
+    Commands(#[from] CommandsFileError),
+}
+
 /// Why a template could not be filled from an approval; nothing was run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
@@ -274,10 +298,11 @@ pub struct Commands {
 
 impl Commands {
     /// Reads and checks `--commands`; any problem is a configuration error.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, CommandsFileError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read --commands {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| format!("--commands {}: {e}", path.display()))
+            .map_err(|source| CommandsFileError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text)
+            .map_err(|source| CommandsFileError::Invalid { path: path.to_owned(), source })
     }
 
     pub fn from_toml(text: &str) -> Result<Self, CommandsError> {
