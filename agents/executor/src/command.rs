@@ -14,7 +14,7 @@
 //! tail of its output go into the execution result; a failure is reported, never retried.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -132,8 +132,10 @@ pub enum TemplateProblem {
         "argv[{index}] {arg:?} has an unbalanced brace; braces only mark placeholders such as {{service}}"
     )]
     Unbalanced { index: usize, arg: String },
-    #[error("timeout {value:?}: {problem}")]
-    Timeout { value: String, problem: String },
+    #[error("timeout {value:?}: {source}")]
+    Timeout { value: String, source: agent_runtime::config::DurationError },
+    #[error("timeout {value:?}: more than the maximum of 1h")]
+    TimeoutTooLong { value: String },
 }
 
 /// Why a commands file is not acceptable.
@@ -145,6 +147,30 @@ pub enum CommandsError {
     NoActions,
     #[error("action {name:?}: {problem}")]
     Action { name: String, problem: TemplateProblem },
+}
+
+/// Why `--commands` gave no commands.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandsFileError {
+    #[error("cannot read --commands {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("--commands {}: {source}", path.display())]
+    Invalid { path: PathBuf, source: CommandsError },
+}
+
+/// Why `--backend` and `--commands` do not make a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(
+        "--backend command needs --commands FILE (CN_EXECUTOR_COMMANDS): the argv template of each action"
+    )]
+    NoCommandsFile,
+    #[error(
+        "--commands is only read by --backend command, and the backend is {backend}; remove one of them"
+    )]
+    CommandsUnused { backend: String },
+    #[error(transparent)]
+    Commands(#[from] CommandsFileError),
 }
 
 /// Why a template could not be filled from an approval; nothing was run.
@@ -185,11 +211,11 @@ impl Template {
         let timeout = match timeout {
             None => DEFAULT_TIMEOUT,
             Some(value) => {
-                let problem =
-                    |problem: String| TemplateProblem::Timeout { value: value.to_owned(), problem };
-                let t = agent_runtime::config::parse_duration(value).map_err(problem)?;
+                let t = agent_runtime::config::parse_duration(value).map_err(|source| {
+                    TemplateProblem::Timeout { value: value.to_owned(), source }
+                })?;
                 if t > MAX_TIMEOUT {
-                    return Err(problem("more than the maximum of 1h".to_owned()));
+                    return Err(TemplateProblem::TimeoutTooLong { value: value.to_owned() });
                 }
                 t
             }
@@ -272,10 +298,11 @@ pub struct Commands {
 
 impl Commands {
     /// Reads and checks `--commands`; any problem is a configuration error.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, CommandsFileError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read --commands {}: {e}", path.display()))?;
-        Self::from_toml(&text).map_err(|e| format!("--commands {}: {e}", path.display()))
+            .map_err(|source| CommandsFileError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text)
+            .map_err(|source| CommandsFileError::Invalid { path: path.to_owned(), source })
     }
 
     pub fn from_toml(text: &str) -> Result<Self, CommandsError> {

@@ -11,6 +11,7 @@
 //! A failed execution is reported, never retried.
 
 pub mod command;
+pub mod keys;
 
 use std::path::PathBuf;
 
@@ -88,28 +89,19 @@ impl ExecBackend {
 
 impl Cli {
     /// Reads the trusted public keys; a missing or malformed key is a configuration error.
-    pub fn trusted_keys(&self) -> Result<Vec<ApprovalVerifier>, String> {
-        self.verify_keys
-            .iter()
-            .map(|path| {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read --verify-key {}: {e}", path.display()))?;
-                ApprovalVerifier::from_hex(&text)
-                    .map_err(|e| format!("--verify-key {}: {e}", path.display()))
-            })
-            .collect()
+    pub fn trusted_keys(&self) -> Result<Vec<ApprovalVerifier>, keys::VerifyKeyError> {
+        self.verify_keys.iter().map(|path| keys::read_verifier(path)).collect()
     }
 
     /// The backend, with its commands file read and checked; a problem is a configuration error.
-    pub fn exec_backend(&self) -> Result<ExecBackend, String> {
+    pub fn exec_backend(&self) -> Result<ExecBackend, command::BackendError> {
         match (self.backend, &self.commands) {
-            (BackendChoice::Command, Some(path)) => Commands::load(path).map(ExecBackend::Command),
-            (BackendChoice::Command, None) => {
-                Err("--backend command needs --commands FILE (CN_EXECUTOR_COMMANDS): the argv template of each action".to_owned())
-            }
+            (BackendChoice::Command, Some(path)) => Ok(ExecBackend::Command(Commands::load(path)?)),
+            (BackendChoice::Command, None) => Err(command::BackendError::NoCommandsFile),
             (other, Some(_)) => {
-                let name = other.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
-                Err(format!("--commands is only read by --backend command, and the backend is {name}; remove one of them"))
+                let name =
+                    other.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+                Err(command::BackendError::CommandsUnused { backend: name })
             }
             (BackendChoice::DryRun, None) => Ok(ExecBackend::DryRun),
             (BackendChoice::Sim, None) => Ok(ExecBackend::Sim),
@@ -340,10 +332,11 @@ mod tests {
 
     use super::*;
 
-    fn backend(args: &[&str]) -> Result<ExecBackend, String> {
+    /// The backend the arguments give, or clap's or `exec_backend`'s error.
+    fn backend(args: &[&str]) -> Result<ExecBackend, Box<dyn std::error::Error>> {
         let argv =
             ["executor", "--verify-key", "governance.pub"].into_iter().chain(args.iter().copied());
-        Cli::try_parse_from(argv).map_err(|e| e.to_string())?.exec_backend()
+        Ok(Cli::try_parse_from(argv)?.exec_backend()?)
     }
 
     #[test]
@@ -353,28 +346,32 @@ mod tests {
         assert!(
             backend(&["--backend", "shell"])
                 .unwrap_err()
+                .to_string()
                 .contains("possible values: dry-run, sim, command")
         );
         assert!(
             backend(&["--backend", "command"])
                 .unwrap_err()
+                .to_string()
                 .contains("--backend command needs --commands FILE")
         );
         assert!(
             backend(&["--commands", "c.toml"])
                 .unwrap_err()
+                .to_string()
                 .contains("only read by --backend command, and the backend is dry-run")
         );
         let missing =
             backend(&["--backend", "command", "--commands", "/nonexistent/commands.toml"])
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
         assert!(missing.contains("cannot read --commands /nonexistent/commands.toml"), "{missing}");
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("commands.toml");
         let path = file.to_str().unwrap();
         std::fs::write(&file, "[action.restart]\nargv = [\"kubectl\", \"{svc}\"]\n").unwrap();
-        let bad = backend(&["--backend", "command", "--commands", path]).unwrap_err();
+        let bad = backend(&["--backend", "command", "--commands", path]).unwrap_err().to_string();
         assert!(
             bad.contains(&format!("--commands {path}: action \"restart\": argv[1]"))
                 && bad.contains("{svc}"),

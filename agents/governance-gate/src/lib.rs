@@ -14,6 +14,7 @@
 //! refused as `approval_expired` when it expires, by the runtime's clock.
 
 pub mod gates;
+pub mod keys;
 pub mod ledger;
 
 use std::collections::{BTreeMap, HashMap};
@@ -66,15 +67,8 @@ pub struct Cli {
 
 impl Cli {
     /// Reads the signing key; a missing or malformed key is a configuration error.
-    pub fn signer(&self) -> Result<ApprovalSigner, String> {
-        let text = std::fs::read_to_string(&self.signing_key).map_err(|e| {
-            format!(
-                "cannot read --signing-key {}: {e} (create one with `cnctl keygen`)",
-                self.signing_key.display()
-            )
-        })?;
-        ApprovalSigner::from_hex(&text)
-            .map_err(|e| format!("--signing-key {}: {e}", self.signing_key.display()))
+    pub fn signer(&self) -> Result<ApprovalSigner, keys::SigningKeyError> {
+        keys::read_signer(&self.signing_key)
     }
 
     /// The policy file's policy, or the defaults.

@@ -27,6 +27,7 @@ use std::time::Duration;
 use bus_schema::{Env, LogLevel, ServiceName, Severity};
 use serde::{Deserialize, Serialize};
 
+pub use crate::config_error::{ConfigError, TunableError};
 use crate::logs::{LogPattern, MAX_MATCHES_KEPT, default_patterns};
 
 /// The knobs that may differ per env/service, with their defaults.
@@ -107,30 +108,30 @@ impl Default for Tunables {
 
 impl Tunables {
     /// Checks every value is in its unit's range.
-    pub fn validate(&self) -> Result<(), String> {
-        let fraction = |name: &str, v: f64| {
-            if (0.0..=1.0).contains(&v) {
+    pub fn validate(&self) -> Result<(), TunableError> {
+        let fraction = |name, value: f64| {
+            if (0.0..=1.0).contains(&value) {
                 Ok(())
             } else {
-                Err(format!("{name} = {v} must be a fraction in 0..=1"))
+                Err(TunableError::NotAFraction { name, value })
             }
         };
-        let percent = |name: &str, v: f64| {
-            if (0.0..=100.0).contains(&v) {
+        let percent = |name, value: f64| {
+            if (0.0..=100.0).contains(&value) {
                 Ok(())
             } else {
-                Err(format!("{name} = {v} must be a percentage in 0..=100"))
+                Err(TunableError::NotAPercentage { name, value })
             }
         };
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
+        let positive = |name, value: f64| {
+            if value.is_finite() && value > 0.0 {
                 Ok(())
             } else {
-                Err(format!("{name} = {v} must be a positive number"))
+                Err(TunableError::NotPositive { name, value })
             }
         };
-        let at_least = |name: &str, v: u64, min: u64| {
-            if v >= min { Ok(()) } else { Err(format!("{name} = {v} must be at least {min}")) }
+        let at_least = |name, value: u64, min: u64| {
+            if value >= min { Ok(()) } else { Err(TunableError::TooSmall { name, value, min }) }
         };
         fraction("error_rate", self.error_rate)?;
         positive("p95_ms", self.p95_ms)?;
@@ -141,49 +142,48 @@ impl Tunables {
         // Windows live in 10 s buckets kept for an hour.
         at_least("sustain_s", self.sustain_s, 10)?;
         if self.sustain_s > 1800 {
-            return Err(format!(
-                "sustain_s = {} must be at most 1800 (half the hour of fine-grained history)",
-                self.sustain_s
-            ));
+            return Err(TunableError::SustainTooLong(self.sustain_s));
         }
         at_least("min_samples", u64::from(self.min_samples), 1)?;
         if !(self.bad_ratio > 0.0 && self.bad_ratio <= 1.0) {
-            return Err(format!("bad_ratio = {} must be in (0, 1]", self.bad_ratio));
+            return Err(TunableError::BadRatio(self.bad_ratio));
         }
         at_least("resolve_after_samples", u64::from(self.resolve_after_samples), 1)?;
         if self.resolve_after_samples > 1000 {
-            return Err(format!(
-                "resolve_after_samples = {} must be at most 1000",
-                self.resolve_after_samples
-            ));
+            return Err(TunableError::TooLarge {
+                name: "resolve_after_samples",
+                value: u64::from(self.resolve_after_samples),
+                max: 1000,
+            });
         }
         if self.crash_quiet_s > 3600 {
-            return Err(format!("crash_quiet_s = {} must be at most 3600", self.crash_quiet_s));
+            return Err(TunableError::TooLarge {
+                name: "crash_quiet_s",
+                value: self.crash_quiet_s,
+                max: 3600,
+            });
         }
         if !(self.slo_objective > 0.0 && self.slo_objective < 1.0) {
-            return Err(format!(
-                "slo_objective = {} must be strictly between 0 and 1 (e.g. 0.999)",
-                self.slo_objective
-            ));
+            return Err(TunableError::SloObjective(self.slo_objective));
         }
         if !(1..=90).contains(&self.slo_period_days) {
-            return Err(format!("slo_period_days = {} must be in 1..=90", self.slo_period_days));
+            return Err(TunableError::SloPeriod(self.slo_period_days));
         }
         at_least("regression_window_s", self.regression_window_s, 60)?;
         if self.regression_window_s > 1800 {
-            return Err(format!(
-                "regression_window_s = {} must be at most 1800 (before and after must fit in the hour of history)",
-                self.regression_window_s
-            ));
+            return Err(TunableError::RegressionWindowTooLong(self.regression_window_s));
         }
         if !(self.regression_factor.is_finite() && self.regression_factor > 1.0) {
-            return Err(format!("regression_factor = {} must be above 1", self.regression_factor));
+            return Err(TunableError::NotAboveOne {
+                name: "regression_factor",
+                value: self.regression_factor,
+            });
         }
         if !(self.latency_regression_factor.is_finite() && self.latency_regression_factor > 1.0) {
-            return Err(format!(
-                "latency_regression_factor = {} must be above 1",
-                self.latency_regression_factor
-            ));
+            return Err(TunableError::NotAboveOne {
+                name: "latency_regression_factor",
+                value: self.latency_regression_factor,
+            });
         }
         fraction("regression_floor", self.regression_floor)?;
         positive("latency_regression_floor_ms", self.latency_regression_floor_ms)?;
@@ -356,29 +356,30 @@ impl Default for DetectorConfig {
 
 impl DetectorConfig {
     /// Reads the file named by `--config` (if any) and applies the flags.
-    pub fn load(flags: &Flags) -> Result<Self, String> {
+    pub fn load(flags: &Flags) -> Result<Self, ConfigError> {
         let text = match &flags.config {
             Some(path) => read(path)?,
             None => String::new(),
         };
         Self::parse(&text, flags).map_err(|e| match &flags.config {
-            Some(path) => format!("{}: {e}", path.display()),
+            Some(path) => ConfigError::InFile { path: path.clone(), source: Box::new(e) },
             None => e,
         })
     }
 
     /// Builds the configuration from a file's text and the flags.
-    pub fn parse(text: &str, flags: &Flags) -> Result<Self, String> {
+    pub fn parse(text: &str, flags: &Flags) -> Result<Self, ConfigError> {
         if flags.max_clock_skew > flags.max_lateness {
-            return Err(format!(
-                "--max-clock-skew {:?} must not exceed --max-lateness {:?}: an early sample would make every on-time one late",
-                flags.max_clock_skew, flags.max_lateness
-            ));
+            return Err(ConfigError::SkewAboveLateness {
+                skew: flags.max_clock_skew,
+                lateness: flags.max_lateness,
+            });
         }
-        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let file: File = toml::from_str(text)?;
         let layer =
-            |base: &Tunables, patch: &toml::Table, what: &str| -> Result<Tunables, String> {
-                let base = toml::Table::try_from(base).map_err(|e| format!("{what}: {e}"))?;
+            |base: &Tunables, patch: &toml::Table, what: &str| -> Result<Tunables, ConfigError> {
+                let base = toml::Table::try_from(base)
+                    .map_err(|source| ConfigError::Base { what: what.to_owned(), source })?;
                 let typed = |extra: &toml::Table| -> Result<Tunables, toml::de::Error> {
                     let mut merged = base.clone();
                     merged.extend(extra.clone());
@@ -391,33 +392,42 @@ impl DetectorConfig {
                             .err()
                             .map(|e| (k.clone(), e))
                     });
+                    let what = what.to_owned();
                     match culprit {
-                        Some((key, e)) => format!("{what}: {key}: {}", e.message()),
-                        None => format!("{what}: {}", e.message()),
+                        Some((key, e)) => ConfigError::Key { what, key, source: Box::new(e) },
+                        None => ConfigError::Layer { what, source: Box::new(e) },
                     }
                 })?;
-                t.validate().map_err(|e| format!("{what}: {e}"))?;
+                t.validate()
+                    .map_err(|source| ConfigError::Range { what: what.to_owned(), source })?;
                 Ok(t)
             };
         let mut defaults = layer(&Tunables::default(), &file.defaults, "[defaults]")?;
         flags.apply(&mut defaults);
-        defaults.validate().map_err(|e| format!("flags: {e}"))?;
+        defaults
+            .validate()
+            .map_err(|source| ConfigError::Range { what: "flags".to_owned(), source })?;
 
         let mut env_patches = HashMap::new();
         let mut by_env = HashMap::new();
         for (name, patch) in &file.env {
-            let env: Env = name.parse().map_err(|e| format!("[env.{name}]: {e}"))?;
+            let env: Env = name
+                .parse()
+                .map_err(|source| ConfigError::Name { what: format!("[env.{name}]"), source })?;
             by_env.insert(env.clone(), layer(&defaults, patch, &format!("[env.{name}]"))?);
             env_patches.insert(env, patch);
         }
         let mut by_service = HashMap::new();
         for (key, patch) in &file.service {
             let what = format!("[service.\"{key}\"]");
-            let (env, service) = key.split_once('/').ok_or_else(|| {
-                format!("{what}: the key must be \"env/service\", e.g. \"prod/payments-api\"")
-            })?;
-            let env: Env = env.parse().map_err(|e| format!("{what}: {e}"))?;
-            let service: ServiceName = service.parse().map_err(|e| format!("{what}: {e}"))?;
+            let (env, service) = key
+                .split_once('/')
+                .ok_or_else(|| ConfigError::ServiceKey { what: what.clone() })?;
+            let env: Env =
+                env.parse().map_err(|source| ConfigError::Name { what: what.clone(), source })?;
+            let service: ServiceName = service
+                .parse()
+                .map_err(|source| ConfigError::Name { what: what.clone(), source })?;
             let base = by_env.get(&env).unwrap_or(&defaults);
             by_service.insert((env, service), layer(base, patch, &what)?);
         }
@@ -426,12 +436,10 @@ impl DetectorConfig {
         for entry in file.log_pattern {
             let what = format!("[[log_pattern]] {:?}", entry.name);
             if entry.min_count == 0 || entry.window_s == 0 {
-                return Err(format!("{what}: min_count and window_s must be at least 1"));
+                return Err(ConfigError::PatternTooSmall { what });
             }
             if entry.min_count as usize > MAX_MATCHES_KEPT || entry.window_s > 86_400 {
-                return Err(format!(
-                    "{what}: min_count must be at most {MAX_MATCHES_KEPT} and window_s at most 86400"
-                ));
+                return Err(ConfigError::PatternTooLarge { what });
             }
             log_patterns.retain(|p| p.name != entry.name);
             if entry.enabled {
@@ -444,7 +452,7 @@ impl DetectorConfig {
                         entry.severity,
                         entry.min_level,
                     )
-                    .map_err(|e| format!("{what}: {e}"))?,
+                    .map_err(|source| ConfigError::Pattern { what, source })?,
                 );
             }
         }
@@ -472,24 +480,20 @@ impl DetectorConfig {
     }
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read(path: &Path) -> Result<String, ConfigError> {
+    let unreadable = |source| ConfigError::Read { path: path.to_owned(), source };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     if meta.len() > 1 << 20 {
-        return Err(format!(
-            "{} is {} bytes; a detector config is at most 1 MiB",
-            path.display(),
-            meta.len()
-        ));
+        return Err(ConfigError::TooLarge { path: path.to_owned(), len: meta.len() });
     }
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    std::fs::read_to_string(path).map_err(unreadable)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<DetectorConfig, String> {
+    fn parse(text: &str) -> Result<DetectorConfig, ConfigError> {
         DetectorConfig::parse(text, &Flags::default())
     }
 
@@ -554,7 +558,7 @@ mod tests {
             ("[unknown]\nx = 1", "unknown"),
         ];
         for (text, wanted) in cases {
-            let err = parse(text).unwrap_err();
+            let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(wanted), "{text:?}: {err:?} should mention {wanted:?}");
         }
     }

@@ -17,6 +17,7 @@
 //!   second of window samples but never an incident or a pending verdict.
 
 pub mod config;
+mod config_error;
 pub mod detect;
 pub mod engine;
 pub mod lifecycle;

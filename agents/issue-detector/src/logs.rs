@@ -25,6 +25,15 @@ pub struct LogPattern {
     pub min_level: LogLevel,
 }
 
+/// Why a log pattern cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("needs at least one phrase with a word in it")]
+    NoPhrase,
+    #[error("the name must be 1 to 64 characters")]
+    Name,
+}
+
 impl LogPattern {
     pub fn new(
         name: &str,
@@ -33,14 +42,14 @@ impl LogPattern {
         window_s: u64,
         severity: Severity,
         min_level: LogLevel,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PatternError> {
         let phrases: Vec<Vec<String>> =
             phrases.iter().map(|p| words(p)).filter(|w| !w.is_empty()).collect();
         if phrases.is_empty() {
-            return Err("needs at least one phrase with a word in it".into());
+            return Err(PatternError::NoPhrase);
         }
         if name.is_empty() || name.len() > 64 {
-            return Err("the name must be 1 to 64 characters".into());
+            return Err(PatternError::Name);
         }
         Ok(Self { name: name.to_owned(), phrases, min_count, window_s, severity, min_level })
     }

@@ -18,6 +18,7 @@
 
 pub mod lifecycle;
 pub mod negotiate;
+pub mod refusal;
 
 // The pure model is shared with `cnctl contract from-git --offline`.
 pub use risk_model::{draft, learning, model};

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::draft::{ContractFacts, budget_spent, max_step};
 use crate::lifecycle::{self, LifecycleEvent};
+use crate::refusal::{AskRefusal, CounterError};
 
 pub use risk_model::MIN_CONFIDENCE;
 pub const RELAX_FACTOR: f64 = 1.5;
@@ -75,27 +76,26 @@ impl NegotiationFacts {
 }
 
 /// Checks that a counter-proposal can be negotiated at all; the error says why not.
-pub fn check_counter(contract: &Contract, counter: &CounterProposal) -> Result<(), String> {
+pub fn check_counter(contract: &Contract, counter: &CounterProposal) -> Result<(), CounterError> {
     if counter.contract_id != contract.contract_id
         || counter.env != contract.env
         || counter.service != contract.service
     {
-        return Err(format!(
-            "the counter-proposal is for another contract; this is {} for {}/{}",
-            contract.contract_id, contract.env, contract.service
-        ));
+        return Err(CounterError::OtherContract {
+            contract_id: contract.contract_id,
+            env: contract.env.clone(),
+            service: contract.service.clone(),
+        });
     }
     if !counter.asks.is_empty() && counter.justification.trim().is_empty() {
-        return Err("a justification is required: say why the contract should change".into());
+        return Err(CounterError::NoJustification);
     }
     let changes = contract.revision.saturating_sub(1);
     if !counter.asks.is_empty() && changes >= MAX_ROUNDS {
-        return Err(format!(
-            "the contract was changed {changes} times, the most allowed: accept it or request a new one"
-        ));
+        return Err(CounterError::TooManyRounds { changes });
     }
     if !matches!(contract.status, ContractStatus::Draft | ContractStatus::Negotiated) {
-        return Err(format!("the contract is {}: negotiation is closed", contract.status));
+        return Err(CounterError::Closed { status: contract.status });
     }
     Ok(())
 }
@@ -124,6 +124,7 @@ pub fn negotiate(
             .collect()
     };
     if let Err(why) = check_counter(contract, counter) {
+        let why = why.to_string();
         return (reply(false, refuse_all(&why), None, &why), contract.clone());
     }
     if facts.budget_frozen && !facts.urgent {
@@ -163,7 +164,7 @@ pub fn negotiate(
                 (true, why)
             }
             Ok(Change::Nothing(why)) => (true, why),
-            Err(why) => (false, why),
+            Err(why) => (false, why.to_string()),
         };
         decisions.push(AskDecision { ask: ask.clone(), accepted, reason });
     }
@@ -194,18 +195,15 @@ enum Change {
 }
 
 /// The confidence rule shared by canary and validator asks.
-fn confident(c: &Contract, what: &str) -> Result<(), String> {
+fn confident(c: &Contract, what: &'static str) -> Result<(), AskRefusal> {
     if c.risk.confidence >= MIN_CONFIDENCE {
         Ok(())
     } else {
-        Err(format!(
-            "{} risk with confidence {:.2} (below {MIN_CONFIDENCE}): {what} needs more evidence; add targets and describe the changes",
-            c.risk.level, c.risk.confidence
-        ))
+        Err(AskRefusal::LowConfidence { level: c.risk.level, confidence: c.risk.confidence, what })
     }
 }
 
-fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Change, String> {
+fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Change, AskRefusal> {
     let level = c.risk.level;
     match ask {
         Ask::ShortenCanary { stages } => {
@@ -214,15 +212,13 @@ fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Chang
                 return Ok(Change::Nothing(format!("the canary already has {current} stages")));
             }
             let min = match level {
-                RiskLevel::Critical => {
-                    return Err("critical risk: the canary is non-negotiable".into());
-                }
-                RiskLevel::High => return Err("high risk: the canary keeps all its stages".into()),
+                RiskLevel::Critical => return Err(AskRefusal::CriticalCanary),
+                RiskLevel::High => return Err(AskRefusal::HighRiskCanary),
                 RiskLevel::Medium => 2,
                 RiskLevel::Low => 1,
             };
             if stages < min {
-                return Err(format!("{level} risk: the canary needs at least {min} stages"));
+                return Err(AskRefusal::TooFewStages { level, min });
             }
             confident(c, "a shorter canary")?;
             c.canary = (0..stages)
@@ -237,11 +233,9 @@ fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Chang
         }
         Ask::SkipCanary => {
             match level {
-                RiskLevel::Critical => {
-                    return Err("critical risk: the canary is non-negotiable".into());
-                }
+                RiskLevel::Critical => return Err(AskRefusal::CriticalCanary),
                 RiskLevel::High | RiskLevel::Medium => {
-                    return Err(format!("{level} risk: only low-risk changes may skip the canary"));
+                    return Err(AskRefusal::SkipNeedsLowRisk { level });
                 }
                 RiskLevel::Low => confident(c, "skipping the canary")?,
             }
@@ -255,23 +249,21 @@ fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Chang
         Ask::RelaxGuardrail { guardrail, value } => relax(c, &facts.drafted, guardrail, *value),
         Ask::WaiveValidator { validator } => {
             let non_negotiable = match validator {
-                ValidatorKind::Tests => Some("tests are never waived"),
+                ValidatorKind::Tests => Some(AskRefusal::TestsNeverWaived),
                 ValidatorKind::Canary if level == RiskLevel::Critical => {
-                    Some("critical risk: the canary is non-negotiable")
+                    Some(AskRefusal::CriticalCanary)
                 }
                 ValidatorKind::RollbackPlan if facts.touches_schema => {
-                    Some("schema change: the rollback plan is non-negotiable")
+                    Some(AskRefusal::SchemaRollbackPlan)
                 }
-                ValidatorKind::MigrationRollbackScript => Some(
-                    "the migration rollback script is non-negotiable: a schema change must be reversible",
-                ),
+                ValidatorKind::MigrationRollbackScript => Some(AskRefusal::MigrationRollbackScript),
                 ValidatorKind::SecurityReview if facts.touches_auth => {
-                    Some("auth or permissions change: the security review is non-negotiable")
+                    Some(AskRefusal::AuthSecurityReview)
                 }
                 _ => None,
             };
             if let Some(why) = non_negotiable {
-                return Err(why.to_owned());
+                return Err(why);
             }
             if !c.validators.iter().any(|v| v.kind == *validator) {
                 return Ok(Change::Nothing(format!(
@@ -280,7 +272,7 @@ fn decide(c: &mut Contract, ask: &Ask, facts: &NegotiationFacts) -> Result<Chang
             }
             match level {
                 RiskLevel::High | RiskLevel::Critical => {
-                    return Err(format!("{level} risk: validators stay until the risk is lower"));
+                    return Err(AskRefusal::ValidatorsStay { level });
                 }
                 RiskLevel::Medium => confident(c, "waiving a validator")?,
                 RiskLevel::Low => {}
@@ -300,7 +292,7 @@ fn relax(
     drafted: &Guardrails,
     guardrail: &str,
     value: f64,
-) -> Result<Change, String> {
+) -> Result<Change, AskRefusal> {
     let g = &mut c.guardrails;
     let (slot, ceiling, base): (&mut f64, f64, f64) = match guardrail {
         "max_error_rate" => (&mut g.max_error_rate, MAX_ERROR_RATE, drafted.max_error_rate),
@@ -310,22 +302,13 @@ fn relax(
                 let base = drafted.max_p99_latency_ms.unwrap_or(*p99);
                 (p99, MAX_P99_MS, base)
             }
-            None => return Err("this contract has no p99 guardrail to relax".into()),
+            None => return Err(AskRefusal::NoP99),
         },
-        "max_traffic_step_percent" => {
-            return Err(
-                "the traffic step follows the canary plan: ask to shorten the canary instead"
-                    .into(),
-            );
-        }
-        other => {
-            return Err(format!(
-                "unknown guardrail {other:?}; known: max_error_rate, max_p95_latency_ms, max_p99_latency_ms"
-            ));
-        }
+        "max_traffic_step_percent" => return Err(AskRefusal::TrafficStep),
+        other => return Err(AskRefusal::UnknownGuardrail(other.to_owned())),
     };
     if !value.is_finite() || value <= 0.0 {
-        return Err(format!("{value} is not a usable limit for {guardrail}"));
+        return Err(AskRefusal::UnusableLimit { guardrail: guardrail.to_owned(), value });
     }
     let current = *slot;
     if value <= current {
@@ -334,17 +317,23 @@ fn relax(
     }
     let factor = match c.risk.level {
         RiskLevel::High | RiskLevel::Critical => {
-            return Err(format!("{} risk: guardrails are not relaxed", c.risk.level));
+            return Err(AskRefusal::NoRelaxing { level: c.risk.level });
         }
         RiskLevel::Medium if c.risk.confidence < MIN_CONFIDENCE => RELAX_FACTOR_LOW_CONFIDENCE,
         _ => RELAX_FACTOR,
     };
     let bound = (base * factor).min(ceiling);
     if value > bound {
-        return Err(format!(
-            "{} risk with confidence {:.2}: {guardrail} may go up to {bound} (×{factor} of the drafted {base}, ceiling {ceiling}), not {value}",
-            c.risk.level, c.risk.confidence
-        ));
+        return Err(AskRefusal::BeyondBound {
+            level: c.risk.level,
+            confidence: c.risk.confidence,
+            guardrail: guardrail.to_owned(),
+            bound,
+            factor,
+            base,
+            ceiling,
+            value,
+        });
     }
     *slot = value;
     Ok(Change::Applied(format!(

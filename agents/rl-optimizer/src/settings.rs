@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use policy::Policy;
+use policy::{Policy, PolicyError};
 
 use crate::values::DEFAULT_ALPHA;
 
@@ -61,6 +61,17 @@ pub struct OptimizerArgs {
     pub policy: Option<PathBuf>,
 }
 
+/// Why the flags do not make settings (a configuration error, exit 64).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("--alpha {0} must be in (0, 1]")]
+    Alpha(f64),
+    #[error("--epsilon {0} must be in [0, 1]")]
+    Epsilon(f64),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
 /// Checked settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -85,15 +96,15 @@ impl Settings {
 
 impl OptimizerArgs {
     /// Checks the values and reads the policy file.
-    pub fn settings(&self) -> Result<Settings, String> {
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
         if !(self.alpha > 0.0 && self.alpha <= 1.0) {
-            return Err(format!("--alpha {} must be in (0, 1]", self.alpha));
+            return Err(SettingsError::Alpha(self.alpha));
         }
         if !(0.0..=1.0).contains(&self.epsilon) {
-            return Err(format!("--epsilon {} must be in [0, 1]", self.epsilon));
+            return Err(SettingsError::Epsilon(self.epsilon));
         }
         let policy = match &self.policy {
-            Some(path) => Policy::from_file(path).map_err(|e| e.to_string())?,
+            Some(path) => Policy::from_file(path)?,
             None => Policy::default(),
         };
         Ok(Settings { mode: self.mode, alpha: self.alpha, epsilon: self.epsilon, policy })

@@ -180,8 +180,41 @@ fn default_speed() -> f64 {
 pub enum ScenarioError {
     #[error("cannot read scenario {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("scenario {path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("scenario {path}: {}", source.to_string().trim_end())]
+    Syntax { path: String, source: toml::de::Error },
+    #[error("scenario {path}: {source}")]
+    Invalid { path: String, source: InvalidScenario },
+}
+
+/// A scenario value out of range, or a service listed twice.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidScenario {
+    #[error("tick_s = {0} must be in 1..=3600")]
+    Tick(u64),
+    #[error(transparent)]
+    Speed(#[from] SpeedError),
+    #[error("duration_s must be more than 0 (leave it out to run forever)")]
+    ZeroDuration,
+    #[error("{at} appears twice")]
+    Duplicate { at: String },
+    #[error("{at}: flap_period_s = {value} must be in 10..=86400")]
+    FlapPeriod { at: String, value: u64 },
+    #[error("{at}: {key} = {value} must be in ({above}, {most}]")]
+    OutOfRange { at: String, key: &'static str, value: f64, above: f64, most: f64 },
+}
+
+/// A speed outside (0, 10000].
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[error("speed = {0} must be more than 0 and at most 10000")]
+pub struct SpeedError(pub f64);
+
+/// A `--speed` that is not a usable speed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpeedFlagError {
+    #[error("{input:?} is not a number such as 30")]
+    NotANumber { input: String, source: std::num::ParseFloatError },
+    #[error(transparent)]
+    OutOfRange(#[from] SpeedError),
 }
 
 impl Scenario {
@@ -197,33 +230,31 @@ impl Scenario {
 
     /// Parses and checks a scenario; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
-        let invalid = |message: String| ScenarioError::Invalid { path: origin.to_owned(), message };
-        let scenario: Scenario =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
-        scenario.validate().map_err(invalid)?;
+        let scenario: Scenario = toml::from_str(text)
+            .map_err(|source| ScenarioError::Syntax { path: origin.to_owned(), source })?;
+        scenario
+            .validate()
+            .map_err(|source| ScenarioError::Invalid { path: origin.to_owned(), source })?;
         Ok(scenario)
     }
 
     /// Checks every value is in range and no service appears twice.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidScenario> {
         if !(1..=3600).contains(&self.tick_s) {
-            return Err(format!("tick_s = {} must be in 1..=3600", self.tick_s));
+            return Err(InvalidScenario::Tick(self.tick_s));
         }
         check_speed(self.speed)?;
         if self.duration_s == Some(0) {
-            return Err("duration_s must be more than 0 (leave it out to run forever)".to_owned());
+            return Err(InvalidScenario::ZeroDuration);
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, s) in self.services.iter().enumerate() {
             let at = format!("service[{i}] ({}/{})", s.env, s.name);
             if !seen.insert((s.env.to_string(), s.name.to_string())) {
-                return Err(format!("{at} appears twice"));
+                return Err(InvalidScenario::Duplicate { at });
             }
             if !(10..=86_400).contains(&s.flap_period_s) {
-                return Err(format!(
-                    "{at}: flap_period_s = {} must be in 10..=86400",
-                    s.flap_period_s
-                ));
+                return Err(InvalidScenario::FlapPeriod { at, value: s.flap_period_s });
             }
             let bounded = [
                 ("restart_success", s.restart_success, 0.0, 1.0),
@@ -234,7 +265,7 @@ impl Scenario {
             ];
             for (key, value, above, most) in bounded {
                 if !(value.is_finite() && value > above && value <= most) {
-                    return Err(format!("{at}: {key} = {value} must be in ({above}, {most}]"));
+                    return Err(InvalidScenario::OutOfRange { at, key, value, above, most });
                 }
             }
         }
@@ -243,11 +274,11 @@ impl Scenario {
 }
 
 /// `speed` must be a positive number no larger than 10000.
-pub fn check_speed(speed: f64) -> Result<(), String> {
+pub fn check_speed(speed: f64) -> Result<(), SpeedError> {
     if speed.is_finite() && speed > 0.0 && speed <= 10_000.0 {
         Ok(())
     } else {
-        Err(format!("speed = {speed} must be more than 0 and at most 10000"))
+        Err(SpeedError(speed))
     }
 }
 

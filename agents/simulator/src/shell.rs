@@ -58,9 +58,14 @@ pub struct Flags {
     pub start: Option<Timestamp>,
 }
 
-fn parse_speed(s: &str) -> Result<f64, String> {
-    let speed: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number such as 30"))?;
-    check_speed(speed).map(|()| speed)
+fn parse_speed(s: &str) -> Result<f64, crate::scenario::SpeedFlagError> {
+    use crate::scenario::SpeedFlagError;
+    let speed: f64 = s
+        .trim()
+        .parse()
+        .map_err(|source| SpeedFlagError::NotANumber { input: s.to_owned(), source })?;
+    check_speed(speed)?;
+    Ok(speed)
 }
 
 pub fn spec() -> AgentSpec {

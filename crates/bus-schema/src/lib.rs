@@ -46,7 +46,7 @@ pub use payload::*;
 pub use proof::{ProofKind, ProofRecord};
 pub use reason::{ReasonCode, RejectReason};
 pub use subject::{Filter, Subject};
-pub use time::{Timestamp, parse_duration};
+pub use time::{DurationError, Timestamp, parse_duration};
 pub use token::{AgentName, Env, InstanceId, ServiceName, TokenError};
 /// Ids in payloads are UUIDs; re-exported so every crate uses the same type.
 pub use uuid::Uuid;

@@ -105,23 +105,36 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     }
 }
 
+/// A string that is not a duration [`parse_duration`] accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{input:?} is not a duration such as 500ms, 10s, 5m or 2h")]
+    NotANumber { input: String, source: std::num::ParseIntError },
+    #[error("{input:?} has an unknown unit {unit:?}; use ms, s, m or h")]
+    UnknownUnit { input: String, unit: String },
+    #[error("{input:?} must be more than zero")]
+    Zero { input: String },
+}
+
 /// Parses `250ms`, `10s`, `5m`, `2h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 10s, 5m or 2h"))?;
+        .map_err(|source| DurationError::NotANumber { input: s.to_owned(), source })?;
     let d = match unit {
         "ms" => std::time::Duration::from_millis(n),
         "" | "s" => std::time::Duration::from_secs(n),
         "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
         "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("{s:?} has an unknown unit {unit:?}; use ms, s, m or h")),
+        _ => {
+            return Err(DurationError::UnknownUnit { input: s.to_owned(), unit: unit.to_owned() });
+        }
     };
     if d.is_zero() {
-        return Err(format!("{s:?} must be more than zero"));
+        return Err(DurationError::Zero { input: s.to_owned() });
     }
     Ok(d)
 }

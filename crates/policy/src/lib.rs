@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bus_schema::{Action, parse_duration};
+use bus_schema::action::ActionNameError;
+use bus_schema::{Action, DurationError, TokenError, parse_duration};
 use serde::Deserialize;
 
 /// Why a policy could not be loaded. The message names the file and the key.
@@ -27,9 +28,35 @@ pub enum PolicyError {
     InFile { path: PathBuf, source: Box<PolicyError> },
     #[error("{0}")]
     Syntax(#[from] toml::de::Error),
-    /// A value that parsed but is not allowed, e.g. `explore_envs` naming prod.
-    #[error("{0}")]
-    Invalid(String),
+    /// A duration that does not parse, e.g. `max_proposal_age` or `[cooldowns] restart`.
+    #[error("{key}: {source}")]
+    Duration { key: String, source: DurationError },
+    /// A name in `proposers` or `explore_envs` that is not an agent or environment name.
+    #[error("{key}: {name:?}: {source}")]
+    Name { key: &'static str, name: String, source: TokenError },
+    #[error("[env.{name}]: {source}")]
+    EnvTable { name: String, source: TokenError },
+    /// A name in an action list that is not an action name.
+    #[error("{key}: {name:?}: {source}")]
+    Action { key: String, name: String, source: ActionNameError },
+    #[error("[cooldowns] {name}: {source}")]
+    CooldownAction { name: String, source: ActionNameError },
+    #[error("{table}: custom_actions = {value:?}; use \"human\" or \"never\"")]
+    CustomActions { table: String, value: String },
+    #[error("explore_envs may not include prod: nothing is tried out on production")]
+    ExploresProd,
+    #[error("{table}: {action} is both automatic and human; list it once")]
+    AutomaticAndHuman { table: String, action: Action },
+    #[error("{table}: min_confidence = {value} must be in 0..=1")]
+    MinConfidence { table: String, value: f64 },
+    #[error("proposers is empty: nothing could ever be approved")]
+    NoProposers,
+    #[error("verification_timeout must be more than 0")]
+    NoVerificationTimeout,
+    #[error("repetition_limit and actions_per_incident must be at least 1")]
+    NoRepetitions,
+    #[error("cooldown_cap ({cap:?}) must be at least every cooldown")]
+    CooldownAboveCap { cap: Duration },
 }
 
 /// One environment's rules.
@@ -125,25 +152,30 @@ impl Policy {
     /// Builds a policy from the defaults and a file's text.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         let file: File = toml::from_str(text)?;
-        Self::from_parsed(file).map_err(PolicyError::Invalid)
+        Self::from_parsed(file)
     }
 
-    fn from_parsed(file: File) -> Result<Self, String> {
+    fn from_parsed(file: File) -> Result<Self, PolicyError> {
         let mut p = Policy::default();
-        let duration = |key: &str, v: &Option<String>, slot: &mut Duration| -> Result<(), String> {
-            if let Some(text) = v {
-                *slot = parse_duration(text).map_err(|e| format!("{key}: {e}"))?;
-            }
-            Ok(())
-        };
+        let duration =
+            |key: &str, v: &Option<String>, slot: &mut Duration| -> Result<(), PolicyError> {
+                if let Some(text) = v {
+                    *slot = parse_duration(text)
+                        .map_err(|source| PolicyError::Duration { key: key.to_owned(), source })?;
+                }
+                Ok(())
+            };
         duration("max_proposal_age", &file.max_proposal_age, &mut p.max_proposal_age)?;
         duration("repetition_window", &file.repetition_window, &mut p.repetition_window)?;
         duration("cooldown_cap", &file.cooldown_cap, &mut p.cooldown_cap)?;
         duration("verification_timeout", &file.verification_timeout, &mut p.verification_timeout)?;
         if let Some(v) = file.proposers {
             for name in &v {
-                name.parse::<bus_schema::AgentName>()
-                    .map_err(|e| format!("proposers: {name:?}: {e}"))?;
+                name.parse::<bus_schema::AgentName>().map_err(|source| PolicyError::Name {
+                    key: "proposers",
+                    name: name.clone(),
+                    source,
+                })?;
             }
             p.proposers = v;
         }
@@ -158,23 +190,30 @@ impl Policy {
         }
         if let Some(v) = file.explore_envs {
             if v.iter().any(|e| e == "prod") {
-                return Err(
-                    "explore_envs may not include prod: nothing is tried out on production".into(),
-                );
+                return Err(PolicyError::ExploresProd);
             }
             for name in &v {
-                name.parse::<bus_schema::Env>()
-                    .map_err(|e| format!("explore_envs: {name:?}: {e}"))?;
+                name.parse::<bus_schema::Env>().map_err(|source| PolicyError::Name {
+                    key: "explore_envs",
+                    name: name.clone(),
+                    source,
+                })?;
             }
             p.explore_envs = v;
         }
         for (name, text) in &file.cooldowns {
-            let action: Action = name.parse().map_err(|e| format!("[cooldowns] {name}: {e}"))?;
-            let d = parse_duration(text).map_err(|e| format!("[cooldowns] {name}: {e}"))?;
+            let action: Action = name
+                .parse()
+                .map_err(|source| PolicyError::CooldownAction { name: name.clone(), source })?;
+            let d = parse_duration(text).map_err(|source| PolicyError::Duration {
+                key: format!("[cooldowns] {name}"),
+                source,
+            })?;
             p.cooldowns.insert(action, d);
         }
         for (name, table) in &file.env {
-            name.parse::<bus_schema::Env>().map_err(|e| format!("[env.{name}]: {e}"))?;
+            name.parse::<bus_schema::Env>()
+                .map_err(|source| PolicyError::EnvTable { name: name.clone(), source })?;
             let base = p.envs.get(name).cloned().unwrap_or_else(EnvPolicy::empty);
             let env = table.apply(base, &format!("[env.{name}]"))?;
             p.envs.insert(name.clone(), env);
@@ -187,7 +226,7 @@ impl Policy {
     }
 
     /// Checks the policy is coherent.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), PolicyError> {
         let envs = self
             .envs
             .iter()
@@ -195,26 +234,23 @@ impl Policy {
             .chain([("[unknown_env]".to_owned(), &self.unknown_env)]);
         for (name, env) in envs {
             if let Some(a) = env.automatic.iter().find(|a| env.human.contains(a)) {
-                return Err(format!("{name}: {a} is both automatic and human; list it once"));
+                return Err(PolicyError::AutomaticAndHuman { table: name, action: a.clone() });
             }
             if let Some(c) = env.min_confidence.filter(|c| !(0.0..=1.0).contains(c)) {
-                return Err(format!("{name}: min_confidence = {c} must be in 0..=1"));
+                return Err(PolicyError::MinConfidence { table: name, value: c });
             }
         }
         if self.proposers.is_empty() {
-            return Err("proposers is empty: nothing could ever be approved".into());
+            return Err(PolicyError::NoProposers);
         }
         if self.verification_timeout.is_zero() {
-            return Err("verification_timeout must be more than 0".into());
+            return Err(PolicyError::NoVerificationTimeout);
         }
         if self.repetition_limit == 0 || self.actions_per_incident == 0 {
-            return Err("repetition_limit and actions_per_incident must be at least 1".into());
+            return Err(PolicyError::NoRepetitions);
         }
         if self.cooldowns.values().any(|c| *c > self.cooldown_cap) {
-            return Err(format!(
-                "cooldown_cap ({:?}) must be at least every cooldown",
-                self.cooldown_cap
-            ));
+            return Err(PolicyError::CooldownAboveCap { cap: self.cooldown_cap });
         }
         Ok(())
     }
@@ -236,13 +272,17 @@ impl Policy {
     }
 }
 
-fn actions(key: &str, names: &[String]) -> Result<Vec<Action>, String> {
+fn actions(key: &str, names: &[String]) -> Result<Vec<Action>, PolicyError> {
     let mut out = Vec::new();
     for name in names {
         if name == "built-in" {
             out.extend(Action::BUILT_IN.iter().cloned());
         } else {
-            out.push(name.parse().map_err(|e| format!("{key}: {name:?}: {e}"))?);
+            out.push(name.parse().map_err(|source| PolicyError::Action {
+                key: key.to_owned(),
+                name: name.clone(),
+                source,
+            })?);
         }
     }
     out.dedup();
@@ -279,7 +319,7 @@ struct EnvTable {
 }
 
 impl EnvTable {
-    fn apply(&self, mut env: EnvPolicy, name: &str) -> Result<EnvPolicy, String> {
+    fn apply(&self, mut env: EnvPolicy, name: &str) -> Result<EnvPolicy, PolicyError> {
         if let Some(v) = &self.automatic {
             env.automatic = actions(&format!("{name} automatic"), v)?;
         }
@@ -291,9 +331,10 @@ impl EnvTable {
             Some("human") => env.custom_with_human = true,
             Some("never") => env.custom_with_human = false,
             Some(other) => {
-                return Err(format!(
-                    "{name}: custom_actions = {other:?}; use \"human\" or \"never\""
-                ));
+                return Err(PolicyError::CustomActions {
+                    table: name.to_owned(),
+                    value: other.to_owned(),
+                });
             }
         }
         if self.min_confidence.is_some() {
@@ -387,7 +428,7 @@ mod tests {
         std::fs::write(&path, "repetition_limit = 0").unwrap();
         let bad = Policy::from_file(&path).unwrap_err();
         assert!(
-            matches!(&bad, PolicyError::InFile { source, .. } if matches!(**source, PolicyError::Invalid(_))),
+            matches!(&bad, PolicyError::InFile { source, .. } if matches!(**source, PolicyError::NoRepetitions)),
             "{bad:?}"
         );
         assert!(

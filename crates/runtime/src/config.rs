@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_nats::ServerAddr;
 use bus_schema::InstanceId;
-pub use bus_schema::parse_duration;
+pub use bus_schema::{DurationError, parse_duration};
 
 pub use crate::connect::Credentials;
 pub use crate::telemetry::LogFormat;
@@ -93,9 +93,12 @@ pub struct RuntimeArgs {
     pub max_payload: u64,
 }
 
-/// A configuration problem found after parsing (files, directories).
+/// A configuration problem: a `--nats-url` clap cannot take, or one found after parsing (files,
+/// directories).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("{input:?} is not a NATS URL such as nats://127.0.0.1:4222 ({source})")]
+    NatsUrl { input: String, source: std::io::Error },
     #[error("cannot read --nats-password-file {path}: {source}")]
     PasswordFile { path: PathBuf, source: std::io::Error },
     #[error("--nats-password-file {path} is empty")]
@@ -185,10 +188,10 @@ pub fn config_failure(program: &str, err: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
+fn parse_server(s: &str) -> Result<ServerAddr, ConfigError> {
     s.trim()
         .parse::<ServerAddr>()
-        .map_err(|e| format!("{s:?} is not a NATS URL such as nats://127.0.0.1:4222 ({e})"))
+        .map_err(|source| ConfigError::NatsUrl { input: s.to_owned(), source })
 }
 
 #[cfg(test)]
@@ -223,7 +226,7 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5d").unwrap_err().to_string().contains("unknown unit"));
     }
 
     #[test]
@@ -236,6 +239,8 @@ mod tests {
         let err = parse(&["--max-attempts", "0"]).unwrap_err();
         assert!(err.to_string().contains("--max-attempts"), "{err}");
         assert!(parse(&["--nats-password", "x"]).is_err(), "a password needs a user");
+        let err = parse(&["--nats-url", "nats://[::1"]).unwrap_err();
+        assert!(err.to_string().contains("is not a NATS URL such as"), "{err}");
     }
 
     #[test]

@@ -330,7 +330,7 @@ pub async fn send_all(
             }
             Transport::Request => match request(&client, &message, &give_up).await {
                 Ok(reply) => sent.reply = Some(reply),
-                Err(e) => sent.error = Some(e),
+                Err(e) => sent.error = Some(e.to_string()),
             },
         }
         out.push(sent);
@@ -343,7 +343,7 @@ async fn request(
     client: &async_nats::Client,
     m: &Message,
     give_up: &CancellationToken,
-) -> Result<Option<String>, String> {
+) -> anyhow::Result<Option<String>> {
     loop {
         let mut h = HeaderMap::new();
         h.insert(headers::MSG_ID, m.id.as_str());
@@ -363,8 +363,8 @@ async fn request(
                     .and_then(|h| h.get(headers::ERROR))
                     .map(|v| v.as_str().to_owned()));
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no reply within 5s".to_owned(),
+            Ok(Err(e)) => anyhow::Error::new(e),
+            Err(_) => anyhow::anyhow!("no reply within 5s"),
         };
         tokio::select! {
             () = give_up.cancelled() => return Err(error),

@@ -524,8 +524,8 @@ pub fn run(
     plan: &Plan,
     who: Who,
     policy: &Policy,
-) -> Result<Run, String> {
-    let scenario = Scenario::parse(&spec.scenario, spec.name).map_err(|e| e.to_string())?;
+) -> anyhow::Result<Run> {
+    let scenario = Scenario::parse(&spec.scenario, spec.name)?;
     let mut fleet = Fleet::new(who, spec, policy.clone());
     fleet.trace = plan.trace;
     for n in 0..plan.episodes {

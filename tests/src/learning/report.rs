@@ -187,7 +187,7 @@ pub fn evaluate(
     plan: &Plan,
     policy: &Policy,
     progress: impl Fn(&str, Option<&WorldResult>),
-) -> Result<Vec<Summary>, String> {
+) -> anyhow::Result<Vec<Summary>> {
     specs
         .iter()
         .map(|spec| {

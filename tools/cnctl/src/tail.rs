@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agent_runtime::config::{NatsArgs, parse_duration};
+use agent_runtime::config::{DurationError, NatsArgs, parse_duration};
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
 use bus_schema::proof::{ProofKind, ProofRecord};
 use bus_schema::subject::{PROOF, Stream};
@@ -53,7 +53,7 @@ pub enum Since {
     At(Timestamp),
 }
 
-fn parse_since(s: &str) -> Result<Since, String> {
+fn parse_since(s: &str) -> Result<Since, SinceError> {
     if s == "all" {
         return Ok(Since::All);
     }
@@ -62,7 +62,16 @@ fn parse_since(s: &str) -> Result<Since, String> {
     }
     parse_duration(s)
         .map(|d| Since::At(Timestamp::now().minus(d)))
-        .map_err(|_| format!("{s:?} is not a duration (10m), an RFC 3339 time or `all`"))
+        .map_err(|source| SinceError { input: s.to_owned(), source })
+}
+
+/// A `--since` that is neither a duration, a time nor `all` (the source says why it is not a
+/// duration).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a duration (10m), an RFC 3339 time or `all`")]
+struct SinceError {
+    input: String,
+    source: DurationError,
 }
 
 impl TailArgs {
@@ -187,6 +196,6 @@ mod tests {
             Ok(Since::At("2026-11-22T10:00:00Z".parse().unwrap()))
         );
         assert!(matches!(parse_since("10m"), Ok(Since::At(_))));
-        assert!(parse_since("yesterday").unwrap_err().contains("not a duration"));
+        assert!(parse_since("yesterday").unwrap_err().to_string().contains("not a duration"));
     }
 }

@@ -113,12 +113,14 @@ pub use ledger::*;
 pub use render::*;
 
 /// `--operator`, else `$CN_OPERATOR` (via clap), else `$USER`.
-pub fn operator_name(flag: Option<String>, user: Option<String>) -> Result<String, String> {
-    flag.or(user)
-        .map(|o| o.trim().to_owned())
-        .filter(|o| !o.is_empty())
-        .ok_or_else(|| "who is deciding? pass --operator NAME or set CN_OPERATOR".to_owned())
+pub fn operator_name(flag: Option<String>, user: Option<String>) -> Result<String, NoOperator> {
+    flag.or(user).map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).ok_or(NoOperator)
 }
+
+/// Neither `--operator`, `$CN_OPERATOR` nor `$USER` names the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("who is deciding? pass --operator NAME or set CN_OPERATOR")]
+pub struct NoOperator;
 
 pub async fn run(nats: &NatsArgs, command: ApprovalsCommand) -> Result<ExitCode, Failure> {
     // The connect helper logs permission violations (they arrive asynchronously); show them.
@@ -172,7 +174,7 @@ async fn decide(
 ) -> Result<ExitCode, Failure> {
     let operator = match operator_name(args.operator, std::env::var("USER").ok()) {
         Ok(o) => o,
-        Err(e) => return Ok(usage(&e)),
+        Err(e) => return Ok(usage(&e.to_string())),
     };
     let reason = args.reason.trim().to_owned();
     if reason.is_empty() {

@@ -255,7 +255,7 @@ fn the_operator_is_the_flag_or_the_login_and_never_empty() {
         "oncall-sre"
     );
     assert_eq!(operator_name(None, Some("alice".into())).unwrap(), "alice");
-    assert!(operator_name(Some("  ".into()), None).unwrap_err().contains("--operator"));
+    assert!(operator_name(Some("  ".into()), None).unwrap_err().to_string().contains("--operator"));
     assert!(operator_name(None, None).is_err());
 }
 

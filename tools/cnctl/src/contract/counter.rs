@@ -34,29 +34,61 @@ pub struct Relax {
     pub value: f64,
 }
 
+/// Why a `--relax` is not a usable ask.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelaxError {
+    #[error("{input:?} is not GUARDRAIL=VALUE (guardrails: {})", guardrail_names())]
+    NotAnAssignment { input: String },
+    #[error(
+        "the traffic step follows the canary plan: ask for fewer, bigger stages with --shorten-canary N (or --skip-canary)"
+    )]
+    TrafficStep,
+    #[error("unknown guardrail {name:?}; expected one of: {}", guardrail_names())]
+    UnknownGuardrail { name: String },
+    #[error("{name}={value:?}: the value is not a number ({accepts})")]
+    NotANumber {
+        name: String,
+        value: String,
+        accepts: &'static str,
+        source: std::num::ParseFloatError,
+    },
+    #[error("{name}={value}: out of range ({accepts})")]
+    OutOfRange { name: String, value: String, accepts: &'static str },
+}
+
+/// The guardrails that may be relaxed, comma-separated, for messages.
+fn guardrail_names() -> String {
+    GUARDRAILS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
 /// Parses and checks `--relax GUARDRAIL=VALUE`.
-pub fn parse_relax(s: &str) -> Result<Relax, String> {
-    let names = || GUARDRAILS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-    let (name, value) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?} is not GUARDRAIL=VALUE (guardrails: {})", names()))?;
+pub fn parse_relax(s: &str) -> Result<Relax, RelaxError> {
+    let (name, value) =
+        s.split_once('=').ok_or_else(|| RelaxError::NotAnAssignment { input: s.to_owned() })?;
     let (name, value) = (name.trim(), value.trim());
     if name == "max_traffic_step_percent" {
-        return Err("the traffic step follows the canary plan: ask for fewer, bigger stages with --shorten-canary N (or --skip-canary)".into());
+        return Err(RelaxError::TrafficStep);
     }
     let Some((_, accepts)) = GUARDRAILS.iter().find(|(n, _)| *n == name) else {
-        return Err(format!("unknown guardrail {name:?}; expected one of: {}", names()));
+        return Err(RelaxError::UnknownGuardrail { name: name.to_owned() });
     };
-    let v: f64 = value
-        .parse()
-        .map_err(|_| format!("{name}={value:?}: the value is not a number ({accepts})"))?;
+    let v: f64 = value.parse().map_err(|source| RelaxError::NotANumber {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        accepts,
+        source,
+    })?;
     let ok = v.is_finite()
         && match name {
             "max_error_rate" => (0.0..=1.0).contains(&v),
             _ => v > 0.0,
         };
     if !ok {
-        return Err(format!("{name}={value}: out of range ({accepts})"));
+        return Err(RelaxError::OutOfRange {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            accepts,
+        });
     }
     Ok(Relax { guardrail: name.to_owned(), value: v })
 }

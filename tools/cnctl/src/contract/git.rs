@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 
 use bus_schema::codec::Limits;
 use bus_schema::{Change, ChangeType};
@@ -25,6 +25,51 @@ const CHANGES_BUDGET: usize = Limits::DEFAULT.max_payload - 4 * 1024;
 /// Most changes in one request (bus-schema accepts up to 1000).
 pub const MAX_CHANGES: usize = 500;
 
+/// Why a range was refused before git saw it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("the range is empty; give FROM..TO (e.g. HEAD~5..HEAD) or one commit")]
+    Empty,
+    #[error("the range {shown:?}… is longer than {MAX_RANGE} characters")]
+    TooLong { shown: String },
+    #[error(
+        "the range {shown:?} contains whitespace or control characters; give FROM..TO or one commit"
+    )]
+    Whitespace { shown: String },
+    #[error("the range {shown:?} uses `...`; give FROM..TO (what TO adds to FROM)")]
+    ThreeDots { shown: String },
+    #[error("the range {shown:?} needs both ends: FROM..TO")]
+    MissingEnd { shown: String },
+    #[error("the range {shown:?} starts with `-`; a revision cannot be an option")]
+    StartsWithDash { shown: String },
+    #[error("the range {shown:?} has more than one `..`")]
+    SeveralRanges { shown: String },
+}
+
+/// Why git gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("git is not installed (or not on PATH)")]
+    NotInstalled(#[source] std::io::Error),
+    #[error("cannot run git: {0}")]
+    CannotRun(#[source] std::io::Error),
+    /// Git ran and failed; the message is the first line of what it wrote to stderr.
+    #[error("{}", first_line(stderr))]
+    Failed { status: ExitStatus, stderr: String },
+    #[error("{} is not a git repository: {source}", repo.display())]
+    NotARepository { repo: PathBuf, source: Box<GitError> },
+    #[error("{rev} is not a commit in {}", repo.display())]
+    NotACommit { rev: String, repo: PathBuf, source: Box<GitError> },
+    /// `git diff` or `git log` of the range failed.
+    #[error("git {command} {spec}: {source}")]
+    Range { command: &'static str, spec: String, source: Box<GitError> },
+}
+
+/// The first line of git's stderr with text on it.
+fn first_line(stderr: &str) -> &str {
+    stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed without a message").trim()
+}
+
 /// A checked range: `FROM..TO`, or one commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitRange {
@@ -34,25 +79,19 @@ pub struct GitRange {
 
 impl GitRange {
     /// Refuses anything git could read as an option, or that is not one range.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, RangeError> {
         let shown: String = s.chars().take(60).collect();
         if s.is_empty() {
-            return Err(
-                "the range is empty; give FROM..TO (e.g. HEAD~5..HEAD) or one commit".into()
-            );
+            return Err(RangeError::Empty);
         }
         if s.len() > MAX_RANGE {
-            return Err(format!("the range {shown:?}… is longer than {MAX_RANGE} characters"));
+            return Err(RangeError::TooLong { shown });
         }
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!(
-                "the range {shown:?} contains whitespace or control characters; give FROM..TO or one commit"
-            ));
+            return Err(RangeError::Whitespace { shown });
         }
         if s.contains("...") {
-            return Err(format!(
-                "the range {shown:?} uses `...`; give FROM..TO (what TO adds to FROM)"
-            ));
+            return Err(RangeError::ThreeDots { shown });
         }
         let (from, to) = match s.split_once("..") {
             Some((from, to)) => (Some(from), to),
@@ -60,15 +99,13 @@ impl GitRange {
         };
         for side in from.iter().chain([&to]) {
             if side.is_empty() {
-                return Err(format!("the range {shown:?} needs both ends: FROM..TO"));
+                return Err(RangeError::MissingEnd { shown });
             }
             if side.starts_with('-') {
-                return Err(format!(
-                    "the range {shown:?} starts with `-`; a revision cannot be an option"
-                ));
+                return Err(RangeError::StartsWithDash { shown });
             }
             if side.contains("..") {
-                return Err(format!("the range {shown:?} has more than one `..`"));
+                return Err(RangeError::SeveralRanges { shown });
             }
         }
         Ok(Self { from: from.map(str::to_owned), to: to.to_owned() })
@@ -334,14 +371,14 @@ pub struct Git {
 
 impl Git {
     /// Checks that git runs and that `repo` is a git repository.
-    pub fn open(repo: &Path) -> Result<Self, String> {
+    pub fn open(repo: &Path) -> Result<Self, GitError> {
         let git = Self { repo: repo.to_owned() };
         git.run(&["rev-parse", "--git-dir"])
-            .map_err(|e| format!("{} is not a git repository: {e}", repo.display()))?;
+            .map_err(|e| GitError::NotARepository { repo: repo.to_owned(), source: Box::new(e) })?;
         Ok(git)
     }
 
-    fn run(&self, args: &[&str]) -> Result<String, String> {
+    fn run(&self, args: &[&str]) -> Result<String, GitError> {
         let output = Command::new("git")
             .arg("-C")
             .arg(&self.repo)
@@ -354,20 +391,20 @@ impl Git {
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .output()
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => "git is not installed (or not on PATH)".to_owned(),
-                _ => format!("cannot run git: {e}"),
+                std::io::ErrorKind::NotFound => GitError::NotInstalled(e),
+                _ => GitError::CannotRun(e),
             })?;
         if !output.status.success() {
-            let err = String::from_utf8_lossy(&output.stderr);
-            let first =
-                err.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed without a message");
-            return Err(first.trim().to_owned());
+            return Err(GitError::Failed {
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Fails naming the first revision of the range the repository does not have.
-    fn check(&self, range: &GitRange) -> Result<(), String> {
+    fn check(&self, range: &GitRange) -> Result<(), GitError> {
         for rev in range.revisions() {
             self.run(&[
                 "rev-parse",
@@ -376,12 +413,16 @@ impl Git {
                 "--end-of-options",
                 &format!("{rev}^{{commit}}"),
             ])
-            .map_err(|_| format!("{rev} is not a commit in {}", self.repo.display()))?;
+            .map_err(|e| GitError::NotACommit {
+                rev: rev.to_owned(),
+                repo: self.repo.clone(),
+                source: Box::new(e),
+            })?;
         }
         Ok(())
     }
 
-    pub fn change_set(&self, range: &GitRange) -> Result<ChangeSet, String> {
+    pub fn change_set(&self, range: &GitRange) -> Result<ChangeSet, GitError> {
         self.check(range)?;
         let spec = range.spec();
         let diff = |what: &str| {
@@ -395,7 +436,11 @@ impl Git {
                 "--end-of-options",
                 &spec,
             ])
-            .map_err(|e| format!("git diff {spec}: {e}"))
+            .map_err(|e| GitError::Range {
+                command: "diff",
+                spec: spec.clone(),
+                source: Box::new(e),
+            })
         };
         let (numstat, name_status) = (diff("--numstat")?, diff("--name-status")?);
         let log = self
@@ -412,7 +457,11 @@ impl Git {
                 "--end-of-options",
                 &spec,
             ])
-            .map_err(|e| format!("git log {spec}: {e}"))?;
+            .map_err(|e| GitError::Range {
+                command: "log",
+                spec: spec.clone(),
+                source: Box::new(e),
+            })?;
         Ok(ChangeSet::build(
             &parse_name_status(&name_status),
             &parse_numstat(&numstat),
@@ -421,11 +470,11 @@ impl Git {
     }
 
     /// `git describe --always` of a revision: a tag-based name, else the short sha.
-    pub fn describe(&self, rev: &str) -> Result<String, String> {
+    pub fn describe(&self, rev: &str) -> Result<String, GitError> {
         Ok(self.run(&["describe", "--always", "--end-of-options", rev])?.trim().to_owned())
     }
 
-    pub fn short_sha(&self, rev: &str) -> Result<String, String> {
+    pub fn short_sha(&self, rev: &str) -> Result<String, GitError> {
         Ok(self
             .run(&[
                 "rev-parse",

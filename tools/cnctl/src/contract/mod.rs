@@ -199,12 +199,14 @@ pub struct StatsArgs {
 }
 
 /// `--requested-by`, else `$CN_REQUESTED_BY` (via clap), else `$USER`.
-pub fn requester_name(flag: Option<String>, user: Option<String>) -> Result<String, String> {
-    flag.or(user)
-        .map(|o| o.trim().to_owned())
-        .filter(|o| !o.is_empty())
-        .ok_or_else(|| "who is asking? pass --requested-by NAME or set CN_REQUESTED_BY".to_owned())
+pub fn requester_name(flag: Option<String>, user: Option<String>) -> Result<String, NoRequester> {
+    flag.or(user).map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).ok_or(NoRequester)
 }
+
+/// Neither `--requested-by`, `$CN_REQUESTED_BY` nor `$USER` names the requester.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("who is asking? pass --requested-by NAME or set CN_REQUESTED_BY")]
+pub struct NoRequester;
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("error: {message}\n\nFor more information, try 'cnctl contract --help'.");
@@ -305,7 +307,7 @@ async fn negotiate(
     let requested_by = match requester_name(target.requested_by.clone(), std::env::var("USER").ok())
     {
         Ok(name) => name,
-        Err(e) => return Ok(usage(&e)),
+        Err(e) => return Ok(usage(&e.to_string())),
     };
     let proposal = CounterProposal {
         contract_id: target.contract_id,

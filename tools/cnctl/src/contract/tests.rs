@@ -221,9 +221,11 @@ fn bad_asks_are_usage_errors() {
     ] {
         assert!(parse_relax(bad).is_err(), "{bad:?} was accepted");
     }
-    let step = parse_relax("max_traffic_step_percent=50").unwrap_err();
+    let step = parse_relax("max_traffic_step_percent=50").unwrap_err().to_string();
     assert!(step.contains("--shorten-canary"), "{step}");
-    assert!(!parse_relax("max_latency=5").unwrap_err().contains("max_traffic_step_percent"));
+    assert!(
+        !parse_relax("max_latency=5").unwrap_err().to_string().contains("max_traffic_step_percent")
+    );
     let base = ["counter", ID, "--env", "prod", "--service", "api", "--justification", "x"];
     let with = |extra: &[&str]| cli(&base.iter().chain(extra).copied().collect::<Vec<_>>());
     assert!(with(&["--waive", "vibes"]).is_err());
