@@ -337,9 +337,35 @@ impl Outgoing {
     }
 }
 
-/// Any message the fleet consumes, decoded by its subject.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Inbound {
+/// A payload type taken out of a decoded [`Inbound`].
+pub trait FromInbound: Sized {
+    /// The payload; `None` when the message is of another type.
+    fn from_inbound(inbound: Inbound) -> Option<Self>;
+}
+
+/// Declares [`Inbound`] and, for each payload type it carries, [`FromInbound`].
+macro_rules! inbound {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        /// Any message the fleet consumes, decoded by its subject.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Inbound {
+            $( $variant($ty), )*
+        }
+
+        $(
+            impl FromInbound for $ty {
+                fn from_inbound(inbound: Inbound) -> Option<Self> {
+                    match inbound {
+                        Inbound::$variant(p) => Some(p),
+                        _ => None,
+                    }
+                }
+            }
+        )*
+    };
+}
+
+inbound!(
     Deploy(DeployEvent),
     Metric(MetricSample),
     Log(LogEvent),
@@ -359,7 +385,7 @@ pub enum Inbound {
     SimAction(SimAction),
     Proof(ProofRecord),
     Heartbeat(Heartbeat),
-}
+);
 
 /// Decodes a message by its subject, checking event times against the local clock now; see
 /// [`decode_inbound_at`].

@@ -9,6 +9,7 @@
 //! [`requests!`](crate::requests!), one variant per subscription.
 
 use crate::AgentName;
+pub use crate::codec::FromInbound;
 use crate::codec::{DecodeError, Inbound, Limits, decode_inbound};
 use crate::payload::*;
 use crate::subject::{EnvFamily, Filter, ServiceFamily, Stream, all_events};
@@ -35,49 +36,6 @@ impl InputDef {
         self.filter.stream()
     }
 }
-
-/// A payload type taken out of a decoded [`Inbound`].
-pub trait FromInbound: Sized {
-    /// The payload; `None` when the message is of another type.
-    fn from_inbound(inbound: Inbound) -> Option<Self>;
-}
-
-macro_rules! from_inbound {
-    ($($variant:ident($ty:ty)),* $(,)?) => {
-        $(
-            impl FromInbound for $ty {
-                fn from_inbound(inbound: Inbound) -> Option<Self> {
-                    match inbound {
-                        Inbound::$variant(p) => Some(p),
-                        _ => None,
-                    }
-                }
-            }
-        )*
-    };
-}
-
-from_inbound!(
-    Deploy(DeployEvent),
-    Metric(MetricSample),
-    Log(LogEvent),
-    ContractRequest(ContractRequest),
-    Onboard(OnboardRequest),
-    Contract(Contract),
-    Negotiate(CounterProposal),
-    Incident(Incident),
-    Outcome(Outcome),
-    Slo(SloStatus),
-    Proposed(ActionProposal),
-    Approved(SignedApproval),
-    Refused(Refusal),
-    Pending(PendingApproval),
-    HumanDecision(HumanDecision),
-    Executed(ExecutionResult),
-    SimAction(SimAction),
-    Proof(crate::ProofRecord),
-    Heartbeat(Heartbeat),
-);
 
 /// A pipeline event (`cn.events.>`): read by one consumer, so deploys, samples and logs keep
 /// their order with each other.
