@@ -247,9 +247,12 @@ impl Fleet {
         let password = std::fs::read_to_string(cnctl::creds::password_file(&self.creds, user))?
             .trim()
             .to_owned();
-        Ok(async_nats::ConnectOptions::with_user_and_password(user.to_owned(), password)
-            .connect(self.server.url())
-            .await?)
+        let mut options = async_nats::ConnectOptions::with_user_and_password(user.into(), password);
+        // An agent's user sees replies only under its own inbox prefix, as the agent does.
+        if let Some(agent) = fleet().into_iter().find(|a| a.name.as_str() == user) {
+            options = options.custom_inbox_prefix(bus_schema::subject::inbox_prefix(&agent.name));
+        }
+        Ok(options.connect(self.server.url()).await?)
     }
 
     /// Governance's signing key (tests use it to sign approvals that are valid but expired).

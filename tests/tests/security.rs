@@ -450,3 +450,41 @@ async fn delete_consumer(admin: &jetstream::Context, durable: &str) {
     .await
     .unwrap();
 }
+
+/// No user has `allow_responses`: an agent's user reads replies under its own inbox prefix
+/// only, so a stolen agent credential cannot listen in on the replies other clients get
+/// (status answers, JetStream acks, pulled messages). The operator, whose inbox is the default
+/// one, hears the same replies: the check would see a leak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_credential_cannot_listen_in_on_other_clients_replies() {
+    let fleet = Fleet::start().await.unwrap();
+    let listen_as = |user: &'static str| {
+        let fleet = &fleet;
+        async move {
+            let password =
+                std::fs::read_to_string(fleet.password_file(user)).unwrap().trim().to_owned();
+            let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password)
+                .connect(fleet.server.url())
+                .await
+                .unwrap();
+            let sub = client.subscribe("_INBOX.>").await.unwrap();
+            client.flush().await.unwrap();
+            (client, sub)
+        }
+    };
+    let (_executor, mut executor_heard) = listen_as("executor").await;
+    let (_operator, mut operator_heard) = listen_as("operator").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let status = cnctl(&fleet, "auditor", &["status"], None);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+
+    assert!(heard(&mut operator_heard).await, "the control: a default inbox hears the replies");
+    assert!(!heard(&mut executor_heard).await, "the executor's user heard someone else's reply");
+}
+
+/// Whether `sub` receives a message within half a second.
+async fn heard(sub: &mut async_nats::Subscriber) -> bool {
+    use futures_util::StreamExt;
+    matches!(tokio::time::timeout(Duration::from_millis(500), sub.next()).await, Ok(Some(_)))
+}

@@ -285,6 +285,13 @@ pub const FAMILIES: &[FamilyInfo] = &[
     POLICY.info(),
 ];
 
+/// The inbox prefix of an agent's connection (`_INBOX_{agent}`): replies to its own requests
+/// (JetStream API calls, pulls) arrive under it, and its NATS user may subscribe to nothing
+/// else's replies. People and pipelines keep the default `_INBOX.`.
+pub fn inbox_prefix(agent: &AgentName) -> String {
+    format!("_INBOX_{agent}")
+}
+
 /// Every pipeline input event (`cn.events.>`): deploy, metric and log.
 pub fn all_events() -> Filter {
     Filter { pattern: "cn.events.>".to_owned(), stream: Some(Stream::Events) }

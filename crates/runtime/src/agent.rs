@@ -98,8 +98,9 @@ impl Agent {
     ) -> Result<Self, RuntimeError> {
         args.validate()?;
         let instance = args.instance.clone();
-        let client =
-            args.nats.connect(&format!("{}.{}", spec.name, instance), FirstConnect::Wait).await?;
+        let name = format!("{}.{}", spec.name, instance);
+        let inbox = bus_schema::subject::inbox_prefix(&spec.name);
+        let client = args.nats.connect(&name, Some(&inbox), FirstConnect::Wait).await?;
         if client.connection_state() != async_nats::connection::State::Connected {
             info!(nats_url = %args.nats.urls(), "waiting for NATS");
         }

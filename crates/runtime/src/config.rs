@@ -140,10 +140,11 @@ impl NatsArgs {
     pub async fn connect(
         &self,
         name: &str,
+        inbox_prefix: Option<&str>,
         first: crate::connect::FirstConnect,
     ) -> Result<async_nats::Client, crate::RuntimeError> {
         let credentials = self.credentials()?;
-        crate::connect::connect(name, &self.url, credentials.as_ref(), first)
+        crate::connect::connect(name, &self.url, credentials.as_ref(), inbox_prefix, first)
             .await
             .map_err(|e| crate::RuntimeError::Connect(format!("{} ({e})", self.urls())))
     }

@@ -36,11 +36,14 @@ pub enum FirstConnect {
     FailFast,
 }
 
-/// Connects with the given name and credentials; reconnects forever once connected.
+/// Connects with the given name and credentials; reconnects forever once connected. Replies
+/// arrive under `inbox_prefix` when given (an agent's own, so its NATS user needs no
+/// `allow_responses` and sees no one else's replies), else under `_INBOX`.
 pub async fn connect(
     name: &str,
     servers: &[ServerAddr],
     credentials: Option<&Credentials>,
+    inbox_prefix: Option<&str>,
     first: FirstConnect,
 ) -> Result<Client, async_nats::ConnectError> {
     let mut options = ConnectOptions::new()
@@ -54,6 +57,9 @@ pub async fn connect(
     }
     if let Some(c) = credentials {
         options = options.user_and_password(c.user.clone(), c.password.clone());
+    }
+    if let Some(prefix) = inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
     }
     options.connect(servers).await
 }

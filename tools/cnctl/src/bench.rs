@@ -7,7 +7,7 @@
 //!   an idle fleet, not under load.
 //! - **ingest**: `--samples` healthy metric samples published as fast as JetStream acks them;
 //!   the rate is samples divided by the time from the first publish until the detector's
-//!   consumer has nothing pending or unacked.
+//!   instances report (on their status endpoints) that they finished that many more inputs.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -139,12 +139,37 @@ async fn latency(
     }))
 }
 
-async fn ingest(js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json::Value, Failure> {
-    let consumer_of = |js: jetstream::Context| async move {
-        let stream = js.get_stream("CN_EVENTS").await?;
-        let info = stream.consumer_info("issue-detector-events").await?;
-        Ok::<_, Failure>((info.num_pending, info.num_ack_pending))
-    };
+/// Inputs the issue detector's instances have finished (handled or rejected), from their
+/// status endpoints: asking the server for the consumer's info instead would make nats-server
+/// before 2.9.15 recount the filtered consumer's pending messages on every delivery.
+async fn detector_finished(
+    client: &async_nats::Client,
+    subjects: &[String],
+) -> Result<u64, Failure> {
+    let mut finished = 0;
+    for subject in subjects {
+        let reply = client.request(subject.clone(), "".into()).await?;
+        let status: bus_schema::AgentStatus = serde_json::from_slice(&reply.payload)?;
+        finished += status.heartbeat.processed + status.heartbeat.rejected;
+    }
+    Ok(finished)
+}
+
+async fn ingest(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    args: &BenchArgs,
+) -> Result<serde_json::Value, Failure> {
+    let detectors: Vec<String> = crate::status::discover(client, Duration::from_millis(500))
+        .await?
+        .into_iter()
+        .filter(|s| s.agent == bus_schema::fleet::ISSUE_DETECTOR.as_str())
+        .map(|s| format!("{}.{}.{}", subject::STATUS.info().prefix, s.agent, s.instance))
+        .collect();
+    if detectors.is_empty() {
+        return Err("no issue detector answers on $SRV.PING: is the fleet up?".into());
+    }
+    let before = detector_finished(client, &detectors).await?;
     let env = Env::from_static("dev");
     let services = (0..10)
         .map(|i| service(&format!("{}-ingest", args.prefix), i))
@@ -169,14 +194,16 @@ async fn ingest(js: &jetstream::Context, args: &BenchArgs) -> Result<serde_json:
     }
     let published = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(600);
+    let target = before + args.samples as u64;
     loop {
-        let (pending, unacked) = consumer_of(js.clone()).await?;
-        if pending == 0 && unacked == 0 {
+        let finished = detector_finished(client, &detectors).await?;
+        if finished >= target {
             break;
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "the detector did not drain within 10 minutes ({pending} pending)"
+                "the detector did not drain within 10 minutes ({} samples left)",
+                target - finished
             )
             .into());
         }
@@ -196,7 +223,7 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> 
     let client = crate::connect(nats).await?;
     let js = jetstream::new(client.clone());
     let latency = latency(&client, &js, &args).await?;
-    let ingest = ingest(&js, &args).await?;
+    let ingest = ingest(&client, &js, &args).await?;
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let report = json!({"machine": {"cpus": cpus, "os": std::env::consts::OS}, "incident_to_execution": latency, "metric_ingest": ingest});
     println!("{}", serde_json::to_string_pretty(&report)?);

@@ -187,8 +187,11 @@ fn agent_permissions(agent: &AgentDef) -> Grant {
         publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"));
         publish.push(format!("$JS.ACK.{stream}.{durable}.>"));
     }
+    // Answers to status and other requests from people and pipelines (default inboxes); no
+    // `allow_responses`, which nats-server before 2.11 pays for on every delivered message.
+    publish.push("_INBOX.>".to_owned());
     let mut subscribe = vec![
-        "_INBOX.>".to_owned(),
+        format!("{}.>", subject::inbox_prefix(name)),
         "$SRV.>".to_owned(),
         subject::STATUS.agent(name).pattern().to_owned(),
     ];
@@ -334,7 +337,7 @@ pub fn render_permissions() -> String {
         };
         let _ = write!(
             out,
-            "    {{\n      user: \"{user}\"\n      password: ${var}\n      permissions: {{\n        publish: {{ allow: [{p}]{deny} }}\n        subscribe: {{ allow: [{s}] }}\n        allow_responses: true\n      }}\n    }}\n",
+            "    {{\n      user: \"{user}\"\n      password: ${var}\n      permissions: {{\n        publish: {{ allow: [{p}]{deny} }}\n        subscribe: {{ allow: [{s}] }}\n      }}\n    }}\n",
             var = password_var(&user),
             p = list(&grant.publish),
             s = list(&grant.subscribe),

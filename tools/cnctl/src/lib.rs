@@ -228,7 +228,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// Connects as cnctl, failing fast (with a clear message) when NATS is not there.
 pub async fn connect(nats: &NatsArgs) -> Result<async_nats::Client, Failure> {
-    nats.connect("cnctl", agent_runtime::connect::FirstConnect::FailFast)
+    nats.connect("cnctl", None, agent_runtime::connect::FirstConnect::FailFast)
         .await
         .map_err(|e| format!("{e}; is the fleet up? set --nats-url / NATS_URL").into())
 }
