@@ -258,7 +258,9 @@ impl ProofWriter {
             Ok(())
         })?;
         self.publish(seq, &sealed.bytes, sealed.hash).await?;
-        self.store.remove(&PENDING, "pending")?;
+        // Without waiting for the disk: if a crash undoes this clean-up, the next start finds
+        // the record stored as the chain's head and only clears it (`finish_pending`).
+        self.store.write_lazily(|tx| tx.remove(&PENDING, "pending"))?;
         Ok(seq)
     }
 

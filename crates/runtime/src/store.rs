@@ -124,7 +124,27 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
     ) -> Result<T, RuntimeError> {
-        let tx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        self.commit(redb::Durability::Immediate, f)
+    }
+
+    /// Like [`Store::write`] without waiting for the disk: the change becomes durable with the
+    /// next durable commit, and a crash before that undoes it (the file reopens as of the last
+    /// durable commit, never half-written). Only for changes a restart redoes or does without,
+    /// such as clearing a write-ahead record whose work is done.
+    pub fn write_lazily<T>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        self.commit(redb::Durability::None, f)
+    }
+
+    fn commit<T>(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let mut tx = self.db.begin_write().map_err(|e| self.fail(e))?;
+        tx.set_durability(durability).map_err(|e| self.fail(e))?;
         let out = {
             let mut txn = Txn { tx: &tx, store: self };
             f(&mut txn)?
@@ -207,6 +227,20 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(store.get(&COUNTS, "a").unwrap(), None);
+    }
+
+    #[test]
+    fn a_lazy_write_is_read_at_once_and_made_durable_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.write_lazily(|tx| tx.put(&COUNTS, "lazy", &1)).unwrap();
+            assert_eq!(store.get(&COUNTS, "lazy").unwrap(), Some(1));
+            store.put(&COUNTS, "durable", &2).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.get(&COUNTS, "lazy").unwrap(), Some(1));
     }
 
     #[test]
