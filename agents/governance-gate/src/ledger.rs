@@ -155,7 +155,12 @@ pub struct IncidentLedger {
 }
 
 impl IncidentLedger {
+    /// Takes the incident's latest state; an older update read later (the incident was asked
+    /// of the stream before its consumer delivered it) changes nothing.
     pub fn on_incident(&mut self, i: &Incident) {
+        if self.last_seen.is_some_and(|seen| i.updated_at < seen) {
+            return;
+        }
         self.signal_conflict = i.signal_conflict;
         self.last_seen = Some(i.updated_at);
     }
@@ -164,4 +169,32 @@ impl IncidentLedger {
 /// `env/service`.
 pub fn service_key(env: &str, service: &str) -> String {
     format!("{env}/{service}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(updated_at: &str, signal_conflict: bool) -> Incident {
+        serde_json::from_value(serde_json::json!({
+            "incident_id": "00000000-0000-0000-0000-000000000001", "env": "prod", "service": "api",
+            "kind": "crash_loop", "severity": "high", "status": "updated", "summary": "s",
+            "opened_at": "2026-12-05T10:00:00Z", "updated_at": updated_at,
+            "signal_conflict": signal_conflict,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_older_update_read_after_a_newer_one_changes_nothing() {
+        let mut ledger = IncidentLedger::default();
+        // Asked of the stream first: the latest state.
+        ledger.on_incident(&incident("2026-12-05T10:05:00Z", true));
+        // Then the consumer delivers the incident's history.
+        ledger.on_incident(&incident("2026-12-05T10:00:00Z", false));
+        assert!(ledger.signal_conflict);
+        assert_eq!(ledger.last_seen, Some("2026-12-05T10:05:00Z".parse().unwrap()));
+        ledger.on_incident(&incident("2026-12-05T10:06:00Z", false));
+        assert!(!ledger.signal_conflict, "a newer update applies");
+    }
 }

@@ -320,8 +320,16 @@ impl Governance {
             return Self::publish(ctx, &known.proposal, &known.decided).await;
         }
         // Incidents and proposals come from different consumers, in no guaranteed order: the
-        // incident a proposal is about (its conflict flag, its budget) is read first — for a
-        // few attempts; after that an unknown incident is a missing prerequisite.
+        // incident a proposal is about (its conflict flag, its budget) is asked of the stream
+        // (the service's last incident message), else read first from the incidents consumer
+        // for a few attempts; after that an unknown incident is a missing prerequisite.
+        if let Some(id) = p.incident_id.filter(|id| !self.incidents.contains_key(id)) {
+            match ctx.last_stored(&subject::INCIDENTS.subject(&p.env, &p.service)).await {
+                Ok(Some(incident)) if incident.incident_id == id => self.on_incident(&incident)?,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "waiting for the incidents consumer instead"),
+            }
+        }
         if p.incident_id.is_some_and(|id| !self.incidents.contains_key(&id))
             && ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS
         {

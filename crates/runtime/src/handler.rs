@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bus_schema::codec::Payload;
 use bus_schema::fleet::InputDef;
-use bus_schema::inputs::{AgentInputs, AgentRequests, InputName};
+use bus_schema::inputs::{AgentInputs, AgentRequests, FromInbound, InputName};
 use bus_schema::{AgentName, RejectReason, Subject};
 
 #[doc(no_inline)]
@@ -241,6 +242,45 @@ impl<'a> Context<'a> {
 
     pub fn meta(&self) -> &InputMeta {
         self.meta
+    }
+
+    /// The last message stored on `subject`, decoded by the contract's rules as an input would
+    /// be; `None` when the subject has none. For a fact another consumer has not delivered yet
+    /// (a proposal's incident): asking the stream beats waiting for the consumer to catch up.
+    pub async fn last_stored<P: FromInbound>(
+        &self,
+        subject: &Subject<P>,
+    ) -> Result<Option<P>, RuntimeError> {
+        let fail = |e: &dyn std::fmt::Display| RuntimeError::Consumer {
+            consumer: subject.to_string(),
+            message: format!("cannot read the last stored message: {e}"),
+        };
+        let stream = subject.stream().ok_or_else(|| fail(&"a core NATS subject stores nothing"))?;
+        let js = self.publisher.jetstream();
+        let stored = match js
+            .get_stream_no_info(stream.name())
+            .await
+            .map_err(|e| fail(&e))?
+            .get_last_raw_message_by_subject(subject.as_str())
+            .await
+        {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(fail(&e)),
+        };
+        let content_type =
+            stored.headers.get(bus_schema::headers::CONTENT_TYPE).map(|v| v.as_str());
+        let clock = bus_schema::Timestamp::from_unix_nanos(stored.time.unix_timestamp_nanos())
+            .unwrap_or_else(bus_schema::Timestamp::now);
+        let inbound = bus_schema::codec::decode_inbound_at(
+            subject.as_str(),
+            content_type,
+            &stored.payload,
+            &bus_schema::Limits::DEFAULT,
+            clock,
+        )
+        .map_err(|e| fail(&e))?;
+        Ok(P::from_inbound(inbound))
     }
 
     fn next(&mut self, what: &'static str) -> u32 {

@@ -1,10 +1,13 @@
 //! `cnctl bench`: measure a running fleet and print JSON.
 //!
+//! - **baseline**: in the same run, against the same server: a JetStream publish waiting for its
+//!   ack, and a core request the server answers; the report divides the latency by them.
 //! - **latency**: for each of `--services` services in `dev`, a deploy then a crash-looping
 //!   metric; the time from publishing the metric to the executor's result on
 //!   `cn.actions.executed.dev.{service}` (detector → optimizer → governance → executor, each hop
 //!   a JetStream publish and an ack). Metrics are sent one at a time, so this is the latency of
-//!   an idle fleet, not under load.
+//!   an idle fleet, not under load. A proposal governance refuses is counted apart, not as a
+//!   timeout.
 //! - **ingest**: `--samples` healthy metric samples published as fast as JetStream acks them;
 //!   the rate is samples divided by the time from the first publish until the detector's
 //!   instances report (on their status endpoints) that they finished that many more inputs.
@@ -14,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use agent_runtime::config::NatsArgs;
 use async_nats::jetstream;
-use bus_schema::codec::{Encoding, Limits, Outgoing, decode};
+use bus_schema::codec::{Limits, Outgoing, Payload, decode};
 use bus_schema::{
-    DeployEvent, DeployStatus, Env, ExecutionResult, MetricSample, ServiceName, Timestamp, subject,
+    DeployEvent, DeployStatus, Env, ExecutionResult, MetricSample, Refusal, ServiceName, Timestamp,
+    subject,
 };
 use futures_util::StreamExt;
 use serde_json::json;
@@ -34,6 +38,51 @@ pub struct BenchArgs {
     /// Prefix of the benchmark's service names, so runs do not collide.
     #[arg(long, default_value = "bench")]
     pub prefix: String,
+    /// A directory of `{agent}.pid` files (scripts/up's `run/`): adds each process's CPU time per
+    /// input handled during the run and its resident memory (Linux, from /proc).
+    #[arg(long)]
+    pub pids: Option<std::path::PathBuf>,
+}
+
+/// CPU seconds and resident memory (MiB) of a process, from /proc; `None` where there is none.
+fn usage(pid: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are 14th and 15th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // /proc counts in USER_HZ, 100 per second on Linux.
+    Some((ticks / 100.0, rss_kb / 1024.0))
+}
+
+/// Per agent process: CPU seconds, resident MiB and inputs finished (status), keyed by agent.
+async fn processes(
+    client: &async_nats::Client,
+    dir: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, (f64, f64, u64)>, Failure> {
+    let seen = crate::status::discover(client, Duration::from_millis(500)).await?;
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(agent) = name.strip_suffix(".pid") else { continue };
+        let pid = std::fs::read_to_string(entry.path())?.trim().to_owned();
+        let Some((cpu, rss)) = usage(&pid) else { continue };
+        let inputs = seen
+            .iter()
+            .filter(|s| s.agent == agent)
+            .filter_map(|s| s.status.as_ref())
+            .map(|s| s.heartbeat.processed + s.heartbeat.rejected)
+            .sum();
+        out.insert(agent.to_owned(), (cpu, rss, inputs));
+    }
+    Ok(out)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -46,6 +95,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// A benchmark service's name.
@@ -72,6 +125,58 @@ fn sample(env: &Env, service: &ServiceName, crash_looping: Option<bool>) -> Metr
     }
 }
 
+/// The floor under every figure, measured in the same run against the same server: a
+/// JetStream publish waiting for its ack, and a core request answered by the server.
+///
+/// The publish repeats one message id, so after the first the server acknowledges without
+/// storing (and the detector sees one sample): the round trip and the server's work on a
+/// publish, without the store's append.
+async fn baseline(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    args: &BenchArgs,
+) -> Result<serde_json::Value, Failure> {
+    const ROUNDS: usize = 500;
+    let env = Env::from_static("dev");
+    let service = service(&format!("{}-baseline", args.prefix), 0)?;
+    let out = Outgoing::new(
+        &subject::METRIC_EVENTS.subject(&env, &service),
+        &sample(&env, &service, None),
+    )?;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(bus_schema::headers::MSG_ID, format!("{}-baseline", args.prefix).as_str());
+    let mut publish_ack = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        js.publish_with_headers(out.subject.clone(), headers.clone(), out.payload.clone().into())
+            .await?
+            .await?;
+        publish_ack.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut request_reply = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        client.request("$JS.API.INFO", "".into()).await?;
+        request_reply.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(json!({
+        "jetstream_publish_ack": summary("publish with an ack (de-duplicated: not stored)", publish_ack),
+        "request_reply": summary("core request answered by the server ($JS.API.INFO)", request_reply),
+    }))
+}
+
+/// p50, p99 and max of latencies in milliseconds, with their count.
+fn summary(what: &str, mut ms: Vec<f64>) -> serde_json::Value {
+    ms.sort_by(f64::total_cmp);
+    json!({
+        "what": what,
+        "samples": ms.len(),
+        "p50_ms": round3(percentile(&ms, 50.0)),
+        "p99_ms": round3(percentile(&ms, 99.0)),
+        "max_ms": round3(ms.last().copied().unwrap_or(f64::NAN)),
+    })
+}
+
 async fn latency(
     client: &async_nats::Client,
     js: &jetstream::Context,
@@ -79,6 +184,7 @@ async fn latency(
 ) -> Result<serde_json::Value, Failure> {
     let env = Env::from_static("dev");
     let mut results = client.subscribe(subject::EXECUTED.env(&env).pattern().to_owned()).await?;
+    let mut refusals = client.subscribe(subject::REFUSED.env(&env).pattern().to_owned()).await?;
     for i in 0..args.services {
         let service = service(&args.prefix, i)?;
         let deploy = DeployEvent {
@@ -95,7 +201,7 @@ async fn latency(
         js.publish(out.subject, out.payload.into()).await?.await?;
     }
     let mut latencies = Vec::with_capacity(args.services);
-    let mut timeouts = 0;
+    let (mut timeouts, mut refused) = (0, 0);
     for i in 0..args.services {
         let service = service(&args.prefix, i)?;
         let out = Outgoing::new(
@@ -107,41 +213,38 @@ async fn latency(
         client.flush().await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            match tokio::time::timeout_at(deadline, results.next()).await {
-                Ok(Some(msg)) => {
-                    let Ok(r) = decode::<ExecutionResult>(
-                        Encoding::MsgPack,
-                        &msg.payload,
-                        &Limits::DEFAULT,
-                    ) else {
-                        continue;
-                    };
-                    if r.service == service {
-                        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
-                        break;
-                    }
+            let next = tokio::select! {
+                r = results.next() => r.map(|m| (true, m)),
+                r = refusals.next() => r.map(|m| (false, m)),
+                () = tokio::time::sleep_until(deadline) => None,
+            };
+            let Some((executed, msg)) = next else {
+                timeouts += 1;
+                break;
+            };
+            let about = if executed {
+                decode::<ExecutionResult>(ExecutionResult::ENCODING, &msg.payload, &Limits::DEFAULT)
+                    .map(|r| r.service)
+            } else {
+                decode::<Refusal>(Refusal::ENCODING, &msg.payload, &Limits::DEFAULT)
+                    .map(|r| r.service)
+            };
+            if about.is_ok_and(|s| s == service) {
+                if executed {
+                    latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    refused += 1;
                 }
-                _ => {
-                    timeouts += 1;
-                    break;
-                }
+                break;
             }
         }
     }
-    latencies.sort_by(f64::total_cmp);
-    Ok(json!({
-        "what": "crash metric published -> execution result received",
-        "samples": latencies.len(),
-        "timeouts": timeouts,
-        "p50_ms": round(percentile(&latencies, 50.0)),
-        "p99_ms": round(percentile(&latencies, 99.0)),
-        "max_ms": round(latencies.last().copied().unwrap_or(f64::NAN)),
-    }))
+    let mut report = summary("crash metric published -> execution result received", latencies);
+    report["timeouts"] = json!(timeouts);
+    report["refused"] = json!(refused);
+    Ok(report)
 }
 
-/// Inputs the issue detector's instances have finished (handled or rejected), from their
-/// status endpoints: asking the server for the consumer's info instead would make nats-server
-/// before 2.9.15 recount the filtered consumer's pending messages on every delivery.
 async fn detector_finished(
     client: &async_nats::Client,
     subjects: &[String],
@@ -222,10 +325,46 @@ async fn ingest(
 pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> {
     let client = crate::connect(nats).await?;
     let js = jetstream::new(client.clone());
+    let before = match &args.pids {
+        Some(dir) => Some(processes(&client, dir).await?),
+        None => None,
+    };
+    let baseline = baseline(&client, &js, &args).await?;
     let latency = latency(&client, &js, &args).await?;
     let ingest = ingest(&client, &js, &args).await?;
+    let mut agents = serde_json::Map::new();
+    if let (Some(dir), Some(before)) = (&args.pids, before) {
+        for (agent, (cpu, rss, inputs)) in processes(&client, dir).await? {
+            let (cpu0, _, inputs0) = before.get(&agent).copied().unwrap_or((0.0, 0.0, 0));
+            let handled = inputs.saturating_sub(inputs0);
+            let per_input =
+                if handled > 0 { (cpu - cpu0) / handled as f64 * 1e6 } else { f64::NAN };
+            agents.insert(
+                agent,
+                json!({
+                    "cpu_seconds": round(cpu - cpu0),
+                    "inputs": handled,
+                    "cpu_us_per_input": round(per_input),
+                    "rss_mib": round(rss),
+                }),
+            );
+        }
+    }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let report = json!({"machine": {"cpus": cpus, "os": std::env::consts::OS}, "incident_to_execution": latency, "metric_ingest": ingest});
+    let floor = |key: &str| baseline[key]["p50_ms"].as_f64().unwrap_or(f64::NAN);
+    let p50 = latency["p50_ms"].as_f64().unwrap_or(f64::NAN);
+    let ratios = json!({
+        "incident_to_execution_p50_over_publish_ack_p50": round(p50 / floor("jetstream_publish_ack")),
+        "incident_to_execution_p50_over_request_reply_p50": round(p50 / floor("request_reply")),
+    });
+    let report = json!({
+        "machine": {"cpus": cpus, "os": std::env::consts::OS},
+        "nats_baseline": baseline,
+        "incident_to_execution": latency,
+        "metric_ingest": ingest,
+        "ratios": ratios,
+        "agents": agents,
+    });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }

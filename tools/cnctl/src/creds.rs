@@ -177,7 +177,13 @@ fn agent_permissions(agent: &AgentDef) -> Grant {
     publish.push("$JS.API.INFO".to_owned());
     // Reading the settings only: agents check them at start and never change them.
     publish.extend(Stream::ALL.iter().map(|s| format!("$JS.API.STREAM.INFO.{}", s.name())));
-    publish.push(format!("$JS.API.STREAM.MSG.GET.{}", Stream::Proof.name()));
+    // The last message of a subject: its own proof chain's head, and facts on the streams it
+    // reads that its consumers have not delivered yet.
+    let mut readable: Vec<Stream> = agent.inputs.iter().filter_map(|i| i.stream()).collect();
+    readable.push(Stream::Proof);
+    readable.sort_by_key(|s| s.name());
+    readable.dedup();
+    publish.extend(readable.iter().map(|s| format!("$JS.API.STREAM.MSG.GET.{}", s.name())));
     for input in &agent.inputs {
         let (Some(stream), durable) = (input.stream(), input.durable(name)) else { continue };
         let stream = stream.name();
