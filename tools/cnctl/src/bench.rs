@@ -177,6 +177,29 @@ fn summary(what: &str, mut ms: Vec<f64>) -> serde_json::Value {
     })
 }
 
+/// Waits until the fleet has read the setup (the deploys): every agent's count of finished
+/// inputs unchanged over two polls, at most 30 s. Otherwise the first crashes wait for agents
+/// still reading deploys (the optimizer retries an incident after a second until it has).
+async fn settle(client: &async_nats::Client) -> Result<(), Failure> {
+    let finished = || async {
+        let seen = crate::status::discover(client, Duration::from_millis(300)).await?;
+        Ok::<u64, Failure>(
+            seen.iter()
+                .filter_map(|s| s.status.as_ref())
+                .map(|s| s.heartbeat.processed + s.heartbeat.rejected)
+                .sum(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut still) = (finished().await?, 0);
+    while still < 2 && Instant::now() < deadline {
+        let now = finished().await?;
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    Ok(())
+}
+
 async fn latency(
     client: &async_nats::Client,
     js: &jetstream::Context,
@@ -200,6 +223,7 @@ async fn latency(
         let out = Outgoing::new(&subject::DEPLOY_EVENTS.subject(&env, &service), &deploy)?;
         js.publish(out.subject, out.payload.into()).await?.await?;
     }
+    settle(client).await?;
     let mut latencies = Vec::with_capacity(args.services);
     let (mut timeouts, mut refused) = (0, 0);
     for i in 0..args.services {
