@@ -198,6 +198,35 @@ async fn a_redelivered_input_yields_no_duplicate_output_or_record() -> anyhow::R
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_reads_the_last_message_stored_on_a_subject() -> anyhow::Result<()> {
+    let f = fixture().await?;
+    let probe = Probe::default();
+    let agent = f.start(probe.clone(), &[]).await?;
+    let js = &f.js;
+    for n in 1..=2 {
+        publish(js, "cn.events.metric.prod.recall-api", metric("recall-api", n)).await?;
+    }
+    let recalled = eventually(Duration::from_secs(10), "both samples handled", || async {
+        let seen = probe.seen.lock().unwrap();
+        Ok((seen.recalled.len() == 2).then(|| seen.recalled.clone()))
+    })
+    .await?;
+    // Nothing stored before the first; the first sample's incident before the second.
+    assert_eq!(recalled[0], None);
+    // CN_WORK holds only the probe's incidents: the first is the first sample's.
+    let first = js.get_stream("CN_WORK").await?.get_raw_message(1).await?;
+    let first: bus_schema::Incident = bus_schema::codec::decode(
+        <bus_schema::Incident as bus_schema::Payload>::ENCODING,
+        &first.payload,
+        &bus_schema::Limits::DEFAULT,
+    )?;
+    assert_eq!(first.service.as_str(), "recall-api");
+    assert_eq!(recalled[1], Some(first.incident_id), "the incident the first sample stored");
+    agent.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_input_in_hand_then_records_agent_stopped() -> anyhow::Result<()> {
     let f = fixture().await?;
     let probe = Probe::default();

@@ -251,11 +251,16 @@ impl<'a> Context<'a> {
         &self,
         subject: &Subject<P>,
     ) -> Result<Option<P>, RuntimeError> {
-        let fail = |e: &dyn std::fmt::Display| RuntimeError::Consumer {
-            consumer: subject.to_string(),
-            message: format!("cannot read the last stored message: {e}"),
+        let Some(stream) = subject.stream() else {
+            return Err(RuntimeError::Stream {
+                stream: subject.to_string(),
+                message: "a core NATS subject stores nothing".to_owned(),
+            });
         };
-        let stream = subject.stream().ok_or_else(|| fail(&"a core NATS subject stores nothing"))?;
+        let fail = |e: &dyn std::fmt::Display| RuntimeError::Stream {
+            stream: stream.name().to_owned(),
+            message: format!("cannot read the last message on {subject}: {e}"),
+        };
         let js = self.publisher.jetstream();
         let stored = match js
             .get_stream_no_info(stream.name())

@@ -2,7 +2,7 @@
 //!
 //! Its behaviour is chosen by service name so tests can provoke each path: `poison` always
 //! fails, `flaky` publishes and then fails once (a crash after publishing), `slow…` takes a
-//! second and a half. It runs in-process in the runtime tests and as the `probe-agent` binary
+//! second and a half, `recall…` first reads the service's last stored incident. It runs in-process in the runtime tests and as the `probe-agent` binary
 //! in the process tests.
 
 use std::collections::HashMap;
@@ -32,6 +32,9 @@ pub struct Seen {
     pub attempts: HashMap<String, u32>,
     /// The service of the input being (or last) handled.
     pub handling: Option<String>,
+    /// For `recall…` services: the incident already stored for the service when each sample
+    /// came (`Context::last_stored`), in order.
+    pub recalled: Vec<Option<Uuid>>,
 }
 
 /// The probe's handler. Clones share what they saw.
@@ -70,6 +73,13 @@ impl Handler for Probe {
             tokio::time::sleep(Duration::from_millis(1500)).await;
         }
         let incident = incident_for(&m);
+        if service.starts_with("recall") {
+            let subject = subject::INCIDENTS.subject(&m.env, &m.service);
+            let stored = ctx.last_stored(&subject).await?.map(|i| i.incident_id);
+            let mut seen =
+                self.seen.lock().map_err(|_| HandleError::Retry("probe state poisoned".into()))?;
+            seen.recalled.push(stored);
+        }
         ctx.publish(&subject::INCIDENTS.subject(&m.env, &m.service), &incident).await?;
         if service == "flaky" && attempt == 1 {
             return Err(HandleError::Retry("simulated: crashed after publishing".into()));
