@@ -242,12 +242,17 @@ impl Fleet {
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 
-    /// A client connected as one of the NATS users.
-    pub async fn client_as(&self, user: &str) -> anyhow::Result<async_nats::Client> {
+    /// Options to connect as one of the NATS users, with the default inbox prefix.
+    pub fn options_as(&self, user: &str) -> anyhow::Result<async_nats::ConnectOptions> {
         let password = std::fs::read_to_string(cnctl::creds::password_file(&self.creds, user))?
             .trim()
             .to_owned();
-        let mut options = async_nats::ConnectOptions::with_user_and_password(user.into(), password);
+        Ok(async_nats::ConnectOptions::with_user_and_password(user.into(), password))
+    }
+
+    /// A client connected as one of the NATS users (an agent's with the agent's inbox prefix).
+    pub async fn client_as(&self, user: &str) -> anyhow::Result<async_nats::Client> {
+        let mut options = self.options_as(user)?;
         // An agent's user sees replies only under its own inbox prefix, as the agent does.
         if let Some(agent) = fleet().into_iter().find(|a| a.name.as_str() == user) {
             options = options.custom_inbox_prefix(bus_schema::subject::inbox_prefix(&agent.name));

@@ -317,9 +317,9 @@ async fn only_real_governance_signatures_are_executed_and_only_governance_can_pu
     // The pipeline user may not publish approvals at all: the server drops the message and
     // tells the client so, asynchronously.
     let (tx, mut violations) = tokio::sync::mpsc::unbounded_channel();
-    let password =
-        std::fs::read_to_string(fleet.password_file("pipeline")).unwrap().trim().to_owned();
-    let pipeline = async_nats::ConnectOptions::with_user_and_password("pipeline".into(), password)
+    let pipeline = fleet
+        .options_as("pipeline")
+        .unwrap()
         .event_callback(move |event| {
             let tx = tx.clone();
             async move {

@@ -56,15 +56,7 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     }
 
     // A pipeline publishes with its credentials; the flow runs: thirty dev services crash.
-    let password = std::fs::read_to_string(data.path().join("creds/pipeline.password")).unwrap();
-    let url = format!("nats://127.0.0.1:{port}");
-    let client = async_nats::ConnectOptions::with_user_and_password(
-        "pipeline".into(),
-        password.trim().into(),
-    )
-    .connect(&url)
-    .await
-    .unwrap();
+    let client = connect_as(data.path(), port, "pipeline").await;
     const SERVICES: usize = 30;
     for n in 0..SERVICES {
         let now = bus_schema::Timestamp::now().to_string();
@@ -80,14 +72,7 @@ async fn up_runs_the_fleet_and_down_stops_it() {
             .unwrap();
     }
     client.flush().await.unwrap();
-    let operator_pw = std::fs::read_to_string(data.path().join("creds/operator.password")).unwrap();
-    let operator = async_nats::ConnectOptions::with_user_and_password(
-        "operator".into(),
-        operator_pw.trim().into(),
-    )
-    .connect(&url)
-    .await
-    .unwrap();
+    let operator = connect_as(data.path(), port, "operator").await;
     let js = async_nats::jetstream::new(operator);
     let records = cn_tests::eventually(
         std::time::Duration::from_secs(60),
@@ -145,16 +130,8 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
         String::from_utf8_lossy(&up.stdout),
         String::from_utf8_lossy(&up.stderr)
     );
-    let url = format!("nats://127.0.0.1:{port}");
-    let operator_pw = std::fs::read_to_string(data.path().join("creds/operator.password")).unwrap();
-    let operator = async_nats::ConnectOptions::with_user_and_password(
-        "operator".into(),
-        operator_pw.trim().into(),
-    )
-    .connect(&url)
-    .await
-    .unwrap();
-    let js = async_nats::jetstream::new(operator);
+    let operator = connect_as(data.path(), port, "operator").await;
+    let js = async_nats::jetstream::new(operator.clone());
     let about = |records: &[proof_log::StoredRecord],
                  kind: ProofKind,
                  service: &str|
@@ -198,13 +175,7 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
     );
 
     // The outcomes reach the optimizer, which learns from them (its table, over the bus).
-    let client = async_nats::ConnectOptions::with_user_and_password(
-        "operator".into(),
-        operator_pw.trim().into(),
-    )
-    .connect(&url)
-    .await
-    .unwrap();
+    let client = &operator;
     let learned = cn_tests::eventually(
         std::time::Duration::from_secs(60),
         "the optimizer to learn from an outcome",
@@ -228,6 +199,15 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
 
 /// Runs scripts/down when dropped, so a failing test does not leave a fleet behind.
 struct Down(u16, PathBuf);
+
+/// A client of the fleet `scripts/up` started in `data`, as one of its NATS users.
+async fn connect_as(data: &Path, port: u16, user: &str) -> async_nats::Client {
+    let password = std::fs::read_to_string(data.join(format!("creds/{user}.password"))).unwrap();
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password.trim().into())
+        .connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap()
+}
 
 fn scopeguard(port: u16, data: &Path) -> Down {
     Down(port, data.to_owned())

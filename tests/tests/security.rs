@@ -461,12 +461,8 @@ async fn an_agent_credential_cannot_listen_in_on_other_clients_replies() {
     let listen_as = |user: &'static str| {
         let fleet = &fleet;
         async move {
-            let password =
-                std::fs::read_to_string(fleet.password_file(user)).unwrap().trim().to_owned();
-            let client = async_nats::ConnectOptions::with_user_and_password(user.into(), password)
-                .connect(fleet.server.url())
-                .await
-                .unwrap();
+            // The default inbox prefix: listening where other clients get their replies.
+            let client = fleet.options_as(user).unwrap().connect(fleet.server.url()).await.unwrap();
             let sub = client.subscribe("_INBOX.>").await.unwrap();
             client.flush().await.unwrap();
             (client, sub)

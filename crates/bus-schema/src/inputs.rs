@@ -101,9 +101,6 @@ pub trait AgentInputs: Sized + Send + 'static {
     /// The input a decoded message read by the consumer `input` is; `None` when that consumer
     /// does not read its type.
     fn from_input(input: &str, inbound: Inbound) -> Option<Self>;
-
-    /// Which input this is.
-    fn name(&self) -> Self::Name;
 }
 
 /// The name of one of an agent's inputs (its consumer is `{agent}-{name}`).
@@ -282,11 +279,6 @@ macro_rules! inputs {
                 None
             }
 
-            fn name(&self) -> $names {
-                match self {
-                    $( Self::$variant(_) => $names::$variant, )*
-                }
-            }
         }
     };
 }
@@ -391,10 +383,10 @@ mod tests {
         // The same deploy is an event to one consumer and a deploy to another.
         let as_event = Probe::from_input("events", deploy()).unwrap();
         assert!(matches!(as_event, Probe::Events(PipelineEvent::Deploy(_))));
-        assert_eq!(as_event.name(), ProbeNames::Events);
         let as_deploy = Probe::from_input("deploys", deploy()).unwrap();
         assert!(matches!(as_deploy, Probe::Deploy(_)));
-        assert_eq!(as_deploy.name().as_str(), "deploys");
+        let names = [ProbeNames::Events, ProbeNames::Deploy, ProbeNames::Executed];
+        assert_eq!(names.map(InputName::as_str), ["events", "deploys", "executed"]);
     }
 
     #[test]

@@ -78,7 +78,7 @@ async fn processes(
             .iter()
             .filter(|s| s.agent == agent)
             .filter_map(|s| s.status.as_ref())
-            .map(|s| s.heartbeat.processed + s.heartbeat.rejected)
+            .map(finished)
             .sum();
         out.insert(agent.to_owned(), (cpu, rss, inputs));
     }
@@ -181,19 +181,14 @@ fn summary(what: &str, mut ms: Vec<f64>) -> serde_json::Value {
 /// inputs unchanged over two polls, at most 30 s. Otherwise the first crashes wait for agents
 /// still reading deploys (the optimizer retries an incident after a second until it has).
 async fn settle(client: &async_nats::Client) -> Result<(), Failure> {
-    let finished = || async {
+    let fleet_finished = || async {
         let seen = crate::status::discover(client, Duration::from_millis(300)).await?;
-        Ok::<u64, Failure>(
-            seen.iter()
-                .filter_map(|s| s.status.as_ref())
-                .map(|s| s.heartbeat.processed + s.heartbeat.rejected)
-                .sum(),
-        )
+        Ok::<u64, Failure>(seen.iter().filter_map(|s| s.status.as_ref()).map(finished).sum())
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut last, mut still) = (finished().await?, 0);
+    let (mut last, mut still) = (fleet_finished().await?, 0);
     while still < 2 && Instant::now() < deadline {
-        let now = finished().await?;
+        let now = fleet_finished().await?;
         still = if now == last { still + 1 } else { 0 };
         last = now;
     }
@@ -269,17 +264,24 @@ async fn latency(
     Ok(report)
 }
 
+/// Inputs an agent instance has finished: handled or rejected.
+fn finished(status: &bus_schema::AgentStatus) -> u64 {
+    status.heartbeat.processed + status.heartbeat.rejected
+}
+
+/// Inputs the issue detector's instances have finished, from their status endpoints: asking
+/// the server for the consumer's info instead would make nats-server before 2.9.15 recount the
+/// filtered consumer's pending messages on every delivery.
 async fn detector_finished(
     client: &async_nats::Client,
     subjects: &[String],
 ) -> Result<u64, Failure> {
-    let mut finished = 0;
+    let mut done = 0;
     for subject in subjects {
         let reply = client.request(subject.clone(), "".into()).await?;
-        let status: bus_schema::AgentStatus = serde_json::from_slice(&reply.payload)?;
-        finished += status.heartbeat.processed + status.heartbeat.rejected;
+        done += finished(&serde_json::from_slice(&reply.payload)?);
     }
-    Ok(finished)
+    Ok(done)
 }
 
 async fn ingest(
