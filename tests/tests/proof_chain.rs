@@ -88,28 +88,65 @@ async fn an_idempotency_key_records_a_decision_once() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_record_cut_off_by_an_outage_is_published_exactly_once_afterwards() -> anyhow::Result<()>
-{
+async fn a_decision_cut_off_by_an_outage_is_recorded_exactly_once_when_its_input_is_retried()
+-> anyhow::Result<()> {
     let mut server = NatsServer::start()?;
     let dir = tempfile::tempdir()?;
     let mut w = writer(&server, dir.path(), "0").await?;
-    w.append(draft(1), None).await?;
-    w.append(draft(2), None).await?;
+    w.append(draft(1), Some("input-1")).await?;
+    w.append(draft(2), Some("input-2")).await?;
 
     server.kill();
-    let err = w.append(draft(3), None).await.unwrap_err();
+    let err = w.append(draft(3), Some("input-3")).await.unwrap_err();
     assert!(matches!(err, RuntimeError::Publish { .. } | RuntimeError::Proof { .. }), "{err}");
-    drop(w); // the agent dies with the record pending
-
     server.restart()?;
+    // The same writer, once NATS is back: the input is retried and decides again.
+    let seq = w.append(draft(3), Some("input-3")).await?;
+    assert_eq!(seq, 3);
+    assert_eq!(w.append(draft(3), Some("input-3")).await?, 3, "recorded once");
+    drop(w);
+    // A restart with the state file: the keys are known, the chain continues.
     let mut w = writer(&server, dir.path(), "0").await?;
-    assert_eq!(w.head().seq, 3, "the pending record was published at open");
+    assert_eq!(w.append(draft(3), Some("input-3")).await?, 3);
     w.append(draft(4), None).await?;
 
     let records = all_records(&server).await?;
     let details: Vec<i64> =
         records.iter().filter_map(|r| r.record.as_ref()?.detail["i"].as_i64()).collect();
     assert_eq!(details, vec![1, 2, 3, 4]);
+    assert!(proof_log::audit(&records).is_intact());
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_of_records_the_state_file_missed_are_read_back_from_the_chain() -> anyhow::Result<()>
+{
+    let server = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut w = writer(&server, dir.path(), "0").await?;
+    for i in 0..5 {
+        w.append(draft(i), Some(&format!("CN_WORK:e:{i}:action_executed:1"))).await?;
+    }
+    w.append(draft(5), None).await?;
+    drop(w);
+    // The state file is lost (or older than the chain, after a crash): the records carry their
+    // keys in a header, and the writer learns them from the chain at open.
+    let lost = tempfile::tempdir()?;
+    let mut w = writer(&server, lost.path(), "0").await?;
+    for i in 0..5 {
+        let key = format!("CN_WORK:e:{i}:action_executed:1");
+        assert_eq!(w.append(draft(i), Some(&key)).await?, i + 1, "{key} is recorded already");
+    }
+    assert_eq!(w.append(draft(6), Some("new")).await?, 7);
+    let records = all_records(&server).await?;
+    assert_eq!(records.len(), 7, "nothing recorded twice");
+    let stream = jetstream::new(server.client().await?).get_stream("CN_PROOF").await?;
+    let mut keyed = 0;
+    for r in &records {
+        let stored = stream.get_raw_message(r.stored.stream_seq).await?;
+        keyed += usize::from(stored.headers.get(headers::PROOF_KEY).is_some());
+    }
+    assert_eq!(keyed, 6, "every keyed record carries its key");
     assert!(proof_log::audit(&records).is_intact());
     Ok(())
 }

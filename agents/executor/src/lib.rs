@@ -298,13 +298,20 @@ impl Executor {
                     let refused = self.result(&a, ExecutionStatus::Refused, Some(code), detail, started);
                     return self.publish(ctx, &refused).await;
                 }
-                // Recorded before acting: a crash from here on is reported, not retried.
-                self.store.put(&USED, &key, &Use { input_id: input_id.clone(), result: None })?;
+                // Claimed before acting: a crash from here on is reported, not retried. Only a
+                // real action needs the claim on disk first; a replayed dry run or simulated
+                // action repeats outputs JetStream drops.
+                let claim = Use { input_id: input_id.clone(), result: None };
+                if matches!(self.backend, ExecBackend::Command(_)) {
+                    self.store.write_durably(|tx| tx.put(&USED, &key, &claim))?;
+                } else {
+                    self.store.put(&USED, &key, &claim)?;
+                }
                 self.act(ctx, &a, started).await?
             }
         };
-        // Stored before it is published: a crash from here on republishes this same result
-        // (which JetStream de-duplicates); only a crash while acting reads as interrupted.
+        // A crash from here on replays the input into the claim above, which reports (and
+        // republishes under the same id) an interrupted action rather than acting twice.
         self.store.put(&USED, &key, &Use { input_id, result: Some(result.clone()) })?;
         self.publish(ctx, &result).await
     }

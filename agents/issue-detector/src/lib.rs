@@ -10,11 +10,10 @@
 //! - [`Detector`]: the bus shell. Each service's state remembers the highest stream sequence
 //!   it applied, so a redelivered input is never counted twice, and keeps what it decided in an
 //!   outbox until it is stored on the bus (proof record first), so a failed publish is retried
-//!   before anything newer for that service goes out. A state that produced a decision is
-//!   written to redb before the input is acked: a crash before that write replays the input
-//!   into the saved state and republishes the same outputs, which JetStream de-duplicates.
-//!   Windows alone are saved every [`FLUSH_EVERY`] and on shutdown, so a crash can lose a
-//!   second of window samples but never an incident or a pending verdict.
+//!   before anything newer for that service goes out. States live in memory and are written
+//!   to the state file at each of the runtime's snapshots (about once a second) and at stop; a
+//!   crash replays the inputs after the last snapshot into the saved states, which republish
+//!   the same outputs under the same ids (JetStream drops them) and record nothing twice.
 
 pub mod config;
 mod config_error;
@@ -29,7 +28,7 @@ pub mod slo;
 pub mod window;
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{
@@ -47,9 +46,6 @@ use engine::Pending;
 use service::ServiceState;
 
 pub const NAME: AgentName = bus_schema::fleet::ISSUE_DETECTOR;
-
-/// How often window-only changes are saved.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Turns deploy, metric and log events into incidents, judges whether actions helped, and
 /// publishes each service's SLO burn rates and remaining error budget.
@@ -80,14 +76,13 @@ pub struct Detector {
     config: DetectorConfig,
     services: HashMap<String, ServiceState>,
     dirty: BTreeSet<String>,
-    last_flush: Instant,
 }
 
 impl Detector {
     /// Loads every service's state from the state file.
     pub fn load(store: Store, config: DetectorConfig) -> Result<Self, RuntimeError> {
         let services = store.scan(&SERVICES)?.into_iter().collect();
-        Ok(Self { store, config, services, dirty: BTreeSet::new(), last_flush: Instant::now() })
+        Ok(Self { store, config, services, dirty: BTreeSet::new() })
     }
 
     async fn emit(ctx: &mut Context<'_>, item: &Pending) -> Result<(), HandleError> {
@@ -149,7 +144,7 @@ impl Detector {
         Ok(())
     }
 
-    /// Saves every state changed since the last save, in one transaction, and forgets
+    /// Writes every state changed since the last time, in one transaction, and forgets
     /// services that have been silent for longer than their SLO period with nothing open.
     pub fn flush(&mut self) -> Result<(), RuntimeError> {
         let idle = self.idle(Timestamp::now());
@@ -170,7 +165,6 @@ impl Detector {
             self.services.remove(key);
         }
         self.dirty.clear();
-        self.last_flush = Instant::now();
         Ok(())
     }
 
@@ -226,49 +220,33 @@ impl Handler for Detector {
 
         // Decide, unless this input was applied before (a redelivery after a lost ack, or a
         // retry after a failed publish): then only what is still unpublished goes out.
-        let mut save_now = !state.delivery.is_empty();
         if let Some(unapplied) = state.delivery.unapplied(ctx.meta()) {
             let wall_clock = Timestamp::now();
             let config = &self.config;
-            // Deploys and execution results start watches that must survive a crash.
-            let (out, watch) = match input {
+            let out = match input {
                 Event(PipelineEvent::Metric(m)) => {
-                    (state.on_metric(&m, config, &input_id, wall_clock), false)
+                    state.on_metric(&m, config, &input_id, wall_clock)
                 }
-                Event(PipelineEvent::Log(l)) => {
-                    (state.on_log(&l, config, &input_id, wall_clock), false)
-                }
+                Event(PipelineEvent::Log(l)) => state.on_log(&l, config, &input_id, wall_clock),
                 Event(PipelineEvent::Deploy(d)) => {
-                    (state.on_deploy(&d, config, &input_id, wall_clock), true)
+                    state.on_deploy(&d, config, &input_id, wall_clock)
                 }
-                Executed(r) => (Ok(state.on_executed(&r, config, &input_id, &correlation)), true),
+                Executed(r) => Ok(state.on_executed(&r, config, &input_id, &correlation)),
             };
             // Rejected inputs changed nothing and are not marked: a retry is judged again.
             let out = out.map_err(out_of_order)?;
-            save_now |= watch || out.is_decision();
             state.delivery.applied(unapplied, out.into_pending());
         }
+        self.dirty.insert(key);
         // Publish the outbox in order; a failure leaves the rest there for the retry.
         while let Some((_, item)) = state.delivery.next() {
-            if let Err(e) = Self::emit(ctx, item).await {
-                self.dirty.insert(key);
-                return Err(e);
-            }
+            Self::emit(ctx, item).await?;
             state.delivery.sent();
-        }
-        if save_now {
-            self.store.put(&SERVICES, &key, state)?;
-            self.dirty.remove(&key);
-        } else {
-            self.dirty.insert(key);
-        }
-        if self.last_flush.elapsed() >= FLUSH_EVERY {
-            self.flush()?;
         }
         Ok(())
     }
 
-    fn on_stop(&mut self) -> Result<(), RuntimeError> {
+    fn checkpoint(&mut self) -> Result<(), RuntimeError> {
         self.flush()
     }
 }

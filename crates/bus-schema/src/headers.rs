@@ -14,6 +14,9 @@ pub const CORRELATION_ID: &str = "Cn-Correlation-Id";
 pub const CAUSATION_ID: &str = "Cn-Causation-Id";
 /// Hex SHA-256 of a proof record's exact payload bytes.
 pub const PROOF_HASH: &str = "Cn-Proof-Hash";
+/// On a proof record written once per idempotency key: the key, so an agent that lost its state
+/// file since the record was stored learns from the chain that the decision is recorded.
+pub const PROOF_KEY: &str = "Cn-Proof-Key";
 /// On a reply to a core request that was refused: the reason code (the body says why).
 pub const ERROR: &str = "Cn-Error";
 

@@ -248,18 +248,23 @@ impl Agent {
         Ok(())
     }
 
-    /// Writes the inputs' positions that moved since the last time (about once a second).
-    fn save_positions(&self, positions: &Positions) -> Result<(), RuntimeError> {
+    /// Takes a snapshot of the state file: the handler writes what it keeps in memory, and one
+    /// durable commit covers it, everything written since the last snapshot, and the stream
+    /// positions of the inputs handled so far (see [`crate::store`]).
+    fn snapshot<H: Handler>(
+        &self,
+        handler: &mut H,
+        positions: &Positions,
+    ) -> Result<(), RuntimeError> {
+        handler.checkpoint()?;
         let changed = positions.take_changed();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        self.store.write(|tx| {
+        self.store.snapshot(!changed.is_empty(), |tx| {
             for (durable, position) in &changed {
                 tx.put(&POSITIONS, durable, position)?;
             }
             Ok(())
-        })
+        })?;
+        Ok(())
     }
 
     /// The agent's state file, for its handler.
@@ -369,7 +374,7 @@ impl Agent {
                     continue;
                 }
                 _ = clock.tick() => {
-                    if let Err(e) = self.save_positions(&positions) {
+                    if let Err(e) = self.snapshot(&mut handler, &positions) {
                         error!(error = %e, "stopping: this agent cannot go on safely");
                         fatal = Some(e);
                         break;
@@ -419,11 +424,8 @@ impl Agent {
             }
         }
 
-        if let Err(e) = handler.on_stop() {
-            error!(error = %e, "the handler could not save its state on the way out");
-        }
-        if let Err(e) = self.save_positions(&positions) {
-            error!(error = %e, "could not save the inputs' positions on the way out");
+        if let Err(e) = self.snapshot(&mut handler, &positions) {
+            error!(error = %e, "could not snapshot the state on the way out; the next start replays from the last snapshot");
         }
 
         for l in listeners {

@@ -124,6 +124,26 @@ pub async fn ensure_consumer(
     let stored = stored.filter(|p| *p.epoch == *epoch);
     let mut recreated = None;
     let consumer = match stream.consumer_info(&name).await {
+        // The consumer moved past the snapshot: inputs were acked whose effects on the state
+        // the crash undid. Replay them, in order, from the snapshot's position.
+        Ok(current) if stored.is_some_and(|p| p.next <= current.ack_floor.stream_sequence) => {
+            let from = stored.map_or(1, |p| p.next);
+            stream.delete_consumer(&name).await.map_err(|e| {
+                fail(format!("cannot recreate it to replay from the last snapshot: {e}"))
+            })?;
+            recreated = Some(Recreated {
+                consumer: name.clone(),
+                stream: stream_kind.name().to_owned(),
+                from_seq: from,
+                reason: "replay_from_snapshot",
+            });
+            positions.seed(&name, &epoch, stored, from, (0, 0));
+            let deliver = DeliverPolicy::ByStartSequence { start_sequence: from };
+            stream
+                .create_consumer(pull_config(agent, input, policy, deliver))
+                .await
+                .map_err(|e| fail(e.to_string()))?
+        }
         Ok(current) => {
             positions.seed(
                 &name,

@@ -63,9 +63,11 @@ pub trait Handler: Send {
         input: Self::Input,
     ) -> impl Future<Output = Result<(), HandleError>> + Send;
 
-    /// Called once when the agent stops, after the last input: the place to save state
-    /// that is kept in memory between inputs.
-    fn on_stop(&mut self) -> Result<(), RuntimeError> {
+    /// Called before every snapshot of the state file (about once a second, between inputs)
+    /// and when the agent stops: the place to write state kept in memory between inputs.
+    /// What it writes is covered by the snapshot, with the stream positions of every input
+    /// handled so far; after a crash the agent replays the inputs after them.
+    fn checkpoint(&mut self) -> Result<(), RuntimeError> {
         Ok(())
     }
 

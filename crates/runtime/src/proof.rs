@@ -1,19 +1,22 @@
 //! The proof writer: appends this instance's records to its hash chain, across restarts.
 //!
 //! The chain's head (last seq and hash) is read back from CN_PROOF at start, so the stream,
-//! not a local file, is the source of truth. Each append is write-ahead: the sealed record is
-//! stored in redb *before* it is published and cleared after JetStream acks it, so a crash at
-//! any point leaves either nothing or one pending record that is published (exactly those
-//! bytes) on the next start. Publishes carry `Nats-Expected-Last-Subject-Sequence`, so if two
-//! processes ever share an instance id the second append fails instead of forking the chain.
+//! not a local file, is the source of truth. A record is sealed after the head and published
+//! with `Nats-Expected-Last-Subject-Sequence`, so if two processes ever share an instance id the
+//! second append fails instead of forking the chain. A publish that fails or times out may or
+//! may not have stored the record: the writer reads the head back before its next append.
 //!
-//! An optional idempotency key makes an append happen once per key: an input redelivered after
-//! a crash does not get its decision recorded twice.
+//! An optional idempotency key makes an append happen once per key: an input redelivered (or
+//! replayed after a crash) does not get its decision recorded twice. Keys live in the state
+//! file, which is a snapshot (see [`crate::store`]), and each keyed record carries its key in a
+//! `Cn-Proof-Key` header: at start, and after a failed publish, the writer reads the records the
+//! snapshot does not cover back from the chain and learns their keys. No write waits for the
+//! disk.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, RawMessageErrorKind};
 use bus_schema::proof::{ChainHead, PROOF_VERSION, ProofHash, ProofKind, ProofRecord, SealedProof};
 use bus_schema::subject::{self, Stream};
 use bus_schema::{
@@ -27,20 +30,20 @@ use crate::store::{Store, Table};
 
 /// How many idempotency keys are remembered (the oldest are forgotten first).
 const KEPT_KEYS: u64 = 100_000;
+/// With no state file, how far back in CN_PROOF (stream sequences) the writer looks for
+/// records whose keys it must know: inputs handed back by a crash are a handful of records old.
+const UNKNOWN_STATE_LOOKBACK: u64 = 10_000;
 
-/// The record being published, kept until JetStream acks it.
-#[derive(Debug, Serialize, Deserialize)]
-struct Pending {
+/// The last record whose key (if any) the state file knows.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Known {
     seq: u64,
-    bytes: Vec<u8>,
-    /// The idempotency key committed with it: forgotten if the record is discarded.
-    #[serde(default)]
-    key: Option<String>,
+    stream_seq: u64,
 }
 
-const PENDING: Table<Pending> = Table::new("proof.pending");
 const KEYS: Table<u64> = Table::new("proof.keys");
 const KEY_BY_SEQ: Table<String> = Table::new("proof.key_by_seq");
+const KNOWN: Table<Known> = Table::new("proof.known");
 
 /// The parts of a record the agent decides; the writer adds identity, seq, time and chain.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,10 +128,13 @@ pub struct ProofWriter {
     head: ChainHead,
     /// CN_PROOF's sequence of the head record (0 when the chain is empty).
     head_stream_seq: u64,
+    /// A publish failed or timed out: whether its record is stored is unknown until the head
+    /// is read back.
+    stale: bool,
 }
 
 impl ProofWriter {
-    /// Finds the chain's head in CN_PROOF and finishes any append a crash interrupted.
+    /// Finds the chain's head in CN_PROOF and learns the keys of records the state file missed.
     pub async fn open(
         publisher: Publisher,
         store: Store,
@@ -144,9 +150,9 @@ impl ProofWriter {
             subject,
             head: ChainHead::EMPTY,
             head_stream_seq: 0,
+            stale: false,
         };
-        writer.read_head().await?;
-        writer.finish_pending().await?;
+        writer.resync().await?;
         Ok(writer)
     }
 
@@ -190,34 +196,65 @@ impl ProofWriter {
         }
     }
 
-    /// Publishes the record a crash left pending, if the stream does not have it yet.
-    async fn finish_pending(&mut self) -> Result<(), RuntimeError> {
-        let Some(pending) = self.store.get(&PENDING, "pending")? else { return Ok(()) };
-        let hash = ProofHash::of(&pending.bytes);
-        let follows_head = serde_json::from_slice::<ProofRecord>(&pending.bytes)
-            .is_ok_and(|r| r.prev_hash == self.head.hash);
-        if pending.seq == self.head.seq.saturating_add(1) && follows_head {
-            self.publish(pending.seq, &pending.bytes, hash).await?;
-            tracing::info!(
-                seq = pending.seq,
-                "published the proof record an earlier run left pending"
-            );
-            return self.store.remove(&PENDING, "pending");
-        }
-        if pending.seq == self.head.seq && hash == self.head.hash {
-            // Stored before the crash; only the clean-up was missed.
-            return self.store.remove(&PENDING, "pending");
-        }
-        tracing::error!(
-            pending = pending.seq,
-            head = self.head.seq,
-            "discarding a pending proof record that does not fit the stored chain (was the stream reset, or another process writing it?)"
-        );
-        self.store.write(|tx| {
-            if let Some(key) = &pending.key {
-                tx.remove(&KEYS, key)?;
+    /// Reads the head back and learns the keys of the records stored since the state file's
+    /// snapshot (or, with no state file, of the chain's recent records).
+    async fn resync(&mut self) -> Result<(), RuntimeError> {
+        self.read_head().await?;
+        let known = self.store.get(&KNOWN, "head")?;
+        let from = match known {
+            Some(k) if k.seq >= self.head.seq => {
+                self.stale = false;
+                return Ok(());
             }
-            tx.remove(&PENDING, "pending")
+            Some(k) => k.stream_seq + 1,
+            None => self.head_stream_seq.saturating_sub(UNKNOWN_STATE_LOOKBACK).max(1),
+        };
+        let js = self.publisher.jetstream();
+        let stream = js.get_stream_no_info(Stream::Proof.name()).await.map_err(|e| self.fail(e))?;
+        let (mut next, mut learned) = (from, 0_usize);
+        while self.head_stream_seq >= next {
+            let request = stream
+                .raw_message_builder()
+                .sequence(next)
+                .next_by_subject(self.subject.to_string());
+            let msg = match request.send().await {
+                Ok(m) => m,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(self.fail(format!("reading the chain back: {e}"))),
+            };
+            next = msg.sequence + 1;
+            let Some(key) = msg.headers.get(headers::PROOF_KEY).map(|v| v.as_str().to_owned())
+            else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<ProofRecord>(&msg.payload) else { continue };
+            self.remember(key.as_str(), record.seq, msg.sequence)?;
+            learned += 1;
+        }
+        let head = Known { seq: self.head.seq, stream_seq: self.head_stream_seq };
+        self.store.write(|tx| tx.put(&KNOWN, "head", &head))?;
+        if learned > 0 {
+            tracing::info!(
+                learned,
+                from_stream_seq = from,
+                "learned the keys of proof records stored after the last snapshot"
+            );
+        }
+        self.stale = false;
+        Ok(())
+    }
+
+    /// Stores `key` for the record at `seq` (forgetting the oldest beyond [`KEPT_KEYS`]).
+    fn remember(&self, key: &str, seq: u64, stream_seq: u64) -> Result<(), RuntimeError> {
+        self.store.write(|tx| {
+            tx.put(&KEYS, key, &seq)?;
+            tx.put(&KEY_BY_SEQ, &seq_key(seq), &key.to_owned())?;
+            let old = seq_key(seq.saturating_sub(KEPT_KEYS));
+            if let Some(old_key) = tx.get(&KEY_BY_SEQ, &old)? {
+                tx.remove(&KEYS, &old_key)?;
+                tx.remove(&KEY_BY_SEQ, &old)?;
+            }
+            tx.put(&KNOWN, "head", &Known { seq, stream_seq })
         })
     }
 
@@ -227,11 +264,10 @@ impl ProofWriter {
         draft: ProofDraft,
         key: Option<&str>,
     ) -> Result<u64, RuntimeError> {
-        // A previous append that failed after its write-ahead left its record pending; it must
-        // be stored before anything else, including before a key says "already recorded".
-        if self.store.get(&PENDING, "pending")?.is_some() {
-            self.read_head().await?;
-            self.finish_pending().await?;
+        // After a failed publish the head may have moved (the record was stored after all):
+        // read it back, with the keys of what was stored, before anything else.
+        if self.stale {
+            self.resync().await?;
         }
         if let Some(k) = key {
             if let Some(seq) = self.store.get(&KEYS, k)? {
@@ -240,27 +276,17 @@ impl ProofWriter {
         }
         let sealed = self.seal(draft)?;
         let seq = sealed.record.seq;
-        self.store.write(|tx| {
-            tx.put(
-                &PENDING,
-                "pending",
-                &Pending { seq, bytes: sealed.bytes.clone(), key: key.map(str::to_owned) },
-            )?;
-            if let Some(k) = key {
-                tx.put(&KEYS, k, &seq)?;
-                tx.put(&KEY_BY_SEQ, &seq_key(seq), &k.to_owned())?;
-                let old = seq_key(seq.saturating_sub(KEPT_KEYS));
-                if let Some(old_key) = tx.get(&KEY_BY_SEQ, &old)? {
-                    tx.remove(&KEYS, &old_key)?;
-                    tx.remove(&KEY_BY_SEQ, &old)?;
-                }
+        let stream_seq = match self.publish(seq, &sealed.bytes, sealed.hash, key).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.stale = true;
+                return Err(e);
             }
-            Ok(())
-        })?;
-        self.publish(seq, &sealed.bytes, sealed.hash).await?;
-        // Without waiting for the disk: if a crash undoes this clean-up, the next start finds
-        // the record stored as the chain's head and only clears it (`finish_pending`).
-        self.store.write_lazily(|tx| tx.remove(&PENDING, "pending"))?;
+        };
+        match key {
+            Some(k) => self.remember(k, seq, stream_seq)?,
+            None => self.store.write(|tx| tx.put(&KNOWN, "head", &Known { seq, stream_seq }))?,
+        }
         Ok(seq)
     }
 
@@ -285,13 +311,18 @@ impl ProofWriter {
         record.seal_after(self.head).map_err(|e| self.fail(e))
     }
 
+    /// Publishes the record at `seq`; returns its CN_PROOF sequence.
     async fn publish(
         &mut self,
         seq: u64,
         bytes: &[u8],
         hash: ProofHash,
-    ) -> Result<(), RuntimeError> {
+        key: Option<&str>,
+    ) -> Result<u64, RuntimeError> {
         let mut h = HeaderMap::new();
+        if let Some(key) = key {
+            h.insert(headers::PROOF_KEY, key);
+        }
         h.insert(headers::MSG_ID, format!("proof:{}:{}:{seq}", self.agent, self.instance).as_str());
         h.insert(headers::CONTENT_TYPE, headers::JSON);
         h.insert(headers::CN_TYPE, <ProofRecord as bus_schema::Payload>::CN_TYPE);
@@ -309,7 +340,7 @@ impl ProofWriter {
             Ok(ack) => {
                 self.head = ChainHead { seq, hash };
                 self.head_stream_seq = ack.stream_seq;
-                Ok(())
+                Ok(ack.stream_seq)
             }
             Err((subject, e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 Err(RuntimeError::ProofChainContended { subject })

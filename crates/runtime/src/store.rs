@@ -13,10 +13,18 @@
 //! ```
 //!
 //! Several changes that must land together go through [`Store::write`], one transaction.
+//!
+//! The file is a **snapshot**, not a log: writes are visible at once but reach the disk with the
+//! next [`Store::snapshot`], which the runtime takes about once a second and at stop together
+//! with the stream position it covers. A crash reopens the file as of the last snapshot (never
+//! half-written), and the agent replays its inputs from that snapshot's position: JetStream is
+//! the log. [`Store::write_durably`] is for the rare write that must be on disk before the agent
+//! does something no replay can undo (the executor's claim before a real external action).
 
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
@@ -46,6 +54,8 @@ impl<V> Table<V> {
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
+    /// Written since the last durable commit.
+    unsaved: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -60,7 +70,11 @@ impl Store {
             };
             RuntimeError::Store { path: path.display().to_string(), message }
         })?;
-        Ok(Self { db: Arc::new(db), path: path.to_owned() })
+        Ok(Self {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            unsaved: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> RuntimeError {
@@ -119,23 +133,46 @@ impl Store {
         self.write(|tx| tx.remove(table, key))
     }
 
-    /// Runs `f` in one write transaction, committed (durably) only if it returns `Ok`.
+    /// Runs `f` in one write transaction, applied only if it returns `Ok`. Readers see it at
+    /// once; the disk gets it with the next [`Store::snapshot`], and a crash before that undoes
+    /// it (with everything else written since the last snapshot).
     pub fn write<T>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
     ) -> Result<T, RuntimeError> {
-        self.commit(redb::Durability::Immediate, f)
+        let out = self.commit(redb::Durability::None, f)?;
+        self.unsaved.store(true, Ordering::Release);
+        Ok(out)
     }
 
-    /// Like [`Store::write`] without waiting for the disk: the change becomes durable with the
-    /// next durable commit, and a crash before that undoes it (the file reopens as of the last
-    /// durable commit, never half-written). Only for changes a restart redoes or does without,
-    /// such as clearing a write-ahead record whose work is done.
-    pub fn write_lazily<T>(
+    /// Like [`Store::write`], and on disk when it returns, together with every write before it.
+    /// Only for a fact that must survive a crash before the next snapshot because no replay
+    /// can redo it (a claim taken before acting on the world).
+    pub fn write_durably<T>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
     ) -> Result<T, RuntimeError> {
-        self.commit(redb::Durability::None, f)
+        let out = self.commit(redb::Durability::Immediate, f)?;
+        self.unsaved.store(false, Ordering::Release);
+        Ok(out)
+    }
+
+    /// Makes everything written so far durable, together with what `f` writes (the stream
+    /// positions the snapshot covers), in one commit. Does nothing when nothing was written
+    /// since the last one, unless `f` has news (`changed`). Returns whether it wrote.
+    pub fn snapshot(
+        &self,
+        changed: bool,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<(), RuntimeError>,
+    ) -> Result<bool, RuntimeError> {
+        if !self.unsaved.swap(false, Ordering::AcqRel) && !changed {
+            return Ok(false);
+        }
+        let written = self.commit(redb::Durability::Immediate, f);
+        if written.is_err() {
+            self.unsaved.store(true, Ordering::Release);
+        }
+        written.map(|()| true)
     }
 
     fn commit<T>(
@@ -230,17 +267,20 @@ mod tests {
     }
 
     #[test]
-    fn a_lazy_write_is_read_at_once_and_made_durable_by_the_next_write() {
+    fn a_write_is_read_at_once_and_made_durable_by_the_next_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         {
             let store = Store::open(&path).unwrap();
-            store.write_lazily(|tx| tx.put(&COUNTS, "lazy", &1)).unwrap();
+            store.put(&COUNTS, "lazy", &1).unwrap();
             assert_eq!(store.get(&COUNTS, "lazy").unwrap(), Some(1));
-            store.put(&COUNTS, "durable", &2).unwrap();
+            assert!(store.snapshot(false, |tx| tx.put(&COUNTS, "position", &2)).unwrap());
+            assert!(!store.snapshot(false, |_| Ok(())).unwrap(), "nothing written since");
+            assert!(store.snapshot(true, |tx| tx.put(&COUNTS, "position", &3)).unwrap());
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.get(&COUNTS, "lazy").unwrap(), Some(1));
+        assert_eq!(store.get(&COUNTS, "position").unwrap(), Some(3));
     }
 
     #[test]
