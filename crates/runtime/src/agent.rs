@@ -27,8 +27,8 @@ use tracing::{error, info, warn};
 
 use crate::config::RuntimeArgs;
 use crate::connect::FirstConnect;
-use crate::consumer::{Delivery, DeliveryPolicy, Puller, Recreated, ensure_consumer};
-use crate::delivery::{Processor, id_header};
+use crate::consumer::{Delivery, DeliveryPolicy, Puller, Recreated, ensure_consumer, read_back};
+use crate::delivery::{Processor, Stored, id_header};
 use crate::error::RuntimeError;
 use crate::handler::{Context, HandleError, Handler, InputMeta};
 use crate::position::{POSITIONS, Positions};
@@ -38,6 +38,25 @@ use crate::spec::AgentSpec;
 use crate::status::{Stats, StatusTasks};
 use crate::store::Store;
 use crate::streams;
+
+/// An input read back from its stream for a replay.
+struct Replayed {
+    input: &'static str,
+    stream: &'static str,
+    epoch: Arc<str>,
+    /// The consumer had it acked: handled to the end before the crash.
+    acked: bool,
+    msg: jetstream::message::StreamMessage,
+}
+
+/// The snapshot the last replay started from, and how many starts replayed from it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ReplayAttempt {
+    from: String,
+    attempt: u32,
+}
+
+const REPLAYS: crate::store::Table<ReplayAttempt> = crate::store::Table::new("runtime.replays");
 
 /// How often an agent is asked for work that fell due by the clock.
 const DUE_EVERY: Duration = Duration::from_secs(1);
@@ -267,6 +286,26 @@ impl Agent {
         Ok(())
     }
 
+    /// How many starts in a row replayed from the snapshot this start replays from (1 for the
+    /// first), counted on disk before the replay begins.
+    fn replay_attempt(
+        &self,
+        snapshot: &std::collections::HashMap<String, crate::position::Position>,
+    ) -> Result<u32, RuntimeError> {
+        let mut from: Vec<String> =
+            snapshot.iter().map(|(d, p)| format!("{d}@{}:{}", p.epoch, p.next)).collect();
+        from.sort();
+        let from = from.join(",");
+        self.store.write_durably(|tx| {
+            let attempt = match tx.get(&REPLAYS, "last")? {
+                Some(r) if r.from == from => r.attempt.saturating_add(1),
+                _ => 1,
+            };
+            tx.put(&REPLAYS, "last", &ReplayAttempt { from: from.clone(), attempt })?;
+            Ok(attempt)
+        })
+    }
+
     /// The agent's state file, for its handler.
     pub fn store(&self) -> &Store {
         &self.store
@@ -296,6 +335,7 @@ impl Agent {
         let stored: std::collections::HashMap<String, _> =
             self.store.scan(&POSITIONS)?.into_iter().collect();
         let mut pullers = Vec::new();
+        let mut replays = Vec::new();
         for input in inputs.clone() {
             let input = &input;
             let found = ensure_consumer(
@@ -307,6 +347,17 @@ impl Agent {
                 &positions,
             )
             .await?;
+            if let Some(range) = found.replay {
+                let read = read_back(self.publisher.jetstream(), input, range).await?;
+                let acked = range.acked;
+                replays.extend(read.into_iter().map(|m| Replayed {
+                    input: input.name,
+                    stream: input.stream().map_or("", |s| s.name()),
+                    epoch: found.epoch.clone(),
+                    acked: m.sequence <= acked,
+                    msg: m,
+                }));
+            }
             if let Some(r) = found.recreated.clone() {
                 warn!(consumer = %r.consumer, from_seq = r.from_seq, "CONSUMER RECREATED: {} was missing at start; recreated from stream sequence {}", r.consumer, r.from_seq);
                 self.record_recreated(&r).await?;
@@ -339,6 +390,23 @@ impl Agent {
 
         let limits =
             Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
+        if !replays.is_empty() {
+            // Inputs never acked may be what killed the agent: each start that replays from
+            // the same snapshot counts as another attempt at them, so one that crashes the
+            // agent every time ends as max_deliveries_exceeded instead of a crash loop.
+            let attempt = self.replay_attempt(&stored)?;
+            let mut processor = Processor {
+                agent: &self.spec.name,
+                inputs: &inputs,
+                publisher: &self.publisher,
+                proof: &mut self.proof,
+                stats: &self.stats,
+                limits: &limits,
+                policy,
+                positions: &positions,
+            };
+            replay(&mut processor, &mut handler, attempt, replays).await?;
+        }
         let grace = self.args.shutdown_grace;
         let mut clean = true;
         let mut fatal = None;
@@ -478,6 +546,46 @@ impl Agent {
             None => Ok(summary),
         }
     }
+}
+
+/// Handles again, in the order JetStream stored them, the inputs the agent handled after its
+/// last snapshot before it stopped without one (a crash): the snapshot's state plus these is the
+/// state it had. Their outputs go out under the same ids (JetStream drops them) and their proof
+/// records under the same keys (recorded once). Those never acked count as attempt `attempt`.
+async fn replay<H: Handler>(
+    processor: &mut Processor<'_>,
+    handler: &mut H,
+    attempt: u32,
+    mut replays: Vec<Replayed>,
+) -> Result<(), RuntimeError> {
+    // Stored order across streams keeps cause before effect: an input this agent caused (an
+    // execution of its proposal) was stored after the input that made it propose.
+    replays.sort_by(|a, b| {
+        (a.msg.time, &a.msg.subject, a.msg.sequence).cmp(&(
+            b.msg.time,
+            &b.msg.subject,
+            b.msg.sequence,
+        ))
+    });
+    warn!(
+        inputs = replays.len(),
+        attempt,
+        "replaying the inputs handled after the last snapshot (the agent did not stop cleanly)"
+    );
+    for Replayed { input, stream, epoch, acked, msg } in &replays {
+        let stored = Stored {
+            subject: msg.subject.as_str(),
+            headers: Some(&msg.headers),
+            payload: &msg.payload,
+            stream,
+            stream_seq: msg.sequence,
+            delivered: if *acked { 1 } else { attempt },
+            stored_at: bus_schema::Timestamp::from_unix_nanos(msg.time.unix_timestamp_nanos()),
+        };
+        processor.replay(handler, stored, input, epoch).await?;
+    }
+    info!(inputs = replays.len(), "replay finished");
+    Ok(())
 }
 
 /// Retries a start-up step every second or two until it succeeds or shutdown fires,

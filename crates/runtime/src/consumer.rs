@@ -78,6 +78,49 @@ pub struct Input {
     pub epoch: Arc<str>,
     /// Set when the consumer was missing and had to be created from a stored position.
     pub recreated: Option<Recreated>,
+    /// What the consumer delivered beyond the state file's snapshot: the agent handled it
+    /// before it last stopped, without a snapshot covering it.
+    pub replay: Option<Replay>,
+}
+
+/// Stream sequences to replay, `from..=delivered`; those up to `acked` were acked (handled to
+/// the end), the rest may have been in hand when the agent died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    pub from: u64,
+    pub acked: u64,
+    pub delivered: u64,
+}
+
+/// Reads back from the stream the messages of `input` in `from..=through`, for a replay.
+pub async fn read_back(
+    js: &jetstream::Context,
+    input: &InputDef,
+    Replay { from, delivered: through, .. }: Replay,
+) -> Result<Vec<jetstream::message::StreamMessage>, RuntimeError> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let Some(kind) = input.stream() else { return Ok(Vec::new()) };
+    let fail = |e: &dyn std::fmt::Display| RuntimeError::Stream {
+        stream: kind.name().to_owned(),
+        message: format!("reading back {} from {from} for a replay: {e}", input.filter),
+    };
+    let stream = js.get_stream_no_info(kind.name()).await.map_err(|e| fail(&e))?;
+    let mut out = Vec::new();
+    let mut next = from;
+    while next <= through {
+        let request =
+            stream.raw_message_builder().sequence(next).next_by_subject(input.filter.pattern());
+        match request.send().await {
+            Ok(m) if m.sequence <= through => {
+                next = m.sequence + 1;
+                out.push(m);
+            }
+            Ok(_) => break,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Err(e) => return Err(fail(&e)),
+        }
+    }
+    Ok(out)
 }
 
 fn pull_config(
@@ -123,28 +166,16 @@ pub async fn ensure_consumer(
     let epoch: Arc<str> = base36(u64::try_from(created).unwrap_or(0)).into();
     let stored = stored.filter(|p| *p.epoch == *epoch);
     let mut recreated = None;
+    let mut replay = None;
     let consumer = match stream.consumer_info(&name).await {
-        // The consumer moved past the snapshot: inputs were acked whose effects on the state
-        // the crash undid. Replay them, in order, from the snapshot's position.
-        Ok(current) if stored.is_some_and(|p| p.next <= current.ack_floor.stream_sequence) => {
-            let from = stored.map_or(1, |p| p.next);
-            stream.delete_consumer(&name).await.map_err(|e| {
-                fail(format!("cannot recreate it to replay from the last snapshot: {e}"))
-            })?;
-            recreated = Some(Recreated {
-                consumer: name.clone(),
-                stream: stream_kind.name().to_owned(),
-                from_seq: from,
-                reason: "replay_from_snapshot",
-            });
-            positions.seed(&name, &epoch, stored, from, (0, 0));
-            let deliver = DeliverPolicy::ByStartSequence { start_sequence: from };
-            stream
-                .create_consumer(pull_config(agent, input, policy, deliver))
-                .await
-                .map_err(|e| fail(e.to_string()))?
-        }
         Ok(current) => {
+            let delivered = current.delivered.stream_sequence;
+            let acked = current.ack_floor.stream_sequence;
+            replay = stored.filter(|p| p.next <= delivered).map(|p| Replay {
+                from: p.next,
+                acked,
+                delivered,
+            });
             positions.seed(
                 &name,
                 &epoch,
@@ -184,7 +215,7 @@ pub async fn ensure_consumer(
         }
         Err(e) => return Err(fail(e.to_string())),
     };
-    Ok(Input { consumer, durable: name.into(), epoch, recreated })
+    Ok(Input { consumer, durable: name.into(), epoch, recreated, replay })
 }
 
 /// Pulls one input into the agent's channel until `stop` fires; a message it holds when told

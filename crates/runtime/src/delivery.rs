@@ -39,18 +39,102 @@ pub(crate) struct Processor<'a> {
     pub positions: &'a Positions,
 }
 
+/// A stored input as the processor sees it: delivered live by a consumer, or read back from its
+/// stream to replay it after a crash.
+pub(crate) struct Stored<'m> {
+    pub subject: &'m str,
+    pub headers: Option<&'m async_nats::HeaderMap>,
+    pub payload: &'m [u8],
+    pub stream: &'m str,
+    pub stream_seq: u64,
+    /// 1 on first delivery.
+    pub delivered: u32,
+    /// When JetStream stored it: the clock for the input rules.
+    pub stored_at: Option<bus_schema::Timestamp>,
+}
+
+/// How the handling of an input ended, short of a reason to stop the agent.
+enum Settled {
+    /// Handled, or rejected with the rejection recorded: done with.
+    Done,
+    /// Try again after this delay.
+    Retry(Duration),
+}
+
 impl Processor<'_> {
-    /// Handles one delivery to its end. `Err` means the agent must stop.
+    /// Handles one delivery to its end: acked when done with, handed back for a retry
+    /// otherwise. `Err` means the agent must stop.
     pub async fn process<H: Handler>(
         &mut self,
         handler: &mut H,
         delivery: Delivery,
     ) -> Result<(), RuntimeError> {
         let msg = &delivery.msg;
-        let Some(meta) = input_meta(msg, delivery.input, &delivery.epoch) else {
+        let Ok(info) = msg.info() else {
             warn!(subject = %msg.subject, "message without JetStream metadata; ignoring it");
             return Ok(());
         };
+        let stored = Stored {
+            subject: msg.subject.as_str(),
+            headers: msg.headers.as_ref(),
+            payload: &msg.payload,
+            stream: info.stream,
+            stream_seq: info.stream_sequence,
+            delivered: u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            stored_at: bus_schema::Timestamp::from_unix_nanos(
+                info.published.unix_timestamp_nanos(),
+            ),
+        };
+        let input_id = format!("{}:{}:{}", stored.stream, delivery.epoch, stored.stream_seq);
+        match self.settle(handler, &stored, delivery.input, &delivery.epoch, Some(msg)).await {
+            Ok(Settled::Done) => {
+                ack(msg, &input_id).await;
+                self.positions.finished(&delivery.durable, stored.stream_seq);
+                Ok(())
+            }
+            Ok(Settled::Retry(delay)) => {
+                nak(msg, delay).await;
+                Ok(())
+            }
+            Err(e) => {
+                nak(msg, Duration::ZERO).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Handles an input read back from its stream because the state file's snapshot did not
+    /// cover it: like a delivery, without acking (it was acked before the crash), retrying in
+    /// place with the same back-off until it is done with.
+    pub async fn replay<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        mut stored: Stored<'_>,
+        input: &'static str,
+        epoch: &str,
+    ) -> Result<(), RuntimeError> {
+        loop {
+            match self.settle(handler, &stored, input, epoch, None).await? {
+                Settled::Done => return Ok(()),
+                Settled::Retry(delay) => {
+                    tokio::time::sleep(delay).await;
+                    stored.delivered = stored.delivered.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// Decodes, validates and handles one input, and records its rejection if it is rejected.
+    /// `live` is the delivery to keep telling JetStream about while the handler works.
+    async fn settle<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        stored: &Stored<'_>,
+        input: &'static str,
+        epoch: &str,
+        live: Option<&jetstream::Message>,
+    ) -> Result<Settled, RuntimeError> {
+        let meta = input_meta(stored, input, epoch);
         let outcome = if meta.delivered > self.policy.max_attempts {
             Err(HandleError::Reject {
                 reason: RejectReason::MaxDeliveriesExceeded,
@@ -60,29 +144,22 @@ impl Processor<'_> {
                 ),
             })
         } else {
-            let content_type = msg
+            let content_type = stored
                 .headers
-                .as_ref()
                 .and_then(|h| h.get(headers::CONTENT_TYPE))
                 .map(|v| v.as_str().to_owned());
             // The clock for the input rules is JetStream's: when the server stored the message.
-            let clock = msg
-                .info()
-                .ok()
-                .and_then(|i| {
-                    bus_schema::Timestamp::from_unix_nanos(i.published.unix_timestamp_nanos())
-                })
-                .unwrap_or_else(bus_schema::Timestamp::now);
+            let clock = stored.stored_at.unwrap_or_else(bus_schema::Timestamp::now);
             match decode_inbound_at(
                 &meta.subject,
                 content_type.as_deref(),
-                &msg.payload,
+                stored.payload,
                 self.limits,
                 clock,
             ) {
                 Err(e) => Err(HandleError::Reject { reason: e.reason(), message: e.to_string() }),
-                Ok(inbound) => match H::Input::from_input(delivery.input, inbound) {
-                    Some(input) => {
+                Ok(inbound) => match H::Input::from_input(input, inbound) {
+                    Some(decoded) => {
                         let mut ctx = Context::new(
                             self.agent,
                             self.inputs,
@@ -90,12 +167,15 @@ impl Processor<'_> {
                             self.publisher,
                             self.proof,
                         );
-                        let work = handler.handle(&mut ctx, input);
-                        with_progress(msg, self.policy.ack_wait, work).await
+                        let work = handler.handle(&mut ctx, decoded);
+                        match live {
+                            Some(msg) => with_progress(msg, self.policy.ack_wait, work).await,
+                            None => work.await,
+                        }
                     }
                     None => Err(HandleError::Reject {
                         reason: RejectReason::InvalidSubject,
-                        message: format!("not a message the input {:?} reads", delivery.input),
+                        message: format!("not a message the input {input:?} reads"),
                     }),
                 },
             }
@@ -112,48 +192,37 @@ impl Processor<'_> {
             }
             other => other,
         };
-        let result = match outcome {
+        let settled = match outcome {
             Ok(()) => {
                 self.stats.processed.fetch_add(1, Ordering::Relaxed);
-                ack(msg, &meta).await;
-                self.positions.finished(&delivery.durable, meta.stream_seq);
-                Ok(())
+                Ok(Settled::Done)
             }
             Err(HandleError::Reject { reason, message }) => {
-                match self.reject(msg, &meta, reason, &message).await {
-                    Ok(()) => {
-                        ack(msg, &meta).await;
-                        self.positions.finished(&delivery.durable, meta.stream_seq);
-                        Ok(())
-                    }
+                match self.reject(stored, &meta, reason, &message).await {
+                    Ok(()) => Ok(Settled::Done),
                     Err(e) if e.is_fatal() => Err(e),
                     Err(e) => {
-                        // Not acked: JetStream delivers it again and the rejection is retried.
+                        // Not done with: it comes again and the rejection is retried.
                         error!(input = %meta.input_id, error = %e, "could not record the rejection; will retry");
-                        nak(msg, self.policy.retry_delay(meta.delivered)).await;
-                        Ok(())
+                        Ok(Settled::Retry(self.policy.retry_delay(meta.delivered)))
                     }
                 }
             }
             Err(HandleError::Retry(message)) => {
                 let delay = self.policy.retry_delay(meta.delivered);
                 warn!(input = %meta.input_id, attempt = meta.delivered, retry_in = ?delay, error = %message, "handling failed; will retry");
-                nak(msg, delay).await;
-                Ok(())
+                Ok(Settled::Retry(delay))
             }
-            Err(HandleError::Fatal(e)) => {
-                nak(msg, Duration::ZERO).await;
-                Err(e)
-            }
+            Err(HandleError::Fatal(e)) => Err(e),
         };
         self.stats.proof_seq.store(self.proof.head().seq, Ordering::Relaxed);
-        result
+        settled
     }
 
     /// Records `event_rejected` with everything needed to find and replay the input.
     async fn reject(
         &mut self,
-        msg: &jetstream::Message,
+        msg: &Stored<'_>,
         meta: &InputMeta,
         reason: RejectReason,
         message: &str,
@@ -211,29 +280,28 @@ pub(crate) fn id_header(headers: Option<&async_nats::HeaderMap>, name: &str) -> 
         .map(str::to_owned)
 }
 
-fn input_meta(msg: &jetstream::Message, input: &'static str, epoch: &str) -> Option<InputMeta> {
-    let info = msg.info().ok()?;
-    let input_id = format!("{}:{epoch}:{}", info.stream, info.stream_sequence);
-    let header = |name: &str| id_header(msg.headers.as_ref(), name);
+fn input_meta(stored: &Stored<'_>, input: &'static str, epoch: &str) -> InputMeta {
+    let input_id = format!("{}:{epoch}:{}", stored.stream, stored.stream_seq);
+    let header = |name: &str| id_header(stored.headers, name);
     let message_id = header(headers::MSG_ID).unwrap_or_else(|| input_id.clone());
     let correlation_id = header(headers::CORRELATION_ID).unwrap_or_else(|| message_id.clone());
-    Some(InputMeta {
+    InputMeta {
         input,
-        subject: msg.subject.to_string(),
-        stream: info.stream.to_owned(),
-        stream_seq: info.stream_sequence,
-        delivered: u32::try_from(info.delivered).unwrap_or(u32::MAX),
+        subject: stored.subject.to_owned(),
+        stream: stored.stream.to_owned(),
+        stream_seq: stored.stream_seq,
+        delivered: stored.delivered,
         input_id,
         message_id,
         correlation_id,
-    })
+    }
 }
 
 /// Acks without waiting for the server's confirmation: a lost ack means a redelivery, and
 /// handling a redelivered input is harmless (its outputs and records are de-duplicated).
-async fn ack(msg: &jetstream::Message, meta: &InputMeta) {
+async fn ack(msg: &jetstream::Message, input_id: &str) {
     if let Err(e) = msg.ack().await {
-        warn!(input = %meta.input_id, error = %e, "ack not sent; the input will be redelivered");
+        warn!(input = %input_id, error = %e, "ack not sent; the input will be redelivered");
     }
 }
 

@@ -190,9 +190,6 @@ fn agent_permissions(agent: &AgentDef) -> Grant {
         publish.push(format!("$JS.API.CONSUMER.CREATE.{stream}.{durable}"));
         publish.push(format!("$JS.API.CONSUMER.CREATE.{stream}.{durable}.>"));
         publish.push(format!("$JS.API.CONSUMER.INFO.{stream}.{durable}"));
-        // Its own consumers only: after a crash it replays from its last snapshot by
-        // recreating the consumer at the snapshot's position.
-        publish.push(format!("$JS.API.CONSUMER.DELETE.{stream}.{durable}"));
         publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"));
         publish.push(format!("$JS.ACK.{stream}.{durable}.>"));
     }
