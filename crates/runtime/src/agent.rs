@@ -57,6 +57,8 @@ struct ReplayAttempt {
 }
 
 const REPLAYS: crate::store::Table<ReplayAttempt> = crate::store::Table::new("runtime.replays");
+/// Present when the last run stopped cleanly, with a final snapshot.
+const CLEAN_STOP: crate::store::Table<bool> = crate::store::Table::new("runtime.clean_stop");
 
 /// How often an agent is asked for work that fell due by the clock.
 const DUE_EVERY: Duration = Duration::from_secs(1);
@@ -334,6 +336,12 @@ impl Agent {
         let positions = Arc::new(Positions::default());
         let stored: std::collections::HashMap<String, _> =
             self.store.scan(&POSITIONS)?.into_iter().collect();
+        // A clean stop's snapshot covers everything the agent handled: nothing to replay. The
+        // mark is cleared on disk before anything is handled, so a crash from here on replays.
+        let stopped_cleanly = self.store.get(&CLEAN_STOP, "last")?.is_some();
+        if stopped_cleanly {
+            self.store.write_durably(|tx| tx.remove(&CLEAN_STOP, "last"))?;
+        }
         let mut pullers = Vec::new();
         let mut replays = Vec::new();
         for input in inputs.clone() {
@@ -347,7 +355,7 @@ impl Agent {
                 &positions,
             )
             .await?;
-            if let Some(range) = found.replay {
+            if let Some(range) = found.replay.filter(|_| !stopped_cleanly) {
                 let read = read_back(self.publisher.jetstream(), input, range).await?;
                 let acked = range.acked;
                 replays.extend(read.into_iter().map(|m| Replayed {
@@ -492,7 +500,15 @@ impl Agent {
             }
         }
 
-        if let Err(e) = self.snapshot(&mut handler, &positions) {
+        let stopped = if clean && fatal.is_none() {
+            // Whatever was in hand is finished: the snapshot covers all the agent handled.
+            self.store
+                .put(&CLEAN_STOP, "last", &true)
+                .and_then(|()| self.snapshot(&mut handler, &positions))
+        } else {
+            self.snapshot(&mut handler, &positions)
+        };
+        if let Err(e) = stopped {
             error!(error = %e, "could not snapshot the state on the way out; the next start replays from the last snapshot");
         }
 
