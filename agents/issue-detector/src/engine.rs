@@ -29,11 +29,6 @@ pub struct Output {
 }
 
 impl Output {
-    /// Whether the state must be saved before the input is acked (a decision was published).
-    pub fn is_decision(&self) -> bool {
-        !self.incidents.is_empty() || !self.outcomes.is_empty()
-    }
-
     /// The outputs in publishing order.
     pub fn into_pending(self) -> Vec<Pending> {
         let incidents = self.incidents.into_iter().map(Pending::Incident);

@@ -288,6 +288,26 @@ impl Agent {
         Ok(())
     }
 
+    /// What handles one input (live or replayed) for this agent.
+    fn processor<'a>(
+        &'a mut self,
+        inputs: &'a [InputDef],
+        limits: &'a Limits,
+        policy: DeliveryPolicy,
+        positions: &'a Positions,
+    ) -> Processor<'a> {
+        Processor {
+            agent: &self.spec.name,
+            inputs,
+            publisher: &self.publisher,
+            proof: &mut self.proof,
+            stats: &self.stats,
+            limits,
+            policy,
+            positions,
+        }
+    }
+
     /// How many starts in a row replayed from the snapshot this start replays from (1 for the
     /// first), counted on disk before the replay begins.
     fn replay_attempt(
@@ -403,16 +423,7 @@ impl Agent {
             // the same snapshot counts as another attempt at them, so one that crashes the
             // agent every time ends as max_deliveries_exceeded instead of a crash loop.
             let attempt = self.replay_attempt(&stored)?;
-            let mut processor = Processor {
-                agent: &self.spec.name,
-                inputs: &inputs,
-                publisher: &self.publisher,
-                proof: &mut self.proof,
-                stats: &self.stats,
-                limits: &limits,
-                policy,
-                positions: &positions,
-            };
+            let mut processor = self.processor(&inputs, &limits, policy, &positions);
             replay(&mut processor, &mut handler, attempt, replays).await?;
         }
         let grace = self.args.shutdown_grace;
@@ -473,16 +484,7 @@ impl Agent {
                 d = rx.recv() => match d { Some(d) => d, None => break },
             };
             let shutdown = self.shutdown.clone();
-            let mut processor = Processor {
-                agent: &self.spec.name,
-                inputs: &inputs,
-                publisher: &self.publisher,
-                proof: &mut self.proof,
-                stats: &self.stats,
-                limits: &limits,
-                policy,
-                positions: &positions,
-            };
+            let mut processor = self.processor(&inputs, &limits, policy, &positions);
             let work = processor.process(&mut handler, delivery);
             tokio::pin!(work);
             let result = tokio::select! {

@@ -92,35 +92,21 @@ pub struct Replay {
     pub delivered: u64,
 }
 
-/// Reads back from the stream the messages of `input` in `from..=through`, for a replay.
+/// Reads back from the stream the messages of `input` in `from..=delivered`, for a replay.
 pub async fn read_back(
     js: &jetstream::Context,
     input: &InputDef,
-    Replay { from, delivered: through, .. }: Replay,
+    Replay { from, delivered, .. }: Replay,
 ) -> Result<Vec<jetstream::message::StreamMessage>, RuntimeError> {
-    use async_nats::jetstream::stream::RawMessageErrorKind;
     let Some(kind) = input.stream() else { return Ok(Vec::new()) };
     let fail = |e: &dyn std::fmt::Display| RuntimeError::Stream {
         stream: kind.name().to_owned(),
         message: format!("reading back {} from {from} for a replay: {e}", input.filter),
     };
     let stream = js.get_stream_no_info(kind.name()).await.map_err(|e| fail(&e))?;
-    let mut out = Vec::new();
-    let mut next = from;
-    while next <= through {
-        let request =
-            stream.raw_message_builder().sequence(next).next_by_subject(input.filter.pattern());
-        match request.send().await {
-            Ok(m) if m.sequence <= through => {
-                next = m.sequence + 1;
-                out.push(m);
-            }
-            Ok(_) => break,
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-            Err(e) => return Err(fail(&e)),
-        }
-    }
-    Ok(out)
+    crate::streams::read_range(&stream, input.filter.pattern(), from, delivered)
+        .await
+        .map_err(|e| fail(&e))
 }
 
 fn pull_config(

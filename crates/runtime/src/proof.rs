@@ -16,7 +16,7 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, RawMessageErrorKind};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bus_schema::proof::{ChainHead, PROOF_VERSION, ProofHash, ProofKind, ProofRecord, SealedProof};
 use bus_schema::subject::{self, Stream};
 use bus_schema::{
@@ -211,22 +211,13 @@ impl ProofWriter {
         };
         let js = self.publisher.jetstream();
         let stream = js.get_stream_no_info(Stream::Proof.name()).await.map_err(|e| self.fail(e))?;
-        let (mut next, mut learned) = (from, 0_usize);
-        while self.head_stream_seq >= next {
-            let request = stream
-                .raw_message_builder()
-                .sequence(next)
-                .next_by_subject(self.subject.to_string());
-            let msg = match request.send().await {
-                Ok(m) => m,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(self.fail(format!("reading the chain back: {e}"))),
-            };
-            next = msg.sequence + 1;
-            let Some(key) = msg.headers.get(headers::PROOF_KEY).map(|v| v.as_str().to_owned())
-            else {
-                continue;
-            };
+        let newer =
+            crate::streams::read_range(&stream, self.subject.as_str(), from, self.head_stream_seq)
+                .await
+                .map_err(|e| self.fail(format!("reading the chain back: {e}")))?;
+        let mut learned = 0_usize;
+        for msg in &newer {
+            let Some(key) = msg.headers.get(headers::PROOF_KEY) else { continue };
             let Ok(record) = serde_json::from_slice::<ProofRecord>(&msg.payload) else { continue };
             self.remember(key.as_str(), record.seq, msg.sequence)?;
             learned += 1;

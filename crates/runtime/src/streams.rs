@@ -15,6 +15,9 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
+
 use async_nats::jetstream::{self, stream};
 use bus_schema::subject::Stream;
 
@@ -204,4 +207,31 @@ fn same_settings(a: &stream::Config, b: &stream::Config) -> bool {
         && a.deny_purge == b.deny_purge
         && a.allow_direct == b.allow_direct
         && a.description == b.description
+}
+
+/// The messages of `stream` on `filter` (wildcards allowed) with sequences `from..=through`, in
+/// order, one direct read each (`$JS.API.STREAM.MSG.GET` with `next_by_subj`, which agents may
+/// use on the streams they read). For reading back a short stretch: a replay after a crash, a
+/// proof chain's records newer than a snapshot.
+pub async fn read_range(
+    stream: &stream::Stream<()>,
+    filter: &str,
+    from: u64,
+    through: u64,
+) -> Result<Vec<StreamMessage>, RawMessageError> {
+    let mut out = Vec::new();
+    let mut next = from;
+    while next <= through {
+        let request = stream.raw_message_builder().sequence(next).next_by_subject(filter);
+        match request.send().await {
+            Ok(m) if m.sequence <= through => {
+                next = m.sequence + 1;
+                out.push(m);
+            }
+            Ok(_) => break,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
