@@ -524,6 +524,7 @@ fn state_saved_mid_incident_and_loaded_again_opens_no_duplicate() {
     {
         let store = agent_runtime::store::Store::open(&dir.path().join("state.redb")).unwrap();
         store.put(&table, "prod/api", &w.state).unwrap();
+        store.snapshot(false, |_| Ok(())).unwrap();
     }
     let store = agent_runtime::store::Store::open(&dir.path().join("state.redb")).unwrap();
     let loaded: ServiceState = store.get(&table, "prod/api").unwrap().unwrap();

@@ -268,14 +268,14 @@ impl Handler for Optimizer {
                 // Deploy events come on another consumer: what they say (is the service known,
                 // is there a version to roll back to) is read first, for a few attempts.
                 // Only before a decision: an update or a resolution of a known incident decides
-                // nothing, and asking the server about a consumer is not free.
+                // nothing.
                 let decides = incident.status == bus_schema::IncidentStatus::Opened
                     || !self.core.memory.contains_key(&incident.incident_id);
                 if decides
                     && incident.status != bus_schema::IncidentStatus::Resolved
                     && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS
                 {
-                    let behind = ctx.backlog(OptimizerInputName::Deploy).await?;
+                    let behind = ctx.backlog(OptimizerInputName::Deploy)?;
                     if behind > 0 {
                         return Err(HandleError::Retry(format!(
                             "{behind} deploy events not read yet; deciding after them"

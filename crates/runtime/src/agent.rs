@@ -106,6 +106,8 @@ pub struct Agent {
     store: Store,
     proof: ProofWriter,
     stats: Arc<Stats>,
+    /// Where each input stands, shared with its puller.
+    positions: Arc<Positions>,
     shutdown: CancellationToken,
 }
 
@@ -134,7 +136,18 @@ impl Agent {
         })
         .await?;
         let stats = Arc::new(Stats::new(proof.head().seq));
-        Ok(Self { spec, args, instance, client, publisher, store, proof, stats, shutdown })
+        Ok(Self {
+            spec,
+            args,
+            instance,
+            client,
+            publisher,
+            store,
+            proof,
+            stats,
+            positions: Arc::default(),
+            shutdown,
+        })
     }
 
     /// Answers one core request through the handler. Bad input is recorded as
@@ -189,10 +202,20 @@ impl Agent {
             &limits,
         )
         .map_err(|e| HandleError::Reject { reason: e.reason(), message: e.to_string() });
-        let mut ctx =
-            Context::new(&self.spec.name, inputs, &meta, &self.publisher, &mut self.proof);
+        let mut ctx = Context::new(
+            &self.spec.name,
+            inputs,
+            &meta,
+            &self.publisher,
+            &mut self.proof,
+            &self.positions,
+        );
         let result = match request {
-            Ok(request) => handler.respond(&mut ctx, request).await,
+            Ok(request) => match handler.respond(&mut ctx, request).await {
+                // The reply says it is done: only once its records and outputs are stored.
+                Ok(reply) => ctx.finish().await.map(|()| reply).map_err(HandleError::from),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         let (payload, reply_headers) = match result {
@@ -243,9 +266,19 @@ impl Agent {
         // A few items per tick, so inputs are not held up; the first failure ends the tick.
         for due in handler.due(bus_schema::Timestamp::now()).into_iter().take(DUE_PER_TICK) {
             let meta = due.meta();
-            let mut ctx =
-                Context::new(&self.spec.name, inputs, &meta, &self.publisher, &mut self.proof);
-            match handler.handle_due(&mut ctx, due.clone()).await {
+            let mut ctx = Context::new(
+                &self.spec.name,
+                inputs,
+                &meta,
+                &self.publisher,
+                &mut self.proof,
+                &self.positions,
+            );
+            let done = match handler.handle_due(&mut ctx, due.clone()).await {
+                Ok(()) => ctx.finish().await.map_err(HandleError::from),
+                Err(e) => Err(e),
+            };
+            match done {
                 Ok(()) => {}
                 Err(HandleError::Fatal(e)) => return Err(e),
                 Err(e) => {
@@ -294,7 +327,6 @@ impl Agent {
         inputs: &'a [InputDef],
         limits: &'a Limits,
         policy: DeliveryPolicy,
-        positions: &'a Positions,
     ) -> Processor<'a> {
         Processor {
             agent: &self.spec.name,
@@ -304,7 +336,7 @@ impl Agent {
             stats: &self.stats,
             limits,
             policy,
-            positions,
+            positions: &self.positions,
         }
     }
 
@@ -353,7 +385,7 @@ impl Agent {
         let pulling = self.shutdown.child_token();
         let (tx, mut rx) = mpsc::channel::<Delivery>(1);
         let (events_tx, mut events) = mpsc::unbounded_channel::<Recreated>();
-        let positions = Arc::new(Positions::default());
+        let positions = self.positions.clone();
         let stored: std::collections::HashMap<String, _> =
             self.store.scan(&POSITIONS)?.into_iter().collect();
         // A clean stop's snapshot covers everything the agent handled: nothing to replay. The
@@ -423,7 +455,7 @@ impl Agent {
             // the same snapshot counts as another attempt at them, so one that crashes the
             // agent every time ends as max_deliveries_exceeded instead of a crash loop.
             let attempt = self.replay_attempt(&stored)?;
-            let mut processor = self.processor(&inputs, &limits, policy, &positions);
+            let mut processor = self.processor(&inputs, &limits, policy);
             replay(&mut processor, &mut handler, attempt, replays).await?;
         }
         let grace = self.args.shutdown_grace;
@@ -484,7 +516,7 @@ impl Agent {
                 d = rx.recv() => match d { Some(d) => d, None => break },
             };
             let shutdown = self.shutdown.clone();
-            let mut processor = self.processor(&inputs, &limits, policy, &positions);
+            let mut processor = self.processor(&inputs, &limits, policy);
             let work = processor.process(&mut handler, delivery);
             tokio::pin!(work);
             let result = tokio::select! {

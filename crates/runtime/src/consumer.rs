@@ -201,6 +201,7 @@ pub async fn ensure_consumer(
         }
         Err(e) => return Err(fail(e.to_string())),
     };
+    positions.undelivered(&name, consumer.cached_info().num_pending);
     Ok(Input { consumer, durable: name.into(), epoch, recreated, replay })
 }
 
@@ -241,7 +242,11 @@ impl Puller {
                 match next {
                     Some(Ok(msg)) => {
                         if let Ok(info) = msg.info() {
-                            self.positions.received(&input.durable, info.stream_sequence);
+                            self.positions.received(
+                                &input.durable,
+                                info.stream_sequence,
+                                info.pending,
+                            );
                         }
                         // Wait for room only once there is a message: a puller holding the only
                         // slot while its input is idle would starve the agent's other inputs.

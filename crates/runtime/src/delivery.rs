@@ -166,8 +166,12 @@ impl Processor<'_> {
                             &meta,
                             self.publisher,
                             self.proof,
+                            self.positions,
                         );
-                        let work = handler.handle(&mut ctx, decoded);
+                        let work = async {
+                            handler.handle(&mut ctx, decoded).await?;
+                            ctx.finish().await.map_err(HandleError::from)
+                        };
                         match live {
                             Some(msg) => with_progress(msg, self.policy.ack_wait, work).await,
                             None => work.await,

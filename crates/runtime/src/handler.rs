@@ -19,8 +19,9 @@ use bus_schema::{AgentName, RejectReason, Subject};
 pub use bus_schema::inputs::NoRequests;
 
 use crate::error::RuntimeError;
+use crate::position::Positions;
 use crate::proof::{ProofDraft, ProofWriter};
-use crate::publish::{Published, Publisher, Trace};
+use crate::publish::{Published, Publisher, Sent, Trace};
 
 /// Why a handler did not finish an input.
 #[derive(Debug, thiserror::Error)]
@@ -200,8 +201,11 @@ pub struct Context<'a> {
     meta: &'a InputMeta,
     publisher: &'a Publisher,
     proof: &'a mut ProofWriter,
+    positions: &'a Positions,
     /// How many outputs of each type this input has produced, for deterministic ids.
     counts: HashMap<&'static str, u32>,
+    /// Outputs sent whose acks [`Context::finish`] awaits.
+    sent: Vec<Sent>,
 }
 
 impl<'a> Context<'a> {
@@ -211,35 +215,48 @@ impl<'a> Context<'a> {
         meta: &'a InputMeta,
         publisher: &'a Publisher,
         proof: &'a mut ProofWriter,
+        positions: &'a Positions,
     ) -> Self {
-        Self { agent, inputs, meta, publisher, proof, counts: HashMap::new() }
+        Self {
+            agent,
+            inputs,
+            meta,
+            publisher,
+            proof,
+            positions,
+            counts: HashMap::new(),
+            sent: Vec::new(),
+        }
     }
 
-    /// How many messages another of this agent's inputs has not finished yet (pending plus
-    /// in flight). Inputs on different streams are not ordered with each other; an agent that
-    /// needs facts from one input to decide on another can wait until that input caught up.
-    pub async fn backlog(&self, input: impl InputName) -> Result<u64, RuntimeError> {
+    /// Waits until every output and proof record of this input is stored: the runtime calls it
+    /// when the handler is done, before it acks the input. An error leaves the input to be
+    /// handled again (its outputs and records are de-duplicated then).
+    pub(crate) async fn finish(&mut self) -> Result<(), RuntimeError> {
+        let mut first_error = None;
+        for sent in self.sent.drain(..) {
+            if let Err(e) = sent.acked().await {
+                first_error.get_or_insert(e);
+            }
+        }
+        // A proof error comes first: it may be a reason to stop (another writer on the chain).
+        self.proof.flush().await?;
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// How many messages another of this agent's inputs has not finished yet: stored and not
+    /// delivered, or in hand. Inputs on different streams are not ordered with each other; an
+    /// agent that needs facts from one input to decide on another can wait until that input
+    /// caught up. Answered from what the runtime knows ([`Positions::behind`]), without a
+    /// request to the server, so it costs nothing on the way to a decision.
+    pub fn backlog(&self, input: impl InputName) -> Result<u64, RuntimeError> {
         let input = input.as_str();
         let def =
             self.inputs.iter().find(|i| i.name == input).ok_or_else(|| RuntimeError::Consumer {
                 consumer: input.to_owned(),
                 message: "not an input of this agent".to_owned(),
             })?;
-        let durable = def.durable(self.agent);
-        let fail = |e: &dyn std::fmt::Display| RuntimeError::Consumer {
-            consumer: durable.clone(),
-            message: e.to_string(),
-        };
-        let stream = def.stream().ok_or_else(|| fail(&"a core NATS subject has no backlog"))?;
-        let js = self.publisher.jetstream();
-        let info = js
-            .get_stream_no_info(stream.name())
-            .await
-            .map_err(|e| fail(&e))?
-            .consumer_info(&durable)
-            .await
-            .map_err(|e| fail(&e))?;
-        Ok(info.num_pending + info.num_ack_pending as u64)
+        Ok(self.positions.behind(&def.durable(self.agent)))
     }
 
     pub fn meta(&self) -> &InputMeta {
@@ -296,7 +313,9 @@ impl<'a> Context<'a> {
         *n
     }
 
-    /// Publishes an output of this input and waits until it is stored.
+    /// Publishes an output of this input. It is sent at once, together with the proof records
+    /// before it, without waiting for each ack: the runtime waits until all of them are stored
+    /// before it acks the input, and if one is not, the input is handled again.
     ///
     /// Its `Nats-Msg-Id` is `{agent}:{input id}:{type}:{n}`, the same on every redelivery of
     /// the input, so a repeat is dropped by JetStream.
@@ -304,7 +323,7 @@ impl<'a> Context<'a> {
         &mut self,
         subject: &Subject<P>,
         payload: &P,
-    ) -> Result<Published, RuntimeError> {
+    ) -> Result<(), RuntimeError> {
         let correlation_id = self.meta.correlation_id.clone();
         self.publish_in_chain(subject, payload, correlation_id).await
     }
@@ -316,10 +335,29 @@ impl<'a> Context<'a> {
         subject: &Subject<P>,
         payload: &P,
         correlation_id: String,
-    ) -> Result<Published, RuntimeError> {
+    ) -> Result<(), RuntimeError> {
         let n = self.next(P::CN_TYPE);
         let msg_id = format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE);
         self.publish_as(subject, payload, msg_id, correlation_id).await
+    }
+
+    /// Like [`Context::publish`], and waits until this output is stored, for a handler whose
+    /// next step depends on it (an order the executor reports as sent only once it is).
+    pub async fn publish_confirmed<P: Payload>(
+        &mut self,
+        subject: &Subject<P>,
+        payload: &P,
+    ) -> Result<Published, RuntimeError> {
+        let n = self.next(P::CN_TYPE);
+        let trace = Trace {
+            msg_id: format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE),
+            correlation_id: self.meta.correlation_id.clone(),
+            causation_id: self.meta.message_id.clone(),
+        };
+        match self.publisher.send_payload(subject, payload, &trace).await? {
+            Some(sent) => sent.acked().await,
+            None => Ok(Published { stream_seq: 0, duplicate: false }),
+        }
     }
 
     /// Like [`Context::publish_in_chain`] for an output whose identity is its own rather than
@@ -332,7 +370,7 @@ impl<'a> Context<'a> {
         payload: &P,
         correlation_id: String,
         key: &str,
-    ) -> Result<Published, RuntimeError> {
+    ) -> Result<(), RuntimeError> {
         let msg_id = format!("{}:{key}:{}", self.agent, P::CN_TYPE);
         self.publish_as(subject, payload, msg_id, correlation_id).await
     }
@@ -343,9 +381,12 @@ impl<'a> Context<'a> {
         payload: &P,
         msg_id: String,
         correlation_id: String,
-    ) -> Result<Published, RuntimeError> {
+    ) -> Result<(), RuntimeError> {
         let trace = Trace { msg_id, correlation_id, causation_id: self.meta.message_id.clone() };
-        self.publisher.publish(subject, payload, &trace).await
+        if let Some(sent) = self.publisher.send_payload(subject, payload, &trace).await? {
+            self.sent.push(sent);
+        }
+        Ok(())
     }
 
     /// Like [`Context::prove`] for a record whose identity is `key` rather than this input's:
@@ -368,7 +409,7 @@ impl<'a> Context<'a> {
         if draft.correlation_id.is_none() {
             draft.correlation_id = Some(self.meta.correlation_id.clone());
         }
-        self.proof.append(draft, Some(key)).await
+        self.proof.send_record(draft, Some(key)).await
     }
 }
 

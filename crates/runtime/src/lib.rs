@@ -1,8 +1,8 @@
 //! The shared runtime of every Chaos Negotiator agent.
 //!
 //! One connect helper ([`connect`]), one stream setup ([`streams`]), one consumer loop with
-//! bounded redelivery and poison handling ([`agent`]), one publisher that waits for acks
-//! ([`publish`]), one proof writer ([`proof`]), one heartbeat and status endpoint
+//! bounded redelivery and poison handling ([`agent`]), one publisher that pipelines an input's
+//! outputs and proof records and acks the input once theirs are in ([`publish`]), one proof writer ([`proof`]), one heartbeat and status endpoint
 //! ([`status`]), one shutdown path ([`shutdown`]), one configuration ([`config`]) and a small
 //! typed redb layer ([`store`]). An agent binary is a few lines:
 //!
@@ -92,7 +92,7 @@ where
     if let Err(e) = telemetry::init(args.log_format, &args.log) {
         return config::config_failure(&program, &e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");

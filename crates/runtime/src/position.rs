@@ -40,6 +40,9 @@ struct Track {
     /// sequence: they come back after their ack wait, and the position stays put until they
     /// are finished.
     held: Option<Held>,
+    /// Stored and not delivered yet, as the server counted with the last delivery (or at
+    /// start): what the agent has not even received of this input.
+    undelivered: u64,
     changed: bool,
 }
 
@@ -88,15 +91,19 @@ impl Positions {
                     next: next.max(1),
                     done: 0,
                     held,
+                    undelivered: 0,
                     changed: true,
                 },
             );
         });
     }
 
-    pub fn received(&self, durable: &str, seq: u64) {
+    /// The consumer delivered `seq`; `undelivered` more were stored behind it (the count the
+    /// server sends with each delivery).
+    pub fn received(&self, durable: &str, seq: u64, undelivered: u64) {
         self.with(|m| {
             if let Some(t) = m.get_mut(durable) {
+                t.undelivered = undelivered;
                 if seq >= t.next {
                     t.outstanding.insert(seq);
                 }
@@ -138,6 +145,32 @@ impl Positions {
         })
     }
 
+    /// The server's count of `durable`'s messages not delivered yet, as of now (at start).
+    pub fn undelivered(&self, durable: &str, undelivered: u64) {
+        self.with(|m| {
+            if let Some(t) = m.get_mut(durable) {
+                t.undelivered = undelivered;
+            }
+        });
+    }
+
+    /// How far the agent is behind on `durable` without asking the server: inputs received and
+    /// not finished, inputs delivered before this start and not back yet, and what the server
+    /// said was stored and not delivered with its last delivery. A message stored after that
+    /// delivery is counted only once it arrives — a window as short as the server's push to
+    /// the agent's waiting pull request.
+    pub fn behind(&self, durable: &str) -> u64 {
+        self.with(|m| {
+            m.get(durable).map_or(0, |t| {
+                // A held input that came back is in hand: counted once.
+                let held = t.held.map_or(0, |h| {
+                    h.left.saturating_sub(t.outstanding.range(..=h.up_to).count() as u64)
+                });
+                t.outstanding.len() as u64 + held + t.undelivered
+            })
+        })
+    }
+
     /// The positions that moved since the last call, to store.
     pub fn take_changed(&self) -> Vec<(String, Position)> {
         self.with(|m| {
@@ -160,7 +193,7 @@ mod tests {
         let p = Positions::default();
         p.seed("d", "e1", None, 1, (0, 0));
         for seq in [3, 7, 9] {
-            p.received("d", seq);
+            p.received("d", seq, 0);
         }
         p.finished("d", 3);
         assert_eq!(
@@ -204,13 +237,33 @@ mod tests {
         let p = Positions::default();
         // The consumer's ack floor is 10; 12 and 15 were delivered to the crashed process.
         p.seed("d", "e", Some(&Position { epoch: "e".to_owned(), next: 16 }), 11, (2, 15));
-        p.received("d", 20);
+        p.received("d", 20, 0);
         p.finished("d", 20);
         assert_eq!(p.next("d").unwrap().next, 11, "12 and 15 are not applied yet");
-        p.received("d", 12);
+        p.received("d", 12, 0);
         p.finished("d", 12);
-        p.received("d", 15);
+        p.received("d", 15, 0);
         p.finished("d", 15);
         assert_eq!(p.next("d").unwrap().next, 21, "20 was applied meanwhile");
+    }
+
+    #[test]
+    fn how_far_behind_counts_what_is_in_hand_held_and_not_delivered_yet() {
+        let p = Positions::default();
+        assert_eq!(p.behind("unknown"), 0);
+        p.seed("d", "e", None, 11, (1, 12));
+        p.undelivered("d", 3);
+        assert_eq!(p.behind("d"), 4, "12 is held, 3 wait on the server");
+        p.received("d", 12, 3);
+        p.received("d", 13, 2);
+        assert_eq!(p.behind("d"), 2 + 2, "12 (held, now back) and 13 in hand, 2 on the server");
+        p.finished("d", 12);
+        p.finished("d", 13);
+        assert_eq!(p.behind("d"), 2);
+        p.received("d", 14, 1);
+        p.received("d", 15, 0);
+        p.finished("d", 14);
+        p.finished("d", 15);
+        assert_eq!(p.behind("d"), 0, "caught up");
     }
 }

@@ -6,6 +6,11 @@
 //! second append fails instead of forking the chain. A publish that fails or times out may or
 //! may not have stored the record: the writer reads the head back before its next append.
 //!
+//! While an agent handles an input, its records are sent without waiting for JetStream's ack
+//! (`send_record`): the record is on its way while the agent publishes the output it explains,
+//! and [`ProofWriter::flush`], which the runtime calls before it acks the input, waits for it. The next append waits for it too, since its
+//! expected sequence is the previous record's, so at most one record is in flight.
+//!
 //! An optional idempotency key makes an append happen once per key: an input redelivered (or
 //! replayed after a crash) does not get its decision recorded twice. Keys live in the state
 //! file, which is a snapshot (see [`crate::store`]), and each keyed record carries its key in a
@@ -25,7 +30,7 @@ use bus_schema::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::RuntimeError;
-use crate::publish::Publisher;
+use crate::publish::{Publisher, Sent};
 use crate::store::{Store, Table};
 
 /// How many idempotency keys are remembered (the oldest are forgotten first).
@@ -131,6 +136,16 @@ pub struct ProofWriter {
     /// A publish failed or timed out: whether its record is stored is unknown until the head
     /// is read back.
     stale: bool,
+    /// The last record sent, until its ack is in.
+    in_flight: Option<InFlight>,
+}
+
+/// A record sent and not acknowledged yet. `head` already names it.
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    key: Option<String>,
+    sent: Sent,
 }
 
 impl ProofWriter {
@@ -151,6 +166,7 @@ impl ProofWriter {
             head: ChainHead::EMPTY,
             head_stream_seq: 0,
             stale: false,
+            in_flight: None,
         };
         writer.resync().await?;
         Ok(writer)
@@ -249,12 +265,27 @@ impl ProofWriter {
         })
     }
 
-    /// Appends a record; with a key, at most once per key. Returns the record's seq.
+    /// Appends a record and waits until it is stored; with a key, at most once per key.
+    /// Returns the record's seq.
     pub async fn append(
         &mut self,
         draft: ProofDraft,
         key: Option<&str>,
     ) -> Result<u64, RuntimeError> {
+        let seq = self.send_record(draft, key).await?;
+        self.flush().await?;
+        Ok(seq)
+    }
+
+    /// Like [`ProofWriter::append`] without waiting for the ack: the record is sent, and
+    /// [`ProofWriter::flush`] (or the next append) waits until it is stored.
+    pub(crate) async fn send_record(
+        &mut self,
+        draft: ProofDraft,
+        key: Option<&str>,
+    ) -> Result<u64, RuntimeError> {
+        // The previous record's stream sequence is this one's expected last sequence.
+        self.flush().await?;
         // After a failed publish the head may have moved (the record was stored after all):
         // read it back, with the keys of what was stored, before anything else.
         if self.stale {
@@ -267,18 +298,47 @@ impl ProofWriter {
         }
         let sealed = self.seal(draft)?;
         let seq = sealed.record.seq;
-        let stream_seq = match self.publish(seq, &sealed.bytes, sealed.hash, key).await {
+        match self.send(seq, sealed.bytes, sealed.hash, key).await {
+            Ok(sent) => {
+                self.head = ChainHead { seq, hash: sealed.hash };
+                self.in_flight = Some(InFlight { seq, key: key.map(str::to_owned), sent });
+                Ok(seq)
+            }
+            Err(e) => {
+                self.stale = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until the last record appended is stored. After an error the head is read back
+    /// before the next append.
+    pub async fn flush(&mut self) -> Result<(), RuntimeError> {
+        let Some(InFlight { seq, key, sent }) = self.in_flight.take() else { return Ok(()) };
+        let stream_seq = match sent.ack_or_error().await {
+            // We only publish a seq the stream does not have yet, so a duplicate means another
+            // process wrote this seq of this chain first.
+            Ok(ack) if ack.duplicate => {
+                Err(RuntimeError::ProofChainContended { subject: self.subject.to_string() })
+            }
+            Ok(ack) => Ok(ack.stream_seq),
+            Err((subject, e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(RuntimeError::ProofChainContended { subject })
+            }
+            Err((_, e)) => Err(self.fail(e)),
+        };
+        let stream_seq = match stream_seq {
             Ok(s) => s,
             Err(e) => {
                 self.stale = true;
                 return Err(e);
             }
         };
+        self.head_stream_seq = stream_seq;
         match key {
-            Some(k) => self.remember(k, seq, stream_seq)?,
-            None => self.store.write(|tx| tx.put(&KNOWN, "head", &Known { seq, stream_seq }))?,
+            Some(k) => self.remember(&k, seq, stream_seq),
+            None => self.store.write(|tx| tx.put(&KNOWN, "head", &Known { seq, stream_seq })),
         }
-        Ok(seq)
     }
 
     fn seal(&self, d: ProofDraft) -> Result<SealedProof, RuntimeError> {
@@ -302,14 +362,14 @@ impl ProofWriter {
         record.seal_after(self.head).map_err(|e| self.fail(e))
     }
 
-    /// Publishes the record at `seq`; returns its CN_PROOF sequence.
-    async fn publish(
-        &mut self,
+    /// Sends the record at `seq`, chained to the head.
+    async fn send(
+        &self,
         seq: u64,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         hash: ProofHash,
         key: Option<&str>,
-    ) -> Result<u64, RuntimeError> {
+    ) -> Result<Sent, RuntimeError> {
         let mut h = HeaderMap::new();
         if let Some(key) = key {
             h.insert(headers::PROOF_KEY, key);
@@ -319,25 +379,10 @@ impl ProofWriter {
         h.insert(headers::CN_TYPE, <ProofRecord as bus_schema::Payload>::CN_TYPE);
         h.insert(headers::PROOF_HASH, hash.to_hex().as_str());
         let publish = PublishMessage::build()
-            .payload(bytes.to_vec().into())
+            .payload(bytes.into())
             .headers(h)
             .expected_last_subject_sequence(self.head_stream_seq);
-        match self.publisher.send(self.subject.to_string(), publish).await {
-            // We only publish a seq the stream does not have yet, so a duplicate means another
-            // process wrote this seq of this chain first.
-            Ok(ack) if ack.duplicate => {
-                Err(RuntimeError::ProofChainContended { subject: self.subject.to_string() })
-            }
-            Ok(ack) => {
-                self.head = ChainHead { seq, hash };
-                self.head_stream_seq = ack.stream_seq;
-                Ok(ack.stream_seq)
-            }
-            Err((subject, e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                Err(RuntimeError::ProofChainContended { subject })
-            }
-            Err((_, e)) => Err(self.fail(e)),
-        }
+        self.publisher.send(self.subject.to_string(), publish).await.map_err(|(_, e)| self.fail(e))
     }
 }
 

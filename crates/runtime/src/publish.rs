@@ -1,9 +1,11 @@
-//! Publishing with the contract's headers, waiting for JetStream's ack.
+//! Publishing with the contract's headers, and JetStream's acks.
 //!
 //! Every message carries `Nats-Msg-Id`, `Content-Type`, `Cn-Type`, `Cn-Correlation-Id` and
-//! `Cn-Causation-Id` (docs/contract.md, Headers). On a stream subject the call returns only once JetStream has
-//! stored the message (or recognised it as a duplicate of one it stored before), which is what
-//! lets an agent ack its input afterwards without losing anything.
+//! `Cn-Causation-Id` (docs/contract.md, Headers). On a stream subject, [`Publisher::publish`]
+//! returns once JetStream has stored the message (or recognised it as a duplicate of one it
+//! stored before); the runtime's handlers send without waiting and collect the acks
+//! ([`Sent`]) to await before their input is acked, which is what lets an agent ack its input
+//! without losing anything.
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{Client, HeaderMap};
@@ -32,6 +34,34 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// A message sent to a stream whose ack has not been awaited yet. Publishes are pipelined:
+/// an input's proof records and outputs go out together, and their acks are awaited before
+/// the input is acked.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    pub subject: String,
+    pub ack: jetstream::context::PublishAckFuture,
+}
+
+impl Sent {
+    /// Waits for JetStream's ack.
+    pub async fn acked(self) -> Result<Published, RuntimeError> {
+        self.ack_or_error()
+            .await
+            .map_err(|(subject, e)| RuntimeError::Publish { subject, message: e.to_string() })
+    }
+
+    /// Like [`Sent::acked`], keeping JetStream's error.
+    pub async fn ack_or_error(
+        self,
+    ) -> Result<Published, (String, jetstream::context::PublishError)> {
+        match self.ack.await {
+            Ok(ack) => Ok(Published { stream_seq: ack.sequence, duplicate: ack.duplicate }),
+            Err(e) => Err((self.subject, e)),
+        }
+    }
+}
+
 /// Publishes typed payloads. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -51,6 +81,20 @@ impl Publisher {
         payload: &P,
         trace: &Trace,
     ) -> Result<Published, RuntimeError> {
+        match self.send_payload(subject, payload, trace).await? {
+            Some(sent) => sent.acked().await,
+            None => Ok(Published { stream_seq: 0, duplicate: false }),
+        }
+    }
+
+    /// Sends `payload` without waiting: on a stream subject, the ack to wait for later
+    /// ([`Sent::acked`]); `None` on a core NATS subject, which has none.
+    pub(crate) async fn send_payload<P: Payload>(
+        &self,
+        subject: &Subject<P>,
+        payload: &P,
+        trace: &Trace,
+    ) -> Result<Option<Sent>, RuntimeError> {
         let out = Outgoing::new(subject, payload)?;
         let mut h = HeaderMap::new();
         h.insert(headers::MSG_ID, trace.msg_id.as_str());
@@ -59,45 +103,32 @@ impl Publisher {
         h.insert(headers::CORRELATION_ID, trace.correlation_id.as_str());
         h.insert(headers::CAUSATION_ID, trace.causation_id.as_str());
         if subject.stream().is_some() {
-            self.publish_stored(out.subject, h, out.payload).await
+            let publish = PublishMessage::build().payload(out.payload.into()).headers(h);
+            self.send(out.subject, publish)
+                .await
+                .map(Some)
+                .map_err(|(subject, e)| RuntimeError::Publish { subject, message: e.to_string() })
         } else {
-            let fail = |e: &dyn std::fmt::Display| RuntimeError::Publish {
-                subject: out.subject.clone(),
-                message: e.to_string(),
-            };
             self.client
                 .publish_with_headers(out.subject.clone(), h, out.payload.into())
                 .await
-                .map_err(|e| fail(&e))?;
-            Ok(Published { stream_seq: 0, duplicate: false })
+                .map_err(|e| RuntimeError::Publish {
+                    subject: out.subject.clone(),
+                    message: e.to_string(),
+                })?;
+            Ok(None)
         }
     }
 
-    /// Publishes encoded bytes to a stream subject and waits for the ack.
-    async fn publish_stored(
-        &self,
-        subject: String,
-        headers: HeaderMap,
-        payload: Vec<u8>,
-    ) -> Result<Published, RuntimeError> {
-        let publish = PublishMessage::build().payload(payload.into()).headers(headers);
-        self.send(subject, publish)
-            .await
-            .map_err(|(subject, e)| RuntimeError::Publish { subject, message: e.to_string() })
-    }
-
-    /// Sends and waits for the ack, keeping JetStream's error for callers that match on it.
+    /// Sends to a stream subject without waiting for the ack, keeping JetStream's error for
+    /// callers that match on it.
     pub(crate) async fn send(
         &self,
         subject: String,
         publish: PublishMessage,
-    ) -> Result<Published, (String, jetstream::context::PublishError)> {
-        let ack = match self.js.send_publish(subject.clone(), publish).await {
-            Ok(future) => future.await,
-            Err(e) => Err(e),
-        };
-        match ack {
-            Ok(ack) => Ok(Published { stream_seq: ack.sequence, duplicate: ack.duplicate }),
+    ) -> Result<Sent, (String, jetstream::context::PublishError)> {
+        match self.js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => Ok(Sent { subject, ack }),
             Err(e) => Err((subject, e)),
         }
     }

@@ -14,19 +14,20 @@
 //!
 //! Several changes that must land together go through [`Store::write`], one transaction.
 //!
-//! The file is a **snapshot**, not a log: writes are visible at once but reach the disk with the
-//! next [`Store::snapshot`], which the runtime takes about once a second and at stop together
-//! with the stream position it covers. A crash reopens the file as of the last snapshot (never
-//! half-written), and the agent replays its inputs from that snapshot's position: JetStream is
+//! The file is a **snapshot**, not a log: writes are kept in memory, visible to reads at once,
+//! and reach the file with the next [`Store::snapshot`], which the runtime takes about once a
+//! second and at stop together with the stream position it covers — one synced commit, so
+//! handling an input never waits for the file. A crash (or a drop without a snapshot) reopens
+//! the file as of the last snapshot (never half-written), and the agent replays its inputs from that snapshot's position: JetStream is
 //! the log. [`Store::write_durably`] is for the rare write that must be on disk before the agent
 //! does something no replay can undo (the executor's claim before a real external action).
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -43,19 +44,23 @@ impl<V> Table<V> {
     pub const fn new(name: &'static str) -> Self {
         Self { name, _value: PhantomData }
     }
-
-    fn def(&self) -> TableDefinition<'static, &'static str, &'static [u8]> {
-        TableDefinition::new(self.name)
-    }
 }
+
+fn def(name: &'static str) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// Changes by table and key, encoded; `None` is a removal.
+type Changes = BTreeMap<(&'static str, String), Option<Vec<u8>>>;
 
 /// One agent instance's state file.
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
-    /// Written since the last durable commit.
-    unsaved: Arc<AtomicBool>,
+    /// Written since the last snapshot and not in the file yet. Reads see these first, so a
+    /// write costs a map insert rather than a transaction on the file.
+    unsaved: Arc<Mutex<Changes>>,
 }
 
 impl Store {
@@ -70,15 +75,38 @@ impl Store {
             };
             RuntimeError::Store { path: path.display().to_string(), message }
         })?;
-        Ok(Self {
-            db: Arc::new(db),
-            path: path.to_owned(),
-            unsaved: Arc::new(AtomicBool::new(false)),
-        })
+        Ok(Self { db: Arc::new(db), path: path.to_owned(), unsaved: Arc::default() })
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> RuntimeError {
         RuntimeError::Store { path: self.path.display().to_string(), message: e.to_string() }
+    }
+
+    fn unsaved(&self) -> MutexGuard<'_, Changes> {
+        self.unsaved.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn decode<V: DeserializeOwned>(
+        &self,
+        table: &Table<V>,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<V, RuntimeError> {
+        rmp_serde::from_slice(bytes).map_err(|e| self.fail(format!("{}[{key}]: {e}", table.name)))
+    }
+
+    /// The stored bytes: unsaved changes first, then the file.
+    fn raw(&self, table: &'static str, key: &str) -> Result<Option<Vec<u8>>, RuntimeError> {
+        if let Some(change) = self.unsaved().get(&(table, key.to_owned())) {
+            return Ok(change.clone());
+        }
+        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let t = match tx.open_table(def(table)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.fail(e)),
+        };
+        Ok(t.get(key).map_err(|e| self.fail(e))?.map(|b| b.value().to_vec()))
     }
 
     pub fn get<V: DeserializeOwned>(
@@ -86,16 +114,7 @@ impl Store {
         table: &Table<V>,
         key: &str,
     ) -> Result<Option<V>, RuntimeError> {
-        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let t = match tx.open_table(table.def()) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.fail(e)),
-        };
-        let Some(bytes) = t.get(key).map_err(|e| self.fail(e))? else { return Ok(None) };
-        rmp_serde::from_slice(bytes.value())
-            .map(Some)
-            .map_err(|e| self.fail(format!("{}[{key}]: {e}", table.name)))
+        self.raw(table.name, key)?.map(|b| self.decode(table, key, &b)).transpose()
     }
 
     /// Every entry of a table, in key order (for rebuilding in-memory state at start).
@@ -103,21 +122,35 @@ impl Store {
         &self,
         table: &Table<V>,
     ) -> Result<Vec<(String, V)>, RuntimeError> {
-        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let t = match tx.open_table(table.def()) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(self.fail(e)),
-        };
-        let mut out =
-            Vec::with_capacity(usize::try_from(t.len().map_err(|e| self.fail(e))?).unwrap_or(0));
-        for entry in t.iter().map_err(|e| self.fail(e))? {
-            let (k, v) = entry.map_err(|e| self.fail(e))?;
-            let value = rmp_serde::from_slice(v.value())
-                .map_err(|e| self.fail(format!("{}[{}]: {e}", table.name, k.value())))?;
-            out.push((k.value().to_owned(), value));
+        let mut raw: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        {
+            let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
+            match tx.open_table(def(table.name)) {
+                Ok(t) => {
+                    for entry in t.iter().map_err(|e| self.fail(e))? {
+                        let (k, v) = entry.map_err(|e| self.fail(e))?;
+                        raw.insert(k.value().to_owned(), v.value().to_vec());
+                    }
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
         }
-        Ok(out)
+        for ((name, key), change) in self.unsaved().range((table.name, String::new())..) {
+            if *name != table.name {
+                break;
+            }
+            match change {
+                Some(bytes) => raw.insert(key.clone(), bytes.clone()),
+                None => raw.remove(key),
+            };
+        }
+        raw.into_iter()
+            .map(|(k, v)| {
+                let value = self.decode(table, &k, &v)?;
+                Ok((k, value))
+            })
+            .collect()
     }
 
     pub fn put<V: Serialize>(
@@ -133,15 +166,20 @@ impl Store {
         self.write(|tx| tx.remove(table, key))
     }
 
-    /// Runs `f` in one write transaction, applied only if it returns `Ok`. Readers see it at
-    /// once; the disk gets it with the next [`Store::snapshot`], and a crash before that undoes
-    /// it (with everything else written since the last snapshot).
+    /// Runs `f` as one transaction, applied only if it returns `Ok`. Readers see it at once;
+    /// the file gets it with the next [`Store::snapshot`], and a crash before that undoes it
+    /// (with everything else written since the last snapshot).
     pub fn write<T>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
     ) -> Result<T, RuntimeError> {
-        let out = self.commit(redb::Durability::None, f)?;
-        self.unsaved.store(true, Ordering::Release);
+        let mut txn = Txn { store: self, staged: Changes::new() };
+        let out = f(&mut txn)?;
+        // Insert one by one: `BTreeMap::append` rebuilds the whole map on every write.
+        let mut unsaved = self.unsaved();
+        for (key, change) in txn.staged {
+            unsaved.insert(key, change);
+        }
         Ok(out)
     }
 
@@ -152,8 +190,10 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
     ) -> Result<T, RuntimeError> {
-        let out = self.commit(redb::Durability::Immediate, f)?;
-        self.unsaved.store(false, Ordering::Release);
+        let mut txn = Txn { store: self, staged: Changes::new() };
+        let out = f(&mut txn)?;
+        let mut staged = txn.staged;
+        self.commit(&mut staged)?;
         Ok(out)
     }
 
@@ -165,37 +205,51 @@ impl Store {
         changed: bool,
         f: impl FnOnce(&mut Txn<'_>) -> Result<(), RuntimeError>,
     ) -> Result<bool, RuntimeError> {
-        if !self.unsaved.swap(false, Ordering::AcqRel) && !changed {
+        if !changed && self.unsaved().is_empty() {
             return Ok(false);
         }
-        let written = self.commit(redb::Durability::Immediate, f);
-        if written.is_err() {
-            self.unsaved.store(true, Ordering::Release);
-        }
-        written.map(|()| true)
+        let mut txn = Txn { store: self, staged: Changes::new() };
+        f(&mut txn)?;
+        let mut staged = txn.staged;
+        self.commit(&mut staged)?;
+        Ok(true)
     }
 
-    fn commit<T>(
-        &self,
-        durability: redb::Durability,
-        f: impl FnOnce(&mut Txn<'_>) -> Result<T, RuntimeError>,
-    ) -> Result<T, RuntimeError> {
+    /// Writes the unsaved changes and then `staged` to the file in one synced commit; on
+    /// success nothing is unsaved any more.
+    fn commit(&self, staged: &mut Changes) -> Result<(), RuntimeError> {
+        let mut unsaved = self.unsaved();
         let mut tx = self.db.begin_write().map_err(|e| self.fail(e))?;
-        tx.set_durability(durability).map_err(|e| self.fail(e))?;
-        let out = {
-            let mut txn = Txn { tx: &tx, store: self };
-            f(&mut txn)?
-        };
+        tx.set_durability(redb::Durability::Immediate).map_err(|e| self.fail(e))?;
+        for changes in [&*unsaved, &*staged] {
+            let mut open: Option<(&'static str, redb::Table<'_, &'static str, &'static [u8]>)> =
+                None;
+            for ((name, key), change) in changes {
+                if open.as_ref().is_none_or(|(n, _)| n != name) {
+                    drop(open.take());
+                    let t = tx.open_table(def(name)).map_err(|e| self.fail(e))?;
+                    open = Some((name, t));
+                }
+                let Some((_, t)) = open.as_mut() else { continue };
+                match change {
+                    Some(bytes) => t.insert(key.as_str(), bytes.as_slice()).map(|_| ()),
+                    None => t.remove(key.as_str()).map(|_| ()),
+                }
+                .map_err(|e| self.fail(e))?;
+            }
+        }
         tx.commit().map_err(|e| self.fail(e))?;
-        Ok(out)
+        unsaved.clear();
+        staged.clear();
+        Ok(())
     }
 }
 
-/// A write transaction in progress.
+/// A transaction in progress: its changes, applied together when it ends well.
 #[allow(missing_debug_implementations)]
 pub struct Txn<'a> {
-    tx: &'a redb::WriteTransaction,
     store: &'a Store,
+    staged: Changes,
 }
 
 impl Txn<'_> {
@@ -204,9 +258,11 @@ impl Txn<'_> {
         table: &Table<V>,
         key: &str,
     ) -> Result<Option<V>, RuntimeError> {
-        let t = self.tx.open_table(table.def()).map_err(|e| self.store.fail(e))?;
-        let Some(bytes) = t.get(key).map_err(|e| self.store.fail(e))? else { return Ok(None) };
-        rmp_serde::from_slice(bytes.value()).map(Some).map_err(|e| self.store.fail(e))
+        let raw = match self.staged.get(&(table.name, key.to_owned())) {
+            Some(change) => change.clone(),
+            None => self.store.raw(table.name, key)?,
+        };
+        raw.map(|b| self.store.decode(table, key, &b)).transpose()
     }
 
     pub fn put<V: Serialize>(
@@ -216,14 +272,12 @@ impl Txn<'_> {
         value: &V,
     ) -> Result<(), RuntimeError> {
         let bytes = rmp_serde::to_vec_named(value).map_err(|e| self.store.fail(e))?;
-        let mut t = self.tx.open_table(table.def()).map_err(|e| self.store.fail(e))?;
-        t.insert(key, bytes.as_slice()).map_err(|e| self.store.fail(e))?;
+        self.staged.insert((table.name, key.to_owned()), Some(bytes));
         Ok(())
     }
 
     pub fn remove<V>(&mut self, table: &Table<V>, key: &str) -> Result<(), RuntimeError> {
-        let mut t = self.tx.open_table(table.def()).map_err(|e| self.store.fail(e))?;
-        t.remove(key).map_err(|e| self.store.fail(e))?;
+        self.staged.insert((table.name, key.to_owned()), None);
         Ok(())
     }
 }
@@ -247,6 +301,7 @@ mod tests {
                     tx.put(&COUNTS, "b", &(a + 1))
                 })
                 .unwrap();
+            assert!(store.snapshot(false, |_| Ok(())).unwrap());
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.scan(&COUNTS).unwrap(), vec![("a".to_owned(), 1), ("b".to_owned(), 2)]);
@@ -281,6 +336,40 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.get(&COUNTS, "lazy").unwrap(), Some(1));
         assert_eq!(store.get(&COUNTS, "position").unwrap(), Some(3));
+    }
+
+    #[test]
+    fn what_no_snapshot_covered_is_gone_after_reopening_and_removals_shadow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.put(&COUNTS, "kept", &1).unwrap();
+            store.put(&COUNTS, "removed", &2).unwrap();
+            store.snapshot(false, |_| Ok(())).unwrap();
+            store.remove(&COUNTS, "removed").unwrap();
+            store.put(&COUNTS, "unsaved", &3).unwrap();
+            assert_eq!(store.get(&COUNTS, "removed").unwrap(), None, "a removal is read at once");
+            assert_eq!(
+                store.scan(&COUNTS).unwrap(),
+                vec![("kept".to_owned(), 1), ("unsaved".to_owned(), 3)],
+                "scans merge the unsaved changes into the file"
+            );
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.scan(&COUNTS).unwrap(),
+            vec![("kept".to_owned(), 1), ("removed".to_owned(), 2)],
+            "reopened as of the last snapshot"
+        );
+        store.write_durably(|tx| tx.put(&COUNTS, "claim", &4)).unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.get(&COUNTS, "claim").unwrap(),
+            Some(4),
+            "a durable write needs no snapshot"
+        );
     }
 
     #[test]
