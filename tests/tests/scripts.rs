@@ -197,6 +197,51 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
     drop(guard);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cnctl_bench_measures_a_running_fleet_and_reports_every_figure() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let up = script("up", &["-d", "--no-build", "--no-sim"], port, data.path());
+    let guard = scopeguard(port, data.path());
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let out = Command::new(cn_tests::fleet::binary("cnctl").unwrap())
+        .args(["bench", "--services", "3", "--samples", "300", "--pause-ms", "5", "--pids"])
+        .arg(data.path().join("run"))
+        .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .env("NATS_USER", "operator")
+        .env("NATS_PASSWORD_FILE", data.path().join("creds/operator.password"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for run in ["incident_to_execution", "incident_to_execution_after_idle"] {
+        let r = &report[run];
+        assert_eq!(
+            (r["samples"].as_u64(), r["timeouts"].as_u64()),
+            (Some(3), Some(0)),
+            "{run}: {r}"
+        );
+        assert!(
+            r["p50_ms"].as_f64().unwrap() > 0.0 && r["max_ms"].as_f64() >= r["p50_ms"].as_f64()
+        );
+    }
+    assert_eq!(report["incident_to_execution_after_idle"]["pause_ms"], 5);
+    assert_eq!(report["metric_ingest"]["samples"], 300);
+    assert!(report["metric_ingest"]["rate_per_s"].as_f64().unwrap() > 0.0);
+    for floor in ["jetstream_publish_ack", "request_reply"] {
+        assert!(report["nats_baseline"][floor]["p50_ms"].as_f64().unwrap() > 0.0, "{floor}");
+    }
+    assert!(
+        report["ratios"]["incident_to_execution_p50_over_publish_ack_p50"].as_f64().unwrap() > 1.0
+    );
+    let detector = &report["agents"]["issue-detector"];
+    assert!(detector["inputs"].as_u64().unwrap() >= 300 + 6, "{detector}");
+    assert!(detector["cpu_seconds"].as_f64().unwrap() > 0.0, "{detector}");
+    assert!(report["agents"]["executor"]["inputs"].as_u64().unwrap() >= 6);
+    drop(guard);
+}
+
 /// Runs scripts/down when dropped, so a failing test does not leave a fleet behind.
 struct Down(u16, PathBuf);
 

@@ -233,7 +233,11 @@ impl DeployAgent {
             return Ok(());
         }
         while let Some((n, effect)) = r.delivery.next() {
-            if let Err(e) = emit(ctx, r, n, effect).await {
+            let stored = match emit(ctx, r, n, effect).await {
+                Ok(()) => ctx.confirm().await.map_err(HandleError::from),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
                 self.store.put(&ROLLOUTS, key, r)?;
                 return Err(e);
             }

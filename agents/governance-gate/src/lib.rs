@@ -333,7 +333,7 @@ impl Governance {
         if p.incident_id.is_some_and(|id| !self.incidents.contains_key(&id))
             && ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS
         {
-            let behind = ctx.backlog(GovernanceInputName::Incident)?;
+            let behind = ctx.backlog_on_server(GovernanceInputName::Incident).await?;
             if behind > 0 {
                 return Err(HandleError::Retry(format!(
                     "{behind} incidents not read yet; deciding after them"
@@ -353,7 +353,7 @@ impl Governance {
                 _ => None,
             };
             if let Some(input) = unread.filter(|_| ctx.meta().delivered < INCIDENT_WAIT_ATTEMPTS) {
-                let behind = ctx.backlog(input)?;
+                let behind = ctx.backlog_on_server(input).await?;
                 if behind > 0 {
                     return Err(HandleError::Retry(format!(
                         "{behind} {} not read yet; deciding after them",
@@ -616,6 +616,7 @@ impl Handler for Governance {
             }
         };
         Self::publish(ctx, &record.proposal, &record.decided).await?;
+        ctx.confirm().await?;
         self.unpublished.remove(&id);
         Ok(())
     }

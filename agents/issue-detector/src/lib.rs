@@ -238,10 +238,16 @@ impl Handler for Detector {
             state.delivery.applied(unapplied, out.into_pending());
         }
         self.dirty.insert(key);
-        // Publish the outbox in order; a failure leaves the rest there for the retry.
-        while let Some((_, item)) = state.delivery.next() {
+        // Publish the outbox in order, pipelined, and mark it sent once all of it is stored; a
+        // failure leaves it there for the retry (which publishes under the same ids).
+        let mut waiting = 0;
+        for (_, item) in state.delivery.waiting() {
             Self::emit(ctx, item).await?;
-            state.delivery.sent();
+            waiting += 1;
+        }
+        if waiting > 0 {
+            ctx.confirm().await?;
+            state.delivery.sent_all(waiting);
         }
         Ok(())
     }

@@ -166,8 +166,10 @@ impl Negotiator {
         Ok(())
     }
 
-    /// Writes what an input changed in one transaction, then takes it into memory.
-    fn commit(&mut self, pending: Pending) -> Result<(), HandleError> {
+    /// Writes what an input changed in one transaction, then takes it into memory — once what
+    /// the input published is stored, so a redelivery after a failed publish decides again.
+    async fn commit(&mut self, ctx: &mut Context<'_>, pending: Pending) -> Result<(), HandleError> {
+        ctx.confirm().await?;
         self.store.write(|tx| {
             for s in &pending.contracts {
                 tx.put(&CONTRACTS, &s.contract.contract_id.to_string(), s)?;
@@ -260,7 +262,7 @@ impl Negotiator {
             contract,
             rounds: 0,
         });
-        self.commit(pending)
+        self.commit(ctx, pending).await
     }
 
     /// Feeds labels to `model`, each on the proof log.
@@ -322,7 +324,7 @@ impl Negotiator {
             learner.on_deploy(&DeployEvent { timestamp: d.timestamp.min(now), ..d.clone() });
         Self::learn(ctx, &mut model, labels, &d.env, &d.service).await?;
         (pending.learner, pending.model) = (Some(learner), Some(model));
-        self.commit(pending)
+        self.commit(ctx, pending).await
     }
 
     async fn on_incident(&mut self, ctx: &mut Context<'_>, i: Incident) -> Result<(), HandleError> {
@@ -331,7 +333,11 @@ impl Negotiator {
             .on_incident(&Incident { opened_at: i.opened_at.min(Timestamp::now()), ..i.clone() });
         let mut model = self.model.clone();
         Self::learn(ctx, &mut model, labels, &i.env, &i.service).await?;
-        self.commit(Pending { learner: Some(learner), model: Some(model), ..Pending::default() })
+        self.commit(
+            ctx,
+            Pending { learner: Some(learner), model: Some(model), ..Pending::default() },
+        )
+        .await
     }
 
     /// While the budget is spent, every open contract of the service is rejected (urgent
@@ -375,7 +381,7 @@ impl Negotiator {
                 pending.contracts.push(Stored { contract: rejected, ..stored });
             }
         }
-        self.commit(pending)
+        self.commit(ctx, pending).await
     }
 
     /// One negotiation round: judged, recorded, and the changed contract published.
@@ -425,10 +431,14 @@ impl Negotiator {
             )
             .await?;
         }
-        self.commit(Pending {
-            contracts: vec![Stored { contract, rounds: round, ..stored }],
-            ..Pending::default()
-        })?;
+        self.commit(
+            ctx,
+            Pending {
+                contracts: vec![Stored { contract, rounds: round, ..stored }],
+                ..Pending::default()
+            },
+        )
+        .await?;
         Reply::of(&reply)
     }
 }

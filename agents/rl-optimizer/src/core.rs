@@ -150,6 +150,11 @@ impl Core {
         self.dirty.facts.insert(key);
     }
 
+    /// Whether a deploy of the service has been read.
+    pub fn knows_service(&self, env: &bus_schema::Env, service: &bus_schema::ServiceName) -> bool {
+        self.facts.contains_key(&service_key(env.as_str(), service.as_str()))
+    }
+
     /// An incident as the detector published it; `correlation_id` is its chain.
     pub fn on_incident(
         &mut self,

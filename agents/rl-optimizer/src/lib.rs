@@ -275,7 +275,16 @@ impl Handler for Optimizer {
                     && incident.status != bus_schema::IncidentStatus::Resolved
                     && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS
                 {
-                    let behind = ctx.backlog(OptimizerInputName::Deploy)?;
+                    // A service with no deploy read yet is the case that matters (is it known
+                    // at all?): ask the server, exactly. For a known one the runtime's own
+                    // count is enough (a newer deploy changes only the rollback target) and
+                    // costs no round trip on the way to the decision.
+                    let known = self.core.knows_service(&incident.env, &incident.service);
+                    let behind = if known {
+                        ctx.backlog(OptimizerInputName::Deploy).await?
+                    } else {
+                        ctx.backlog_on_server(OptimizerInputName::Deploy).await?
+                    };
                     if behind > 0 {
                         return Err(HandleError::Retry(format!(
                             "{behind} deploy events not read yet; deciding after them"

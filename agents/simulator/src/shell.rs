@@ -225,6 +225,7 @@ impl Handler for Simulator {
         let events = self.pending[i].1.events.clone();
         // On failure the tick stays pending and is published again, with the same ids.
         Self::publish(ctx, &events).await?;
+        ctx.confirm().await?;
         self.pending.remove(i);
         Ok(())
     }

@@ -202,18 +202,11 @@ impl Agent {
             &limits,
         )
         .map_err(|e| HandleError::Reject { reason: e.reason(), message: e.to_string() });
-        let mut ctx = Context::new(
-            &self.spec.name,
-            inputs,
-            &meta,
-            &self.publisher,
-            &mut self.proof,
-            &self.positions,
-        );
+        let mut ctx = self.context(inputs, &meta);
         let result = match request {
             Ok(request) => match handler.respond(&mut ctx, request).await {
                 // The reply says it is done: only once its records and outputs are stored.
-                Ok(reply) => ctx.finish().await.map(|()| reply).map_err(HandleError::from),
+                Ok(reply) => ctx.confirm().await.map(|()| reply).map_err(HandleError::from),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -266,16 +259,9 @@ impl Agent {
         // A few items per tick, so inputs are not held up; the first failure ends the tick.
         for due in handler.due(bus_schema::Timestamp::now()).into_iter().take(DUE_PER_TICK) {
             let meta = due.meta();
-            let mut ctx = Context::new(
-                &self.spec.name,
-                inputs,
-                &meta,
-                &self.publisher,
-                &mut self.proof,
-                &self.positions,
-            );
+            let mut ctx = self.context(inputs, &meta);
             let done = match handler.handle_due(&mut ctx, due.clone()).await {
-                Ok(()) => ctx.finish().await.map_err(HandleError::from),
+                Ok(()) => ctx.confirm().await.map_err(HandleError::from),
                 Err(e) => Err(e),
             };
             match done {
@@ -300,6 +286,18 @@ impl Agent {
         self.proof.append(draft, None).await?;
         self.stats.proof_seq.store(self.proof.head().seq, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The handler's view of the runtime for one request or item of due work.
+    fn context<'a>(&'a mut self, inputs: &'a [InputDef], meta: &'a InputMeta) -> Context<'a> {
+        Context::new(
+            &self.spec.name,
+            inputs,
+            meta,
+            &self.publisher,
+            &mut self.proof,
+            &self.positions,
+        )
     }
 
     /// Takes a snapshot of the state file: the handler writes what it keeps in memory, and one

@@ -169,8 +169,18 @@ impl Processor<'_> {
                             self.positions,
                         );
                         let work = async {
-                            handler.handle(&mut ctx, decoded).await?;
-                            ctx.finish().await.map_err(HandleError::from)
+                            let handled = handler.handle(&mut ctx, decoded).await;
+                            if let Err(HandleError::Fatal(_)) = handled {
+                                return handled;
+                            }
+                            // Whatever the handler decided, what it sent must be stored before
+                            // the input is acked (a rejection is acked too).
+                            match (handled, ctx.confirm().await) {
+                                (Ok(()), Err(e)) | (Err(HandleError::Reject { .. }), Err(e)) => {
+                                    Err(HandleError::from(e))
+                                }
+                                (handled, _) => handled,
+                            }
                         };
                         match live {
                             Some(msg) => with_progress(msg, self.policy.ack_wait, work).await,

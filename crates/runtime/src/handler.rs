@@ -229,10 +229,12 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// Waits until every output and proof record of this input is stored: the runtime calls it
-    /// when the handler is done, before it acks the input. An error leaves the input to be
-    /// handled again (its outputs and records are de-duplicated then).
-    pub(crate) async fn finish(&mut self) -> Result<(), RuntimeError> {
+    /// Waits until every output and proof record this input sent so far is stored. The runtime
+    /// calls it when the handler is done, before it acks the input; a handler calls it before
+    /// it marks outputs as sent in its own state (an [`crate::Outbox`], a pending list), since
+    /// [`Context::publish`] returns once an output is sent, not stored. An error leaves the
+    /// input to be handled again (its outputs and records are de-duplicated then).
+    pub async fn confirm(&mut self) -> Result<(), RuntimeError> {
         let mut first_error = None;
         for sent in self.sent.drain(..) {
             if let Err(e) = sent.acked().await {
@@ -248,15 +250,49 @@ impl<'a> Context<'a> {
     /// delivered, or in hand. Inputs on different streams are not ordered with each other; an
     /// agent that needs facts from one input to decide on another can wait until that input
     /// caught up. Answered from what the runtime knows ([`Positions::behind`]), without a
-    /// request to the server, so it costs nothing on the way to a decision.
-    pub fn backlog(&self, input: impl InputName) -> Result<u64, RuntimeError> {
+    /// request to the server, so it costs nothing on the way to a decision; it misses a
+    /// message the server has sent and the agent not yet read (it lets the agent read first,
+    /// but not what is still on the wire). Use [`Context::backlog_on_server`] where that
+    /// matters more than half a millisecond.
+    pub async fn backlog(&self, input: impl InputName) -> Result<u64, RuntimeError> {
+        let durable = self.input_def(input)?.durable(self.agent);
+        // The agent runs on one thread: let its pullers take in what has arrived.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        Ok(self.positions.behind(&durable))
+    }
+
+    /// Like [`Context::backlog`], asking the server (the consumer's pending and unacked
+    /// counts): exact, at the cost of a round trip that nats-server before 2.9.15 makes
+    /// expensive on a filtered consumer. For rare decisions, not every input.
+    pub async fn backlog_on_server(&self, input: impl InputName) -> Result<u64, RuntimeError> {
+        let def = self.input_def(input)?;
+        let durable = def.durable(self.agent);
+        let fail = |e: &dyn std::fmt::Display| RuntimeError::Consumer {
+            consumer: durable.clone(),
+            message: e.to_string(),
+        };
+        let stream = def.stream().ok_or_else(|| fail(&"a core NATS subject has no backlog"))?;
+        let info = self
+            .publisher
+            .jetstream()
+            .get_stream_no_info(stream.name())
+            .await
+            .map_err(|e| fail(&e))?
+            .consumer_info(&durable)
+            .await
+            .map_err(|e| fail(&e))?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    /// The declaration of one of this agent's inputs.
+    fn input_def(&self, input: impl InputName) -> Result<&'a InputDef, RuntimeError> {
         let input = input.as_str();
-        let def =
-            self.inputs.iter().find(|i| i.name == input).ok_or_else(|| RuntimeError::Consumer {
-                consumer: input.to_owned(),
-                message: "not an input of this agent".to_owned(),
-            })?;
-        Ok(self.positions.behind(&def.durable(self.agent)))
+        self.inputs.iter().find(|i| i.name == input).ok_or_else(|| RuntimeError::Consumer {
+            consumer: input.to_owned(),
+            message: "not an input of this agent".to_owned(),
+        })
     }
 
     pub fn meta(&self) -> &InputMeta {
@@ -315,7 +351,8 @@ impl<'a> Context<'a> {
 
     /// Publishes an output of this input. It is sent at once, together with the proof records
     /// before it, without waiting for each ack: the runtime waits until all of them are stored
-    /// before it acks the input, and if one is not, the input is handled again.
+    /// before it acks the input, and if one is not, the input is handled again. State that
+    /// says "published" is written after [`Context::confirm`].
     ///
     /// Its `Nats-Msg-Id` is `{agent}:{input id}:{type}:{n}`, the same on every redelivery of
     /// the input, so a repeat is dropped by JetStream.

@@ -1,8 +1,8 @@
 //! The shared runtime of every Chaos Negotiator agent.
 //!
 //! One connect helper ([`connect`]), one stream setup ([`streams`]), one consumer loop with
-//! bounded redelivery and poison handling ([`agent`]), one publisher that pipelines an input's
-//! outputs and proof records and acks the input once theirs are in ([`publish`]), one proof writer ([`proof`]), one heartbeat and status endpoint
+//! bounded redelivery and poison handling ([`agent`]), one publisher whose sends are
+//! pipelined, an input acked once the acks of all it sent are in ([`publish`]), one proof writer ([`proof`]), one heartbeat and status endpoint
 //! ([`status`]), one shutdown path ([`shutdown`]), one configuration ([`config`]) and a small
 //! typed redb layer ([`store`]). An agent binary is a few lines:
 //!

@@ -118,16 +118,33 @@ impl<T> Outbox<T> {
     }
 
     /// The oldest output waiting to be published, and its number (from which its message id
-    /// may derive). Publish it, then call [`Outbox::sent`]; on failure leave it for the retry:
+    /// may derive). Publish it, wait until it is stored ([`crate::Context::confirm`]), then
+    /// call [`Outbox::sent`]; on failure leave it for the retry:
     ///
     /// ```ignore
     /// while let Some((n, output)) = state.outbox.next() {
     ///     publish(ctx, n, output).await?;
+    ///     ctx.confirm().await?;
     ///     state.outbox.sent();
     /// }
     /// ```
+    ///
+    /// To send several at once, publish every one of [`Outbox::waiting`], confirm, then call
+    /// [`Outbox::sent_all`].
     pub fn next(&self) -> Option<(u64, &T)> {
         self.outbox.front().map(|t| (self.published, t))
+    }
+
+    /// Every output waiting, oldest first, with its number.
+    pub fn waiting(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.outbox.iter().enumerate().map(|(i, t)| (self.published + i as u64, t))
+    }
+
+    /// The first `n` outputs [`Outbox::waiting`] gave are stored on the bus.
+    pub fn sent_all(&mut self, n: usize) {
+        for _ in 0..n.min(self.outbox.len()) {
+            self.sent();
+        }
     }
 
     /// The output [`Outbox::next`] gave is stored on the bus: the next one comes up.

@@ -7,8 +7,9 @@
 //! may not have stored the record: the writer reads the head back before its next append.
 //!
 //! While an agent handles an input, its records are sent without waiting for JetStream's ack
-//! (`send_record`): the record is on its way while the agent publishes the output it explains,
-//! and [`ProofWriter::flush`], which the runtime calls before it acks the input, waits for it. The next append waits for it too, since its
+//! (`send_record`): the record is on its way while the agent publishes the output it
+//! explains, and [`ProofWriter::flush`], which the runtime calls before it acks the input,
+//! waits for it. The next append waits for it too, since its
 //! expected sequence is the previous record's, so at most one record is in flight.
 //!
 //! An optional idempotency key makes an append happen once per key: an input redelivered (or
@@ -302,6 +303,10 @@ impl ProofWriter {
             Ok(sent) => {
                 self.head = ChainHead { seq, hash: sealed.hash };
                 self.in_flight = Some(InFlight { seq, key: key.map(str::to_owned), sent });
+                // Until its ack is in, whether it is stored is unknown: should the wait be cut
+                // short (a shutdown's grace running out), the head is read back before the next
+                // append rather than trusted.
+                self.stale = true;
                 Ok(seq)
             }
             Err(e) => {
@@ -335,6 +340,7 @@ impl ProofWriter {
             }
         };
         self.head_stream_seq = stream_seq;
+        self.stale = false;
         match key {
             Some(k) => self.remember(&k, seq, stream_seq),
             None => self.store.write(|tx| tx.put(&KNOWN, "head", &Known { seq, stream_seq })),

@@ -18,8 +18,8 @@
 //! and reach the file with the next [`Store::snapshot`], which the runtime takes about once a
 //! second and at stop together with the stream position it covers — one synced commit, so
 //! handling an input never waits for the file. A crash (or a drop without a snapshot) reopens
-//! the file as of the last snapshot (never half-written), and the agent replays its inputs from that snapshot's position: JetStream is
-//! the log. [`Store::write_durably`] is for the rare write that must be on disk before the agent
+//! the file as of the last snapshot or durable write (never half-written), and the agent
+//! replays its inputs from that snapshot's position: JetStream is the log. [`Store::write_durably`] is for the rare write that must be on disk before the agent
 //! does something no replay can undo (the executor's claim before a real external action).
 
 use std::collections::BTreeMap;

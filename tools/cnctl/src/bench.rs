@@ -35,6 +35,12 @@ pub struct BenchArgs {
     /// Metric samples for the ingest run.
     #[arg(long, default_value_t = 20_000)]
     pub samples: usize,
+    /// The latency run sends each crash as soon as the previous result arrives
+    /// (`incident_to_execution`); a second run (`incident_to_execution_after_idle`) pauses
+    /// this long before each, so every chain starts on a fleet gone idle and pays the cost of
+    /// waking its processes up.
+    #[arg(long, default_value_t = 20)]
+    pub pause_ms: u64,
     /// Prefix of the benchmark's service names, so runs do not collide.
     #[arg(long, default_value = "bench")]
     pub prefix: String,
@@ -212,16 +218,23 @@ async fn settle(client: &async_nats::Client) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn latency(
+/// The latency services: `{prefix}-{i}` back to back, `{prefix}-idle-{i}` after a pause.
+fn latency_services(args: &BenchArgs) -> Result<(Vec<ServiceName>, Vec<ServiceName>), Failure> {
+    let busy = (0..args.services).map(|i| service(&args.prefix, i)).collect::<Result<_, _>>()?;
+    let idle = format!("{}-idle", args.prefix);
+    let idle = (0..args.services).map(|i| service(&idle, i)).collect::<Result<_, _>>()?;
+    Ok((busy, idle))
+}
+
+/// Deploys every latency service (so each is known, with a version), then waits until the
+/// fleet has read the deploys.
+async fn deploy(
     client: &async_nats::Client,
     js: &jetstream::Context,
-    args: &BenchArgs,
-) -> Result<serde_json::Value, Failure> {
+    services: &[ServiceName],
+) -> Result<(), Failure> {
     let env = Env::from_static("dev");
-    let mut results = client.subscribe(subject::EXECUTED.env(&env).pattern().to_owned()).await?;
-    let mut refusals = client.subscribe(subject::REFUSED.env(&env).pattern().to_owned()).await?;
-    for i in 0..args.services {
-        let service = service(&args.prefix, i)?;
+    for service in services {
         let deploy = DeployEvent {
             service: service.clone(),
             env: env.clone(),
@@ -232,17 +245,31 @@ async fn latency(
             timestamp: Timestamp::now(),
             deployment_id: None,
         };
-        let out = Outgoing::new(&subject::DEPLOY_EVENTS.subject(&env, &service), &deploy)?;
+        let out = Outgoing::new(&subject::DEPLOY_EVENTS.subject(&env, service), &deploy)?;
         js.publish(out.subject, out.payload.into()).await?.await?;
     }
-    settle(client).await?;
-    let mut latencies = Vec::with_capacity(args.services);
+    settle(client).await
+}
+
+/// One crash per service, one chain at a time; the next starts `pause` after the previous
+/// result arrived. With no pause the fleet is still handling the previous chain's tail (the
+/// outcome, the learning update, the recovery check) and its processes are awake; after a
+/// pause they sleep, and each hop pays for waking one up.
+async fn latency(
+    client: &async_nats::Client,
+    services: &[ServiceName],
+    pause: Duration,
+) -> Result<serde_json::Value, Failure> {
+    let env = Env::from_static("dev");
+    let mut results = client.subscribe(subject::EXECUTED.env(&env).pattern().to_owned()).await?;
+    let mut refusals = client.subscribe(subject::REFUSED.env(&env).pattern().to_owned()).await?;
+    let mut latencies = Vec::with_capacity(services.len());
     let (mut timeouts, mut refused) = (0, 0);
-    for i in 0..args.services {
-        let service = service(&args.prefix, i)?;
+    for service in services {
+        tokio::time::sleep(pause).await;
         let out = Outgoing::new(
-            &subject::METRIC_EVENTS.subject(&env, &service),
-            &sample(&env, &service, Some(true)),
+            &subject::METRIC_EVENTS.subject(&env, service),
+            &sample(&env, service, Some(true)),
         )?;
         let start = Instant::now();
         client.publish(out.subject, out.payload.into()).await?;
@@ -265,7 +292,7 @@ async fn latency(
                 decode::<Refusal>(Refusal::ENCODING, &msg.payload, &Limits::DEFAULT)
                     .map(|r| r.service)
             };
-            if about.is_ok_and(|s| s == service) {
+            if about.is_ok_and(|s| &s == service) {
                 if executed {
                     latencies.push(start.elapsed().as_secs_f64() * 1000.0);
                 } else {
@@ -276,6 +303,7 @@ async fn latency(
         }
     }
     let mut report = summary("crash metric published -> execution result received", latencies);
+    report["pause_ms"] = json!(pause.as_millis());
     report["timeouts"] = json!(timeouts);
     report["refused"] = json!(refused);
     Ok(report)
@@ -373,7 +401,10 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> 
         None => None,
     };
     let baseline = baseline(&client, &js, &args).await?;
-    let latency = latency(&client, &js, &args).await?;
+    let (busy, idle) = latency_services(&args)?;
+    deploy(&client, &js, &[busy.clone(), idle.clone()].concat()).await?;
+    let back_to_back = latency(&client, &busy, Duration::ZERO).await?;
+    let after_idle = latency(&client, &idle, Duration::from_millis(args.pause_ms)).await?;
     let ingest = ingest(&client, &js, &args).await?;
     let mut agents = serde_json::Map::new();
     if let (Some(dir), Some(before)) = (&args.pids, before) {
@@ -395,7 +426,7 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> 
     }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let floor = |key: &str| baseline[key]["p50_ms"].as_f64().unwrap_or(f64::NAN);
-    let p50 = latency["p50_ms"].as_f64().unwrap_or(f64::NAN);
+    let p50 = back_to_back["p50_ms"].as_f64().unwrap_or(f64::NAN);
     let ratios = json!({
         "incident_to_execution_p50_over_publish_ack_p50": round(p50 / floor("jetstream_publish_ack")),
         "incident_to_execution_p50_over_request_reply_p50": round(p50 / floor("request_reply")),
@@ -403,7 +434,8 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> 
     let report = json!({
         "machine": {"cpus": cpus, "os": std::env::consts::OS},
         "nats_baseline": baseline,
-        "incident_to_execution": latency,
+        "incident_to_execution": back_to_back,
+        "incident_to_execution_after_idle": after_idle,
         "metric_ingest": ingest,
         "ratios": ratios,
         "agents": agents,
