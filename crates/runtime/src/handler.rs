@@ -3,7 +3,8 @@
 //! The runtime decodes and validates every message before the handler sees it (bad input
 //! becomes `event_rejected` without reaching agent code), hands it over with a [`Context`]
 //! for publishing outputs and writing proof records, and acks the input only after the
-//! handler returns `Ok` — by then every output and record it wrote is stored.
+//! handler returns `Ok` and every output and record it wrote is stored (they are sent
+//! pipelined; the runtime waits for their acks before the input's).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -204,7 +205,7 @@ pub struct Context<'a> {
     positions: &'a Positions,
     /// How many outputs of each type this input has produced, for deterministic ids.
     counts: HashMap<&'static str, u32>,
-    /// Outputs sent whose acks [`Context::finish`] awaits.
+    /// Outputs sent whose acks [`Context::confirm`] awaits.
     sent: Vec<Sent>,
 }
 
@@ -373,9 +374,14 @@ impl<'a> Context<'a> {
         payload: &P,
         correlation_id: String,
     ) -> Result<(), RuntimeError> {
-        let n = self.next(P::CN_TYPE);
-        let msg_id = format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE);
+        let msg_id = self.output_id(P::CN_TYPE);
         self.publish_as(subject, payload, msg_id, correlation_id).await
+    }
+
+    /// The `Nats-Msg-Id` of this input's next output of a type.
+    fn output_id(&mut self, cn_type: &'static str) -> String {
+        let n = self.next(cn_type);
+        format!("{}:{}:{cn_type}:{n}", self.agent, self.meta.input_id)
     }
 
     /// Like [`Context::publish`], and waits until this output is stored, for a handler whose
@@ -385,9 +391,8 @@ impl<'a> Context<'a> {
         subject: &Subject<P>,
         payload: &P,
     ) -> Result<Published, RuntimeError> {
-        let n = self.next(P::CN_TYPE);
         let trace = Trace {
-            msg_id: format!("{}:{}:{}:{n}", self.agent, self.meta.input_id, P::CN_TYPE),
+            msg_id: self.output_id(P::CN_TYPE),
             correlation_id: self.meta.correlation_id.clone(),
             causation_id: self.meta.message_id.clone(),
         };

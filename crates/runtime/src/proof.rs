@@ -9,8 +9,8 @@
 //! While an agent handles an input, its records are sent without waiting for JetStream's ack
 //! (`send_record`): the record is on its way while the agent publishes the output it
 //! explains, and [`ProofWriter::flush`], which the runtime calls before it acks the input,
-//! waits for it. The next append waits for it too, since its
-//! expected sequence is the previous record's, so at most one record is in flight.
+//! waits for it. The next append waits for it too, since its expected sequence is the
+//! previous record's, so at most one record is in flight.
 //!
 //! An optional idempotency key makes an append happen once per key: an input redelivered (or
 //! replayed after a crash) does not get its decision recorded twice. Keys live in the state

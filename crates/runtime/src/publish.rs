@@ -4,7 +4,7 @@
 //! `Cn-Causation-Id` (docs/contract.md, Headers). On a stream subject, [`Publisher::publish`]
 //! returns once JetStream has stored the message (or recognised it as a duplicate of one it
 //! stored before); the runtime's handlers send without waiting and collect the acks
-//! ([`Sent`]) to await before their input is acked, which is what lets an agent ack its input
+//! (`Sent`) to await before their input is acked, which is what lets an agent ack its input
 //! without losing anything.
 
 use async_nats::jetstream::{self, message::PublishMessage};
