@@ -207,7 +207,17 @@ impl Agent {
             Ok(request) => match handler.respond(&mut ctx, request).await {
                 // The reply says it is done: only once its records and outputs are stored.
                 Ok(reply) => ctx.confirm().await.map(|()| reply).map_err(HandleError::from),
-                Err(e) => Err(e),
+                Err(HandleError::Fatal(e)) => Err(HandleError::Fatal(e)),
+                // A refusal still waits for what the handler sent, so the rejection record
+                // below does not fail on a record of the handler's still in flight.
+                Err(e) => match ctx.confirm().await {
+                    Err(fatal) if fatal.is_fatal() => Err(HandleError::Fatal(fatal)),
+                    Err(other) => {
+                        warn!(error = %other, "what a refused request sent was not all stored");
+                        Err(e)
+                    }
+                    Ok(()) => Err(e),
+                },
             },
             Err(e) => Err(e),
         };

@@ -176,6 +176,7 @@ impl Processor<'_> {
                             // Whatever the handler decided, what it sent must be stored before
                             // the input is acked (a rejection is acked too).
                             match (handled, ctx.confirm().await) {
+                                (_, Err(e)) if e.is_fatal() => Err(HandleError::Fatal(e)),
                                 (Ok(()), Err(e)) | (Err(HandleError::Reject { .. }), Err(e)) => {
                                     Err(HandleError::from(e))
                                 }
