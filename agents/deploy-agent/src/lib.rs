@@ -165,8 +165,11 @@ impl DeployAgent {
         self.store.put(&CONTRACTS, &key, &c)?;
         match self.store.get(&STARTED, &key)?.filter(|s| c.covers(&s.deploy)) {
             Some(started) => {
+                // Forgotten only once the rollout is started: a failure before that (while
+                // superseding the current one) leaves it for the contract's redelivery.
+                self.start(ctx, &c, started).await?;
                 self.store.remove(&STARTED, &key)?;
-                self.start(ctx, &c, started).await
+                Ok(())
             }
             None => Ok(()),
         }
