@@ -204,21 +204,12 @@ impl Agent {
         .map_err(|e| HandleError::Reject { reason: e.reason(), message: e.to_string() });
         let mut ctx = self.context(inputs, &meta);
         let result = match request {
-            Ok(request) => match handler.respond(&mut ctx, request).await {
-                // The reply says it is done: only once its records and outputs are stored.
-                Ok(reply) => ctx.confirm().await.map(|()| reply).map_err(HandleError::from),
-                Err(HandleError::Fatal(e)) => Err(HandleError::Fatal(e)),
-                // A refusal still waits for what the handler sent, so the rejection record
-                // below does not fail on a record of the handler's still in flight.
-                Err(e) => match ctx.confirm().await {
-                    Err(fatal) if fatal.is_fatal() => Err(HandleError::Fatal(fatal)),
-                    Err(other) => {
-                        warn!(error = %other, "what a refused request sent was not all stored");
-                        Err(e)
-                    }
-                    Ok(()) => Err(e),
-                },
-            },
+            // The reply says it is done: only once what the handler sent is stored (and a
+            // rejection's record below does not wait on a record of the handler's).
+            Ok(request) => {
+                let handled = handler.respond(&mut ctx, request).await;
+                ctx.conclude(handled).await
+            }
             Err(e) => Err(e),
         };
         let (payload, reply_headers) = match result {
@@ -270,11 +261,8 @@ impl Agent {
         for due in handler.due(bus_schema::Timestamp::now()).into_iter().take(DUE_PER_TICK) {
             let meta = due.meta();
             let mut ctx = self.context(inputs, &meta);
-            let done = match handler.handle_due(&mut ctx, due.clone()).await {
-                Ok(()) => ctx.confirm().await.map_err(HandleError::from),
-                Err(e) => Err(e),
-            };
-            match done {
+            let handled = handler.handle_due(&mut ctx, due.clone()).await;
+            match ctx.conclude(handled).await {
                 Ok(()) => {}
                 Err(HandleError::Fatal(e)) => return Err(e),
                 Err(e) => {

@@ -170,18 +170,7 @@ impl Processor<'_> {
                         );
                         let work = async {
                             let handled = handler.handle(&mut ctx, decoded).await;
-                            if let Err(HandleError::Fatal(_)) = handled {
-                                return handled;
-                            }
-                            // Whatever the handler decided, what it sent must be stored before
-                            // the input is acked (a rejection is acked too).
-                            match (handled, ctx.confirm().await) {
-                                (_, Err(e)) if e.is_fatal() => Err(HandleError::Fatal(e)),
-                                (Ok(()), Err(e)) | (Err(HandleError::Reject { .. }), Err(e)) => {
-                                    Err(HandleError::from(e))
-                                }
-                                (handled, _) => handled,
-                            }
+                            ctx.conclude(handled).await
                         };
                         match live {
                             Some(msg) => with_progress(msg, self.policy.ack_wait, work).await,

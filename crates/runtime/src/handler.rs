@@ -247,6 +247,26 @@ impl<'a> Context<'a> {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Ends the handling of an input, request or item of due work: waits for what the handler
+    /// sent, whatever it decided, and says how it ended. A fatal error wins; a failed wait turns
+    /// success or a rejection into a retry (what it sent must be stored before the input is
+    /// acked); otherwise the handler's outcome stands.
+    pub(crate) async fn conclude<T>(
+        &mut self,
+        handled: Result<T, HandleError>,
+    ) -> Result<T, HandleError> {
+        if let Err(HandleError::Fatal(_)) = handled {
+            return handled;
+        }
+        match (handled, self.confirm().await) {
+            (_, Err(e)) if e.is_fatal() => Err(HandleError::Fatal(e)),
+            (Ok(_), Err(e)) | (Err(HandleError::Reject { .. }), Err(e)) => {
+                Err(HandleError::from(e))
+            }
+            (handled, _) => handled,
+        }
+    }
+
     /// How many messages another of this agent's inputs has not finished yet: stored and not
     /// delivered, or in hand. Inputs on different streams are not ordered with each other; an
     /// agent that needs facts from one input to decide on another can wait until that input
