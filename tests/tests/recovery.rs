@@ -20,8 +20,10 @@ use serde_json::json;
 
 const SERVICES: usize = 24;
 const SAMPLES_EACH: usize = 60;
-/// The agents killed mid-burst: the whole chain from sample to execution.
-const KILLED: [&str; 4] = ["issue-detector", "rl-optimizer", "governance-gate", "executor"];
+/// The agents killed mid-burst: the whole chain from sample to execution, and the negotiator,
+/// which learns from the same incidents and writes what it learned only at its checkpoints.
+const KILLED: [&str; 5] =
+    ["issue-detector", "rl-optimizer", "governance-gate", "executor", "risk-negotiator"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_killed_mid_burst_recover_from_snapshot_and_replay_losing_and_repeating_nothing() {

@@ -9,7 +9,9 @@
 //!
 //! The bus shell keeps contracts (with their drafted guardrails), the model, the learner and
 //! each service's remaining error budget in redb. Each input is worked out on copies, published
-//! and proved, written in one transaction, and only then taken into memory; a contract that
+//! and proved, and only then taken into memory, its contracts and budget written in one
+//! transaction; the model and the learner, which grow with the deploy history, are written at
+//! each checkpoint of the state file (the runtime replays what came after). A contract that
 //! would fail validation is never published. A new draft supersedes the open drafts of the same
 //! deployment. Contracts and their status changes go out on `cn.contracts.{env}.{service}`
 //! with a proof record first; counter-proposals are answered on `cn.negotiate.{env}.{service}`
@@ -86,8 +88,9 @@ impl Stored {
     }
 }
 
-/// What one input changes, written to redb in one transaction and only then taken into memory,
-/// so that a failed publish or write leaves the negotiator as it was.
+/// What one input changes, taken into memory (and its contracts and budget written to the
+/// state file) only once what the input published is stored, so that a failed publish or write
+/// leaves the negotiator as it was.
 #[derive(Debug, Default)]
 struct Pending {
     contracts: Vec<Stored>,
@@ -111,6 +114,9 @@ pub struct Negotiator {
     learner: Learner,
     /// Error budget left, by `env/service`.
     budgets: HashMap<String, f64>,
+    /// The model or the learner changed since the last checkpoint. They grow with the deploy
+    /// history, so they are written once per snapshot rather than once per input.
+    unsaved: bool,
 }
 
 fn key(env: &impl std::fmt::Display, service: &impl std::fmt::Display) -> String {
@@ -138,7 +144,7 @@ impl Negotiator {
         let model = store.get(&MODEL, SINGLETON)?.unwrap_or_default();
         let learner = store.get(&LEARNER, SINGLETON)?.unwrap_or_default();
         let budgets = store.scan(&BUDGETS)?.into_iter().collect();
-        Ok(Self { store, contracts, model, learner, budgets })
+        Ok(Self { store, contracts, model, learner, budgets, unsaved: false })
     }
 
     /// Publishes a contract (a draft or a status change), its proof record first.
@@ -166,19 +172,14 @@ impl Negotiator {
         Ok(())
     }
 
-    /// Writes what an input changed in one transaction, then takes it into memory — once what
-    /// the input published is stored, so a redelivery after a failed publish decides again.
+    /// Takes what an input changed into memory and writes its contracts and budget in one
+    /// transaction — once what the input published is stored, so a redelivery after a failed
+    /// publish decides again. The model and the learner wait for the next checkpoint.
     async fn commit(&mut self, ctx: &mut Context<'_>, pending: Pending) -> Result<(), HandleError> {
         ctx.confirm().await?;
         self.store.write(|tx| {
             for s in &pending.contracts {
                 tx.put(&CONTRACTS, &s.contract.contract_id.to_string(), s)?;
-            }
-            if let Some(model) = &pending.model {
-                tx.put(&MODEL, SINGLETON, model)?;
-            }
-            if let Some(learner) = &pending.learner {
-                tx.put(&LEARNER, SINGLETON, learner)?;
             }
             if let Some((k, b)) = &pending.budget {
                 tx.put(&BUDGETS, k, b)?;
@@ -190,9 +191,11 @@ impl Negotiator {
         }
         if let Some(model) = pending.model {
             self.model = model;
+            self.unsaved = true;
         }
         if let Some(learner) = pending.learner {
             self.learner = learner;
+            self.unsaved = true;
         }
         if let Some((k, b)) = pending.budget {
             self.budgets.insert(k, b);
@@ -447,6 +450,17 @@ impl Handler for Negotiator {
     type Input = NegotiatorInput;
     type Request = NegotiatorRequest;
     type Work = NoWork;
+
+    fn checkpoint(&mut self) -> Result<(), RuntimeError> {
+        if self.unsaved {
+            self.store.write(|tx| {
+                tx.put(&MODEL, SINGLETON, &self.model)?;
+                tx.put(&LEARNER, SINGLETON, &self.learner)
+            })?;
+            self.unsaved = false;
+        }
+        Ok(())
+    }
 
     async fn handle(
         &mut self,
