@@ -263,6 +263,11 @@ impl Puller {
                             durable: input.durable.clone(),
                             epoch: input.epoch.clone(),
                         });
+                        // Pulling one at a time, the next pull request can wait for the agent's
+                        // turn: what the agent sends for this message leaves first.
+                        if self.prefetch == 1 {
+                            tokio::task::yield_now().await;
+                        }
                     }
                     Some(Err(e)) => {
                         // A missed heartbeat means the server holds no live pull request for us

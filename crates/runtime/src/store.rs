@@ -21,6 +21,8 @@
 //! the file as of the last snapshot or durable write (never half-written), and the agent
 //! replays its inputs from that snapshot's position: JetStream is the log. [`Store::write_durably`] is for the rare write that must be on disk before the agent
 //! does something no replay can undo (the executor's claim before a real external action).
+//! Between commits the file does not change, so reads share one read transaction until the
+//! next commit.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -61,6 +63,9 @@ pub struct Store {
     /// Written since the last snapshot and not in the file yet. Reads see these first, so a
     /// write costs a map insert rather than a transaction on the file.
     unsaved: Arc<Mutex<Changes>>,
+    /// A read transaction on the file as of the last commit: the file changes only when the
+    /// store commits, so reads share one until then instead of beginning one each.
+    reader: Arc<Mutex<Option<redb::ReadTransaction>>>,
 }
 
 impl Store {
@@ -75,7 +80,12 @@ impl Store {
             };
             RuntimeError::Store { path: path.display().to_string(), message }
         })?;
-        Ok(Self { db: Arc::new(db), path: path.to_owned(), unsaved: Arc::default() })
+        Ok(Self {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            unsaved: Arc::default(),
+            reader: Arc::default(),
+        })
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> RuntimeError {
@@ -100,13 +110,18 @@ impl Store {
         if let Some(change) = self.unsaved().get(&(table, key.to_owned())) {
             return Ok(change.clone());
         }
-        let tx = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let t = match tx.open_table(def(table)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        let mut reader = self.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = match reader.take() {
+            Some(tx) => tx,
+            None => self.db.begin_read().map_err(|e| self.fail(e))?,
+        };
+        let found = match tx.open_table(def(table)) {
+            Ok(t) => t.get(key).map_err(|e| self.fail(e))?.map(|b| b.value().to_vec()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
             Err(e) => return Err(self.fail(e)),
         };
-        Ok(t.get(key).map_err(|e| self.fail(e))?.map(|b| b.value().to_vec()))
+        *reader = Some(tx);
+        Ok(found)
     }
 
     pub fn get<V: DeserializeOwned>(
@@ -239,6 +254,9 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| self.fail(e))?;
+        // Reads from now on must see this commit (they see the unsaved changes until they are
+        // cleared below); the old read transaction also kept freed pages from being reused.
+        self.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         unsaved.clear();
         staged.clear();
         Ok(())
@@ -370,6 +388,21 @@ mod tests {
             Some(4),
             "a durable write needs no snapshot"
         );
+    }
+
+    #[test]
+    fn reads_after_a_commit_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store.put(&COUNTS, "a", &1).unwrap();
+        assert!(store.snapshot(false, |_| Ok(())).unwrap());
+        // Read from the file (not the unsaved changes) before and after the next commit.
+        assert_eq!(store.get(&COUNTS, "a").unwrap(), Some(1));
+        assert_eq!(store.get(&COUNTS, "b").unwrap(), None);
+        store.put(&COUNTS, "b", &2).unwrap();
+        store.write_durably(|tx| tx.remove(&COUNTS, "a")).unwrap();
+        assert_eq!(store.get(&COUNTS, "b").unwrap(), Some(2), "committed, no longer unsaved");
+        assert_eq!(store.get(&COUNTS, "a").unwrap(), None, "removed by the commit");
     }
 
     #[test]
