@@ -185,14 +185,23 @@ pub enum ProofCommand {
 pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn main(cli: Cli) -> ExitCode {
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    // The bench measures the fleet: its client runs on one thread, so the figures carry no
+    // hand-offs between the client's own worker threads.
+    let mut builder = match cli.command {
+        Command::Bench { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
