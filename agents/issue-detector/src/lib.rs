@@ -32,13 +32,14 @@ use std::time::Duration;
 
 use agent_runtime::store::{Store, Table};
 use agent_runtime::{
-    AgentSpec, Context, HandleError, Handler, NoRequests, NoWork, ProofDraft, RuntimeArgs,
-    RuntimeError,
+    AgentSpec, Context, DecidedBy, HandleError, Handler, NoRequests, NoWork, ProofDraft,
+    RuntimeArgs, RuntimeError,
 };
+use bus_schema::codec::Payload;
 use bus_schema::fleet::DetectorInput;
 use bus_schema::inputs::PipelineEvent;
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, IncidentStatus, RejectReason, Timestamp, subject};
+use bus_schema::{AgentName, IncidentStatus, RejectReason, Subject, Timestamp, subject};
 use serde_json::json;
 
 use config::DetectorConfig;
@@ -85,7 +86,19 @@ impl Detector {
         Ok(Self { store, config, services, dirty: BTreeSet::new() })
     }
 
-    async fn emit(ctx: &mut Context<'_>, item: &Pending) -> Result<(), HandleError> {
+    /// Publishes one output of the outbox under the identity of the input that decided it
+    /// (`decided_by`), whichever input publishes it: a retry under a later input repeats the
+    /// same ids, which JetStream and the proof writer drop if the first attempt was stored.
+    /// Outputs queued before that was kept go out under the current input.
+    async fn emit(
+        ctx: &mut Context<'_>,
+        item: &Pending,
+        decided_by: Option<&DecidedBy>,
+    ) -> Result<(), HandleError> {
+        let key = decided_by.map(DecidedBy::key);
+        let key = key.as_deref();
+        let chain = decided_by
+            .map_or_else(|| ctx.meta().correlation_id.clone(), |d| d.correlation_id.clone());
         match item {
             Pending::Incident(incident) => {
                 let kind = match incident.status {
@@ -108,12 +121,9 @@ impl Detector {
                         "time_to_recover_s": incident.time_to_recover_s,
                     }));
                 // The record first, so the proof log reads in causal order.
-                ctx.prove(draft).await?;
-                ctx.publish(
-                    &subject::INCIDENTS.subject(&incident.env, &incident.service),
-                    incident,
-                )
-                .await?;
+                prove(ctx, draft.correlation(chain.clone()), key).await?;
+                let subject = subject::INCIDENTS.subject(&incident.env, &incident.service);
+                publish(ctx, &subject, incident, chain, key).await?;
             }
             Pending::Outcome(outcome, correlation) => {
                 let mut draft = ProofDraft::new(ProofKind::OutcomeRecorded)
@@ -128,17 +138,14 @@ impl Detector {
                 if let Some(p) = outcome.proposal_id {
                     draft = draft.proposal(p);
                 }
-                ctx.prove(draft).await?;
-                ctx.publish_in_chain(
-                    &subject::OUTCOMES.subject(&outcome.env, &outcome.service),
-                    outcome,
-                    correlation.clone(),
-                )
-                .await?;
+                prove(ctx, draft, key).await?;
+                let subject = subject::OUTCOMES.subject(&outcome.env, &outcome.service);
+                publish(ctx, &subject, outcome, correlation.clone(), key).await?;
             }
             // Burn rates and budget are telemetry, not decisions: published, not proved.
             Pending::Slo(slo) => {
-                ctx.publish(&subject::SLO.subject(&slo.env, &slo.service), slo).await?;
+                publish(ctx, &subject::SLO.subject(&slo.env, &slo.service), slo, chain, key)
+                    .await?;
             }
         }
         Ok(())
@@ -195,6 +202,32 @@ fn out_of_order(e: service::NotAdmitted) -> HandleError {
     }
 }
 
+/// Records a decision, once per `key` when it has one (else once per input).
+async fn prove(
+    ctx: &mut Context<'_>,
+    draft: ProofDraft,
+    key: Option<&str>,
+) -> Result<(), RuntimeError> {
+    match key {
+        Some(key) => ctx.prove_keyed(draft, key).await.map(drop),
+        None => ctx.prove(draft).await.map(drop),
+    }
+}
+
+/// Publishes an output in `chain`, under `key` when it has one (else under the input's id).
+async fn publish<P: Payload>(
+    ctx: &mut Context<'_>,
+    subject: &Subject<P>,
+    payload: &P,
+    chain: String,
+    key: Option<&str>,
+) -> Result<(), RuntimeError> {
+    match key {
+        Some(key) => ctx.publish_keyed(subject, payload, chain, key).await,
+        None => ctx.publish_in_chain(subject, payload, chain).await,
+    }
+}
+
 impl Handler for Detector {
     type Input = DetectorInput;
     type Request = NoRequests;
@@ -241,8 +274,8 @@ impl Handler for Detector {
         // Publish the outbox in order, pipelined, and mark it sent once all of it is stored; a
         // failure leaves it there for the retry (which publishes under the same ids).
         let mut waiting = 0;
-        for (_, item) in state.delivery.waiting() {
-            Self::emit(ctx, item).await?;
+        for w in state.delivery.waiting() {
+            Self::emit(ctx, w.output, w.decided_by).await?;
             waiting += 1;
         }
         if waiting > 0 {

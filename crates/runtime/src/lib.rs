@@ -74,7 +74,7 @@ pub use agent::{Agent, RunSummary};
 pub use config::RuntimeArgs;
 pub use error::RuntimeError;
 pub use handler::{Context, Due, HandleError, Handler, InputMeta, NoRequests, NoWork, Reply};
-pub use outbox::Outbox;
+pub use outbox::{DecidedBy, Outbox, Waiting};
 pub use proof::{ProofDraft, ProofWriter};
 pub use publish::{Published, Publisher, Trace};
 pub use spec::AgentSpec;

@@ -6,7 +6,11 @@
 //! per input, and the outputs decided but not yet stored on the bus, oldest first. Stored with
 //! the state in one write, it makes "decide, store, publish, store again" safe to repeat: a
 //! redelivery finds the input applied and only publishes what is still waiting, under the same
-//! message ids (derived from [`Outbox::published`]), which JetStream drops if they were stored.
+//! message ids, which JetStream drops if they were stored. Ids derive either from
+//! [`Outbox::published`] under a key of the state's own (a rollout's id), or from the input
+//! that decided the output ([`DecidedBy`]): an output left waiting by one input and published
+//! while handling a later one keeps the first input's ids and chain (its `Cn-Causation-Id`
+//! names the input it went out with).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -34,17 +38,55 @@ pub struct Outbox<T> {
     /// Outputs published so far: the next one's number.
     #[serde(default)]
     published: u64,
+    /// Which input decided each waiting output, lined up with `outbox` from the back: outputs
+    /// queued before this was kept have no entry, those queued by [`Outbox::push`] `None`.
+    #[serde(default = "VecDeque::new")]
+    decided_by: VecDeque<Option<DecidedBy>>,
+}
+
+/// The input that decided an output, and the output's place among what it decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecidedBy {
+    pub input_id: String,
+    pub correlation_id: String,
+    /// 0 for the first output the input decided.
+    pub n: u32,
+}
+
+impl DecidedBy {
+    /// A key unique to this output: `{input id}:{n}` (for `publish_keyed`, `prove_keyed`).
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.input_id, self.n)
+    }
+}
+
+/// An output waiting to be published.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Waiting<'a, T> {
+    /// Its number: [`Outbox::published`] counts up to it.
+    pub number: u64,
+    pub decided_by: Option<&'a DecidedBy>,
+    pub output: &'a T,
 }
 
 /// An input not applied yet, from [`Outbox::unapplied`]: hand it to [`Outbox::applied`] with
 /// what it decided.
 #[derive(Debug)]
 #[must_use = "mark the input applied with Outbox::applied"]
-pub struct Unapplied(Option<(String, u64)>);
+pub struct Unapplied {
+    position: Option<(String, u64)>,
+    input_id: String,
+    correlation_id: String,
+}
 
 impl<T> Default for Outbox<T> {
     fn default() -> Self {
-        Self { applied: BTreeMap::new(), outbox: VecDeque::new(), published: 0 }
+        Self {
+            applied: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            published: 0,
+            decided_by: VecDeque::new(),
+        }
     }
 }
 
@@ -67,8 +109,13 @@ impl<T> Outbox<T> {
     /// assert_eq!(outbox.len(), 2, "the redelivery of 7 decided nothing");
     /// ```
     pub fn unapplied(&self, meta: &InputMeta) -> Option<Unapplied> {
+        let unapplied = |position| Unapplied {
+            position,
+            input_id: meta.input_id.clone(),
+            correlation_id: meta.correlation_id.clone(),
+        };
         let Some((source, seq)) = stream_position(&meta.input_id) else {
-            return Some(Unapplied(None));
+            return Some(unapplied(None));
         };
         let key = format!("{}:{source}", meta.input);
         // Positions written before the input's name was part of the key (0.8) still count.
@@ -76,15 +123,20 @@ impl<T> Outbox<T> {
         if done.is_some_and(|done| *done >= seq) {
             return None;
         }
-        Some(Unapplied(Some((key, seq))))
+        Some(unapplied(Some((key, seq))))
     }
 
-    /// Marks `input` applied and queues what it decided.
+    /// Marks `input` applied and queues what it decided, each output with its [`DecidedBy`].
     pub fn applied(&mut self, input: Unapplied, outputs: impl IntoIterator<Item = T>) {
-        if let Unapplied(Some((key, seq))) = input {
+        let Unapplied { position, input_id, correlation_id } = input;
+        if let Some((key, seq)) = position {
             self.mark(key, seq);
         }
-        self.outbox.extend(outputs);
+        for (n, output) in (0_u32..).zip(outputs) {
+            self.outbox.push_back(output);
+            let (input_id, correlation_id) = (input_id.clone(), correlation_id.clone());
+            self.decided_by.push_back(Some(DecidedBy { input_id, correlation_id, n }));
+        }
     }
 
     fn mark(&mut self, key: String, seq: u64) {
@@ -99,7 +151,10 @@ impl<T> Outbox<T> {
 
     /// Queues outputs decided outside an input (e.g. when a rollout starts).
     pub fn push(&mut self, outputs: impl IntoIterator<Item = T>) {
-        self.outbox.extend(outputs);
+        for output in outputs {
+            self.outbox.push_back(output);
+            self.decided_by.push_back(None);
+        }
     }
 
     /// Nothing is waiting to be published.
@@ -135,9 +190,16 @@ impl<T> Outbox<T> {
         self.outbox.front().map(|t| (self.published, t))
     }
 
-    /// Every output waiting, oldest first, with its number.
-    pub fn waiting(&self) -> impl Iterator<Item = (u64, &T)> {
-        self.outbox.iter().enumerate().map(|(i, t)| (self.published + i as u64, t))
+    /// Every output waiting, oldest first, with its number and the input that decided it.
+    pub fn waiting(&self) -> impl Iterator<Item = Waiting<'_, T>> {
+        let (queued, known) = (self.outbox.len(), self.decided_by.len());
+        self.outbox.iter().enumerate().map(move |(i, output)| Waiting {
+            number: self.published + i as u64,
+            decided_by: (i + known)
+                .checked_sub(queued)
+                .and_then(|j| self.decided_by.get(j)?.as_ref()),
+            output,
+        })
     }
 
     /// The first `n` outputs [`Outbox::waiting`] gave are stored on the bus.
@@ -149,9 +211,14 @@ impl<T> Outbox<T> {
 
     /// The output [`Outbox::next`] gave is stored on the bus: the next one comes up.
     pub fn sent(&mut self) {
-        if self.outbox.pop_front().is_some() {
-            self.published += 1;
+        if self.outbox.is_empty() {
+            return;
         }
+        if self.decided_by.len() >= self.outbox.len() {
+            self.decided_by.pop_front();
+        }
+        self.outbox.pop_front();
+        self.published += 1;
     }
 }
 
@@ -248,6 +315,47 @@ mod tests {
         assert_eq!((o.next(), o.published(), o.is_empty()), (None, 3, true));
         o.sent();
         assert_eq!(o.published(), 3, "nothing to send: nothing counted");
+    }
+
+    /// The key and chain each waiting output would be published under.
+    fn keys(o: &Outbox<u32>) -> Vec<(u32, Option<(String, String)>)> {
+        o.waiting()
+            .map(|w| (*w.output, w.decided_by.map(|d| (d.key(), d.correlation_id.clone()))))
+            .collect()
+    }
+
+    fn by(input: &str, n: u32) -> Option<(String, String)> {
+        Some((format!("{input}:{n}"), input.to_owned()))
+    }
+
+    #[test]
+    fn an_output_left_waiting_keeps_the_identity_of_the_input_that_decided_it() {
+        let mut o = Outbox::default();
+        apply(&mut o, &input("events", "CN_EVENTS:a:7"), decided(&[1, 2])).unwrap();
+        o.sent();
+        // Output 2's publish failed; a later input decides 3 and publishes 2 along with it:
+        // 2 keeps input 7's key and chain, so a repeat of a publish that was stored after all
+        // is dropped, not published again under input 8's ids.
+        apply(&mut o, &input("events", "CN_EVENTS:a:8"), decided(&[3])).unwrap();
+        assert_eq!(keys(&o), [(2, by("CN_EVENTS:a:7", 1)), (3, by("CN_EVENTS:a:8", 0))]);
+        o.push([4]);
+        o.sent_all(2);
+        assert_eq!(keys(&o), [(4, None)], "pushed outside an input: no input to keep");
+    }
+
+    #[test]
+    fn outputs_waiting_from_before_inputs_were_kept_line_up_with_later_ones() {
+        // As loaded from a state file written before `decided_by` existed.
+        let mut o: Outbox<u32> = Outbox { outbox: VecDeque::from([1, 2]), ..Outbox::default() };
+        apply(&mut o, &input("events", "CN_EVENTS:a:9"), decided(&[3])).unwrap();
+        assert_eq!(keys(&o), [(1, None), (2, None), (3, by("CN_EVENTS:a:9", 0))]);
+        o.sent();
+        assert_eq!(keys(&o), [(2, None), (3, by("CN_EVENTS:a:9", 0))]);
+        o.sent();
+        assert_eq!(keys(&o), [(3, by("CN_EVENTS:a:9", 0))]);
+        let again: Outbox<u32> =
+            rmp_serde::from_slice(&rmp_serde::to_vec_named(&o).unwrap()).unwrap();
+        assert_eq!(again, o, "kept across the state file");
     }
 
     #[test]
