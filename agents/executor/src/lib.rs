@@ -19,7 +19,7 @@ use agent_runtime::store::{Store, Table};
 use agent_runtime::{
     AgentSpec, Context, HandleError, Handler, NoRequests, NoWork, ProofDraft, RuntimeArgs,
 };
-use bus_schema::approval::{self, ApprovalError, ApprovalVerifier};
+use bus_schema::approval::{self, ApprovalVerifier};
 use bus_schema::fleet::ExecutorInput;
 use bus_schema::proof::ProofKind;
 use bus_schema::{
@@ -167,10 +167,7 @@ impl Executor {
     /// Checks a fresh approval whose signature was verified before acting; `Err` is the
     /// refusal.
     fn check(&self, a: &SignedApproval, now: Timestamp) -> Result<(), (ReasonCode, String)> {
-        if now >= a.claims.expires_at {
-            let e = ApprovalError::Expired { expires_at: a.claims.expires_at, now };
-            return Err((ReasonCode::Expired, e.to_string()));
-        }
+        approval::check_expiry(a, now).map_err(|e| (ReasonCode::Expired, e.to_string()))?;
         let action = &a.claims.action;
         match &self.backend {
             ExecBackend::Command(commands) if commands.get(action).is_none() => Err((

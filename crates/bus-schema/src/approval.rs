@@ -117,6 +117,11 @@ pub fn verify(
     now: Timestamp,
 ) -> Result<(), ApprovalError> {
     verify_signature(approval, trusted)?;
+    check_expiry(approval, now)
+}
+
+/// Checks only that the approval has not expired at `now`.
+pub fn check_expiry(approval: &SignedApproval, now: Timestamp) -> Result<(), ApprovalError> {
     if now >= approval.claims.expires_at {
         return Err(ApprovalError::Expired { expires_at: approval.claims.expires_at, now });
     }

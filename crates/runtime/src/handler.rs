@@ -416,10 +416,7 @@ impl<'a> Context<'a> {
             correlation_id: self.meta.correlation_id.clone(),
             causation_id: self.meta.message_id.clone(),
         };
-        match self.publisher.send_payload(subject, payload, &trace).await? {
-            Some(sent) => sent.acked().await,
-            None => Ok(Published { stream_seq: 0, duplicate: false }),
-        }
+        self.publisher.publish(subject, payload, &trace).await
     }
 
     /// Like [`Context::publish_in_chain`] for an output whose identity is its own rather than

@@ -299,21 +299,14 @@ impl ProofWriter {
         }
         let sealed = self.seal(draft)?;
         let seq = sealed.record.seq;
-        match self.send(seq, sealed.bytes, sealed.hash, key).await {
-            Ok(sent) => {
-                self.head = ChainHead { seq, hash: sealed.hash };
-                self.in_flight = Some(InFlight { seq, key: key.map(str::to_owned), sent });
-                // Until its ack is in, whether it is stored is unknown: should the wait be cut
-                // short (a shutdown's grace running out), the head is read back before the next
-                // append rather than trusted.
-                self.stale = true;
-                Ok(seq)
-            }
-            Err(e) => {
-                self.stale = true;
-                Err(e)
-            }
-        }
+        // Until its ack is in (or the send failed), whether it is stored is unknown: should the
+        // wait be cut short (a shutdown's grace running out), the head is read back before the
+        // next append rather than trusted.
+        self.stale = true;
+        let sent = self.send(seq, sealed.bytes, sealed.hash, key).await?;
+        self.head = ChainHead { seq, hash: sealed.hash };
+        self.in_flight = Some(InFlight { seq, key: key.map(str::to_owned), sent });
+        Ok(seq)
     }
 
     /// Waits until the last record appended is stored. After an error the head is read back
