@@ -259,3 +259,112 @@ async fn an_action_that_does_not_cure_is_followed_by_the_next_and_a_spent_budget
         for_service(&records, ProofKind::ActionRefused, s)
     );
 }
+
+/// A pipeline that scrapes on an interval sends each service's samples as one batch
+/// (`cn.events.metric-batch`): the crash inside a batch is restarted like a single sample's, a
+/// sample far behind the others is rejected on its own (env, service and its place in the
+/// batch on the record) while the rest are judged, and a batch with an invalid sample is
+/// rejected whole, naming the sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loops_sent_in_metric_batches_are_restarted_and_a_late_sample_is_rejected_alone() {
+    const N: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = quick_policy(dir.path());
+    let fleet = Fleet::start_with(&[
+        ("governance-gate", &["--policy", &policy]),
+        ("rl-optimizer", &["--policy", &policy]),
+    ])
+    .await
+    .unwrap();
+    let base = -2400;
+    let services: Vec<String> = (0..N).map(|n| format!("batch-{n}")).collect();
+    let healthy = json!({"error_rate": 0.001, "p95_latency_ms": 140, "restarts": 3});
+    for s in &services {
+        pipeline_pub(
+            &fleet,
+            &format!("cn.events.deploy.stage.{s}"),
+            deploy_at(s, "1.0.0", None, base),
+        )
+        .await;
+        let batch = json!({"samples": [
+            metric_at("stage", s, base + 10, healthy.clone()),
+            metric_at("stage", s, base + 40, healthy.clone()),
+            metric_at("stage", s, base - 3600, healthy.clone()), // an hour behind: not judged
+            metric_at("stage", s, base + 70, json!({"crash_looping": true, "restarts": 4})),
+        ]});
+        pipeline_pub(&fleet, &format!("cn.events.metric-batch.stage.{s}"), batch).await;
+    }
+    let restarted = |r: &ProofRecord| r.action == Some(Action::Restart);
+    let records = fleet
+        .records_until("every crash loop in a batch restarted", |r| {
+            count(r, ProofKind::ActionExecuted, restarted) >= N
+        })
+        .await
+        .unwrap();
+    for s in &services {
+        let opened = for_service(&records, ProofKind::IncidentOpened, s);
+        assert_eq!(opened.len(), 1, "{s}: one incident");
+        assert_eq!(opened[0].detail["kind"], "crash_loop");
+        let rejected = for_service(&records, ProofKind::EventRejected, s);
+        assert_eq!(rejected.len(), 1, "{s}: the late sample alone: {rejected:#?}");
+        assert_eq!(rejected[0].reason.as_deref(), Some("out_of_order"));
+        assert_eq!(rejected[0].detail["sample"], 2, "{s}");
+        assert!(rejected[0].detail["error"].as_str().unwrap().contains("behind"), "{s}");
+    }
+
+    // Then healthy again, ten minutes of samples in two batches: resolved and judged recovered.
+    for s in &services {
+        for half in 0..2 {
+            let samples: Vec<Value> = (1..=10)
+                .map(|k| metric_at("stage", s, base + 70 + 30 * (10 * half + k), healthy.clone()))
+                .collect();
+            pipeline_pub(
+                &fleet,
+                &format!("cn.events.metric-batch.stage.{s}"),
+                json!({"samples": samples}),
+            )
+            .await;
+        }
+    }
+    let recovered = |r: &ProofRecord| r.detail["recovered"] == json!(true);
+    fleet
+        .records_until("every incident from a batch resolved and judged recovered", |r| {
+            count(r, ProofKind::IncidentResolved, |_| true) >= N
+                && count(r, ProofKind::OutcomeRecorded, recovered) >= N
+        })
+        .await
+        .unwrap();
+
+    // A batch with one invalid sample: rejected whole by every reader, naming the sample.
+    let s = &services[0];
+    let mut bad = metric_at("stage", s, base + 800, healthy.clone());
+    bad["error_rate"] = json!(7);
+    let batch = json!({"samples": [metric_at("stage", s, base + 790, json!({"crash_looping": true})), bad]});
+    pipeline_pub(&fleet, &format!("cn.events.metric-batch.stage.{s}"), batch).await;
+    let records = fleet
+        .records_until("the invalid batch rejected by both its readers", |r| {
+            of_kind(r, ProofKind::EventRejected)
+                .iter()
+                .filter(|r| r.reason.as_deref() == Some("out_of_range"))
+                .count()
+                >= 2
+        })
+        .await
+        .unwrap();
+    let invalid: Vec<_> = of_kind(&records, ProofKind::EventRejected)
+        .into_iter()
+        .filter(|r| r.reason.as_deref() == Some("out_of_range"))
+        .collect();
+    let mut readers: Vec<&str> = invalid.iter().map(|r| r.agent.as_str()).collect();
+    readers.sort_unstable();
+    assert_eq!(readers, ["deploy-agent", "issue-detector"]);
+    for r in &invalid {
+        let error = r.detail["error"].as_str().unwrap();
+        assert!(error.starts_with("samples[1].error_rate = 7"), "{error}");
+    }
+    assert_eq!(
+        for_service(&records, ProofKind::IncidentOpened, s).len(),
+        1,
+        "the crash in the rejected batch was not applied"
+    );
+}

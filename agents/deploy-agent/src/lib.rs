@@ -345,6 +345,15 @@ impl Handler for DeployAgent {
                 let key = rollout::key(&m.env, &m.service);
                 self.drive(ctx, &key, |r, now| r.on_metric(&m, now)).await
             }
+            I::MetricBatch(b) => {
+                // One input: the samples are applied together, in order, or not at all.
+                let Some(first) = b.samples.first() else { return Ok(()) };
+                let key = rollout::key(&first.env, &first.service);
+                self.drive(ctx, &key, |r, now| {
+                    b.samples.iter().flat_map(|m| r.on_metric(m, now)).collect()
+                })
+                .await
+            }
             I::Executed(x) => {
                 let key = rollout::key(&x.env, &x.service);
                 self.drive(ctx, &key, |r, now| r.on_executed(&x, now)).await

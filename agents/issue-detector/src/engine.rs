@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bus_schema::{
     Action, Backend, DeployEvent, DeployStatus, ExecutionResult, ExecutionStatus, Incident,
-    IncidentKind, LogEvent, MetricSample, SloStatus, Timestamp, Variant,
+    IncidentKind, LogEvent, MetricBatch, MetricSample, SloStatus, Timestamp, Variant,
 };
 
 use crate::config::DetectorConfig;
@@ -26,15 +26,21 @@ pub struct Output {
     pub incidents: Vec<Incident>,
     pub outcomes: Vec<Judged>,
     pub slo: Option<SloStatus>,
+    /// Samples of a batch that could not be judged: their place in the batch and why.
+    pub rejected: Vec<(usize, NotAdmitted)>,
 }
 
 impl Output {
     /// The outputs in publishing order.
     pub fn into_pending(self) -> Vec<Pending> {
+        let rejected = self.rejected.into_iter().map(|(sample, why)| Pending::Rejected {
+            sample,
+            error: format!("timestamp is {why}; not judged"),
+        });
         let incidents = self.incidents.into_iter().map(Pending::Incident);
         let outcomes =
             self.outcomes.into_iter().map(|(o, correlation)| Pending::Outcome(o, correlation));
-        incidents.chain(outcomes).chain(self.slo.map(Pending::Slo)).collect()
+        rejected.chain(incidents).chain(outcomes).chain(self.slo.map(Pending::Slo)).collect()
     }
 }
 
@@ -62,6 +68,30 @@ impl ServiceState {
         let mut out = self.step(config, input_id, verdicts, related);
         out.slo = self.slo_status(&view, now);
         Ok(out)
+    }
+
+    /// A batch of samples, in order, each as if it had come alone (under an id of its own,
+    /// `{input_id}/{i}`). A sample too far out of order is rejected by itself and the rest are
+    /// judged; of the SLO statuses only the last is kept (telemetry, not a decision).
+    pub fn on_metric_batch(
+        &mut self,
+        batch: &MetricBatch,
+        config: &DetectorConfig,
+        input_id: &str,
+        wall_clock: Timestamp,
+    ) -> Output {
+        let mut all = Output::default();
+        for (i, m) in batch.samples.iter().enumerate() {
+            match self.on_metric(m, config, &format!("{input_id}/{i}"), wall_clock) {
+                Ok(out) => {
+                    all.incidents.extend(out.incidents);
+                    all.outcomes.extend(out.outcomes);
+                    all.slo = out.slo.or(all.slo);
+                }
+                Err(why) => all.rejected.push((i, why)),
+            }
+        }
+        all
     }
 
     /// A deploy event: failed deploys, regression watches.
@@ -154,7 +184,7 @@ impl ServiceState {
         let incidents = self.incidents.apply(&step, verdicts);
         let mut outcomes = outcome::revise(self, &incidents);
         outcomes.extend(outcome::judge_due(self, Duration::from_secs(t.flap_window_s)));
-        Output { incidents, outcomes, slo: None }
+        Output { incidents, outcomes, ..Output::default() }
     }
 
     /// The SLO status, when it changed meaningfully or was last published a while ago.

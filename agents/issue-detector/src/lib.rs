@@ -39,8 +39,11 @@ use bus_schema::codec::Payload;
 use bus_schema::fleet::DetectorInput;
 use bus_schema::inputs::PipelineEvent;
 use bus_schema::proof::ProofKind;
-use bus_schema::{AgentName, IncidentStatus, RejectReason, Subject, Timestamp, subject};
+use bus_schema::{
+    AgentName, Env, IncidentStatus, RejectReason, ServiceName, Subject, Timestamp, subject,
+};
 use serde_json::json;
+use tracing::warn;
 
 use config::DetectorConfig;
 use engine::Pending;
@@ -92,6 +95,7 @@ impl Detector {
     /// Outputs queued before that was kept go out under the current input.
     async fn emit(
         ctx: &mut Context<'_>,
+        (env, service): (&Env, &ServiceName),
         item: &Pending,
         decided_by: Option<&DecidedBy>,
     ) -> Result<(), HandleError> {
@@ -141,6 +145,18 @@ impl Detector {
                 prove(ctx, draft, key).await?;
                 let subject = subject::OUTCOMES.subject(&outcome.env, &outcome.service);
                 publish(ctx, &subject, outcome, correlation.clone(), key).await?;
+            }
+            Pending::Rejected { sample, error } => {
+                // The batch's input, whichever input publishes this (a leftover goes out later).
+                let input =
+                    decided_by.map_or_else(|| ctx.meta().input_id.clone(), |d| d.input_id.clone());
+                warn!(input = %input, sample, "rejected a sample of a metric batch: {error}");
+                let draft = ProofDraft::new(ProofKind::EventRejected)
+                    .scope(env, service)
+                    .reason(RejectReason::OutOfOrder.as_str())
+                    .correlation(chain)
+                    .detail(json!({"error": error, "input_id": input, "sample": sample}));
+                prove(ctx, draft, key).await?;
             }
             // Burn rates and budget are telemetry, not decisions: published, not proved.
             Pending::Slo(slo) => {
@@ -241,6 +257,11 @@ impl Handler for Detector {
         use DetectorInput::{Event, Executed};
         let (env, service) = match &input {
             Event(PipelineEvent::Metric(m)) => (m.env.clone(), m.service.clone()),
+            // Validation leaves no empty batch and makes every sample's service the same.
+            Event(PipelineEvent::MetricBatch(b)) => match b.samples.first() {
+                Some(m) => (m.env.clone(), m.service.clone()),
+                None => return Ok(()),
+            },
             Event(PipelineEvent::Log(l)) => (l.env.clone(), l.service.clone()),
             Event(PipelineEvent::Deploy(d)) => (d.env.clone(), d.service.clone()),
             Executed(r) => (r.env.clone(), r.service.clone()),
@@ -260,6 +281,9 @@ impl Handler for Detector {
                 Event(PipelineEvent::Metric(m)) => {
                     state.on_metric(&m, config, &input_id, wall_clock)
                 }
+                Event(PipelineEvent::MetricBatch(b)) => {
+                    Ok(state.on_metric_batch(&b, config, &input_id, wall_clock))
+                }
                 Event(PipelineEvent::Log(l)) => state.on_log(&l, config, &input_id, wall_clock),
                 Event(PipelineEvent::Deploy(d)) => {
                     state.on_deploy(&d, config, &input_id, wall_clock)
@@ -275,7 +299,7 @@ impl Handler for Detector {
         // failure leaves it there for the retry (which publishes under the same ids).
         let mut waiting = 0;
         for w in state.delivery.waiting() {
-            Self::emit(ctx, w.output, w.decided_by).await?;
+            Self::emit(ctx, (&state.env, &state.service), w.output, w.decided_by).await?;
             waiting += 1;
         }
         if waiting > 0 {

@@ -72,4 +72,10 @@ pub enum Pending {
     /// With the correlation id of the action's chain.
     Outcome(Outcome, String),
     Slo(SloStatus),
+    /// A sample of a batch that could not be judged (the others were): recorded as
+    /// `event_rejected`, since the batch as a whole is accepted.
+    Rejected {
+        sample: usize,
+        error: String,
+    },
 }

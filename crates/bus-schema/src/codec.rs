@@ -112,6 +112,20 @@ fn service_scope<'a>(env: &'a Env, service: &'a ServiceName) -> Scope<'a> {
 
 payload!(DeployEvent, "cn.v1.deploy_event", Json, |p| service_scope(&p.env, &p.service), stamped);
 payload!(MetricSample, "cn.v1.metric_sample", Json, |p| service_scope(&p.env, &p.service), stamped);
+impl Payload for MetricBatch {
+    const CN_TYPE: &'static str = "cn.v1.metric_batch";
+    const ENCODING: Encoding = Encoding::Json;
+    /// The samples' service (validation makes them all the same); an empty batch has none.
+    fn scope(&self) -> Scope<'_> {
+        match self.samples.first() {
+            Some(m) => service_scope(&m.env, &m.service),
+            None => Scope::Unscoped,
+        }
+    }
+    fn stamped_at(&self) -> Option<Timestamp> {
+        self.newest()
+    }
+}
 payload!(LogEvent, "cn.v1.log_event", Json, |p| service_scope(&p.env, &p.service), stamped);
 payload!(ContractRequest, "cn.v1.contract_request", Json, |p| service_scope(&p.env, &p.service));
 payload!(OnboardRequest, "cn.v1.onboard_request", Json, |p| Scope::Env(&p.env));
@@ -197,6 +211,9 @@ impl DecodeError {
     /// The stable reason code for the `event_rejected` record.
     pub fn reason(&self) -> RejectReason {
         match self {
+            DecodeError::Invalid(ValidationError::Item { error, .. }) => {
+                DecodeError::Invalid((**error).clone()).reason()
+            }
             DecodeError::TooLarge { .. } => RejectReason::TooLarge,
             DecodeError::UnsupportedContentType(_) => RejectReason::UnsupportedContentType,
             DecodeError::Empty | DecodeError::Malformed { .. } => RejectReason::Malformed,
@@ -206,9 +223,9 @@ impl DecodeError {
                 ValidationError::TooLong { .. } | ValidationError::TooMany { .. } => {
                     RejectReason::FieldTooLarge
                 }
-                ValidationError::Empty { .. } | ValidationError::Invalid { .. } => {
-                    RejectReason::InvalidField
-                }
+                ValidationError::Empty { .. }
+                | ValidationError::Invalid { .. }
+                | ValidationError::Item { .. } => RejectReason::InvalidField,
             },
             DecodeError::BadSubject { .. } => RejectReason::InvalidSubject,
             DecodeError::ScopeMismatch { .. } => RejectReason::ScopeMismatch,
@@ -395,6 +412,7 @@ macro_rules! inbound {
 inbound!(
     Deploy(DeployEvent),
     Metric(MetricSample),
+    MetricBatch(MetricBatch),
     Log(LogEvent),
     ContractRequest(ContractRequest),
     Onboard(OnboardRequest),
@@ -445,6 +463,7 @@ pub fn decode_inbound_at(
     match tokens.as_slice() {
         ["cn", "events", "deploy", e, s] => ctx.service(e, s).map(I::Deploy),
         ["cn", "events", "metric", e, s] => ctx.service(e, s).map(I::Metric),
+        ["cn", "events", "metric-batch", e, s] => ctx.service(e, s).map(I::MetricBatch),
         ["cn", "events", "log", e, s] => ctx.service(e, s).map(I::Log),
         ["cn", "requests", "contract", e, s] => ctx.service(e, s).map(I::ContractRequest),
         ["cn", "requests", "onboard", e] => ctx.env(e).map(I::Onboard),

@@ -454,3 +454,128 @@ fn a_version_with_a_bidi_override_or_control_character_is_rejected_naming_the_fi
         assert!(err.to_string().contains(field), "{err}");
     }
 }
+
+const BATCH_SUBJECT: &str = "cn.events.metric-batch.prod.payments-api";
+
+fn decode_batch(v: &Value, content_type: Option<&str>) -> Result<Inbound, DecodeError> {
+    let bytes = match content_type {
+        Some("application/msgpack") => rmp_serde::to_vec_named(v).unwrap(),
+        _ => v.to_string().into_bytes(),
+    };
+    decode_inbound(BATCH_SUBJECT, content_type, &bytes, &Limits::DEFAULT)
+}
+
+fn metric_at(second: u32) -> Value {
+    let mut m = good_metric();
+    m["timestamp"] = json!(format!("2026-02-20T17:01:{second:02}Z"));
+    m
+}
+
+#[test]
+fn a_metric_batch_decodes_in_json_and_msgpack_with_its_samples_in_order() {
+    let batch = json!({"samples": [metric_at(1), metric_at(2), {"service":"payments-api","env":"prod","timestamp":"2026-02-20T17:01:03Z"}]});
+    for ct in [None, Some("application/json"), Some("application/msgpack")] {
+        let Inbound::MetricBatch(b) = decode_batch(&batch, ct).unwrap() else {
+            panic!("not a batch")
+        };
+        let seconds: Vec<String> = b.samples.iter().map(|m| m.timestamp.to_string()).collect();
+        assert_eq!(seconds.len(), 3, "{ct:?}");
+        assert!(seconds[0] < seconds[1] && seconds[1] < seconds[2], "{seconds:?}");
+        assert_eq!(b.samples[2].error_rate, None, "every measurement stays optional");
+    }
+}
+
+#[test]
+fn a_bad_sample_rejects_the_batch_naming_its_place_and_keeping_its_reason() {
+    let mut bad = metric_at(2);
+    bad["error_rate"] = json!(2.5);
+    let err = decode_batch(&json!({"samples": [metric_at(1), bad]}), None).unwrap_err();
+    assert_eq!(err.reason(), RejectReason::OutOfRange);
+    assert_eq!(err.to_string(), "samples[1].error_rate = 2.5 is out of range (allowed: 0..=1)");
+
+    let mut other = metric_at(2);
+    other["service"] = json!("checkout");
+    let err = decode_batch(&json!({"samples": [metric_at(1), other]}), None).unwrap_err();
+    assert_eq!(err.reason(), RejectReason::InvalidField);
+    assert!(err.to_string().starts_with("samples[1].service: is \"checkout\""), "{err}");
+
+    let mut wrong_type = metric_at(2);
+    wrong_type["cpu_percent"] = json!("high");
+    let err = decode_batch(&json!({"samples": [metric_at(1), wrong_type]}), None).unwrap_err();
+    assert_eq!(err.reason(), RejectReason::InvalidField);
+    assert!(err.to_string().starts_with("samples[1].cpu_percent:"), "{err}");
+}
+
+#[test]
+fn a_batch_must_match_its_subject_hold_samples_and_not_too_many() {
+    let elsewhere = decode_inbound(
+        "cn.events.metric-batch.prod.checkout",
+        None,
+        json!({"samples": [metric_at(1)]}).to_string().as_bytes(),
+        &Limits::DEFAULT,
+    )
+    .unwrap_err();
+    assert_eq!(elsewhere.reason(), RejectReason::ScopeMismatch);
+
+    let empty = decode_batch(&json!({"samples": []}), None).unwrap_err();
+    assert_eq!(empty.to_string(), "samples must not be empty");
+    assert_eq!(decode_batch(&json!({}), None).unwrap_err().reason(), RejectReason::InvalidField);
+    assert_eq!(
+        decode_batch(&json!([metric_at(1)]), None).unwrap_err().reason(),
+        RejectReason::InvalidField
+    );
+
+    let minimal = json!({"service":"payments-api","env":"prod","timestamp":"2026-02-20T17:01:00Z"});
+    let many = json!({"samples": vec![minimal; MAX_BATCH_SAMPLES + 1]});
+    let err = decode_inbound(
+        BATCH_SUBJECT,
+        Some("application/msgpack"),
+        &rmp_serde::to_vec_named(&many).unwrap(),
+        &Limits::DEFAULT,
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), RejectReason::FieldTooLarge, "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "samples has {} items; at most {MAX_BATCH_SAMPLES} are allowed",
+            MAX_BATCH_SAMPLES + 1
+        )
+    );
+}
+
+#[test]
+fn a_batch_with_one_sample_ahead_of_the_clock_is_rejected_as_out_of_order() {
+    let clock: crate::Timestamp = "2026-02-20T17:01:00Z".parse().unwrap();
+    let mut ahead = metric_at(0);
+    ahead["timestamp"] = json!("2026-02-20T17:05:00Z");
+    let bytes = json!({"samples": [metric_at(0), ahead]}).to_string();
+    let err = decode_inbound_at(BATCH_SUBJECT, None, bytes.as_bytes(), &Limits::DEFAULT, clock)
+        .unwrap_err();
+    assert_eq!(err.reason(), RejectReason::OutOfOrder);
+}
+
+proptest! {
+    #[test]
+    fn metric_batches_round_trip_through_their_subject(mut samples in proptest::collection::vec(arb::metric_sample(), 1..20)) {
+        // One service, values clamped into range, as in the single-sample property.
+        let (env, service) = (samples[0].env.clone(), samples[0].service.clone());
+        for m in &mut samples {
+            m.env = env.clone();
+            m.service = service.clone();
+            m.error_rate = m.error_rate.map(|x| x.abs().fract());
+            for f in [&mut m.p95_latency_ms, &mut m.p99_latency_ms] { *f = f.map(|x| x.abs() % 86_400_000.0); }
+            for f in [&mut m.cpu_percent, &mut m.memory_percent] { *f = f.map(|x| x.abs() % 100.0); }
+            m.qps = m.qps.map(|x| x.abs() % 1e9);
+            m.source = m.source.take().map(|s| s.chars().take(100).collect());
+        }
+        let batch = MetricBatch { samples };
+        round_trips(&batch)?;
+        let out = Outgoing::new(&subject::METRIC_BATCHES.subject(&env, &service), &batch).unwrap();
+        let clock = batch.newest().unwrap().plus(std::time::Duration::from_secs(1));
+        if out.payload.len() <= Limits::DEFAULT.max_payload {
+            let got = decode_inbound_at(&out.subject, Some(out.encoding.content_type()), &out.payload, &Limits::DEFAULT, clock).unwrap();
+            prop_assert_eq!(got, Inbound::MetricBatch(batch));
+        }
+    }
+}

@@ -38,6 +38,7 @@ crate::inputs! {
         Onboard(OnboardRequest) = "onboarding" from subject::ONBOARD_REQUESTS,
         Contract(Contract) = "contracts" from subject::CONTRACTS,
         Metric(MetricSample) = "metrics" from subject::METRIC_EVENTS,
+        MetricBatch(MetricBatch) = "metric-batches" from subject::METRIC_BATCHES,
         Executed(ExecutionResult) = "executed" from subject::EXECUTED,
         Refused(Refusal) = "refused" from subject::REFUSED,
     }

@@ -43,6 +43,7 @@ impl InputDef {
 pub enum PipelineEvent {
     Deploy(DeployEvent),
     Metric(MetricSample),
+    MetricBatch(MetricBatch),
     Log(LogEvent),
 }
 
@@ -51,6 +52,7 @@ impl FromInbound for PipelineEvent {
         match inbound {
             Inbound::Deploy(d) => Some(Self::Deploy(d)),
             Inbound::Metric(m) => Some(Self::Metric(m)),
+            Inbound::MetricBatch(b) => Some(Self::MetricBatch(b)),
             Inbound::Log(l) => Some(Self::Log(l)),
             _ => None,
         }

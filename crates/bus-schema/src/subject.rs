@@ -230,6 +230,8 @@ pub const DEPLOY_EVENTS: ServiceFamily<DeployEvent> =
     ServiceFamily::new("cn.events.deploy", EVENTS);
 pub const METRIC_EVENTS: ServiceFamily<MetricSample> =
     ServiceFamily::new("cn.events.metric", EVENTS);
+pub const METRIC_BATCHES: ServiceFamily<MetricBatch> =
+    ServiceFamily::new("cn.events.metric-batch", EVENTS);
 pub const LOG_EVENTS: ServiceFamily<LogEvent> = ServiceFamily::new("cn.events.log", EVENTS);
 pub const CONTRACT_REQUESTS: ServiceFamily<ContractRequest> =
     ServiceFamily::new("cn.requests.contract", EVENTS);
@@ -263,6 +265,7 @@ pub const POLICY: AgentFamily<LearnedPolicy> = AgentFamily::new("cn.policy", COR
 pub const FAMILIES: &[FamilyInfo] = &[
     DEPLOY_EVENTS.info(),
     METRIC_EVENTS.info(),
+    METRIC_BATCHES.info(),
     LOG_EVENTS.info(),
     CONTRACT_REQUESTS.info(),
     ONBOARD_REQUESTS.info(),

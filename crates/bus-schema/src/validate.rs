@@ -26,6 +26,17 @@ pub enum ValidationError {
     Empty { field: &'static str },
     #[error("{field}: {problem}")]
     Invalid { field: &'static str, problem: String },
+    /// An item of a list failed its own checks (e.g. `samples[3].error_rate = 2 is out of
+    /// range`); its reason code is the item's.
+    #[error("{list}[{index}].{error}")]
+    Item { list: &'static str, index: usize, error: Box<ValidationError> },
+}
+
+impl ValidationError {
+    /// The error an item's check gives, inside its list.
+    pub fn item(self, list: &'static str, index: usize) -> Self {
+        Self::Item { list, index, error: Box::new(self) }
+    }
 }
 
 /// Semantic checks on a decoded payload.

@@ -136,6 +136,54 @@ impl Validate for MetricSample {
     }
 }
 
+/// Most samples in one [`MetricBatch`].
+pub const MAX_BATCH_SAMPLES: usize = 1000;
+
+/// `cn.events.metric-batch.{env}.{service}`: several samples of one service in one message
+/// (extension), for pipelines that scrape in intervals. Each sample is a whole
+/// [`MetricSample`] under the same rules, with the subject's env and service; they are taken in
+/// the order given, as if published one by one, and acknowledged together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricBatch {
+    pub samples: Vec<MetricSample>,
+}
+
+impl MetricBatch {
+    /// The newest sample time (for the ahead-of-clock check).
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.samples.iter().map(|m| m.timestamp).max()
+    }
+}
+
+impl Validate for MetricBatch {
+    fn validate(&self) -> Result<(), ValidationError> {
+        let Some(first) = self.samples.first() else {
+            return Err(ValidationError::Empty { field: "samples" });
+        };
+        if self.samples.len() > MAX_BATCH_SAMPLES {
+            return Err(ValidationError::TooMany {
+                field: "samples",
+                len: self.samples.len(),
+                max: MAX_BATCH_SAMPLES,
+            });
+        }
+        for (i, m) in self.samples.iter().enumerate() {
+            m.validate().map_err(|e| e.item("samples", i))?;
+            let scope = |field: &'static str, value: &str, expected: &str| {
+                if value == expected {
+                    return Ok(());
+                }
+                let problem =
+                    format!("is {value:?}, but a batch holds one service's samples ({expected:?})");
+                Err(ValidationError::Invalid { field, problem }.item("samples", i))
+            };
+            scope("env", m.env.as_str(), first.env.as_str())?;
+            scope("service", m.service.as_str(), first.service.as_str())?;
+        }
+        Ok(())
+    }
+}
+
 /// `cn.events.log.{env}.{service}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEvent {
