@@ -227,8 +227,18 @@ async fn cnctl_bench_measures_a_running_fleet_and_reports_every_figure() {
         );
     }
     assert_eq!(report["incident_to_execution_after_idle"]["pause_ms"], 5);
-    assert_eq!(report["metric_ingest"]["samples"], 300);
-    assert!(report["metric_ingest"]["rate_per_s"].as_f64().unwrap() > 0.0);
+    for (run, per_message, messages) in
+        [("metric_ingest", 1, 300), ("metric_ingest_batched", 50, 6)]
+    {
+        let r = &report[run];
+        assert_eq!(
+            (r["samples"].as_u64(), r["samples_per_message"].as_u64(), r["messages"].as_u64()),
+            (Some(300), Some(per_message), Some(messages)),
+            "{r}"
+        );
+        assert!(r["rate_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["detector_cpu_us_per_sample"].as_f64().unwrap() > 0.0, "{r}");
+    }
     for floor in ["jetstream_publish_ack", "request_reply"] {
         assert!(report["nats_baseline"][floor]["p50_ms"].as_f64().unwrap() > 0.0, "{floor}");
     }
@@ -236,10 +246,37 @@ async fn cnctl_bench_measures_a_running_fleet_and_reports_every_figure() {
         report["ratios"]["incident_to_execution_p50_over_publish_ack_p50"].as_f64().unwrap() > 1.0
     );
     let detector = &report["agents"]["issue-detector"];
-    assert!(detector["inputs"].as_u64().unwrap() >= 300 + 6, "{detector}");
+    assert!(detector["inputs"].as_u64().unwrap() >= 300 + 6 + 6, "{detector}");
     assert!(detector["cpu_seconds"].as_f64().unwrap() > 0.0, "{detector}");
     assert!(report["agents"]["executor"]["inputs"].as_u64().unwrap() >= 6);
     drop(guard);
+}
+
+/// `--sync` asks nats-server for JetStream's own fsync, which 2.9 does not have: scripts/up
+/// says so before it starts anything, and refuses a value nats-server would not take.
+#[test]
+fn up_with_sync_on_a_server_without_it_says_what_is_needed() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned());
+    let version = Command::new(&server).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let bogus =
+        script("up", &["-d", "--no-build", "--no-sim", "--sync", "sometimes"], port, data.path());
+    assert_eq!(bogus.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bogus.stderr).contains("expected always, or a duration"),
+        "{}",
+        String::from_utf8_lossy(&bogus.stderr)
+    );
+    if !version.contains("v2.9.") {
+        return; // a server with sync_interval: nothing to refuse
+    }
+    let up = script("up", &["-d", "--no-build", "--no-sim", "--sync", "always"], port, data.path());
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert_eq!(up.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--sync needs nats-server 2.10 or newer"), "{stderr}");
+    assert!(!data.path().join("run/nats-server.pid").exists(), "nothing was started");
 }
 
 /// Runs scripts/down when dropped, so a failing test does not leave a fleet behind.

@@ -11,6 +11,8 @@
 //! - **ingest**: `--samples` healthy metric samples published as fast as JetStream acks them;
 //!   the rate is samples divided by the time from the first publish until the detector's
 //!   instances report (on their status endpoints) that they finished that many more inputs.
+//!   A second run sends the same samples `--batch` to a message (`cn.events.metric-batch`);
+//!   with `--pids`, each run reports the detector's CPU per sample.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -35,6 +37,10 @@ pub struct BenchArgs {
     /// Metric samples for the ingest run.
     #[arg(long, default_value_t = 20_000)]
     pub samples: usize,
+    /// Samples per message in a second ingest run (`metric_ingest_batched`, as
+    /// `cn.events.metric-batch`); 0 skips it.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub batch: u16,
     /// The latency run sends each crash as soon as the previous result arrives
     /// (`incident_to_execution`); a second run (`incident_to_execution_after_idle`) pauses
     /// this long before each, so every chain starts on a fleet gone idle and pays the cost of
@@ -329,10 +335,21 @@ async fn detector_finished(
     Ok(done)
 }
 
+/// The detector's CPU seconds, when `--pids` names its process.
+fn detector_cpu(args: &BenchArgs) -> Option<f64> {
+    let dir = args.pids.as_ref()?;
+    let pid = std::fs::read_to_string(dir.join("issue-detector.pid")).ok()?;
+    cpu_seconds(pid.trim())
+}
+
+/// Publishes `--samples` healthy samples over ten services, one per message (`batch` 1) or
+/// `batch` per `cn.events.metric-batch` message, and waits until the detector has finished
+/// them all.
 async fn ingest(
     client: &async_nats::Client,
     js: &jetstream::Context,
     args: &BenchArgs,
+    batch: usize,
 ) -> Result<serde_json::Value, Failure> {
     let detectors: Vec<String> = crate::status::discover(client, Duration::from_millis(500))
         .await?
@@ -348,14 +365,25 @@ async fn ingest(
     let services = (0..10)
         .map(|i| service(&format!("{}-ingest", args.prefix), i))
         .collect::<Result<Vec<_>, _>>()?;
+    let cpu_before = detector_cpu(args);
     let start = Instant::now();
     let mut acks = Vec::with_capacity(256);
-    for n in 0..args.samples {
+    let messages = args.samples.div_ceil(batch);
+    for n in 0..messages {
         let service = &services[n % services.len()];
-        let out = Outgoing::new(
-            &subject::METRIC_EVENTS.subject(&env, service),
-            &sample(&env, service, None),
-        )?;
+        let size = batch.min(args.samples - n * batch);
+        let out = if batch == 1 {
+            Outgoing::new(
+                &subject::METRIC_EVENTS.subject(&env, service),
+                &sample(&env, service, None),
+            )?
+        } else {
+            let samples = (0..size).map(|_| sample(&env, service, None)).collect();
+            Outgoing::new(
+                &subject::METRIC_BATCHES.subject(&env, service),
+                &bus_schema::MetricBatch { samples },
+            )?
+        };
         acks.push(js.publish(out.subject, out.payload.into()).await?);
         if acks.len() == 256 {
             for a in acks.drain(..) {
@@ -368,7 +396,7 @@ async fn ingest(
     }
     let published = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(600);
-    let target = before + args.samples as u64;
+    let target = before + messages as u64;
     loop {
         let finished = detector_finished(client, &detectors).await?;
         if finished >= target {
@@ -384,12 +412,17 @@ async fn ingest(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let total = start.elapsed().as_secs_f64();
+    let cpu =
+        cpu_before.zip(detector_cpu(args)).map(|(a, b)| round((b - a) / args.samples as f64 * 1e6));
     Ok(json!({
         "what": "healthy metric samples published and fully processed (acked) by the issue detector",
         "samples": args.samples,
+        "samples_per_message": batch,
+        "messages": messages,
         "publish_seconds": round(published),
         "seconds": round(total),
         "rate_per_s": round(args.samples as f64 / total),
+        "detector_cpu_us_per_sample": cpu,
     }))
 }
 
@@ -405,7 +438,11 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> 
     deploy(&client, &js, &[busy.clone(), idle.clone()].concat()).await?;
     let back_to_back = latency(&client, &busy, Duration::ZERO).await?;
     let after_idle = latency(&client, &idle, Duration::from_millis(args.pause_ms)).await?;
-    let ingest = ingest(&client, &js, &args).await?;
+    let ingest_single = ingest(&client, &js, &args, 1).await?;
+    let ingest_batched = match args.batch {
+        0 => serde_json::Value::Null,
+        n => ingest(&client, &js, &args, usize::from(n)).await?,
+    };
     let mut agents = serde_json::Map::new();
     if let (Some(dir), Some(before)) = (&args.pids, before) {
         for (agent, (cpu, rss, inputs)) in processes(&client, dir).await? {
@@ -436,7 +473,8 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> 
         "nats_baseline": baseline,
         "incident_to_execution": back_to_back,
         "incident_to_execution_after_idle": after_idle,
-        "metric_ingest": ingest,
+        "metric_ingest": ingest_single,
+        "metric_ingest_batched": ingest_batched,
         "ratios": ratios,
         "agents": agents,
     });
