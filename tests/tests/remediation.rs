@@ -308,7 +308,8 @@ async fn crash_loops_sent_in_metric_batches_are_restarted_and_a_late_sample_is_r
         let rejected = for_service(&records, ProofKind::EventRejected, s);
         assert_eq!(rejected.len(), 1, "{s}: the late sample alone: {rejected:#?}");
         assert_eq!(rejected[0].reason.as_deref(), Some("out_of_order"));
-        assert_eq!(rejected[0].detail["sample"], 2, "{s}");
+        assert_eq!(rejected[0].detail["rejected"], 1, "{s}");
+        assert_eq!(rejected[0].detail["samples"][0]["sample"], 2, "{s}");
         assert!(rejected[0].detail["error"].as_str().unwrap().contains("behind"), "{s}");
     }
 

@@ -33,14 +33,17 @@ pub struct Output {
 impl Output {
     /// The outputs in publishing order.
     pub fn into_pending(self) -> Vec<Pending> {
-        let rejected = self.rejected.into_iter().map(|(sample, why)| Pending::Rejected {
-            sample,
-            error: format!("timestamp is {why}; not judged"),
+        // Last, so the other outputs' numbers do not depend on it.
+        let rejected = (!self.rejected.is_empty()).then(|| {
+            let samples = self.rejected.into_iter();
+            Pending::Rejected(
+                samples.map(|(i, why)| (i, format!("timestamp is {why}; not judged"))).collect(),
+            )
         });
         let incidents = self.incidents.into_iter().map(Pending::Incident);
         let outcomes =
             self.outcomes.into_iter().map(|(o, correlation)| Pending::Outcome(o, correlation));
-        rejected.chain(incidents).chain(outcomes).chain(self.slo.map(Pending::Slo)).collect()
+        incidents.chain(outcomes).chain(self.slo.map(Pending::Slo)).chain(rejected).collect()
     }
 }
 

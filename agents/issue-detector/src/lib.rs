@@ -146,16 +146,30 @@ impl Detector {
                 let subject = subject::OUTCOMES.subject(&outcome.env, &outcome.service);
                 publish(ctx, &subject, outcome, correlation.clone(), key).await?;
             }
-            Pending::Rejected { sample, error } => {
+            Pending::Rejected(samples) => {
                 // The batch's input, whichever input publishes this (a leftover goes out later).
                 let input =
                     decided_by.map_or_else(|| ctx.meta().input_id.clone(), |d| d.input_id.clone());
-                warn!(input = %input, sample, "rejected a sample of a metric batch: {error}");
+                let shown: Vec<_> = samples
+                    .iter()
+                    .take(REJECTED_SHOWN)
+                    .map(|(sample, error)| json!({"sample": sample, "error": error}))
+                    .collect();
+                let error = format!(
+                    "{} sample(s) of a metric batch not judged (the rest were): {}",
+                    samples.len(),
+                    samples.first().map_or("", |(_, e)| e.as_str())
+                );
                 let draft = ProofDraft::new(ProofKind::EventRejected)
                     .scope(env, service)
                     .reason(RejectReason::OutOfOrder.as_str())
                     .correlation(chain)
-                    .detail(json!({"error": error, "input_id": input, "sample": sample}));
+                    .detail(json!({
+                        "error": error,
+                        "input_id": input,
+                        "rejected": samples.len(),
+                        "samples": shown,
+                    }));
                 prove(ctx, draft, key).await?;
             }
             // Burn rates and budget are telemetry, not decisions: published, not proved.
@@ -209,6 +223,9 @@ impl Detector {
             .collect()
     }
 }
+
+/// How many of a batch's rejected samples its record lists (it counts them all).
+const REJECTED_SHOWN: usize = 10;
 
 /// A sample too far out of order to judge, as a rejection with the reason.
 fn out_of_order(e: service::NotAdmitted) -> HandleError {
@@ -292,6 +309,10 @@ impl Handler for Detector {
             };
             // Rejected inputs changed nothing and are not marked: a retry is judged again.
             let out = out.map_err(out_of_order)?;
+            if let Some((sample, why)) = out.rejected.first() {
+                let n = out.rejected.len();
+                warn!(input = %input_id, rejected = n, first = sample, "samples of a metric batch not judged: timestamp is {why}");
+            }
             state.delivery.applied(unapplied, out.into_pending());
         }
         self.dirty.insert(key);

@@ -72,10 +72,7 @@ pub enum Pending {
     /// With the correlation id of the action's chain.
     Outcome(Outcome, String),
     Slo(SloStatus),
-    /// A sample of a batch that could not be judged (the others were): recorded as
-    /// `event_rejected`, since the batch as a whole is accepted.
-    Rejected {
-        sample: usize,
-        error: String,
-    },
+    /// Samples of a batch that could not be judged (the others were), by their place in the
+    /// batch: one `event_rejected` record for the batch, since the batch itself was accepted.
+    Rejected(Vec<(usize, String)>),
 }

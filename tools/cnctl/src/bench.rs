@@ -384,6 +384,15 @@ async fn ingest(
                 &bus_schema::MetricBatch { samples },
             )?
         };
+        // The agents would reject it (`too_large`) and the run would count it as done.
+        if out.payload.len() > Limits::DEFAULT.max_payload {
+            return Err(format!(
+                "--batch {batch}: a batch message is {} bytes, over the agents' {}-byte input limit; use a smaller --batch",
+                out.payload.len(),
+                Limits::DEFAULT.max_payload
+            )
+            .into());
+        }
         acks.push(js.publish(out.subject, out.payload.into()).await?);
         if acks.len() == 256 {
             for a in acks.drain(..) {
