@@ -228,7 +228,7 @@ impl Governance {
                 None => draft,
             }
         };
-        // Each record goes first, so the proof log reads in causal order.
+        // The record goes out with the output, just after it (`Context::prove`).
         match decided {
             Decided::Approved(a) => {
                 ctx.prove(record(ProofKind::ActionApproved).detail(json!({
