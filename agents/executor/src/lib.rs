@@ -252,6 +252,7 @@ impl Executor {
         if let Some(code) = r.refusal {
             draft = draft.reason(code.as_str());
         }
+        // The record first, so the proof log reads in causal order.
         ctx.prove(draft).await?;
         ctx.publish(&subject::EXECUTED.subject(&r.env, &r.service), r).await?;
         Ok(())

@@ -228,7 +228,7 @@ impl Governance {
                 None => draft,
             }
         };
-        // The record goes out with the output, just after it (`Context::prove`).
+        // Each record goes first, so the proof log reads in causal order.
         match decided {
             Decided::Approved(a) => {
                 ctx.prove(record(ProofKind::ActionApproved).detail(json!({

@@ -9,7 +9,7 @@
 //! - [`engine`]: one service's reaction to one event (pure).
 //! - [`Detector`]: the bus shell. Each service's state remembers the highest stream sequence
 //!   it applied, so a redelivered input is never counted twice, and keeps what it decided in an
-//!   outbox until it is stored on the bus (with its proof record), so a failed publish is retried
+//!   outbox until it is stored on the bus (proof record first), so a failed publish is retried
 //!   before anything newer for that service goes out. States live in memory and are written
 //!   to the state file at each of the runtime's snapshots (about once a second) and at stop; a
 //!   crash replays the inputs after the last snapshot into the saved states, which republish
@@ -124,6 +124,7 @@ impl Detector {
                         "reopen_count": incident.reopen_count,
                         "time_to_recover_s": incident.time_to_recover_s,
                     }));
+                // The record first, so the proof log reads in causal order.
                 prove(ctx, draft.correlation(chain.clone()), key).await?;
                 let subject = subject::INCIDENTS.subject(&incident.env, &incident.service);
                 publish(ctx, &subject, incident, chain, key).await?;

@@ -14,7 +14,7 @@
 //! each checkpoint of the state file (the runtime replays what came after). A contract that
 //! would fail validation is never published. A new draft supersedes the open drafts of the same
 //! deployment. Contracts and their status changes go out on `cn.contracts.{env}.{service}`
-//! with a proof record; counter-proposals are answered on `cn.negotiate.{env}.{service}`
+//! with a proof record first; counter-proposals are answered on `cn.negotiate.{env}.{service}`
 //! (core request/reply) and the model on `cn.model.risk-negotiator.{instance}`. Every
 //! negotiation round and every learned outcome is on the proof log.
 
@@ -147,7 +147,7 @@ impl Negotiator {
         Ok(Self { store, contracts, model, learner, budgets, unsaved: false })
     }
 
-    /// Publishes a contract (a draft or a status change), with its proof record.
+    /// Publishes a contract (a draft or a status change), its proof record first.
     async fn publish(
         ctx: &mut Context<'_>,
         kind: ProofKind,

@@ -207,9 +207,6 @@ pub struct Context<'a> {
     counts: HashMap<&'static str, u32>,
     /// Outputs sent whose acks [`Context::confirm`] awaits.
     sent: Vec<Sent>,
-    /// Records proved and not sent yet, with their keys: [`Context::confirm`] sends them after
-    /// the outputs.
-    proved: Vec<(ProofDraft, String)>,
 }
 
 impl<'a> Context<'a> {
@@ -230,7 +227,6 @@ impl<'a> Context<'a> {
             positions,
             counts: HashMap::new(),
             sent: Vec::new(),
-            proved: Vec::new(),
         }
     }
 
@@ -240,9 +236,6 @@ impl<'a> Context<'a> {
     /// [`Context::publish`] returns once an output is sent, not stored. An error leaves the
     /// input to be handled again (its outputs and records are de-duplicated then).
     pub async fn confirm(&mut self) -> Result<(), RuntimeError> {
-        for (draft, key) in std::mem::take(&mut self.proved) {
-            self.proof.send_record(draft, Some(&key)).await?;
-        }
         let mut first_error = None;
         for sent in self.sent.drain(..) {
             if let Err(e) = sent.acked().await {
@@ -457,33 +450,25 @@ impl<'a> Context<'a> {
 
     /// Like [`Context::prove`] for a record whose identity is `key` rather than this input's:
     /// recorded once whichever input writes it.
-    pub async fn prove_keyed(&mut self, draft: ProofDraft, key: &str) -> Result<(), RuntimeError> {
+    pub async fn prove_keyed(&mut self, draft: ProofDraft, key: &str) -> Result<u64, RuntimeError> {
         let key = format!("keyed:{key}:{}", draft.kind);
-        self.prove_as(draft, key).await
+        self.prove_as(draft, &key).await
     }
 
-    /// Records a decision on the proof log, once per input even across redeliveries. The
-    /// correlation id defaults to the input's.
-    ///
-    /// The record is sealed and sent by [`Context::confirm`] (which the runtime calls when the
-    /// handler is done), after the outputs sent so far and in the same write to the server:
-    /// the next agent starts on an output without waiting for the record to be hashed and
-    /// stored, and the record is still in the server's hands before that agent can record
-    /// anything of its own. Records keep the order they were proved in.
-    pub async fn prove(&mut self, draft: ProofDraft) -> Result<(), RuntimeError> {
+    /// Records a decision on the proof log, once per input even across redeliveries.
+    /// The correlation id defaults to the input's.
+    pub async fn prove(&mut self, draft: ProofDraft) -> Result<u64, RuntimeError> {
         let n = self.next(draft.kind.as_str());
         let key = format!("{}:{}:{n}", self.meta.input_id, draft.kind);
-        self.prove_as(draft, key).await
+        self.prove_as(draft, &key).await
     }
 
-    /// Queues `draft` to be appended once per `key`, in the input's chain unless it names
-    /// another.
-    async fn prove_as(&mut self, mut draft: ProofDraft, key: String) -> Result<(), RuntimeError> {
+    /// Appends `draft` once per `key`, in the input's chain unless it names another.
+    async fn prove_as(&mut self, mut draft: ProofDraft, key: &str) -> Result<u64, RuntimeError> {
         if draft.correlation_id.is_none() {
             draft.correlation_id = Some(self.meta.correlation_id.clone());
         }
-        self.proved.push((draft, key));
-        Ok(())
+        self.proof.send_record(draft, Some(key)).await
     }
 }
 
