@@ -37,6 +37,10 @@ pub struct BenchArgs {
     /// Metric samples for the ingest run.
     #[arg(long, default_value_t = 20_000)]
     pub samples: usize,
+    /// Services the ingest runs spread their samples over (each its own state in the
+    /// detector, its own subject on the bus).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..))]
+    pub ingest_services: u16,
     /// Samples per message in a second ingest run (`metric_ingest_batched`, as
     /// `cn.events.metric-batch`); 0 skips it.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(0..=1000))]
@@ -342,7 +346,7 @@ fn detector_cpu(args: &BenchArgs) -> Option<f64> {
     cpu_seconds(pid.trim())
 }
 
-/// Publishes `--samples` healthy samples over ten services, one per message (`batch` 1) or
+/// Publishes `--samples` healthy samples over `--ingest-services` services, one per message (`batch` 1) or
 /// `batch` per `cn.events.metric-batch` message, and waits until the detector has finished
 /// them all.
 async fn ingest(
@@ -362,7 +366,7 @@ async fn ingest(
     }
     let before = detector_finished(client, &detectors).await?;
     let env = Env::from_static("dev");
-    let services = (0..10)
+    let services = (0..usize::from(args.ingest_services))
         .map(|i| service(&format!("{}-ingest", args.prefix), i))
         .collect::<Result<Vec<_>, _>>()?;
     let cpu_before = detector_cpu(args);
@@ -427,6 +431,7 @@ async fn ingest(
         "what": "healthy metric samples published and fully processed (acked) by the issue detector",
         "samples": args.samples,
         "samples_per_message": batch,
+        "services": args.ingest_services,
         "messages": messages,
         "publish_seconds": round(published),
         "seconds": round(total),
