@@ -386,6 +386,29 @@ impl Core {
             .collect()
     }
 
+    /// Proposals made and not known to be stored (their publish failed, or the agent stopped
+    /// before the ack): per incident the first such, with the trigger that made it, which
+    /// [`Core::wake`] answers with the same proposal.
+    pub fn unpublished(&self) -> Vec<(Uuid, String)> {
+        self.memory
+            .values()
+            .filter_map(|m| {
+                let p = m.proposals.iter().find(|p| !p.published)?;
+                Some((m.incident.incident_id, p.trigger.clone()))
+            })
+            .collect()
+    }
+
+    /// Notes that a proposal of `incident` (and its record) is stored.
+    pub fn published(&mut self, incident: Uuid, proposal_id: Uuid) {
+        let Some(mut mem) = self.memory.get(&incident).cloned() else { return };
+        match mem.find_mut(proposal_id) {
+            Some(p) if !p.published => p.published = true,
+            _ => return,
+        }
+        self.save(mem);
+    }
+
     /// Goes on with an incident that waited.
     pub fn wake(&mut self, incident_id: Uuid, trigger: &str, now: Timestamp) -> Vec<Effect> {
         let Some(mut mem) = self.memory.get(&incident_id).cloned() else { return Vec::new() };
@@ -604,6 +627,7 @@ impl Core {
             escalation: escalation.is_some(),
             learned: None,
             detail: detail.to_string(),
+            published: false,
         };
         mem.push(p.clone());
         self.save(mem);

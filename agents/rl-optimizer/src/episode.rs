@@ -60,6 +60,15 @@ pub struct Proposed {
     pub learned: Option<Update>,
     /// The `action_proposed` record's detail (JSON), so a republished proposal is recorded alike.
     pub detail: String,
+    /// Whether it (and its record) is known to be stored. One that is not — its publish failed,
+    /// or the agent stopped before the ack — is sent again ([`crate::core::Core::unpublished`]).
+    /// State written before the flag existed holds only proposals that went out.
+    #[serde(default = "went_out")]
+    pub published: bool,
+}
+
+fn went_out() -> bool {
+    true
 }
 
 impl Proposed {

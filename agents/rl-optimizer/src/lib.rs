@@ -175,10 +175,12 @@ impl Optimizer {
         effects: Vec<Effect>,
     ) -> Result<(), HandleError> {
         self.persist()?;
+        let mut proposed = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Propose(p) => {
                     let proposal = &p.proposal;
+                    proposed.extend(proposal.incident_id.map(|i| (i, proposal.proposal_id)));
                     let key = format!("proposal:{}", proposal.proposal_id);
                     let detail: serde_json::Value =
                         serde_json::from_str(&p.detail).unwrap_or(json!({}));
@@ -227,6 +229,14 @@ impl Optimizer {
                     ctx.prove_keyed(draft, &key).await?;
                 }
             }
+        }
+        // Stored, so not to be sent again (`Core::unpublished`).
+        if !proposed.is_empty() {
+            ctx.confirm().await?;
+            for (incident, proposal) in proposed {
+                self.core.published(incident, proposal);
+            }
+            self.persist()?;
         }
         Ok(())
     }
@@ -304,10 +314,12 @@ impl Handler for Optimizer {
         self.emit(ctx, effects).await
     }
 
+    /// Incidents whose wait ran out, and proposals whose publish is not known to be stored
+    /// (sent again under the same ids).
     fn due(&mut self, now: Timestamp) -> Vec<Due<Wake>> {
-        self.core
-            .due(now)
-            .into_iter()
+        let mut due = self.core.due(now);
+        due.extend(self.core.unpublished());
+        due.into_iter()
             .map(|(id, trigger)| {
                 let correlation_id =
                     self.core.memory.get(&id).map(|m| m.correlation_id.clone()).unwrap_or_default();

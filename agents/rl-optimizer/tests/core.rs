@@ -398,3 +398,29 @@ fn a_first_missing_prerequisite_is_governance_lagging_the_same_is_proposed_again
     let next = one(c.on_refusal(&missing(&again), now()));
     assert_eq!(next.action, Action::ScaleUp);
 }
+
+/// A proposal whose publish failed, or whose ack the agent never saw before it stopped, is
+/// listed until it is known to be stored, and waking it sends the same proposal again (the same
+/// ids, which JetStream drops if the first attempt was stored after all) rather than a new one.
+#[test]
+fn a_proposal_not_known_to_be_stored_is_sent_again_until_it_is() {
+    let mut c = known(Mode::Learning, "stage", "payments-api");
+    let i = incident(1, "stage", IncidentKind::CrashLoop, false);
+    let p = one(c.on_incident(&i, "corr", now()));
+    let again = c.unpublished();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].0, i.incident_id);
+    assert_eq!(one(c.wake(i.incident_id, &again[0].1, now())), p);
+    assert_eq!(c.unpublished().len(), 1, "still not known to be stored");
+
+    c.published(i.incident_id, p.proposal_id);
+    assert!(c.unpublished().is_empty());
+    assert!(c.due(now().plus(Duration::from_secs(3600))).is_empty(), "nothing else to do");
+
+    // A state file written before the flag existed: its proposals went out.
+    let stored = &c.memory[&i.incident_id].proposals[0];
+    let mut old = serde_json::to_value(stored).unwrap();
+    old.as_object_mut().unwrap().remove("published").unwrap();
+    let read: rl_optimizer::episode::Proposed = serde_json::from_value(old).unwrap();
+    assert!(read.published);
+}
