@@ -386,17 +386,30 @@ impl Core {
             .collect()
     }
 
-    /// Proposals made and not known to be stored (their publish failed, or the agent stopped
-    /// before the ack): per incident the first such, with the trigger that made it, which
-    /// [`Core::wake`] answers with the same proposal.
-    pub fn unpublished(&self) -> Vec<(Uuid, String)> {
+    /// Proposals made and not known to be stored (their publish failed, or its ack was not
+    /// seen), still waiting for an answer on an open incident: `(incident, proposal)`, to send
+    /// again with [`Core::resend`].
+    pub fn unpublished(&self) -> Vec<(Uuid, Uuid)> {
         self.memory
             .values()
-            .filter_map(|m| {
-                let p = m.proposals.iter().find(|p| !p.published)?;
-                Some((m.incident.incident_id, p.trigger.clone()))
+            .filter(|m| m.open)
+            .flat_map(|m| {
+                m.proposals
+                    .iter()
+                    .filter(|p| {
+                        !p.published && matches!(p.status, Status::Awaiting | Status::Shadow)
+                    })
+                    .map(|p| (m.incident.incident_id, p.proposal.proposal_id))
             })
             .collect()
+    }
+
+    /// The same proposal again, if it is still not known to be stored.
+    pub fn resend(&self, incident: Uuid, proposal_id: Uuid) -> Vec<Effect> {
+        let proposal = self.memory.get(&incident).and_then(|m| {
+            m.proposals.iter().find(|p| p.proposal.proposal_id == proposal_id && !p.published)
+        });
+        proposal.map(|p| vec![Effect::Propose(Box::new(p.clone()))]).unwrap_or_default()
     }
 
     /// Notes that a proposal of `incident` (and its record) is stored.
@@ -413,7 +426,14 @@ impl Core {
     pub fn wake(&mut self, incident_id: Uuid, trigger: &str, now: Timestamp) -> Vec<Effect> {
         let Some(mut mem) = self.memory.get(&incident_id).cloned() else { return Vec::new() };
         if let Some(p) = mem.made_by(trigger) {
-            return vec![Effect::Propose(Box::new(p.clone()))];
+            let again = vec![Effect::Propose(Box::new(p.clone()))];
+            // A wait set again for a verdict this proposal already followed (a redelivered
+            // outcome) is over too, or it would fall due on every tick.
+            if mem.waiting.as_ref().is_some_and(|w| format!("due:{}", w.held) == trigger) {
+                mem.waiting = None;
+                self.save(mem);
+            }
+            return again;
         }
         if mem.waiting.take().is_none() {
             return Vec::new();

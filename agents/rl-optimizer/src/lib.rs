@@ -249,16 +249,21 @@ impl Optimizer {
     }
 }
 
-/// An incident whose wait for another verdict ran out, and the trigger it goes on from.
+/// The optimizer's due work.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wake {
-    incident: Uuid,
-    trigger: String,
+pub enum Wake {
+    /// An incident whose wait for another verdict ran out, and the trigger it goes on from.
+    Due { incident: Uuid, trigger: String },
+    /// A proposal not known to be stored, to send again under the same ids.
+    Resend { incident: Uuid, proposal: Uuid },
 }
 
 impl std::fmt::Display for Wake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.incident, self.trigger)
+        match self {
+            Wake::Due { incident, trigger } => write!(f, "{incident}/{trigger}"),
+            Wake::Resend { incident, proposal } => write!(f, "{incident}/resend:{proposal}"),
+        }
     }
 }
 
@@ -314,28 +319,40 @@ impl Handler for Optimizer {
         self.emit(ctx, effects).await
     }
 
-    /// Incidents whose wait ran out, and proposals whose publish is not known to be stored
-    /// (sent again under the same ids).
+    /// Proposals whose publish is not known to be stored (first: the resend is what an
+    /// episode waits for), then incidents whose wait ran out.
     fn due(&mut self, now: Timestamp) -> Vec<Due<Wake>> {
-        let mut due = self.core.due(now);
-        due.extend(self.core.unpublished());
-        due.into_iter()
-            .map(|(id, trigger)| {
+        let resends = self
+            .core
+            .unpublished()
+            .into_iter()
+            .map(|(incident, proposal)| (incident, Wake::Resend { incident, proposal }));
+        let waits = self
+            .core
+            .due(now)
+            .into_iter()
+            .map(|(incident, trigger)| (incident, Wake::Due { incident, trigger }));
+        resends
+            .chain(waits)
+            .map(|(id, key)| {
                 let correlation_id =
                     self.core.memory.get(&id).map(|m| m.correlation_id.clone()).unwrap_or_default();
-                Due { key: Wake { incident: id, trigger }, correlation_id }
+                Due { key, correlation_id }
             })
             .collect()
     }
 
-    /// A wait for another action's verdict ran out: the incident goes on.
+    /// A wait for another action's verdict ran out: the incident goes on. Or a proposal is
+    /// sent again.
     async fn handle_due(
         &mut self,
         ctx: &mut Context<'_>,
         due: Due<Wake>,
     ) -> Result<(), HandleError> {
-        let Wake { incident, trigger } = due.key;
-        let effects = self.core.wake(incident, &trigger, Timestamp::now());
+        let effects = match due.key {
+            Wake::Due { incident, trigger } => self.core.wake(incident, &trigger, Timestamp::now()),
+            Wake::Resend { incident, proposal } => self.core.resend(incident, proposal),
+        };
         self.emit(ctx, effects).await
     }
 

@@ -407,14 +407,16 @@ fn a_proposal_not_known_to_be_stored_is_sent_again_until_it_is() {
     let mut c = known(Mode::Learning, "stage", "payments-api");
     let i = incident(1, "stage", IncidentKind::CrashLoop, false);
     let p = one(c.on_incident(&i, "corr", now()));
-    let again = c.unpublished();
-    assert_eq!(again.len(), 1, "{again:?}");
-    assert_eq!(again[0].0, i.incident_id);
-    assert_eq!(one(c.wake(i.incident_id, &again[0].1, now())), p);
+    assert_eq!(c.unpublished(), vec![(i.incident_id, p.proposal_id)]);
+    assert_eq!(one(c.resend(i.incident_id, p.proposal_id)), p);
     assert_eq!(c.unpublished().len(), 1, "still not known to be stored");
 
     c.published(i.incident_id, p.proposal_id);
     assert!(c.unpublished().is_empty());
+    assert!(
+        proposals(c.resend(i.incident_id, p.proposal_id)).is_empty(),
+        "stored: nothing to resend"
+    );
     assert!(c.due(now().plus(Duration::from_secs(3600))).is_empty(), "nothing else to do");
 
     // A state file written before the flag existed: its proposals went out.
@@ -423,4 +425,33 @@ fn a_proposal_not_known_to_be_stored_is_sent_again_until_it_is() {
     old.as_object_mut().unwrap().remove("published").unwrap();
     let read: rl_optimizer::episode::Proposed = serde_json::from_value(old).unwrap();
     assert!(read.published);
+}
+
+/// A wait set again for a verdict the incident already went on from (a redelivered outcome)
+/// is answered with the proposal it made then, and is over: it does not fall due on every tick.
+#[test]
+fn a_wait_that_comes_back_after_it_was_served_is_answered_once_and_ends() {
+    let mut c = known(Mode::Frozen, "stage", "payments-api");
+    let crash = incident(1, "stage", IncidentKind::CrashLoop, false);
+    let overload = incident(2, "stage", IncidentKind::Overload, false);
+    one(c.on_incident(&crash, "corr", now()));
+    let scale = one(c.on_incident(&overload, "corr", now()));
+    let until = now().plus(Duration::from_secs(600));
+    let held = refusal(
+        &overload,
+        scale.proposal_id,
+        &scale.action,
+        ReasonCode::VerificationPending,
+        serde_json::json!({"until": until}),
+    );
+    assert!(proposals(c.on_refusal(&held, now())).is_empty(), "it waits");
+    let (id, trigger) = c.due(until).remove(0);
+    let woken = one(c.wake(id, &trigger, until));
+    assert!(c.due(until).is_empty());
+
+    let wait = rl_optimizer::episode::Waiting { held: scale.proposal_id, until };
+    c.memory.get_mut(&id).unwrap().waiting = Some(wait);
+    assert_eq!(c.due(until), vec![(id, trigger.clone())]);
+    assert_eq!(one(c.wake(id, &trigger, until)), woken, "the same proposal, not a new one");
+    assert!(c.due(until.plus(Duration::from_secs(3600))).is_empty(), "and the wait is over");
 }
