@@ -29,15 +29,15 @@ use bus_schema::{
     Action, ActionProposal, AgentName, Candidate, DeployEvent, Incident, IncidentStatus, Outcome,
     ReasonCode, Refusal, Timestamp, Uuid, derive_id,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::context::{Context, SplitMix64, seed_for};
 use crate::decide::{self, Scored};
 use crate::episode::{IncidentMemory, MAX_INCIDENTS, Proposed, Status, Waiting, to_forget};
+pub use crate::episode::{Learned, PreferenceChange};
 use crate::settings::{Mode, Settings};
 use crate::shield::{self, ServiceFacts};
-use crate::values::{Update, Values, does_nothing, reward};
+use crate::values::{Values, does_nothing, reward};
 
 /// How long after a first `missing_prerequisite` the same action is proposed again.
 pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
@@ -62,24 +62,6 @@ impl Effect {
             Effect::Learned(_) => None,
         }
     }
-}
-
-/// A change of preference, with the outcome that caused it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Learned {
-    pub outcome: Outcome,
-    pub update: Update,
-    pub change: PreferenceChange,
-}
-
-/// The first choice for a service in a context changed after an update.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PreferenceChange {
-    pub state: String,
-    pub old_best: Action,
-    pub new_best: Action,
-    /// Every candidate's value after the update, best first.
-    pub values: Vec<(Action, f64)>,
 }
 
 /// What changed since the shell last stored.
@@ -239,6 +221,11 @@ impl Core {
         let service = service_key(mem.incident.env.as_str(), mem.incident.service.as_str());
         let incident = mem.incident.clone();
         let p = mem.find_mut(proposal_id)?;
+        // The same verdict again (a redelivery after its record failed to be stored): the
+        // record it owes, under the same key, rather than nothing.
+        if let Some(owed) = p.unrecorded.as_ref().filter(|l| l.outcome.revised == o.revised) {
+            return Some(Effect::Learned(owed.clone()));
+        }
         if o.action != p.proposal.action {
             tracing::warn!(%proposal_id, outcome = %o.action, proposed = %p.proposal.action, "an outcome for another action than proposed; not learned from");
             return None;
@@ -278,7 +265,9 @@ impl Core {
         (old != new).then(|| {
             let change =
                 PreferenceChange { state: u.key.clone(), old_best: old, new_best: new, values };
-            Effect::Learned(Box::new(Learned { outcome: o.clone(), update: u, change }))
+            let learned = Box::new(Learned { outcome: o.clone(), update: u, change });
+            p.unrecorded = Some(learned.clone());
+            Effect::Learned(learned)
         })
     }
 
@@ -410,6 +399,16 @@ impl Core {
             m.proposals.iter().find(|p| p.proposal.proposal_id == proposal_id && !p.published)
         });
         proposal.map(|p| vec![Effect::Propose(Box::new(p.clone()))]).unwrap_or_default()
+    }
+
+    /// Notes that the `policy_learned` record a proposal's verdict owed is stored.
+    pub fn recorded(&mut self, incident: Uuid, proposal_id: Uuid) {
+        let Some(mut mem) = self.memory.get(&incident).cloned() else { return };
+        match mem.find_mut(proposal_id) {
+            Some(p) if p.unrecorded.is_some() => p.unrecorded = None,
+            _ => return,
+        }
+        self.save(mem);
     }
 
     /// Notes that a proposal of `incident` (and its record) is stored.
@@ -648,6 +647,7 @@ impl Core {
             learned: None,
             detail: detail.to_string(),
             published: false,
+            unrecorded: None,
         };
         mem.push(p.clone());
         self.save(mem);

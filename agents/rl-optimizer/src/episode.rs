@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use bus_schema::{Action, ActionProposal, Incident, ReasonCode, Timestamp, Uuid};
+use bus_schema::{Action, ActionProposal, Incident, Outcome, ReasonCode, Timestamp, Uuid};
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
@@ -44,6 +44,24 @@ pub enum Status {
     Superseded,
 }
 
+/// A change of preference, with the outcome that caused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Learned {
+    pub outcome: Outcome,
+    pub update: Update,
+    pub change: PreferenceChange,
+}
+
+/// The first choice for a service in a context changed after an update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceChange {
+    pub state: String,
+    pub old_best: Action,
+    pub new_best: Action,
+    /// Every candidate's value after the update, best first.
+    pub values: Vec<(Action, f64)>,
+}
+
 /// One proposal and what became of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposed {
@@ -65,6 +83,10 @@ pub struct Proposed {
     /// State written before the flag existed holds only proposals that went out.
     #[serde(default = "went_out")]
     pub published: bool,
+    /// The `policy_learned` record its verdict caused, until it is stored: a redelivered
+    /// verdict records it again instead of nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrecorded: Option<Box<Learned>>,
 }
 
 fn went_out() -> bool {

@@ -176,6 +176,7 @@ impl Optimizer {
     ) -> Result<(), HandleError> {
         self.persist()?;
         let mut proposed = Vec::new();
+        let mut learned = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Propose(p) => {
@@ -207,6 +208,7 @@ impl Optimizer {
                 }
                 Effect::Learned(l) => {
                     let (o, change) = (&l.outcome, &l.change);
+                    learned.extend(o.proposal_id.map(|p| (o.incident_id, p)));
                     let values: Vec<_> = change
                         .values
                         .iter()
@@ -230,11 +232,14 @@ impl Optimizer {
                 }
             }
         }
-        // Stored, so not to be sent again (`Core::unpublished`).
-        if !proposed.is_empty() {
+        // Stored, so not to be sent again (`Core::unpublished`, `Proposed::unrecorded`).
+        if !proposed.is_empty() || !learned.is_empty() {
             ctx.confirm().await?;
             for (incident, proposal) in proposed {
                 self.core.published(incident, proposal);
+            }
+            for (incident, proposal) in learned {
+                self.core.recorded(incident, proposal);
             }
             self.persist()?;
         }

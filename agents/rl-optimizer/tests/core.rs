@@ -455,3 +455,33 @@ fn a_wait_that_comes_back_after_it_was_served_is_answered_once_and_ends() {
     assert_eq!(one(c.wake(id, &trigger, until)), woken, "the same proposal, not a new one");
     assert!(c.due(until.plus(Duration::from_secs(3600))).is_empty(), "and the wait is over");
 }
+
+/// A verdict that changes what the service would try first owes a `policy_learned` record: if
+/// that record was not stored (its write failed, so the outcome is redelivered), the
+/// redelivery records it again, the same, instead of nothing; once stored, nothing more.
+#[test]
+fn a_redelivered_verdict_records_the_change_it_taught_until_the_record_is_stored() {
+    let mut c = known(Mode::Learning, "stage", "payments-api");
+    let learned_of = |effects: &[Effect]| {
+        effects.iter().find_map(|e| match e {
+            Effect::Learned(l) => Some(l.clone()),
+            Effect::Propose(_) => None,
+        })
+    };
+    // Restarts that never cure, until the service's first choice moves away from restarting.
+    let (o, first) = (1..=20)
+        .find_map(|n| {
+            let i = incident(n, "stage", IncidentKind::CrashLoop, false);
+            let p = one(c.on_incident(&i, "corr", now()));
+            let o = outcome(&i, p.proposal_id, &p.action, false, None);
+            learned_of(&c.on_outcome(&o, now())).map(|l| (o, l))
+        })
+        .expect("failing restarts change the first choice");
+    let updates = c.values.updates;
+    let again = learned_of(&c.on_outcome(&o, now())).expect("the record is owed again");
+    assert_eq!(again, first);
+    assert_eq!(c.values.updates, updates, "learned from once");
+
+    c.recorded(o.incident_id, o.proposal_id.unwrap());
+    assert!(learned_of(&c.on_outcome(&o, now())).is_none(), "stored: nothing owed");
+}
