@@ -194,10 +194,17 @@ fn a_refusal_masks_the_action_and_the_next_is_proposed_at_once() {
     assert!(e.require_human && e.explanation.contains("governance's budget"), "{}", e.explanation);
 }
 
-#[test]
-fn an_incident_held_back_for_another_verdict_goes_on_when_that_verdict_arrives_or_the_wait_runs_out()
- {
-    let mut c = known(Mode::Frozen, "stage", "payments-api");
+/// A crash loop restarted, and an overload on the same service whose scale-up governance holds
+/// back until the restart's verdict (`verification_pending`, for ten minutes).
+struct Held {
+    crash: Incident,
+    restart: ActionProposal,
+    overload: Incident,
+    scale: ActionProposal,
+    until: Timestamp,
+}
+
+fn overload_held_behind_a_restart(c: &mut Core) -> Held {
     let crash = incident(1, "stage", IncidentKind::CrashLoop, false);
     let overload = incident(2, "stage", IncidentKind::Overload, false);
     let restart = one(c.on_incident(&crash, "corr", now()));
@@ -211,6 +218,14 @@ fn an_incident_held_back_for_another_verdict_goes_on_when_that_verdict_arrives_o
         serde_json::json!({"until": until}),
     );
     assert!(proposals(c.on_refusal(&held, now())).is_empty(), "it waits");
+    Held { crash, restart, overload, scale, until }
+}
+
+#[test]
+fn an_incident_held_back_for_another_verdict_goes_on_when_that_verdict_arrives_or_the_wait_runs_out()
+ {
+    let mut c = known(Mode::Frozen, "stage", "payments-api");
+    let Held { crash, restart, overload, until, .. } = overload_held_behind_a_restart(&mut c);
     assert!(c.due(now()).is_empty(), "not before the wait runs out");
     assert_eq!(c.due(until).len(), 1);
     // The restart's verdict arrives: the overload goes on at once, with the same action (not masked).
@@ -432,19 +447,7 @@ fn a_proposal_not_known_to_be_stored_is_sent_again_until_it_is() {
 #[test]
 fn a_wait_that_comes_back_after_it_was_served_is_answered_once_and_ends() {
     let mut c = known(Mode::Frozen, "stage", "payments-api");
-    let crash = incident(1, "stage", IncidentKind::CrashLoop, false);
-    let overload = incident(2, "stage", IncidentKind::Overload, false);
-    one(c.on_incident(&crash, "corr", now()));
-    let scale = one(c.on_incident(&overload, "corr", now()));
-    let until = now().plus(Duration::from_secs(600));
-    let held = refusal(
-        &overload,
-        scale.proposal_id,
-        &scale.action,
-        ReasonCode::VerificationPending,
-        serde_json::json!({"until": until}),
-    );
-    assert!(proposals(c.on_refusal(&held, now())).is_empty(), "it waits");
+    let Held { scale, until, .. } = overload_held_behind_a_restart(&mut c);
     let (id, trigger) = c.due(until).remove(0);
     let woken = one(c.wake(id, &trigger, until));
     assert!(c.due(until).is_empty());
