@@ -108,6 +108,8 @@ struct Record {
 const SERVICES: Table<ServiceLedger> = Table::new("ledger.services");
 const INCIDENTS: Table<IncidentLedger> = Table::new("ledger.incidents");
 const DECISIONS: Table<Record> = Table::new("decisions.v2");
+/// Expiry refusals stored but not yet published, by proposal: their chain.
+const UNPUBLISHED: Table<String> = Table::new("expiries.unpublished");
 
 /// Deliveries of a proposal that wait for its incident or deploy events to be read first
 /// (with the runtime's back-off, about 7 s); after that an unknown incident is refused as a
@@ -126,7 +128,8 @@ pub struct Governance {
     incidents: HashMap<Uuid, IncidentLedger>,
     /// Requests waiting for a human: expiry and chain.
     pending: BTreeMap<Uuid, (Timestamp, String)>,
-    /// Expiries stored but not yet published (the publish failed): chain.
+    /// Expiries stored but not yet published (the publish failed, or the agent stopped before
+    /// its ack): chain. Kept in the state file too, so a restart publishes them.
     unpublished: BTreeMap<Uuid, String>,
     signer: ApprovalSigner,
     approval_ttl: Duration,
@@ -157,13 +160,18 @@ impl Governance {
                 _ => None,
             })
             .collect();
+        let unpublished = store
+            .scan(&UNPUBLISHED)?
+            .into_iter()
+            .filter_map(|(k, chain)| Some((k.parse().ok()?, chain)))
+            .collect();
         Ok(Self {
             store,
             policy,
             services,
             incidents,
             pending,
-            unpublished: BTreeMap::new(),
+            unpublished,
             signer,
             approval_ttl,
             human_ttl,
@@ -486,6 +494,14 @@ impl Governance {
         Self::publish(ctx, &record.proposal, &record.decided).await
     }
 
+    /// Forgets that an expiry refusal waits to be published.
+    fn published(&mut self, id: Uuid) -> Result<(), RuntimeError> {
+        if self.unpublished.remove(&id).is_some() {
+            self.store.remove(&UNPUBLISHED, &id.to_string())?;
+        }
+        Ok(())
+    }
+
     fn on_incident(&mut self, i: &bus_schema::Incident) -> Result<(), RuntimeError> {
         let mut ledger = self.incidents.get(&i.incident_id).cloned().unwrap_or_default();
         ledger.on_incident(i);
@@ -604,6 +620,7 @@ impl Handler for Governance {
                     correlation_id: record.correlation_id,
                 };
                 self.keep(record.clone())?;
+                self.store.put(&UNPUBLISHED, &id.to_string(), &record.correlation_id)?;
                 self.unpublished.insert(id, record.correlation_id.clone());
                 record
             }
@@ -611,13 +628,45 @@ impl Handler for Governance {
             _ if record.input_id == ctx.meta().input_id => record,
             _ => {
                 self.pending.remove(&id);
-                self.unpublished.remove(&id);
+                self.published(id)?;
                 return Ok(());
             }
         };
         Self::publish(ctx, &record.proposal, &record.decided).await?;
         ctx.confirm().await?;
-        self.unpublished.remove(&id);
-        Ok(())
+        Ok(self.published(id)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// An expiry refusal stored but not published when the agent stopped is published after a
+    /// restart: the state file remembers it, and it is due at once.
+    #[test]
+    fn an_expiry_left_unpublished_is_due_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("governance.redb");
+        let id = Uuid::new_v4();
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write_durably(|tx| tx.put(&UNPUBLISHED, &id.to_string(), &"chain-1".to_owned()))
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let signer = ApprovalSigner::generate().unwrap();
+        let ttl = Duration::from_secs(60);
+        let mut gov = Governance::load(store, Policy::default(), signer, ttl, ttl).unwrap();
+        let due = gov.due(Timestamp::now());
+        assert_eq!(due.len(), 1);
+        assert_eq!((due[0].key.0, due[0].correlation_id.as_str()), (id, "chain-1"));
+
+        gov.published(id).unwrap();
+        assert!(gov.due(Timestamp::now()).is_empty());
+        assert!(gov.store.scan(&UNPUBLISHED).unwrap().is_empty(), "forgotten in the state file");
     }
 }
