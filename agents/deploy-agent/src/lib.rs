@@ -347,8 +347,8 @@ impl Handler for DeployAgent {
             }
             I::MetricBatch(b) => {
                 // One input: the samples are applied together, in order, or not at all.
-                let Some(first) = b.samples.first() else { return Ok(()) };
-                let key = rollout::key(&first.env, &first.service);
+                let Some((env, service)) = b.service() else { return Ok(()) };
+                let key = rollout::key(env, service);
                 self.drive(ctx, &key, |r, now| {
                     b.samples.iter().flat_map(|m| r.on_metric(m, now)).collect()
                 })

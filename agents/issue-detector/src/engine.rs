@@ -36,9 +36,7 @@ impl Output {
         // Last, so the other outputs' numbers do not depend on it.
         let rejected = (!self.rejected.is_empty()).then(|| {
             let samples = self.rejected.into_iter();
-            Pending::Rejected(
-                samples.map(|(i, why)| (i, format!("timestamp is {why}; not judged"))).collect(),
-            )
+            Pending::Rejected(samples.map(|(i, why)| (i, why.not_judged())).collect())
         });
         let incidents = self.incidents.into_iter().map(Pending::Incident);
         let outcomes =

@@ -229,10 +229,7 @@ const REJECTED_SHOWN: usize = 10;
 
 /// A sample too far out of order to judge, as a rejection with the reason.
 fn out_of_order(e: service::NotAdmitted) -> HandleError {
-    HandleError::Reject {
-        reason: RejectReason::OutOfOrder,
-        message: format!("timestamp is {e}; not judged"),
-    }
+    HandleError::Reject { reason: RejectReason::OutOfOrder, message: e.not_judged() }
 }
 
 /// Records a decision, once per `key` when it has one (else once per input).
@@ -275,8 +272,8 @@ impl Handler for Detector {
         let (env, service) = match &input {
             Event(PipelineEvent::Metric(m)) => (m.env.clone(), m.service.clone()),
             // Validation leaves no empty batch and makes every sample's service the same.
-            Event(PipelineEvent::MetricBatch(b)) => match b.samples.first() {
-                Some(m) => (m.env.clone(), m.service.clone()),
+            Event(PipelineEvent::MetricBatch(b)) => match b.service() {
+                Some((env, service)) => (env.clone(), service.clone()),
                 None => return Ok(()),
             },
             Event(PipelineEvent::Log(l)) => (l.env.clone(), l.service.clone()),
@@ -311,7 +308,7 @@ impl Handler for Detector {
             let out = out.map_err(out_of_order)?;
             if let Some((sample, why)) = out.rejected.first() {
                 let n = out.rejected.len();
-                warn!(input = %input_id, rejected = n, first = sample, "samples of a metric batch not judged: timestamp is {why}");
+                warn!(input = %input_id, rejected = n, first = sample, "samples of a metric batch not judged: {}", why.not_judged());
             }
             state.delivery.applied(unapplied, out.into_pending());
         }

@@ -90,6 +90,13 @@ pub enum NotAdmitted {
     Future { ahead: Duration },
 }
 
+impl NotAdmitted {
+    /// Why the event was not judged, for its `event_rejected` record.
+    pub fn not_judged(&self) -> String {
+        format!("timestamp is {self}; not judged")
+    }
+}
+
 impl std::fmt::Display for NotAdmitted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -403,22 +403,26 @@ impl Core {
 
     /// Notes that the `policy_learned` record a proposal's verdict owed is stored.
     pub fn recorded(&mut self, incident: Uuid, proposal_id: Uuid) {
-        let Some(mut mem) = self.memory.get(&incident).cloned() else { return };
-        match mem.find_mut(proposal_id) {
-            Some(p) if p.unrecorded.is_some() => p.unrecorded = None,
-            _ => return,
-        }
-        self.save(mem);
+        self.change_proposal(incident, proposal_id, |p| p.unrecorded.take().is_some());
     }
 
     /// Notes that a proposal of `incident` (and its record) is stored.
     pub fn published(&mut self, incident: Uuid, proposal_id: Uuid) {
+        self.change_proposal(incident, proposal_id, |p| !std::mem::replace(&mut p.published, true));
+    }
+
+    /// Applies `change` to one proposal and saves its incident when `change` says it changed
+    /// something.
+    fn change_proposal(
+        &mut self,
+        incident: Uuid,
+        proposal_id: Uuid,
+        change: impl FnOnce(&mut Proposed) -> bool,
+    ) {
         let Some(mut mem) = self.memory.get(&incident).cloned() else { return };
-        match mem.find_mut(proposal_id) {
-            Some(p) if !p.published => p.published = true,
-            _ => return,
+        if mem.find_mut(proposal_id).is_some_and(change) {
+            self.save(mem);
         }
-        self.save(mem);
     }
 
     /// Goes on with an incident that waited.

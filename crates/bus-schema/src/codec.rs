@@ -117,10 +117,7 @@ impl Payload for MetricBatch {
     const ENCODING: Encoding = Encoding::Json;
     /// The samples' service (validation makes them all the same); an empty batch has none.
     fn scope(&self) -> Scope<'_> {
-        match self.samples.first() {
-            Some(m) => service_scope(&m.env, &m.service),
-            None => Scope::Unscoped,
-        }
+        self.service().map_or(Scope::Unscoped, |(env, service)| service_scope(env, service))
     }
     fn stamped_at(&self) -> Option<Timestamp> {
         self.newest()

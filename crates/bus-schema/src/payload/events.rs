@@ -149,6 +149,12 @@ pub struct MetricBatch {
 }
 
 impl MetricBatch {
+    /// The samples' env and service (validation makes them all the first's); `None` for an
+    /// empty batch, which validation refuses.
+    pub fn service(&self) -> Option<(&Env, &ServiceName)> {
+        self.samples.first().map(|m| (&m.env, &m.service))
+    }
+
     /// The newest sample time (for the ahead-of-clock check).
     pub fn newest(&self) -> Option<Timestamp> {
         self.samples.iter().map(|m| m.timestamp).max()
