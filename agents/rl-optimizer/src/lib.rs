@@ -295,15 +295,20 @@ impl Handler for Optimizer {
                     && incident.status != bus_schema::IncidentStatus::Resolved
                     && ctx.meta().delivered < DEPLOY_WAIT_ATTEMPTS
                 {
-                    // A service with no deploy read yet is the case that matters (is it known
-                    // at all?): ask the server, exactly. For a known one the runtime's own
-                    // count is enough (a newer deploy changes only the rollback target) and
-                    // costs no round trip on the way to the decision.
-                    let known = self.core.knows_service(&incident.env, &incident.service);
-                    let behind = if known {
-                        ctx.backlog(OptimizerInputName::Deploy).await?
-                    } else {
+                    // Where the deploy history decides what is offered — a service with no
+                    // deploy read yet (is it known at all?), an incident that implicates a
+                    // deploy (is there a version to roll back to?) — ask the server, exactly:
+                    // the runtime's own count misses a deploy the server has sent and the agent
+                    // not read, and a missed failed deploy leaves nothing to roll back to.
+                    // Otherwise that count is enough and costs no round trip on the way.
+                    use bus_schema::IncidentKind as K;
+                    let exact = !self.core.knows_service(&incident.env, &incident.service)
+                        || incident.suspect_version.is_some()
+                        || matches!(incident.kind, K::DeployFailed | K::DeployRegression);
+                    let behind = if exact {
                         ctx.backlog_on_server(OptimizerInputName::Deploy).await?
+                    } else {
+                        ctx.backlog(OptimizerInputName::Deploy).await?
                     };
                     if behind > 0 {
                         return Err(HandleError::Retry(format!(
