@@ -29,6 +29,8 @@ fn script(name: &str, args: &[&str], port: u16, data: &Path) -> Output {
         .env("CN_NATS_PORT", port.to_string())
         .env("CN_DATA_DIR", data)
         .env("CN_BUILD_PROFILE", "debug")
+        .env_remove("GOMAXPROCS")
+        .env_remove("CN_NATS_GOMAXPROCS")
         .output()
         .unwrap()
 }
@@ -54,6 +56,18 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     ] {
         assert!(stdout.contains(agent), "{agent} missing from status:\n{stdout}");
     }
+    // On a machine of two CPUs or fewer nats-server's Go scheduler gets one of them, and the
+    // start line says so; on a bigger one Go chooses.
+    let nproc = Command::new("nproc").output().unwrap();
+    let small = String::from_utf8_lossy(&nproc.stdout).trim().parse::<u32>().unwrap() <= 2;
+    let pid = std::fs::read_to_string(data.path().join("run/nats-server.pid")).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap();
+    let gomaxprocs = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"GOMAXPROCS="))
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(gomaxprocs.as_deref(), small.then_some("1"), "{stdout}");
+    assert_eq!(stdout.contains(", GOMAXPROCS=1)"), small, "{stdout}");
 
     // A pipeline publishes with its credentials; the flow runs: thirty dev services crash.
     let client = connect_as(data.path(), port, "pipeline").await;
@@ -276,6 +290,23 @@ fn up_with_sync_on_a_server_without_it_says_what_is_needed() {
     let stderr = String::from_utf8_lossy(&up.stderr);
     assert_eq!(up.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--sync needs nats-server 2.10 or newer"), "{stderr}");
+    assert!(!data.path().join("run/nats-server.pid").exists(), "nothing was started");
+}
+
+/// A GOMAXPROCS for nats-server that is not a number of CPUs is refused before anything starts.
+#[test]
+fn up_refuses_a_bogus_gomaxprocs_before_starting_anything() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Command::new(repo().join("scripts/up"))
+        .args(["-d", "--no-build", "--no-sim"])
+        .env("CN_NATS_PORT", free_port().to_string())
+        .env("CN_DATA_DIR", data.path())
+        .env("CN_NATS_GOMAXPROCS", "all")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert_eq!(up.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CN_NATS_GOMAXPROCS must be a number of CPUs"), "{stderr}");
     assert!(!data.path().join("run/nats-server.pid").exists(), "nothing was started");
 }
 

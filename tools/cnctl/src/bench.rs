@@ -346,6 +346,17 @@ fn detector_cpu(args: &BenchArgs) -> Option<f64> {
     cpu_seconds(pid.trim())
 }
 
+/// The GOMAXPROCS nats-server runs with (scripts/up sets it on small machines), read from its
+/// environment: part of what the figures were measured with. None: Go's default, all CPUs.
+fn nats_gomaxprocs(args: &BenchArgs) -> Option<String> {
+    let pid = std::fs::read_to_string(args.pids.as_ref()?.join("nats-server.pid")).ok()?;
+    let environ = std::fs::read(format!("/proc/{}/environ", pid.trim())).ok()?;
+    environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"GOMAXPROCS="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// Publishes `--samples` healthy samples over `--ingest-services` services, one per message (`batch` 1) or
 /// `batch` per `cn.events.metric-batch` message, and waits until the detector has finished
 /// them all.
@@ -483,7 +494,7 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> 
         "incident_to_execution_p50_over_request_reply_p50": round(p50 / floor("request_reply")),
     });
     let report = json!({
-        "machine": {"cpus": cpus, "os": std::env::consts::OS},
+        "machine": {"cpus": cpus, "os": std::env::consts::OS, "nats_server_gomaxprocs": nats_gomaxprocs(&args)},
         "nats_baseline": baseline,
         "incident_to_execution": back_to_back,
         "incident_to_execution_after_idle": after_idle,
