@@ -41,6 +41,12 @@ pub enum PolicyError {
     Action { key: String, name: String, source: ActionNameError },
     #[error("[cooldowns] {name}: {source}")]
     CooldownAction { name: String, source: ActionNameError },
+    /// A name one slip away from a built-in action (`restrat`, `rollbak`): read as an
+    /// operator-defined action it would silently take the built-in one's place.
+    #[error(
+        "{key}: {name:?} is not a built-in action; did you mean {built_in:?}? (an operator-defined action may not be one letter away from a built-in one)"
+    )]
+    LooksBuiltIn { key: String, name: String, built_in: String },
     #[error("{table}: custom_actions = {value:?}; use \"human\" or \"never\"")]
     CustomActions { table: String, value: String },
     #[error("explore_envs may not include prod: nothing is tried out on production")]
@@ -205,6 +211,7 @@ impl Policy {
             let action: Action = name
                 .parse()
                 .map_err(|source| PolicyError::CooldownAction { name: name.clone(), source })?;
+            let action = not_misspelt("[cooldowns]", action)?;
             let d = parse_duration(text).map_err(|source| PolicyError::Duration {
                 key: format!("[cooldowns] {name}"),
                 source,
@@ -278,15 +285,59 @@ fn actions(key: &str, names: &[String]) -> Result<Vec<Action>, PolicyError> {
         if name == "built-in" {
             out.extend(Action::BUILT_IN.iter().cloned());
         } else {
-            out.push(name.parse().map_err(|source| PolicyError::Action {
+            let action = name.parse().map_err(|source| PolicyError::Action {
                 key: key.to_owned(),
                 name: name.clone(),
                 source,
-            })?);
+            })?;
+            out.push(not_misspelt(key, action)?);
         }
     }
     out.dedup();
     Ok(out)
+}
+
+/// Refuses an operator-defined action name that is a built-in one with a slip in it: one letter
+/// added, dropped, changed or swapped with its neighbour.
+fn not_misspelt(key: &str, action: Action) -> Result<Action, PolicyError> {
+    if action.is_built_in() {
+        return Ok(action);
+    }
+    let name: Vec<char> = action.as_str().chars().collect();
+    match Action::BUILT_IN
+        .iter()
+        .find(|b| edit_distance(&name, &b.as_str().chars().collect::<Vec<_>>()) <= 1)
+    {
+        Some(b) => Err(PolicyError::LooksBuiltIn {
+            key: key.to_owned(),
+            name: action.as_str().to_owned(),
+            built_in: b.as_str().to_owned(),
+        }),
+        None => Ok(action),
+    }
+}
+
+/// Edits between two names: insertions, deletions, substitutions and swaps of neighbours
+/// (optimal string alignment distance).
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[derive(Debug, Deserialize)]
@@ -476,6 +527,43 @@ mod tests {
             let err = Policy::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(wanted), "{text:?}: {err:?} should mention {wanted:?}");
         }
+    }
+
+    /// An operator-defined action may be any name, but not a built-in one with a slip in it:
+    /// `restrat` in prod's automatic list would otherwise drop automatic restarts there.
+    #[test]
+    fn a_misspelt_built_in_action_is_refused_with_the_name_it_resembles() {
+        for (text, wanted) in [
+            (
+                "[env.prod]\nautomatic = [\"restrat\"]",
+                "[env.prod] automatic: \"restrat\" is not a built-in action; did you mean \"restart\"?",
+            ),
+            ("[env.prod]\nhuman = [\"rollbak\"]", "did you mean \"rollback\"?"),
+            ("[env.dev]\nautomatic = [\"scale_ups\"]", "did you mean \"scale_up\"?"),
+            ("error_budget_freeze = [\"promot\"]", "did you mean \"promote\"?"),
+            ("[cooldowns]\nrestrat = \"60s\"", "[cooldowns]: \"restrat\""),
+        ] {
+            let err = Policy::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{text:?}: {err:?} should contain {wanted:?}");
+        }
+        // Two letters away is another action, as is a longer name built on one.
+        let p = Policy::from_toml(
+            "[env.dev]\nautomatic = [\"scale_out\", \"restart_worker\", \"clear_cache\"]",
+        )
+        .unwrap();
+        assert_eq!(p.for_env("dev").automatic.len(), 3);
+    }
+
+    #[test]
+    fn edit_distance_counts_a_swap_as_one_edit() {
+        let d = |a: &str, b: &str| {
+            super::edit_distance(&a.chars().collect::<Vec<_>>(), &b.chars().collect::<Vec<_>>())
+        };
+        assert_eq!(d("restrat", "restart"), 1);
+        assert_eq!(d("restart", "restart"), 0);
+        assert_eq!(d("", "noop"), 4);
+        assert_eq!(d("scale_out", "scale_up"), 2);
+        assert_eq!(d("kitten", "sitting"), 3);
     }
 
     #[test]
