@@ -24,29 +24,37 @@ pub const EXIT_FAILURE: u8 = 1;
 /// sysexits' `EX_CONFIG`.
 pub const EXIT_BUS_CONFIG: u8 = 78;
 
-/// How to reach NATS: shared by every agent and by cnctl.
+/// How to reach NATS: shared by every agent and by cnctl. The flags are global: in cnctl they go
+/// before or after a subcommand alike (`cnctl publish --nats-url … metric` and `cnctl publish
+/// metric --nats-url …`).
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated (nats://host:port).
-    #[arg(long = "nats-url", env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_delimiter = ',', value_parser = parse_server)]
+    #[arg(long = "nats-url", global = true, help_heading = "Connection", env = "NATS_URL", default_value = "nats://127.0.0.1:4222", value_delimiter = ',', value_parser = parse_server)]
     pub url: Vec<ServerAddr>,
 
     /// NATS user name (with --nats-password or --nats-password-file).
-    #[arg(long = "nats-user", env = "NATS_USER")]
+    #[arg(long = "nats-user", global = true, help_heading = "Connection", env = "NATS_USER")]
     pub user: Option<String>,
 
     /// NATS password.
     #[arg(
         long = "nats-password",
+        global = true,
+        help_heading = "Connection",
         env = "NATS_PASSWORD",
         hide_env_values = true,
-        conflicts_with = "password_file",
-        requires = "user"
+        conflicts_with = "password_file"
     )]
     pub password: Option<String>,
 
     /// File holding the NATS password (first line), e.g. a Docker secret.
-    #[arg(long = "nats-password-file", env = "NATS_PASSWORD_FILE", requires = "user")]
+    #[arg(
+        long = "nats-password-file",
+        global = true,
+        help_heading = "Connection",
+        env = "NATS_PASSWORD_FILE"
+    )]
     pub password_file: Option<PathBuf>,
 }
 
@@ -105,6 +113,10 @@ pub enum ConfigError {
     EmptyPasswordFile { path: PathBuf },
     #[error("--nats-user is set but neither --nats-password nor --nats-password-file is")]
     MissingPassword,
+    /// Checked here rather than by clap: the flags are global, and clap does not see a
+    /// `--nats-user` given before a subcommand when it checks a password given after it.
+    #[error("--nats-password or --nats-password-file is set but --nats-user is not")]
+    MissingUser,
     #[error("cannot use --data-dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
@@ -114,7 +126,12 @@ pub enum ConfigError {
 impl NatsArgs {
     /// Reads the password, if any, from wherever it was given.
     pub fn credentials(&self) -> Result<Option<Credentials>, ConfigError> {
-        let Some(user) = self.user.clone() else { return Ok(None) };
+        let Some(user) = self.user.clone() else {
+            return match (&self.password, &self.password_file) {
+                (None, None) => Ok(None),
+                _ => Err(ConfigError::MissingUser),
+            };
+        };
         let password = match (&self.password, &self.password_file) {
             (Some(p), _) => p.clone(),
             (None, Some(path)) => {
@@ -239,7 +256,11 @@ mod tests {
         assert!(err.to_string().contains("possible values: json, plain"), "{err}");
         let err = parse(&["--max-attempts", "0"]).unwrap_err();
         assert!(err.to_string().contains("--max-attempts"), "{err}");
-        assert!(parse(&["--nats-password", "x"]).is_err(), "a password needs a user");
+        // A password without a user is refused when the credentials are read (validate),
+        // where a user given on another level of cnctl's subcommands is seen too.
+        let alone = parse(&["--nats-password", "x"]).unwrap();
+        assert!(matches!(alone.nats.credentials(), Err(ConfigError::MissingUser)));
+        assert!(alone.validate().is_err());
         let err = parse(&["--nats-url", "nats://[::1"]).unwrap_err();
         assert!(err.to_string().contains("is not a NATS URL such as"), "{err}");
     }
@@ -260,6 +281,10 @@ mod tests {
         assert!(matches!(
             parse(&["--nats-user", "x"]).unwrap().nats.credentials(),
             Err(ConfigError::MissingPassword)
+        ));
+        assert!(matches!(
+            parse(&["--nats-password-file", file.to_str().unwrap()]).unwrap().nats.credentials(),
+            Err(ConfigError::MissingUser)
         ));
     }
 
