@@ -503,7 +503,7 @@ pub async fn run(nats: &NatsArgs, args: BenchArgs) -> Result<ExitCode, Failure> 
         "ratios": ratios,
         "agents": agents,
     });
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    outln!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 

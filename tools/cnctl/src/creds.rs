@@ -71,7 +71,7 @@ pub fn run(command: CredsCommand) -> Result<ExitCode, Failure> {
     match command {
         CredsCommand::Init { dir } => {
             let created = init(&dir)?;
-            println!("credentials in {} ({} new)", dir.display(), created);
+            outln!("credentials in {} ({} new)", dir.display(), created);
             Ok(ExitCode::SUCCESS)
         }
     }

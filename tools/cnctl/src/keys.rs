@@ -36,9 +36,9 @@ pub fn keygen(args: &KeygenArgs) -> Result<ExitCode, Failure> {
     write_private(&secret, &format!("{}\n", signer.to_hex()))?;
     std::fs::write(&public, format!("{}\n", signer.public_key().to_hex()))
         .map_err(|e| format!("cannot write {}: {e}", public.display()))?;
-    println!("key id {}", signer.key_id());
-    println!("secret key: {} (governance-gate --signing-key)", secret.display());
-    println!("public key: {} (executor --verify-key)", public.display());
+    outln!("key id {}", signer.key_id());
+    outln!("secret key: {} (governance-gate --signing-key)", secret.display());
+    outln!("public key: {} (executor --verify-key)", public.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -61,9 +61,9 @@ pub async fn show(args: &ShowArgs) -> Result<ExitCode, Failure> {
         policy.entries.retain(|e| e.state.contains(filter.as_str()));
     }
     if args.json {
-        println!("{}", serde_json::to_string(&policy)?);
+        outln!("{}", serde_json::to_string(&policy)?);
     } else {
-        print!("{}", render(&policy));
+        out!("{}", render(&policy));
     }
     Ok(ExitCode::SUCCESS)
 }

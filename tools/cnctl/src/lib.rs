@@ -20,6 +20,19 @@
 //! answer from the risk negotiator (`contract`), the optimizer (`policy show`) or the deploy agent (`onboard`), 3 an ask the negotiator refused (`contract
 //! counter|accept`), 64 bad usage.
 
+/// `print!` for cnctl's output: a reader that went away (`cnctl tail | head -1`) ends cnctl
+/// quietly with exit 0, as it does ripgrep, instead of a panic; another write error ends it
+/// with exit 1 and says why.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), false) };
+}
+
+/// `println!` for cnctl's output (see [`out!`]).
+macro_rules! outln {
+    () => { $crate::write_stdout(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::write_stdout(format_args!($($arg)*), true) };
+}
+
 pub mod approvals;
 pub mod bench;
 pub mod contract;
@@ -181,6 +194,24 @@ pub enum ProofCommand {
     },
 }
 
+/// Writes cnctl's output (the [`out!`] and [`outln!`] macros).
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("cnctl: cannot write the output: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// A failure to report and exit 1.
 pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 
@@ -229,7 +260,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Policy { command: PolicyCommand::Show(args) } => learned::show(&args).await,
         Command::Streams { command } => streams::run(command).await,
         Command::Permissions => {
-            print!("{}", creds::render_permissions());
+            out!("{}", creds::render_permissions());
             Ok(ExitCode::SUCCESS)
         }
     }

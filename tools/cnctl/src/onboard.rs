@@ -237,8 +237,8 @@ pub async fn run(nats: &NatsArgs, args: OnboardArgs) -> Result<ExitCode, Failure
     match answer {
         Some((verdict, record)) => {
             match args.json {
-                true => println!("{}", String::from_utf8_lossy(&record)),
-                false => println!("{}", bus_schema::display::escape(&verdict.line(&request))),
+                true => outln!("{}", String::from_utf8_lossy(&record)),
+                false => outln!("{}", bus_schema::display::escape(&verdict.line(&request))),
             }
             Ok(verdict.exit_code())
         }

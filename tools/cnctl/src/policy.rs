@@ -19,11 +19,11 @@ pub struct CheckArgs {
 pub fn check(args: &CheckArgs) -> Result<ExitCode, Failure> {
     match Policy::from_file(&args.file) {
         Ok(policy) => {
-            print!("{}", describe(&policy));
+            out!("{}", describe(&policy));
             for warning in policy.warnings() {
-                println!("warning: {warning}");
+                outln!("warning: {warning}");
             }
-            println!("{}: ok", args.file.display());
+            outln!("{}: ok", args.file.display());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

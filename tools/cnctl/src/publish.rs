@@ -257,12 +257,12 @@ async fn send<P: Payload>(
     let client = crate::connect(nats).await?;
     let (published, _) = publish_traced(&client, subject, payload).await?;
     if published.duplicate {
-        println!(
+        outln!(
             "{what} on {subject} was already published (stream seq {}); not stored again",
             published.stream_seq
         );
     } else {
-        println!("published {what} on {subject} (stream seq {})", published.stream_seq);
+        outln!("published {what} on {subject} (stream seq {})", published.stream_seq);
     }
     Ok(ExitCode::SUCCESS)
 }

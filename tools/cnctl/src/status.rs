@@ -89,11 +89,17 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
             .iter()
             .map(|s| json!({"agent": s.agent, "instance": s.instance, "status": s.status}))
             .collect();
-        println!("{}", json!({"agents": agents, "missing": missing}));
+        outln!("{}", json!({"agents": agents, "missing": missing}));
     } else {
-        println!(
+        outln!(
             "{:<18} {:<9} {:<8} {:>9} {:>10} {:>9} {:>10}  state",
-            "AGENT", "INSTANCE", "VERSION", "UP", "PROCESSED", "REJECTED", "PROOF SEQ"
+            "AGENT",
+            "INSTANCE",
+            "VERSION",
+            "UP",
+            "PROCESSED",
+            "REJECTED",
+            "PROOF SEQ"
         );
         for s in &seen {
             match &s.status {
@@ -107,7 +113,7 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
                     } else {
                         "running".to_owned()
                     };
-                    println!(
+                    outln!(
                         "{:<18} {:<9} {:<8} {:>8}s {:>10} {:>9} {:>10}  {state}",
                         s.agent,
                         s.instance,
@@ -118,14 +124,15 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
                         hb.proof_seq
                     );
                 }
-                None => println!(
+                None => outln!(
                     "{:<18} {:<9} (answered the ping, but not its status endpoint)",
-                    s.agent, s.instance
+                    s.agent,
+                    s.instance
                 ),
             }
         }
         for m in &missing {
-            println!("{m:<18} -         MISSING: no instance answered");
+            outln!("{m:<18} -         MISSING: no instance answered");
         }
     }
     if seen.is_empty() {

@@ -41,7 +41,7 @@ pub async fn run(command: StreamsCommand) -> Result<ExitCode, Failure> {
                 };
                 format!("{e}{hint}")
             })?;
-            println!("streams ready: {}", Stream::ALL.map(|s| s.name()).join(", "));
+            outln!("streams ready: {}", Stream::ALL.map(|s| s.name()).join(", "));
             Ok(ExitCode::SUCCESS)
         }
         StreamsCommand::Check { nats } => {
@@ -59,15 +59,15 @@ pub async fn run(command: StreamsCommand) -> Result<ExitCode, Failure> {
                             .clone();
                         let weakened = streams::weakened(&current, &wanted);
                         if weakened.is_empty() {
-                            println!("{}: as the contract says", s.name());
+                            outln!("{}: as the contract says", s.name());
                         } else {
                             ok = false;
-                            println!("{}: WEAKENED: {}", s.name(), weakened.join("; "));
+                            outln!("{}: WEAKENED: {}", s.name(), weakened.join("; "));
                         }
                     }
                     Err(e) => {
                         ok = false;
-                        println!("{}: cannot read: {e}", s.name());
+                        outln!("{}: cannot read: {e}", s.name());
                     }
                 }
             }

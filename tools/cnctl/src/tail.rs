@@ -155,9 +155,9 @@ pub async fn run(nats: &NatsArgs, args: TailArgs) -> Result<ExitCode, Failure> {
         match serde_json::from_slice::<ProofRecord>(&msg.payload) {
             Ok(r) if args.matches(&r) => {
                 if args.json {
-                    println!("{}", String::from_utf8_lossy(&msg.payload));
+                    outln!("{}", String::from_utf8_lossy(&msg.payload));
                 } else {
-                    println!("{}", bus_schema::display::escape(&format_line(&r)));
+                    outln!("{}", bus_schema::display::escape(&format_line(&r)));
                 }
             }
             Ok(_) => {}

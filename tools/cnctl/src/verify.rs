@@ -99,22 +99,25 @@ pub async fn run(nats: &NatsArgs, as_json: bool) -> Result<ExitCode, Failure> {
             .iter()
             .map(|r| json!({"chain": r.subject, "records": r.records, "verified_through": r.verified_through, "break": r.first_break.as_ref().map(ToString::to_string)}))
             .collect();
-        println!("{}", json!({"intact": audit.is_intact(), "records": read, "chains": chains}));
+        outln!("{}", json!({"intact": audit.is_intact(), "records": read, "chains": chains}));
     } else {
         for r in &reports {
             match &r.first_break {
-                None => println!(
+                None => outln!(
                     "ok      {}  {} records, seq 1..{}",
-                    r.subject, r.records, r.verified_through
+                    r.subject,
+                    r.records,
+                    r.verified_through
                 ),
-                Some(b) => println!(
+                Some(b) => outln!(
                     "BROKEN  {}  verified through seq {}: {b}",
-                    r.subject, r.verified_through
+                    r.subject,
+                    r.verified_through
                 ),
             }
         }
         let broken = reports.iter().filter(|r| r.first_break.is_some()).count();
-        println!(
+        outln!(
             "{read} records in {} chains; {}",
             reports.len(),
             if broken == 0 {

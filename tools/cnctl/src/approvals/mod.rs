@@ -132,9 +132,9 @@ pub async fn run(nats: &NatsArgs, command: ApprovalsCommand) -> Result<ExitCode,
             let scope = Scope { env: args.env, service: args.service, all: args.all };
             let list = ledger.listed(&scope, now);
             if args.json {
-                list.iter().for_each(|a| println!("{}", to_json(a, now)));
+                list.iter().for_each(|a| outln!("{}", to_json(a, now)));
             } else if list.is_empty() {
-                println!(
+                outln!(
                     "{}",
                     if args.all {
                         "no approvals on record"
@@ -143,7 +143,7 @@ pub async fn run(nats: &NatsArgs, command: ApprovalsCommand) -> Result<ExitCode,
                     }
                 );
             } else {
-                print!("{}", render_table(&list, now));
+                out!("{}", render_table(&list, now));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -151,9 +151,9 @@ pub async fn run(nats: &NatsArgs, command: ApprovalsCommand) -> Result<ExitCode,
             let ledger = Work::open(nats).await?.ledger(None).await?;
             let a = ledger.find(&id)?;
             if json {
-                println!("{}", to_json(a, now));
+                outln!("{}", to_json(a, now));
             } else {
-                print!("{}", render_detail(a, now));
+                out!("{}", render_detail(a, now));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -192,7 +192,7 @@ async fn decide(
     }
     let published = work.publish(a, &h).await?;
     let p = &a.pending.proposal;
-    println!(
+    outln!(
         "decision `{decision}` on proposal {} ({}/{} {}) by {} stored on {} (stream seq {}); waiting up to {:?} for governance",
         p.proposal_id,
         p.env,
@@ -205,7 +205,7 @@ async fn decide(
     );
     match work.answer(a, published.stream_seq, args.wait).await? {
         Some(answer) => {
-            println!("{}", answer_line(&answer));
+            outln!("{}", answer_line(&answer));
             Ok(ExitCode::SUCCESS)
         }
         None => {

@@ -286,16 +286,10 @@ fn print_contract(contract: &Contract, out: Output) -> Result<(), Failure> {
     }
 }
 
-/// Writes to stdout; a reader that stopped early (`| head`) is not an error.
+/// Writes to stdout; a reader that stopped early (`| head`) ends cnctl quietly.
 fn emit(text: &str) -> Result<(), Failure> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(format!("cannot write the output: {e}").into())
-        }
-        _ => Ok(()),
-    }
+    out!("{text}");
+    Ok(())
 }
 
 async fn negotiate(
