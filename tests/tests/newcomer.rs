@@ -1,0 +1,132 @@
+//! What a newcomer types in the first hour, run as they would run it: the real cnctl binary
+//! against a real fleet. Each test is a defect found by trying the README as a new user.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
+
+use std::process::{Command, Stdio};
+
+use bus_schema::proof::ProofKind;
+use cn_tests::fleet::{Fleet, binary};
+use cn_tests::proof_log::of_kind;
+
+/// cnctl as a user runs it: the connection only from the flags given, none from the caller's
+/// environment.
+fn cnctl(args: &[&str]) -> Command {
+    let mut c = Command::new(binary("cnctl").unwrap());
+    c.args(args)
+        .env_remove("NATS_URL")
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .env_remove("NATS_PASSWORD_FILE");
+    c
+}
+
+/// `scripts/up` prints a publish command with the connection flags after the subcommand, and
+/// the README shows `cnctl approvals list` the same way; both used to fail with "unexpected
+/// argument '--nats-url'" (exit 64), since `publish`, `approvals` and `contract` took them only
+/// before it. Now they go on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flags_go_before_or_after_the_subcommand() {
+    let fleet = Fleet::start().await.unwrap();
+    let url = fleet.server.url();
+    let pipeline = fleet.password_file("pipeline").to_string_lossy().into_owned();
+    let operator = fleet.password_file("operator").to_string_lossy().into_owned();
+    let after = cnctl(&[
+        "publish",
+        "metric",
+        "--nats-url",
+        &url,
+        "--nats-user",
+        "pipeline",
+        "--nats-password-file",
+        &pipeline,
+        "--env",
+        "stage",
+        "--service",
+        "payments-api",
+        "--crash-looping",
+    ])
+    .output()
+    .unwrap();
+    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
+    let before = cnctl(&[
+        "publish",
+        "--nats-url",
+        &url,
+        "--nats-user",
+        "pipeline",
+        "--nats-password-file",
+        &pipeline,
+        "metric",
+        "--env",
+        "stage",
+        "--service",
+        "checkout",
+        "--crash-looping",
+    ])
+    .output()
+    .unwrap();
+    assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
+    for args in [
+        ["approvals", "list", "--nats-url", &url, "--nats-user", "operator"],
+        ["approvals", "--nats-url", &url, "--nats-user", "operator", "list"],
+    ] {
+        let out = cnctl(&args).args(["--nats-password-file", &operator]).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Both crashes reached the fleet.
+    let records = fleet
+        .records_until("both crashes opened as incidents", |r| {
+            of_kind(r, ProofKind::IncidentOpened).len() >= 2
+        })
+        .await
+        .unwrap();
+    let mut services: Vec<_> = of_kind(&records, ProofKind::IncidentOpened)
+        .iter()
+        .filter_map(|r| r.service.clone())
+        .map(|s| s.to_string())
+        .collect();
+    services.sort();
+    assert_eq!(services, ["checkout", "payments-api"]);
+}
+
+/// `cnctl tail | head -1` used to panic ("failed printing to stdout: Broken pipe", exit 101)
+/// once head had gone. A reader that goes away now ends cnctl quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_into_a_pipe_whose_reader_is_gone_ends_quietly() {
+    let fleet = Fleet::start().await.unwrap();
+    let operator = fleet.password_file("operator").to_string_lossy().into_owned();
+    let mut child = cnctl(&["tail", "--no-follow", "--since", "all"])
+        .args(["--nats-url", &fleet.server.url(), "--nats-user", "operator"])
+        .args(["--nats-password-file", &operator])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the first record is written (every agent has recorded its
+    // start by now).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `cnctl policy check` accepted `"restrat"` in prod's automatic list as an operator-defined
+/// action, which silently took automatic restarts out of prod. It now names the slip.
+#[test]
+fn policy_check_names_a_misspelt_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.toml");
+    std::fs::write(&file, "[env.prod]\nautomatic = [\"noop\", \"observe\", \"restrat\"]\n")
+        .unwrap();
+    let out = cnctl(&["policy", "check", &file.to_string_lossy()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "[env.prod] automatic: \"restrat\" is not a built-in action; did you mean \"restart\"?"
+        ),
+        "{stderr}"
+    );
+}
