@@ -110,6 +110,21 @@ async fn tail_into_a_pipe_whose_reader_is_gone_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Read to the end, each line starts with the record's time at one width, milliseconds
+    // always (`15:55:49.85Z` beside `15:55:49.856Z` misaligned columns and misordered sorts).
+    let out = cnctl(&["tail", "--no-follow", "--since", "all"])
+        .args(["--nats-url", &fleet.server.url(), "--nats-user", "operator"])
+        .args(["--nats-password-file", &operator])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().count() >= 6, "every agent's start: {text}");
+    for line in text.lines() {
+        let ts = line.split(' ').next().unwrap();
+        assert_eq!(ts.len(), "2026-02-20T17:00:00.000Z".len(), "{line}");
+        assert!(ts.parse::<bus_schema::Timestamp>().is_ok() && ts.as_bytes()[19] == b'.', "{line}");
+    }
 }
 
 /// `cnctl policy check` accepted `"restrat"` in prod's automatic list as an operator-defined

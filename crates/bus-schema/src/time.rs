@@ -60,6 +60,33 @@ impl Timestamp {
     pub fn year(self) -> i32 {
         self.0.year()
     }
+
+    /// For people: always with milliseconds (truncated), `2026-02-20T17:00:00.000Z`, so
+    /// columns line up and text sorts in time order. The bus keeps RFC 3339 as it was sent.
+    pub fn millis(self) -> Millis {
+        Millis(self)
+    }
+}
+
+/// A [`Timestamp`] shown to people at a fixed width ([`Timestamp::millis`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Millis(Timestamp);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0.0;
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
 }
 
 fn time_duration(d: Duration) -> time::Duration {
@@ -156,6 +183,18 @@ mod tests {
     fn rejects_other_formats_with_an_example() {
         let err = "20/02/2026".parse::<Timestamp>().unwrap_err();
         assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+
+    /// What people read has one width: milliseconds always, never more.
+    #[test]
+    fn millis_is_fixed_width_and_sorts_in_time_order() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap().millis().to_string();
+        assert_eq!(at("2026-02-20T17:00:00Z"), "2026-02-20T17:00:00.000Z");
+        assert_eq!(at("2026-02-20T17:00:00.85Z"), "2026-02-20T17:00:00.850Z");
+        assert_eq!(at("2026-02-20T18:00:00.123456789+01:00"), "2026-02-20T17:00:00.123Z");
+        let mut texts = [at("2026-02-20T17:00:00.9Z"), at("2026-02-20T17:00:00.85Z")];
+        texts.sort();
+        assert_eq!(texts, ["2026-02-20T17:00:00.850Z", "2026-02-20T17:00:00.900Z"]);
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl TailArgs {
 
 /// A record as one readable line.
 pub fn format_line(r: &ProofRecord) -> String {
-    let mut line = format!("{} {}.{} #{} {}", r.ts, r.agent, r.instance, r.seq, r.kind);
+    let mut line = format!("{} {}.{} #{} {}", r.ts.millis(), r.agent, r.instance, r.seq, r.kind);
     match (&r.env, &r.service) {
         (Some(e), Some(s)) => line.push_str(&format!(" {e}/{s}")),
         (Some(e), None) => line.push_str(&format!(" {e}")),

@@ -41,7 +41,8 @@ pub fn answer_line(answer: &Answer) -> String {
     match answer {
         Answer::Approved { approval_id, approved_by, expires_at, .. } => {
             format!(
-                "approved: approval {approval_id} signed, expires {expires_at} (approved by {approved_by})"
+                "approved: approval {approval_id} signed, expires {} (approved by {approved_by})",
+                expires_at.millis()
             )
         }
         Answer::Refused { reason, detail, .. } => format!("refused: {reason} {}", escape(detail)),
@@ -60,7 +61,7 @@ pub fn render_table(list: &[&Approval], now: Timestamp) -> String {
                 format!("{}/{}", p.env, p.service),
                 p.action.to_string(),
                 format!("{:.2}", p.confidence),
-                a.pending.requested_at.to_string(),
+                a.pending.requested_at.millis().to_string(),
             ]
         })
         .collect();
@@ -90,14 +91,14 @@ pub fn render_detail(a: &Approval, now: Timestamp) -> String {
         p.candidates.iter().map(|c| format!("{}={:.2}", c.action, c.value)).collect();
     let expires = match a.state(now) {
         State::Waiting { expires_in } => {
-            format!("{} (in {})", a.pending.expires_at, span(expires_in))
+            format!("{} (in {})", a.pending.expires_at.millis(), span(expires_in))
         }
         State::Expired { ago } => format!(
             "{} (expired {} ago — governance will refuse it as approval_expired)",
             a.pending.expires_at,
             span(ago)
         ),
-        _ => a.pending.expires_at.to_string(),
+        _ => a.pending.expires_at.millis().to_string(),
     };
     let decision = match &a.sent {
         Some(s) => format!(
@@ -115,11 +116,13 @@ pub fn render_detail(a: &Approval, now: Timestamp) -> String {
     let answer = match &a.answer {
         Some(Answer::Approved { approval_id, approved_by, issued_at, expires_at }) => {
             format!(
-                "approved by {approved_by}: approval {approval_id} signed at {issued_at}, valid until {expires_at}"
+                "approved by {approved_by}: approval {approval_id} signed at {}, valid until {}",
+                issued_at.millis(),
+                expires_at.millis()
             )
         }
         Some(Answer::Refused { reason, detail, refused_at }) => {
-            format!("refused at {refused_at}: {reason} {detail}")
+            format!("refused at {}: {reason} {detail}", refused_at.millis())
         }
         None => "governance has not answered yet".to_owned(),
     };
@@ -134,7 +137,7 @@ pub fn render_detail(a: &Approval, now: Timestamp) -> String {
             "confidence",
             format!("{:.2}{}", p.confidence, if p.exploratory { " (exploratory)" } else { "" }),
         ),
-        ("proposer", format!("{} at {}", p.proposer, p.proposed_at)),
+        ("proposer", format!("{} at {}", p.proposer, p.proposed_at.millis())),
         ("incident", p.incident_id.map_or_else(|| "none".to_owned(), |i| i.to_string())),
         ("explanation", p.explanation.clone()),
         (
@@ -142,7 +145,7 @@ pub fn render_detail(a: &Approval, now: Timestamp) -> String {
             if candidates.is_empty() { "none".to_owned() } else { candidates.join(" ") },
         ),
         ("waits for", format!("a human: {}", a.pending.reason)),
-        ("requested", a.pending.requested_at.to_string()),
+        ("requested", a.pending.requested_at.millis().to_string()),
         ("expires", expires),
         ("decision", decision),
         ("answer", answer),

@@ -216,10 +216,10 @@ fn the_table_has_one_row_per_request_and_says_why_it_waits() {
     l.refused(&refusal_of(2, ReasonCode::ApprovalDenied));
     let table = render_table(&l.listed(&Scope { all: true, ..Scope::default() }, at(2)), at(2));
     let expected = "\
-PROPOSAL                              ENV/SERVICE        ACTION    CONF  REQUESTED             STATUS
-00000000-0000-0000-0000-000000000001  prod/checkout      rollback  0.80  2026-11-22T10:00:00Z  expires in 14m 58s
+PROPOSAL                              ENV/SERVICE        ACTION    CONF  REQUESTED                 STATUS
+00000000-0000-0000-0000-000000000001  prod/checkout      rollback  0.80  2026-11-22T10:00:00.000Z  expires in 14m 58s
     why: rollback in prod needs a human · incident 00000000-0000-0000-0000-000000000abc
-00000000-0000-0000-0000-000000000002  prod/payments-api  rollback  0.80  2026-11-22T10:00:00Z  refused: approval_denied
+00000000-0000-0000-0000-000000000002  prod/payments-api  rollback  0.80  2026-11-22T10:00:00.000Z  refused: approval_denied
     why: rollback in prod needs a human · incident 00000000-0000-0000-0000-000000000abc
 ";
     assert_eq!(table, expected);
@@ -269,7 +269,7 @@ fn answers_read_as_one_line() {
     };
     assert_eq!(
         answer_line(&approved),
-        "approved: approval 00000000-0000-0000-0000-000000000007 signed, expires 2026-11-22T10:05:00Z (approved by sam)"
+        "approved: approval 00000000-0000-0000-0000-000000000007 signed, expires 2026-11-22T10:05:00.000Z (approved by sam)"
     );
     let refused = Answer::Refused {
         reason: ReasonCode::ApprovalDenied,

@@ -148,7 +148,7 @@ pub fn render_reply(r: &NegotiationReply) -> String {
 /// Calibration first (is the model any good?), then what it learned, largest weights first.
 pub fn render_stats(s: &ModelStats) -> String {
     let mut o = String::new();
-    let updated = s.updated_at.map(|t| format!(", updated {t}")).unwrap_or_default();
+    let updated = s.updated_at.map(|t| format!(", updated {}", t.millis())).unwrap_or_default();
     let _ = writeln!(o, "risk model: {} deploy outcomes learned from{updated}", s.observations);
     match s.brier {
         Some(b) => {
