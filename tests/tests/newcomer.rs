@@ -145,3 +145,52 @@ fn policy_check_names_a_misspelt_action() {
         "{stderr}"
     );
 }
+
+/// A wrong password, nothing listening and another NATS server on the port all ended in "is
+/// the fleet up?"; the real cause was only in a log file. Each now names its cause and what to
+/// do about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_failures_name_their_cause() {
+    let fleet = Fleet::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let run = |url: &str, user: Option<&str>, args: &[&str]| {
+        let mut c = cnctl(args);
+        c.args(["--nats-url", url]);
+        if let Some(user) = user {
+            c.args(["--nats-user", user, "--nats-password-file", &wrong.to_string_lossy()]);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let (code, stderr) = run(&fleet.server.url(), Some("operator"), &["status"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the server refused user \"operator\" with this password"), "{stderr}");
+    assert!(!stderr.contains("is the fleet up"), "{stderr}");
+
+    let (_, stderr) = run(&fleet.server.url(), None, &["status"]);
+    assert!(stderr.contains("the server wants a user and password"), "{stderr}");
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (code, stderr) = run(&format!("nats://127.0.0.1:{free}"), None, &["status"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("nothing answers there: is the fleet up"), "{stderr}");
+
+    // Another NATS server, open to anyone but without the fleet's streams.
+    let other = test_support::NatsServer::bare().unwrap();
+    for args in [
+        &["tail", "--no-follow"][..],
+        &["publish", "metric", "--env", "dev", "--service", "web", "--crash-looping"][..],
+    ] {
+        let (code, stderr) = run(&other.url(), None, args);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "this NATS server has no Chaos Negotiator streams: is it the fleet's server"
+            ),
+            "{args:?}: {stderr}"
+        );
+    }
+}

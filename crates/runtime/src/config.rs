@@ -163,7 +163,26 @@ impl NatsArgs {
         let credentials = self.credentials()?;
         crate::connect::connect(name, &self.url, credentials.as_ref(), inbox_prefix, first)
             .await
-            .map_err(|e| crate::RuntimeError::Connect(format!("{} ({e})", self.urls())))
+            .map_err(|e| {
+                let hint = connect_hint(e.kind(), credentials.as_ref().map(|c| c.user.as_str()));
+                crate::RuntimeError::Connect(format!("{} ({e}); {hint}", self.urls()))
+            })
+    }
+}
+
+/// What to do about a failed connection, by its cause: a refused password is not a fleet that
+/// is down.
+fn connect_hint(kind: async_nats::ConnectErrorKind, user: Option<&str>) -> String {
+    use async_nats::ConnectErrorKind as K;
+    match (kind, user) {
+        (K::AuthorizationViolation | K::Authentication, Some(user)) => format!(
+            "the server refused user {user:?} with this password: check --nats-user / NATS_USER and --nats-password-file / NATS_PASSWORD_FILE (scripts/up writes each user's password to $CN_DATA_DIR/creds/<user>.password)"
+        ),
+        (K::AuthorizationViolation | K::Authentication, None) => "the server wants a user and password: set --nats-user / NATS_USER and --nats-password-file / NATS_PASSWORD_FILE".to_owned(),
+        (K::Io | K::TimedOut | K::MaxReconnects | K::Dns, _) => {
+            "nothing answers there: is the fleet up (scripts/up)? set --nats-url / NATS_URL".to_owned()
+        }
+        _ => "set --nats-url / NATS_URL".to_owned(),
     }
 }
 

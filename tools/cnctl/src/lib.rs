@@ -236,7 +236,11 @@ pub fn main(cli: Cli) -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            let message = e.to_string();
+            match not_our_server(&message) {
+                Some(hint) => eprintln!("error: {message}\n  {hint}"),
+                None => eprintln!("error: {message}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -266,9 +270,25 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-/// Connects as cnctl, failing fast (with a clear message) when NATS is not there.
+/// Connects as cnctl, failing fast with the cause and what to do about it (a refused password,
+/// nothing listening).
 pub async fn connect(nats: &NatsArgs) -> Result<async_nats::Client, Failure> {
-    nats.connect("cnctl", None, agent_runtime::connect::FirstConnect::FailFast)
-        .await
-        .map_err(|e| format!("{e}; is the fleet up? set --nats-url / NATS_URL").into())
+    Ok(nats.connect("cnctl", None, agent_runtime::connect::FirstConnect::FailFast).await?)
+}
+
+/// What a JetStream error means on a server the fleet never set up (another NATS server on the
+/// port, or streams not created yet), said once at the end of the error.
+fn not_our_server(message: &str) -> Option<&'static str> {
+    // async-nats' texts for: a publish no stream takes, a stream missing (JetStream error
+    // 10059), JetStream switched off on the server.
+    const SIGNS: [&str; 5] = [
+        "no stream found",
+        "stream not found",
+        "error code 10059",
+        "requested JetStream resource does not exist",
+        "jetstream not enabled",
+    ];
+    SIGNS.iter().any(|s| message.contains(s)).then_some(
+        "this NATS server has no Chaos Negotiator streams: is it the fleet's server (check --nats-url / NATS_URL)? scripts/up creates them, as does `cnctl streams ensure` as the bootstrap user",
+    )
 }
