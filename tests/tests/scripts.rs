@@ -209,6 +209,60 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
         "{learned:?}"
     );
     drop(guard);
+
+    // A second run on the same data dir resumes: the simulator carries on after the newest
+    // event it sent instead of six hours back, which flooded the proof log with thousands of
+    // out_of_order rejections and never showed the demo again.
+    let up = script("up", &["-d", "--no-build"], port, data.path());
+    let guard = scopeguard(port, data.path());
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let js = async_nats::jetstream::new(connect_as(data.path(), port, "operator").await);
+    let events = |js: async_nats::jetstream::Context| async move {
+        let mut stream = js.get_stream("CN_EVENTS").await?;
+        anyhow::Ok(stream.info().await?.state.messages)
+    };
+    let first_run = events(js.clone()).await.unwrap();
+    cn_tests::eventually(
+        std::time::Duration::from_secs(60),
+        "the resumed simulator to publish two ticks",
+        || async { Ok((events(js.clone()).await? >= first_run + 20).then_some(())) },
+    )
+    .await
+    .unwrap();
+    let records = proof_log::read_all(&js).await.unwrap();
+    let restarts = proof_log::of_kind(&records, ProofKind::AgentStarted)
+        .into_iter()
+        .filter(|r| r.agent.as_str() == "simulator")
+        .collect::<Vec<_>>();
+    assert_eq!(restarts.len(), 2, "{restarts:#?}");
+    let rejected: Vec<_> = proof_log::of_kind(&records, ProofKind::EventRejected)
+        .into_iter()
+        .filter(|r| r.ts >= restarts[1].ts)
+        .collect();
+    assert!(rejected.is_empty(), "{} rejected, e.g. {:#?}", rejected.len(), rejected.first());
+    drop(guard);
+
+    // --fresh starts over: a new proof log, and the demo plays again.
+    let up = script("up", &["-d", "--no-build", "--fresh"], port, data.path());
+    let guard = scopeguard(port, data.path());
+    let stdout = String::from_utf8_lossy(&up.stdout);
+    assert!(up.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&up.stderr));
+    assert!(stdout.contains("starting over"), "{stdout}");
+    let js = async_nats::jetstream::new(connect_as(data.path(), port, "operator").await);
+    let records = cn_tests::eventually(
+        std::time::Duration::from_secs(90),
+        "the demo's crash restarted again",
+        || async {
+            let records = proof_log::read_all(&js).await?;
+            Ok((!about(&records, ProofKind::ActionExecuted, "checkout").is_empty())
+                .then_some(records))
+        },
+    )
+    .await
+    .unwrap();
+    let starts = proof_log::of_kind(&records, ProofKind::AgentStarted);
+    assert_eq!(starts.iter().filter(|r| r.agent.as_str() == "simulator").count(), 1);
+    drop(guard);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

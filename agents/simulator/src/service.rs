@@ -52,6 +52,15 @@ impl Event {
             Event::Log(e) => (&e.env, &e.service),
         }
     }
+
+    /// When it happened, as its payload says.
+    pub fn timestamp(&self) -> Timestamp {
+        match self {
+            Event::Deploy(e) => e.timestamp,
+            Event::Metric(e) => e.timestamp,
+            Event::Log(e) => e.timestamp,
+        }
+    }
 }
 
 /// The version every service runs at start, the one before it, and the one that brings a

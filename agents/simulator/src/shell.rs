@@ -4,7 +4,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use agent_runtime::{AgentSpec, Context, Due, HandleError, Handler, NoRequests, RuntimeArgs};
+use agent_runtime::store::{Store, Table};
+use agent_runtime::{
+    AgentSpec, Context, Due, HandleError, Handler, NoRequests, RuntimeArgs, RuntimeError,
+};
 use bus_schema::fleet::SimulatorInput;
 use bus_schema::{SimAction, Timestamp, subject};
 use tracing::{info, warn};
@@ -19,6 +22,11 @@ const MAX_PENDING: usize = 16;
 const REMEMBERED_ACTIONS: usize = 256;
 /// Actions issued longer ago than this are left alone: they were meant for an earlier world.
 const STALE_ACTION: Duration = Duration::from_secs(600);
+/// The newest event time the simulator has published. A restart resumes after it: the
+/// detector rejects a service's events older than what it has seen (`out_of_order`), so a
+/// simulator starting `--lead` back again would flood the proof log with rejections.
+const RESUME: Table<Timestamp> = Table::new("simulator.resume");
+const NEWEST: &str = "newest";
 
 /// A simulated world of services that publishes metric, deploy and log events and reacts to
 /// the executor's `sim` actions.
@@ -94,6 +102,10 @@ pub struct Simulator {
     pending: VecDeque<(TickKey, Tick)>,
     applied: VecDeque<(String, Vec<Event>)>,
     caught_up: bool,
+    /// The newest event time published, and whether the state file has it yet.
+    newest: Option<Timestamp>,
+    unsaved: bool,
+    store: Option<Store>,
 }
 
 impl Simulator {
@@ -102,9 +114,39 @@ impl Simulator {
         flags.scenario.as_deref().map(Scenario::load).transpose()
     }
 
-    /// The world of `scenario` as the flags adjust it, with its clock starting at `wall_now`.
-    pub fn start(flags: &Flags, scenario: Option<&Scenario>, wall_now: Timestamp) -> Self {
-        let start = flags.start.unwrap_or_else(|| wall_now.minus(flags.lead));
+    /// Where the last run left off: the newest event time it published (from the state file).
+    pub fn resume_point(store: &Store) -> Result<Option<Timestamp>, RuntimeError> {
+        store.get(&RESUME, NEWEST)
+    }
+
+    /// Keeps the newest event time published in `store`, for the next start.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The world of `scenario` as the flags adjust it, with its clock starting at `wall_now`:
+    /// `--start`, else `--lead` before it, but never before `resume` (the last run's newest
+    /// event), so no service ever gets an event older than one it was sent.
+    pub fn start(
+        flags: &Flags,
+        scenario: Option<&Scenario>,
+        wall_now: Timestamp,
+        resume: Option<Timestamp>,
+    ) -> Self {
+        let from_lead = wall_now.minus(flags.lead);
+        let start = match (flags.start, resume) {
+            (Some(start), _) => start,
+            (None, Some(newest)) if newest >= from_lead => {
+                let start = newest.plus(Duration::from_secs(1));
+                info!(
+                    resume_after = %newest,
+                    "resuming after the last run's newest event (not --lead before now), so no service gets events older than it was sent; to play the scenario from its start, reset the data (scripts/up --fresh)"
+                );
+                start
+            }
+            _ => from_lead,
+        };
         let Some(scenario) = scenario else {
             info!("no scenario: idle");
             let clock = SimClock::new(start, wall_now, 1.0);
@@ -121,10 +163,30 @@ impl Simulator {
     }
 
     pub fn new(world: World, clock: SimClock) -> Self {
-        Self { world, clock, pending: VecDeque::new(), applied: VecDeque::new(), caught_up: false }
+        Self {
+            world,
+            clock,
+            pending: VecDeque::new(),
+            applied: VecDeque::new(),
+            caught_up: false,
+            newest: None,
+            unsaved: false,
+            store: None,
+        }
     }
 
-    async fn publish(ctx: &mut Context<'_>, events: &[Event]) -> Result<(), HandleError> {
+    /// Publishes `events` and remembers the newest of their times.
+    async fn publish(
+        &mut self,
+        ctx: &mut Context<'_>,
+        events: &[Event],
+    ) -> Result<(), HandleError> {
+        if let Some(newest) = events.iter().map(Event::timestamp).max() {
+            if self.newest.is_none_or(|n| newest > n) {
+                self.newest = Some(newest);
+                self.unsaved = true;
+            }
+        }
         for event in events {
             match event {
                 Event::Deploy(e) => {
@@ -149,7 +211,7 @@ impl Simulator {
         let input_id = ctx.meta().input_id.clone();
         if let Some((_, events)) = self.applied.iter().find(|(id, _)| *id == input_id) {
             let events = events.clone();
-            return Self::publish(ctx, &events).await;
+            return self.publish(ctx, &events).await;
         }
         if Timestamp::now().since(action.issued_at) > STALE_ACTION {
             info!(env = %action.env, service = %action.service, action = %action.action, issued_at = %action.issued_at, "ignoring a stale sim action");
@@ -170,7 +232,7 @@ impl Simulator {
             self.applied.pop_front();
         }
         self.applied.push_back((input_id, effect.events.clone()));
-        Self::publish(ctx, &effect.events).await
+        self.publish(ctx, &effect.events).await
     }
 }
 
@@ -187,6 +249,14 @@ impl Handler for Simulator {
         match input {
             SimulatorInput::Action(action) => self.on_action(ctx, action).await,
         }
+    }
+
+    fn checkpoint(&mut self) -> Result<(), RuntimeError> {
+        if let (true, Some(store), Some(newest)) = (self.unsaved, &self.store, self.newest) {
+            store.put(&RESUME, NEWEST, &newest)?;
+            self.unsaved = false;
+        }
+        Ok(())
     }
 
     fn due(&mut self, now: Timestamp) -> Vec<Due<TickKey>> {
@@ -224,7 +294,7 @@ impl Handler for Simulator {
         };
         let events = self.pending[i].1.events.clone();
         // On failure the tick stays pending and is published again, with the same ids.
-        Self::publish(ctx, &events).await?;
+        self.publish(ctx, &events).await?;
         ctx.confirm().await?;
         self.pending.remove(i);
         Ok(())
@@ -245,7 +315,7 @@ mod tests {
         let wall: Timestamp = "2026-02-20T12:00:00Z".parse().unwrap();
         let f = flags(&["--scenario", "demo", "--lead", "1h", "--speed", "100"]);
         let scenario = Simulator::load_scenario(&f).unwrap();
-        let mut sim = Simulator::start(&f, scenario.as_ref(), wall);
+        let mut sim = Simulator::start(&f, scenario.as_ref(), wall, None);
         assert!(sim.due(wall).len() == 1, "only the tick at the start is due at once");
         let later = wall.plus(Duration::from_secs(60));
         let due = sim.due(later);
@@ -268,6 +338,24 @@ mod tests {
         assert!(sim.caught_up);
     }
 
+    /// A second run starts after the first one's newest event, not `--lead` back again, so the
+    /// detector sees no service go back in time; a run long after starts `--lead` back as usual.
+    #[test]
+    fn a_restart_resumes_after_the_newest_event_it_published() {
+        let wall: Timestamp = "2026-02-20T12:00:00Z".parse().unwrap();
+        let f = flags(&["--scenario", "demo", "--lead", "6h"]);
+        let scenario = Simulator::load_scenario(&f).unwrap();
+        let newest = wall.minus(Duration::from_secs(60));
+        let sim = Simulator::start(&f, scenario.as_ref(), wall, Some(newest));
+        assert_eq!(sim.world.start(), newest.plus(Duration::from_secs(1)));
+        let long_ago = wall.minus(Duration::from_secs(7 * 3600));
+        let sim = Simulator::start(&f, scenario.as_ref(), wall, Some(long_ago));
+        assert_eq!(sim.world.start(), wall.minus(Duration::from_secs(6 * 3600)));
+        let explicit = flags(&["--scenario", "demo", "--start", "2026-02-20T09:00:00Z"]);
+        let sim = Simulator::start(&explicit, scenario.as_ref(), wall, Some(newest));
+        assert_eq!(sim.world.start(), "2026-02-20T09:00:00Z".parse().unwrap(), "--start wins");
+    }
+
     #[test]
     fn flags_come_with_defaults_and_refuse_nonsense() {
         let f = flags(&[]);
@@ -281,7 +369,7 @@ mod tests {
         assert!(parse(&["--speed", "0"]).is_err());
         assert!(parse(&["--lead", "soon"]).is_err());
         assert!(parse(&["--start", "yesterday"]).is_err());
-        let idle = Simulator::start(&flags(&[]), None, Timestamp::now());
+        let idle = Simulator::start(&flags(&[]), None, Timestamp::now(), None);
         assert!(idle.world.next_tick_at().is_none());
     }
 }
