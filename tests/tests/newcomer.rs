@@ -194,3 +194,50 @@ async fn connection_failures_name_their_cause() {
         );
     }
 }
+
+/// A pipeline could not find its own rejected events: rejection records carried no env or
+/// service, so `cnctl tail --service X` hid them. They now carry what the subject names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_finds_its_rejected_events_by_service() {
+    let fleet = Fleet::start().await.unwrap();
+    let client = fleet.client_as("pipeline").await.unwrap();
+    let now = bus_schema::Timestamp::now().to_string();
+    let bad =
+        serde_json::json!({"service": "web", "env": "dev", "error_rate": 2.5, "timestamp": now});
+    client.publish("cn.events.metric.dev.web", bad.to_string().into()).await.unwrap();
+    client.publish("cn.events.deploy.dev.web", "{not json".into()).await.unwrap();
+    client.flush().await.unwrap();
+    let records = fleet
+        .records_until("both rejections", |r| {
+            of_kind(r, ProofKind::EventRejected)
+                .iter()
+                .filter(|x| x.agent.as_str() == "issue-detector")
+                .count()
+                >= 2
+        })
+        .await
+        .unwrap();
+    for r in of_kind(&records, ProofKind::EventRejected) {
+        assert_eq!(
+            (r.env.as_ref().map(|e| e.as_str()), r.service.as_ref().map(|s| s.as_str())),
+            (Some("dev"), Some("web")),
+            "{r:#?}"
+        );
+    }
+    let operator = fleet.password_file("operator").to_string_lossy().into_owned();
+    let out = cnctl(&["tail", "--no-follow", "--since", "all", "--service", "web"])
+        .args(["--nats-url", &fleet.server.url(), "--nats-user", "operator"])
+        .args(["--nats-password-file", &operator])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("issue-detector.0") && l.contains("event_rejected"))
+            .count()
+            == 2,
+        "{text}"
+    );
+    assert!(text.contains("reason=out_of_range") && text.contains("reason=malformed"), "{text}");
+}

@@ -288,6 +288,27 @@ pub const FAMILIES: &[FamilyInfo] = &[
     POLICY.info(),
 ];
 
+/// The environment and service a subject of a `{env}.{service}` (or `{env}`) family names,
+/// when its tokens are valid: what a record about an input that could not be read (a
+/// rejection) can still say it was about, so `cnctl tail --service X` finds it.
+pub fn scope_of(subject: &str) -> (Option<Env>, Option<ServiceName>) {
+    let Some((family, rest)) = FAMILIES.iter().find_map(|f| {
+        subject.strip_prefix(f.prefix).and_then(|r| r.strip_prefix('.')).map(|r| (f, r))
+    }) else {
+        return (None, None);
+    };
+    let tokens: Vec<&str> = rest.split('.').collect();
+    match (family.tokens, tokens.as_slice()) {
+        (["{env}", "{service}"], [env, service]) => match (env.parse(), service.parse()) {
+            (Ok(env), Ok(service)) => (Some(env), Some(service)),
+            (Ok(env), Err(_)) => (Some(env), None),
+            _ => (None, None),
+        },
+        (["{env}"], [env]) => (env.parse().ok(), None),
+        _ => (None, None),
+    }
+}
+
 /// The inbox prefix of an agent's connection (`_INBOX_{agent}`): replies to its own requests
 /// (JetStream API calls, pulls) arrive under it, and its NATS user may subscribe to nothing
 /// else's replies. People and pipelines keep the default `_INBOX.`.
@@ -309,6 +330,24 @@ mod tests {
     }
     fn svc() -> ServiceName {
         "payments-api".parse().unwrap()
+    }
+
+    #[test]
+    fn the_scope_of_a_subject_is_read_back_from_its_tokens() {
+        let scope = |s: &str| {
+            let (e, s) = scope_of(s);
+            (e.map(|e| e.to_string()), s.map(|s| s.to_string()))
+        };
+        let both = |e: &str, s: &str| (Some(e.to_owned()), Some(s.to_owned()));
+        assert_eq!(scope("cn.events.metric.prod.payments-api"), both("prod", "payments-api"));
+        assert_eq!(scope("cn.events.metric-batch.dev.web"), both("dev", "web"));
+        assert_eq!(scope("cn.actions.approved.stage.api"), both("stage", "api"));
+        assert_eq!(scope("cn.requests.onboard.dev"), (Some("dev".to_owned()), None));
+        assert_eq!(scope("cn.events.metric.prod.Bad_Name"), (Some("prod".to_owned()), None));
+        assert_eq!(scope("cn.events.metric.prod"), (None, None));
+        assert_eq!(scope("cn.events.metric.prod.a.b"), (None, None));
+        assert_eq!(scope("cn.proof.executor.0"), (None, None));
+        assert_eq!(scope("elsewhere.prod.api"), (None, None));
     }
 
     #[test]

@@ -229,6 +229,7 @@ impl Agent {
                     let draft = ProofDraft::new(ProofKind::EventRejected)
                         .reason(reason.as_str())
                         .correlation(meta.correlation_id.clone())
+                        .scope_of_subject(&meta.subject)
                         .detail(json!({"subject": meta.subject, "error": message, "message_id": meta.message_id, "size": msg.payload.len()}));
                     self.proof.append(draft, Some(&format!("{}:rejected", meta.input_id))).await?;
                 }

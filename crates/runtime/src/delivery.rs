@@ -234,9 +234,11 @@ impl Processor<'_> {
         warn!(input = %meta.input_id, subject = %meta.subject, reason = %reason, "rejected input: {message}");
         let excerpt: String =
             String::from_utf8_lossy(&msg.payload[..msg.payload.len().min(256)]).into_owned();
+        // What the subject says it was about, so the pipeline finds its rejection by service.
         let draft = ProofDraft::new(ProofKind::EventRejected)
             .reason(reason.as_str())
             .correlation(meta.correlation_id.clone())
+            .scope_of_subject(&meta.subject)
             .detail(json!({
                 "error": message,
                 "subject": truncate(&meta.subject, 256),

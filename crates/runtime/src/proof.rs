@@ -92,6 +92,16 @@ impl ProofDraft {
         self
     }
 
+    /// The environment and service `subject` names, as far as its tokens are valid (for a
+    /// record about an input that could not be read, such as a rejection).
+    pub fn scope_of_subject(self, subject: &str) -> Self {
+        match bus_schema::subject::scope_of(subject) {
+            (Some(env), Some(service)) => self.scope(&env, &service),
+            (Some(env), None) => self.env(&env),
+            _ => self,
+        }
+    }
+
     pub fn action(mut self, action: &Action) -> Self {
         self.action = Some(action.clone());
         self
