@@ -142,3 +142,51 @@ fn the_readme_is_a_front_door_and_code_cites_only_documents_in_the_repository() 
     }
     assert!(cites.is_empty(), "cite docs/contract.md instead:\n{}", cites.join("\n"));
 }
+
+/// The version every binary reports (`--version`, `agent_started`, `cnctl status`) is the
+/// workspace's, and it follows the changelog: the newest release, or the next minor one with
+/// `-dev` while the changelog's first entry is "Unreleased". (It said 0.1.0 beside a
+/// changelog at 0.6.0.)
+#[test]
+fn the_version_is_the_changelogs() {
+    let cargo = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let version = cargo
+        .lines()
+        .skip_while(|l| l.trim() != "[workspace.package]")
+        .find_map(|l| l.strip_prefix("version = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let changelog = std::fs::read_to_string(repo().join("CHANGELOG.md")).unwrap();
+    let entries: Vec<&str> = changelog
+        .lines()
+        .filter_map(|l| l.strip_prefix("- "))
+        .filter_map(|l| l.split(" — ").next())
+        .filter(|v| *v == "Unreleased" || v.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .collect();
+    let released = entries.iter().find(|e| **e != "Unreleased").unwrap();
+    let expected = if entries[0] == "Unreleased" {
+        let mut parts = released.split('.').map(|p| p.parse::<u32>().unwrap());
+        let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+        format!("{major}.{}.0-dev", minor + 1)
+    } else {
+        (*released).to_owned()
+    };
+    assert_eq!(version, expected, "Cargo.toml's workspace version against CHANGELOG.md");
+    for member in ["agents", "crates", "tools"] {
+        for dir in std::fs::read_dir(repo().join(member)).unwrap() {
+            let manifest = dir.unwrap().path().join("Cargo.toml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            assert!(
+                text.contains("version.workspace = true"),
+                "{} sets its own version",
+                manifest.display()
+            );
+        }
+    }
+    let out = std::process::Command::new(cn_tests::fleet::binary("cnctl").unwrap())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("cnctl {version}"));
+}

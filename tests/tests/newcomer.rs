@@ -241,3 +241,35 @@ async fn a_pipeline_finds_its_rejected_events_by_service() {
     );
     assert!(text.contains("reason=out_of_range") && text.contains("reason=malformed"), "{text}");
 }
+
+/// The README said `cnctl publish contract --file -`, which did not exist (only `-` did). Both
+/// work now, like the other publish commands' `--file`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_contract_reads_the_request_from_file_or_stdin_either_way() {
+    use std::io::Write as _;
+    let fleet = Fleet::start().await.unwrap();
+    let pipeline = fleet.password_file("pipeline").to_string_lossy().into_owned();
+    let ways: [&[&str]; 2] =
+        [&["publish", "contract", "--file", "-"], &["publish", "contract", "-"]];
+    for (n, args) in ways.into_iter().enumerate() {
+        let request = serde_json::json!({"deployment_id": format!("deploy-00{n}"), "service":"user-service","env":"stage","version":"v2.1.0",
+            "changes":[{"file_path":"src/api.rs","change_type":"modify","lines_changed":12,"risk_tags":[]}],
+            "rollback_capability":true,"dependencies":[]});
+        let mut child = cnctl(args)
+            .args(["--nats-url", &fleet.server.url(), "--nats-user", "pipeline"])
+            .args(["--nats-password-file", &pipeline])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains("published contract request on cn.requests.contract.stage.user-service"),
+            "{args:?}"
+        );
+    }
+}

@@ -72,7 +72,7 @@ pub fn validate(req: &OnboardRequest, exists: bool, allow_prod: bool) -> Result<
         return refuse(
             "env_not_allowed",
             format!(
-                "onboarding straight to {} is not allowed by policy; onboard in dev or stage first",
+                "onboarding to {} is off on this deploy agent, whatever was onboarded in dev or stage before: its operator can turn it on with --allow-prod-onboarding (CN_ALLOW_PROD_ONBOARDING)",
                 req.env
             ),
         );
@@ -408,7 +408,10 @@ mod tests {
             message(req("demo-api", "https://example.com/%2e%2e/x", "backend", "dev"))
                 .contains("%2e")
         );
-        assert!(message(req("demo-api", URL, "backend", "prod")).contains("dev or stage first"));
+        // It says what turns prod onboarding on, and does not promise that onboarding in dev
+        // or stage first would (it would not).
+        let prod = message(req("demo-api", URL, "backend", "prod"));
+        assert!(prod.contains("--allow-prod-onboarding") && !prod.contains("first"), "{prod}");
         let hostile = "x".repeat(10_000);
         for r in [
             req(&hostile, URL, "backend", "dev"),

@@ -53,7 +53,7 @@ Rules (the deploy agent's; a refusal names its reason code and what would pass):
              .. segments, and no percent escape of those or of '.', '/', '%' (%2e, %2f, %00)
              -> invalid_repo_url
   --env      not prod (or production) unless the deploy agent runs with
-             --allow-prod-onboarding: onboard in dev or stage first
+             --allow-prod-onboarding (onboarding in dev or stage first does not lift it)
              -> env_not_allowed
 --file takes the same request as JSON: {\"app_name\", \"repo_url\", \"runtime\", \"env\"}.
 

@@ -101,7 +101,11 @@ pub enum Event {
     /// A contract request from a JSON file or stdin (cn.requests.contract.{env}.{service}).
     Contract {
         /// The request as JSON (`-` for stdin).
-        file: PathBuf,
+        #[arg(required_unless_present = "file_flag", conflicts_with = "file_flag")]
+        file: Option<PathBuf>,
+        /// The same, as a flag like the other publish commands take it (`--file -` for stdin).
+        #[arg(long = "file", short = 'f', id = "file_flag", value_name = "FILE")]
+        file_flag: Option<PathBuf>,
     },
     /// An onboarding request (cn.requests.onboard.{env}).
     Onboard {
@@ -211,7 +215,9 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
             };
             send(nats, &subject::LOG_EVENTS.subject(&l.env, &l.service), &l, "log event").await
         }
-        Event::Contract { file } => {
+        Event::Contract { file, file_flag } => {
+            let file =
+                file.or(file_flag).ok_or("a contract request needs a FILE (`-` for stdin)")?;
             let r = read_json::<ContractRequest>(&file)?;
             send(
                 nats,
