@@ -31,42 +31,14 @@ async fn connection_flags_go_before_or_after_the_subcommand() {
     let url = fleet.server.url();
     let pipeline = fleet.password_file("pipeline").to_string_lossy().into_owned();
     let operator = fleet.password_file("operator").to_string_lossy().into_owned();
-    let after = cnctl(&[
-        "publish",
-        "metric",
-        "--nats-url",
-        &url,
-        "--nats-user",
-        "pipeline",
-        "--nats-password-file",
-        &pipeline,
-        "--env",
-        "stage",
-        "--service",
-        "payments-api",
-        "--crash-looping",
-    ])
-    .output()
-    .unwrap();
-    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
-    let before = cnctl(&[
-        "publish",
-        "--nats-url",
-        &url,
-        "--nats-user",
-        "pipeline",
-        "--nats-password-file",
-        &pipeline,
-        "metric",
-        "--env",
-        "stage",
-        "--service",
-        "checkout",
-        "--crash-looping",
-    ])
-    .output()
-    .unwrap();
-    assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
+    let conn = ["--nats-url", &url, "--nats-user", "pipeline", "--nats-password-file", &pipeline];
+    let crash = |service| ["--env", "stage", "--service", service, "--crash-looping"];
+    let after = [&["publish", "metric"][..], &conn, &crash("payments-api")].concat();
+    let before = [&["publish"][..], &conn, &["metric"], &crash("checkout")].concat();
+    for args in [after, before] {
+        let out = cnctl(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     for args in [
         ["approvals", "list", "--nats-url", &url, "--nats-user", "operator"],
         ["approvals", "--nats-url", &url, "--nats-user", "operator", "list"],
