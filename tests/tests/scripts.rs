@@ -69,6 +69,20 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     assert_eq!(gomaxprocs.as_deref(), small.then_some("1"), "{stdout}");
     assert_eq!(stdout.contains(", GOMAXPROCS=1)"), small, "{stdout}");
 
+    // The publish commands scripts/up prints work when pasted as they are: the crash is
+    // restarted (they once failed on a flag's place, then showed a noop for a service the
+    // fleet had never seen deployed).
+    let pasted: String = stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("publish:"))
+        .take(3)
+        .map(|l| l.trim_start().trim_start_matches("publish:").trim_start())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(pasted.contains("cnctl publish metric"), "{stdout}");
+    let run = Command::new("bash").args(["-euc", &pasted]).output().unwrap();
+    assert!(run.status.success(), "{pasted}\n{}", String::from_utf8_lossy(&run.stderr));
+
     // A pipeline publishes with its credentials; the flow runs: thirty dev services crash.
     let client = connect_as(data.path(), port, "pipeline").await;
     const SERVICES: usize = 30;
@@ -97,7 +111,7 @@ async fn up_runs_the_fleet_and_down_stops_it() {
                 .iter()
                 .filter(|r| r.action == Some(bus_schema::Action::Restart))
                 .count();
-            Ok((restarted >= SERVICES).then_some(records))
+            Ok((restarted >= SERVICES + 1).then_some(records))
         },
     )
     .await
@@ -117,7 +131,12 @@ async fn up_runs_the_fleet_and_down_stops_it() {
         );
     }
     let first: Vec<_> = proposed.iter().filter(|p| p.detail["trigger"] == "open:0").collect();
-    assert_eq!(first.len(), SERVICES);
+    assert_eq!(first.len(), SERVICES + 1);
+    assert!(
+        first.iter().any(|p| p.env.as_ref().is_some_and(|e| e.as_str() == "stage")
+            && p.service.as_ref().is_some_and(|s| s.as_str() == "payments-api")),
+        "the pasted crash: {first:#?}"
+    );
     assert!(first.iter().all(|p| p.action == Some(bus_schema::Action::Restart)), "{first:#?}");
 
     // A second up on the same data dir refuses instead of starting a second fleet.
