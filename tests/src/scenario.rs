@@ -77,7 +77,19 @@ pub fn cnctl(
     stdin: Option<&str>,
 ) -> std::process::Output {
     use std::io::Write;
-    let mut child = std::process::Command::new(crate::fleet::binary("cnctl").unwrap())
+    let mut child = cnctl_spawn(fleet, user, args);
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// cnctl started as `user` with its standard streams piped, for a command that runs a while
+/// (`rollout get --watch`).
+pub fn cnctl_spawn(fleet: &Fleet, user: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(crate::fleet::binary("cnctl").unwrap())
         .args(args)
         .env("NATS_URL", fleet.server.url())
         .env("NATS_USER", user)
@@ -88,13 +100,7 @@ pub fn cnctl(
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+        .unwrap()
 }
 
 /// A crash loop in stage, stamped in the recent past, until its restart is executed.

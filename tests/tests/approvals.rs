@@ -29,26 +29,28 @@ fn text(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_lists_shows_and_approves_a_prod_rollback_and_only_the_operator_may_decide() {
     let fleet = Fleet::start().await.unwrap();
-    pipeline_pub(
-        &fleet,
-        "cn.events.deploy.prod.checkout",
-        deploy("prod", "checkout", "1.14.2", None, "succeeded"),
-    )
-    .await;
-    pipeline_pub(
-        &fleet,
-        "cn.events.deploy.prod.checkout",
-        deploy("prod", "checkout", "1.15.0", Some("1.14.2"), "failed"),
-    )
-    .await;
+    for service in ["checkout", "cart"] {
+        let subject = format!("cn.events.deploy.prod.{service}");
+        pipeline_pub(&fleet, &subject, deploy("prod", service, "1.14.2", None, "succeeded")).await;
+        pipeline_pub(&fleet, &subject, deploy("prod", service, "1.15.0", Some("1.14.2"), "failed"))
+            .await;
+    }
     let records = fleet
-        .records_until("the rollback to be held for a human", |r| {
-            !of_kind(r, ProofKind::ActionPendingApproval).is_empty()
+        .records_until("both rollbacks to be held for a human", |r| {
+            of_kind(r, ProofKind::ActionPendingApproval).len() >= 2
         })
         .await
         .unwrap();
-    let id =
-        of_kind(&records, ProofKind::ActionPendingApproval)[0].proposal_id.unwrap().to_string();
+    let pending_for = |service: &str| {
+        of_kind(&records, ProofKind::ActionPendingApproval)
+            .iter()
+            .find(|r| r.service.as_ref().map(|s| s.as_str()) == Some(service))
+            .unwrap()
+            .proposal_id
+            .unwrap()
+            .to_string()
+    };
+    let (id, cart) = (pending_for("checkout"), pending_for("cart"));
 
     // The pending approval as governance stored it (the proof record is written just before).
     let (env, service): (Env, ServiceName) = ("prod".parse().unwrap(), "checkout".parse().unwrap());
@@ -196,4 +198,15 @@ async fn an_operator_lists_shows_and_approves_a_prod_rollback_and_only_the_opera
     );
     let unknown = cnctl(&fleet, "operator", &["approvals", "show", "ffffffff"], None);
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
+
+    // A script denies with --json and reads governance's answer from one object.
+    let deny = ["approvals", "deny", &cart, "--reason", "fix forward", "--operator", "o", "--json"];
+    let denied = cnctl(&fleet, "operator", &deny, None);
+    assert!(denied.status.success(), "{}", text(&denied));
+    let report: Value = serde_json::from_slice(&denied.stdout).unwrap();
+    assert_eq!(report["proposal_id"], cart.as_str(), "{report:#}");
+    assert_eq!(report["state"], "refused", "{report:#}");
+    assert_eq!(report["answer"]["reason"], "approval_denied", "{report:#}");
+    assert_eq!(report["decision"]["reason"], "fix forward", "{report:#}");
+    assert!(report["decision_stream_seq"].as_u64().unwrap() > 0, "{report:#}");
 }

@@ -11,7 +11,7 @@ use bus_schema::proof::{ProofKind, ProofRecord};
 use bus_schema::{Action, ContractRequest, RiskLevel};
 use cn_tests::fleet::Fleet;
 use cn_tests::proof_log::StoredRecord;
-use cn_tests::scenario::{cnctl, for_service, pipeline_pub};
+use cn_tests::scenario::{cnctl, cnctl_spawn, for_service, pipeline_pub};
 use serde_json::{Value, json};
 
 /// A change the negotiator drafts as medium risk: 10 → 50 → 100 %, 2 min and 30 samples a
@@ -154,10 +154,31 @@ async fn a_deploy_agent_killed_mid_rollout_resumes_at_its_stage_and_promotes() {
         .records_until("stage 1 to pass", |r| verdicts(r, "api").contains(&(1, "passed".into())))
         .await
         .unwrap();
+    // An operator follows it live from here.
+    let watch = ["rollout", "get", "--env", "stage", "--service", "api", "--watch"];
+    let watcher = cnctl_spawn(&fleet, "operator", &watch);
     fleet.agent("deploy-agent").unwrap().kill9();
     tokio::time::sleep(Duration::from_secs(2)).await; // 2 simulated minutes go by
     fleet.agent("deploy-agent").unwrap().restart().unwrap();
     let records = fleet.records_until("the rollout to end", |r| ended(r, "api")).await.unwrap();
+
+    // The watch ended with the rollout, promoted: the view as it stood, then each record.
+    let watched = watcher.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&watched.stdout);
+    assert!(watched.status.success(), "{text}{}", String::from_utf8_lossy(&watched.stderr));
+    assert!(text.contains("Rollout   stage/api  2.0.0"), "{text}");
+    assert!(text.lines().any(|l| l.contains(" canary_promoted stage/api")), "{text}");
+    let shown = cnctl(
+        &fleet,
+        "auditor",
+        &["rollout", "get", "--env", "stage", "--service", "api", "--json"],
+        None,
+    );
+    let view: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(view["phase"], "promoted", "{view:#}");
+    let statuses: Vec<&str> =
+        view["stages"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["passed", "passed"], "{view:#}");
 
     assert_eq!(
         verdicts(&records, "api"),
@@ -216,6 +237,16 @@ async fn a_canary_with_three_times_the_errors_is_aborted_and_rolled_back_through
         for_service(&records, ProofKind::CanaryAborted, "shop")[0].reason.as_deref(),
         Some("aborted")
     );
+    // The operator's view says so and why; a watch of an aborted rollout exits 1 at once.
+    let get = ["rollout", "get", "--env", "stage", "--service", "shop", "--watch"];
+    let shown = cnctl(&fleet, "operator", &get, None);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(shown.status.code(), Some(1), "{text}{}", String::from_utf8_lossy(&shown.stderr));
+    assert!(
+        text.contains("Status    aborted") && text.contains("stage 1 at 10 % failed"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("1") && l.contains("failed")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -97,6 +97,51 @@ async fn tail_into_a_pipe_whose_reader_is_gone_ends_quietly() {
         assert_eq!(ts.len(), "2026-02-20T17:00:00.000Z".len(), "{line}");
         assert!(ts.parse::<bus_schema::Timestamp>().is_ok() && ts.as_bytes()[19] == b'.', "{line}");
     }
+    assert!(!text.contains('\u{1b}'), "no colour into a pipe: {text}");
+
+    // Colour where it helps, when asked for, and never under NO_COLOR.
+    let tail = |color: &str, env: &[(&str, &str)]| {
+        let out = cnctl(&["tail", "--no-follow", "--since", "all", "--color", color])
+            .args(["--nats-url", &fleet.server.url(), "--nats-user", "operator"])
+            .args(["--nats-password-file", &operator])
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let green_start = "\u{1b}[32magent_started\u{1b}[0m";
+    assert!(tail("always", &[]).contains(green_start), "{}", tail("always", &[]));
+    assert!(tail("auto", &[("CLICOLOR_FORCE", "1")]).contains(green_start));
+    for (color, env) in [
+        ("auto", &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")][..]),
+        ("never", &[("CLICOLOR_FORCE", "1")][..]),
+    ] {
+        let text = tail(color, env);
+        assert!(
+            !text.contains('\u{1b}') && text.contains(" agent_started "),
+            "{color} {env:?}: {text}"
+        );
+    }
+}
+
+/// Shell completions: the script each shell loads, generated from the CLI itself.
+#[test]
+fn completions_cover_every_command_for_each_shell() {
+    for (shell, sign) in
+        [("bash", "complete -F _cnctl"), ("zsh", "#compdef cnctl"), ("fish", "complete -c cnctl")]
+    {
+        let out = cnctl(&["completions", shell]).output().unwrap();
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && script.contains(sign), "{shell}: {script}");
+        for word in ["publish", "approvals", "tail", "nats-url", "wait"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let out = cnctl(&["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "bad usage");
 }
 
 /// `cnctl policy check` accepted `"restrat"` in prod's automatic list as an operator-defined
@@ -115,6 +160,21 @@ fn policy_check_names_a_misspelt_action() {
             "[env.prod] automatic: \"restrat\" is not a built-in action; did you mean \"restart\"?"
         ),
         "{stderr}"
+    );
+    // A CI job reads the same verdict as JSON, with the same exit code.
+    let out = cnctl(&["policy", "check", "--json", &file.to_string_lossy()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(report["error"].as_str().unwrap().contains("did you mean \"restart\"?"), "{report}");
+    std::fs::write(&file, "[env.prod]\nautomatic = [\"noop\", \"observe\", \"restart\"]\n")
+        .unwrap();
+    let out = cnctl(&["policy", "check", "--json", &file.to_string_lossy()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["envs"]["prod"]["automatic"],
+        serde_json::json!(["noop", "observe", "restart"])
     );
 }
 
@@ -244,4 +304,62 @@ async fn publish_contract_reads_the_request_from_file_or_stdin_either_way() {
             "{args:?}"
         );
     }
+}
+
+/// `cnctl publish` said "published" for an event the fleet then threw away, and a pipeline had
+/// to search the proof log to find out. `--wait` reports the fleet's verdict and fails the
+/// pipeline step on a rejection (exit 1) or when an agent that reads it is down (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_wait_reports_the_fleets_verdict() {
+    let mut fleet = Fleet::start().await.unwrap();
+    let url = fleet.server.url();
+    let pipeline = fleet.password_file("pipeline").to_string_lossy().into_owned();
+    let conn = ["--nats-url", &url, "--nats-user", "pipeline", "--nats-password-file", &pipeline];
+    let metric = ["publish", "metric", "--env", "dev", "--service", "web", "--wait"];
+
+    let out = cnctl(&metric).args(["--error-rate", "0.01"]).args(conn).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("accepted by deploy-agent, issue-detector"), "{text}");
+
+    // A sample stamped an hour ahead of the detector's clock, as a skewed pipeline sends it.
+    let dir = tempfile::tempdir().unwrap();
+    let ahead = bus_schema::Timestamp::now().plus(std::time::Duration::from_secs(3600));
+    let sample = serde_json::json!({"service": "web", "env": "dev", "error_rate": 0.01, "timestamp": ahead.to_string()});
+    let file = dir.path().join("sample.json");
+    std::fs::write(&file, sample.to_string()).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let out = cnctl(&["publish", "metric", "--file", &file, "--wait", "--json"])
+        .args(conn)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "rejected", "{report:#}");
+    let detector = report["readers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reader"] == "issue-detector/issue-detector-events")
+        .unwrap();
+    assert_eq!(detector["verdict"], "rejected", "{report:#}");
+    assert_eq!(detector["reason"], "out_of_order", "{report:#}");
+    assert!(detector["error"].as_str().unwrap().contains("ahead"), "{report:#}");
+
+    // The same sample again: stored once, judged once; said so.
+    let out = cnctl(&["publish", "metric", "-f", &file, "--wait"]).args(conn).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("no new verdict"), "{text}");
+
+    // With the deploy agent down, its verdict does not come.
+    fleet.agent("deploy-agent").unwrap().stop().unwrap();
+    let out = cnctl(&metric)
+        .args(["--error-rate", "0.02", "--timeout", "1s"])
+        .args(conn)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("no verdict from deploy-agent within 1s"), "{text}");
+    assert!(text.contains("accepted by issue-detector"), "{text}");
 }

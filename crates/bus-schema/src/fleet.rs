@@ -207,9 +207,54 @@ pub fn fleet() -> Vec<AgentDef> {
     ]
 }
 
+/// A durable consumer of the fleet: the agent, its stream and the consumer's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    pub agent: AgentName,
+    pub stream: subject::Stream,
+    pub durable: String,
+}
+
+/// Every agent consumer whose filter takes `subject`, in the fleet's order: who must be done
+/// with a message on it before the fleet's verdict on it is in (`cnctl publish --wait`).
+pub fn readers_of(subject: &str) -> Vec<Reader> {
+    let mut readers = Vec::new();
+    for agent in fleet() {
+        for input in agent.inputs.iter().filter(|i| i.filter.matches(subject)) {
+            let Some(stream) = input.stream() else { continue };
+            readers.push(Reader {
+                agent: agent.name.clone(),
+                stream,
+                durable: input.durable(&agent.name),
+            });
+        }
+    }
+    readers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deploy_is_read_by_every_agent_that_weighs_deploys() {
+        let readers: Vec<String> =
+            readers_of("cn.events.deploy.prod.api").into_iter().map(|r| r.durable).collect();
+        assert_eq!(
+            readers,
+            [
+                "deploy-agent-deploys",
+                "issue-detector-events",
+                "risk-negotiator-deploys",
+                "rl-optimizer-deploys",
+                "governance-gate-deploys"
+            ]
+        );
+        let readers: Vec<String> =
+            readers_of("cn.events.log.prod.api").into_iter().map(|r| r.durable).collect();
+        assert_eq!(readers, ["issue-detector-events"]);
+        assert!(readers_of("cn.nothing.here").is_empty());
+    }
 
     #[test]
     fn only_governance_publishes_approvals() {

@@ -127,6 +127,25 @@ impl Filter {
     pub fn stream(&self) -> Option<Stream> {
         self.stream
     }
+
+    /// Whether a concrete subject falls under the pattern (NATS wildcards `*` and `>`).
+    pub fn matches(&self, subject: &str) -> bool {
+        wildcard_match(&self.pattern, subject)
+    }
+}
+
+/// NATS wildcard matching: `*` takes one token, a final `>` one or more.
+pub fn wildcard_match(pattern: &str, subject: &str) -> bool {
+    let (mut p, mut s) = (pattern.split('.'), subject.split('.'));
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 impl fmt::Display for Filter {
@@ -387,7 +406,7 @@ mod tests {
         for family in FAMILIES {
             let probe = format!("{}.x", family.prefix);
             for stream in Stream::ALL {
-                let captured = stream.subjects().iter().any(|p| matches_pattern(p, &probe));
+                let captured = stream.subjects().iter().any(|p| wildcard_match(p, &probe));
                 assert_eq!(
                     captured,
                     family.stream == Some(stream),
@@ -399,18 +418,15 @@ mod tests {
         }
     }
 
-    /// NATS wildcard matching, enough for the stream patterns above.
-    fn matches_pattern(pattern: &str, subject: &str) -> bool {
-        let (mut p, mut s) = (pattern.split('.'), subject.split('.'));
-        loop {
-            match (p.next(), s.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(a), Some(b)) if a == b => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
+    #[test]
+    fn wildcards_match_as_nats_matches_them() {
+        let all = DEPLOY_EVENTS.all();
+        assert!(all.matches("cn.events.deploy.prod.api"));
+        assert!(!all.matches("cn.events.deploy"));
+        assert!(!all.matches("cn.events.metric.prod.api"));
+        assert!(wildcard_match("cn.*.deploy.>", "cn.events.deploy.prod.api"));
+        assert!(!wildcard_match("cn.*.deploy", "cn.events.deploy.prod"));
+        assert!(wildcard_match("cn.events", "cn.events"));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! One user per agent, plus:
 //! - `bootstrap` creates and updates the streams (`cnctl streams ensure`) and may remove a
 //!   consumer; nothing else;
-//! - `pipeline` publishes events and requests;
+//! - `pipeline` publishes events and requests, and hears the fleet's verdict on them (the proof
+//!   log as it is written, and how far each agent consumer that reads them has acked);
 //! - `ci` requests contracts, onboards apps and publishes deploy events, and reads the answers
-//!   (contracts, the deploy agent's verdicts), without the operator's right to approve;
+//!   (contracts, the deploy agent's verdicts, the verdict on what it published), without the
+//!   operator's right to approve;
 //! - `operator` approves and denies, reads every stream and consumer, and runs consumers of
 //!   its own: never an agent's durable;
 //! - `auditor` reads the proof log and asks agents for their status.
@@ -225,6 +227,38 @@ fn agent_durables_denied() -> Vec<String> {
     deny
 }
 
+/// Asking how far the agent consumers that read any of `published` have acked: what
+/// `cnctl publish --wait` needs for the fleet's verdict. Consumer info only: no pull, no ack.
+fn verdict_on(published: &[String]) -> Vec<String> {
+    let mut info = Vec::new();
+    for agent in fleet() {
+        for input in &agent.inputs {
+            let Some(stream) = input.stream() else { continue };
+            if published.iter().any(|p| patterns_overlap(p, input.filter.pattern())) {
+                info.push(format!(
+                    "$JS.API.CONSUMER.INFO.{}.{}",
+                    stream.name(),
+                    input.durable(&agent.name)
+                ));
+            }
+        }
+    }
+    info
+}
+
+/// Whether some subject matches both wildcard patterns.
+fn patterns_overlap(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == y || x == "*" || y == "*" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// Reading a stream with consumers of one's own (ephemeral, no acks): create, pull, delete.
 fn own_consumers(streams: &[Stream]) -> Vec<String> {
     let mut publish = Vec::new();
@@ -266,9 +300,11 @@ fn person_permissions(user: &str) -> Grant {
         }
         "pipeline" => {
             let mut publish = inputs.to_vec();
+            publish.extend(verdict_on(&publish));
             publish.push(subject::MODEL.all().pattern().to_owned());
             publish.push(subject::POLICY.all().pattern().to_owned());
-            Grant { publish, deny: Vec::new(), subscribe: strings(&["_INBOX.>"]) }
+            let subscribe = vec!["_INBOX.>".to_owned(), subject::PROOF.all().pattern().to_owned()];
+            Grant { publish, deny: Vec::new(), subscribe }
         }
         "ci" => {
             let mut publish = vec![
@@ -279,9 +315,11 @@ fn person_permissions(user: &str) -> Grant {
                 subject::MODEL.all().pattern().to_owned(),
                 "$JS.API.INFO".to_owned(),
             ];
+            publish.extend(verdict_on(&publish));
             // Contracts are on CN_WORK, the deploy agent's onboarding verdicts on CN_PROOF.
             publish.extend(own_consumers(&[Stream::Work, Stream::Proof]));
-            Grant { publish, deny: agent_durables_denied(), subscribe: strings(&["_INBOX.>"]) }
+            let subscribe = vec!["_INBOX.>".to_owned(), subject::PROOF.all().pattern().to_owned()];
+            Grant { publish, deny: agent_durables_denied(), subscribe }
         }
         "operator" => {
             let mut publish = vec![
@@ -381,6 +419,21 @@ mod tests {
         ] {
             assert!(!text.contains(forbidden), "{forbidden}");
         }
+    }
+
+    #[test]
+    fn a_pipeline_may_ask_how_far_its_readers_got_but_not_pull() {
+        let text = render_permissions();
+        let b = block(&text, "pipeline");
+        for durable in ["CN_EVENTS.issue-detector-events", "CN_EVENTS.deploy-agent-metrics"] {
+            assert!(b.contains(&format!("\"$JS.API.CONSUMER.INFO.{durable}\"")), "{b}");
+        }
+        assert!(!b.contains("CONSUMER.INFO.CN_WORK.executor-approvals"), "{b}");
+        assert!(!b.contains("MSG.NEXT") && !b.contains("$JS.ACK"), "{b}");
+        assert!(patterns_overlap("cn.events.>", "cn.events.metric.>"));
+        assert!(patterns_overlap("cn.requests.contract.*.*", "cn.requests.>"));
+        assert!(!patterns_overlap("cn.events.>", "cn.actions.approved.>"));
+        assert!(!patterns_overlap("cn.a.*", "cn.a.b.c"));
     }
 
     /// Each user's block of the rendered config.

@@ -8,12 +8,16 @@
 //! cnctl status                                        which agents are alive
 //! cnctl approvals list|show|approve|deny              actions waiting for a human, and the human's answer
 //! cnctl contract request|from-git|counter|accept|stats  deployment contracts: draft, negotiate, calibration
+//! cnctl rollout get [--watch]                          a service's canary rollout, live
 //! cnctl policy check FILE | policy show               check a governance policy; what the optimizer learned
 //! cnctl keygen                                        a governance signing key pair
 //! cnctl creds init | cnctl permissions                NATS users and their permissions
 //! cnctl streams ensure|check                          create the streams (as bootstrap); check their settings
 //! cnctl bench                                         latency and ingest figures of a running fleet
+//! cnctl completions bash|zsh|fish                      a shell completion script
 //! ```
+//!
+//! Colour (`--color auto|always|never`) follows the terminal and `NO_COLOR` ([`style`]).
 //!
 //! Exit codes: 0 success, 1 a failed check (a broken chain, a missing agent) or an operation
 //! that failed or an onboarding the deploy agent refused, 2 a decision governance has not answered yet (`approvals approve|deny`) or no
@@ -43,9 +47,12 @@ pub mod onboard;
 pub mod policy;
 pub mod publish;
 pub mod request;
+pub mod rollout;
 pub mod status;
 pub mod streams;
+pub mod style;
 pub mod tail;
+pub mod verdict;
 pub mod verify;
 
 use std::process::ExitCode;
@@ -63,6 +70,9 @@ use clap::{Parser, Subcommand};
     after_help = "Connection: --nats-url/NATS_URL, --nats-user/NATS_USER, --nats-password-file/NATS_PASSWORD_FILE on every command that talks to NATS.\n\nExamples:\n  cnctl publish metric --env stage --service payments-api --crash-looping\n  cnctl tail --env prod --kind action_refused --since 1h\n  cnctl proof verify\n  cnctl status\n  cnctl approvals list\n  cnctl contract from-git HEAD~5..HEAD --env stage --service payments-api\n  cnctl policy check deploy/policy.toml"
 )]
 pub struct Cli {
+    /// When to colour the output: auto (a terminal, and NO_COLOR not set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "WHEN")]
+    pub color: style::ColorWhen,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -70,9 +80,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Publish a deploy, metric or log event, a contract request or an onboarding request.
+    #[command(after_help = PUBLISH_HELP)]
     Publish {
         #[command(flatten)]
         nats: NatsArgs,
+        #[command(flatten)]
+        how: publish::PublishArgs,
         #[command(subcommand)]
         event: publish::Event,
     },
@@ -120,6 +133,13 @@ pub enum Command {
         #[command(subcommand)]
         command: contract::ContractCommand,
     },
+    /// Canary rollouts: a service's latest one, its stages and verdicts; --watch follows it live.
+    Rollout {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(subcommand)]
+        command: rollout::RolloutCommand,
+    },
     /// Governance policy files: check one before deploying it; show what the optimizer learned.
     Policy {
         #[command(subcommand)]
@@ -140,6 +160,9 @@ pub enum Command {
         #[command(subcommand)]
         command: streams::StreamsCommand,
     },
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions { shell: clap_complete::Shell },
     /// Measure a running fleet (incident-to-execution latency, metric ingest rate) and print JSON.
     Bench {
         #[command(flatten)]
@@ -148,6 +171,28 @@ pub enum Command {
         args: bench::BenchArgs,
     },
 }
+
+const COMPLETIONS_HELP: &str = "\
+Examples:
+  cnctl completions bash > ~/.local/share/bash-completion/completions/cnctl
+  cnctl completions zsh > \"${fpath[1]}/_cnctl\"
+  cnctl completions fish > ~/.config/fish/completions/cnctl.fish
+  source <(cnctl completions bash)      # this shell only";
+
+const PUBLISH_HELP: &str = "\
+Without --wait, cnctl publish returns once JetStream has stored the message. With --wait it \
+also waits until every agent that reads the subject is done with it and reports the verdict: \
+accepted, or rejected with the reason (the same event_rejected record `cnctl tail` shows).
+
+Exit codes:
+  0   stored (and, with --wait, accepted by every agent that reads it)
+  1   not stored (invalid, no permission), or rejected by an agent (--wait)
+  2   an agent that reads it did not get to it within --timeout (--wait)
+
+Examples:
+  cnctl publish --wait metric --env stage --service payments-api --error-rate 0.02
+  cnctl publish deploy --env prod --service payments-api --version 1.14.3 --wait --json
+  cnctl publish metric --file sample.json --wait --timeout 30s";
 
 const APPROVALS_HELP: &str = "\
 When policy needs a human (in prod by default: rollback, scale_down, promote, custom actions), \
@@ -197,7 +242,8 @@ pub enum ProofCommand {
 /// Writes cnctl's output (the [`out!`] and [`outln!`] macros).
 pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
+    // anstream drops colour codes when colour is off (see `style`).
+    let mut out = anstream::stdout().lock();
     let written = out
         .write_fmt(args)
         .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
@@ -216,6 +262,7 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
 pub type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 pub fn main(cli: Cli) -> ExitCode {
+    cli.color.apply();
     // The bench measures the fleet: its client runs on one thread, so the figures carry no
     // hand-offs between the client's own worker threads.
     let mut builder = match cli.command {
@@ -248,7 +295,7 @@ pub fn main(cli: Cli) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::Publish { nats, event } => publish::run(&nats, event).await,
+        Command::Publish { nats, how, event } => publish::run(&nats, &how, event).await,
         Command::Onboard { nats, args } => onboard::run(&nats, args).await,
         Command::Tail { nats, args } => tail::run(&nats, args).await,
         Command::Proof { command: ProofCommand::Verify { nats, json } } => {
@@ -260,9 +307,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Bench { nats, args } => bench::run(&nats, args).await,
         Command::Approvals { nats, command } => approvals::run(&nats, command).await,
         Command::Contract { nats, command } => contract::run(&nats, command).await,
+        Command::Rollout { nats, command } => rollout::run(&nats, command).await,
         Command::Policy { command: PolicyCommand::Check(args) } => policy::check(&args),
         Command::Policy { command: PolicyCommand::Show(args) } => learned::show(&args).await,
         Command::Streams { command } => streams::run(command).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "cnctl",
+                &mut script,
+            );
+            out!("{}", String::from_utf8_lossy(&script));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Permissions => {
             out!("{}", creds::render_permissions());
             Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use policy::{EnvPolicy, Policy};
+use serde_json::{Value, json};
 
 use crate::Failure;
 
@@ -13,11 +14,31 @@ use crate::Failure;
 pub struct CheckArgs {
     /// The policy file (TOML), e.g. deploy/policy.toml.
     pub file: PathBuf,
+    /// Print one JSON object: `{"file", "ok", "error"}`, and when ok the policy as governance
+    /// reads it and its warnings (the exit code is the same).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Checks the file; exit 0 when governance would accept it, 1 when not.
 pub fn check(args: &CheckArgs) -> Result<ExitCode, Failure> {
-    match Policy::from_file(&args.file) {
+    let loaded = Policy::from_file(&args.file);
+    if args.json {
+        let file = args.file.display().to_string();
+        let report = match &loaded {
+            Ok(policy) => {
+                let mut report = to_json(policy);
+                report["file"] = json!(file);
+                report["ok"] = json!(true);
+                report["warnings"] = json!(policy.warnings());
+                report
+            }
+            Err(e) => json!({"file": file, "ok": false, "error": e.to_string()}),
+        };
+        outln!("{report}");
+        return Ok(if loaded.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    match loaded {
         Ok(policy) => {
             out!("{}", describe(&policy));
             for warning in policy.warnings() {
@@ -54,6 +75,37 @@ fn env_line(name: &str, env: &EnvPolicy) -> String {
     )
 }
 
+fn env_json(env: &EnvPolicy) -> Value {
+    json!({
+        "automatic": env.automatic,
+        "human": env.human,
+        "custom_with_human": env.custom_with_human,
+        "min_confidence": env.min_confidence,
+    })
+}
+
+/// The policy as governance reads it, durations in seconds.
+pub fn to_json(p: &Policy) -> Value {
+    let envs: serde_json::Map<String, Value> =
+        p.envs.iter().map(|(name, env)| (name.clone(), env_json(env))).collect();
+    let cooldowns: serde_json::Map<String, Value> =
+        p.cooldowns.iter().map(|(a, d)| (a.to_string(), json!(d.as_secs()))).collect();
+    json!({
+        "envs": envs,
+        "other_envs": env_json(&p.unknown_env),
+        "cooldowns_s": cooldowns,
+        "cooldown_cap_s": p.cooldown_cap.as_secs(),
+        "repetition_limit": p.repetition_limit,
+        "repetition_window_s": p.repetition_window.as_secs(),
+        "actions_per_incident": p.actions_per_incident,
+        "max_proposal_age_s": p.max_proposal_age.as_secs(),
+        "proposers": p.proposers,
+        "freeze_actions": p.freeze_actions,
+        "explore_envs": p.explore_envs,
+        "verification_timeout_s": p.verification_timeout.as_secs(),
+    })
+}
+
 /// The policy in a few readable lines.
 pub fn describe(p: &Policy) -> String {
     let mut out = String::new();
@@ -88,5 +140,13 @@ mod tests {
         assert!(text.contains("human:     rollback, scale_down, promote"), "{text}");
         assert!(text.contains("(other envs) automatic: noop, observe"), "{text}");
         assert!(text.contains("restart 60s"), "{text}");
+    }
+
+    #[test]
+    fn the_default_policy_as_json_names_what_prod_allows() {
+        let v = to_json(&Policy::default());
+        assert_eq!(v["envs"]["prod"]["human"], json!(["rollback", "scale_down", "promote"]));
+        assert_eq!(v["cooldowns_s"]["restart"], 60);
+        assert_eq!(v["other_envs"]["automatic"], json!(["noop", "observe"]));
     }
 }

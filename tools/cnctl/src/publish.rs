@@ -5,12 +5,17 @@
 //! the agents apply before it is sent, so a mistake is reported here, not as `event_rejected`.
 //! The `Nats-Msg-Id` is a hash of subject and payload: publishing the same event twice within
 //! the duplicate window stores it once.
+//!
+//! `--wait` waits for the fleet's verdict (see [`crate::verdict`]): accepted, or rejected with
+//! the reason, exiting 1 on a rejection and 2 when an agent that reads it did not get to it in
+//! time. `--json` prints what happened as one JSON object.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use agent_runtime::config::NatsArgs;
+use agent_runtime::config::{NatsArgs, parse_duration};
 use agent_runtime::{Published, Publisher, Trace};
 use bus_schema::codec::{Encoding, Limits, Payload, decode};
 use bus_schema::proof::ProofHash;
@@ -20,6 +25,23 @@ use bus_schema::{
 };
 
 use crate::Failure;
+use crate::style::{Tone, paint};
+use crate::verdict::{Answer, Listener, Verdict};
+
+/// How to publish: wait for the verdict or not, and how to report.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishArgs {
+    /// Wait for the fleet's verdict: exit 0 when every agent that reads it accepted it, 1 when
+    /// one rejected it (with the reason), 2 when one did not get to it within --timeout.
+    #[arg(long, global = true)]
+    pub wait: bool,
+    /// How long --wait waits (500ms, 10s, 1m).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print what happened as one JSON object.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Source {
@@ -139,7 +161,7 @@ fn need<T>(value: Option<T>, flag: &str) -> Result<T, Failure> {
     value.ok_or_else(|| format!("{flag} is required without --file").into())
 }
 
-pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
+pub async fn run(nats: &NatsArgs, how: &PublishArgs, event: Event) -> Result<ExitCode, Failure> {
     let now = Timestamp::now();
     match event {
         Event::Deploy {
@@ -164,7 +186,7 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
                     deployment_id,
                 },
             };
-            send(nats, &subject::DEPLOY_EVENTS.subject(&e.env, &e.service), &e, "deploy event")
+            send(nats, how, &subject::DEPLOY_EVENTS.subject(&e.env, &e.service), &e, "deploy event")
                 .await
         }
         Event::Metric {
@@ -198,8 +220,14 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
                     source: Some("cnctl".to_owned()),
                 },
             };
-            send(nats, &subject::METRIC_EVENTS.subject(&m.env, &m.service), &m, "metric sample")
-                .await
+            send(
+                nats,
+                how,
+                &subject::METRIC_EVENTS.subject(&m.env, &m.service),
+                &m,
+                "metric sample",
+            )
+            .await
         }
         Event::Log { source, target, level, message } => {
             let l = match source.file {
@@ -213,7 +241,7 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
                     source: Some("cnctl".to_owned()),
                 },
             };
-            send(nats, &subject::LOG_EVENTS.subject(&l.env, &l.service), &l, "log event").await
+            send(nats, how, &subject::LOG_EVENTS.subject(&l.env, &l.service), &l, "log event").await
         }
         Event::Contract { file, file_flag } => {
             let file =
@@ -221,6 +249,7 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
             let r = read_json::<ContractRequest>(&file)?;
             send(
                 nats,
+                how,
                 &subject::CONTRACT_REQUESTS.subject(&r.env, &r.service),
                 &r,
                 "contract request",
@@ -229,7 +258,8 @@ pub async fn run(nats: &NatsArgs, event: Event) -> Result<ExitCode, Failure> {
         }
         Event::Onboard { source, app, repo, runtime, env } => {
             let r = onboard_request(source, app, repo, runtime, env)?;
-            send(nats, &subject::ONBOARD_REQUESTS.subject(&r.env), &r, "onboarding request").await
+            send(nats, how, &subject::ONBOARD_REQUESTS.subject(&r.env), &r, "onboarding request")
+                .await
         }
     }
 }
@@ -255,22 +285,103 @@ pub(crate) fn onboard_request(
 
 async fn send<P: Payload>(
     nats: &NatsArgs,
+    how: &PublishArgs,
     subject: &Subject<P>,
     payload: &P,
     what: &str,
 ) -> Result<ExitCode, Failure> {
     payload.validate().map_err(|e| format!("not published: {e}"))?;
     let client = crate::connect(nats).await?;
-    let (published, _) = publish_traced(&client, subject, payload).await?;
+    let listener = match how.wait {
+        true => Some(Listener::start(&client).await?),
+        false => None,
+    };
+    let (published, id) = publish_traced(&client, subject, payload).await?;
+    // A duplicate was judged when it was first published; its records are already on the log.
+    let verdict = match listener {
+        Some(l) if !published.duplicate => {
+            Some(l.verdict(&client, subject.as_str(), published.stream_seq, &id, how.timeout).await)
+        }
+        _ => None,
+    };
+    let code = match &verdict {
+        None => ExitCode::SUCCESS,
+        Some(v) => match v.summary() {
+            Answer::Accepted | Answer::NoConsumer => ExitCode::SUCCESS,
+            Answer::Rejected => ExitCode::FAILURE,
+            Answer::NoAnswer => ExitCode::from(2),
+        },
+    };
+    if how.json {
+        let mut report = serde_json::json!({
+            "subject": subject.as_str(),
+            "stream_seq": published.stream_seq,
+            "duplicate": published.duplicate,
+            "msg_id": id,
+        });
+        if let Some(v) = &verdict {
+            report["verdict"] = serde_json::to_value(v.summary())?;
+            report["readers"] = serde_json::to_value(&v.readers)?;
+            report["records"] = serde_json::to_value(&v.records)?;
+        }
+        outln!("{report}");
+        return Ok(code);
+    }
     if published.duplicate {
         outln!(
-            "{what} on {subject} was already published (stream seq {}); not stored again",
-            published.stream_seq
+            "{what} on {subject} was already published (stream seq {}); not stored again{}",
+            published.stream_seq,
+            if how.wait {
+                ", so there is no new verdict: `cnctl tail` shows the first one"
+            } else {
+                ""
+            }
         );
     } else {
         outln!("published {what} on {subject} (stream seq {})", published.stream_seq);
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(v) = &verdict {
+        report_verdict(v, how.timeout);
+    }
+    Ok(code)
+}
+
+/// The verdict as lines: who rejected it and why, who did not answer, who accepted it; then
+/// the records about it.
+fn report_verdict(v: &Verdict, timeout: Duration) {
+    for r in v.readers.iter().filter(|r| r.verdict == Answer::Rejected) {
+        outln!(
+            "{} by {}: {}: {}",
+            paint("rejected", Tone::Bad),
+            r.reader.agent,
+            r.reason.as_deref().unwrap_or("no reason given"),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    let silent = v.agents(Answer::NoAnswer);
+    if !silent.is_empty() {
+        let cause = v
+            .readers
+            .iter()
+            .find_map(|r| r.error.as_deref().filter(|_| r.verdict == Answer::NoAnswer));
+        outln!(
+            "{} from {silent} within {timeout:?}: is it running (cnctl status)?{}",
+            paint("no verdict", Tone::Waiting),
+            cause.map(|c| format!(" ({c})")).unwrap_or_default()
+        );
+    }
+    let accepted = v.agents(Answer::Accepted);
+    if !accepted.is_empty() {
+        outln!("{} by {accepted}", paint("accepted", Tone::Good));
+    }
+    if v.readers.iter().all(|r| r.verdict == Answer::NoConsumer) {
+        outln!(
+            "no agent has read this subject yet on this server: is the fleet up (cnctl status)?"
+        );
+    }
+    for r in v.records.iter().filter(|r| r.kind != bus_schema::proof::ProofKind::EventRejected) {
+        outln!("  {}", crate::tail::coloured_line(r));
+    }
 }
 
 /// Publishes a payload with cnctl's `Nats-Msg-Id` (a hash of subject and payload), which is

@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::Failure;
+use crate::style::{Tone, paint};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -107,11 +108,11 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
                     let hb = &st.heartbeat;
                     let up = now.since(hb.started_at).as_secs();
                     let state = if st.stopping {
-                        "stopping".to_owned()
+                        paint("stopping", Tone::Waiting)
                     } else if !st.degraded.is_empty() {
-                        format!("DEGRADED: {}", st.degraded.join("; "))
+                        paint(&format!("DEGRADED: {}", st.degraded.join("; ")), Tone::Waiting)
                     } else {
-                        "running".to_owned()
+                        paint("running", Tone::Good)
                     };
                     outln!(
                         "{:<18} {:<9} {:<8} {:>8}s {:>10} {:>9} {:>10}  {state}",
@@ -132,7 +133,7 @@ pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure>
             }
         }
         for m in &missing {
-            outln!("{m:<18} -         MISSING: no instance answered");
+            outln!("{m:<18} -         {}", paint("MISSING: no instance answered", Tone::Bad));
         }
     }
     if seen.is_empty() {

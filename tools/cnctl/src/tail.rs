@@ -53,7 +53,7 @@ pub enum Since {
     At(Timestamp),
 }
 
-fn parse_since(s: &str) -> Result<Since, SinceError> {
+pub(crate) fn parse_since(s: &str) -> Result<Since, SinceError> {
     if s == "all" {
         return Ok(Since::All);
     }
@@ -69,7 +69,7 @@ fn parse_since(s: &str) -> Result<Since, SinceError> {
 /// duration).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{input:?} is not a duration (10m), an RFC 3339 time or `all`")]
-struct SinceError {
+pub(crate) struct SinceError {
     input: String,
     source: DurationError,
 }
@@ -109,6 +109,15 @@ pub fn format_line(r: &ProofRecord) -> String {
         }
     }
     line
+}
+
+/// [`format_line`], escaped for the terminal, with its kind in colour (when colour is on).
+pub fn coloured_line(r: &ProofRecord) -> String {
+    let plain = format_line(r);
+    let line = bus_schema::display::escape(&plain);
+    let kind = r.kind.to_string();
+    let painted = crate::style::paint(&kind, crate::style::tone_of_kind(&kind));
+    line.replacen(&format!(" {kind} "), &format!(" {painted} "), 1)
 }
 
 /// An ephemeral consumer over CN_PROOF (nothing to ack, removed when idle).
@@ -157,7 +166,7 @@ pub async fn run(nats: &NatsArgs, args: TailArgs) -> Result<ExitCode, Failure> {
                 if args.json {
                     outln!("{}", String::from_utf8_lossy(&msg.payload));
                 } else {
-                    outln!("{}", bus_schema::display::escape(&format_line(&r)));
+                    outln!("{}", coloured_line(&r));
                 }
             }
             Ok(_) => {}

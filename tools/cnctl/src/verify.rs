@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::Failure;
+use crate::style::{Tone, paint};
 use crate::tail::{Since, proof_consumer};
 
 /// One message of CN_PROOF as stored.
@@ -104,13 +105,15 @@ pub async fn run(nats: &NatsArgs, as_json: bool) -> Result<ExitCode, Failure> {
         for r in &reports {
             match &r.first_break {
                 None => outln!(
-                    "ok      {}  {} records, seq 1..{}",
+                    "{}      {}  {} records, seq 1..{}",
+                    paint("ok", Tone::Good),
                     r.subject,
                     r.records,
                     r.verified_through
                 ),
                 Some(b) => outln!(
-                    "BROKEN  {}  verified through seq {}: {b}",
+                    "{}  {}  verified through seq {}: {b}",
+                    paint("BROKEN", Tone::Bad),
                     r.subject,
                     r.verified_through
                 ),

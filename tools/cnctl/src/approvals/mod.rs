@@ -100,6 +100,10 @@ pub struct DecideArgs {
     /// How long to wait for governance's answer.
     #[arg(long, env = "CN_APPROVAL_WAIT", default_value = "10s", value_parser = parse_duration)]
     pub wait: Duration,
+    /// Print the approval as `approvals show --json` does, with the decision and governance's
+    /// answer (state `approved` or `refused`; `sent` when it did not answer in time).
+    #[arg(long)]
+    pub json: bool,
 }
 
 mod bus;
@@ -192,6 +196,17 @@ async fn decide(
     }
     let published = work.publish(a, &h).await?;
     let p = &a.pending.proposal;
+    if args.json {
+        let answer = work.answer(a, published.stream_seq, args.wait).await?;
+        let answered = answer.is_some();
+        let mut decided = a.clone();
+        decided.sent = Some(Sent { decision: h, at: None });
+        decided.answer = answer;
+        let mut report = to_json(&decided, Timestamp::now());
+        report["decision_stream_seq"] = json!(published.stream_seq);
+        outln!("{report}");
+        return Ok(if answered { ExitCode::SUCCESS } else { ExitCode::from(EXIT_NO_ANSWER) });
+    }
     outln!(
         "decision `{decision}` on proposal {} ({}/{} {}) by {} stored on {} (stream seq {}); waiting up to {:?} for governance",
         p.proposal_id,
