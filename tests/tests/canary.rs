@@ -354,3 +354,105 @@ async fn a_stage_that_hears_nothing_is_put_to_a_human_whose_no_aborts_the_rollou
         abort.detail
     );
 }
+
+/// An operator cuts one rollout short with `cnctl rollout promote` and stops another with
+/// `cnctl rollout abort`; each goes through governance and the executor like any step, and a
+/// command about a service with no rollout is refused on the proof log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_promotes_one_rollout_early_and_aborts_another_through_governance() {
+    let fleet = fleet_with(
+        "[[service]]\nenv = \"stage\"\nname = \"early\"\n[[service]]\nenv = \"stage\"\nname = \"halt\"\n",
+    )
+    .await;
+    start_rollout(&fleet, "early").await;
+    start_rollout(&fleet, "halt").await;
+    fleet
+        .records_until("both canaries at 10 %", |r| {
+            !executed(r, "early").is_empty() && !executed(r, "halt").is_empty()
+        })
+        .await
+        .unwrap();
+    let ask = |verb: &str, service: &str| {
+        let args = ["rollout", verb, "--env", "stage", "--service", service];
+        let out = cnctl(
+            &fleet,
+            "operator",
+            &[&args[..], &["--reason", "seen enough", "--operator", "oncall"]].concat(),
+            None,
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = ask("promote", "early");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("taken") && text.contains("rollout get --env stage --service early"),
+        "{text}"
+    );
+    let (code, text) = ask("abort", "halt");
+    assert_eq!(code, Some(0), "{text}");
+
+    let records = fleet
+        .records_until("both rollouts to end", |r| {
+            ended(r, "early") && executed(r, "halt").len() >= 3
+        })
+        .await
+        .unwrap();
+    let early = executed(&records, "early");
+    assert_eq!(early.last(), Some(&(Action::Promote, None)), "{early:?}");
+    assert_eq!(for_service(&records, ProofKind::CanaryPromoted, "early").len(), 1);
+    let promote = for_service(&records, ProofKind::ActionProposed, "early")
+        .into_iter()
+        .find(|p| p.action == Some(Action::Promote))
+        .unwrap();
+    assert!(
+        promote.detail["explanation"]
+            .as_str()
+            .unwrap()
+            .contains("oncall asked to promote: seen enough"),
+        "{}",
+        promote.detail
+    );
+    let halt = executed(&records, "halt");
+    assert_eq!(
+        &halt[halt.len() - 2..],
+        [(Action::AbortRollout, None), (Action::Rollback, None)],
+        "{halt:?}"
+    );
+    let aborted = for_service(&records, ProofKind::CanaryAborted, "halt");
+    assert!(
+        aborted[0].detail["why"].as_str().unwrap().contains("oncall asked to abort"),
+        "{}",
+        aborted[0].detail
+    );
+
+    // Once it ended there is nothing to command: cnctl says so before sending anything.
+    let (code, text) = ask("abort", "early");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("has ended: promoted"), "{text}");
+    // A command sent straight to the bus about a service without a rollout is refused and
+    // recorded, not lost.
+    let operator = fleet.client_as("operator").await.unwrap();
+    let raw = json!({"service": "ghost", "env": "stage", "command": "abort", "operator": "oncall", "reason": "x"});
+    operator.publish("cn.actions.rollout.stage.ghost", raw.to_string().into()).await.unwrap();
+    operator.flush().await.unwrap();
+    let records = fleet
+        .records_until("the refusal", |r| {
+            for_service(r, ProofKind::EventRejected, "ghost")
+                .iter()
+                .any(|x| x.agent.as_str() == "deploy-agent")
+        })
+        .await
+        .unwrap();
+    let refusal = &for_service(&records, ProofKind::EventRejected, "ghost")[0];
+    assert_eq!(refusal.reason.as_deref(), Some("refused"));
+    assert!(
+        refusal.detail["error"].as_str().unwrap().contains("no rollout of stage/ghost"),
+        "{}",
+        refusal.detail
+    );
+}

@@ -28,7 +28,7 @@ use bus_schema::fleet::DeployAgentInput;
 use bus_schema::proof::ProofKind;
 use bus_schema::{
     AgentName, Contract, ContractStatus, DeployEvent, DeployHistory, DeployStatus, OnboardRequest,
-    Timestamp, subject,
+    RejectReason, Timestamp, subject,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -361,6 +361,20 @@ impl Handler for DeployAgent {
             I::Refused(x) => {
                 let key = rollout::key(&x.env, &x.service);
                 self.drive(ctx, &key, |r, now| r.on_refused(&x, now)).await
+            }
+            I::Command(c) => {
+                let key = rollout::key(&c.env, &c.service);
+                let refusal = match self.rollouts.get(&key) {
+                    None => Some(format!(
+                        "no rollout of {}/{} is in progress: a rollout starts when a deploy starts under an accepted contract",
+                        c.env, c.service
+                    )),
+                    Some(r) => r.command_refusal(&c),
+                };
+                if let Some(message) = refusal {
+                    return Err(HandleError::Reject { reason: RejectReason::Refused, message });
+                }
+                self.drive(ctx, &key, |r, now| r.on_command(&c, now)).await
             }
         }
     }

@@ -36,8 +36,8 @@ use agent_runtime::Outbox;
 use bus_schema::proof::ProofKind;
 use bus_schema::{
     Action, ActionParams, ActionProposal, CanaryStage, Contract, DeployEvent, DeployStatus, Env,
-    ExecutionResult, ExecutionStatus, Guardrails, MetricSample, ReasonCode, Refusal, ServiceName,
-    Timestamp, Uuid, derive_id,
+    ExecutionResult, ExecutionStatus, Guardrails, MetricSample, ReasonCode, Refusal,
+    RolloutCommand, RolloutVerb, ServiceName, Timestamp, Uuid, derive_id,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -156,6 +156,10 @@ pub struct Rollout {
     /// When a held-back proposal is to be proposed again.
     #[serde(default)]
     pub retry_at: Option<Timestamp>,
+    /// An operator's command that arrived while a step was in flight: applied once that step
+    /// is executed (a refused step aborts the rollout anyway).
+    #[serde(default)]
+    pub queued: Option<RolloutCommand>,
 }
 
 impl Rollout {
@@ -188,6 +192,7 @@ impl Rollout {
             delivery: Outbox::default(),
             retries: 0,
             retry_at: None,
+            queued: None,
         };
         let weights: Vec<u8> = r.stages.iter().map(|s| s.weight_percent).collect();
         let mut out = vec![r.proof(
@@ -315,17 +320,23 @@ impl Rollout {
             (Phase::Proposed { .. }, true) if proposal.action == Action::Promote => {
                 self.phase = Phase::Done { outcome: Outcome::Promoted };
                 let stable = self.stable_version.clone();
-                vec![
+                let dropped = self.queued.take().map(|c| {
+                    self.proof(ProofKind::CanaryStage, "command_dropped", json!({"command": c.command, "operator": c.operator, "reason": c.reason, "why": "the promotion in flight was executed first"}))
+                });
+                dropped.into_iter().chain([
                     self.proof(ProofKind::CanaryPromoted, "promoted", json!({"version": self.version, "replaces": stable, "stages_passed": self.stages.len(), "backend": r.backend})),
                     Effect::Deploy(self.deploy_event(&self.version, stable.as_deref(), DeployStatus::Succeeded, now)),
-                ]
+                ]).collect()
             }
             (Phase::Proposed { .. }, true) => {
                 self.phase = Phase::Observing;
                 self.data = StageData::default();
                 self.extended = false;
                 self.last_heard = now;
-                Vec::new()
+                match self.queued.take() {
+                    Some(c) => self.on_command(&c, now),
+                    None => Vec::new(),
+                }
             }
             (Phase::Proposed { .. }, false) => self.abort(
                 format!("{} was not carried out: {} ({})", proposal.action, r.status, r.detail),
@@ -357,6 +368,91 @@ impl Rollout {
         }
     }
 
+    /// Why the rollout cannot take an operator's command, if it cannot: it ended, it is being
+    /// aborted, or it is a rollout of another version than the operator meant.
+    pub fn command_refusal(&self, c: &RolloutCommand) -> Option<String> {
+        let what = format!("rollout of {}/{} {}", self.env, self.service, self.version);
+        if let Some(v) = c.version.as_deref().filter(|v| *v != self.version) {
+            return Some(format!("the {what} is in progress, not of {v}"));
+        }
+        match &self.phase {
+            Phase::Done { .. } => Some(format!("the {what} has ended")),
+            Phase::Aborting { .. } | Phase::RollingBack { .. } => {
+                Some(format!("the {what} is already being aborted"))
+            }
+            Phase::Proposed { .. } if self.queued.is_some() => {
+                Some(format!("the {what} already has a command waiting for the step in flight"))
+            }
+            Phase::Proposed { proposal } if proposal.action == Action::Promote => (c.command
+                == RolloutVerb::Promote)
+                .then(|| format!("the {what} is already being promoted")),
+            Phase::Proposed { .. } | Phase::Observing => None,
+        }
+    }
+
+    /// An operator's command (checked with [`Rollout::command_refusal`] first). Promote skips
+    /// the stages left and proposes the promotion; abort proposes `abort_rollout` as a failed
+    /// stage does. Either goes through governance like any step. While a step is in flight the
+    /// command waits for it, so that a step executed late cannot undo it.
+    pub fn on_command(&mut self, c: &RolloutCommand, now: Timestamp) -> Vec<Effect> {
+        let asked = format!("{} asked to {}: {}", c.operator, c.command, c.reason);
+        let detail = |extra: Value| {
+            let mut d = json!({"command": c.command, "operator": c.operator, "reason": c.reason, "stage": self.stage + 1, "of": self.stages.len()});
+            merge(&mut d, extra);
+            d
+        };
+        match &self.phase {
+            Phase::Proposed { proposal } => {
+                let waits_for = json!({"waits_for": proposal.proposal_id, "step": proposal.action});
+                let record =
+                    self.proof(ProofKind::CanaryStage, "command_queued", detail(waits_for));
+                self.queued = Some(c.clone());
+                vec![record]
+            }
+            Phase::Observing => match c.command {
+                RolloutVerb::Abort => {
+                    let mut out = vec![self.proof(
+                        ProofKind::CanaryStage,
+                        "abort_requested",
+                        detail(json!({})),
+                    )];
+                    out.extend(self.abort(asked, now));
+                    out
+                }
+                RolloutVerb::Promote => {
+                    let skipped: Vec<u8> =
+                        self.stages.iter().skip(self.stage).map(|s| s.weight_percent).collect();
+                    let mut out = vec![self.proof(
+                        ProofKind::CanaryStage,
+                        "promote_requested",
+                        detail(json!({"skipped_weights": skipped})),
+                    )];
+                    let explanation = format!(
+                        "promote canary {} after {} of {} stages: {asked}",
+                        self.version,
+                        self.stage,
+                        self.stages.len()
+                    );
+                    self.stage = self.stages.len();
+                    let proposal = self.proposal(
+                        Action::Promote,
+                        ActionParams::default(),
+                        "promote-requested",
+                        explanation,
+                        STEP_CONFIDENCE,
+                        false,
+                        now,
+                    );
+                    self.set_in_flight(Phase::Proposed { proposal: proposal.clone() });
+                    out.push(Effect::Propose(proposal));
+                    out
+                }
+            },
+            // command_refusal said no; nothing to do.
+            Phase::Aborting { .. } | Phase::RollingBack { .. } | Phase::Done { .. } => Vec::new(),
+        }
+    }
+
     /// A refusal; only the one for the proposal in flight matters.
     pub fn on_refused(&mut self, r: &Refusal, now: Timestamp) -> Vec<Effect> {
         let Some(proposal) = self.in_flight().filter(|p| p.proposal_id == r.proposal_id).cloned()
@@ -368,6 +464,7 @@ impl Rollout {
         {
             return self.retry_later(&proposal, r, now);
         }
+        self.queued = None;
         match &self.phase {
             Phase::Proposed { .. } => {
                 let who = if r.reason == ReasonCode::ApprovalDenied {

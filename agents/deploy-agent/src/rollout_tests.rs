@@ -390,3 +390,61 @@ fn a_stage_that_hears_nothing_goes_to_a_human() {
     assert!(ask.explanation.contains("heard no metric sample for 900 s"), "{}", ask.explanation);
     assert!(r.on_silence(at(20_000), silence).is_empty(), "once");
 }
+
+fn command(verb: RolloutVerb, version: Option<&str>) -> RolloutCommand {
+    RolloutCommand {
+        service: "api".parse().unwrap(),
+        env: "stage".parse().unwrap(),
+        command: verb,
+        version: version.map(str::to_owned),
+        operator: "oncall".into(),
+        reason: "dashboards look fine".into(),
+    }
+}
+
+#[test]
+fn an_operator_promotes_mid_plan_through_a_promote_proposal() {
+    let (mut r, first) = rollout();
+    let step = proposals(&first)[0].clone();
+    r.on_executed(&result(&step, "executed"), at(1));
+    let c = command(RolloutVerb::Promote, Some("2.0.0"));
+    assert_eq!(r.command_refusal(&c), None);
+    let out = r.on_command(&c, at(30));
+    assert_eq!(proofs(&out), [(ProofKind::CanaryStage, "promote_requested")]);
+    let promote = proposals(&out)[0].clone();
+    assert_eq!(promote.action, Action::Promote);
+    assert!(promote.explanation.contains("oncall asked to promote: dashboards look fine"));
+    assert!(!promote.require_human, "governance's policy decides who approves it");
+    let done = r.on_executed(&result(&promote, "executed"), at(40));
+    assert_eq!(proofs(&done), [(ProofKind::CanaryPromoted, "promoted")]);
+    assert!(r.command_refusal(&c).unwrap().contains("has ended"));
+}
+
+#[test]
+fn an_abort_waits_for_the_step_in_flight_and_then_aborts() {
+    let (mut r, first) = rollout();
+    let step = proposals(&first)[0].clone();
+    // The 10 % step is still in flight: the abort is queued, not proposed beside it.
+    let abort = command(RolloutVerb::Abort, None);
+    let queued = r.on_command(&abort, at(1));
+    assert_eq!(proofs(&queued), [(ProofKind::CanaryStage, "command_queued")]);
+    assert!(proposals(&queued).is_empty());
+    assert!(r.command_refusal(&abort).unwrap().contains("already has a command waiting"));
+    let out = r.on_executed(&result(&step, "executed"), at(2));
+    assert_eq!(proofs(&out), [(ProofKind::CanaryStage, "abort_requested")]);
+    let proposed = proposals(&out)[0].clone();
+    assert_eq!(proposed.action, Action::AbortRollout);
+    assert!(proposed.explanation.contains("oncall asked to abort"));
+    assert!(
+        r.command_refusal(&command(RolloutVerb::Promote, None))
+            .unwrap()
+            .contains("already being aborted")
+    );
+}
+
+#[test]
+fn a_command_for_another_version_is_refused() {
+    let (r, _) = rollout();
+    let why = r.command_refusal(&command(RolloutVerb::Abort, Some("3.0.0"))).unwrap();
+    assert!(why.contains("2.0.0") && why.contains("not of 3.0.0"), "{why}");
+}

@@ -127,6 +127,7 @@ payload!(LogEvent, "cn.v1.log_event", Json, |p| service_scope(&p.env, &p.service
 payload!(ContractRequest, "cn.v1.contract_request", Json, |p| service_scope(&p.env, &p.service));
 payload!(OnboardRequest, "cn.v1.onboard_request", Json, |p| Scope::Env(&p.env));
 payload!(HumanDecision, "cn.v1.human_decision", Json, |_p| Scope::Unscoped);
+payload!(RolloutCommand, "cn.v1.rollout_command", Json, |p| service_scope(&p.env, &p.service));
 payload!(Contract, "cn.v1.contract", MsgPack, |p| service_scope(&p.env, &p.service));
 payload!(CounterProposal, "cn.v1.counter_proposal", MsgPack, |p| service_scope(&p.env, &p.service));
 payload!(NegotiationReply, "cn.v1.negotiation_reply", MsgPack, |_p| Scope::Unscoped);
@@ -423,6 +424,7 @@ inbound!(
     Refused(Refusal),
     Pending(PendingApproval),
     HumanDecision(HumanDecision),
+    RolloutCommand(RolloutCommand),
     Executed(ExecutionResult),
     SimAction(SimAction),
     Proof(ProofRecord),
@@ -474,6 +476,7 @@ pub fn decode_inbound_at(
         ["cn", "actions", "refused", e, s] => ctx.service(e, s).map(I::Refused),
         ["cn", "actions", "pending", e, s] => ctx.service(e, s).map(I::Pending),
         ["cn", "approvals", e, s] => ctx.service(e, s).map(I::HumanDecision),
+        ["cn", "actions", "rollout", e, s] => ctx.service(e, s).map(I::RolloutCommand),
         ["cn", "actions", "executed", e, s] => ctx.service(e, s).map(I::Executed),
         ["cn", "sim", "actions", e, s] => ctx.service(e, s).map(I::SimAction),
         ["cn", "proof", a, i] => ctx.agent(a, i).map(I::Proof),

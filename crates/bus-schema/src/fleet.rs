@@ -41,6 +41,8 @@ crate::inputs! {
         MetricBatch(MetricBatch) = "metric-batches" from subject::METRIC_BATCHES,
         Executed(ExecutionResult) = "executed" from subject::EXECUTED,
         Refused(Refusal) = "refused" from subject::REFUSED,
+        /// An operator's promote or abort of a rollout in progress.
+        Command(RolloutCommand) = "rollout-commands" from subject::ROLLOUT_COMMANDS,
     }
 }
 

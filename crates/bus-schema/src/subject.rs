@@ -268,6 +268,9 @@ pub const APPROVED: ServiceFamily<SignedApproval> = ServiceFamily::new("cn.actio
 pub const REFUSED: ServiceFamily<Refusal> = ServiceFamily::new("cn.actions.refused", WORK);
 pub const PENDING: ServiceFamily<PendingApproval> = ServiceFamily::new("cn.actions.pending", WORK);
 pub const HUMAN_DECISIONS: ServiceFamily<HumanDecision> = ServiceFamily::new("cn.approvals", WORK);
+/// An operator's promote or abort of a rollout (extension; only the `operator` user publishes).
+pub const ROLLOUT_COMMANDS: ServiceFamily<RolloutCommand> =
+    ServiceFamily::new("cn.actions.rollout", WORK);
 pub const EXECUTED: ServiceFamily<ExecutionResult> =
     ServiceFamily::new("cn.actions.executed", WORK);
 pub const SIM_ACTIONS: ServiceFamily<SimAction> = ServiceFamily::new("cn.sim.actions", WORK);
@@ -298,6 +301,7 @@ pub const FAMILIES: &[FamilyInfo] = &[
     REFUSED.info(),
     PENDING.info(),
     HUMAN_DECISIONS.info(),
+    ROLLOUT_COMMANDS.info(),
     EXECUTED.info(),
     SIM_ACTIONS.info(),
     PROOF.info(),

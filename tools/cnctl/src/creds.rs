@@ -324,6 +324,7 @@ fn person_permissions(user: &str) -> Grant {
         "operator" => {
             let mut publish = vec![
                 subject::HUMAN_DECISIONS.all().pattern().to_owned(),
+                subject::ROLLOUT_COMMANDS.all().pattern().to_owned(),
                 subject::MODEL.all().pattern().to_owned(),
                 subject::POLICY.all().pattern().to_owned(),
             ];
@@ -405,6 +406,20 @@ mod tests {
             .filter_map(|block| block.split('"').next())
             .collect();
         assert_eq!(holders, vec!["governance-gate"]);
+    }
+
+    #[test]
+    fn only_the_operator_may_command_a_rollout() {
+        let text = render_permissions();
+        let holders: Vec<&str> = text
+            .split("user: \"")
+            .skip(1)
+            .filter(|block| {
+                block.contains(&format!("\"{}\"", subject::ROLLOUT_COMMANDS.all().pattern()))
+            })
+            .filter_map(|block| block.split('"').next())
+            .collect();
+        assert_eq!(holders, vec!["operator"]);
     }
 
     #[test]

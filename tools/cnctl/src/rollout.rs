@@ -14,7 +14,7 @@ use async_nats::jetstream;
 use bus_schema::fleet::DEPLOY_AGENT;
 use bus_schema::proof::{ProofKind, ProofRecord};
 use bus_schema::subject::PROOF;
-use bus_schema::{Env, ServiceName, Timestamp};
+use bus_schema::{Env, RolloutVerb, ServiceName, Timestamp};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -22,12 +22,53 @@ use serde_json::{Value, json};
 use crate::Failure;
 use crate::style::{Tone, paint};
 use crate::tail::{Since, coloured_line, proof_consumer};
+use crate::verdict::{Answer, Listener};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum RolloutCommand {
     /// Show a service's latest canary rollout: plan, stage verdicts, how it ended.
     #[command(after_help = GET_HELP)]
     Get(GetArgs),
+    /// Skip the stages left and propose the promotion (governance decides; in prod a human).
+    #[command(after_help = COMMAND_HELP)]
+    Promote(CommandArgs),
+    /// Abort now: the deploy agent proposes abort_rollout, then the rollback.
+    #[command(after_help = COMMAND_HELP)]
+    Abort(CommandArgs),
+}
+
+const COMMAND_HELP: &str = "\
+The command goes to the deploy agent on cn.actions.rollout.{env}.{service} (only the `operator` \
+NATS user may publish there), naming the version in progress. The deploy agent turns it into a \
+proposal that governance decides like any step: a promotion in prod waits for a human in \
+`cnctl approvals`. While a step is in flight the command waits for it, so a step executed late \
+cannot undo it. Every command is recorded with who and why.
+
+Exit codes:
+  0   the deploy agent took the command (the proposal is on its way to governance)
+  1   no rollout in progress, or the deploy agent refused the command (why is printed)
+  2   the deploy agent did not answer within --timeout
+  64  bad usage (no --reason, no operator name)
+
+Examples:
+  cnctl rollout promote --env stage --service payments-api --reason \"canary clean for an hour\"
+  cnctl rollout abort --env prod --service payments-api --reason \"p99 up on the dashboards\"";
+
+#[derive(Debug, clap::Args)]
+pub struct CommandArgs {
+    #[arg(long)]
+    pub env: Env,
+    #[arg(long)]
+    pub service: ServiceName,
+    /// Why: recorded with the command and in the proposal's explanation.
+    #[arg(long)]
+    pub reason: String,
+    /// Who asks [default: $USER].
+    #[arg(long, env = "CN_OPERATOR")]
+    pub operator: Option<String>,
+    /// How long to wait for the deploy agent to take the command.
+    #[arg(long, default_value = "10s", value_parser = agent_runtime::config::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 const GET_HELP: &str = "\
@@ -154,8 +195,11 @@ impl Rollout {
         let d = &r.detail;
         match r.kind {
             ProofKind::CanaryStage => {
-                let Some(n) = d["stage"].as_u64().and_then(|n| usize::try_from(n).ok()) else {
-                    // retry_later and the like: a note on where it stands.
+                const VERDICTS: [&str; 5] =
+                    ["passed", "failed", "extended", "inconclusive", "silent"];
+                let n = d["stage"].as_u64().and_then(|n| usize::try_from(n).ok());
+                let Some(n) = n.filter(|_| VERDICTS.contains(&reason)) else {
+                    // retry_later, an operator's command and the like: where it stands.
                     self.note = Some(format!("{reason}: {}", brief(d)));
                     return;
                 };
@@ -270,6 +314,9 @@ impl Rollout {
 
 /// The first words of a detail, for a note.
 fn brief(d: &Value) -> String {
+    if let (Some(who), Some(why)) = (d["operator"].as_str(), d["reason"].as_str()) {
+        return format!("{who}: {why}");
+    }
     d["why"]
         .as_str()
         .or(d["reason"].as_str())
@@ -298,16 +345,22 @@ fn is_start_of_rollout(r: &ProofRecord) -> bool {
     r.kind == ProofKind::CanaryStage && r.reason.as_deref() == Some("rollout_started")
 }
 
-pub async fn run(nats: &NatsArgs, command: RolloutCommand) -> Result<ExitCode, Failure> {
-    let RolloutCommand::Get(args) = command;
-    let client = crate::connect(nats).await?;
-    let js = jetstream::new(client);
+type Records = jetstream::consumer::pull::Stream;
+
+/// The deploy agent's records stored since `since`, the service's latest rollout among them,
+/// and the stream of records to come.
+async fn load(
+    client: &async_nats::Client,
+    env: &Env,
+    service: &ServiceName,
+    since: Since,
+) -> Result<(Option<Rollout>, Records), Failure> {
+    let js = jetstream::new(client.clone());
     let consumer =
-        proof_consumer(&js, PROOF.agent(&DEPLOY_AGENT).pattern().to_owned(), args.since).await?;
+        proof_consumer(&js, PROOF.agent(&DEPLOY_AGENT).pattern().to_owned(), since).await?;
     let mut pending = consumer.cached_info().num_pending;
     let mut messages =
         consumer.messages().await.map_err(|e| format!("cannot read CN_PROOF: {e}"))?;
-    // What is stored so far.
     let mut records = Vec::new();
     while pending > 0 {
         let Some(msg) = messages.next().await else { break };
@@ -317,16 +370,29 @@ pub async fn run(nats: &NatsArgs, command: RolloutCommand) -> Result<ExitCode, F
             records.push(r);
         }
     }
-    let Some(mut rollout) = latest(&records, &args.env, &args.service) else {
-        eprintln!(
-            "no rollout of {}/{} since {}: a rollout starts when the deploy agent takes an accepted contract (see `cnctl contract --help`); --since all looks further back",
-            args.env,
-            args.service,
-            match args.since {
-                Since::All => "the proof log began".to_owned(),
-                Since::At(t) => t.millis().to_string(),
-            }
-        );
+    Ok((latest(&records, env, service), messages))
+}
+
+fn no_rollout(env: &Env, service: &ServiceName, since: Since) -> String {
+    format!(
+        "no rollout of {env}/{service} since {}: a rollout starts when the deploy agent takes an accepted contract (see `cnctl contract --help`); --since all looks further back",
+        match since {
+            Since::All => "the proof log began".to_owned(),
+            Since::At(t) => t.millis().to_string(),
+        }
+    )
+}
+
+pub async fn run(nats: &NatsArgs, command: RolloutCommand) -> Result<ExitCode, Failure> {
+    let args = match command {
+        RolloutCommand::Get(args) => args,
+        RolloutCommand::Promote(args) => return send(nats, RolloutVerb::Promote, args).await,
+        RolloutCommand::Abort(args) => return send(nats, RolloutVerb::Abort, args).await,
+    };
+    let client = crate::connect(nats).await?;
+    let (rollout, mut messages) = load(&client, &args.env, &args.service, args.since).await?;
+    let Some(mut rollout) = rollout else {
+        eprintln!("{}", no_rollout(&args.env, &args.service, args.since));
         return Ok(ExitCode::FAILURE);
     };
     let redraw = args.watch && !args.json && std::io::stdout().is_terminal();
@@ -359,6 +425,88 @@ pub async fn run(nats: &NatsArgs, command: RolloutCommand) -> Result<ExitCode, F
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// `rollout promote|abort`: the command to the deploy agent, and its answer.
+async fn send(nats: &NatsArgs, verb: RolloutVerb, args: CommandArgs) -> Result<ExitCode, Failure> {
+    let operator = match crate::approvals::operator_name(args.operator, std::env::var("USER").ok())
+    {
+        Ok(o) => o,
+        Err(e) => return Ok(agent_runtime::config::config_failure("cnctl rollout", &e)),
+    };
+    let reason = args.reason.trim().to_owned();
+    if reason.is_empty() {
+        let e = "--reason must say why: every command records who and why";
+        return Ok(agent_runtime::config::config_failure("cnctl rollout", &e));
+    }
+    let client = crate::connect(nats).await?;
+    let since = Since::At(Timestamp::now().minus(std::time::Duration::from_secs(7 * 24 * 3600)));
+    let (rollout, _) = load(&client, &args.env, &args.service, since).await?;
+    let rollout = match rollout {
+        Some(r) if !r.is_over() => r,
+        Some(r) => {
+            return Err(format!(
+                "the latest rollout of {}/{} ({}) has ended: {}",
+                args.env, args.service, r.version, r.phase
+            )
+            .into());
+        }
+        None => return Err(no_rollout(&args.env, &args.service, since).into()),
+    };
+    let command = bus_schema::RolloutCommand {
+        service: args.service.clone(),
+        env: args.env.clone(),
+        command: verb,
+        version: Some(rollout.version.clone()),
+        operator,
+        reason,
+    };
+    bus_schema::Validate::validate(&command).map_err(|e| format!("not sent: {e}"))?;
+    let subject = bus_schema::subject::ROLLOUT_COMMANDS.subject(&args.env, &args.service);
+    let listener = Listener::start(&client).await?;
+    let (published, id) = crate::publish::publish_traced(&client, &subject, &command).await?;
+    outln!(
+        "{verb} of {}/{} {} by {} stored on {subject} (stream seq {}); waiting up to {:?} for the deploy agent",
+        args.env,
+        args.service,
+        rollout.version,
+        command.operator,
+        published.stream_seq,
+        args.timeout
+    );
+    let verdict =
+        listener.verdict(&client, subject.as_str(), published.stream_seq, &id, args.timeout).await;
+    for r in &verdict.records {
+        outln!("  {}", coloured_line(r));
+    }
+    Ok(match verdict.summary() {
+        Answer::Rejected => {
+            let why = verdict.readers.iter().find_map(|r| r.error.clone()).unwrap_or_default();
+            eprintln!("{}: {why}", paint("refused", Tone::Bad));
+            ExitCode::FAILURE
+        }
+        Answer::Accepted => {
+            outln!(
+                "{}: the proposal goes to governance; follow it with `cnctl rollout get --env {} --service {} --watch`{}",
+                paint("taken", Tone::Good),
+                args.env,
+                args.service,
+                if verb == RolloutVerb::Promote {
+                    " (a promotion that needs a human waits in `cnctl approvals list`)"
+                } else {
+                    ""
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Answer::NoAnswer | Answer::NoConsumer => {
+            eprintln!(
+                "the deploy agent did not answer within {:?}: is it running (cnctl status)? The command is stored and will be handled when it is",
+                args.timeout
+            );
+            ExitCode::from(2)
+        }
     })
 }
 

@@ -53,6 +53,17 @@ string_enum! {
     }
 }
 
+string_enum! {
+    /// What an operator asks of a canary rollout in progress.
+    pub enum RolloutVerb {
+        /// Skip the stages left and propose the promotion (governance decides, as for any
+        /// promotion: in prod a human approves it).
+        Promote = "promote",
+        /// Propose `abort_rollout` now, then the rollback, as a failed stage would.
+        Abort = "abort",
+    }
+}
+
 /// `cn.events.deploy.{env}.{service}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployEvent {
@@ -290,6 +301,29 @@ pub struct HumanDecision {
     pub operator: String,
     #[serde(default)]
     pub reason: String,
+}
+
+/// `cn.actions.rollout.{env}.{service}` (extension): an operator's command to the deploy agent
+/// about the service's rollout in progress. Only the `operator` NATS user may publish it; the
+/// deploy agent turns it into proposals that go through governance like every other step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutCommand {
+    pub service: ServiceName,
+    pub env: Env,
+    pub command: RolloutVerb,
+    /// The canary version the operator means; a rollout of another version refuses the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub operator: String,
+    pub reason: String,
+}
+
+impl Validate for RolloutCommand {
+    fn validate(&self) -> Result<(), ValidationError> {
+        v::opt_ident("version", self.version.as_deref())?;
+        v::non_empty("operator", &self.operator, MAX_SHORT)?;
+        v::non_empty("reason", &self.reason, MAX_TEXT)
+    }
 }
 
 impl Validate for HumanDecision {
