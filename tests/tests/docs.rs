@@ -190,3 +190,17 @@ fn the_version_is_the_changelogs() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("cnctl {version}"));
 }
+
+/// The README publishes `deploy/examples/contract-request.json` as a newcomer's first contract
+/// request: it must be one the negotiator takes.
+#[test]
+fn the_readmes_example_request_is_a_valid_contract_request() {
+    use bus_schema::Validate;
+    use bus_schema::codec::{Encoding, Limits, decode};
+    let bytes = std::fs::read(repo().join("deploy/examples/contract-request.json")).unwrap();
+    let request: bus_schema::ContractRequest =
+        decode(Encoding::Json, &bytes, &Limits::DEFAULT).unwrap();
+    request.validate().unwrap();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(readme.contains("cnctl publish contract deploy/examples/contract-request.json"));
+}
