@@ -96,6 +96,9 @@ pub fn cnctl_spawn(fleet: &Fleet, user: &str, args: &[&str]) -> std::process::Ch
         .env("NATS_PASSWORD_FILE", fleet.password_file(user))
         .env_remove("CN_OPERATOR")
         .env_remove("CN_APPROVAL_WAIT")
+        // As in a container's shell: who runs cnctl is the account, not the environment.
+        .env_remove("USER")
+        .env_remove("LOGNAME")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

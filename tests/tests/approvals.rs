@@ -199,8 +199,9 @@ async fn an_operator_lists_shows_and_approves_a_prod_rollback_and_only_the_opera
     let unknown = cnctl(&fleet, "operator", &["approvals", "show", "ffffffff"], None);
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
 
-    // A script denies with --json and reads governance's answer from one object.
-    let deny = ["approvals", "deny", &cart, "--reason", "fix forward", "--operator", "o", "--json"];
+    // A script denies with --json and reads governance's answer from one object. Without
+    // --operator, $USER or $LOGNAME (a container's shell), the decision is the account's.
+    let deny = ["approvals", "deny", &cart, "--reason", "fix forward", "--json"];
     let denied = cnctl(&fleet, "operator", &deny, None);
     assert!(denied.status.success(), "{}", text(&denied));
     let report: Value = serde_json::from_slice(&denied.stdout).unwrap();
@@ -208,5 +209,8 @@ async fn an_operator_lists_shows_and_approves_a_prod_rollback_and_only_the_opera
     assert_eq!(report["state"], "refused", "{report:#}");
     assert_eq!(report["answer"]["reason"], "approval_denied", "{report:#}");
     assert_eq!(report["decision"]["reason"], "fix forward", "{report:#}");
+    let account = std::process::Command::new("id").arg("-un").output().unwrap();
+    let account = String::from_utf8_lossy(&account.stdout).trim().to_owned();
+    assert_eq!(report["decision"]["operator"], account.as_str(), "{report:#}");
     assert!(report["decision_stream_seq"].as_u64().unwrap() > 0, "{report:#}");
 }

@@ -200,7 +200,7 @@ governance publishes a pending approval and waits, by default 15 minutes; then i
 action as approval_expired. A decision is published on cn.approvals.{env}.{service}, which only \
 the `operator` NATS user may do; governance answers with a signed approval or a refusal \
 (approval_denied, or a gate that still says no). Every decision records who (--operator, \
-CN_OPERATOR, else $USER) and why (--reason, required). IDs may be abbreviated to a unique \
+CN_OPERATOR, else $USER or your login name) and why (--reason, required). IDs may be abbreviated to a unique \
 prefix of at least 4 characters.
 
 Exit codes:
@@ -256,6 +256,28 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
             std::process::exit(1)
         }
     }
+}
+
+/// Who runs cnctl, for the records that say who decided or asked: `$USER`, else `$LOGNAME`,
+/// else the account name of the process's user in /etc/passwd (a shell in a container often has
+/// neither variable).
+pub fn login_name() -> Option<String> {
+    let from_env = ["USER", "LOGNAME"].iter().find_map(|v| std::env::var(v).ok());
+    from_env.filter(|n| !n.trim().is_empty()).or_else(|| {
+        use std::os::unix::fs::MetadataExt as _;
+        let uid = std::fs::metadata("/proc/self").ok()?.uid();
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        account_of(&passwd, uid)
+    })
+}
+
+/// The account name of `uid` in a passwd file's text.
+fn account_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 /// A failure to report and exit 1.
@@ -350,4 +372,15 @@ fn not_our_server(message: &str) -> Option<&'static str> {
     SIGNS.iter().any(|s| message.contains(s)).then_some(
         "this NATS server has no Chaos Negotiator streams: is it the fleet's server (check --nats-url / NATS_URL)? scripts/up creates them, as does `cnctl streams ensure` as the bootstrap user",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_account_is_found_by_its_uid() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nana:x:1000:1000::/home/ana:/bin/sh\n";
+        assert_eq!(super::account_of(passwd, 1000).as_deref(), Some("ana"));
+        assert_eq!(super::account_of(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(super::account_of(passwd, 7), None);
+    }
 }

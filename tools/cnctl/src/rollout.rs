@@ -63,7 +63,7 @@ pub struct CommandArgs {
     /// Why: recorded with the command and in the proposal's explanation.
     #[arg(long)]
     pub reason: String,
-    /// Who asks [default: $USER].
+    /// Who asks [default: $USER, else your login name].
     #[arg(long, env = "CN_OPERATOR")]
     pub operator: Option<String>,
     /// How long to wait for the deploy agent to take the command.
@@ -430,8 +430,7 @@ pub async fn run(nats: &NatsArgs, command: RolloutCommand) -> Result<ExitCode, F
 
 /// `rollout promote|abort`: the command to the deploy agent, and its answer.
 async fn send(nats: &NatsArgs, verb: RolloutVerb, args: CommandArgs) -> Result<ExitCode, Failure> {
-    let operator = match crate::approvals::operator_name(args.operator, std::env::var("USER").ok())
-    {
+    let operator = match crate::approvals::operator_name(args.operator, crate::login_name()) {
         Ok(o) => o,
         Err(e) => return Ok(agent_runtime::config::config_failure("cnctl rollout", &e)),
     };

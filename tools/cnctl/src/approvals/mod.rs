@@ -94,7 +94,7 @@ pub struct DecideArgs {
     /// Why: recorded with the decision, on the bus and on the proof log.
     #[arg(long)]
     pub reason: String,
-    /// Who decides [default: $USER].
+    /// Who decides [default: $USER, else your login name].
     #[arg(long, env = "CN_OPERATOR")]
     pub operator: Option<String>,
     /// How long to wait for governance's answer.
@@ -116,12 +116,12 @@ use bus::*;
 pub use ledger::*;
 pub use render::*;
 
-/// `--operator`, else `$CN_OPERATOR` (via clap), else `$USER`.
+/// `--operator`, else `$CN_OPERATOR` (via clap), else the login name ([`crate::login_name`]).
 pub fn operator_name(flag: Option<String>, user: Option<String>) -> Result<String, NoOperator> {
     flag.or(user).map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).ok_or(NoOperator)
 }
 
-/// Neither `--operator`, `$CN_OPERATOR` nor `$USER` names the operator.
+/// Neither `--operator`, `$CN_OPERATOR` nor the login name names the operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("who is deciding? pass --operator NAME or set CN_OPERATOR")]
 pub struct NoOperator;
@@ -176,7 +176,7 @@ async fn decide(
     decision: Decision,
     args: DecideArgs,
 ) -> Result<ExitCode, Failure> {
-    let operator = match operator_name(args.operator, std::env::var("USER").ok()) {
+    let operator = match operator_name(args.operator, crate::login_name()) {
         Ok(o) => o,
         Err(e) => return Ok(usage(&e.to_string())),
     };

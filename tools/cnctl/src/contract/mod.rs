@@ -147,7 +147,7 @@ pub struct Negotiation {
     /// Service, e.g. payments-api.
     #[arg(long)]
     pub service: ServiceName,
-    /// Who asks [default: $USER].
+    /// Who asks [default: $USER, else your login name].
     #[arg(long, env = "CN_REQUESTED_BY")]
     pub requested_by: Option<String>,
     #[command(flatten)]
@@ -198,12 +198,12 @@ pub struct StatsArgs {
     pub timeout: Duration,
 }
 
-/// `--requested-by`, else `$CN_REQUESTED_BY` (via clap), else `$USER`.
+/// `--requested-by`, else `$CN_REQUESTED_BY` (via clap), else the login name ([`crate::login_name`]).
 pub fn requester_name(flag: Option<String>, user: Option<String>) -> Result<String, NoRequester> {
     flag.or(user).map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).ok_or(NoRequester)
 }
 
-/// Neither `--requested-by`, `$CN_REQUESTED_BY` nor `$USER` names the requester.
+/// Neither `--requested-by`, `$CN_REQUESTED_BY` nor the login name names the requester.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("who is asking? pass --requested-by NAME or set CN_REQUESTED_BY")]
 pub struct NoRequester;
@@ -298,8 +298,7 @@ async fn negotiate(
     asks: Vec<Ask>,
     justification: String,
 ) -> Result<ExitCode, Failure> {
-    let requested_by = match requester_name(target.requested_by.clone(), std::env::var("USER").ok())
-    {
+    let requested_by = match requester_name(target.requested_by.clone(), crate::login_name()) {
         Ok(name) => name,
         Err(e) => return Ok(usage(&e.to_string())),
     };
