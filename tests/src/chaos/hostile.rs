@@ -373,19 +373,7 @@ async fn request(
     }
 }
 
-/// Whether a NATS wildcard pattern (`*` one token, `>` the rest) matches a subject.
-pub fn matches(pattern: &str, subject: &str) -> bool {
-    let mut subject = subject.split('.');
-    for p in pattern.split('.') {
-        match (p, subject.next()) {
-            (">", Some(_)) => return true,
-            ("*", Some(_)) => {}
-            (p, Some(s)) if p == s => {}
-            _ => return false,
-        }
-    }
-    subject.next().is_none()
-}
+pub use bus_schema::subject::wildcard_match as matches;
 
 #[cfg(test)]
 mod tests {
