@@ -10,8 +10,10 @@
 //!   proposed at once — except `verification_pending` (another action's verdict on the
 //!   service comes first: the incident waits for it, or for the refusal's `until`),
 //!   `action_budget_exhausted` (escalated), `approval_denied` (a human said no: the incident
-//!   is theirs), and a first `missing_prerequisite` (governance has not read the deploy event
-//!   the optimizer read: the same is proposed again after [`RECHECK`]);
+//!   is theirs), a first `missing_prerequisite` (governance has not read the deploy event
+//!   the optimizer read: the same is proposed again after [`RECHECK`]), and a first
+//!   `cooldown_active` that ends within [`COOLDOWN_WAIT`] (the same is proposed again when
+//!   it ends: the best action a little later beats a worse one now);
 //! - **budget spent** (the policy's `actions_per_incident` actions ran), or **nothing left**:
 //!   escalated — a proposal that asks a human (`require_human`), saying what was tried and
 //!   suggesting the best action left that the optimizer would choose itself, or `observe`
@@ -41,6 +43,11 @@ use crate::values::{Values, does_nothing, reward};
 
 /// How long after a first `missing_prerequisite` the same action is proposed again.
 pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest cooldown the optimizer waits out for an action governance held back
+/// (`cooldown_active`) rather than going on to the next candidate; a second hold-back of
+/// the same action in the incident masks it.
+pub const COOLDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The contract's limit on a proposal's explanation, in bytes.
 const MAX_EXPLANATION: usize = 4096;
@@ -87,6 +94,18 @@ pub struct Core {
 /// `env/service`.
 pub fn service_key(env: &str, service: &str) -> String {
     format!("{env}/{service}")
+}
+
+/// When the cooldown a `cooldown_active` refusal names ends, if within [`COOLDOWN_WAIT`]
+/// (a second later, so that the proposal is not early on a clock a little behind).
+fn cooldown_end(r: &Refusal, now: Timestamp) -> Option<Timestamp> {
+    if r.reason != ReasonCode::CooldownActive {
+        return None;
+    }
+    let detail: serde_json::Value = serde_json::from_str(&r.detail).ok()?;
+    let remaining = detail["remaining_s"].as_f64().filter(|s| s.is_finite() && *s >= 0.0)?;
+    let wait = std::time::Duration::from_secs_f64(remaining + 1.0);
+    (wait <= COOLDOWN_WAIT).then(|| now.plus(wait))
 }
 
 fn bounded(text: &str) -> String {
@@ -299,6 +318,10 @@ impl Core {
         let Some(incident_id) = r.incident_id else { return Vec::new() };
         let Some(mut mem) = self.memory.get(&incident_id).cloned() else { return Vec::new() };
         let trigger = format!("refused:{}", r.proposal_id);
+        let cooldown_ends = cooldown_end(r, now).filter(|_| {
+            let action = mem.proposals.iter().find(|p| p.proposal.proposal_id == r.proposal_id);
+            action.is_some_and(|p| !p.escalation && mem.held_back(&p.proposal.action) == 0)
+        });
         let Some(p) = mem.find_mut(r.proposal_id) else { return Vec::new() };
         if p.status != Status::Awaiting {
             // A redelivery: what it made again, if anything.
@@ -310,6 +333,12 @@ impl Core {
         p.status = Status::Refused(r.reason.as_str().to_owned());
         let escalation = p.escalation;
         let action = p.proposal.action.clone();
+        if let Some(until) = cooldown_ends {
+            p.status = Status::HeldBack(r.reason.as_str().to_owned());
+            mem.waiting = Some(Waiting { held: r.proposal_id, until });
+            self.save(mem);
+            return Vec::new();
+        }
         match r.reason {
             ReasonCode::VerificationPending => {
                 let until = serde_json::from_str::<serde_json::Value>(&r.detail)

@@ -8,7 +8,8 @@
 //!   (a `missing_prerequisite` the shield did not foresee means governance has not read a
 //!   deploy event yet: the action is proposed once more, after [`crate::core::RECHECK`]);
 //! - whether it waits for another action's verdict on the service (`verification_pending`),
-//!   and until when;
+//!   or for the end of a cooldown that governance held its best action back for
+//!   (`cooldown_active`, ending within [`crate::core::COOLDOWN_WAIT`]), and until when;
 //! - whether it was handed to a human.
 //!
 //! Bounded: at most [`MAX_PROPOSALS`] proposals per incident and [`MAX_INCIDENTS`] incidents.
@@ -36,6 +37,9 @@ pub enum Status {
     Shadow,
     /// Governance's reason code.
     Refused(String),
+    /// Governance held it back for a moment (its reason code: `cooldown_active`, ending soon):
+    /// proposed again when the wait ends, and a failure only if held back again.
+    HeldBack(String),
     Judged {
         recovered: bool,
         revised: bool,
@@ -97,7 +101,7 @@ impl Proposed {
     /// Whether it failed in this incident and must not be proposed again for it.
     fn failed(&self) -> bool {
         match &self.status {
-            Status::Awaiting | Status::Shadow => false,
+            Status::Awaiting | Status::Shadow | Status::HeldBack(_) => false,
             Status::Refused(reason) => reason != ReasonCode::VerificationPending.as_str(),
             Status::Judged { .. } | Status::Superseded => true,
         }
@@ -170,15 +174,18 @@ impl IncidentMemory {
     }
 
     /// The actions that failed in this incident. A missing prerequisite the shield did not
-    /// foresee is governance not having read a fact yet: the action fails only the second time.
+    /// foresee is governance not having read a fact yet, and a cooldown that was waited out
+    /// a moment: the action fails only the second time.
     pub fn failed(&self) -> Vec<Action> {
         let mut out: Vec<Action> = self
             .proposals
             .iter()
             .filter(|p| {
-                p.failed()
+                let action = &p.proposal.action;
+                (p.failed()
                     && (!p.refused_for(ReasonCode::MissingPrerequisite)
-                        || self.missing_prerequisites(&p.proposal.action) > 1)
+                        || self.missing_prerequisites(action) > 1))
+                    || (matches!(p.status, Status::HeldBack(_)) && self.held_back(action) > 1)
             })
             .map(|p| p.proposal.action.clone())
             .collect();
@@ -196,6 +203,13 @@ impl IncidentMemory {
             .count()
     }
 
+    /// How often `action` was held back in this incident.
+    pub fn held_back(&self, action: &Action) -> usize {
+        let held =
+            |p: &&Proposed| p.proposal.action == *action && matches!(p.status, Status::HeldBack(_));
+        self.proposals.iter().filter(held).count()
+    }
+
     /// Actions that changed something and ran for this incident (they use up its budget).
     pub fn ran(&self) -> u32 {
         let ran = |p: &&Proposed| {
@@ -211,6 +225,7 @@ impl IncidentMemory {
             Status::Awaiting => "waiting".to_owned(),
             Status::Shadow => "shadow".to_owned(),
             Status::Refused(reason) => format!("refused: {reason}"),
+            Status::HeldBack(reason) => format!("held back: {reason}"),
             Status::Judged { recovered: true, revised: false } => "recovered".to_owned(),
             Status::Judged { recovered: true, revised: true }
             | Status::Judged { recovered: false, revised: true } => {

@@ -414,6 +414,49 @@ fn a_first_missing_prerequisite_is_governance_lagging_the_same_is_proposed_again
     assert_eq!(next.action, Action::ScaleUp);
 }
 
+/// A cooldown that ends in a moment is waited out for the best action rather than spending
+/// the incident on a worse one (a crash loop that came back 54 s after the last restart was
+/// given a scale_up, a noop, then a human); a long one, or a second hold-back, goes on.
+#[test]
+fn a_cooldown_ending_soon_is_waited_out_for_the_best_action_and_a_long_one_is_not() {
+    let mut c = known(Mode::Frozen, "stage", "payments-api");
+    let i = incident(1, "stage", IncidentKind::CrashLoop, false);
+    let p = one(c.on_incident(&i, "corr", now()));
+    assert_eq!(p.action, Action::Restart);
+    let cooldown = |i: &bus_schema::Incident, p: &ActionProposal, remaining_s: f64| {
+        refusal(
+            i,
+            p.proposal_id,
+            &p.action,
+            ReasonCode::CooldownActive,
+            serde_json::json!({"cooldown_s": 60.0, "remaining_s": remaining_s, "backoff": 1}),
+        )
+    };
+    assert!(proposals(c.on_refusal(&cooldown(&i, &p, 6.0), now())).is_empty(), "it waits");
+    assert!(proposals(c.on_refusal(&cooldown(&i, &p, 6.0), now())).is_empty(), "redelivered");
+    assert!(c.due(now().plus(Duration::from_secs(6))).is_empty(), "until the cooldown ends");
+    let at = now().plus(Duration::from_secs(7));
+    let due = c.due(at);
+    assert_eq!(due.len(), 1);
+    let again = one(c.wake(due[0].0, &due[0].1, at));
+    assert_eq!((again.action.clone(), again.proposal_id != p.proposal_id), (Action::Restart, true));
+    // Held back twice is not a moment: the next candidate at once.
+    assert_eq!(one(c.on_refusal(&cooldown(&i, &again, 6.0), at)).action, Action::ScaleUp);
+    let tried = c.memory[&i.incident_id].tried();
+    assert_eq!(
+        tried[..2],
+        ["restart (held back: cooldown_active)", "restart (refused: cooldown_active)"]
+    );
+
+    let long = rl_optimizer::core::COOLDOWN_WAIT.as_secs_f64();
+    for (remaining_s, why) in [(long, "longer than the wait"), (f64::NAN, "unreadable")] {
+        let mut c = known(Mode::Frozen, "stage", "payments-api");
+        let p = one(c.on_incident(&i, "corr", now()));
+        let next = one(c.on_refusal(&cooldown(&i, &p, remaining_s), now()));
+        assert_eq!(next.action, Action::ScaleUp, "{why}");
+    }
+}
+
 /// A proposal whose publish failed, or whose ack the agent never saw before it stopped, is
 /// listed until it is known to be stored, and waking it sends the same proposal again (the same
 /// ids, which JetStream drops if the first attempt was stored after all) rather than a new one.
