@@ -284,6 +284,13 @@ impl ServiceSim {
         }
     }
 
+    /// Marks the service as one the fleet already knows from an earlier run: it does not
+    /// announce its versions again, since a deploy at the start of a resumed run would have
+    /// the detector judge every later change as that deploy's regression.
+    pub fn already_announced(&mut self) {
+        self.announced = true;
+    }
+
     /// The service's events for the tick `elapsed` simulated seconds into the run.
     pub fn step(&mut self, elapsed: u64, tick_s: u64, at: Timestamp) -> Vec<Event> {
         let mut out = Vec::new();

@@ -135,17 +135,17 @@ impl Simulator {
         resume: Option<Timestamp>,
     ) -> Self {
         let from_lead = wall_now.minus(flags.lead);
-        let start = match (flags.start, resume) {
-            (Some(start), _) => start,
+        let (start, resumed) = match (flags.start, resume) {
+            (Some(start), _) => (start, false),
             (None, Some(newest)) if newest >= from_lead => {
                 let start = newest.plus(Duration::from_secs(1));
                 info!(
                     resume_after = %newest,
-                    "resuming after the last run's newest event (not --lead before now), so no service gets events older than it was sent; to play the scenario from its start, reset the data (scripts/up --fresh)"
+                    "resuming after the last run's newest event (not --lead before now), so no service gets events older than it was sent, and without announcing the services' versions again; to play the scenario on a fleet that knows nothing yet, reset the data (scripts/up --fresh)"
                 );
-                start
+                (start, true)
             }
-            _ => from_lead,
+            _ => (from_lead, false),
         };
         let Some(scenario) = scenario else {
             info!("no scenario: idle");
@@ -159,7 +159,11 @@ impl Simulator {
             scenario = flags.scenario.as_deref().unwrap_or_default(), services = scenario.services.len(), seed, speed,
             tick_s = scenario.tick_s, start = %clock.start(), "simulating"
         );
-        Self::new(World::new(scenario, seed, clock.start()), clock)
+        let world = match resumed {
+            true => World::resumed(scenario, seed, clock.start()),
+            false => World::new(scenario, seed, clock.start()),
+        };
+        Self::new(world, clock)
     }
 
     pub fn new(world: World, clock: SimClock) -> Self {

@@ -47,6 +47,16 @@ impl World {
         Self { start, tick_s: scenario.tick_s, duration_s: scenario.duration_s, next: 0, services }
     }
 
+    /// The scenario's world for a simulation that resumes an earlier run on the same data:
+    /// it plays the scenario from its start but does not announce the services' versions
+    /// again, since the fleet kept them (a deploy at the resumed start would have the
+    /// detector judge every later change as that deploy's regression).
+    pub fn resumed(scenario: &Scenario, seed: u64, start: Timestamp) -> Self {
+        let mut world = Self::new(scenario, seed, start);
+        world.services.iter_mut().for_each(ServiceSim::already_announced);
+        world
+    }
+
     /// A world with no services: it publishes nothing and knows no service.
     pub fn empty(start: Timestamp) -> Self {
         Self { start, tick_s: 10, duration_s: None, next: 0, services: Vec::new() }

@@ -104,6 +104,19 @@ fn a_healthy_service_announces_two_versions_then_reports_noise_in_normal_ranges(
 }
 
 #[test]
+fn a_resumed_world_plays_the_scenario_again_without_announcing_versions() {
+    let text = "[[service]]\nenv = \"stage\"\nname = \"api\"\nfailure = \"bad_deploy\"\nstart_after_s = 60\n";
+    let scenario = Scenario::parse(text, "test").unwrap();
+    let start: Timestamp = "2026-02-20T06:00:00Z".parse().unwrap();
+    let mut w = World::resumed(&scenario, 2, start);
+    let ticks: Vec<Tick> = (0..8).map(|_| w.step().unwrap()).collect();
+    assert_eq!(metric(&ticks[0]).timestamp, start);
+    let deployed: Vec<_> = ticks.iter().flat_map(|t| deploys(&t.events)).collect();
+    assert_eq!(deployed, faulty_deploy(), "only the scenario's own deploy, on time");
+    assert!(deploys(&ticks[6].events).len() == 1, "at 60 s");
+}
+
+#[test]
 fn a_crash_loop_starts_on_time_and_only_a_restart_clears_it() {
     let mut w = world_with("crash_loop", 120, 2);
     assert!(run(&mut w, 2).iter().all(healthy));
