@@ -129,11 +129,30 @@ pub struct Fleet {
     pub dir: TempDir,
     pub agents: BTreeMap<String, AgentProcess>,
     creds: PathBuf,
+    /// The policy file governance and the optimizer read, if the test gave one: it lives as
+    /// long as the fleet, for agents the test restarts.
+    policy: Option<TempDir>,
 }
 
 impl Fleet {
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(&[]).await
+    }
+
+    /// Starts the fleet with a policy for governance and the optimizer: `policy.toml` text over
+    /// the defaults, e.g. a cooldown short enough for a test.
+    pub async fn start_with_policy(policy: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("cn-policy-").tempdir()?;
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, policy)?;
+        let path = path.to_string_lossy().into_owned();
+        let mut fleet = Self::start_with(&[
+            ("governance-gate", &["--policy", &path]),
+            ("rl-optimizer", &["--policy", &path]),
+        ])
+        .await?;
+        fleet.policy = Some(dir);
+        Ok(fleet)
     }
 
     /// Starts the fleet with extra flags for some agents, e.g.
@@ -223,7 +242,7 @@ impl Fleet {
             let log = dir.path().join(format!("{name}.log"));
             agents.insert(name.clone(), AgentProcess::spawn(&name, args, log)?);
         }
-        let fleet = Self { server, dir, agents, creds };
+        let fleet = Self { server, dir, agents, creds, policy: None };
         fleet.wait_until_started().await?;
         Ok(fleet)
     }

@@ -20,16 +20,7 @@ use serde_json::json;
 async fn a_crash_in_stage_is_restarted_and_a_second_restart_waits_for_the_cooldown() {
     // The defaults with a restart cooldown of 20 s (60 s by default), so that the wait for it
     // to end fits a test; the latency problem comes within it.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("policy.toml");
-    std::fs::write(&path, "[cooldowns]\nrestart = \"20s\"\n").unwrap();
-    let policy = path.to_string_lossy().into_owned();
-    let fleet = Fleet::start_with(&[
-        ("governance-gate", &["--policy", &policy]),
-        ("rl-optimizer", &["--policy", &policy]),
-    ])
-    .await
-    .unwrap();
+    let fleet = Fleet::start_with_policy("[cooldowns]\nrestart = \"20s\"\n").await.unwrap();
     crash_restarted(&fleet, "payments-api").await;
     let records = latency_within_the_cooldown(&fleet, "payments-api").await;
     let chain = [

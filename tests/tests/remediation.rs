@@ -14,20 +14,9 @@ use cn_tests::scenario::{cnctl, for_service, metric_at, pipeline_pub};
 use serde_json::{Value, json};
 
 /// The fleet, with a policy for governance and the optimizer that is the defaults with a restart
-/// cooldown short enough for a test that restarts the same service twice within a minute. The
-/// directory holding the policy lives as long as the fleet should.
-async fn fleet_with_quick_restarts() -> (tempfile::TempDir, Fleet) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("policy.toml");
-    std::fs::write(&path, "[cooldowns]\nrestart = \"1s\"\n").unwrap();
-    let policy = path.to_string_lossy().into_owned();
-    let fleet = Fleet::start_with(&[
-        ("governance-gate", &["--policy", &policy]),
-        ("rl-optimizer", &["--policy", &policy]),
-    ])
-    .await
-    .unwrap();
-    (dir, fleet)
+/// cooldown short enough for a test that restarts the same service twice within a minute.
+async fn fleet_with_quick_restarts() -> Fleet {
+    Fleet::start_with_policy("[cooldowns]\nrestart = \"1s\"\n").await.unwrap()
 }
 
 fn at(offset_s: i64) -> Value {
@@ -47,7 +36,7 @@ fn count(records: &[StoredRecord], kind: ProofKind, pred: impl Fn(&ProofRecord) 
 async fn sixty_crash_loops_reported_only_while_crashing_are_restarted_resolved_and_restarted_again()
 {
     const N: usize = 60;
-    let (_policy, fleet) = fleet_with_quick_restarts().await;
+    let fleet = fleet_with_quick_restarts().await;
     let base = -2400; // 40 minutes ago, in the samples' own clock
     let services: Vec<String> = (0..N).map(|n| format!("svc-{n:02}")).collect();
     let metric = |s: &str, offset: i64, fields: Value| {
@@ -270,7 +259,7 @@ async fn an_action_that_does_not_cure_is_followed_by_the_next_and_a_spent_budget
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loops_sent_in_metric_batches_are_restarted_and_a_late_sample_is_rejected_alone() {
     const N: usize = 8;
-    let (_policy, fleet) = fleet_with_quick_restarts().await;
+    let fleet = fleet_with_quick_restarts().await;
     let base = -2400;
     let services: Vec<String> = (0..N).map(|n| format!("batch-{n}")).collect();
     let healthy = json!({"error_rate": 0.001, "p95_latency_ms": 140, "restarts": 3});

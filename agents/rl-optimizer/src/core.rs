@@ -205,7 +205,7 @@ impl Core {
             } else if !o.attributable() {
                 // Another action ran meanwhile: its verdict comes first.
                 let until = now.plus(self.settings.policy.verification_timeout);
-                mem.waiting = Some(Waiting { held: proposal_id, until });
+                mem.waiting = Some(Waiting { held: proposal_id, until, until_only: false });
                 self.save(mem);
             } else {
                 effects.extend(self.next(mem, &trigger, now));
@@ -217,7 +217,7 @@ impl Core {
             .memory
             .values()
             .filter(|m| {
-                m.waiting.is_some()
+                m.waiting.as_ref().is_some_and(|w| !w.until_only)
                     && m.incident.incident_id != o.incident_id
                     && m.incident.env.as_str() == env
                     && m.incident.service.as_str() == service
@@ -335,7 +335,7 @@ impl Core {
         let action = p.proposal.action.clone();
         if let Some(until) = cooldown_ends {
             p.status = Status::HeldBack(r.reason.as_str().to_owned());
-            mem.waiting = Some(Waiting { held: r.proposal_id, until });
+            mem.waiting = Some(Waiting { held: r.proposal_id, until, until_only: true });
             self.save(mem);
             return Vec::new();
         }
@@ -345,7 +345,7 @@ impl Core {
                     .ok()
                     .and_then(|d| d["until"].as_str().and_then(|t| t.parse::<Timestamp>().ok()))
                     .unwrap_or_else(|| now.plus(self.settings.policy.verification_timeout));
-                mem.waiting = Some(Waiting { held: r.proposal_id, until });
+                mem.waiting = Some(Waiting { held: r.proposal_id, until, until_only: false });
                 self.save(mem);
                 Vec::new()
             }
@@ -376,7 +376,8 @@ impl Core {
             // The shield offered it, so governance has not read what the optimizer read (a
             // deploy event): once, the same is proposed again a little later.
             ReasonCode::MissingPrerequisite if mem.missing_prerequisites(&action) == 1 => {
-                mem.waiting = Some(Waiting { held: r.proposal_id, until: now.plus(RECHECK) });
+                let until = now.plus(RECHECK);
+                mem.waiting = Some(Waiting { held: r.proposal_id, until, until_only: true });
                 self.save(mem);
                 Vec::new()
             }

@@ -118,6 +118,10 @@ pub struct Waiting {
     /// The proposal governance held back.
     pub held: Uuid,
     pub until: Timestamp,
+    /// Only `until` ends it (a cooldown, a recheck), not another action's verdict on the
+    /// service: woken early, the same action is refused again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_only: bool,
 }
 
 /// One incident's episode.

@@ -434,6 +434,13 @@ fn a_cooldown_ending_soon_is_waited_out_for_the_best_action_and_a_long_one_is_no
     };
     assert!(proposals(c.on_refusal(&cooldown(&i, &p, 6.0), now())).is_empty(), "it waits");
     assert!(proposals(c.on_refusal(&cooldown(&i, &p, 6.0), now())).is_empty(), "redelivered");
+    // Another incident's verdict on the service does not cut the wait short (the action would
+    // be refused again, and masked): only the cooldown's end does.
+    let overload = incident(2, "stage", IncidentKind::Overload, false);
+    let scale = one(c.on_incident(&overload, "corr", now()));
+    let judged =
+        c.on_outcome(&outcome(&overload, scale.proposal_id, &scale.action, false, None), now());
+    assert!(proposals(judged).iter().all(|p| p.incident_id == Some(overload.incident_id)));
     assert!(c.due(now().plus(Duration::from_secs(6))).is_empty(), "until the cooldown ends");
     let at = now().plus(Duration::from_secs(7));
     let due = c.due(at);
@@ -495,7 +502,7 @@ fn a_wait_that_comes_back_after_it_was_served_is_answered_once_and_ends() {
     let woken = one(c.wake(id, &trigger, until));
     assert!(c.due(until).is_empty());
 
-    let wait = rl_optimizer::episode::Waiting { held: scale.proposal_id, until };
+    let wait = rl_optimizer::episode::Waiting { held: scale.proposal_id, until, until_only: false };
     c.memory.get_mut(&id).unwrap().waiting = Some(wait);
     assert_eq!(c.due(until), vec![(id, trigger.clone())]);
     assert_eq!(one(c.wake(id, &trigger, until)), woken, "the same proposal, not a new one");
