@@ -45,9 +45,11 @@ use crate::values::{Values, does_nothing, reward};
 pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The longest cooldown the optimizer waits out for an action governance held back
-/// (`cooldown_active`) rather than going on to the next candidate; a second hold-back of
-/// the same action in the incident masks it.
-pub const COOLDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// (`cooldown_active`) rather than going on to the next candidate: the longest default one
+/// (rollback's), so that a bad deploy back within minutes of its rollback is not given a
+/// noop and a human with nothing to suggest. Longer (a cooldown doubled after failures) or a
+/// second hold-back of the same action in the incident masks it.
+pub const COOLDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The contract's limit on a proposal's explanation, in bytes.
 const MAX_EXPLANATION: usize = 4096;
