@@ -564,3 +564,93 @@ async fn contract_requests_and_onboarding_published_with_cnctl_are_answered_on_t
         "{text}"
     );
 }
+
+/// A pipeline that speaks CloudEvents (Keptn does, on NATS) is understood in either mode the
+/// spec has: structured (`application/cloudevents+json`, the event's data the payload) and
+/// binary (`ce-*` headers, the body the payload). An envelope that breaks the spec is
+/// rejected naming the attribute, on a record the service's owners can find.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_in_structured_and_binary_mode_each_open_an_incident() {
+    let fleet = Fleet::start().await.unwrap();
+    let client = fleet.client_as("pipeline").await.unwrap();
+    let structured = json!({
+        "specversion": "1.0", "id": "keptn-1", "source": "https://keptn.example.com/api",
+        "type": "sh.keptn.event.monitoring.triggered", "time": Timestamp::now().to_string(),
+        "datacontenttype": "application/json", "data": crash("stage", "ce-structured", true),
+    });
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/cloudevents+json");
+    client
+        .publish_with_headers(
+            "cn.events.metric.stage.ce-structured",
+            headers,
+            structured.to_string().into(),
+        )
+        .await
+        .unwrap();
+    let binary = |source: Option<&str>| {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("ce-specversion", "1.0");
+        h.insert("ce-id", "keptn-2");
+        h.insert("ce-type", "sh.keptn.event.monitoring.triggered");
+        if let Some(source) = source {
+            h.insert("ce-source", source);
+        }
+        h.insert("Content-Type", "application/json");
+        h
+    };
+    let body = crash("stage", "ce-binary", true).to_string();
+    client
+        .publish_with_headers(
+            "cn.events.metric.stage.ce-binary",
+            binary(Some("/ci/42")),
+            body.into(),
+        )
+        .await
+        .unwrap();
+    let body = crash("stage", "ce-sourceless", true).to_string();
+    client
+        .publish_with_headers("cn.events.metric.stage.ce-sourceless", binary(None), body.into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    let records = fleet
+        .records_until("an incident for each mode and a rejection", |r| {
+            ["ce-structured", "ce-binary"]
+                .iter()
+                .all(|s| !for_service(r, ProofKind::IncidentOpened, s).is_empty())
+                && !for_service(r, ProofKind::EventRejected, "ce-sourceless").is_empty()
+        })
+        .await
+        .unwrap();
+    for service in ["ce-structured", "ce-binary"] {
+        let opened = for_service(&records, ProofKind::IncidentOpened, service).remove(0);
+        assert_eq!(opened.detail["kind"], "crash_loop", "{opened:#?}");
+    }
+    let rejected = for_service(&records, ProofKind::EventRejected, "ce-sourceless");
+    assert!(rejected.iter().all(|r| r.reason.as_deref() == Some("invalid_field")), "{rejected:#?}");
+    assert!(rejected[0].detail["error"].as_str().unwrap().contains("source"), "{rejected:#?}");
+    assert!(for_service(&records, ProofKind::IncidentOpened, "ce-sourceless").is_empty());
+
+    // And the proof log goes out as CloudEvents too: each line a valid structured event whose
+    // data is the record as stored.
+    let out = cnctl(
+        &fleet,
+        "operator",
+        &["tail", "--cloudevents", "--no-follow", "--since", "all", "--service", "ce-binary"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let data = bus_schema::cloudevent::structured(line.as_bytes()).unwrap().data;
+        let record: ProofRecord = serde_json::from_slice(&data).unwrap();
+        assert_eq!(event["type"], format!("cn.v1.proof.{}", record.kind), "{line}");
+        assert_eq!(event["source"], format!("/cn/proof/{}/{}", record.agent, record.instance));
+        assert_eq!(event["id"], record.seq.to_string());
+        assert_eq!(event["subject"], "stage/ce-binary");
+    }
+}

@@ -187,7 +187,9 @@ impl Default for Limits {
 pub enum DecodeError {
     #[error("payload is {size} bytes, over the {limit}-byte limit")]
     TooLarge { size: usize, limit: usize },
-    #[error("unsupported Content-Type {0:?}: send application/json or application/msgpack")]
+    #[error(
+        "unsupported Content-Type {0:?}: send application/json or application/msgpack (or, on cn.events.*, a CloudEvent as application/cloudevents+json)"
+    )]
     UnsupportedContentType(String),
     #[error("payload is empty")]
     Empty,
@@ -483,6 +485,44 @@ pub fn decode_inbound_at(
         ["cn", "heartbeat", a, i] => ctx.agent(a, i).map(I::Heartbeat),
         _ => Err(unknown_subject(subject)),
     }
+}
+
+/// Decodes a message by its subject and its headers (`(name, value)` pairs): on `cn.events.*`
+/// a CloudEvent, in structured or binary mode, is checked against the spec and its data
+/// decoded as the subject's payload ([`crate::cloudevent`]); everything else as
+/// [`decode_inbound_at`] with the `Content-Type` header.
+pub fn decode_message_at(
+    subject: &str,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+    limits: &Limits,
+    clock: Timestamp,
+) -> Result<Inbound, DecodeError> {
+    use crate::cloudevent;
+    let content_type = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(headers::CONTENT_TYPE))
+        .map(|(_, value)| *value);
+    if !subject.starts_with("cn.events.") {
+        return decode_inbound_at(subject, content_type, payload, limits, clock);
+    }
+    if payload.len() > limits.max_payload {
+        return Err(DecodeError::TooLarge { size: payload.len(), limit: limits.max_payload });
+    }
+    if cloudevent::is_structured(content_type) {
+        let event = cloudevent::structured(payload)?;
+        return decode_inbound_at(
+            subject,
+            event.content_type.as_deref(),
+            &event.data,
+            limits,
+            clock,
+        );
+    }
+    if cloudevent::is_binary(headers) {
+        cloudevent::check_binary(headers)?;
+    }
+    decode_inbound_at(subject, content_type, payload, limits, clock)
 }
 
 fn unknown_subject(subject: &str) -> DecodeError {

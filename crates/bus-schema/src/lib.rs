@@ -18,6 +18,7 @@
 
 pub mod action;
 pub mod approval;
+pub mod cloudevent;
 pub mod codec;
 pub mod deploys;
 pub mod display;
@@ -36,6 +37,8 @@ mod validate;
 
 #[cfg(test)]
 mod arb;
+#[cfg(test)]
+mod cloudevent_tests;
 #[cfg(test)]
 mod codec_tests;
 

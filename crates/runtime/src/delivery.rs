@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use bus_schema::codec::{Limits, decode_inbound_at};
+use bus_schema::codec::{Limits, decode_message_at};
 use bus_schema::fleet::InputDef;
 use bus_schema::inputs::AgentInputs;
 use bus_schema::proof::ProofKind;
@@ -144,15 +144,11 @@ impl Processor<'_> {
                 ),
             })
         } else {
-            let content_type = stored
-                .headers
-                .and_then(|h| h.get(headers::CONTENT_TYPE))
-                .map(|v| v.as_str().to_owned());
             // The clock for the input rules is JetStream's: when the server stored the message.
             let clock = stored.stored_at.unwrap_or_else(bus_schema::Timestamp::now);
-            match decode_inbound_at(
+            match decode_message_at(
                 &meta.subject,
-                content_type.as_deref(),
+                &header_pairs(stored.headers),
                 stored.payload,
                 self.limits,
                 clock,
@@ -274,6 +270,15 @@ async fn with_progress<F: std::future::Future<Output = Result<(), HandleError>>>
             }
         }
     }
+}
+
+/// A message's headers as `(name, value)` pairs, for decoding.
+pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(&str, &str)> {
+    headers
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
+        .collect()
 }
 
 /// An id header (message, correlation), if it is fit to end up in records and keys: printable

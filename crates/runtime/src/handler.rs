@@ -349,13 +349,11 @@ impl<'a> Context<'a> {
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
             Err(e) => return Err(fail(&e)),
         };
-        let content_type =
-            stored.headers.get(bus_schema::headers::CONTENT_TYPE).map(|v| v.as_str());
         let clock = bus_schema::Timestamp::from_unix_nanos(stored.time.unix_timestamp_nanos())
             .unwrap_or_else(bus_schema::Timestamp::now);
-        let inbound = bus_schema::codec::decode_inbound_at(
+        let inbound = bus_schema::codec::decode_message_at(
             subject.as_str(),
-            content_type,
+            &crate::delivery::header_pairs(Some(&stored.headers)),
             &stored.payload,
             &bus_schema::Limits::DEFAULT,
             clock,

@@ -6,7 +6,8 @@
 //! 2026-11-22T10:00:00.123Z governance-gate.0 #17 action_refused prod/payments-api rollback reason=not_eligible_in_env corr=CN_EVENTS:5 {"allowed":[…]}
 //! ```
 //!
-//! `--json` prints the records exactly as stored. Filters: `--env`, `--service`, `--kind`
+//! `--json` prints the records exactly as stored, `--cloudevents` each as a CloudEvent in the
+//! JSON format (its data the record as stored). Filters: `--env`, `--service`, `--kind`
 //! (repeatable), `--agent`; `--since` takes a duration (`10m`), an RFC 3339 time or `all`.
 
 use std::process::ExitCode;
@@ -24,8 +25,13 @@ use crate::Failure;
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
     /// Print each record as stored (JSON), one per line.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cloudevents")]
     pub json: bool,
+    /// Print each record as a CloudEvent (JSON format, one per line): type
+    /// cn.v1.proof.{kind}, source /cn/proof/{agent}/{instance}, id the record's sequence,
+    /// data the record as stored.
+    #[arg(long)]
+    pub cloudevents: bool,
     /// Only records about this environment.
     #[arg(long)]
     pub env: Option<Env>,
@@ -165,6 +171,8 @@ pub async fn run(nats: &NatsArgs, args: TailArgs) -> Result<ExitCode, Failure> {
             Ok(r) if args.matches(&r) => {
                 if args.json {
                     outln!("{}", String::from_utf8_lossy(&msg.payload));
+                } else if args.cloudevents {
+                    outln!("{}", as_cloudevent(&r, &msg.payload));
                 } else {
                     outln!("{}", coloured_line(&r));
                 }
@@ -177,6 +185,20 @@ pub async fn run(nats: &NatsArgs, args: TailArgs) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A record as a CloudEvent in the JSON format, one line.
+fn as_cloudevent(record: &ProofRecord, stored: &[u8]) -> String {
+    let event = serde_json::from_slice(stored)
+        .map_err(|e| e.to_string())
+        .and_then(|raw| {
+            bus_schema::cloudevent::of_proof_record(record, raw).map_err(|e| e.to_string())
+        })
+        .and_then(|event| serde_json::to_string(&event).map_err(|e| e.to_string()));
+    event.unwrap_or_else(|e| {
+        // A record read is a valid one, so this is a bug: say so rather than skip it.
+        serde_json::json!({"error": format!("record {} of {}.{} as a CloudEvent: {e}", record.seq, record.agent, record.instance)}).to_string()
+    })
 }
 
 #[cfg(test)]
