@@ -654,3 +654,69 @@ async fn cloudevents_in_structured_and_binary_mode_each_open_an_incident() {
         assert_eq!(event["subject"], "stage/ce-binary");
     }
 }
+
+/// A pipeline that traces its deploys sends a W3C `traceparent` with its events: the trace goes
+/// on through the incident, the proposal, the approval, the execution and the outcome judged
+/// minutes later (from the detector's state), each record with the trace's id and a span of
+/// its own. A `traceparent` that cannot be parsed is ignored, as the spec says, not rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_traceparent_comes_back_on_every_record_of_its_chain() {
+    const SENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let fleet = Fleet::start().await.unwrap();
+    let client = fleet.client_as("pipeline").await.unwrap();
+    for (service, traceparent) in [("traced", SENT), ("mistraced", "00-not-a-trace-01")] {
+        let mut deployed = deploy("stage", service, "2.0.0", Some("1.9.0"), "succeeded");
+        deployed["timestamp"] = metric_at("stage", service, -700, json!({}))["timestamp"].clone();
+        pipeline_pub(&fleet, &format!("cn.events.deploy.stage.{service}"), deployed).await;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("traceparent", traceparent);
+        let crash =
+            metric_at("stage", service, -600, json!({"crash_looping": true, "restarts": 4}));
+        client
+            .publish_with_headers(
+                format!("cn.events.metric.stage.{service}"),
+                headers,
+                crash.to_string().into(),
+            )
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    fleet
+        .records_until("both restarts executed", |r| {
+            ["traced", "mistraced"]
+                .iter()
+                .all(|s| !for_service(r, ProofKind::ActionExecuted, s).is_empty())
+        })
+        .await
+        .unwrap();
+    // Healthy samples until the verification window has passed: the restart is judged.
+    for offset in (-590..-250).step_by(10) {
+        let healthy = metric_at("stage", "traced", offset, json!({"crash_looping": false}));
+        pipeline_pub(&fleet, "cn.events.metric.stage.traced", healthy).await;
+    }
+    let records = fleet
+        .records_until("the restart judged", |r| {
+            !for_service(r, ProofKind::OutcomeRecorded, "traced").is_empty()
+        })
+        .await
+        .unwrap();
+    let mut spans = std::collections::BTreeSet::new();
+    for kind in [
+        ProofKind::IncidentOpened,
+        ProofKind::ActionProposed,
+        ProofKind::ActionApproved,
+        ProofKind::ActionExecuted,
+        ProofKind::OutcomeRecorded,
+    ] {
+        let record = for_service(&records, kind, "traced").remove(0);
+        let tp = record.traceparent.unwrap_or_else(|| panic!("no traceparent on {record:#?}"));
+        assert_eq!(tp.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{kind}");
+        assert!(tp.sampled(), "{kind}");
+        spans.insert(tp.parent_id());
+    }
+    assert!(!spans.contains("00f067aa0ba902b7") && spans.len() == 5, "a span each: {spans:?}");
+    let mistraced = for_service(&records, ProofKind::ActionExecuted, "mistraced").remove(0);
+    assert_eq!(mistraced.traceparent, None);
+    assert!(for_service(&records, ProofKind::EventRejected, "mistraced").is_empty());
+}

@@ -364,6 +364,7 @@ mod tests {
             input_id: "CN_EVENTS:e:40".to_owned(),
             message_id: String::new(),
             correlation_id: String::new(),
+            traceparent: None,
         };
         let unapplied = s.delivery.unapplied(&meta).unwrap();
         s.delivery.applied(unapplied, pending);

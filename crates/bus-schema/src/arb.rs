@@ -671,12 +671,13 @@ pub fn proof_record() -> impl Strategy<Value = ProofRecord> {
         option::of(uuid()),
         option::of(text()),
     );
-    (head, scope, json_value(), any::<[u8; 32]>()).prop_map(
+    (head, scope, json_value(), any::<[u8; 32]>(), option::of(traceparent())).prop_map(
         |(
             (agent, instance, seq, ts, kind, correlation_id),
             (env, service, action, proposal_id, incident_id, reason),
             detail,
             prev,
+            traceparent,
         )| ProofRecord {
             v: crate::proof::PROOF_VERSION,
             agent,
@@ -685,6 +686,7 @@ pub fn proof_record() -> impl Strategy<Value = ProofRecord> {
             ts,
             kind,
             correlation_id,
+            traceparent,
             env,
             service,
             action,
@@ -695,4 +697,14 @@ pub fn proof_record() -> impl Strategy<Value = ProofRecord> {
             prev_hash: ProofHash::of(&prev),
         },
     )
+}
+
+/// A valid W3C `traceparent`.
+pub fn traceparent() -> impl Strategy<Value = crate::trace::TraceParent> {
+    (any::<[u8; 16]>(), any::<[u8; 8]>(), any::<u8>())
+        .prop_filter("ids are not all zero", |(t, p, _)| *t != [0; 16] && *p != [0; 8])
+        .prop_map(|(t, p, flags)| {
+            let hex = crate::hex::encode;
+            format!("00-{}-{}-{flags:02x}", hex(&t), hex(&p)).parse().unwrap()
+        })
 }

@@ -17,6 +17,9 @@ pub const PROOF_HASH: &str = "Cn-Proof-Hash";
 /// On a proof record written once per idempotency key: the key, so an agent that lost its state
 /// file since the record was stored learns from the chain that the decision is recorded.
 pub const PROOF_KEY: &str = "Cn-Proof-Key";
+/// W3C Trace Context: the trace an input belongs to, carried on to every output and proof
+/// record of its chain ([`crate::trace::TraceParent`]).
+pub const TRACEPARENT: &str = "traceparent";
 /// On a reply to a core request that was refused: the reason code (the body says why).
 pub const ERROR: &str = "Cn-Error";
 

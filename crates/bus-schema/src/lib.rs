@@ -33,6 +33,7 @@ mod string_enum;
 pub mod subject;
 mod time;
 mod token;
+pub mod trace;
 mod validate;
 
 #[cfg(test)]

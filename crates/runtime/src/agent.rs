@@ -191,6 +191,7 @@ impl Agent {
             correlation_id: id_header(headers::CORRELATION_ID)
                 .or_else(|| id_header(headers::MSG_ID))
                 .unwrap_or(id),
+            traceparent: id_header(headers::TRACEPARENT).and_then(|v| v.parse().ok()),
         };
         let limits =
             Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };

@@ -135,6 +135,9 @@ impl Processor<'_> {
         live: Option<&jetstream::Message>,
     ) -> Result<Settled, RuntimeError> {
         let meta = input_meta(stored, input, epoch);
+        if let Some(tp) = meta.traceparent {
+            self.publisher.remember_trace(&meta.correlation_id, tp);
+        }
         let outcome = if meta.delivered > self.policy.max_attempts {
             Err(HandleError::Reject {
                 reason: RejectReason::MaxDeliveriesExceeded,
@@ -296,6 +299,7 @@ fn input_meta(stored: &Stored<'_>, input: &'static str, epoch: &str) -> InputMet
     let header = |name: &str| id_header(stored.headers, name);
     let message_id = header(headers::MSG_ID).unwrap_or_else(|| input_id.clone());
     let correlation_id = header(headers::CORRELATION_ID).unwrap_or_else(|| message_id.clone());
+    let traceparent = header(headers::TRACEPARENT).and_then(|v| v.parse().ok());
     InputMeta {
         input,
         subject: stored.subject.to_owned(),
@@ -305,6 +309,7 @@ fn input_meta(stored: &Stored<'_>, input: &'static str, epoch: &str) -> InputMet
         input_id,
         message_id,
         correlation_id,
+        traceparent,
     }
 }
 

@@ -160,6 +160,7 @@ impl<K: WorkKey> Due<K> {
             input_id: id.clone(),
             message_id: id,
             correlation_id: self.correlation_id.clone(),
+            traceparent: None,
         }
     }
 }
@@ -181,6 +182,8 @@ pub struct InputMeta {
     pub message_id: String,
     /// The chain's correlation id: the input's `Cn-Correlation-Id`, or its message id.
     pub correlation_id: String,
+    /// The input's W3C `traceparent`, if it carried a valid one.
+    pub traceparent: Option<bus_schema::trace::TraceParent>,
 }
 
 /// Where a stream input's id says it sits: `({stream}:{epoch}, stream_seq)`; `None` for due
@@ -409,10 +412,14 @@ impl<'a> Context<'a> {
         subject: &Subject<P>,
         payload: &P,
     ) -> Result<Published, RuntimeError> {
+        let msg_id = self.output_id(P::CN_TYPE);
+        let correlation_id = self.meta.correlation_id.clone();
+        let traceparent = self.trace_of(&correlation_id).map(|t| t.child(&msg_id));
         let trace = Trace {
-            msg_id: self.output_id(P::CN_TYPE),
-            correlation_id: self.meta.correlation_id.clone(),
+            msg_id,
+            correlation_id,
             causation_id: self.meta.message_id.clone(),
+            traceparent,
         };
         self.publisher.publish(subject, payload, &trace).await
     }
@@ -439,7 +446,13 @@ impl<'a> Context<'a> {
         msg_id: String,
         correlation_id: String,
     ) -> Result<(), RuntimeError> {
-        let trace = Trace { msg_id, correlation_id, causation_id: self.meta.message_id.clone() };
+        let traceparent = self.trace_of(&correlation_id).map(|t| t.child(&msg_id));
+        let trace = Trace {
+            msg_id,
+            correlation_id,
+            causation_id: self.meta.message_id.clone(),
+            traceparent,
+        };
         if let Some(sent) = self.publisher.send_payload(subject, payload, &trace).await? {
             self.sent.push(sent);
         }
@@ -461,10 +474,23 @@ impl<'a> Context<'a> {
         self.prove_as(draft, &key).await
     }
 
+    /// The W3C trace of a chain: the input's own when it is the input's chain, else one an
+    /// earlier input of the chain carried.
+    fn trace_of(&self, correlation_id: &str) -> Option<bus_schema::trace::TraceParent> {
+        match self.meta.traceparent {
+            Some(tp) if correlation_id == self.meta.correlation_id => Some(tp),
+            _ => self.publisher.trace_of(correlation_id),
+        }
+    }
+
     /// Appends `draft` once per `key`, in the input's chain unless it names another.
     async fn prove_as(&mut self, mut draft: ProofDraft, key: &str) -> Result<u64, RuntimeError> {
         if draft.correlation_id.is_none() {
             draft.correlation_id = Some(self.meta.correlation_id.clone());
+        }
+        if draft.traceparent.is_none() {
+            let chain = draft.correlation_id.as_deref().unwrap_or_default();
+            draft.traceparent = self.trace_of(chain).map(|t| t.child(key));
         }
         self.proof.send_record(draft, Some(key)).await
     }

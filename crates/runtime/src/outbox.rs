@@ -98,7 +98,7 @@ impl<T> Outbox<T> {
     /// # use agent_runtime::{InputMeta, Outbox};
     /// # fn meta(id: &str) -> InputMeta { InputMeta { input: "events", subject: String::new(),
     /// #     stream: String::new(), stream_seq: 0, delivered: 1, input_id: id.into(),
-    /// #     message_id: id.into(), correlation_id: id.into() } }
+    /// #     message_id: id.into(), correlation_id: id.into(), traceparent: None } }
     /// let mut outbox = Outbox::default();
     /// for id in ["CN_EVENTS:k3:7", "CN_EVENTS:k3:7", "CN_EVENTS:k3:8"] {
     ///     if let Some(input) = outbox.unapplied(&meta(id)) {
@@ -236,6 +236,7 @@ mod tests {
             input_id: id.to_owned(),
             message_id: id.to_owned(),
             correlation_id: id.to_owned(),
+            traceparent: None,
         }
     }
 

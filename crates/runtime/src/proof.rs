@@ -56,6 +56,8 @@ const KNOWN: Table<Known> = Table::new("proof.known");
 pub struct ProofDraft {
     pub kind: ProofKind,
     pub correlation_id: Option<String>,
+    /// Set by the runtime from the chain's trace, if it has one.
+    pub traceparent: Option<bus_schema::trace::TraceParent>,
     pub env: Option<Env>,
     pub service: Option<ServiceName>,
     pub action: Option<Action>,
@@ -70,6 +72,7 @@ impl ProofDraft {
         Self {
             kind,
             correlation_id: None,
+            traceparent: None,
             env: None,
             service: None,
             action: None,
@@ -359,6 +362,7 @@ impl ProofWriter {
             ts: Timestamp::now(),
             kind: d.kind,
             correlation_id: d.correlation_id,
+            traceparent: d.traceparent,
             env: d.env,
             service: d.service,
             action: d.action,

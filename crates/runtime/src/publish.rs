@@ -1,7 +1,8 @@
 //! Publishing with the contract's headers, and JetStream's acks.
 //!
 //! Every message carries `Nats-Msg-Id`, `Content-Type`, `Cn-Type`, `Cn-Correlation-Id` and
-//! `Cn-Causation-Id` (docs/contract.md, Headers). On a stream subject, [`Publisher::publish`]
+//! `Cn-Causation-Id`, and `traceparent` when its chain has a W3C trace (docs/contract.md,
+//! Headers). On a stream subject, [`Publisher::publish`]
 //! returns once JetStream has stored the message (or recognised it as a duplicate of one it
 //! stored before); the runtime's handlers send without waiting and collect the acks
 //! (`Sent`) to await before their input is acked, which is what lets an agent ack its input
@@ -10,6 +11,7 @@
 use async_nats::jetstream::{self, message::PublishMessage};
 use async_nats::{Client, HeaderMap};
 use bus_schema::codec::{Outgoing, Payload};
+use bus_schema::trace::TraceParent;
 use bus_schema::{Subject, headers};
 
 use crate::error::RuntimeError;
@@ -23,6 +25,45 @@ pub struct Trace {
     pub correlation_id: String,
     /// The id of the message that caused this one.
     pub causation_id: String,
+    /// The W3C trace of the chain, with this message's own span id.
+    pub traceparent: Option<TraceParent>,
+}
+
+impl Trace {
+    /// A message that starts its own chain: `id` is its message and correlation id.
+    pub fn new(id: impl Into<String>) -> Self {
+        let id = id.into();
+        Self { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id, traceparent: None }
+    }
+}
+
+/// The W3C traces of the chains an agent saw lately, by correlation id: an output or record
+/// that continues a chain from the agent's state (an outcome judged later, a wait that fell
+/// due) carries the trace of the input that started it. Bounded: the oldest are forgotten.
+#[derive(Debug, Default)]
+pub struct Traces {
+    by_correlation: std::collections::HashMap<String, TraceParent>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Traces {
+    /// How many chains' traces are kept.
+    pub const CAPACITY: usize = 10_000;
+
+    pub fn remember(&mut self, correlation_id: &str, trace: TraceParent) {
+        if self.by_correlation.insert(correlation_id.to_owned(), trace).is_none() {
+            self.order.push_back(correlation_id.to_owned());
+            if self.order.len() > Self::CAPACITY {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.by_correlation.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    pub fn of(&self, correlation_id: &str) -> Option<TraceParent> {
+        self.by_correlation.get(correlation_id).copied()
+    }
 }
 
 /// What JetStream said about a publish.
@@ -67,11 +108,12 @@ impl Sent {
 pub struct Publisher {
     client: Client,
     js: jetstream::Context,
+    traces: std::sync::Arc<std::sync::Mutex<Traces>>,
 }
 
 impl Publisher {
     pub fn new(client: Client, js: jetstream::Context) -> Self {
-        Self { client, js }
+        Self { client, js, traces: Default::default() }
     }
 
     /// Publishes `payload` on `subject`; on a stream subject, waits for the ack.
@@ -102,6 +144,9 @@ impl Publisher {
         h.insert(headers::CN_TYPE, out.cn_type);
         h.insert(headers::CORRELATION_ID, trace.correlation_id.as_str());
         h.insert(headers::CAUSATION_ID, trace.causation_id.as_str());
+        if let Some(tp) = &trace.traceparent {
+            h.insert(headers::TRACEPARENT, tp.to_string().as_str());
+        }
         if subject.stream().is_some() {
             let publish = PublishMessage::build().payload(out.payload.into()).headers(h);
             self.send(out.subject, publish)
@@ -131,6 +176,18 @@ impl Publisher {
             Ok(ack) => Ok(Sent { subject, ack }),
             Err(e) => Err((subject, e)),
         }
+    }
+
+    /// Remembers the trace of a chain an input belongs to.
+    pub fn remember_trace(&self, correlation_id: &str, trace: TraceParent) {
+        if let Ok(mut traces) = self.traces.lock() {
+            traces.remember(correlation_id, trace);
+        }
+    }
+
+    /// The trace of a chain, if an input of it carried one lately.
+    pub fn trace_of(&self, correlation_id: &str) -> Option<TraceParent> {
+        self.traces.lock().ok().and_then(|t| t.of(correlation_id))
     }
 
     pub fn client(&self) -> &Client {

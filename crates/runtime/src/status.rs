@@ -143,8 +143,7 @@ impl StatusTasks {
                     tokio::select! { () = stop.cancelled() => return, _ = tick.tick() => {} }
                     let beat = stats.heartbeat(&agent, &inst, version);
                     let id = format!("heartbeat:{agent}:{inst}:{}", beat.ts.unix_millis());
-                    let trace =
-                        Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id };
+                    let trace = Trace::new(id);
                     if let Err(e) = publisher.publish(&subject, &beat, &trace).await {
                         tracing::warn!(error = %e, "heartbeat not sent");
                     }

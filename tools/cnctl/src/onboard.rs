@@ -184,7 +184,7 @@ pub async fn run(nats: &NatsArgs, args: OnboardArgs) -> Result<ExitCode, Failure
     let after = proof.cached_info().state.last_sequence;
 
     let subject = ONBOARD_REQUESTS.subject(&request.env);
-    let (published, correlation_id) = publish::publish_traced(&client, &subject, &request)
+    let (published, correlation_id) = publish::publish_traced(&client, &subject, &request, None)
         .await
         .map_err(|e| format!("not published: {e}"))?;
     let from = if published.duplicate {

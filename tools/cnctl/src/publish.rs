@@ -10,6 +10,7 @@
 //! the reason, exiting 1 on a rejection and 2 when an agent that reads it did not get to it in
 //! time. `--json` prints what happened as one JSON object.
 
+use bus_schema::trace::TraceParent;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +42,14 @@ pub struct PublishArgs {
     /// Print what happened as one JSON object.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Continue this W3C trace (00-{trace id}-{span id}-{flags}): the fleet's outputs and proof
+    /// records for the event carry its trace id. $TRACEPARENT, as CI tracing tools set it.
+    #[arg(long, global = true, env = "TRACEPARENT", value_parser = parse_traceparent)]
+    pub traceparent: Option<TraceParent>,
+}
+
+fn parse_traceparent(s: &str) -> Result<TraceParent, String> {
+    s.parse().map_err(|e: bus_schema::trace::TraceParentError| e.to_string())
 }
 
 #[derive(Debug, clap::Args)]
@@ -296,7 +305,7 @@ async fn send<P: Payload>(
         true => Some(Listener::start(&client).await?),
         false => None,
     };
-    let (published, id) = publish_traced(&client, subject, payload).await?;
+    let (published, id) = publish_traced(&client, subject, payload, how.traceparent).await?;
     // A duplicate was judged when it was first published; its records are already on the log.
     let verdict = match listener {
         Some(l) if !published.duplicate => {
@@ -391,6 +400,7 @@ pub(crate) async fn publish_traced<P: Payload>(
     client: &async_nats::Client,
     subject: &Subject<P>,
     payload: &P,
+    traceparent: Option<TraceParent>,
 ) -> Result<(Published, String), Failure> {
     let bytes = bus_schema::codec::encode(payload)?;
     let id = format!(
@@ -398,6 +408,6 @@ pub(crate) async fn publish_traced<P: Payload>(
         &ProofHash::of(&[subject.as_str().as_bytes(), b"\0", &bytes].concat()).to_hex()[..32]
     );
     let publisher = Publisher::new(client.clone(), async_nats::jetstream::new(client.clone()));
-    let trace = Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id.clone() };
+    let trace = Trace { traceparent, ..Trace::new(id.clone()) };
     Ok((publisher.publish(subject, payload, &trace).await?, id))
 }

@@ -464,7 +464,7 @@ async fn send(nats: &NatsArgs, verb: RolloutVerb, args: CommandArgs) -> Result<E
     bus_schema::Validate::validate(&command).map_err(|e| format!("not sent: {e}"))?;
     let subject = bus_schema::subject::ROLLOUT_COMMANDS.subject(&args.env, &args.service);
     let listener = Listener::start(&client).await?;
-    let (published, id) = crate::publish::publish_traced(&client, &subject, &command).await?;
+    let (published, id) = crate::publish::publish_traced(&client, &subject, &command, None).await?;
     outln!(
         "{verb} of {}/{} {} by {} stored on {subject} (stream seq {}); waiting up to {:?} for the deploy agent",
         args.env,

@@ -124,6 +124,10 @@ pub struct ProofRecord {
     pub kind: ProofKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// The W3C trace the record's chain belongs to, when its first event carried one: the
+    /// chain's trace id and a span id of the record's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<crate::trace::TraceParent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Env>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

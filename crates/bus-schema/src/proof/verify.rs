@@ -223,6 +223,7 @@ mod tests {
                     ts: Timestamp::now(),
                     kind: ProofKind::ActionExecuted,
                     correlation_id: Some(format!("c-{i}")),
+                    traceparent: None,
                     env: None,
                     service: None,
                     action: None,

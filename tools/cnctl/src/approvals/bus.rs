@@ -151,6 +151,7 @@ impl Work {
             correlation_id: a.correlation_id.clone().unwrap_or_else(|| msg_id.clone()),
             causation_id: a.causation_id.clone().unwrap_or_else(|| msg_id.clone()),
             msg_id,
+            traceparent: None,
         };
         let publisher = Publisher::new(self.client.clone(), self.js.clone());
         Ok(publisher

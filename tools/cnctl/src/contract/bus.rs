@@ -75,7 +75,7 @@ pub(super) async fn request_contract(
         "cnctl:contract-request:{}",
         bus_schema::derive_id(&[subject.as_str(), &String::from_utf8_lossy(&bytes)])
     );
-    let trace = Trace { msg_id: id.clone(), correlation_id: id.clone(), causation_id: id };
+    let trace = Trace::new(id);
     let published = Publisher::new(client.clone(), js)
         .publish(&subject, request, &trace)
         .await
