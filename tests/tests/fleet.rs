@@ -78,9 +78,19 @@ async fn a_crash_in_stage_is_restarted_and_a_second_restart_waits_for_the_cooldo
     let brief = |records: &[cn_tests::proof_log::StoredRecord]| {
         let mut about = for_latency(records, ProofKind::ActionProposed);
         about.extend(for_latency(records, ProofKind::ActionRefused));
+        about.extend(for_service(records, ProofKind::OutcomeRecorded, "payments-api"));
+        about.sort_by_key(|r| r.ts);
         about
             .iter()
-            .map(|r| format!("{} {:?} {:?} {}", r.ts, r.kind, r.action, r.detail["trigger"]))
+            .map(|r| {
+                let why = if r.kind == ProofKind::ActionProposed { "trigger" } else { "detail" };
+                let why = if r.kind == ProofKind::ActionRefused { "remaining_s" } else { why };
+                let said = match why {
+                    "detail" => r.detail.to_string(),
+                    key => r.detail[key].to_string(),
+                };
+                format!("{} {:?} {:?} {said}", r.ts, r.kind, r.action)
+            })
             .collect::<Vec<_>>()
     };
     let found = cn_tests::eventually(
@@ -100,7 +110,11 @@ async fn a_crash_in_stage_is_restarted_and_a_second_restart_waits_for_the_cooldo
     let proposed = for_latency(&records, ProofKind::ActionProposed);
     assert!(proposed.iter().all(|p| p.action == Some(Action::Restart)), "{:#?}", brief(&records));
     let refused_id = refused[0].proposal_id.unwrap();
-    assert_eq!(proposed.last().unwrap().detail["trigger"], json!(format!("due:{refused_id}")));
+    // Waited out once, or twice when the restart's outcome was revised (a latency problem
+    // followed its recovery) and doubled the cooldown meanwhile.
+    let trigger = proposed.last().unwrap().detail["trigger"].as_str().unwrap().to_owned();
+    assert!(trigger.starts_with("due:"), "{:#?}", brief(&records));
+    assert_eq!(proposed[1].detail["trigger"], json!(format!("due:{refused_id}")));
     let approved = for_latency(&records, ProofKind::ActionApproved).remove(0);
     let ends = refused[0].ts.plus(std::time::Duration::from_secs_f64(
         refused[0].detail["remaining_s"].as_f64().unwrap(),

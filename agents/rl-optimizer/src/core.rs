@@ -47,9 +47,13 @@ pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// The longest cooldown the optimizer waits out for an action governance held back
 /// (`cooldown_active`) rather than going on to the next candidate: the longest default one
 /// (rollback's), so that a bad deploy back within minutes of its rollback is not given a
-/// noop and a human with nothing to suggest. Longer (a cooldown doubled after failures) or a
-/// second hold-back of the same action in the incident masks it.
+/// noop and a human with nothing to suggest. A longer one masks the action for the incident,
+/// and so does a refusal after [`MAX_HOLDS`] waits.
 pub const COOLDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How often one action is held back and waited for in an incident: a cooldown can grow
+/// while it is waited out (an outcome that doubles it arrives meanwhile), never without end.
+pub const MAX_HOLDS: usize = 3;
 
 /// The contract's limit on a proposal's explanation, in bytes.
 const MAX_EXPLANATION: usize = 4096;
@@ -322,7 +326,7 @@ impl Core {
         let trigger = format!("refused:{}", r.proposal_id);
         let cooldown_ends = cooldown_end(r, now).filter(|_| {
             let action = mem.proposals.iter().find(|p| p.proposal.proposal_id == r.proposal_id);
-            action.is_some_and(|p| !p.escalation && mem.held_back(&p.proposal.action) == 0)
+            action.is_some_and(|p| !p.escalation && mem.held_back(&p.proposal.action) < MAX_HOLDS)
         });
         let Some(p) = mem.find_mut(r.proposal_id) else { return Vec::new() };
         if p.status != Status::Awaiting {

@@ -38,7 +38,7 @@ pub enum Status {
     /// Governance's reason code.
     Refused(String),
     /// Governance held it back for a moment (its reason code: `cooldown_active`, ending soon):
-    /// proposed again when the wait ends, and a failure only if held back again.
+    /// proposed again when the wait ends.
     HeldBack(String),
     Judged {
         recovered: bool,
@@ -178,18 +178,17 @@ impl IncidentMemory {
     }
 
     /// The actions that failed in this incident. A missing prerequisite the shield did not
-    /// foresee is governance not having read a fact yet, and a cooldown that was waited out
-    /// a moment: the action fails only the second time.
+    /// foresee is governance not having read a fact yet: the action fails only the second
+    /// time. One held back for a cooldown has not failed (the refusal that ends its waits
+    /// has).
     pub fn failed(&self) -> Vec<Action> {
         let mut out: Vec<Action> = self
             .proposals
             .iter()
             .filter(|p| {
-                let action = &p.proposal.action;
-                (p.failed()
+                p.failed()
                     && (!p.refused_for(ReasonCode::MissingPrerequisite)
-                        || self.missing_prerequisites(action) > 1))
-                    || (matches!(p.status, Status::HeldBack(_)) && self.held_back(action) > 1)
+                        || self.missing_prerequisites(&p.proposal.action) > 1)
             })
             .map(|p| p.proposal.action.clone())
             .collect();

@@ -445,15 +445,22 @@ fn a_cooldown_ending_soon_is_waited_out_for_the_best_action_and_a_long_one_is_no
     let at = now().plus(Duration::from_secs(7));
     let due = c.due(at);
     assert_eq!(due.len(), 1);
-    let again = one(c.wake(due[0].0, &due[0].1, at));
+    let mut again = one(c.wake(due[0].0, &due[0].1, at));
     assert_eq!((again.action.clone(), again.proposal_id != p.proposal_id), (Action::Restart, true));
-    // Held back twice is not a moment: the next candidate at once.
+    // The cooldown doubled meanwhile (a failed outcome): waited out again, up to MAX_HOLDS
+    // times; then it is not a moment any more, and the next candidate comes at once.
+    let mut at = at;
+    for _ in 1..rl_optimizer::core::MAX_HOLDS {
+        assert!(proposals(c.on_refusal(&cooldown(&i, &again, 20.0), at)).is_empty());
+        at = at.plus(Duration::from_secs(21));
+        let (id, trigger) = c.due(at).remove(0);
+        again = one(c.wake(id, &trigger, at));
+        assert_eq!(again.action, Action::Restart);
+    }
     assert_eq!(one(c.on_refusal(&cooldown(&i, &again, 6.0), at)).action, Action::ScaleUp);
     let tried = c.memory[&i.incident_id].tried();
-    assert_eq!(
-        tried[..2],
-        ["restart (held back: cooldown_active)", "restart (refused: cooldown_active)"]
-    );
+    assert_eq!(tried[0], "restart (held back: cooldown_active)");
+    assert_eq!(tried[rl_optimizer::core::MAX_HOLDS], "restart (refused: cooldown_active)");
 
     let long = rl_optimizer::core::COOLDOWN_WAIT.as_secs_f64();
     for (remaining_s, why) in [(long, "longer than the wait"), (f64::NAN, "unreadable")] {

@@ -18,7 +18,19 @@
 use cloudevents::event::{Data, SpecVersion, TryIntoUrl};
 use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
 
-use crate::codec::DecodeError;
+/// Why a message is not a valid CloudEvent; the codec turns it into the input's reject reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloudEventError {
+    /// The body is empty.
+    #[error("payload is empty")]
+    Empty,
+    /// A structured body that is not JSON (`malformed`).
+    #[error("malformed CloudEvent (JSON): {0}")]
+    Malformed(String),
+    /// An attribute breaks the spec (`invalid_field`).
+    #[error("cloudevent: {0}")]
+    Invalid(String),
+}
 
 /// The `Content-Type` of a structured-mode CloudEvent in JSON.
 pub const STRUCTURED: &str = "application/cloudevents+json";
@@ -50,18 +62,17 @@ fn is_attribute(name: &str) -> bool {
         && name.get(..BINARY_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(BINARY_PREFIX))
 }
 
-fn invalid(message: impl std::fmt::Display) -> DecodeError {
-    DecodeError::InvalidField { path: "cloudevent".to_owned(), message: message.to_string() }
+fn invalid(message: impl std::fmt::Display) -> CloudEventError {
+    CloudEventError::Invalid(message.to_string())
 }
 
 /// A structured-mode CloudEvent's data.
-pub fn structured(body: &[u8]) -> Result<Unwrapped, DecodeError> {
+pub fn structured(body: &[u8]) -> Result<Unwrapped, CloudEventError> {
     if body.is_empty() {
-        return Err(DecodeError::Empty);
+        return Err(CloudEventError::Empty);
     }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        DecodeError::Malformed { encoding: "CloudEvent (JSON)", message: e.to_string() }
-    })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| CloudEventError::Malformed(e.to_string()))?;
     if !value.is_object() {
         return Err(invalid("a structured CloudEvent is a JSON object"));
     }
@@ -96,7 +107,7 @@ pub fn structured(body: &[u8]) -> Result<Unwrapped, DecodeError> {
 }
 
 /// Checks a binary-mode CloudEvent's `ce-*` attributes; its body is the payload as sent.
-pub fn check_binary(headers: &[(&str, &str)]) -> Result<(), DecodeError> {
+pub fn check_binary(headers: &[(&str, &str)]) -> Result<(), CloudEventError> {
     let mut builder = EventBuilderV10::new();
     let mut version = None;
     for (name, value) in headers.iter().filter(|(name, _)| is_attribute(name)) {

@@ -207,6 +207,21 @@ pub enum DecodeError {
     AheadOfClock { at: Timestamp, clock: Timestamp },
 }
 
+impl From<crate::cloudevent::CloudEventError> for DecodeError {
+    fn from(e: crate::cloudevent::CloudEventError) -> Self {
+        use crate::cloudevent::CloudEventError as E;
+        match e {
+            E::Empty => DecodeError::Empty,
+            E::Malformed(message) => {
+                DecodeError::Malformed { encoding: "CloudEvent (JSON)", message }
+            }
+            E::Invalid(message) => {
+                DecodeError::InvalidField { path: "cloudevent".to_owned(), message }
+            }
+        }
+    }
+}
+
 impl DecodeError {
     /// The stable reason code for the `event_rejected` record.
     pub fn reason(&self) -> RejectReason {

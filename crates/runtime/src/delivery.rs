@@ -151,7 +151,7 @@ impl Processor<'_> {
             let clock = stored.stored_at.unwrap_or_else(bus_schema::Timestamp::now);
             match decode_message_at(
                 &meta.subject,
-                &header_pairs(stored.headers),
+                &crate::publish::header_pairs(stored.headers),
                 stored.payload,
                 self.limits,
                 clock,
@@ -273,15 +273,6 @@ async fn with_progress<F: std::future::Future<Output = Result<(), HandleError>>>
             }
         }
     }
-}
-
-/// A message's headers as `(name, value)` pairs, for decoding.
-pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(&str, &str)> {
-    headers
-        .into_iter()
-        .flat_map(|h| h.iter())
-        .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
-        .collect()
 }
 
 /// An id header (message, correlation), if it is fit to end up in records and keys: printable

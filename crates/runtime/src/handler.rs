@@ -356,7 +356,7 @@ impl<'a> Context<'a> {
             .unwrap_or_else(bus_schema::Timestamp::now);
         let inbound = bus_schema::codec::decode_message_at(
             subject.as_str(),
-            &crate::delivery::header_pairs(Some(&stored.headers)),
+            &crate::publish::header_pairs(Some(&stored.headers)),
             &stored.payload,
             &bus_schema::Limits::DEFAULT,
             clock,

@@ -66,6 +66,15 @@ impl Traces {
     }
 }
 
+/// A message's headers as `(name, value)` pairs, for decoding.
+pub(crate) fn header_pairs(headers: Option<&async_nats::HeaderMap>) -> Vec<(&str, &str)> {
+    headers
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .flat_map(|(name, values)| values.iter().map(move |v| (name.as_ref(), v.as_str())))
+        .collect()
+}
+
 /// What JetStream said about a publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
