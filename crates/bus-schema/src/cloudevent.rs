@@ -13,7 +13,8 @@
 //! `type`, an RFC 3339 `time`, a URI `dataschema`) with the CNCF SDK; a message that breaks
 //! them is rejected as `invalid_field` naming the attribute, and a structured body that is not
 //! JSON as `malformed`. Nothing else about the payload changes: its own fields, ranges and
-//! scope are checked as for any event.
+//! scope are checked as for any event — except that a JSON event without a `timestamp` takes
+//! the CloudEvent's `time`, where the spec keeps when an event happened.
 
 use cloudevents::event::{Data, SpecVersion, TryIntoUrl};
 use cloudevents::{AttributesReader, EventBuilder, EventBuilderV10};
@@ -43,6 +44,8 @@ const BINARY_PREFIX: &str = "ce-";
 pub struct Unwrapped {
     pub content_type: Option<String>,
     pub data: Vec<u8>,
+    /// The event's `time` attribute (RFC 3339), if it has one.
+    pub time: Option<String>,
 }
 
 /// Whether a `Content-Type` names a structured-mode CloudEvent.
@@ -103,11 +106,13 @@ pub fn structured(body: &[u8]) -> Result<Unwrapped, CloudEventError> {
         Some(Data::Json(_)) => None,
         _ => content_type,
     };
-    Ok(Unwrapped { content_type, data })
+    let time = event.time().map(|t| t.to_rfc3339());
+    Ok(Unwrapped { content_type, data, time })
 }
 
-/// Checks a binary-mode CloudEvent's `ce-*` attributes; its body is the payload as sent.
-pub fn check_binary(headers: &[(&str, &str)]) -> Result<(), CloudEventError> {
+/// Checks a binary-mode CloudEvent's `ce-*` attributes (its body is the payload as sent), and
+/// returns its `ce-time`.
+pub fn check_binary<'a>(headers: &[(&str, &'a str)]) -> Result<Option<&'a str>, CloudEventError> {
     let mut builder = EventBuilderV10::new();
     let mut version = None;
     for (name, value) in headers.iter().filter(|(name, _)| is_attribute(name)) {
@@ -149,7 +154,24 @@ pub fn check_binary(headers: &[(&str, &str)]) -> Result<(), CloudEventError> {
         }
         None => return Err(invalid("ce-specversion is missing (binary mode, ce-* headers)")),
     }
-    builder.build().map(|_| ()).map_err(|e| invalid(format!("{e} (binary mode, ce-* headers)")))
+    builder.build().map_err(|e| invalid(format!("{e} (binary mode, ce-* headers)")))?;
+    Ok(headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("ce-time")).map(|(_, v)| *v))
+}
+
+/// A JSON event's data with the CloudEvent's `time` as its `timestamp` when it has none (a
+/// metric batch, whose samples carry their own, is left as it is); anything else unchanged.
+pub fn stamped(data: &[u8], content_type: Option<&str>, time: Option<&str>) -> Option<Vec<u8>> {
+    let json = content_type
+        .and_then(|v| v.split(';').next())
+        .is_none_or(|media| media.trim().eq_ignore_ascii_case(crate::headers::JSON));
+    let time = time.filter(|_| json)?;
+    let mut value: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let object = value.as_object_mut()?;
+    if object.contains_key("timestamp") || object.contains_key("samples") {
+        return None;
+    }
+    object.insert("timestamp".to_owned(), serde_json::Value::String(time.to_owned()));
+    serde_json::to_vec(&value).ok()
 }
 
 /// A proof record as a CloudEvent (`cnctl tail --cloudevents`): `source`

@@ -186,3 +186,49 @@ fn base64_encode(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// A CloudEvent keeps when its event happened in `time`: data without a `timestamp` of its own
+/// takes it (the pipeline need not say it twice); data with one keeps its own.
+#[test]
+fn an_event_without_a_timestamp_takes_the_cloudevents_time() {
+    let at = |inbound: Inbound| match inbound {
+        Inbound::Metric(m) => m.timestamp.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let mut e = envelope();
+    e["data"].as_object_mut().unwrap().remove("timestamp");
+    e["time"] = json!("2026-02-20T17:00:30Z");
+    assert_eq!(at(structured(&e).unwrap()), "2026-02-20T17:00:30Z");
+    e["data"]["timestamp"] = json!("2026-02-20T17:01:00Z");
+    assert_eq!(at(structured(&e).unwrap()), "2026-02-20T17:01:00Z", "its own wins");
+    e["data"].as_object_mut().unwrap().remove("timestamp");
+    e.as_object_mut().unwrap().remove("time");
+    rejected_for(structured(&e), RejectReason::InvalidField, "timestamp");
+
+    let mut body = metric();
+    body.as_object_mut().unwrap().remove("timestamp");
+    let headers = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "e-3"),
+        ("ce-source", "/ci"),
+        ("ce-type", "t"),
+        ("ce-time", "2026-02-20T17:00:40Z"),
+    ];
+    assert_eq!(
+        at(decode(SUBJECT, &headers, body.to_string().as_bytes()).unwrap()),
+        "2026-02-20T17:00:40Z"
+    );
+    // Still under the input rules: a time far ahead of the clock is out of order.
+    let ahead = [
+        ("ce-time", "2026-02-20T18:00:00Z"),
+        ("ce-specversion", "1.0"),
+        ("ce-id", "e"),
+        ("ce-source", "/ci"),
+        ("ce-type", "t"),
+    ];
+    rejected_for(
+        decode(SUBJECT, &ahead, body.to_string().as_bytes()),
+        RejectReason::OutOfOrder,
+        "ahead",
+    );
+}

@@ -526,16 +526,16 @@ pub fn decode_message_at(
     }
     if cloudevent::is_structured(content_type) {
         let event = cloudevent::structured(payload)?;
-        return decode_inbound_at(
-            subject,
-            event.content_type.as_deref(),
-            &event.data,
-            limits,
-            clock,
-        );
+        let content_type = event.content_type.as_deref();
+        let stamped = cloudevent::stamped(&event.data, content_type, event.time.as_deref());
+        let data = stamped.as_deref().unwrap_or(&event.data);
+        return decode_inbound_at(subject, content_type, data, limits, clock);
     }
     if cloudevent::is_binary(headers) {
-        cloudevent::check_binary(headers)?;
+        let time = cloudevent::check_binary(headers)?;
+        if let Some(stamped) = cloudevent::stamped(payload, content_type, time) {
+            return decode_inbound_at(subject, content_type, &stamped, limits, clock);
+        }
     }
     decode_inbound_at(subject, content_type, payload, limits, clock)
 }
