@@ -736,4 +736,25 @@ async fn a_pipelines_traceparent_comes_back_on_every_record_of_its_chain() {
     let mistraced = for_service(&records, ProofKind::ActionExecuted, "mistraced").remove(0);
     assert_eq!(mistraced.traceparent, None);
     assert!(for_service(&records, ProofKind::EventRejected, "mistraced").is_empty());
+
+    // cnctl sends one too: --traceparent (or $TRACEPARENT, as CI tracing tools set it).
+    let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let publish = |traceparent: &str| {
+        let args = ["publish", "--traceparent", traceparent, "metric", "--env", "stage"];
+        let rest = ["--service", "cli-traced", "--crash-looping", "--restarts", "3"];
+        cnctl(&fleet, "pipeline", &[&args[..], &rest[..]].concat(), None)
+    };
+    let bad = publish("nope");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("traceparent \"nope\""));
+    let out = publish(sent);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = fleet
+        .records_until("the traced crash's incident", |r| {
+            !for_service(r, ProofKind::IncidentOpened, "cli-traced").is_empty()
+        })
+        .await
+        .unwrap();
+    let opened = for_service(&records, ProofKind::IncidentOpened, "cli-traced").remove(0);
+    assert_eq!(opened.traceparent.unwrap().trace_id(), "0af7651916cd43dd8448eb211c80319c");
 }
