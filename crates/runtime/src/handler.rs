@@ -413,14 +413,7 @@ impl<'a> Context<'a> {
         payload: &P,
     ) -> Result<Published, RuntimeError> {
         let msg_id = self.output_id(P::CN_TYPE);
-        let correlation_id = self.meta.correlation_id.clone();
-        let traceparent = self.trace_of(&correlation_id).map(|t| t.child(&msg_id));
-        let trace = Trace {
-            msg_id,
-            correlation_id,
-            causation_id: self.meta.message_id.clone(),
-            traceparent,
-        };
+        let trace = self.trace(msg_id, self.meta.correlation_id.clone());
         self.publisher.publish(subject, payload, &trace).await
     }
 
@@ -446,13 +439,7 @@ impl<'a> Context<'a> {
         msg_id: String,
         correlation_id: String,
     ) -> Result<(), RuntimeError> {
-        let traceparent = self.trace_of(&correlation_id).map(|t| t.child(&msg_id));
-        let trace = Trace {
-            msg_id,
-            correlation_id,
-            causation_id: self.meta.message_id.clone(),
-            traceparent,
-        };
+        let trace = self.trace(msg_id, correlation_id);
         if let Some(sent) = self.publisher.send_payload(subject, payload, &trace).await? {
             self.sent.push(sent);
         }
@@ -472,6 +459,13 @@ impl<'a> Context<'a> {
         let n = self.next(draft.kind.as_str());
         let key = format!("{}:{}:{n}", self.meta.input_id, draft.kind);
         self.prove_as(draft, &key).await
+    }
+
+    /// How an output of this input relates to its chain: caused by the input, in the chain
+    /// `correlation_id`, with the chain's trace (if any) and a span of its own.
+    fn trace(&self, msg_id: String, correlation_id: String) -> Trace {
+        let traceparent = self.trace_of(&correlation_id).map(|t| t.child(&msg_id));
+        Trace { msg_id, correlation_id, causation_id: self.meta.message_id.clone(), traceparent }
     }
 
     /// The W3C trace of a chain: the input's own when it is the input's chain, else one an
