@@ -17,6 +17,7 @@ COPY --from=build /src/target/release/cnctl \
                   /src/target/release/governance-gate \
                   /src/target/release/executor \
                   /src/target/release/simulator \
+                  /src/target/release/cn-console \
                   /usr/local/bin/
 COPY deploy/policy.toml deploy/policy.demo.toml /etc/chaos-negotiator/
 USER cn

@@ -78,6 +78,15 @@ fn every_compose_service_is_something_we_build_or_nats() {
         match service.as_str() {
             "nats" => assert!(block.contains("image: nats:")),
             "init" | "cnctl" => assert!(block.contains("cnctl")),
+            // The console reads the proof log, read-only, and publishes its port on loopback.
+            "console" => {
+                assert!(
+                    block.contains("[\"cn-console\"]") && block.contains("NATS_USER: auditor"),
+                    "{block}"
+                );
+                assert!(block.contains("\"127.0.0.1:9464:9464\""), "{block}");
+                cn_tests::fleet::binary("cn-console").unwrap();
+            }
             // The bootstrap step: streams created by the only user allowed to, before the agents.
             "streams" => assert!(
                 block.contains("\"streams\", \"ensure\"") && block.contains("NATS_USER: bootstrap"),

@@ -139,6 +139,39 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     );
     assert!(first.iter().all(|p| p.action == Some(bus_schema::Action::Restart)), "{first:#?}");
 
+    // The console it started serves the fleet's metrics, the restarts among them.
+    let console = stdout
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("console:"))
+        .and_then(|l| l.trim().strip_prefix("http://"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no console address in:\n{stdout}"))
+        .to_owned();
+    let metrics = cn_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the restarts in /metrics",
+        || {
+            let console = console.clone();
+            async move {
+                use std::io::{Read, Write};
+                let mut tcp = std::net::TcpStream::connect(&console)?;
+                write!(
+                    tcp,
+                    "GET /metrics HTTP/1.1\r\nHost: {console}\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut text = String::new();
+                tcp.read_to_string(&mut text)?;
+                let restarts = text.lines().find(|l| {
+                    l.starts_with("cn_actions_executed_total{env=\"dev\",action=\"restart\"")
+                });
+                Ok(restarts.map(|l| l.to_owned()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(metrics.ends_with(&format!(" {SERVICES}")), "{metrics}");
+
     // A second up on the same data dir refuses instead of starting a second fleet.
     let again = script("up", &["-d", "--no-build", "--no-sim"], port, data.path());
     assert!(!again.status.success());
