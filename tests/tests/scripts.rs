@@ -23,6 +23,28 @@ fn free_port() -> u16 {
     }
 }
 
+/// The console's address in what `scripts/up -d` printed.
+fn console_addr(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("console:"))
+        .and_then(|l| l.trim().strip_prefix("http://"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no console address in:\n{stdout}"))
+        .to_owned()
+}
+
+/// `GET path` on `addr`: the whole response, headers and body.
+fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 fn script(name: &str, args: &[&str], port: u16, data: &Path) -> Output {
     Command::new(repo().join("scripts").join(name))
         .args(args)
@@ -140,32 +162,16 @@ async fn up_runs_the_fleet_and_down_stops_it() {
     assert!(first.iter().all(|p| p.action == Some(bus_schema::Action::Restart)), "{first:#?}");
 
     // The console it started serves the fleet's metrics, the restarts among them.
-    let console = stdout
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("console:"))
-        .and_then(|l| l.trim().strip_prefix("http://"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no console address in:\n{stdout}"))
-        .to_owned();
+    let console = console_addr(&stdout);
     let metrics = cn_tests::eventually(
         std::time::Duration::from_secs(10),
         "the restarts in /metrics",
-        || {
-            let console = console.clone();
-            async move {
-                use std::io::{Read, Write};
-                let mut tcp = std::net::TcpStream::connect(&console)?;
-                write!(
-                    tcp,
-                    "GET /metrics HTTP/1.1\r\nHost: {console}\r\nConnection: close\r\n\r\n"
-                )?;
-                let mut text = String::new();
-                tcp.read_to_string(&mut text)?;
-                let restarts = text.lines().find(|l| {
-                    l.starts_with("cn_actions_executed_total{env=\"dev\",action=\"restart\"")
-                });
-                Ok(restarts.map(|l| l.to_owned()))
-            }
+        || async {
+            let text = http_get(&console, "/metrics")?;
+            let restarts = text.lines().find(|l| {
+                l.starts_with("cn_actions_executed_total{env=\"dev\",action=\"restart\"")
+            });
+            Ok(restarts.map(|l| l.to_owned()))
         },
     )
     .await
@@ -268,6 +274,9 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
     let up = script("up", &["-d", "--no-build"], port, data.path());
     let guard = scopeguard(port, data.path());
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    // Its console is this run's, not the address the first run's left in the log.
+    let second = console_addr(&String::from_utf8_lossy(&up.stdout));
+    assert!(http_get(&second, "/healthz").unwrap().ends_with("ok\n"), "{second}");
     let js = async_nats::jetstream::new(connect_as(data.path(), port, "operator").await);
     let events = |js: async_nats::jetstream::Context| async move {
         let mut stream = js.get_stream("CN_EVENTS").await?;
