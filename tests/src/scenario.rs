@@ -164,3 +164,14 @@ pub async fn latency_within_the_cooldown(fleet: &Fleet, service: &str) -> Vec<St
         .await
         .unwrap()
 }
+
+/// `GET path` on `addr` (host:port) over plain HTTP/1.1: the whole response, head and body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response)?;
+    Ok(response)
+}

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -37,12 +37,7 @@ impl Console {
 
     /// `GET path`: the status line's code, the content type and the body.
     fn get(&self, path: &str) -> (u16, String, String) {
-        let mut tcp = std::net::TcpStream::connect(&self.addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(tcp, "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.addr)
-            .unwrap();
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).unwrap();
+        let response = cn_tests::scenario::http_get(&self.addr, path).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         let code = head.split(' ').nth(1).unwrap().parse().unwrap();
         let content_type = head

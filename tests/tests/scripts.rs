@@ -34,17 +34,6 @@ fn console_addr(stdout: &str) -> String {
         .to_owned()
 }
 
-/// `GET path` on `addr`: the whole response, headers and body.
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut tcp = std::net::TcpStream::connect(addr)?;
-    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    tcp.read_to_string(&mut text)?;
-    Ok(text)
-}
-
 fn script(name: &str, args: &[&str], port: u16, data: &Path) -> Output {
     Command::new(repo().join("scripts").join(name))
         .args(args)
@@ -167,7 +156,7 @@ async fn up_runs_the_fleet_and_down_stops_it() {
         std::time::Duration::from_secs(10),
         "the restarts in /metrics",
         || async {
-            let text = http_get(&console, "/metrics")?;
+            let text = cn_tests::scenario::http_get(&console, "/metrics")?;
             let restarts = text.lines().find(|l| {
                 l.starts_with("cn_actions_executed_total{env=\"dev\",action=\"restart\"")
             });
@@ -276,7 +265,10 @@ async fn up_with_the_simulator_shows_the_demo_on_the_proof_log() {
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     // Its console is this run's, not the address the first run's left in the log.
     let second = console_addr(&String::from_utf8_lossy(&up.stdout));
-    assert!(http_get(&second, "/healthz").unwrap().ends_with("ok\n"), "{second}");
+    assert!(
+        cn_tests::scenario::http_get(&second, "/healthz").unwrap().ends_with("ok\n"),
+        "{second}"
+    );
     let js = async_nats::jetstream::new(connect_as(data.path(), port, "operator").await);
     let events = |js: async_nats::jetstream::Context| async move {
         let mut stream = js.get_stream("CN_EVENTS").await?;
