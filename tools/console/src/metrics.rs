@@ -14,7 +14,7 @@
 //!
 //! Gauges are rebuilt from the log's start, so the console can be restarted at any time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use bus_schema::Uuid;
 use bus_schema::proof::{ProofKind, ProofRecord};
@@ -80,10 +80,9 @@ pub struct Metrics {
     approvals_pending: Family<EnvLabel, Gauge>,
     chain_head: Family<Chain, Gauge>,
     remediation: Histogram,
-    /// Open incidents: their env and kind, and when they opened.
-    open: HashMap<Uuid, (EnvKind, bus_schema::Timestamp)>,
-    /// Incidents whose first execution was timed already.
-    timed: HashSet<Uuid>,
+    /// Open incidents: their env and kind, and when they opened until their first execution
+    /// is timed.
+    open: HashMap<Uuid, (EnvKind, Option<bus_schema::Timestamp>)>,
     /// Proposals waiting for a human, and their env.
     pending: HashMap<Uuid, String>,
 }
@@ -156,7 +155,6 @@ impl Metrics {
             chain_head,
             remediation,
             open: HashMap::new(),
-            timed: HashSet::new(),
             pending: HashMap::new(),
         }
     }
@@ -201,10 +199,9 @@ impl Metrics {
                 let default = if r.kind == ProofKind::ActionFailed { "failed" } else { "executed" };
                 let status = r.detail["status"].as_str().unwrap_or(default).to_owned();
                 self.executed.get_or_create(&Executed { env, action, status }).inc();
-                if let Some((_, opened)) = r.incident_id.and_then(|id| self.open.get(&id)) {
-                    if self.timed.insert(r.incident_id.unwrap_or_default()) {
-                        self.remediation.observe(r.ts.since(*opened).as_secs_f64());
-                    }
+                let open = r.incident_id.and_then(|id| self.open.get_mut(&id));
+                if let Some(opened) = open.and_then(|(_, opened)| opened.take()) {
+                    self.remediation.observe(r.ts.since(opened).as_secs_f64());
                 }
             }
             ProofKind::IncidentOpened => {
@@ -214,8 +211,7 @@ impl Metrics {
                     // A reopened incident comes again under its id: counted once.
                     if !self.open.contains_key(&id) {
                         self.incidents_open.get_or_create(&labels).inc();
-                        self.open.insert(id, (labels, r.ts));
-                        self.timed.remove(&id);
+                        self.open.insert(id, (labels, Some(r.ts)));
                     }
                 }
             }
