@@ -193,6 +193,9 @@ impl Agent {
                 .unwrap_or(id),
             traceparent: id_header(headers::TRACEPARENT).and_then(|v| v.parse().ok()),
         };
+        if let Some(tp) = meta.traceparent {
+            self.publisher.remember_trace(&meta.correlation_id, tp);
+        }
         let limits =
             Limits { max_payload: usize::try_from(self.args.max_payload).unwrap_or(usize::MAX) };
         let request = H::Request::decode(

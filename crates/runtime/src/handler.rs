@@ -468,13 +468,10 @@ impl<'a> Context<'a> {
         Trace { msg_id, correlation_id, causation_id: self.meta.message_id.clone(), traceparent }
     }
 
-    /// The W3C trace of a chain: the input's own when it is the input's chain, else one an
-    /// earlier input of the chain carried.
+    /// The W3C trace of a chain, if an input of it carried one (the runtime remembers it as
+    /// each input arrives, before its handler runs).
     fn trace_of(&self, correlation_id: &str) -> Option<bus_schema::trace::TraceParent> {
-        match self.meta.traceparent {
-            Some(tp) if correlation_id == self.meta.correlation_id => Some(tp),
-            _ => self.publisher.trace_of(correlation_id),
-        }
+        self.publisher.trace_of(correlation_id)
     }
 
     /// Appends `draft` once per `key`, in the input's chain unless it names another.
