@@ -3,8 +3,9 @@
 //! One connect helper ([`connect`]), one stream setup ([`streams`]), one consumer loop with
 //! bounded redelivery and poison handling ([`agent`]), one publisher whose sends are
 //! pipelined, an input acked once the acks of all it sent are in ([`publish`]), one proof writer ([`proof`]), one heartbeat and status endpoint
-//! ([`status`]), one shutdown path ([`shutdown`]), one configuration ([`config`]) and a small
-//! typed redb layer ([`store`]). An agent binary is a few lines:
+//! ([`status`]) and one way for tools to find the running agents ([`discovery`]), one
+//! shutdown path ([`shutdown`]), one configuration ([`config`]) and a small typed redb layer
+//! ([`store`]). An agent binary is a few lines:
 //!
 //! ```no_run
 //! use agent_runtime::{AgentSpec, Context, HandleError, Handler, NoRequests, NoWork, RuntimeArgs};
@@ -54,6 +55,7 @@ pub mod config;
 pub mod connect;
 pub mod consumer;
 mod delivery;
+pub mod discovery;
 pub mod error;
 pub mod handler;
 pub mod outbox;

@@ -1,20 +1,20 @@
 //! `cnctl status`: which agents are alive.
 //!
-//! Every agent registers as a NATS micro service named after itself. Status pings
-//! `$SRV.PING`, collects the answers for a moment, asks each instance's status endpoint
-//! (`cn.status.{agent}.{instance}`) for its counters, and lists fleet agents that did not
+//! Every agent registers as a NATS micro service named after itself. Status finds them as the
+//! runtime's [`agent_runtime::discovery`] does (`$SRV.PING`, then each instance's status endpoint
+//! `cn.status.{agent}.{instance}` for its counters), and lists fleet agents that did not
 //! answer. An agent whose consumer is gone (deleted under it, until it is recreated) shows as
 //! DEGRADED. It exits 1 when a fleet agent is missing (the simulator is optional), so scripts
 //! can wait on it.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use agent_runtime::config::{NatsArgs, parse_duration};
+// The bench finds the agents the same way.
+pub use agent_runtime::discovery::discover;
+use bus_schema::Timestamp;
 use bus_schema::fleet::fleet;
-use bus_schema::{AgentStatus, Timestamp};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::Failure;
@@ -28,50 +28,6 @@ pub struct StatusArgs {
     /// How long to wait for agents to answer.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub wait: Duration,
-}
-
-/// One answering instance.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub agent: String,
-    pub instance: String,
-    pub status: Option<AgentStatus>,
-}
-
-/// Pings every micro service and asks each fleet instance for its status.
-pub async fn discover(client: &async_nats::Client, wait: Duration) -> Result<Vec<Seen>, Failure> {
-    let inbox = client.new_inbox();
-    let mut replies = client.subscribe(inbox.clone()).await?;
-    client.publish_with_reply("$SRV.PING", inbox, "".into()).await?;
-    client.flush().await?;
-    let mut found = BTreeMap::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        let Ok(pong) = serde_json::from_slice::<Value>(&msg.payload) else { continue };
-        let agent = pong["name"].as_str().unwrap_or_default().to_owned();
-        let instance = pong["metadata"]["instance"].as_str().unwrap_or_default().to_owned();
-        found.insert((agent, instance), ());
-    }
-    let mut seen = Vec::new();
-    for (agent, instance) in found.into_keys() {
-        let status = match (agent.parse(), instance.parse()) {
-            (Ok(a), Ok(i)) => {
-                let subject = bus_schema::subject::STATUS.subject(&a, &i);
-                match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    client.request(subject.to_string(), "".into()),
-                )
-                .await
-                {
-                    Ok(Ok(reply)) => serde_json::from_slice(&reply.payload).ok(),
-                    _ => None,
-                }
-            }
-            _ => None,
-        };
-        seen.push(Seen { agent, instance, status });
-    }
-    Ok(seen)
 }
 
 pub async fn run(nats: &NatsArgs, args: StatusArgs) -> Result<ExitCode, Failure> {
