@@ -255,7 +255,8 @@ impl Governance {
                 ctx.publish(&subject::REFUSED.subject(&p.env, &p.service), r).await?;
             }
             Decided::Pending(pa) => {
-                let detail = json!({"why": pa.reason, "expires_at": pa.expires_at, "confidence": p.confidence});
+                // `escalation`: the proposer itself asked for a human (notifications say so).
+                let detail = json!({"why": pa.reason, "expires_at": pa.expires_at, "confidence": p.confidence, "escalation": p.require_human});
                 ctx.prove(
                     record(ProofKind::ActionPendingApproval)
                         .reason(ReasonCode::ApprovalRequired.as_str())

@@ -201,3 +201,28 @@ pub fn of_proof_record(
     }
     builder.build()
 }
+
+/// A notification about a proof record as a CloudEvent (the console's webhooks): `type`
+/// `cn.v1.notification.{what}`, `source` `/cn/console/{instance}`, `id` the same for the same
+/// record and notification whichever target gets it (receivers can drop repeats), `subject`
+/// `{env}/{service}`, `time` the record's, and `data` what to tell people with the record.
+pub fn notification(
+    what: &str,
+    instance: &str,
+    record: &crate::proof::ProofRecord,
+    data: serde_json::Value,
+) -> Result<cloudevents::Event, cloudevents::event::EventBuilderError> {
+    let mut builder = EventBuilderV10::new()
+        .id(format!("{}.{}.{}.{what}", record.agent, record.instance, record.seq))
+        .source(format!("/cn/console/{instance}"))
+        .ty(format!("cn.v1.notification.{what}"))
+        .time(record.ts.to_string())
+        .data(crate::headers::JSON, data);
+    if let (Some(env), Some(service)) = (&record.env, &record.service) {
+        builder = builder.subject(format!("{env}/{service}"));
+    }
+    if let Some(correlation) = &record.correlation_id {
+        builder = builder.extension("cncorrelation", correlation.as_str());
+    }
+    builder.build()
+}

@@ -18,6 +18,8 @@ pub const RL_OPTIMIZER: AgentName = AgentName::from_static("rl-optimizer");
 pub const GOVERNANCE_GATE: AgentName = AgentName::from_static("governance-gate");
 pub const EXECUTOR: AgentName = AgentName::from_static("executor");
 pub const SIMULATOR: AgentName = AgentName::from_static("simulator");
+/// Not an agent of the fleet table: the console's proof chain (its notifications).
+pub const CONSOLE: AgentName = AgentName::from_static("console");
 
 /// An agent of the fleet.
 #[derive(Debug, Clone)]

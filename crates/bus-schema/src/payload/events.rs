@@ -303,6 +303,17 @@ pub struct HumanDecision {
     pub reason: String,
 }
 
+impl HumanDecision {
+    /// The same decision (proposal, verdict, who, why) always has this id, whichever tool sends
+    /// it: a repeat within JetStream's dedupe window is dropped.
+    pub fn id(&self) -> uuid::Uuid {
+        let proposal = self.proposal_id.to_string();
+        let parts =
+            ["human_decision", &proposal, self.decision.as_str(), &self.operator, &self.reason];
+        super::derive_id(&parts)
+    }
+}
+
 /// `cn.actions.rollout.{env}.{service}` (extension): an operator's command to the deploy agent
 /// about the service's rollout in progress. Only the `operator` NATS user may publish it; the
 /// deploy agent turns it into proposals that go through governance like every other step.

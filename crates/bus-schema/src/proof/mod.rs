@@ -54,6 +54,8 @@ string_enum! {
         CanaryStage = "canary_stage",
         CanaryAborted = "canary_aborted",
         CanaryPromoted = "canary_promoted",
+        NotificationSent = "notification_sent",
+        NotificationFailed = "notification_failed",
     }
 }
 

@@ -138,15 +138,7 @@ impl Work {
         decision: &HumanDecision,
     ) -> Result<Published, Failure> {
         let subject = a.decision_subject();
-        let d = decision;
-        let id = bus_schema::derive_id(&[
-            "human_decision",
-            &d.proposal_id.to_string(),
-            d.decision.as_str(),
-            &d.operator,
-            &d.reason,
-        ]);
-        let msg_id = format!("cnctl:decision:{id}");
+        let msg_id = format!("cnctl:decision:{}", decision.id());
         let trace = Trace {
             correlation_id: a.correlation_id.clone().unwrap_or_else(|| msg_id.clone()),
             causation_id: a.causation_id.clone().unwrap_or_else(|| msg_id.clone()),
