@@ -10,7 +10,11 @@
 //!   operator's right to approve;
 //! - `operator` approves and denies, reads every stream and consumer, and runs consumers of
 //!   its own: never an agent's durable;
-//! - `auditor` reads the proof log and asks agents for their status.
+//! - `auditor` reads the proof log, asks agents for their status and asks how far each agent
+//!   durable is (consumer info, for the console's consumer lag).
+//! - `console` (cn-console) reads the proof log and CN_WORK with consumers of its own, asks
+//!   what the auditor asks, publishes the decisions people make on its page, and appends to its
+//!   own proof chain `cn.proof.console.*` (notifications); never an agent's durable.
 //!
 //! Permissions are rendered from the fleet table in bus-schema: an agent may publish its own
 //! outputs, its own proof chain and heartbeat, read the streams' settings, and use JetStream
@@ -45,7 +49,7 @@ pub enum CredsCommand {
 }
 
 /// The users that are not agents.
-pub const PEOPLE: &[&str] = &["bootstrap", "pipeline", "ci", "operator", "auditor"];
+pub const PEOPLE: &[&str] = &["bootstrap", "pipeline", "ci", "operator", "auditor", "console"];
 
 /// bcrypt's work factor for the hashes nats-server checks (about 70 ms per check).
 const BCRYPT_COST: u32 = 10;
@@ -246,6 +250,12 @@ fn verdict_on(published: &[String]) -> Vec<String> {
     info
 }
 
+/// Asking how far every agent durable is (consumer info: no pull, no ack): the console's
+/// consumer lag. Every durable reads some subject of `>`.
+fn every_durable_info() -> Vec<String> {
+    verdict_on(&[">".to_owned()])
+}
+
 /// Whether some subject matches both wildcard patterns.
 fn patterns_overlap(a: &str, b: &str) -> bool {
     let (mut a, mut b) = (a.split('.'), b.split('.'));
@@ -342,6 +352,20 @@ fn person_permissions(user: &str) -> Grant {
             publish.extend(own_consumers(&Stream::ALL));
             Grant { publish, deny: agent_durables_denied(), subscribe: strings(&[">"]) }
         }
+        "console" => {
+            let proof = Stream::Proof.name();
+            let mut publish = vec![
+                subject::HUMAN_DECISIONS.all().pattern().to_owned(),
+                subject::PROOF.agent(&bus_schema::fleet::CONSOLE).pattern().to_owned(),
+                "$JS.API.INFO".to_owned(),
+                // Its chain's head, read back at start and after a failed append.
+                format!("$JS.API.STREAM.MSG.GET.{proof}"),
+            ];
+            publish.extend(own_consumers(&[Stream::Proof, Stream::Work]));
+            publish.extend(every_durable_info());
+            publish.extend(status);
+            Grant { publish, deny: agent_durables_denied(), subscribe: strings(&["_INBOX.>"]) }
+        }
         _ => {
             let proof = Stream::Proof.name();
             let mut publish =
@@ -350,6 +374,7 @@ fn person_permissions(user: &str) -> Grant {
             // Named consumers on CN_PROOF (no agent reads it with a durable), e.g. an audit job's.
             publish.push(format!("$JS.API.CONSUMER.CREATE.{proof}.>"));
             publish.push(format!("$JS.API.CONSUMER.INFO.{proof}.>"));
+            publish.extend(every_durable_info());
             publish.extend(status);
             Grant {
                 publish,
@@ -449,6 +474,26 @@ mod tests {
         assert!(patterns_overlap("cn.requests.contract.*.*", "cn.requests.>"));
         assert!(!patterns_overlap("cn.events.>", "cn.actions.approved.>"));
         assert!(!patterns_overlap("cn.a.*", "cn.a.b.c"));
+    }
+
+    #[test]
+    fn the_auditor_may_ask_how_far_every_agent_durable_is_but_not_pull() {
+        let text = render_permissions();
+        let b = block(&text, "auditor");
+        for agent in fleet() {
+            for input in &agent.inputs {
+                let (stream, durable) =
+                    (input.stream().unwrap().name(), input.durable(&agent.name));
+                assert!(
+                    b.contains(&format!("\"$JS.API.CONSUMER.INFO.{stream}.{durable}\"")),
+                    "{b}"
+                );
+            }
+        }
+        assert!(!b.contains("\"$JS.API.CONSUMER.INFO.>\""), "{b}");
+        for forbidden in ["$JS.ACK", "CONSUMER.DELETE.CN_EVENTS", "CONSUMER.CREATE.CN_WORK"] {
+            assert!(!b.contains(forbidden), "{forbidden}: {b}");
+        }
     }
 
     /// Each user's block of the rendered config.
