@@ -4,8 +4,11 @@
 //! link agents. A real `nats-server` per test, an agent in-process and the probe agent come from
 //! `test-support` (re-exported here).
 
+pub mod browser;
 pub mod chaos;
+pub mod console;
 pub mod fleet;
+pub mod http_sink;
 pub mod learning;
 pub mod proof_log;
 pub mod scenario;

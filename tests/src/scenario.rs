@@ -167,11 +167,52 @@ pub async fn latency_within_the_cooldown(fleet: &Fleet, service: &str) -> Vec<St
 
 /// `GET path` on `addr` (host:port) over plain HTTP/1.1: the whole response, head and body.
 pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    http_request(addr, "GET", path, &[], None)
+}
+
+/// One plain HTTP/1.1 request (`Connection: close`), with a JSON body if any: the whole
+/// response, head and body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    json: Option<&Value>,
+) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect(addr)?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
-    let mut response = String::new();
-    tcp.read_to_string(&mut response)?;
-    Ok(response)
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let body = json.map(Value::to_string).unwrap_or_default();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if json.is_some() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(tcp, "{head}\r\n{body}")?;
+    // Read to the end, or as far as Content-Length says (some servers keep the connection).
+    let mut response = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = tcp.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+            });
+            if length.is_some_and(|n: usize| rest.len() >= n) {
+                break;
+            }
+        }
+    }
+    Ok(String::from_utf8_lossy(&response).into_owned())
 }

@@ -1,43 +1,28 @@
 //! The console against a real fleet: its `/metrics` parse as OpenMetrics text, every series is
-//! a `cn_` one, and they move when events flow.
+//! a `cn_` one, and they move when events flow: from the proof log, and from what the agents
+//! and their consumers say when asked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test fails by panicking
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cn_tests::fleet::{Fleet, binary};
+use cn_tests::console::Console;
+use cn_tests::fleet::Fleet;
 use cn_tests::scenario::crash_restarted;
 
-/// A console on a free port, as the auditor; killed when dropped.
-struct Console {
-    child: Child,
-    addr: String,
-}
+/// The console's `/metrics`, read as Prometheus would.
+struct Scraper(Console);
 
-impl Console {
+impl Scraper {
+    /// A console on a free port, as the read-only auditor.
     fn start(fleet: &Fleet) -> Self {
-        let mut child = Command::new(binary("cn-console").unwrap())
-            .args(["--listen", "127.0.0.1:0"])
-            .env("NATS_URL", fleet.server.url())
-            .env("NATS_USER", "auditor")
-            .env("NATS_PASSWORD_FILE", fleet.password_file("auditor"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr =
-            line.trim().strip_prefix("console: http://").unwrap_or_else(|| panic!("{line:?}"));
-        Self { addr: addr.to_owned(), child }
+        Self(Console::start(fleet, "auditor", &[], &[]).unwrap())
     }
 
     /// `GET path`: the status line's code, the content type and the body.
     fn get(&self, path: &str) -> (u16, String, String) {
-        let response = cn_tests::scenario::http_get(&self.addr, path).unwrap();
+        let response = cn_tests::scenario::http_get(&self.0.addr, path).unwrap();
         let (head, body) = response.split_once("\r\n\r\n").unwrap();
         let code = head.split(' ').nth(1).unwrap().parse().unwrap();
         let content_type = head
@@ -54,30 +39,22 @@ impl Console {
         assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
         parse_openmetrics(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))
     }
-}
 
-impl Console {
-    /// `/metrics` once `done` holds of it (the console reads the log from its start).
+    /// `/metrics` once `done` holds of it (the console reads the log from its start, and asks
+    /// the agents every 5 s).
     async fn samples_until(
         &self,
         what: &str,
         done: impl Fn(&BTreeMap<String, f64>) -> bool,
     ) -> BTreeMap<String, f64> {
-        for _ in 0..100 {
+        for _ in 0..200 {
             let samples = self.samples();
             if done(&samples) {
                 return samples;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("no {what} in /metrics after 10 s: {:#?}", self.samples())
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        panic!("no {what} in /metrics after 20 s: {:#?}", self.samples())
     }
 }
 
@@ -157,7 +134,7 @@ fn parse_openmetrics(text: &str) -> Result<BTreeMap<String, f64>, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_parse_and_move_when_a_crash_is_remediated() {
     let fleet = Fleet::start().await.unwrap();
-    let console = Console::start(&fleet);
+    let console = Scraper::start(&fleet);
     assert_eq!(console.get("/healthz").0, 200);
     let started = |m: &BTreeMap<String, f64>| {
         m.keys().any(|k| {
@@ -187,4 +164,21 @@ async fn the_metrics_parse_and_move_when_a_crash_is_remediated() {
         m.iter().filter(|(k, _)| k.starts_with("cn_chain_head{")).map(|(_, v)| v).sum()
     };
     assert!(heads(&after) > heads(&before), "the chains grew");
+
+    // Each hop of the remediation, timed by the agent that acted.
+    for agent in ["rl-optimizer", "governance-gate", "executor"] {
+        let count = format!("cn_handling_seconds_count{{agent=\"{agent}\"}}");
+        assert!(after.get(&count).is_some_and(|n| *n >= 1.0), "{count}: {after:#?}");
+    }
+    // What the detector says it handled (asked every 5 s), and how far its consumer is.
+    let detector = |m: &BTreeMap<String, f64>| {
+        m.iter().any(|(k, v)| {
+            k.starts_with("cn_inputs_handled_total{agent=\"issue-detector\"") && *v > 0.0
+        })
+    };
+    let asked = console.samples_until("the detector's handled inputs", detector).await;
+    assert_eq!(asked.get("cn_agent_up{agent=\"issue-detector\",instance=\"0\"}"), Some(&1.0));
+    let events = "{stream=\"CN_EVENTS\",consumer=\"issue-detector-events\"}";
+    assert!(asked.contains_key(&format!("cn_consumer_pending{events}")), "{asked:#?}");
+    assert!(asked.contains_key(&format!("cn_consumer_ack_pending{events}")), "{asked:#?}");
 }

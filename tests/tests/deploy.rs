@@ -78,10 +78,14 @@ fn every_compose_service_is_something_we_build_or_nats() {
         match service.as_str() {
             "nats" => assert!(block.contains("image: nats:")),
             "init" | "cnctl" => assert!(block.contains("cnctl")),
-            // The console reads the proof log, read-only, and publishes its port on loopback.
+            // The console runs as its own user, keeps its chain's state in the data volume,
+            // and publishes its port (where people may decide) on loopback only.
             "console" => {
                 assert!(
-                    block.contains("[\"cn-console\"]") && block.contains("NATS_USER: auditor"),
+                    block.contains("[\"cn-console\"]")
+                        && block.contains("NATS_USER: console")
+                        && block.contains("/creds/console.password")
+                        && block.contains("CN_CONSOLE_STATE_DIR: /data/"),
                     "{block}"
                 );
                 assert!(block.contains("\"127.0.0.1:9464:9464\""), "{block}");

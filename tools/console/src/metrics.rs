@@ -10,20 +10,27 @@
 //! - `cn_approvals_pending{env}` — waiting for a human: pending, and not yet decided, approved,
 //!   refused or expired;
 //! - `cn_chain_head{agent, instance}` — the last sequence of each hash chain;
-//! - `cn_remediation_seconds` — from an incident's opening to the first action executed for it.
+//! - `cn_remediation_seconds` — from an incident's opening to the first action executed for it;
+//! - `cn_handling_seconds{agent}` — how long an agent took to act on another's message, from
+//!   the record explaining the message to the record of the decision ([`crate::handling`]).
 //!
-//! Gauges are rebuilt from the log's start, so the console can be restarted at any time.
+//! Gauges are rebuilt from the log's start, so the console can be restarted at any time. What
+//! the log does not say (inputs handled, consumer lag) comes from a [`Collector`] added with
+//! [`Metrics::collect`].
 
 use std::collections::HashMap;
 
 use bus_schema::Uuid;
 use bus_schema::proof::{ProofKind, ProofRecord};
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::handling::Hops;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AgentKind {
@@ -63,6 +70,11 @@ struct EnvLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabel {
+    agent: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Chain {
     agent: String,
     instance: String,
@@ -80,6 +92,8 @@ pub struct Metrics {
     approvals_pending: Family<EnvLabel, Gauge>,
     chain_head: Family<Chain, Gauge>,
     remediation: Histogram,
+    handling: Family<AgentLabel, Histogram, fn() -> Histogram>,
+    hops: Hops,
     /// Open incidents: their env and kind, and when they opened until their first execution
     /// is timed.
     open: HashMap<Uuid, (EnvKind, Option<bus_schema::Timestamp>)>,
@@ -144,6 +158,14 @@ impl Metrics {
             "From an incident's opening to the first action executed for it",
             remediation.clone(),
         );
+        // 1 ms (a record's `ts` has milliseconds) to about two minutes.
+        let handling: Family<AgentLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.001, 2.0, 18)));
+        registry.register(
+            "handling_seconds",
+            "How long an agent took to act on another agent's message: from the record its sender wrote before sending it to the agent's record of its decision (governance on a proposal, the executor on an approval, the optimizer on an incident, outcome or refusal); waits for a human or a timer are not counted; the writers' clocks",
+            handling.clone(),
+        );
         Self {
             registry,
             records,
@@ -154,6 +176,8 @@ impl Metrics {
             approvals_pending,
             chain_head,
             remediation,
+            handling,
+            hops: Hops::default(),
             open: HashMap::new(),
             pending: HashMap::new(),
         }
@@ -161,6 +185,9 @@ impl Metrics {
 
     /// Takes in one record of the proof log, in the log's order.
     pub fn observe(&mut self, r: &ProofRecord) {
+        if let Some(hop) = self.hops.observe(r) {
+            self.handling.get_or_create(&AgentLabel { agent: hop.agent }).observe(hop.seconds);
+        }
         let agent = r.agent.to_string();
         let env = r.env.as_ref().map(ToString::to_string).unwrap_or_default();
         self.records
@@ -236,6 +263,11 @@ impl Metrics {
         }
     }
 
+    /// Adds series computed at each scrape (named under `cn_` too).
+    pub fn collect(&mut self, collector: impl Collector) {
+        self.registry.register_collector(Box::new(collector));
+    }
+
     /// The series in the OpenMetrics text format.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -292,5 +324,33 @@ mod tests {
         );
         let text = m.render().unwrap();
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_decision_on_a_proposal_is_timed_for_the_agent_that_made_it() {
+        let mut m = Metrics::new();
+        let proposed = serde_json::json!({"agent": "rl-optimizer", "proposal_id": "00000000-0000-0000-0000-000000000002", "detail": {"trigger": "open:0"}});
+        m.observe(&record(3, "action_proposed", proposed));
+        m.observe(&record(
+            5,
+            "action_approved",
+            serde_json::json!({"proposal_id": "00000000-0000-0000-0000-000000000002"}),
+        ));
+        let count = "cn_handling_seconds_count{agent=\"governance-gate\"}";
+        assert_eq!(value(&m, count).as_deref(), Some("1"));
+        assert_eq!(
+            value(&m, "cn_handling_seconds_sum{agent=\"governance-gate\"}").as_deref(),
+            Some("2.0")
+        );
+        assert_eq!(
+            value(&m, "cn_handling_seconds_bucket{le=\"2.048\",agent=\"governance-gate\"}")
+                .as_deref(),
+            Some("1")
+        );
+        let text = m.render().unwrap();
+        assert!(
+            !text.contains("cn_handling_seconds_count{agent=\"rl-optimizer\"}"),
+            "the first proposal's incident is not in the log: no hop: {text}"
+        );
     }
 }
