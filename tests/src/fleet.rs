@@ -286,6 +286,11 @@ impl Fleet {
     }
 
     /// The password file of a user (for running cnctl as that user).
+    /// The token that lets a person decide on the console's page (`cnctl creds init`).
+    pub fn console_token_file(&self) -> PathBuf {
+        self.creds.join(cnctl::creds::CONSOLE_TOKEN)
+    }
+
     pub fn password_file(&self, user: &str) -> PathBuf {
         cnctl::creds::password_file(&self.creds, user)
     }

@@ -25,7 +25,10 @@ fn screenshot(browser: &Browser, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_shows_within_2_s_and_a_prod_rollback_approved_on_the_page_is_executed() {
     let fleet = Fleet::start().await.unwrap();
-    let console = Console::start(&fleet, "console", &["--allow-decisions"], &[]).unwrap();
+    let token_file = fleet.console_token_file();
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    let args = ["--allow-decisions", "--decision-token-file", token_file.to_str().unwrap()];
+    let console = Console::start(&fleet, "console", &args, &[]).unwrap();
     let browser = Browser::start(1400, 1600).unwrap();
     browser.goto(&console.url()).unwrap();
     browser
@@ -50,13 +53,28 @@ async fn an_incident_shows_within_2_s_and_a_prod_rollback_approved_on_the_page_i
         .wait_for(
             "the checkout incident",
             Duration::from_secs(10),
-            "const c = document.querySelector('#incidents [data-service=\"checkout\"], #resolved [data-incident-id]'); return c && c.textContent",
+            "const c = document.querySelector('#incidents [data-service=\"checkout\"], #resolved [data-service=\"checkout\"]'); return c && c.textContent",
         )
         .unwrap();
     let took = sent.elapsed();
     println!("the page showed the incident {took:?} after the pipeline's event");
     assert!(took <= Duration::from_secs(2), "the incident showed after {took:?}");
     assert!(shown.as_str().unwrap().contains("crash_loop"), "{shown}");
+
+    // Errors burn checkout's budget: its SLO card shows the burn (from cn.slo.> on CN_WORK,
+    // which is all the console's user may read of it).
+    let mut burning = crash("stage", "checkout", false);
+    burning["error_rate"] = json!(0.3);
+    burning["restarts"] = json!(0);
+    pipeline_pub(&fleet, "cn.events.metric.stage.checkout", burning).await;
+    let slo = browser
+        .wait_for(
+            "checkout's SLO card",
+            Duration::from_secs(10),
+            "const c = document.querySelector('[data-slo=\"stage/checkout\"]'); return c && c.textContent",
+        )
+        .unwrap();
+    assert!(slo.as_str().unwrap().contains("budget left"), "{slo}");
 
     // A failed prod deploy: governance asks a human about the rollback; the page shows it.
     let subject = "cn.events.deploy.prod.payments";
@@ -73,19 +91,24 @@ async fn an_incident_shows_within_2_s_and_a_prod_rollback_approved_on_the_page_i
         .unwrap();
     let id = id.as_str().unwrap().to_owned();
 
-    // A decision without the page's header is refused (a cross-site form cannot send it).
-    let forged = http_request(
-        &console.addr,
-        "POST",
-        "/api/decisions",
-        &[],
-        Some(&json!({"proposal_id": id, "decision": "approve", "operator": "mallory", "reason": "x"})),
-    )
-    .unwrap();
-    assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+    // Reaching the port is not enough to decide: without the page's header (a cross-site
+    // form cannot send it) or without the token, a decision is refused.
+    let forged =
+        json!({"proposal_id": id, "decision": "approve", "operator": "mallory", "reason": "x"});
+    let bearer = format!("Bearer {token}");
+    for (headers, status) in [
+        (vec![("authorization", bearer.as_str())], "403"),
+        (vec![("x-cn-console", "1")], "401"),
+        (vec![("x-cn-console", "1"), ("authorization", "Bearer cn-not-the-token-0000")], "401"),
+    ] {
+        let answer =
+            http_request(&console.addr, "POST", "/api/decisions", &headers, Some(&forged)).unwrap();
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{headers:?}: {answer}");
+    }
 
     // The operator approves from the page, with their name and a reason.
     browser.type_into(&format!("{card} input.operator"), "ana (on call)").unwrap();
+    browser.type_into(&format!("{card} input.token"), &token).unwrap();
     browser
         .type_into(&format!("{card} input.reason"), "1.15.0 failed in prod; back to 1.14.2")
         .unwrap();

@@ -85,7 +85,8 @@ fn every_compose_service_is_something_we_build_or_nats() {
                     block.contains("[\"cn-console\"]")
                         && block.contains("NATS_USER: console")
                         && block.contains("/creds/console.password")
-                        && block.contains("CN_CONSOLE_STATE_DIR: /data/"),
+                        && block.contains("CN_CONSOLE_STATE_DIR: /data/")
+                        && block.contains("CN_CONSOLE_DECISION_TOKEN_FILE: /creds/console.token"),
                     "{block}"
                 );
                 assert!(block.contains("\"127.0.0.1:9464:9464\""), "{block}");

@@ -13,7 +13,7 @@ use cn_tests::console::Console;
 use cn_tests::fleet::Fleet;
 use cn_tests::http_sink::HttpSink;
 use cn_tests::proof_log::StoredRecord;
-use cn_tests::scenario::{cnctl, deploy, pipeline_pub};
+use cn_tests::scenario::{cnctl, deploy, http_get, pipeline_pub};
 use serde_json::Value;
 
 fn notifications(records: &[StoredRecord], kind: ProofKind) -> Vec<ProofRecord> {
@@ -22,6 +22,14 @@ fn notifications(records: &[StoredRecord], kind: ProofKind) -> Vec<ProofRecord> 
         .filter_map(|r| r.record.clone())
         .filter(|r| r.kind == kind && r.agent.as_str() == "console")
         .collect()
+}
+
+/// How many proof records the console has read (its page's state says).
+fn records_read(console: &Console) -> usize {
+    let response = http_get(&console.addr, "/api/state").unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let state: Value = serde_json::from_str(body).unwrap_or_default();
+    state["records"].as_u64().unwrap_or(0).try_into().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,8 +105,15 @@ async fn a_pending_rollback_is_posted_once_despite_a_failure_and_not_again_after
 
     // A restarted console reads its own records and posts nothing again.
     drop(console);
-    let _again = Console::start(&fleet, "console", &args, &[]).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = Console::start(&fleet, "console", &args, &[]).unwrap();
+    let stored = fleet.records().await.unwrap().len();
+    cn_tests::eventually(Duration::from_secs(10), "the restarted console to read the log", || {
+        let read = records_read(&again);
+        async move { Ok((read >= stored).then_some(())) }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(cloudevents.requests().len(), 2, "no new post after the restart");
     assert_eq!(slack.requests().len(), 1, "no new post after the restart");
 

@@ -7,7 +7,7 @@
 //! recorded on the proof log first. Each decision is stored by proposal id, so a redelivered
 //! proposal gets the same answer instead of being decided again.
 //!
-//! Human decisions arrive on `cn.approvals.*` (only the `operator` NATS user may publish
+//! Human decisions arrive on `cn.approvals.*` (only the `operator` and `console` NATS users may publish
 //! there). An approval runs the gates again (a human overrides the human gate, not the
 //! others); a denial or an expired request is refused with `approval_denied` or
 //! `approval_expired`, and every decision records who and why. A request nobody answers is

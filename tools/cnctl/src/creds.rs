@@ -122,8 +122,18 @@ pub fn init(dir: &Path) -> Result<usize, Failure> {
         let _ = writeln!(env, "{var}='\"{hash}\"'");
     }
     write_private(&dir.join("nats.env"), &env)?;
+    // Not a NATS user's: the secret people type on the console's page to decide there.
+    let token = dir.join(CONSOLE_TOKEN);
+    if std::fs::read_to_string(&token).map_or(true, |t| t.trim().is_empty()) {
+        write_private(&token, &format!("{}\n", new_password()?))?;
+        created += 1;
+    }
     Ok(created)
 }
+
+/// The file, next to the passwords, of the token that lets people decide on the console's
+/// page (`cn-console --decision-token-file`).
+pub const CONSOLE_TOKEN: &str = "console.token";
 
 /// The variables of `DIR/nats.env` as nats-server's environment (`CN_PASS_<USER>` → the
 /// quoted bcrypt hash), for running nats-server without a shell.
@@ -361,7 +371,15 @@ fn person_permissions(user: &str) -> Grant {
                 // Its chain's head, read back at start and after a failed append.
                 format!("$JS.API.STREAM.MSG.GET.{proof}"),
             ];
-            publish.extend(own_consumers(&[Stream::Proof, Stream::Work]));
+            publish.extend(own_consumers(&[Stream::Proof]));
+            // On CN_WORK only consumers of the SLO statuses (named, so that the create request
+            // names the filter): no approvals, proposals or contracts.
+            let work = Stream::Work.name();
+            publish.push(format!("$JS.API.STREAM.INFO.{work}"));
+            let slo = subject::SLO.all();
+            publish.push(format!("$JS.API.CONSUMER.CREATE.{work}.*.{}", slo.pattern()));
+            publish.push(format!("$JS.API.CONSUMER.MSG.NEXT.{work}.*"));
+            publish.push(format!("$JS.API.CONSUMER.DELETE.{work}.*"));
             publish.extend(every_durable_info());
             publish.extend(status);
             Grant { publish, deny: agent_durables_denied(), subscribe: strings(&["_INBOX.>"]) }
@@ -496,6 +514,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_console_reads_only_slo_statuses_of_cn_work_and_writes_only_its_own_chain() {
+        let text = render_permissions();
+        let b = block(&text, "console");
+        assert!(b.contains("\"$JS.API.CONSUMER.CREATE.CN_WORK.*.cn.slo.>\""), "{b}");
+        assert!(!b.contains("\"$JS.API.CONSUMER.CREATE.CN_WORK\""), "no unfiltered consumer: {b}");
+        assert!(b.contains("\"cn.proof.console.*\""), "{b}");
+        assert!(b.contains("\"cn.approvals.>\""), "{b}");
+        for other in ["cn.proof.>", "cn.proof.executor", "cn.actions.approved", "cn.events"] {
+            assert!(!b.contains(&format!("\"{other}")), "{other}: {b}");
+        }
+    }
+
     /// Each user's block of the rendered config.
     fn block(text: &str, user: &str) -> String {
         let start = text.find(&format!("user: \"{user}\"")).unwrap();
@@ -554,9 +585,12 @@ mod tests {
     fn init_creates_private_passwords_once() {
         let dir = tempfile::tempdir().unwrap();
         let creds = dir.path().join("creds");
-        assert_eq!(init(&creds).unwrap(), users().len());
+        assert_eq!(init(&creds).unwrap(), users().len() + 1, "and the console's token");
         let first = std::fs::read_to_string(password_file(&creds, "executor")).unwrap();
+        let token = std::fs::read_to_string(creds.join(CONSOLE_TOKEN)).unwrap();
+        assert!(token.trim().len() >= 16, "{token}");
         assert_eq!(init(&creds).unwrap(), 0, "existing passwords are kept");
+        assert_eq!(std::fs::read_to_string(creds.join(CONSOLE_TOKEN)).unwrap(), token);
         assert_eq!(std::fs::read_to_string(password_file(&creds, "executor")).unwrap(), first);
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(password_file(&creds, "executor")).unwrap().permissions(),

@@ -23,7 +23,7 @@ impl Decider {
 
     /// Stores `decision` about the approval at `scope`; returns its stream sequence.
     pub async fn send(&self, scope: &Scope, decision: &HumanDecision) -> Result<u64, String> {
-        let msg_id = format!("console:decision:{}", decision.id());
+        let msg_id = decision.msg_id();
         let trace = Trace {
             correlation_id: scope.correlation_id.clone().unwrap_or_else(|| msg_id.clone()),
             causation_id: msg_id.clone(),

@@ -4,7 +4,8 @@
 //! the start, and the detector's SLO statuses (`cn.slo.>`).
 //!
 //! It reads as the `auditor` user at least (the proof log, read-only); the SLO panel needs a
-//! user that may read CN_WORK and deciding one that may publish decisions (`operator`).
+//! user that may read CN_WORK, deciding one that may publish decisions, and notifications one
+//! that may append to `cn.proof.console.*`: the `console` user of `scripts/up` may all three.
 
 pub mod decide;
 pub mod fleet_stats;
@@ -59,6 +60,8 @@ pub struct Options {
     pub allow_decisions: bool,
     /// The page's address as people reach it (a proxy's), if not the listening address.
     pub public_url: Option<String>,
+    /// The secret a person gives to decide on the page (required to decide).
+    pub decision_token: Option<web::Token>,
     /// Webhooks for pending approvals and escalations, if any.
     pub notify: Option<notify::Settings>,
     /// Where the console keeps its proof chain's state (with notifications); a temporary
@@ -117,7 +120,10 @@ pub async fn run(
     let client =
         nats.connect("cn-console", None, agent_runtime::connect::FirstConnect::FailFast).await?;
     let user = nats.user.clone().unwrap_or_else(|| "(none)".into());
-    let decider = options.allow_decisions.then(|| Decider::new(client.clone(), user.clone()));
+    let decider = match (options.allow_decisions, options.decision_token) {
+        (true, Some(token)) => Some((Decider::new(client.clone(), user.clone()), token)),
+        _ => None,
+    };
     // What the log does not say, asked in the background and read at each scrape.
     let fleet = Arc::new(FleetStats::default());
     let mut metrics = Metrics::new();
@@ -253,7 +259,10 @@ async fn read_slo(js: &jetstream::Context, page: &Page) -> Result<(), String> {
         .get_stream(Stream::Work.name())
         .await
         .map_err(|e| format!("cannot open CN_WORK: {e}"))?;
+    // Named: the create request then names the filter, which is all the console user may
+    // read of CN_WORK.
     let config = pull::Config {
+        name: Some(format!("cn-console-slo-{}", bus_schema::Uuid::new_v4().simple())),
         filter_subject: SLO.all().pattern().to_owned(),
         // The last hour, for the page's burn charts.
         deliver_policy: DeliverPolicy::ByStartTime {

@@ -16,7 +16,8 @@ use cn_console::notify::{Format, Settings, Target};
 /// Reads as a NATS user that may read CN_PROOF (the `auditor` user: read-only page, metrics);
 /// the `console` user of scripts/up may also read the SLO statuses, decide (with
 /// --allow-decisions) and write the notifications' proof chain (cn.proof.console.{instance}).
-/// Example: NATS_USER=console NATS_PASSWORD_FILE=data/creds/console.password cn-console --allow-decisions --slack-webhook https://hooks.slack.com/services/…
+/// Example: NATS_USER=console NATS_PASSWORD_FILE=data/creds/console.password CN_CONSOLE_SLACK_WEBHOOKS=https://hooks.slack.com/services/… cn-console --allow-decisions --decision-token-file data/creds/console.token
+/// (webhook URLs carry secrets: pass them in the environment, not on the command line)
 ///
 /// With OTEL_EXPORTER_OTLP_ENDPOINT set (http://…), also sends a span per traced proof record
 /// over OTLP/HTTP (docs/operations.md, Tracing).
@@ -32,11 +33,15 @@ struct Cli {
     /// Log filter, e.g. info or info,async_nats=warn.
     #[arg(long, env = "CN_LOG", default_value = "info")]
     log: String,
-    /// Let people approve and deny pending actions from the page, with their name and a
-    /// reason, through governance like `cnctl approvals`. The NATS user must be allowed to
-    /// publish decisions (scripts/up runs the console as operator with this on).
-    #[arg(long, env = "CN_CONSOLE_ALLOW_DECISIONS")]
+    /// Let people approve and deny pending actions from the page, with their name, a reason
+    /// and the decision token, through governance like `cnctl approvals`. The NATS user must be
+    /// allowed to publish decisions (scripts/up runs the console as `console` with this on).
+    #[arg(long, env = "CN_CONSOLE_ALLOW_DECISIONS", requires = "decision_token_file")]
     allow_decisions: bool,
+    /// The file of the secret people give on the page to decide (`cnctl creds init` writes
+    /// console.token next to the passwords). Reaching the port is not enough to decide.
+    #[arg(long, env = "CN_CONSOLE_DECISION_TOKEN_FILE", value_name = "FILE")]
+    decision_token_file: Option<std::path::PathBuf>,
     /// Post pending approvals and escalations to this URL as CloudEvents (JSON); repeat the
     /// flag, or separate URLs with commas in the variable. URLs are secrets: records and logs
     /// name a target by its host only.
@@ -103,8 +108,22 @@ async fn main() -> ExitCode {
         page_url: cli.public_url.clone(),
         instance: cli.instance,
     };
+    let decision_token = match &cli.decision_token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| cn_console::web::Token::new(&t))
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: the decision token in {}: {e}", path.display());
+                return ExitCode::from(64);
+            }
+        },
+    };
     let options = cn_console::Options {
         allow_decisions: cli.allow_decisions,
+        decision_token,
         public_url: cli.public_url,
         notify: Some(notify),
         state_dir: cli.state_dir,

@@ -6,15 +6,21 @@
 //!
 //! - **Once per record and target**: the console reads the proof log from its start; its own
 //!   `notification_*` records say what was already done, so a restart does not notify again.
-//!   Requests older than [`FRESH`] when the console reads them are history, not news. A crash
-//!   between a delivery and its record may deliver it twice; the CloudEvent `id` is the same
-//!   both times, so receivers can drop the repeat.
+//!   What history holds back goes out once the log's end is reached, unless the log says the
+//!   request was decided, refused or expired meanwhile: a request is news while its
+//!   `expires_at` is ahead (without one, for [`FRESH`] after it was made). A crash between a
+//!   delivery and its record may deliver it twice; the CloudEvent `id` is the same both times,
+//!   so receivers can drop the repeat.
 //! - **Retries**: connection errors, timeouts, 429 and 5xx are tried again after 1 s, 2 s, 4 s …
-//!   up to `attempts` in all; other answers are final.
-//! - **Rate limit per target**: at most `per_minute` posts a minute (a token bucket); a request
-//!   that expires while it waits for its turn is recorded as failed, not sent late.
+//!   (at most [`MAX_BACKOFF`]; a `Retry-After` in seconds is honoured up to it) up to `attempts`
+//!   in all; other answers, and redirects, are final. A request that expires meanwhile is not
+//!   sent late: it is recorded as failed.
+//! - **Rate limit per target**: at most `per_minute` posts a minute (a token bucket); a target
+//!   has a queue of [`QUEUE`]: a notice that finds it full is dropped, with an error in the log.
 //! - Webhook URLs are secrets (Slack's carry a token): records and logs name a target by its
-//!   host only.
+//!   format and host only.
+//! - One console per instance id: two with the same id would share one chain (the second's
+//!   appends fail) and both post.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -28,12 +34,14 @@ use bus_schema::proof::{ProofKind, ProofRecord};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc};
 
-/// Requests older than this when the console reads them are not notified.
+/// A request without an expiry older than this when the console reads it is not notified.
 pub const FRESH: Duration = Duration::from_secs(15 * 60);
 /// How long one post may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Notices a target may have waiting before new ones are recorded as failed.
-const QUEUE: usize = 1_000;
+/// The longest wait between two tries.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Notices a target may have waiting; more are dropped (and logged).
+pub const QUEUE: usize = 1_000;
 
 /// How a target wants its notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,10 +79,14 @@ pub struct TargetError {
 
 impl Target {
     pub fn new(url: &str, format: Format) -> Result<Self, TargetError> {
-        // Never the path or query: they may carry a token.
-        let shown: String = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
-        let err = |problem: String| TargetError { shown: format!("{shown}/…"), problem };
-        let url = reqwest::Url::parse(url).map_err(|e| err(format!("not a URL: {e}")))?;
+        // Never the user, password, path or query: they may carry a token.
+        let parsed = reqwest::Url::parse(url);
+        let shown = match &parsed {
+            Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("?")),
+            Err(_) => "(not shown)".to_owned(),
+        };
+        let err = |problem: String| TargetError { shown: shown.clone(), problem };
+        let url = parsed.map_err(|e| err(format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(err(format!("scheme {} (http or https only)", url.scheme())));
         }
@@ -154,6 +166,8 @@ impl Notifier {
     pub fn start(settings: Settings, writer: ProofWriter) -> Self {
         let client = reqwest::Client::builder()
             .timeout(POST_TIMEOUT)
+            // A redirect is an answer: the target's URL is the one configured, no other.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("chaos-negotiator-console/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
@@ -191,8 +205,20 @@ impl Notifier {
                     self.done.insert(key.to_owned());
                 }
             }
+            // Decided, refused or expired: no longer news for a notice history holds back.
+            ProofKind::HumanDecision | ProofKind::ActionApproved | ProofKind::ActionRefused => {
+                if let Some(id) = r.proposal_id {
+                    self.held.retain(|n| n.record.proposal_id != Some(id));
+                }
+            }
             ProofKind::ActionPendingApproval => {
-                if Timestamp::now().since(r.ts) > FRESH {
+                let notice = Notice { what: "approval_pending", record: r.clone() };
+                let now = Timestamp::now();
+                let news = match notice.expires_at() {
+                    Some(at) => at > now,
+                    None => now.since(r.ts) <= FRESH,
+                };
+                if !news {
                     return;
                 }
                 let what = if r.detail["escalation"] == json!(true) {
@@ -200,7 +226,7 @@ impl Notifier {
                 } else {
                     "approval_pending"
                 };
-                let notice = Notice { what, record: r.clone() };
+                let notice = Notice { what, ..notice };
                 if self.live {
                     self.send(notice);
                 } else {
@@ -281,23 +307,34 @@ impl Poster {
                 .body(body.clone())
                 .send()
                 .await;
-            let (error, retry) = match sent {
+            let (error, retry, retry_after) = match sent {
                 Ok(r) if r.status().is_success() => {
                     return Outcome::Sent { attempts: attempt, status: r.status().as_u16() };
                 }
                 Ok(r) => {
                     let s = r.status();
-                    (format!("HTTP {s}"), s.is_server_error() || s.as_u16() == 429)
+                    let after = r
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok())
+                        .map(Duration::from_secs);
+                    (format!("HTTP {s}"), s.is_server_error() || s.as_u16() == 429, after)
                 }
                 // Without the URL: it may carry a token.
-                Err(e) => (e.without_url().to_string(), true),
+                Err(e) => (e.without_url().to_string(), true, None),
             };
             if !retry || attempt >= self.settings.attempts.max(1) {
                 return Outcome::Failed { attempts: attempt, error };
             }
-            tracing::warn!(target = %self.target.name, attempt, %error, "notification not delivered; trying again in {wait:?}");
-            tokio::time::sleep(wait).await;
-            wait = wait.saturating_mul(2);
+            let pause = retry_after.unwrap_or(wait).min(MAX_BACKOFF);
+            if notice.expires_at().is_some_and(|at| at <= Timestamp::now().plus(pause)) {
+                let error = format!("{error}; the request expires before the next try");
+                return Outcome::Failed { attempts: attempt, error };
+            }
+            tracing::warn!(target = %self.target.name, attempt, %error, "notification not delivered; trying again in {pause:?}");
+            tokio::time::sleep(pause).await;
+            wait = wait.saturating_mul(2).min(MAX_BACKOFF);
         }
     }
 
@@ -368,6 +405,12 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
+/// Slack's three control characters, escaped: text from the bus cannot make a link or a
+/// mention (`<!channel>`).
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 /// One message a person reads in a chat.
 fn slack_text(n: &Notice, data: &Value) -> String {
     let r = &n.record;
@@ -382,7 +425,7 @@ fn slack_text(n: &Notice, data: &Value) -> String {
     };
     let mut lines = vec![headline];
     if let Some(why) = data["why"].as_str() {
-        lines.push(format!("> {why}"));
+        lines.push(format!("> {}", slack_escape(why)));
     }
     if let Some(at) = data["expires_at"].as_str() {
         lines.push(format!("Expires at {at}; governance refuses it then."));

@@ -9,8 +9,8 @@
 //! the record's fields as `cn.*` attributes. The agents link no tracing SDK.
 //!
 //! Only live records are exported: those at most [`LIVE`] older than the moment the console
-//! reads them, so a restarted console, which reads the log from its start, does not send the
-//! history again. Records of a trace whose sampled flag is off are not exported.
+//! reads them, so a restarted console, which reads the log from its start, sends again only
+//! the last [`LIVE`] of the history (a collector sees those spans twice). Records of a trace whose sampled flag is off are not exported.
 //!
 //! Exporting never holds up the follower: spans go through a bounded queue to a task that sends
 //! them in batches. A span that finds the queue full is dropped and counted; drops and failed

@@ -186,6 +186,13 @@ impl View {
             ProofKind::IncidentOpened | ProofKind::IncidentUpdated => {
                 let Some(id) = r.incident_id else { return };
                 let d = &r.detail;
+                // A reopened incident keeps its id: it comes back with its history.
+                if let Some(at) = self.resolved.iter().position(|i| i.id == id) {
+                    if let Some(mut back) = self.resolved.remove(at) {
+                        back.resolved_at = None;
+                        self.open.entry(id).or_insert(back);
+                    }
+                }
                 let incident = self.open.entry(id).or_insert_with(|| Incident {
                     id,
                     env,
@@ -211,6 +218,7 @@ impl View {
                 };
                 incident.resolved_at = Some(r.ts);
                 incident.updated_at = r.ts;
+                self.resolved.retain(|i| i.id != incident.id);
                 self.resolved.push_front(incident);
                 self.resolved.truncate(KEPT_DONE);
             }
@@ -307,9 +315,17 @@ impl View {
         }
     }
 
-    /// A record about an open incident's remediation: "what was tried".
+    /// A record about an incident's remediation: "what was tried" (an outcome is often judged
+    /// after the incident resolved).
     fn step(&mut self, r: &ProofRecord) {
-        let Some(incident) = r.incident_id.and_then(|id| self.open.get_mut(&id)) else { return };
+        let Some(id) = r.incident_id else { return };
+        let incident = match self.open.get_mut(&id) {
+            Some(i) => i,
+            None => match self.resolved.iter_mut().find(|i| i.id == id) {
+                Some(i) => i,
+                None => return,
+            },
+        };
         let d = &r.detail;
         let note = text(&d["why"])
             .or_else(|| text(&d["detail"]))

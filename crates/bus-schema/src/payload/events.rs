@@ -304,13 +304,14 @@ pub struct HumanDecision {
 }
 
 impl HumanDecision {
-    /// The same decision (proposal, verdict, who, why) always has this id, whichever tool sends
-    /// it: a repeat within JetStream's dedupe window is dropped.
-    pub fn id(&self) -> uuid::Uuid {
+    /// The `Nats-Msg-Id` of this decision, the same whichever tool sends it (cnctl, the
+    /// console's page): a repeat of the same decision (proposal, verdict, who, why) within
+    /// JetStream's dedupe window is dropped.
+    pub fn msg_id(&self) -> String {
         let proposal = self.proposal_id.to_string();
         let parts =
             ["human_decision", &proposal, self.decision.as_str(), &self.operator, &self.reason];
-        super::derive_id(&parts)
+        format!("decision:{}", super::derive_id(&parts))
     }
 }
 

@@ -138,7 +138,7 @@ impl Work {
         decision: &HumanDecision,
     ) -> Result<Published, Failure> {
         let subject = a.decision_subject();
-        let msg_id = format!("cnctl:decision:{}", decision.id());
+        let msg_id = decision.msg_id();
         let trace = Trace {
             correlation_id: a.correlation_id.clone().unwrap_or_else(|| msg_id.clone()),
             causation_id: a.causation_id.clone().unwrap_or_else(|| msg_id.clone()),

@@ -2,7 +2,7 @@
 //!
 //! When policy needs a human, governance stores a `PendingApproval` on
 //! `cn.actions.pending.{env}.{service}`; it answers a `HumanDecision` on
-//! `cn.approvals.{env}.{service}` (only the `operator` NATS user may publish there) with a signed
+//! `cn.approvals.{env}.{service}` (only the `operator` and `console` NATS users may publish there) with a signed
 //! approval or a refusal (`approval_denied`, `approval_expired`, or a gate that still says no).
 //! Everything lives in CN_WORK, so this command keeps no state: it reads the four families with
 //! one short-lived consumer each (nats-server 2.9 takes one filter per consumer), matches them
@@ -42,7 +42,7 @@ const JS_TIMEOUT: Duration = Duration::from_secs(5);
 const MIN_PREFIX: usize = 4;
 
 const DECIDE_HELP: &str = "\
-Publishes the decision on cn.approvals.{env}.{service} (only the `operator` NATS user may), waits \
+Publishes the decision on cn.approvals.{env}.{service} (only the `operator` NATS user may, and the console's), waits \
 for JetStream to store it, then up to --wait for governance's signed approval or refusal.
 
 Exit codes:

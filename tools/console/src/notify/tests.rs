@@ -21,6 +21,16 @@ fn pending(seq: u64, age_s: u64, escalation: bool) -> ProofRecord {
     )
 }
 
+fn pending_until(seq: u64, age_s: u64, expires_in_s: i64) -> ProofRecord {
+    let now = Timestamp::now();
+    let at = if expires_in_s >= 0 {
+        now.plus(Duration::from_secs(expires_in_s.unsigned_abs()))
+    } else {
+        now.minus(Duration::from_secs(expires_in_s.unsigned_abs()))
+    };
+    record("governance-gate", seq, "action_pending_approval", age_s, json!({"expires_at": at}))
+}
+
 fn notifier() -> (Notifier, mpsc::Receiver<Notice>) {
     let (tx, rx) = mpsc::channel(10);
     (Notifier::with_targets(vec![("slack:hooks.example".into(), tx)], "0".into()), rx)
@@ -102,4 +112,41 @@ async fn the_bucket_lets_a_minutes_worth_through_then_paces() {
     b.take().await;
     b.take().await;
     assert!(start.elapsed() >= Duration::from_millis(150), "{:?}", start.elapsed());
+}
+
+#[test]
+fn a_request_is_news_while_it_has_not_expired() {
+    let (mut n, mut rx) = notifier();
+    n.observe(&pending_until(1, 40 * 60, 20 * 60)); // an hour-long TTL, asked 40 min ago
+    n.observe(&pending_until(2, 20 * 60, -5 * 60)); // expired
+    n.observe(&pending_until(3, 60, 14 * 60));
+    n.caught_up();
+    assert_eq!(drained(&mut rx).iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [1, 3]);
+}
+
+#[test]
+fn a_request_decided_while_the_console_was_away_is_not_news() {
+    for kind in ["human_decision", "action_approved", "action_refused"] {
+        let (mut n, mut rx) = notifier();
+        n.observe(&pending_until(3, 60, 14 * 60));
+        n.observe(&record("governance-gate", 4, kind, 30, json!({})));
+        n.caught_up();
+        assert!(drained(&mut rx).is_empty(), "{kind}");
+    }
+}
+
+#[test]
+fn slack_text_from_the_bus_cannot_mention_or_link() {
+    let n = Notice { what: "approval_pending", record: pending(3, 0, false) };
+    let text = slack_text(&n, &json!({"why": "<!channel> see <https://evil|here> & more"}));
+    assert!(text.contains("> &lt;!channel&gt; see &lt;https://evil|here&gt; &amp; more"), "{text}");
+}
+
+#[test]
+fn a_bad_webhook_url_is_named_without_its_secrets() {
+    let e = "ftp://user:hunter2@example.com/path/SECRET".parse::<Target>().unwrap_err().to_string();
+    assert!(
+        e.contains("ftp://example.com/…") && !e.contains("hunter2") && !e.contains("SECRET"),
+        "{e}"
+    );
 }

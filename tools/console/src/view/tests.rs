@@ -148,3 +148,31 @@ fn agents_show_their_version_last_record_and_rejections() {
     );
     assert_eq!(a["stopped"], true);
 }
+
+#[test]
+fn a_reopened_incident_comes_back_with_its_history_and_is_listed_once() {
+    let mut v = View::default();
+    v.observe(&incident("incident_opened", 1, json!({"kind": "crash_loop"})));
+    v.observe(&about_proposal("executor", "action_executed", 2, json!({"detail": "restarted"})));
+    v.observe(&incident("incident_resolved", 3, json!({})));
+    // The outcome is judged after the incident resolved: it still belongs to its history.
+    v.observe(&about_proposal(
+        "issue-detector",
+        "outcome_recorded",
+        4,
+        json!({"detail": "resolved 30 s after"}),
+    ));
+    let s = v.snapshot(false);
+    assert_eq!(s["resolved"][0]["tried"].as_array().unwrap().len(), 2, "{s:#}");
+
+    v.observe(&incident("incident_opened", 5, json!({"kind": "crash_loop"})));
+    let s = v.snapshot(false);
+    assert_eq!(s["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(s["resolved"].as_array().unwrap().len(), 0, "not open and resolved at once");
+    assert_eq!(s["incidents"][0]["opened_at"], "2026-12-06T14:00:01Z", "first opened at 1");
+    assert_eq!(s["incidents"][0]["tried"].as_array().unwrap().len(), 2);
+
+    v.observe(&incident("incident_resolved", 6, json!({})));
+    let s = v.snapshot(false);
+    assert_eq!(s["resolved"].as_array().unwrap().len(), 1, "listed once");
+}
