@@ -16,7 +16,7 @@ use bus_schema::fleet::fleet;
 use tempfile::TempDir;
 
 use crate::proof_log::{self, StoredRecord};
-use crate::{NatsServer, Setup, eventually};
+use crate::{NatsCluster, NatsServer, Setup, eventually};
 
 /// Where cargo put the workspace's binaries: beside this executable (a binary such as
 /// `chaos`), or one directory up (a test executable in `deps/`).
@@ -122,10 +122,13 @@ impl Drop for AgentProcess {
     }
 }
 
-/// A secured nats-server and the six agents.
+/// A secured nats-server (or cluster) and the six agents.
 #[derive(Debug)]
 pub struct Fleet {
+    /// The server, or a cluster's first node.
     pub server: NatsServer,
+    /// A cluster's other nodes (none for one server).
+    pub peers: Vec<NatsServer>,
     pub dir: TempDir,
     pub agents: BTreeMap<String, AgentProcess>,
     creds: PathBuf,
@@ -158,6 +161,16 @@ impl Fleet {
     /// Starts the fleet with extra flags for some agents, e.g.
     /// `[("governance-gate", &["--human-approval-ttl", "2s"])]`.
     pub async fn start_with(extra: &[(&str, &[&str])]) -> anyhow::Result<Self> {
+        Self::start_on(1, extra).await
+    }
+
+    /// Starts the fleet on a cluster of `nodes` servers (routes between them on loopback),
+    /// with the streams replicated on each; every agent is given every server's URL.
+    pub async fn start_clustered(nodes: usize) -> anyhow::Result<Self> {
+        Self::start_on(nodes, &[]).await
+    }
+
+    async fn start_on(nodes: usize, extra: &[(&str, &[&str])]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cn-fleet-").tempdir()?;
         let creds = dir.path().join("creds");
         cnctl::creds::init(&creds).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -168,25 +181,40 @@ impl Fleet {
         std::fs::write(keys.join("governance.pub"), signer.public_key().to_hex())?;
 
         let env = cnctl::creds::server_env(&creds).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let server = NatsServer::start_with(Setup {
+        let setup = Setup {
             extra_config: "include \"permissions.conf\"\n".to_owned(),
             files: vec![("permissions.conf".to_owned(), cnctl::creds::render_permissions())],
             env,
-        })?;
-        // The bootstrap step, as scripts/up and compose run it: only this user may create streams.
-        let output = Command::new(binary("cnctl")?)
-            .args([
-                "streams",
-                "ensure",
-                "--nats-url",
-                &server.url(),
-                "--nats-user",
-                "bootstrap",
-                "--nats-password-file",
-            ])
-            .arg(cnctl::creds::password_file(&creds, "bootstrap"))
-            .env_remove("NATS_URL")
-            .output()?;
+        };
+        let (server, peers) = if nodes <= 1 {
+            (NatsServer::start_with(setup)?, Vec::new())
+        } else {
+            let mut all = NatsCluster::start_with(nodes, setup)?.servers;
+            let first = all.remove(0);
+            (first, all)
+        };
+        let url = std::iter::once(&server).chain(&peers).map(NatsServer::url).collect::<Vec<_>>();
+        let url = url.join(",");
+        // The bootstrap step, as scripts/up and compose run it: only this user may create
+        // streams (on a cluster, once JetStream has its meta leader).
+        let replicas = nodes.max(1).to_string();
+        let ensure = || {
+            Command::new(binary("cnctl")?)
+                .args(["streams", "ensure", "--replicas", &replicas, "--nats-url", &url])
+                .args(["--nats-user", "bootstrap", "--nats-password-file"])
+                .arg(cnctl::creds::password_file(&creds, "bootstrap"))
+                .env_remove("NATS_URL")
+                .output()
+                .map_err(anyhow::Error::from)
+        };
+        let mut output = ensure()?;
+        for _ in 0..50 {
+            if output.status.success() || nodes <= 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            output = ensure()?;
+        }
         if !output.status.success() {
             bail!(
                 "cnctl streams ensure failed: {}{}",
@@ -201,7 +229,7 @@ impl Fleet {
             let data = dir.path().join("data").join(&name);
             let mut args: Vec<String> = [
                 "--nats-url",
-                &server.url(),
+                &url,
                 "--nats-user",
                 &name,
                 "--data-dir",
@@ -242,7 +270,7 @@ impl Fleet {
             let log = dir.path().join(format!("{name}.log"));
             agents.insert(name.clone(), AgentProcess::spawn(&name, args, log)?);
         }
-        let fleet = Self { server, dir, agents, creds, policy: None };
+        let fleet = Self { server, peers, dir, agents, creds, policy: None };
         fleet.wait_until_started().await?;
         Ok(fleet)
     }
@@ -276,7 +304,32 @@ impl Fleet {
         if let Some(agent) = fleet().into_iter().find(|a| a.name.as_str() == user) {
             options = options.custom_inbox_prefix(bus_schema::subject::inbox_prefix(&agent.name));
         }
-        Ok(options.connect(self.server.url()).await?)
+        let servers = self
+            .url()
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<async_nats::ServerAddr>, _>>()?;
+        Ok(options.connect(servers).await?)
+    }
+
+    /// How many nats-servers: 1, or the cluster's nodes.
+    pub fn nodes(&self) -> usize {
+        1 + self.peers.len()
+    }
+
+    /// Node `i` (0: [`Fleet::server`]).
+    pub fn node(&mut self, i: usize) -> &mut NatsServer {
+        match i.checked_sub(1) {
+            Some(peer) if peer < self.peers.len() => &mut self.peers[peer],
+            _ => &mut self.server,
+        }
+    }
+
+    /// Every server's client URL, comma-separated (the form `--nats-url` and `NATS_URL` take).
+    pub fn url(&self) -> String {
+        let all: Vec<String> =
+            std::iter::once(&self.server).chain(&self.peers).map(NatsServer::url).collect();
+        all.join(",")
     }
 
     /// Governance's signing key (tests use it to sign approvals that are valid but expired).
@@ -285,12 +338,12 @@ impl Fleet {
         ApprovalSigner::from_hex(&text).map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    /// The password file of a user (for running cnctl as that user).
     /// The token that lets a person decide on the console's page (`cnctl creds init`).
     pub fn console_token_file(&self) -> PathBuf {
         self.creds.join(cnctl::creds::CONSOLE_TOKEN)
     }
 
+    /// The password file of a user (for running cnctl as that user).
     pub fn password_file(&self, user: &str) -> PathBuf {
         cnctl::creds::password_file(&self.creds, user)
     }

@@ -13,4 +13,6 @@ pub mod learning;
 pub mod proof_log;
 pub mod scenario;
 
-pub use test_support::{NatsServer, RunningAgent, Setup, eventually, probe, runtime_args};
+pub use test_support::{
+    NatsCluster, NatsServer, RunningAgent, Setup, eventually, probe, runtime_args,
+};

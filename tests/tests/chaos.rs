@@ -14,6 +14,7 @@ async fn a_minute_of_kills_restarts_and_hostile_input_loses_nothing_and_lets_not
         duration: Duration::from_secs(65),
         kill_every: Duration::from_secs(10),
         nats_restarts: 1,
+        cluster: 1,
         services: 6,
         seed: 7,
         sample_every: Duration::from_secs(2),
@@ -34,4 +35,33 @@ async fn a_minute_of_kills_restarts_and_hostile_input_loses_nothing_and_lets_not
     assert!(h.must_reject > 50, "{table}");
     assert_eq!(h.rejected, h.must_reject, "every hostile payload rejected with a reason: {table}");
     assert!(h.valid_rejected.is_empty(), "valid-but-odd payloads were accepted: {table}");
+}
+
+/// The same on a three-node cluster with every stream replicated three times: two of the
+/// nodes are killed in turn under load, and the fleet goes on through the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_losing_a_node_at_a_time_loses_nothing_and_executes_nothing_twice() {
+    let plan = Plan {
+        duration: Duration::from_secs(50),
+        kill_every: Duration::from_secs(15),
+        nats_restarts: 2,
+        cluster: 3,
+        services: 6,
+        seed: 11,
+        sample_every: Duration::from_secs(2),
+        crash_every: Duration::from_secs(5),
+        failed_deploy_every: Duration::from_secs(20),
+        settle_timeout: Duration::from_secs(45),
+    };
+    let report = run(&plan, &|line: &str| eprintln!("{line}")).await.unwrap();
+    let table = report.table();
+    eprintln!("{table}");
+    assert!(report.failures().is_empty(), "{table}");
+    assert_eq!(report.nodes, 3, "{table}");
+    assert!(report.replicas.iter().all(|(_, n)| *n == 3), "{table}");
+    assert_eq!(report.nats_restarts.len(), 2, "{table}");
+    assert!(
+        report.events.acked > 80 && report.decisions.executions > 0,
+        "the load did something: {table}"
+    );
 }

@@ -17,7 +17,11 @@ fn repo() -> PathBuf {
 
 /// The top-level services of docker-compose.yml and the text of each block.
 fn compose_services() -> BTreeMap<String, String> {
-    let text = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
+    compose_file_services("docker-compose.yml")
+}
+
+fn compose_file_services(file: &str) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(repo().join(file)).unwrap();
     let mut services = BTreeMap::new();
     let mut current: Option<String> = None;
     let mut in_services = false;
@@ -125,14 +129,47 @@ fn the_server_config_is_valid_for_nats_server() {
     let server = std::env::var_os("NATS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("nats-server"));
-    let mut cmd = Command::new(server);
-    cmd.arg("-t")
-        .arg("-c")
-        .arg(repo().join("deploy/nats-server.conf"))
-        .env("CN_JETSTREAM_DIR", "/tmp/cn-config-check");
-    for user in cnctl::creds::users() {
-        cmd.env(cnctl::creds::password_var(&user), "config-check");
+    // One server, and a node of the compose cluster (which includes the one-server config).
+    for conf in ["deploy/nats-server.conf", "deploy/nats-cluster.conf"] {
+        let mut cmd = Command::new(&server);
+        cmd.arg("-t")
+            .arg("-c")
+            .arg(repo().join(conf))
+            .env("CN_JETSTREAM_DIR", "/tmp/cn-config-check")
+            .env("CN_NATS_NAME", "cn-1");
+        for user in cnctl::creds::users() {
+            cmd.env(cnctl::creds::password_var(&user), "config-check");
+        }
+        let out =
+            cmd.output().expect("nats-server on PATH or in NATS_SERVER (scripts/test sets it)");
+        assert!(out.status.success(), "{conf}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let out = cmd.output().expect("nats-server on PATH or in NATS_SERVER (scripts/test sets it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The cluster override: two more nodes on the cluster config, three replicas, and every
+/// service of the fleet given all three URLs.
+#[test]
+fn the_cluster_override_gives_every_client_every_node() {
+    let base = compose_services();
+    let cluster = compose_file_services("docker-compose.cluster.yml");
+    let text = std::fs::read_to_string(repo().join("docker-compose.cluster.yml")).unwrap();
+    assert!(
+        text.contains("&cluster-url nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222"),
+        "{text}"
+    );
+    for node in ["nats", "nats-2", "nats-3"] {
+        let block = &cluster[node];
+        assert!(block.contains("nats-cluster.conf"), "{node}: {block}");
+    }
+    assert!(cluster["streams"].contains("\"--replicas\", \"3\""), "{}", cluster["streams"]);
+    for (service, block) in &base {
+        if block.contains("NATS_URL") || block.contains("<<: *agent-env") {
+            let over =
+                cluster.get(service).unwrap_or_else(|| panic!("{service} is not in the override"));
+            assert!(over.contains("NATS_URL: *cluster-url"), "{service}: {over}");
+        }
+    }
+    for service in cluster.keys() {
+        assert!(base.contains_key(service) || service.starts_with("nats-"), "{service} is new");
+    }
 }

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use async_nats::jetstream;
 use bus_schema::proof::ProofKind;
 use cn_tests::proof_log;
 
@@ -443,6 +445,76 @@ fn up_refuses_a_bogus_gomaxprocs_before_starting_anything() {
     assert_eq!(up.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("CN_NATS_GOMAXPROCS must be a number of CPUs"), "{stderr}");
     assert!(!data.path().join("run/nats-server.pid").exists(), "nothing was started");
+}
+
+/// A port from which `n` client ports, their route ports (+2000) and monitoring ports (+4000)
+/// are free.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let port = free_port();
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if port < 59000
+            && (0..n).all(|i| free(port + i) && free(port + 2000 + i) && free(port + 4000 + i))
+        {
+            return port;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_a_cluster_replicates_the_streams_and_goes_on_without_a_server() {
+    let data = tempfile::tempdir().unwrap();
+    let port = free_ports(3);
+    let up = script("up", &["-d", "--no-build", "--no-sim", "--cluster", "3"], port, data.path());
+    let stdout = String::from_utf8_lossy(&up.stdout);
+    let guard = scopeguard(port, data.path());
+    assert!(up.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&up.stderr));
+    let urls: Vec<String> = (0..3).map(|i| format!("nats://127.0.0.1:{}", port + i)).collect();
+    assert!(stdout.contains(&urls.join(",")), "every server's URL: {stdout}");
+
+    let operator = jetstream::new(connect_as(data.path(), port + 1, "operator").await);
+    for stream in ["CN_EVENTS", "CN_WORK", "CN_PROOF"] {
+        let info = operator.get_stream(stream).await.unwrap().info().await.unwrap().clone();
+        assert_eq!(info.config.num_replicas, 3, "{stream}");
+    }
+
+    // The first server dies; a crash loop reported to another one is still remediated.
+    let pid = std::fs::read_to_string(data.path().join("run/nats-server-cn-1.pid")).unwrap();
+    let killed = Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+    assert!(killed.success());
+    let pipeline = jetstream::new(connect_as(data.path(), port + 2, "pipeline").await);
+    let deploy = cn_tests::scenario::deploy("stage", "cart", "2.0.0", Some("1.9.0"), "succeeded");
+    let crash = cn_tests::scenario::crash("stage", "cart", true);
+    for (subject, body) in [("deploy", deploy), ("metric", crash)] {
+        let subject = format!("cn.events.{subject}.stage.cart");
+        let ack = cn_tests::eventually(Duration::from_secs(20), "an ack without cn-1", || {
+            let (pipeline, subject, body) = (pipeline.clone(), subject.clone(), body.to_string());
+            async move {
+                match pipeline.publish(subject, body.into()).await {
+                    Ok(ack) => Ok(ack.await.ok()),
+                    Err(_) => Ok(None),
+                }
+            }
+        })
+        .await;
+        assert!(ack.is_ok(), "{ack:?}");
+    }
+    let executed = cn_tests::eventually(Duration::from_secs(30), "the restart", || {
+        let operator = operator.clone();
+        async move {
+            let records = proof_log::read_all(&operator).await.unwrap_or_default();
+            let cart = proof_log::of_kind(&records, ProofKind::ActionExecuted)
+                .into_iter()
+                .any(|r| r.service.as_ref().is_some_and(|s| s.as_str() == "cart"));
+            Ok(cart.then_some(()))
+        }
+    })
+    .await;
+    assert!(executed.is_ok(), "{executed:?}");
+
+    drop(guard);
+    let left: Vec<_> = std::fs::read_dir(data.path().join("run")).unwrap().flatten().collect();
+    assert!(left.is_empty(), "scripts/down stopped every server and agent: {left:?}");
 }
 
 /// Runs scripts/down when dropped, so a failing test does not leave a fleet behind.

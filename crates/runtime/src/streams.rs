@@ -61,25 +61,42 @@ pub fn config(stream: Stream) -> stream::Config {
 
 /// Creates each stream, or updates it to the settings above (restoring any that was
 /// weakened); safe to run again and from many places at once. Needs the bootstrap user's rights.
+/// New streams have one replica, existing ones keep theirs.
 pub async fn ensure_streams(js: &jetstream::Context) -> Result<(), RuntimeError> {
+    ensure_streams_replicated(js, None).await
+}
+
+/// [`ensure_streams`], with `replicas` copies of each stream on a cluster (`None`: one for a
+/// new stream, as many as it has for an existing one). nats-server moves an existing stream to
+/// the new count itself, up and down.
+pub async fn ensure_streams_replicated(
+    js: &jetstream::Context,
+    replicas: Option<usize>,
+) -> Result<(), RuntimeError> {
     for s in Stream::ALL {
-        ensure(js, config(s)).await?;
+        ensure(js, config(s), replicas).await?;
     }
     Ok(())
 }
 
-async fn ensure(js: &jetstream::Context, wanted: stream::Config) -> Result<(), RuntimeError> {
+async fn ensure(
+    js: &jetstream::Context,
+    mut wanted: stream::Config,
+    replicas: Option<usize>,
+) -> Result<(), RuntimeError> {
     let name = wanted.name.clone();
     let fail = |e: &dyn std::fmt::Display| RuntimeError::Stream {
         stream: name.clone(),
         message: e.to_string(),
     };
+    wanted.num_replicas = replicas.unwrap_or(1);
     match js.get_stream(&name).await {
         Ok(mut existing) => {
             let current = existing.info().await.map_err(|e| fail(&e))?.config.clone();
+            wanted.num_replicas = replicas.unwrap_or(current.num_replicas.max(1));
             if !same_settings(&current, &wanted) || !weakened(&current, &wanted).is_empty() {
                 js.update_stream(&wanted).await.map_err(|e| fail(&e))?;
-                tracing::info!(stream = %name, "updated stream settings");
+                tracing::info!(stream = %name, replicas = wanted.num_replicas, "updated stream settings");
             }
             Ok(())
         }
@@ -207,6 +224,7 @@ fn same_settings(a: &stream::Config, b: &stream::Config) -> bool {
         && a.deny_purge == b.deny_purge
         && a.allow_direct == b.allow_direct
         && a.description == b.description
+        && a.num_replicas.max(1) == b.num_replicas.max(1)
 }
 
 /// The messages of `stream` on `filter` (wildcards allowed) with sequences `from..=through`, in

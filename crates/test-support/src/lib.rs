@@ -9,7 +9,7 @@
 mod nats_server;
 pub mod probe;
 
-pub use nats_server::{NatsServer, Setup};
+pub use nats_server::{NatsCluster, NatsServer, Setup};
 
 use std::future::Future;
 use std::path::Path;

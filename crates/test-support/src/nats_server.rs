@@ -164,6 +164,46 @@ impl NatsServer {
     }
 }
 
+/// `n` servers on loopback, each with JetStream and its own store, with routes between them:
+/// a JetStream cluster, for replicated streams and for losing a server.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the servers (named `cn-1` … `cn-n`, cluster `cn`) with a scenario's config each;
+    /// returns once each accepts clients (JetStream elects its meta leader a moment later).
+    pub fn start_with(n: usize, setup: Setup) -> anyhow::Result<Self> {
+        // Route ports known before any server starts: free now, taken by the servers next.
+        let ports = (0..n)
+            .map(|_| {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                Ok(listener.local_addr()?.port())
+            })
+            .collect::<anyhow::Result<Vec<u16>>>()?;
+        let routes: Vec<String> =
+            ports.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+        let mut servers = Vec::with_capacity(n);
+        for (i, port) in ports.iter().enumerate() {
+            let mut node = setup.clone();
+            node.extra_config = format!(
+                "server_name: \"cn-{}\"\ncluster {{\n  name: \"cn\"\n  listen: \"127.0.0.1:{port}\"\n  routes: [{}]\n}}\n{}",
+                i + 1,
+                routes.join(", "),
+                setup.extra_config
+            );
+            servers.push(NatsServer::start_with(node)?);
+        }
+        Ok(Self { servers })
+    }
+
+    /// Every server's client URL, comma-separated.
+    pub fn url(&self) -> String {
+        self.servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();

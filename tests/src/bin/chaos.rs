@@ -30,6 +30,10 @@ struct Cli {
     /// Kill -9 and restart nats-server this many times, evenly spread over the run.
     #[arg(long, env = "CN_CHAOS_NATS_RESTARTS", default_value_t = 3)]
     nats_restarts: u32,
+    /// Run on a cluster of this many nats-servers (routes on loopback, every stream with as
+    /// many replicas); the restarts then kill one node at a time, in turn.
+    #[arg(long, env = "CN_CHAOS_CLUSTER", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    cluster: u64,
     /// Services sending metrics (two in three in stage, where crash loops happen; the rest in prod,
     /// where deploys fail).
     #[arg(long, env = "CN_CHAOS_SERVICES", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=500))]
@@ -75,6 +79,7 @@ async fn chaos(cli: Cli) -> ExitCode {
         duration: cli.duration,
         kill_every: cli.kill_every,
         nats_restarts: cli.nats_restarts,
+        cluster: usize::try_from(cli.cluster).unwrap_or(1),
         services: usize::try_from(cli.services).unwrap_or(30),
         seed,
         sample_every: cli.sample_every,

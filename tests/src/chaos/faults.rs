@@ -50,8 +50,8 @@ pub struct Faults {
     round: Vec<String>,
     /// nats-server restarts still to do.
     nats_due: Vec<Instant>,
-    /// While nats-server is down: when it is to start again.
-    nats_back: Option<Instant>,
+    /// While a nats-server is down: which (0 for one server) and when it is to start again.
+    nats_back: Option<(usize, Instant)>,
     /// Agents we killed, and when each is to start again.
     down: BTreeMap<String, (Instant, usize)>,
     pub kills: Vec<Kill>,
@@ -109,9 +109,11 @@ impl Faults {
         }
         if self.nats_back.is_none() && self.nats_due.first().is_some_and(|at| *at <= now) {
             self.nats_due.remove(0);
-            fleet.server.kill();
-            self.nats_back =
-                Some(now + Duration::from_secs_f64(self.rng.range(NATS_DOWN.0, NATS_DOWN.1)));
+            // On a cluster the nodes take turns.
+            let node = self.nats_restarts.len() % fleet.nodes();
+            fleet.node(node).kill();
+            let back = now + Duration::from_secs_f64(self.rng.range(NATS_DOWN.0, NATS_DOWN.1));
+            self.nats_back = Some((node, back));
             self.nats_restarts.push((self.at_s(), 0.0));
         }
         Ok(())
@@ -119,9 +121,9 @@ impl Faults {
 
     /// Starts nats-server again once its down time is over (or now, with `now`).
     fn nats_again(&mut self, fleet: &mut Fleet, now: bool) -> anyhow::Result<()> {
-        if self.nats_back.is_some_and(|at| now || at <= Instant::now()) {
+        if let Some((node, _)) = self.nats_back.filter(|(_, at)| now || *at <= Instant::now()) {
             self.nats_back = None;
-            tokio::task::block_in_place(|| fleet.server.restart())?;
+            tokio::task::block_in_place(|| fleet.node(node).restart())?;
             if let Some((at_s, down_s)) = self.nats_restarts.last_mut() {
                 *down_s = self.started.elapsed().as_secs_f64() - *at_s;
             }

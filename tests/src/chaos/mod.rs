@@ -44,8 +44,11 @@ pub struct Plan {
     pub duration: Duration,
     /// A random agent is killed this often.
     pub kill_every: Duration,
-    /// nats-server restarts, evenly spread over the duration.
+    /// nats-server restarts, evenly spread over the duration (on a cluster, one node at a
+    /// time, in turn).
     pub nats_restarts: u32,
+    /// nats-servers: 1, or a cluster of this many with every stream replicated on each.
+    pub cluster: usize,
     pub services: usize,
     pub seed: u64,
     /// Each service's metric samples come this often.
@@ -62,7 +65,11 @@ pub struct Plan {
 pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Report> {
     let started = Instant::now();
     progress(&format!("chaos: starting the fleet (seed {})", plan.seed));
-    let mut fleet = Fleet::start().await?;
+    let mut fleet = if plan.cluster > 1 {
+        Fleet::start_clustered(plan.cluster).await?
+    } else {
+        Fleet::start().await?
+    };
     let pipeline = fleet.client_as("pipeline").await?;
     let operator = jetstream::new(fleet.client_as("operator").await?);
     let (stop, give_up) = (CancellationToken::new(), CancellationToken::new());
@@ -151,6 +158,14 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
     let stored =
         observe::read_stream(&operator, bus_schema::subject::Stream::Events.name()).await?;
     let records = fleet.records().await?;
+    let mut replicas = Vec::new();
+    for s in bus_schema::subject::Stream::ALL {
+        let n = match operator.get_stream(s.name()).await {
+            Ok(mut stream) => stream.info().await.map_or(0, |i| i.config.num_replicas),
+            Err(_) => 0,
+        };
+        replicas.push((s.name().to_owned(), n));
+    }
     faults.check_crashes(&mut fleet)?;
     let sent = load.ledger.sent();
     Ok(Report {
@@ -162,6 +177,8 @@ pub async fn run(plan: &Plan, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Resul
         kills: faults.kills,
         nats_restarts: faults.nats_restarts,
         crashes: faults.crashes,
+        nodes: fleet.nodes(),
+        replicas,
         crash_loops: load.ledger.crash_loops.load(std::sync::atomic::Ordering::Relaxed),
         failed_deploys: load.ledger.failed_deploys.load(std::sync::atomic::Ordering::Relaxed),
         settled_s,

@@ -136,6 +136,9 @@ pub struct Report {
     /// Seconds into the run when nats-server was killed, and how long it stayed down.
     pub nats_restarts: Vec<(f64, f64)>,
     pub crashes: Vec<Crash>,
+    /// nats-servers the fleet ran on (a cluster's nodes), and each stream's replicas at the end.
+    pub nodes: usize,
+    pub replicas: Vec<(String, usize)>,
     pub crash_loops: u64,
     pub failed_deploys: u64,
     /// How long the fleet took to settle after the load stopped; `None` if it did not.
@@ -181,6 +184,13 @@ impl Report {
             listed("cooldown violations", &d.cooldown_violations),
         );
         check(self.proof.intact, listed("proof chains broken", &self.proof.breaks));
+        let thin: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|(_, n)| *n < self.nodes)
+            .map(|(s, n)| format!("{s} has {n} of {} replicas", self.nodes))
+            .collect();
+        check(thin.is_empty(), listed("streams not replicated on every node", &thin));
         let crashes: Vec<String> = self
             .crashes
             .iter()
@@ -223,6 +233,13 @@ impl Report {
         );
         row("agent kills (kill -9, then restart)", self.kills.len().to_string(), None);
         let down: Vec<String> = self.nats_restarts.iter().map(|(_, d)| format!("{d:.1}")).collect();
+        let replicas: Vec<String> = self.replicas.iter().map(|(_, n)| n.to_string()).collect();
+        let replicated = self.replicas.iter().all(|(_, n)| *n >= self.nodes);
+        row(
+            "nats-servers / replicas (events, work, proof)",
+            format!("{} / {}", self.nodes, replicas.join(" ")),
+            Some(replicated),
+        );
         row("nats-server restarts (kill -9)", self.nats_restarts.len().to_string(), None);
         row("  down for (s)", down.join(", "), None);
         row(
@@ -358,6 +375,8 @@ impl Report {
             "settled_s": self.settled_s,
             "faults": {
                 "kills": self.kills.iter().map(|k| json!({"agent": k.agent, "at_s": k.at_s, "down_ms": k.down_ms})).collect::<Vec<_>>(),
+                "nodes": self.nodes,
+                "replicas": self.replicas.iter().map(|(s, n)| json!({"stream": s, "replicas": n})).collect::<Vec<_>>(),
                 "nats_restarts": self.nats_restarts.iter().map(|(at, took)| json!({"at_s": at, "down_s": took})).collect::<Vec<_>>(),
                 "crashes": self.crashes.iter().map(|c| json!({"agent": c.agent, "at_s": c.at_s, "code": c.code, "log_tail": c.log_tail})).collect::<Vec<_>>(),
             },

@@ -19,6 +19,10 @@ pub enum StreamsCommand {
     /// Create CN_EVENTS, CN_WORK and CN_PROOF, or restore their contract settings. Run as the
     /// bootstrap user: NATS_USER=bootstrap NATS_PASSWORD_FILE=data/creds/bootstrap.password
     Ensure {
+        /// Copies of each stream on a NATS cluster (1 to 5; at most the number of servers).
+        /// Default: 1 for a new stream; an existing one keeps its count.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
+        replicas: Option<u8>,
         #[command(flatten)]
         nats: NatsArgs,
     },
@@ -31,9 +35,10 @@ pub enum StreamsCommand {
 
 pub async fn run(command: StreamsCommand) -> Result<ExitCode, Failure> {
     match command {
-        StreamsCommand::Ensure { nats } => {
+        StreamsCommand::Ensure { replicas, nats } => {
             let js = jetstream::new(crate::connect(&nats).await?);
-            streams::ensure_streams(&js).await.map_err(|e| {
+            let replicas = replicas.map(usize::from);
+            streams::ensure_streams_replicated(&js, replicas).await.map_err(|e| {
                 let hint = if e.to_string().contains("timed out") || e.to_string().to_ascii_lowercase().contains("permission") {
                     " (only the bootstrap user may create or update streams: set --nats-user bootstrap)"
                 } else {
@@ -41,7 +46,8 @@ pub async fn run(command: StreamsCommand) -> Result<ExitCode, Failure> {
                 };
                 format!("{e}{hint}")
             })?;
-            outln!("streams ready: {}", Stream::ALL.map(|s| s.name()).join(", "));
+            let copies = replicas.map(|n| format!(" ({n} replicas each)")).unwrap_or_default();
+            outln!("streams ready: {}{copies}", Stream::ALL.map(|s| s.name()).join(", "));
             Ok(ExitCode::SUCCESS)
         }
         StreamsCommand::Check { nats } => {
@@ -59,7 +65,12 @@ pub async fn run(command: StreamsCommand) -> Result<ExitCode, Failure> {
                             .clone();
                         let weakened = streams::weakened(&current, &wanted);
                         if weakened.is_empty() {
-                            outln!("{}: as the contract says", s.name());
+                            let n = current.num_replicas.max(1);
+                            outln!(
+                                "{}: as the contract says ({n} replica{})",
+                                s.name(),
+                                if n == 1 { "" } else { "s" }
+                            );
                         } else {
                             ok = false;
                             outln!("{}: WEAKENED: {}", s.name(), weakened.join("; "));
