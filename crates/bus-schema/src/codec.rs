@@ -271,6 +271,16 @@ pub fn encode_as<P: Payload>(payload: &P, encoding: Encoding) -> Result<Vec<u8>,
     }
 }
 
+/// Decodes a message as `P` by its `Content-Type` header (`None`, or empty: `P`'s own encoding),
+/// as readers of a stream or a reply do.
+pub fn decode_by_content_type<P: Payload>(
+    content_type: Option<&str>,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<P, DecodeError> {
+    decode(Encoding::from_content_type(content_type, P::ENCODING)?, bytes, limits)
+}
+
 /// Decodes and validates a payload of a known type (no subject check).
 pub fn decode<P: Payload>(
     encoding: Encoding,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::{Request, RequestErrorKind};
-use bus_schema::codec::{Encoding, Limits, Payload, decode};
+use bus_schema::codec::{Limits, Payload, decode_by_content_type};
 use bus_schema::headers;
 
 use crate::Failure;
@@ -41,9 +41,9 @@ pub(crate) async fn request<R: Payload>(
         let message = body["message"].as_str().map(|m| format!(": {m}")).unwrap_or_default();
         return Err(format!("the request on {subject} was refused: {reason}{message}").into());
     }
-    let encoding =
-        Encoding::from_content_type(header(headers::CONTENT_TYPE).as_deref(), R::ENCODING)?;
-    let answer = decode::<R>(encoding, &reply.payload, &Limits::DEFAULT)
-        .map_err(|e| format!("unreadable reply on {subject}: {e}"))?;
+    let content_type = header(headers::CONTENT_TYPE);
+    let answer =
+        decode_by_content_type::<R>(content_type.as_deref(), &reply.payload, &Limits::DEFAULT)
+            .map_err(|e| format!("unreadable reply on {subject}: {e}"))?;
     Ok(Answered::Reply(answer))
 }

@@ -25,7 +25,7 @@ use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use bus_schema::codec::{Encoding, Limits, decode};
+use bus_schema::codec::{Limits, decode_by_content_type};
 use bus_schema::proof::ProofRecord;
 use bus_schema::subject::{PROOF, SLO, Stream};
 use bus_schema::{SloStatus, headers};
@@ -279,13 +279,8 @@ async fn read_slo(js: &jetstream::Context, page: &Page) -> Result<(), String> {
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| format!("reading CN_WORK: {e}"))?;
         let content_type = msg.headers.as_ref().and_then(|h| h.get(headers::CONTENT_TYPE));
-        let encoding = Encoding::from_content_type(
-            content_type.map(|v| v.as_str()),
-            <SloStatus as bus_schema::Payload>::ENCODING,
-        );
-        match encoding.map_err(|e| e.to_string()).and_then(|enc| {
-            decode::<SloStatus>(enc, &msg.payload, &Limits::DEFAULT).map_err(|e| e.to_string())
-        }) {
+        let content_type = content_type.map(|v| v.as_str());
+        match decode_by_content_type::<SloStatus>(content_type, &msg.payload, &Limits::DEFAULT) {
             Ok(status) => page.observe_slo(&status),
             Err(e) => tracing::warn!(subject = %msg.subject, error = %e, "unreadable SLO status"),
         }

@@ -216,10 +216,8 @@ fn stored_at(m: &jetstream::Message) -> Option<Timestamp> {
 
 /// Decodes a stored message by its `Content-Type` (inputs may be JSON or MessagePack).
 fn decode_stored<P: Payload>(m: &jetstream::Message) -> Option<P> {
-    let encoding =
-        Encoding::from_content_type(header(m, headers::CONTENT_TYPE).as_deref(), P::ENCODING)
-            .ok()?;
-    decode(encoding, &m.payload, &Limits::DEFAULT).ok()
+    let content_type = header(m, headers::CONTENT_TYPE);
+    decode_by_content_type(content_type.as_deref(), &m.payload, &Limits::DEFAULT).ok()
 }
 
 /// A progress line on a terminal, only once reading has taken a while.

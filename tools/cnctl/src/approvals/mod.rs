@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use agent_runtime::config::{EXIT_CONFIG, LogFormat, NatsArgs, parse_duration};
 use agent_runtime::{Published, Publisher, Trace};
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
-use bus_schema::codec::{Encoding, Limits, Payload, decode};
+use bus_schema::codec::{Limits, Payload, decode_by_content_type};
 use bus_schema::subject::{APPROVED, HUMAN_DECISIONS, PENDING, REFUSED, ServiceFamily, Stream};
 use bus_schema::{
     Decision, Env, Filter, HumanDecision, PendingApproval, ReasonCode, Refusal, ServiceName,

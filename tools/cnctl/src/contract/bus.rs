@@ -12,7 +12,7 @@ use std::time::Duration;
 use agent_runtime::config::{LogFormat, NatsArgs};
 use agent_runtime::{Publisher, Trace};
 use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
-use bus_schema::codec::{Encoding, Limits, decode, encode};
+use bus_schema::codec::{Limits, decode_by_content_type, encode};
 use bus_schema::subject::{CONTRACT_REQUESTS, CONTRACTS, Stream};
 use bus_schema::{Contract, ContractRequest, Validate, headers};
 use futures_util::StreamExt;
@@ -143,8 +143,7 @@ fn decode_contract(m: &jetstream::Message) -> Option<Contract> {
         .as_ref()
         .and_then(|h| h.get(headers::CONTENT_TYPE))
         .map(|v| v.as_str().to_owned());
-    let encoding = Encoding::from_content_type(content_type.as_deref(), Encoding::MsgPack).ok()?;
-    decode(encoding, &m.payload, &Limits::DEFAULT).ok()
+    decode_by_content_type(content_type.as_deref(), &m.payload, &Limits::DEFAULT).ok()
 }
 
 /// What to suspect when a JetStream call fails or goes unanswered.
