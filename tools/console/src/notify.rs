@@ -23,7 +23,6 @@
 //!   appends fail) and both post.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,19 +95,6 @@ impl Target {
             None => format!("{}:{host}", format.as_str()),
         };
         Ok(Self { name, url, format })
-    }
-}
-
-impl FromStr for Target {
-    type Err = TargetError;
-
-    /// `URL` (CloudEvents) or `slack=URL`, `cloudevents=URL`.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once('=') {
-            Some(("slack", url)) => Target::new(url, Format::Slack),
-            Some(("cloudevents", url)) => Target::new(url, Format::CloudEvents),
-            _ => Target::new(s, Format::CloudEvents),
-        }
     }
 }
 

@@ -75,13 +75,14 @@ fn another_consoles_records_do_not_count_as_done() {
 
 #[test]
 fn a_target_is_named_by_format_and_host_never_by_its_secret_path() {
-    let t: Target = "slack=https://hooks.slack.com/services/T000/B000/SECRET".parse().unwrap();
+    let t =
+        Target::new("https://hooks.slack.com/services/T000/B000/SECRET", Format::Slack).unwrap();
     assert_eq!((t.name.as_str(), t.format), ("slack:hooks.slack.com", Format::Slack));
-    let t: Target = "http://127.0.0.1:8080/hook?token=x".parse().unwrap();
+    let t = Target::new("http://127.0.0.1:8080/hook?token=x", Format::CloudEvents).unwrap();
     assert_eq!((t.name.as_str(), t.format), ("cloudevents:127.0.0.1:8080", Format::CloudEvents));
-    let e = "ftp://example.com/x".parse::<Target>().unwrap_err().to_string();
+    let e = Target::new("ftp://example.com/x", Format::CloudEvents).unwrap_err().to_string();
     assert!(e.contains("http or https"), "{e}");
-    let e = "slack=not a url".parse::<Target>().unwrap_err().to_string();
+    let e = Target::new("not a url", Format::Slack).unwrap_err().to_string();
     assert!(e.contains("not a URL"), "{e}");
 }
 
@@ -144,7 +145,9 @@ fn slack_text_from_the_bus_cannot_mention_or_link() {
 
 #[test]
 fn a_bad_webhook_url_is_named_without_its_secrets() {
-    let e = "ftp://user:hunter2@example.com/path/SECRET".parse::<Target>().unwrap_err().to_string();
+    let e = Target::new("ftp://user:hunter2@example.com/path/SECRET", Format::CloudEvents)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("ftp://example.com/…") && !e.contains("hunter2") && !e.contains("SECRET"),
         "{e}"
