@@ -33,6 +33,15 @@ pub fn deploy(
     json!({"service": service, "env": env, "version": version, "previous_version": previous, "status": status, "timestamp": now()})
 }
 
+/// A pipeline deploys `service` to prod (1.14.2, which runs) and then 1.15.0, which fails: the
+/// fleet answers with a rollback waiting for a human.
+pub async fn failed_prod_deploy(fleet: &Fleet, service: &str) {
+    let subject = format!("cn.events.deploy.prod.{service}");
+    pipeline_pub(fleet, &subject, deploy("prod", service, "1.14.2", None, "succeeded")).await;
+    pipeline_pub(fleet, &subject, deploy("prod", service, "1.15.0", Some("1.14.2"), "failed"))
+        .await;
+}
+
 pub fn crash(env: &str, service: &str, looping: bool) -> Value {
     json!({"service": service, "env": env, "crash_looping": looping, "restarts": 4, "timestamp": now()})
 }

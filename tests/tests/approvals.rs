@@ -14,7 +14,7 @@ use bus_schema::proof::ProofKind;
 use bus_schema::{Decision, Env, HumanDecision, PendingApproval, ServiceName, subject};
 use cn_tests::fleet::Fleet;
 use cn_tests::proof_log::of_kind;
-use cn_tests::scenario::{cnctl, deploy, pipeline_pub};
+use cn_tests::scenario::{cnctl, failed_prod_deploy};
 use serde_json::{Value, json};
 
 fn text(out: &Output) -> String {
@@ -30,10 +30,7 @@ fn text(out: &Output) -> String {
 async fn an_operator_lists_shows_and_approves_a_prod_rollback_and_only_the_operator_may_decide() {
     let fleet = Fleet::start().await.unwrap();
     for service in ["checkout", "cart"] {
-        let subject = format!("cn.events.deploy.prod.{service}");
-        pipeline_pub(&fleet, &subject, deploy("prod", service, "1.14.2", None, "succeeded")).await;
-        pipeline_pub(&fleet, &subject, deploy("prod", service, "1.15.0", Some("1.14.2"), "failed"))
-            .await;
+        failed_prod_deploy(&fleet, service).await;
     }
     let records = fleet
         .records_until("both rollbacks to be held for a human", |r| {

@@ -12,7 +12,9 @@ use bus_schema::proof::ProofKind;
 use cn_tests::browser::{Browser, output_dir};
 use cn_tests::console::Console;
 use cn_tests::fleet::Fleet;
-use cn_tests::scenario::{crash, deploy, for_service, http_request, pipeline_pub};
+use cn_tests::scenario::{
+    crash, deploy, failed_prod_deploy, for_service, http_request, pipeline_pub,
+};
 use serde_json::{Value, json};
 
 /// Saves a screenshot and says where.
@@ -77,10 +79,7 @@ async fn an_incident_shows_within_2_s_and_a_prod_rollback_approved_on_the_page_i
     assert!(slo.as_str().unwrap().contains("budget left"), "{slo}");
 
     // A failed prod deploy: governance asks a human about the rollback; the page shows it.
-    let subject = "cn.events.deploy.prod.payments";
-    pipeline_pub(&fleet, subject, deploy("prod", "payments", "1.14.2", None, "succeeded")).await;
-    pipeline_pub(&fleet, subject, deploy("prod", "payments", "1.15.0", Some("1.14.2"), "failed"))
-        .await;
+    failed_prod_deploy(&fleet, "payments").await;
     let card = "#approvals [data-env=\"prod\"][data-service=\"payments\"]";
     let id = browser
         .wait_for(

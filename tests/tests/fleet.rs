@@ -11,8 +11,8 @@ use bus_schema::{Action, ActionParams, ApprovalClaims, Timestamp, Uuid, subject}
 use cn_tests::fleet::Fleet;
 use cn_tests::proof_log::of_kind;
 use cn_tests::scenario::{
-    cnctl, crash, crash_restarted, deploy, for_service, latency_within_the_cooldown, metric_at,
-    pipeline_pub, position,
+    cnctl, crash, crash_restarted, deploy, failed_prod_deploy, for_service,
+    latency_within_the_cooldown, metric_at, pipeline_pub, position,
 };
 use serde_json::json;
 
@@ -275,18 +275,7 @@ async fn a_detector_killed_mid_incident_opens_no_duplicate_after_it_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prod_rollback_waits_for_a_human_and_is_never_executed() {
     let fleet = Fleet::start().await.unwrap();
-    pipeline_pub(
-        &fleet,
-        "cn.events.deploy.prod.checkout",
-        deploy("prod", "checkout", "1.14.2", None, "succeeded"),
-    )
-    .await;
-    pipeline_pub(
-        &fleet,
-        "cn.events.deploy.prod.checkout",
-        deploy("prod", "checkout", "1.15.0", Some("1.14.2"), "failed"),
-    )
-    .await;
+    failed_prod_deploy(&fleet, "checkout").await;
     let records = fleet
         .records_until("the rollback to be held for a human", |r| {
             !for_service(r, ProofKind::ActionPendingApproval, "checkout").is_empty()

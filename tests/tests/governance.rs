@@ -12,16 +12,14 @@ use bus_schema::{Action, Encoding, Limits, SignedApproval, Timestamp, subject};
 use cn_tests::fleet::Fleet;
 use cn_tests::proof_log::{StoredRecord, of_kind};
 use cn_tests::scenario::{
-    crash, crash_restarted, deploy, for_service, latency_within_the_cooldown, pipeline_pub,
+    crash, crash_restarted, deploy, failed_prod_deploy, for_service, latency_within_the_cooldown,
+    pipeline_pub,
 };
 use serde_json::json;
 
 /// A failed prod deploy of `service`, which the fleet answers with a rollback waiting for a human.
 async fn pending_rollback(fleet: &Fleet, service: &str) -> ProofRecord {
-    let subject = format!("cn.events.deploy.prod.{service}");
-    pipeline_pub(fleet, &subject, deploy("prod", service, "1.14.2", None, "succeeded")).await;
-    pipeline_pub(fleet, &subject, deploy("prod", service, "1.15.0", Some("1.14.2"), "failed"))
-        .await;
+    failed_prod_deploy(fleet, service).await;
     let records = fleet
         .records_until("the rollback to wait for a human", |r| {
             !for_service(r, ProofKind::ActionPendingApproval, service).is_empty()

@@ -13,7 +13,7 @@ use cn_tests::console::Console;
 use cn_tests::fleet::Fleet;
 use cn_tests::http_sink::HttpSink;
 use cn_tests::proof_log::StoredRecord;
-use cn_tests::scenario::{cnctl, deploy, http_get, pipeline_pub};
+use cn_tests::scenario::{cnctl, failed_prod_deploy, http_get};
 use serde_json::Value;
 
 fn notifications(records: &[StoredRecord], kind: ProofKind) -> Vec<ProofRecord> {
@@ -51,10 +51,7 @@ async fn a_pending_rollback_is_posted_once_despite_a_failure_and_not_again_after
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let console = Console::start(&fleet, "console", &args, &[]).unwrap();
 
-    let subject = "cn.events.deploy.prod.payments";
-    pipeline_pub(&fleet, subject, deploy("prod", "payments", "1.14.2", None, "succeeded")).await;
-    pipeline_pub(&fleet, subject, deploy("prod", "payments", "1.15.0", Some("1.14.2"), "failed"))
-        .await;
+    failed_prod_deploy(&fleet, "payments").await;
     let records = fleet
         .records_until("both notifications to be recorded as sent", |r| {
             notifications(r, ProofKind::NotificationSent).len() >= 2
@@ -132,10 +129,7 @@ async fn a_webhook_that_never_answers_well_is_recorded_as_failed() {
     let dir = state.path().display().to_string();
     let args = ["--webhook", &url, "--webhook-attempts", "2", "--state-dir", &dir];
     let _console = Console::start(&fleet, "console", &args, &[]).unwrap();
-    let subject = "cn.events.deploy.prod.payments";
-    pipeline_pub(&fleet, subject, deploy("prod", "payments", "1.14.2", None, "succeeded")).await;
-    pipeline_pub(&fleet, subject, deploy("prod", "payments", "1.15.0", Some("1.14.2"), "failed"))
-        .await;
+    failed_prod_deploy(&fleet, "payments").await;
     let records = fleet
         .records_until("the failure to be recorded", |r| {
             !notifications(r, ProofKind::NotificationFailed).is_empty()
