@@ -46,21 +46,23 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 #[derive(Debug)]
 pub struct AgentProcess {
     pub name: String,
+    /// The binary: the agent's name.
+    bin: String,
     child: Option<Child>,
     log: PathBuf,
     args: Vec<String>,
 }
 
 impl AgentProcess {
-    fn spawn(name: &str, args: Vec<String>, log: PathBuf) -> anyhow::Result<Self> {
-        let mut p = Self { name: name.to_owned(), child: None, log, args };
+    fn spawn(name: &str, bin: &str, args: Vec<String>, log: PathBuf) -> anyhow::Result<Self> {
+        let mut p = Self { name: name.to_owned(), bin: bin.to_owned(), child: None, log, args };
         p.start()?;
         Ok(p)
     }
 
     fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let child = Command::new(binary(&self.name)?)
+        let child = Command::new(binary(&self.bin)?)
             .args(&self.args)
             .env_remove("NATS_URL")
             .stdin(Stdio::null())
@@ -170,7 +172,22 @@ impl Fleet {
         Self::start_on(nodes, &[]).await
     }
 
+    /// Starts the fleet with some agents run as several partitioned instances, e.g.
+    /// `[("issue-detector", &["a", "b"])]`: process `issue-detector#a` and `issue-detector#b`,
+    /// each with `--partitioned --instance a|b`, sharing the agent's data directory.
+    pub async fn start_partitioned(instances: &[(&str, &[&str])]) -> anyhow::Result<Self> {
+        Self::start_full(1, &[], instances).await
+    }
+
     async fn start_on(nodes: usize, extra: &[(&str, &[&str])]) -> anyhow::Result<Self> {
+        Self::start_full(nodes, extra, &[]).await
+    }
+
+    async fn start_full(
+        nodes: usize,
+        extra: &[(&str, &[&str])],
+        instances: &[(&str, &[&str])],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("cn-fleet-").tempdir()?;
         let creds = dir.path().join("creds");
         cnctl::creds::init(&creds).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -182,8 +199,15 @@ impl Fleet {
 
         let env = cnctl::creds::server_env(&creds).map_err(|e| anyhow::anyhow!("{e}"))?;
         let setup = Setup {
-            extra_config: "include \"permissions.conf\"\n".to_owned(),
-            files: vec![("permissions.conf".to_owned(), cnctl::creds::render_permissions())],
+            extra_config: if instances.is_empty() {
+                "include \"permissions.conf\"\n".to_owned()
+            } else {
+                "include \"permissions.conf\"\ninclude \"partitions.conf\"\n".to_owned()
+            },
+            files: vec![
+                ("permissions.conf".to_owned(), cnctl::creds::render_permissions()),
+                ("partitions.conf".to_owned(), cnctl::partitions::render_mappings()),
+            ],
             env,
         };
         let (server, peers) = if nodes <= 1 {
@@ -267,12 +291,69 @@ impl Fleet {
                     args.extend(flags.iter().map(|f| (*f).to_owned()));
                 }
             }
-            let log = dir.path().join(format!("{name}.log"));
-            agents.insert(name.clone(), AgentProcess::spawn(&name, args, log)?);
+            match instances.iter().find(|(agent, _)| *agent == name) {
+                None => {
+                    let log = dir.path().join(format!("{name}.log"));
+                    agents.insert(name.clone(), AgentProcess::spawn(&name, &name, args, log)?);
+                }
+                Some((_, ids)) => {
+                    for id in *ids {
+                        let mut args = args.clone();
+                        let at = args.iter().position(|a| a == "--instance").unwrap_or(0);
+                        args[at + 1] = (*id).to_owned();
+                        args.push("--partitioned".to_owned());
+                        let key = format!("{name}#{id}");
+                        let log = dir.path().join(format!("{key}.log"));
+                        agents.insert(key.clone(), AgentProcess::spawn(&key, &name, args, log)?);
+                    }
+                }
+            }
         }
         let fleet = Self { server, peers, dir, agents, creds, policy: None };
         fleet.wait_until_started().await?;
+        for (agent, ids) in instances {
+            fleet.wait_until_shared(agent, ids, Duration::from_secs(60)).await?;
+        }
         Ok(fleet)
+    }
+
+    /// Who holds each partition of a partitioned agent (its lease's instance), as the
+    /// operator reads CN_LEASES.
+    pub async fn partition_holders(
+        &self,
+        agent: &str,
+    ) -> anyhow::Result<BTreeMap<u16, Option<String>>> {
+        let js = jetstream::new(self.client_as("operator").await?);
+        let leases = agent_runtime::lease::LeaseStore::new(js, agent.parse()?);
+        let mut out = BTreeMap::new();
+        for p in 0..bus_schema::partition::PARTITIONS {
+            let lease = leases.read_partition(p).await?;
+            out.insert(p, lease.and_then(|(_, l)| l.holder).map(|h| h.instance));
+        }
+        Ok(out)
+    }
+
+    /// Waits until every partition of `agent` is held, each of `ids` holding its share.
+    pub async fn wait_until_shared(
+        &self,
+        agent: &str,
+        ids: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<BTreeMap<u16, Option<String>>> {
+        let share = agent_runtime::lease::share(ids.len());
+        eventually(timeout, &format!("{agent}'s partitions shared by {ids:?}"), || async {
+            let holders = self.partition_holders(agent).await?;
+            let counts: Vec<usize> = ids
+                .iter()
+                .map(|id| holders.values().filter(|h| h.as_deref() == Some(id)).count())
+                .collect();
+            let all_held =
+                holders.values().all(|h| h.as_ref().is_some_and(|h| ids.contains(&h.as_str())));
+            let fair = counts.iter().all(|n| *n + 1 >= share && *n <= share);
+            Ok((all_held && fair).then_some(holders))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
 
     /// Waits until every agent has recorded `agent_started` as many times as it was started.

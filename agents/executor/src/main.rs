@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         Ok(b) => b,
         Err(e) => return agent_runtime::config::config_failure("executor", &e),
     };
-    agent_runtime::run_agent(spec(), cli.runtime, |agent| {
-        Ok(Executor::new(agent.store().clone(), trusted, backend))
+    agent_runtime::run_agent(spec(), cli.runtime, move |agent| {
+        Ok(Executor::new(agent.store().clone(), trusted.clone(), backend.clone()))
     })
 }

@@ -12,14 +12,14 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => return agent_runtime::config::config_failure("governance-gate", &e),
     };
-    agent_runtime::run_agent(spec(), cli.runtime, |agent| {
+    agent_runtime::run_agent(spec(), cli.runtime, move |agent| {
         for warning in policy.warnings() {
             tracing::warn!("policy: {warning}");
         }
         Ok(Governance::load(
             agent.store().clone(),
-            policy,
-            signer,
+            policy.clone(),
+            signer.clone(),
             cli.approval_ttl,
             cli.human_approval_ttl,
         )?)

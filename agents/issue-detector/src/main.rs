@@ -9,7 +9,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return agent_runtime::config::config_failure("issue-detector", &e),
     };
-    agent_runtime::run_agent(spec(), cli.runtime, |agent| {
-        Ok(Detector::load(agent.store().clone(), config)?)
+    agent_runtime::run_agent(spec(), cli.runtime, move |agent| {
+        Ok(Detector::load(agent.store().clone(), config.clone())?)
     })
 }

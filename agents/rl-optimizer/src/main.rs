@@ -10,6 +10,6 @@ fn main() -> ExitCode {
     };
     let instance = cli.runtime.instance.clone();
     agent_runtime::run_agent(spec(), cli.runtime, move |agent| {
-        Ok(Optimizer::load(agent.store().clone(), settings, &instance)?)
+        Ok(Optimizer::load(agent.store().clone(), settings.clone(), &instance)?)
     })
 }

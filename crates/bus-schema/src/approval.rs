@@ -17,7 +17,8 @@ use crate::payload::{ActionProposal, ApprovalClaims, SignedApproval};
 use crate::proof::ProofHash;
 use crate::{Timestamp, hex};
 
-/// Governance's secret signing key.
+/// Governance's secret signing key (one copy per partition a governance instance runs).
+#[derive(Clone)]
 pub struct ApprovalSigner {
     key: SigningKey,
 }

@@ -483,6 +483,10 @@ pub fn decode_inbound_at(
     if payload.len() > limits.max_payload {
         return Err(DecodeError::TooLarge { size: payload.len(), limit: limits.max_payload });
     }
+    // A stored service subject carries the partition token the server appended.
+    let subject = crate::subject::without_partition(subject).map_err(|problem| {
+        DecodeError::BadSubject { subject: subject.chars().take(200).collect(), problem }
+    })?;
     let ctx = In { subject, content_type, payload, limits, clock };
     let tokens: Vec<&str> = subject.split('.').collect();
     use Inbound as I;

@@ -579,3 +579,20 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_stored_subject_with_the_servers_partition_token_decodes_and_a_wrong_token_is_refused() {
+    let p = crate::partition::of_service("payments-api");
+    let body = good_metric().to_string();
+    let mapped = format!("{METRIC_SUBJECT}.{p}");
+    let got = decode_inbound(&mapped, None, body.as_bytes(), &Limits::DEFAULT);
+    assert!(matches!(got, Ok(Inbound::Metric(_))), "{got:?}");
+    let wrong = format!("{METRIC_SUBJECT}.{}", (p + 1) % crate::partition::PARTITIONS);
+    let e = decode_inbound(&wrong, None, body.as_bytes(), &Limits::DEFAULT).unwrap_err();
+    assert_eq!(e.reason(), RejectReason::InvalidSubject);
+    assert!(e.to_string().contains("publish to cn.events.metric.prod.payments-api"), "{e}");
+    // Not a token the server writes: a malformed subject, as before.
+    let e = decode_inbound(&format!("{METRIC_SUBJECT}.x"), None, body.as_bytes(), &Limits::DEFAULT)
+        .unwrap_err();
+    assert_eq!(e.reason(), RejectReason::InvalidSubject);
+}

@@ -31,6 +31,23 @@ pub struct AgentDef {
     pub outputs: Vec<FamilyInfo>,
     /// Core NATS subjects it answers requests on (queue group: the agent's name).
     pub requests: Vec<Filter>,
+    /// Whether it may run as several instances, each owning a share of the service
+    /// partitions: everything it reads and keeps is per service.
+    pub partitioned: bool,
+}
+
+impl AgentDef {
+    /// Every durable consumer it may run: its inputs, and, when it can be partitioned, each
+    /// input's consumer in every partition.
+    pub fn consumers(&self) -> Vec<InputDef> {
+        let mut all = self.inputs.clone();
+        if self.partitioned {
+            for p in 0..crate::partition::PARTITIONS {
+                all.extend(self.inputs.iter().filter_map(|i| i.in_partition(p)));
+            }
+        }
+        all
+    }
 }
 
 crate::inputs! {
@@ -55,6 +72,7 @@ pub fn deploy_agent() -> AgentDef {
         inputs: DeployAgentInput::defs(),
         outputs: vec![subject::PROPOSED.info(), subject::DEPLOY_EVENTS.info()],
         requests: NoRequests::filters(),
+        partitioned: false,
     }
 }
 
@@ -74,6 +92,7 @@ pub fn issue_detector() -> AgentDef {
         inputs: DetectorInput::defs(),
         outputs: vec![subject::INCIDENTS.info(), subject::OUTCOMES.info(), subject::SLO.info()],
         requests: NoRequests::filters(),
+        partitioned: true,
     }
 }
 
@@ -104,6 +123,7 @@ pub fn risk_negotiator() -> AgentDef {
         inputs: NegotiatorInput::defs(),
         outputs: vec![subject::CONTRACTS.info()],
         requests: NegotiatorRequest::filters(),
+        partitioned: false,
     }
 }
 
@@ -132,6 +152,7 @@ pub fn rl_optimizer() -> AgentDef {
         inputs: OptimizerInput::defs(),
         outputs: vec![subject::PROPOSED.info()],
         requests: OptimizerRequest::filters(),
+        partitioned: false,
     }
 }
 
@@ -155,6 +176,7 @@ pub fn governance_gate() -> AgentDef {
         inputs: GovernanceInput::defs(),
         outputs: vec![subject::APPROVED.info(), subject::REFUSED.info(), subject::PENDING.info()],
         requests: NoRequests::filters(),
+        partitioned: true,
     }
 }
 
@@ -172,6 +194,7 @@ pub fn executor() -> AgentDef {
         inputs: ExecutorInput::defs(),
         outputs: vec![subject::EXECUTED.info(), subject::SIM_ACTIONS.info()],
         requests: NoRequests::filters(),
+        partitioned: true,
     }
 }
 
@@ -195,6 +218,7 @@ pub fn simulator() -> AgentDef {
             subject::LOG_EVENTS.info(),
         ],
         requests: NoRequests::filters(),
+        partitioned: false,
     }
 }
 
@@ -222,9 +246,11 @@ pub struct Reader {
 /// Every agent consumer whose filter takes `subject`, in the fleet's order: who must be done
 /// with a message on it before the fleet's verdict on it is in (`cnctl publish --wait`).
 pub fn readers_of(subject: &str) -> Vec<Reader> {
+    // As the server stores it: a partitioned instance's consumer matches the partition token.
+    let stored = subject::with_partition(subject);
     let mut readers = Vec::new();
     for agent in fleet() {
-        for input in agent.inputs.iter().filter(|i| i.filter.matches(subject)) {
+        for input in agent.consumers().iter().filter(|i| i.filter.matches(&stored)) {
             let Some(stream) = input.stream() else { continue };
             readers.push(Reader {
                 agent: agent.name.clone(),
@@ -249,14 +275,17 @@ mod tests {
             [
                 "deploy-agent-deploys",
                 "issue-detector-events",
+                // api is in partition 7: a partitioned instance's consumer reads it there.
+                "issue-detector-events-p7",
                 "risk-negotiator-deploys",
                 "rl-optimizer-deploys",
-                "governance-gate-deploys"
+                "governance-gate-deploys",
+                "governance-gate-deploys-p7"
             ]
         );
         let readers: Vec<String> =
             readers_of("cn.events.log.prod.api").into_iter().map(|r| r.durable).collect();
-        assert_eq!(readers, ["issue-detector-events"]);
+        assert_eq!(readers, ["issue-detector-events", "issue-detector-events-p7"]);
         assert!(readers_of("cn.nothing.here").is_empty());
     }
 
@@ -271,10 +300,28 @@ mod tests {
     }
 
     #[test]
+    fn a_partitioned_agent_reads_each_service_in_exactly_one_partition() {
+        let detector = issue_detector();
+        let subject = "cn.events.metric.prod.checkout.1";
+        let readers: Vec<String> = detector
+            .consumers()
+            .into_iter()
+            .filter(|i| i.partition.is_some() && i.filter.matches(subject))
+            .map(|i| i.durable(&detector.name))
+            .collect();
+        assert_eq!(readers, ["issue-detector-events-p1"]);
+        // Every partitioned agent's inputs can all be split by service.
+        for agent in fleet().into_iter().filter(|a| a.partitioned) {
+            let n = agent.inputs.len() * (1 + usize::from(crate::partition::PARTITIONS));
+            assert_eq!(agent.consumers().len(), n, "{}", agent.name);
+        }
+    }
+
+    #[test]
     fn every_input_is_a_stored_subject_and_durable_names_are_unique() {
         let mut durables = Vec::new();
         for agent in fleet() {
-            for input in &agent.inputs {
+            for input in &agent.consumers() {
                 assert!(input.stream().is_some(), "{} {}", agent.name, input.name);
                 durables.push(input.durable(&agent.name));
             }

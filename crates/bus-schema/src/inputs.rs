@@ -14,21 +14,34 @@ use crate::codec::{DecodeError, Inbound, Limits, decode_inbound};
 use crate::payload::*;
 use crate::subject::{EnvFamily, Filter, ServiceFamily, Stream, all_events};
 
-/// One input of an agent: a durable consumer `{agent}-{name}` over a filter.
+/// One input of an agent: a durable consumer `{agent}-{name}` over a filter, or, for an
+/// instance of a partitioned agent, `{agent}-{name}-p{partition}` over the filter's partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputDef {
     pub name: &'static str,
     pub filter: Filter,
+    /// The service partition it reads (`None`: every service).
+    pub partition: Option<u16>,
 }
 
 impl InputDef {
     pub fn new(name: &'static str, filter: Filter) -> Self {
-        Self { name, filter }
+        Self { name, filter, partition: None }
     }
 
     /// The durable consumer's name for `agent`.
     pub fn durable(&self, agent: &AgentName) -> String {
-        format!("{agent}-{}", self.name)
+        match self.partition {
+            None => format!("{agent}-{}", self.name),
+            Some(p) => format!("{agent}-{}-p{p}", self.name),
+        }
+    }
+
+    /// The same input limited to one partition of the services (see [`crate::partition`]);
+    /// `None` when its filter cannot be split by service.
+    pub fn in_partition(&self, partition: u16) -> Option<Self> {
+        let filter = self.filter.in_partition(partition)?;
+        Some(Self { name: self.name, filter, partition: Some(partition) })
     }
 
     /// The stream the consumer lives on (inputs are always stored subjects).

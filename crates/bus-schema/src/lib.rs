@@ -26,6 +26,7 @@ pub mod fleet;
 pub mod headers;
 pub mod hex;
 pub mod inputs;
+pub mod partition;
 pub mod payload;
 pub mod proof;
 pub mod reason;

@@ -40,16 +40,20 @@ pub enum Stream {
     Work,
     /// The hash-chained proof log (no delete, no purge).
     Proof,
+    /// Who owns which partition of a partitioned agent (extension; the last record of each
+    /// subject only).
+    Leases,
 }
 
 impl Stream {
-    pub const ALL: [Stream; 3] = [Stream::Events, Stream::Work, Stream::Proof];
+    pub const ALL: [Stream; 4] = [Stream::Events, Stream::Work, Stream::Proof, Stream::Leases];
 
     pub const fn name(self) -> &'static str {
         match self {
             Stream::Events => "CN_EVENTS",
             Stream::Work => "CN_WORK",
             Stream::Proof => "CN_PROOF",
+            Stream::Leases => "CN_LEASES",
         }
     }
 
@@ -67,6 +71,7 @@ impl Stream {
                 "cn.sim.>",
             ],
             Stream::Proof => &["cn.proof.>"],
+            Stream::Leases => &["cn.leases.>"],
         }
     }
 }
@@ -132,6 +137,93 @@ impl Filter {
     pub fn matches(&self, subject: &str) -> bool {
         wildcard_match(&self.pattern, subject)
     }
+
+    /// The part of the filter in one partition: `cn.incidents.>` becomes
+    /// `cn.incidents.*.*.3`, every pipeline event `cn.events.*.*.*.3`. `None` for a filter
+    /// that is not over whole `{env}.{service}` families on a stream (those cannot be split).
+    pub fn in_partition(&self, partition: u16) -> Option<Filter> {
+        if partition >= crate::partition::PARTITIONS {
+            return None;
+        }
+        let prefix = self.pattern.strip_suffix(".>")?;
+        let pattern = if self.pattern == "cn.events.>" {
+            format!("cn.events.*.*.*.{partition}")
+        } else {
+            partitioned_family(prefix)?;
+            format!("{prefix}.*.*.{partition}")
+        };
+        Some(Filter { pattern, stream: self.stream })
+    }
+}
+
+/// The stored `{env}.{service}` family with this prefix: the families the server partitions.
+fn partitioned_family(prefix: &str) -> Option<&'static FamilyInfo> {
+    FAMILIES
+        .iter()
+        .find(|f| f.prefix == prefix && f.tokens == ["{env}", "{service}"] && f.stream.is_some())
+}
+
+/// A subject without the partition token the server's mapping appended, after checking it:
+/// `cn.incidents.prod.checkout.1` → `cn.incidents.prod.checkout`. A subject of another shape
+/// comes back as it is (the decoder says what is wrong with it). A token that is not the
+/// service's partition is an error: the message was published past the mapping, to a
+/// partition whose owner must not see that service.
+pub fn without_partition(subject: &str) -> Result<&str, String> {
+    let Some((base, last)) = subject.rsplit_once('.') else { return Ok(subject) };
+    let Some((rest, service)) = base.rsplit_once('.') else { return Ok(subject) };
+    let Some((prefix, _env)) = rest.rsplit_once('.') else { return Ok(subject) };
+    if partitioned_family(prefix).is_none() || !last.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(subject);
+    }
+    let expected = crate::partition::of_service(service);
+    match crate::partition::parse_token(last) {
+        Some(p) if p == expected => Ok(base),
+        _ => Err(format!(
+            "partition token {last:?} is not {service:?}'s partition ({expected} of {}): publish to {base} and the server adds it",
+            crate::partition::PARTITIONS
+        )),
+    }
+}
+
+/// The subject as the server stores it: with the service's partition token appended when it
+/// is a stored `{env}.{service}` subject without one; otherwise as it is.
+pub fn with_partition(subject: &str) -> String {
+    let mut tokens = subject.rsplitn(3, '.');
+    let (Some(service), Some(_env), Some(prefix)) = (tokens.next(), tokens.next(), tokens.next())
+    else {
+        return subject.to_owned();
+    };
+    match partitioned_family(prefix) {
+        Some(_) => format!("{subject}.{}", crate::partition::of_service(service)),
+        None => subject.to_owned(),
+    }
+}
+
+/// Where a partitioned instance checks, at start, that the server runs the mappings: written
+/// as `cn.leases.{agent}.probe.{instance}`, stored with a partition token after it.
+pub const PARTITION_PROBE: (&str, &str) =
+    ("cn.leases.*.probe.*", "cn.leases.{{wildcard(1)}}.probe.{{wildcard(2)}}.{{partition(8,1)}}");
+
+/// The server's subject mappings that partition every stored `{env}.{service}` family, as
+/// `(from, to)`, and the [`PARTITION_PROBE`]: what `cnctl partitions mappings` renders into
+/// `deploy/partitions.conf`.
+pub fn partition_mappings() -> Vec<(String, String)> {
+    let probe = (PARTITION_PROBE.0.to_owned(), PARTITION_PROBE.1.to_owned());
+    FAMILIES
+        .iter()
+        .filter(|f| partitioned_family(f.prefix).is_some())
+        .map(|f| {
+            (
+                format!("{}.*.*", f.prefix),
+                format!(
+                    "{}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{partition({},2)}}}}",
+                    f.prefix,
+                    crate::partition::PARTITIONS
+                ),
+            )
+        })
+        .chain(std::iter::once(probe))
+        .collect()
 }
 
 /// NATS wildcard matching: `*` takes one token, a final `>` one or more.
@@ -227,9 +319,10 @@ family!(
 );
 
 impl<P> ServiceFamily<P> {
-    /// Every service of one environment (`prefix.{env}.*`).
+    /// Every service of one environment (`prefix.{env}.>`: stored subjects carry their
+    /// partition token after the service).
     pub fn env(&self, env: &Env) -> Filter {
-        self.filter(format!("{}.{}.*", self.prefix, env))
+        self.filter(format!("{}.{}.>", self.prefix, env))
     }
 }
 
@@ -311,10 +404,28 @@ pub const FAMILIES: &[FamilyInfo] = &[
     POLICY.info(),
 ];
 
+/// [`partition_mappings`] as a nats-server `mappings` block (`deploy/partitions.conf`).
+pub fn partition_mappings_conf() -> String {
+    let mut out = format!(
+        "# Generated by `cnctl partitions mappings` from the subject table in bus-schema; do not edit by hand.\n\
+         # The server appends each service's partition (FNV-1a of the service name, modulo {}) to every\n\
+         # stored {{env}}.{{service}} subject: cn.incidents.prod.checkout is stored as cn.incidents.prod.checkout.1.\n\
+         # Instances of a partitioned agent (--partitioned) each consume a share of the partitions.\n\
+         mappings = {{\n",
+        crate::partition::PARTITIONS
+    );
+    for (from, to) in partition_mappings() {
+        out.push_str(&format!("  \"{from}\": \"{to}\"\n"));
+    }
+    out.push_str("}\n");
+    out
+}
+
 /// The environment and service a subject of a `{env}.{service}` (or `{env}`) family names,
 /// when its tokens are valid: what a record about an input that could not be read (a
 /// rejection) can still say it was about, so `cnctl tail --service X` finds it.
 pub fn scope_of(subject: &str) -> (Option<Env>, Option<ServiceName>) {
+    let subject = without_partition(subject).unwrap_or(subject);
     let Some((family, rest)) = FAMILIES.iter().find_map(|f| {
         subject.strip_prefix(f.prefix).and_then(|r| r.strip_prefix('.')).map(|r| (f, r))
     }) else {
@@ -401,7 +512,8 @@ mod tests {
     #[test]
     fn filters_use_wildcards_only_in_whole_tokens() {
         assert_eq!(METRIC_EVENTS.all().pattern(), "cn.events.metric.>");
-        assert_eq!(INCIDENTS.env(&env()).pattern(), "cn.incidents.prod.*");
+        assert_eq!(INCIDENTS.env(&env()).pattern(), "cn.incidents.prod.>");
+        assert!(INCIDENTS.env(&env()).matches("cn.incidents.prod.checkout.1"));
         assert_eq!(INCIDENTS.env(&env()).stream(), Some(Stream::Work));
     }
 
@@ -431,6 +543,64 @@ mod tests {
         assert!(wildcard_match("cn.*.deploy.>", "cn.events.deploy.prod.api"));
         assert!(!wildcard_match("cn.*.deploy", "cn.events.deploy.prod"));
         assert!(wildcard_match("cn.events", "cn.events"));
+    }
+
+    #[test]
+    fn a_partition_of_a_filter_takes_the_token_the_server_appends() {
+        assert_eq!(INCIDENTS.all().in_partition(3).unwrap().pattern(), "cn.incidents.*.*.3");
+        let events = all_events().in_partition(0).unwrap();
+        assert_eq!(events.pattern(), "cn.events.*.*.*.0");
+        // One filter takes every pipeline event: each is cn.events.{kind}.{env}.{service}.
+        for f in FAMILIES.iter().filter(|f| f.prefix.starts_with("cn.events.")) {
+            assert_eq!(f.prefix.split('.').count(), 3, "{}", f.template());
+            assert_eq!(f.tokens, ["{env}", "{service}"]);
+        }
+        assert!(events.matches("cn.events.metric.prod.checkout.0"));
+        assert!(!events.matches("cn.events.metric.prod.checkout"));
+        assert_eq!(ONBOARD_REQUESTS.all().in_partition(0), None);
+        assert_eq!(PROOF.all().in_partition(0), None);
+        assert_eq!(INCIDENTS.all().in_partition(crate::partition::PARTITIONS), None);
+    }
+
+    #[test]
+    fn the_partition_token_is_checked_and_dropped() {
+        assert_eq!(
+            without_partition("cn.incidents.prod.checkout.1"),
+            Ok("cn.incidents.prod.checkout")
+        );
+        assert_eq!(
+            without_partition("cn.events.metric.prod.cart.7"),
+            Ok("cn.events.metric.prod.cart")
+        );
+        assert_eq!(
+            without_partition("cn.incidents.prod.checkout"),
+            Ok("cn.incidents.prod.checkout")
+        );
+        let wrong = without_partition("cn.incidents.prod.checkout.2").unwrap_err();
+        assert!(wrong.contains("not \"checkout\"'s partition (1 of 8)"), "{wrong}");
+        assert!(without_partition("cn.incidents.prod.checkout.01").is_err());
+        // Not a partitioned family: left for the decoder to judge.
+        assert_eq!(without_partition("cn.proof.executor.0"), Ok("cn.proof.executor.0"));
+        assert_eq!(without_partition("cn.negotiate.prod.api.3"), Ok("cn.negotiate.prod.api.3"));
+        assert_eq!(with_partition("cn.incidents.prod.checkout"), "cn.incidents.prod.checkout.1");
+        assert_eq!(with_partition("cn.incidents.prod.checkout.1"), "cn.incidents.prod.checkout.1");
+        assert_eq!(with_partition("cn.proof.executor.0"), "cn.proof.executor.0");
+        let (env, svc) = scope_of("cn.actions.approved.prod.payments.6");
+        assert_eq!((env.unwrap().as_str(), svc.unwrap().as_str()), ("prod", "payments"));
+    }
+
+    #[test]
+    fn every_stored_service_family_is_mapped_once() {
+        let mappings = partition_mappings();
+        let stored = FAMILIES
+            .iter()
+            .filter(|f| f.stream.is_some() && f.tokens == ["{env}", "{service}"])
+            .count();
+        assert_eq!(mappings.len(), stored + 1, "and the probe");
+        assert!(mappings.contains(&(
+            "cn.events.metric.*.*".to_owned(),
+            "cn.events.metric.{{wildcard(1)}}.{{wildcard(2)}}.{{partition(8,2)}}".to_owned()
+        )));
     }
 
     #[test]

@@ -109,9 +109,53 @@ pub struct Agent {
     /// Where each input stands, shared with its puller.
     positions: Arc<Positions>,
     shutdown: CancellationToken,
+    /// Set for one partition run by an instance of a partitioned agent.
+    partition: Option<InPartition>,
+}
+
+/// The partition an agent runs, and the instance that holds its lease.
+#[derive(Debug, Clone)]
+pub struct InPartition {
+    pub partition: u16,
+    pub holder: crate::lease::Holder,
 }
 
 impl Agent {
+    /// Starts one partition of a partitioned agent, for the instance that holds its lease:
+    /// the partition's own proof chain and state file (`{agent}-p{n}`), and consumers that read
+    /// only its services (`{agent}-{input}-p{n}`). A state file another process still has
+    /// open (the previous holder, stopping) is waited for.
+    pub async fn start_in_partition(
+        spec: AgentSpec,
+        mut args: RuntimeArgs,
+        part: InPartition,
+        shutdown: CancellationToken,
+    ) -> Result<Self, RuntimeError> {
+        // The partition runs as the agent alone would; its instance holds the lease.
+        args.partitioned = false;
+        args.instance = format!("p{}", part.partition)
+            .parse()
+            .map_err(|e| RuntimeError::Service(format!("partition instance id: {e}")))?;
+        let mut waited = Duration::ZERO;
+        loop {
+            match Self::start(spec.clone(), args.clone(), shutdown.clone()).await {
+                Ok(mut agent) => {
+                    agent.partition = Some(part);
+                    return Ok(agent);
+                }
+                Err(RuntimeError::StoreInUse { path }) if waited < args.shutdown_grace * 2 => {
+                    info!(%path, "the partition's previous holder still has its state file open; waiting");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Err(RuntimeError::ShuttingDown),
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                    waited += Duration::from_millis(250);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Validates the configuration, connects (waiting for NATS if it is not up yet), checks
     /// the streams, opens the state file and the proof chain.
     pub async fn start(
@@ -147,6 +191,7 @@ impl Agent {
             stats,
             positions: Arc::default(),
             shutdown,
+            partition: None,
         })
     }
 
@@ -369,14 +414,32 @@ impl Agent {
     /// Runs until the shutdown token fires (or a fatal error, such as another process writing
     /// this instance's proof chain, stops it).
     pub async fn run<H: Handler>(mut self, mut handler: H) -> Result<RunSummary, RuntimeError> {
-        let inputs = H::Input::defs();
+        let inputs = match &self.partition {
+            None => H::Input::defs(),
+            Some(part) => H::Input::defs()
+                .iter()
+                .map(|i| {
+                    i.in_partition(part.partition).ok_or_else(|| {
+                        RuntimeError::Service(format!(
+                            "input {} ({}) cannot be split by service: this agent cannot run partitioned",
+                            i.name, i.filter
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         let durables: Vec<String> = inputs.iter().map(|i| i.durable(&self.spec.name)).collect();
-        let started = ProofDraft::new(ProofKind::AgentStarted).detail(json!({
+        let mut detail = json!({
             "version": self.spec.version,
             "inputs": inputs.iter().map(|i| i.filter.pattern()).collect::<Vec<_>>(),
             "consumers": durables,
             "pid": std::process::id(),
-        }));
+        });
+        if let Some(part) = &self.partition {
+            detail["partition"] = json!(part.partition);
+            detail["holder"] = json!(part.holder);
+        }
+        let started = ProofDraft::new(ProofKind::AgentStarted).detail(detail);
         self.proof.append(started, None).await?;
         self.stats.proof_seq.store(self.proof.head().seq, Ordering::Relaxed);
         info!(agent = %self.spec.name, instance = %self.instance, "started");

@@ -96,6 +96,17 @@ pub struct RuntimeArgs {
     #[arg(long, env = "CN_ACK_WAIT", default_value = "30s", value_parser = parse_duration)]
     pub ack_wait: Duration,
 
+    /// Run as one of several instances of this agent, each owning a share of the service
+    /// partitions (leases on CN_LEASES); --instance names this instance and must differ from
+    /// the others'. Instances that may take over each other's partitions share --data-dir.
+    #[arg(long, env = "CN_PARTITIONED", help_heading = "Scaling out")]
+    pub partitioned: bool,
+
+    /// With --partitioned: how long a partition's lease holds without being written again. An
+    /// instance that dies has its partitions taken over this long after its last write.
+    #[arg(long, env = "CN_LEASE_TTL", default_value = "6s", value_parser = parse_duration, help_heading = "Scaling out")]
+    pub lease_ttl: Duration,
+
     /// Largest accepted input payload, in bytes.
     #[arg(long, env = "CN_MAX_PAYLOAD", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1024..=8 * 1024 * 1024))]
     pub max_payload: u64,
@@ -121,6 +132,8 @@ pub enum ConfigError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     LogFilter(#[from] crate::telemetry::LogFilterError),
+    #[error("{0}")]
+    Partitioning(String),
 }
 
 impl NatsArgs {
@@ -200,6 +213,23 @@ impl RuntimeArgs {
     /// Every check that needs the filesystem, run once at start.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::telemetry::parse_filter(&self.log)?;
+        if self.partitioned {
+            let name = self.instance.as_str();
+            if name
+                .strip_prefix('p')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(ConfigError::Partitioning(format!(
+                    "--instance {name}: with --partitioned, p0, p1, … name the partitions' proof chains; name the instance otherwise (a, b, or the host's name)"
+                )));
+            }
+            if self.lease_ttl < Duration::from_secs(2) {
+                return Err(ConfigError::Partitioning(format!(
+                    "--lease-ttl {}ms is too short: leases are written every second, so at least 2s",
+                    self.lease_ttl.as_millis()
+                )));
+            }
+        }
         self.prepare_data_dir()?;
         self.nats.credentials().map(drop)
     }

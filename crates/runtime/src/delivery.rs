@@ -291,9 +291,12 @@ fn input_meta(stored: &Stored<'_>, input: &'static str, epoch: &str) -> InputMet
     let message_id = header(headers::MSG_ID).unwrap_or_else(|| input_id.clone());
     let correlation_id = header(headers::CORRELATION_ID).unwrap_or_else(|| message_id.clone());
     let traceparent = header(headers::TRACEPARENT).and_then(|v| v.parse().ok());
+    // As the publisher named it: the partition token the server appended is a detail of
+    // storage, checked by the decoder (a wrong one stays, and the input is rejected).
+    let subject = bus_schema::subject::without_partition(stored.subject).unwrap_or(stored.subject);
     InputMeta {
         input,
-        subject: stored.subject.to_owned(),
+        subject: subject.to_owned(),
         stream: stored.stream.to_owned(),
         stream_seq: stored.stream_seq,
         delivered: stored.delivered,

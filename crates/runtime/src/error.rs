@@ -28,6 +28,10 @@ pub enum RuntimeError {
     ProofChainContended { subject: String },
     #[error("state store {path}: {message}")]
     Store { path: String, message: String },
+    #[error(
+        "state store {path} is already open in another process: is another instance with the same --instance and --data-dir running?"
+    )]
+    StoreInUse { path: String },
     #[error(transparent)]
     Encode(#[from] bus_schema::codec::EncodeError),
     #[error("status endpoint: {0}")]
@@ -45,6 +49,7 @@ impl RuntimeError {
             self,
             RuntimeError::ProofChainContended { .. }
                 | RuntimeError::Store { .. }
+                | RuntimeError::StoreInUse { .. }
                 | RuntimeError::ProofCorrupt { .. }
                 | RuntimeError::StreamWeakened { .. }
         )

@@ -171,6 +171,7 @@ pub struct InputMeta {
     /// The input (consumer) it was read by, as the agent declares it; empty for due work and
     /// requests.
     pub input: &'static str,
+    /// The subject as published: without the partition token the server stores it with.
     pub subject: String,
     pub stream: String,
     pub stream_seq: u64,
@@ -341,13 +342,8 @@ impl<'a> Context<'a> {
             message: format!("cannot read the last message on {subject}: {e}"),
         };
         let js = self.publisher.jetstream();
-        let stored = match js
-            .get_stream_no_info(stream.name())
-            .await
-            .map_err(|e| fail(&e))?
-            .get_last_raw_message_by_subject(subject.as_str())
-            .await
-        {
+        let stream = js.get_stream_no_info(stream.name()).await.map_err(|e| fail(&e))?;
+        let stored = match crate::streams::last_of_subject(&stream, subject.as_str()).await {
             Ok(m) => m,
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
             Err(e) => return Err(fail(&e)),

@@ -45,6 +45,7 @@
 //!         version: env!("CARGO_PKG_VERSION"),
 //!         description: "logs what it sees",
 //!         prefetch: 1,
+//!         partitioned: false,
 //!     };
 //!     agent_runtime::run_agent(spec, cli.runtime, |_agent| Ok(Echo))
 //! }
@@ -58,7 +59,9 @@ mod delivery;
 pub mod discovery;
 pub mod error;
 pub mod handler;
+pub mod lease;
 pub mod outbox;
+pub mod partitioned;
 pub mod position;
 pub mod proof;
 pub mod publish;
@@ -85,10 +88,14 @@ pub use spec::AgentSpec;
 ///
 /// Exit codes: 0 after a clean stop, 64 for invalid configuration, 78 when a stream's settings
 /// were weakened, 1 for any other failure.
+///
+/// With `--partitioned` the process is one instance of several: it runs the agent once per
+/// partition of the services it holds a lease on ([`partitioned`]), calling `make_handler`
+/// for each.
 pub fn run_agent<H, F>(spec: AgentSpec, args: RuntimeArgs, make_handler: F) -> ExitCode
 where
-    H: Handler,
-    F: FnOnce(&Agent) -> Result<H, Box<dyn std::error::Error + Send + Sync>>,
+    H: Handler + 'static,
+    F: Fn(&Agent) -> Result<H, Box<dyn std::error::Error + Send + Sync>> + 'static,
 {
     let program = spec.name.to_string();
     if let Err(e) = telemetry::init(args.log_format, &args.log) {
@@ -109,6 +116,25 @@ where
                 return ExitCode::from(config::EXIT_FAILURE);
             }
         };
+        if args.partitioned {
+            if !spec.partitioned {
+                let e = format!(
+                    "--partitioned: {} keeps state for every service together and runs as one instance",
+                    spec.name
+                );
+                return config::config_failure(&program, &e);
+            }
+            let local = tokio::task::LocalSet::new();
+            let make: std::rc::Rc<partitioned::MakeHandler<H>> = std::rc::Rc::new(make_handler);
+            return match local.run_until(partitioned::run(spec, args, make, shutdown)).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(RuntimeError::Config(e)) => config::config_failure(&program, &e),
+                Err(e) => {
+                    tracing::error!(error = %e, "instance failed");
+                    ExitCode::from(config::EXIT_FAILURE)
+                }
+            };
+        }
         let agent = match Agent::start(spec, args, shutdown).await {
             Ok(a) => a,
             Err(RuntimeError::Config(e)) => return config::config_failure(&program, &e),

@@ -16,11 +16,20 @@ pub struct AgentSpec {
     /// handler is quick, but a prefetched message's ack wait runs while it waits its turn, so
     /// keep `prefetch × slowest handling time` well under the ack wait.
     pub prefetch: usize,
+    /// Whether it may run as several instances, each owning a share of the service partitions
+    /// (`--partitioned`; see [`crate::partitioned`]).
+    pub partitioned: bool,
 }
 
 impl AgentSpec {
     /// The spec of a fleet agent (bus_schema::fleet) at a version.
     pub fn new(def: AgentDef, version: &'static str) -> Self {
-        Self { name: def.name, version, description: def.description, prefetch: 1 }
+        Self {
+            name: def.name,
+            version,
+            description: def.description,
+            prefetch: 1,
+            partitioned: def.partitioned,
+        }
     }
 }

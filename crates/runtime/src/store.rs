@@ -71,14 +71,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the file. A second process opening the same file gets a clear error.
     pub fn open(path: &Path) -> Result<Self, RuntimeError> {
-        let db = Database::create(path).map_err(|e| {
-            let message = match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "already open in another process: is another instance with the same --instance and --data-dir running?".to_owned()
-                }
-                other => other.to_string(),
-            };
-            RuntimeError::Store { path: path.display().to_string(), message }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                RuntimeError::StoreInUse { path: path.display().to_string() }
+            }
+            other => {
+                RuntimeError::Store { path: path.display().to_string(), message: other.to_string() }
+            }
         })?;
         Ok(Self {
             db: Arc::new(db),

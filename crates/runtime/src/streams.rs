@@ -1,4 +1,4 @@
-//! The three JetStream streams: their contract settings, the bootstrap step that creates them,
+//! The JetStream streams: their contract settings, the bootstrap step that creates them,
 //! and the check every agent makes at start.
 //!
 //! Subjects come from bus-schema; this module owns the settings. All streams use file
@@ -40,8 +40,14 @@ pub fn config(stream: Stream) -> stream::Config {
         Stream::Proof => {
             ("Chaos Negotiator proof log: hash-chained records, never deleted", Duration::ZERO)
         }
+        Stream::Leases => (
+            "Chaos Negotiator partition leases: which instance of a partitioned agent owns which partition",
+            Duration::ZERO,
+        ),
     };
     let proof = stream == Stream::Proof;
+    // A lease is its subject's last record: writes compare-and-swap on it.
+    let max_messages_per_subject = if stream == Stream::Leases { 1 } else { 0 };
     stream::Config {
         name: stream.name().to_owned(),
         description: Some(description.to_owned()),
@@ -52,6 +58,7 @@ pub fn config(stream: Stream) -> stream::Config {
         max_age,
         duplicate_window: DUPLICATE_WINDOW,
         num_replicas: 1,
+        max_messages_per_subject,
         deny_delete: proof,
         deny_purge: proof,
         allow_direct: true,
@@ -219,12 +226,31 @@ fn same_settings(a: &stream::Config, b: &stream::Config) -> bool {
     a.subjects == b.subjects
         && a.storage == b.storage
         && a.max_age == b.max_age
+        && a.max_messages_per_subject == b.max_messages_per_subject
         && a.duplicate_window == b.duplicate_window
         && a.deny_delete == b.deny_delete
         && a.deny_purge == b.deny_purge
         && a.allow_direct == b.allow_direct
         && a.description == b.description
         && a.num_replicas.max(1) == b.num_replicas.max(1)
+}
+
+/// The last message stored on a subject as a publisher names it: under the partition token
+/// the server's mapping appends to a service subject (`cn.slo.prod.api.7`), or, on a server
+/// without the mappings, under the subject itself.
+pub async fn last_of_subject(
+    stream: &stream::Stream<()>,
+    subject: &str,
+) -> Result<StreamMessage, async_nats::jetstream::stream::LastRawMessageError> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stored = bus_schema::subject::with_partition(subject);
+    if stored != subject {
+        match stream.get_last_raw_message_by_subject(&stored).await {
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {}
+            other => return other,
+        }
+    }
+    stream.get_last_raw_message_by_subject(subject).await
 }
 
 /// The messages of `stream` on `filter` (wildcards allowed) with sequences `from..=through`, in

@@ -120,5 +120,11 @@ const NAME: AgentName = AgentName::from_static("probe-agent");
 
 /// The probe's spec: one message at a time.
 pub fn spec() -> AgentSpec {
-    AgentSpec { name: NAME, version: "0.1.0", description: "integration-test probe", prefetch: 1 }
+    AgentSpec {
+        name: NAME,
+        version: "0.1.0",
+        description: "integration-test probe",
+        prefetch: 1,
+        partitioned: false,
+    }
 }

@@ -179,6 +179,39 @@ pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
             }
         }
     }
+    // An incident is open from its incident_opened to its incident_resolved; another of the
+    // same kind for the same service opened meanwhile is a double.
+    let mut open: BTreeMap<String, String> = BTreeMap::new();
+    let mut key_of: BTreeMap<String, String> = BTreeMap::new();
+    let mut incidents_doubled = Vec::new();
+    for (_, r) in &all {
+        let Some(id) = r.incident_id.map(|i| i.to_string()) else { continue };
+        match r.kind {
+            ProofKind::IncidentOpened => {
+                let key =
+                    format!("{} {}", what(r).trim_end(), r.detail["kind"].as_str().unwrap_or("?"));
+                if key_of.contains_key(&id) {
+                    continue; // the same incident recorded again (a replay): not a second one
+                }
+                if let Some(first) = open.get(&key) {
+                    incidents_doubled.push(format!(
+                        "{key}: {id} opened while {first} was open (proof seq {} of {})",
+                        r.seq, r.agent
+                    ));
+                }
+                open.insert(key.clone(), id.clone());
+                key_of.insert(id, key);
+            }
+            ProofKind::IncidentResolved => {
+                if let Some(key) = key_of.get(&id) {
+                    if open.get(key) == Some(&id) {
+                        open.remove(key);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     let mut rejections = BTreeMap::new();
     for (_, r) in of(ProofKind::EventRejected) {
         *rejections
@@ -200,6 +233,7 @@ pub fn decisions(records: &[StoredRecord], policy: &Policy) -> Decisions {
         without_approval,
         prod_rollbacks,
         cooldown_violations,
+        incidents_doubled,
         rejections,
     }
 }
@@ -375,6 +409,35 @@ mod tests {
             d.cooldown_violations[0].starts_with("stage/a restart: approved 30.0 s after"),
             "{:?}",
             d.cooldown_violations
+        );
+    }
+
+    #[test]
+    fn an_incident_opened_while_its_like_is_open_is_a_double() {
+        let mut log = Log(Vec::new());
+        let open = |log: &mut Log, at: u64, id: u128, service: &str, kind: &str| {
+            let id = bus_schema::Uuid::from_u128(id);
+            log.push("issue-detector", "incident_opened", at, json!({"env": "stage", "service": service, "incident_id": id, "detail": {"kind": kind}}));
+        };
+        open(&mut log, 0, 1, "a", "crash_loop");
+        open(&mut log, 1, 1, "a", "crash_loop"); // the same incident again: not a double
+        open(&mut log, 2, 2, "a", "high_latency"); // another kind: not a double
+        open(&mut log, 3, 3, "b", "crash_loop");
+        open(&mut log, 4, 4, "a", "crash_loop"); // a double
+        let resolved = bus_schema::Uuid::from_u128(1);
+        log.push(
+            "issue-detector",
+            "incident_resolved",
+            5,
+            json!({"env": "stage", "service": "a", "incident_id": resolved}),
+        );
+        open(&mut log, 6, 5, "a", "crash_loop"); // 4 is still open: a double
+        let d = decisions(&log.0, &Policy::default());
+        assert_eq!(d.incidents_doubled.len(), 2, "{:?}", d.incidents_doubled);
+        assert!(
+            d.incidents_doubled[0].starts_with("stage/a crash_loop: "),
+            "{:?}",
+            d.incidents_doubled
         );
     }
 

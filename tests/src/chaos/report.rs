@@ -45,6 +45,8 @@ pub struct Decisions {
     pub without_approval: Vec<String>,
     pub prod_rollbacks: Vec<String>,
     pub cooldown_violations: Vec<String>,
+    /// An incident opened while one of the same kind for the same service was still open.
+    pub incidents_doubled: Vec<String>,
     /// Every `event_rejected` record, by agent and reason (hostile ones included).
     pub rejections: BTreeMap<String, usize>,
 }
@@ -183,6 +185,10 @@ impl Report {
             d.cooldown_violations.is_empty(),
             listed("cooldown violations", &d.cooldown_violations),
         );
+        check(
+            d.incidents_doubled.is_empty(),
+            listed("incidents opened twice", &d.incidents_doubled),
+        );
         check(self.proof.intact, listed("proof chains broken", &self.proof.breaks));
         let thin: Vec<String> = self
             .replicas
@@ -309,6 +315,11 @@ impl Report {
             Some(d.cooldown_violations.is_empty()),
         );
         row(
+            "incidents opened twice",
+            d.incidents_doubled.len().to_string(),
+            Some(d.incidents_doubled.is_empty()),
+        );
+        row(
             "proof chains verified",
             format!("{} of {}", p.chains - p.breaks.len(), p.chains),
             Some(p.intact),
@@ -394,7 +405,7 @@ impl Report {
                 "approvals": d.approvals, "refusals": d.refusals, "pending_human": d.pending_human, "executions": d.executions,
                 "execution_failed": d.execution_failed, "execution_refused": d.execution_refused, "agent_starts": d.agent_starts,
                 "executed_twice": d.executed_twice, "without_approval": d.without_approval, "prod_rollbacks": d.prod_rollbacks,
-                "cooldown_violations": d.cooldown_violations, "event_rejected": d.rejections,
+                "cooldown_violations": d.cooldown_violations, "incidents_doubled": d.incidents_doubled, "event_rejected": d.rejections,
             },
             "proof": {"records": p.records, "chains": p.chains, "intact": p.intact, "breaks": p.breaks},
             "hostile": {

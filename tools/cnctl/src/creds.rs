@@ -197,10 +197,15 @@ fn agent_permissions(agent: &AgentDef) -> Grant {
     // reads that its consumers have not delivered yet.
     let mut readable: Vec<Stream> = agent.inputs.iter().filter_map(|i| i.stream()).collect();
     readable.push(Stream::Proof);
+    if agent.partitioned {
+        // Its instances' leases: written compare-and-swap on each subject's last record.
+        publish.push(format!("{}.>", agent_runtime::lease::subject_prefix(name)));
+        readable.push(Stream::Leases);
+    }
     readable.sort_by_key(|s| s.name());
     readable.dedup();
     publish.extend(readable.iter().map(|s| format!("$JS.API.STREAM.MSG.GET.{}", s.name())));
-    for input in &agent.inputs {
+    for input in &agent.consumers() {
         let (Some(stream), durable) = (input.stream(), input.durable(name)) else { continue };
         let stream = stream.name();
         publish.push(format!("$JS.API.CONSUMER.CREATE.{stream}.{durable}"));
@@ -226,7 +231,7 @@ fn agent_permissions(agent: &AgentDef) -> Grant {
 fn agent_durables_denied() -> Vec<String> {
     let mut deny = Vec::new();
     for agent in fleet() {
-        for input in &agent.inputs {
+        for input in &agent.consumers() {
             let (Some(stream), durable) = (input.stream(), input.durable(&agent.name)) else {
                 continue;
             };
@@ -246,9 +251,14 @@ fn agent_durables_denied() -> Vec<String> {
 fn verdict_on(published: &[String]) -> Vec<String> {
     let mut info = Vec::new();
     for agent in fleet() {
-        for input in &agent.inputs {
+        for input in &agent.consumers() {
             let Some(stream) = input.stream() else { continue };
-            if published.iter().any(|p| patterns_overlap(p, input.filter.pattern())) {
+            // Stored subjects of a partitioned family carry one more token.
+            let overlap = |p: &String| {
+                patterns_overlap(p, input.filter.pattern())
+                    || patterns_overlap(&format!("{p}.*"), input.filter.pattern())
+            };
+            if published.iter().any(overlap) {
                 info.push(format!(
                     "$JS.API.CONSUMER.INFO.{}.{}",
                     stream.name(),
@@ -499,7 +509,7 @@ mod tests {
         let text = render_permissions();
         let b = block(&text, "auditor");
         for agent in fleet() {
-            for input in &agent.inputs {
+            for input in &agent.consumers() {
                 let (stream, durable) =
                     (input.stream().unwrap().name(), input.durable(&agent.name));
                 assert!(
@@ -527,6 +537,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_partitioned_agent_writes_only_its_own_leases_and_pulls_only_its_own_partitions() {
+        let text = render_permissions();
+        let b = block(&text, "issue-detector");
+        assert!(b.contains("\"cn.leases.issue-detector.>\""), "{b}");
+        assert!(b.contains("\"$JS.API.STREAM.MSG.GET.CN_LEASES\""), "{b}");
+        assert!(b.contains("\"$JS.API.CONSUMER.MSG.NEXT.CN_EVENTS.issue-detector-events-p7\""));
+        assert!(!b.contains("governance-gate-"), "{b}");
+        let b = block(&text, "rl-optimizer");
+        assert!(!b.contains("cn.leases"), "not partitioned: {b}");
+        for user in users().into_iter().filter(|u| u != "issue-detector") {
+            let b = block(&text, &user);
+            assert!(!b.contains("\"cn.leases.issue-detector.>\""), "{user}: {b}");
+            assert!(!b.contains("\"cn.leases.>\""), "{user}: {b}");
+        }
+    }
+
     /// Each user's block of the rendered config.
     fn block(text: &str, user: &str) -> String {
         let start = text.find(&format!("user: \"{user}\"")).unwrap();
@@ -549,11 +576,11 @@ mod tests {
     #[test]
     fn every_agent_durable_is_denied_to_the_users_with_consumers_of_their_own() {
         let text = render_permissions();
-        for user in ["operator", "ci"] {
+        for user in ["operator", "ci", "console"] {
             let b = block(&text, user);
             let deny = &b[b.find("deny: [").unwrap()..];
             for agent in fleet() {
-                for input in &agent.inputs {
+                for input in &agent.consumers() {
                     let (stream, durable) =
                         (input.stream().unwrap().name(), input.durable(&agent.name));
                     for subject in [

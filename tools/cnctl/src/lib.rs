@@ -13,6 +13,7 @@
 //! cnctl keygen                                        a governance signing key pair
 //! cnctl creds init | cnctl permissions                NATS users and their permissions
 //! cnctl streams ensure|check                          create the streams (as bootstrap); check their settings
+//! cnctl partitions mappings|show                      the server's partition mappings; who holds which partition
 //! cnctl bench                                         latency and ingest figures of a running fleet
 //! cnctl completions bash|zsh|fish                      a shell completion script
 //! ```
@@ -44,6 +45,7 @@ pub mod creds;
 pub mod keys;
 pub mod learned;
 pub mod onboard;
+pub mod partitions;
 pub mod policy;
 pub mod publish;
 pub mod request;
@@ -159,6 +161,12 @@ pub enum Command {
     Streams {
         #[command(subcommand)]
         command: streams::StreamsCommand,
+    },
+    /// Service partitions: the server's mappings, and which instance of each partitioned agent
+    /// holds which partition.
+    Partitions {
+        #[command(subcommand)]
+        command: partitions::PartitionsCommand,
     },
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
     #[command(after_help = COMPLETIONS_HELP)]
@@ -333,6 +341,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Policy { command: PolicyCommand::Check(args) } => policy::check(&args),
         Command::Policy { command: PolicyCommand::Show(args) } => learned::show(&args).await,
         Command::Streams { command } => streams::run(command).await,
+        Command::Partitions { command } => partitions::run(command).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(

@@ -16,7 +16,7 @@ use crate::Failure;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StreamsCommand {
-    /// Create CN_EVENTS, CN_WORK and CN_PROOF, or restore their contract settings. Run as the
+    /// Create CN_EVENTS, CN_WORK, CN_PROOF and CN_LEASES, or restore their contract settings. Run as the
     /// bootstrap user: NATS_USER=bootstrap NATS_PASSWORD_FILE=data/creds/bootstrap.password
     Ensure {
         /// Copies of each stream on a NATS cluster (1 to 5; at most the number of servers).

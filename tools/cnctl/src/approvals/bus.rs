@@ -159,17 +159,18 @@ impl Work {
         after: u64,
         wait: Duration,
     ) -> Result<Option<Answer>, Failure> {
-        let (env, service) = (&a.pending.proposal.env, &a.pending.proposal.service);
+        // The environment's answers: the ledger picks this proposal's out.
+        let env = &a.pending.proposal.env;
         let from = DeliverPolicy::ByStartSequence { start_sequence: after + 1 };
         let fail = |e: &dyn std::fmt::Display| format!("cannot wait for governance's answer: {e}");
         let approved = self
-            .consumer(APPROVED.subject(env, service).as_str(), from)
+            .consumer(APPROVED.env(env).pattern(), from)
             .await?
             .messages()
             .await
             .map_err(|e| fail(&e))?;
         let refused = self
-            .consumer(REFUSED.subject(env, service).as_str(), from)
+            .consumer(REFUSED.env(env).pattern(), from)
             .await?
             .messages()
             .await

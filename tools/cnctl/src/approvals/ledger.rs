@@ -162,6 +162,7 @@ impl Ledger {
 
     /// A decision stored on `subject`; governance ignores one sent to another service's subject.
     pub fn sent(&mut self, subject: &str, decision: HumanDecision, at: Option<Timestamp>) {
+        let subject = bus_schema::subject::without_partition(subject).unwrap_or(subject);
         if let Some(a) = self.approvals.get_mut(&decision.proposal_id) {
             if a.decision_subject().as_str() == subject && a.sent.is_none() {
                 a.sent = Some(Sent { decision, at });

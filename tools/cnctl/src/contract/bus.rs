@@ -96,7 +96,9 @@ pub(super) async fn request_contract(
 
     let contracts = CONTRACTS.subject(&request.env, &request.service);
     let config = pull::Config {
-        filter_subject: contracts.as_str().to_owned(),
+        // The environment's (stored subjects may carry a partition token); the deployment id
+        // picks the contract out.
+        filter_subject: CONTRACTS.env(&request.env).pattern().to_owned(),
         deliver_policy: from,
         ack_policy: AckPolicy::None,
         inactive_threshold: Duration::from_secs(30),
