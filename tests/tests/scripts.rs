@@ -462,18 +462,25 @@ fn free_ports(n: u16) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_with_a_cluster_replicates_the_streams_and_goes_on_without_a_server() {
+async fn up_with_a_cluster_and_two_instances_replicates_the_streams_and_goes_on_without_a_server() {
     let data = tempfile::tempdir().unwrap();
     let port = free_ports(3);
-    let up = script("up", &["-d", "--no-build", "--no-sim", "--cluster", "3"], port, data.path());
+    let args = ["-d", "--no-build", "--no-sim", "--cluster", "3", "--instances", "2"];
+    let up = script("up", &args, port, data.path());
     let stdout = String::from_utf8_lossy(&up.stdout);
     let guard = scopeguard(port, data.path());
     assert!(up.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&up.stderr));
     let urls: Vec<String> = (0..3).map(|i| format!("nats://127.0.0.1:{}", port + i)).collect();
     assert!(stdout.contains(&urls.join(",")), "every server's URL: {stdout}");
+    // Two instances of each partitioned agent share the partitions, four each.
+    for agent in ["issue-detector", "governance-gate", "executor"] {
+        let line = stdout.lines().find(|l| l.starts_with(&format!("{agent}: "))).unwrap_or("");
+        assert!(line.contains("a (") && line.contains("b ("), "{agent}: {stdout}");
+        assert!(!line.contains("nobody"), "{agent}: {stdout}");
+    }
 
     let operator = jetstream::new(connect_as(data.path(), port + 1, "operator").await);
-    for stream in ["CN_EVENTS", "CN_WORK", "CN_PROOF"] {
+    for stream in ["CN_EVENTS", "CN_WORK", "CN_PROOF", "CN_LEASES"] {
         let info = operator.get_stream(stream).await.unwrap().info().await.unwrap().clone();
         assert_eq!(info.config.num_replicas, 3, "{stream}");
     }
