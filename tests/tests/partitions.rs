@@ -145,12 +145,17 @@ async fn two_instances_split_the_services_and_one_takes_over_when_the_other_dies
     }
     let held_after = clock.elapsed();
     let records = fleet
-        .records_until("the restart for each latency problem refused for the cooldown", |r| {
-            services.iter().all(|s| {
+        .records_until("the latency restarts refused for the cooldown, every partition b's", |r| {
+            let refused = services.iter().all(|s| {
                 for_service(r, ProofKind::ActionRefused, s)
                     .iter()
                     .any(|x| x.reason.as_deref() == Some("cooldown_active"))
-            })
+            });
+            // A claimed partition starts after its first renewal: its agent_started follows.
+            let started = SCALED
+                .iter()
+                .all(|a| taken_over(r, a, "b").len() == usize::from(PARTITIONS));
+            refused && started
         })
         .await
         .unwrap();

@@ -151,9 +151,11 @@ impl View {
         let seen = self.partitions.get(&partition)?;
         match &seen.record.holder {
             None => Some(seen.seq),
-            // An earlier run of this instance held it: that run is over.
-            Some(h) if h.instance == me.instance && h.run != me.run => Some(seen.seq),
-            Some(h) if h.run == me.run => None,
+            // This run's own, not held any more (a write whose outcome was unknown, a release
+            // that failed): [`plan`] skips what is held or stopping.
+            Some(h) if h.run == me.run => Some(seen.seq),
+            // Anyone else's — an earlier run of this instance too, which may still be stopping,
+            // or another process given the same name — once nobody has written it for a TTL.
             Some(_) if seen.stale(now, ttl) => Some(seen.seq),
             Some(_) => None,
         }
@@ -481,17 +483,22 @@ mod tests {
     }
 
     #[test]
-    fn a_leaving_member_no_longer_counts_and_an_earlier_run_of_mine_is_over() {
+    fn a_leaving_member_no_longer_counts_and_an_earlier_run_of_mine_waits_out_its_ttl() {
         let now = Instant::now();
         let (a, b) = (holder("a", "r2"), holder("b", "r1"));
         let mut v = view_all_free(now);
         let mut gone = member(&b);
         gone.leaving = true;
         v.saw_member("b", 9, gone, now);
-        // Partition 2 still names a's previous run: claimable at once.
+        // Partition 2 still names a's previous run: like anyone else's, claimable once it has
+        // not been written for a TTL (that run may still be stopping).
         v.saw_partition(2, 30, lease(2, Some(holder("a", "r1"))), now);
         assert_eq!(v.alive(&a, now, TTL).len(), 1);
-        assert_eq!(v.claimable(2, &a, now, TTL), Some(30));
+        assert_eq!(v.claimable(2, &a, now, TTL), None);
+        assert_eq!(v.claimable(2, &a, now + TTL, TTL), Some(30));
+        // Partition 3 names this run, but this run does not hold it (a lost ack): claimable.
+        v.saw_partition(3, 31, lease(3, Some(a.clone())), now);
+        assert_eq!(v.claimable(3, &a, now, TTL), Some(31));
         assert_eq!(share(3), 3);
         assert_eq!(share(2), 4);
         assert_eq!(share(0), usize::from(PARTITIONS));

@@ -13,6 +13,7 @@
 //! share, hands back those over it. A partition whose lease it could not write for the TTL
 //! less two ticks is stopped, so it has stopped before another instance may take it.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -37,22 +38,38 @@ use crate::streams;
 const TICK: Duration = Duration::from_secs(1);
 /// How long a partition whose agent failed is left to the other instances.
 const COOL_OFF: Duration = Duration::from_secs(10);
+/// A partition is told to stop this long before its lease, unwritten, would expire.
+const FENCE_MARGIN: Duration = Duration::from_secs(2);
+/// The longest one lease read or write may take within a tick.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A partition this instance holds.
 struct Held {
     /// The lease's sequence after this instance's last write.
     seq: u64,
-    /// When that write was sent: the lease is good until this plus the TTL, for everyone else.
-    written: Instant,
+    /// When the partition must have been told to stop unless the lease is written again: the
+    /// last successful write's send time plus the TTL less [`FENCE_MARGIN`]. Its watchdog
+    /// reads it, so the fence does not wait for the tick's I/O.
+    deadline: Rc<Cell<Instant>>,
     stop: CancellationToken,
-    task: JoinHandle<Result<RunSummary, RuntimeError>>,
+    /// Started after the first renewal that follows the claim: on a cluster, two claims on
+    /// one sequence can both be stored (nats-server#4320), and only one of them renews.
+    task: Option<JoinHandle<Result<RunSummary, RuntimeError>>>,
 }
 
 /// A partition whose agent is stopping; `release_at` the lease sequence to hand back once it
 /// has (none when the lease is already lost).
 struct Stopping {
-    task: JoinHandle<Result<RunSummary, RuntimeError>>,
+    task: Option<JoinHandle<Result<RunSummary, RuntimeError>>>,
     release_at: Option<u64>,
+    /// Why it stops, for the log when it has.
+    why: &'static str,
+}
+
+impl Stopping {
+    fn finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
 }
 
 /// Builds a partition's handler from its started agent (its state file).
@@ -145,58 +162,83 @@ impl<H: Handler + 'static> Instance<H> {
         }
     }
 
+    /// When a lease written at `sent` stops covering this instance.
+    fn deadline(&self, sent: Instant) -> Instant {
+        sent + self.args.lease_ttl.saturating_sub(FENCE_MARGIN)
+    }
+
     async fn tick(&mut self) {
         let now = Instant::now();
         self.reap(now).await;
-        self.read(now).await;
-        self.announce(false).await;
         self.renew().await;
         self.fence(Instant::now());
+        if tokio::time::timeout(2 * IO_TIMEOUT, self.read(now)).await.is_err() {
+            warn!("reading the leases took over {:?}; planning on what was read", 2 * IO_TIMEOUT);
+        }
+        self.announce(false).await;
         let held: BTreeSet<u16> = self.held.keys().copied().collect();
         let mut busy: BTreeSet<u16> = self.stopping.keys().copied().collect();
         busy.extend(self.cooling.keys().copied());
         let plan = lease::plan(&self.view, &self.me, &held, &busy, now, self.args.lease_ttl);
         for p in plan.release {
-            if let Some(h) = self.held.remove(&p) {
-                info!(
-                    partition = p,
-                    "handing partition {p} over: more instances share the partitions now"
-                );
-                h.stop.cancel();
-                self.stopping.insert(p, Stopping { task: h.task, release_at: Some(h.seq) });
-            }
+            self.stop(p, true, "handed over: more instances share the partitions now");
         }
         for (p, expected) in plan.claim {
             self.claim(p, expected).await;
         }
     }
 
+    /// Tells a held partition's agent to stop; `release` hands the lease back once it has.
+    fn stop(&mut self, p: u16, release: bool, why: &'static str) {
+        if let Some(h) = self.held.remove(&p) {
+            h.stop.cancel();
+            let release_at = release.then_some(h.seq);
+            self.stopping.insert(p, Stopping { task: h.task, release_at, why });
+        }
+    }
+
     /// Finished agents: hand back the leases of those released, note the failures.
     async fn reap(&mut self, now: Instant) {
         self.cooling.retain(|_, until| *until > now);
-        let failed: Vec<u16> =
-            self.held.iter().filter(|(_, h)| h.task.is_finished()).map(|(p, _)| *p).collect();
+        let failed: Vec<u16> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.task.as_ref().is_some_and(JoinHandle::is_finished))
+            .map(|(p, _)| *p)
+            .collect();
         for p in failed {
-            if let Some(h) = self.held.remove(&p) {
-                // It stopped without being told: it failed. Hand it back for another instance.
-                self.stopping.insert(p, Stopping { task: h.task, release_at: Some(h.seq) });
-                self.cooling.insert(p, now + COOL_OFF);
-            }
+            // It stopped without being told: it failed. Hand it back for another instance.
+            self.stop(p, true, "failed");
+            self.cooling.insert(p, now + COOL_OFF);
         }
         let done: Vec<u16> =
-            self.stopping.iter().filter(|(_, s)| s.task.is_finished()).map(|(p, _)| *p).collect();
+            self.stopping.iter().filter(|(_, s)| s.finished()).map(|(p, _)| *p).collect();
         for p in done {
             let Some(s) = self.stopping.remove(&p) else { continue };
-            match s.task.await {
-                Ok(Ok(summary)) => {
-                    info!(partition = p, processed = summary.processed, "partition {p} stopped")
+            let result = match s.task {
+                Some(task) => Some(task.await),
+                None => None,
+            };
+            match result {
+                None => info!(partition = p, "partition {p} let go before it started ({})", s.why),
+                Some(Ok(Ok(summary))) => info!(
+                    partition = p,
+                    processed = summary.processed,
+                    "partition {p} stopped ({})",
+                    s.why
+                ),
+                Some(Ok(Err(RuntimeError::ShuttingDown))) => {
+                    info!(partition = p, "partition {p} stopped while starting ({})", s.why)
                 }
-                Ok(Err(e)) => {
-                    error!(partition = p, error = %e, "PARTITION {p} FAILED: {e}; leaving it to the other instances for {}s", COOL_OFF.as_secs())
-                }
-                Err(e) => {
-                    error!(partition = p, error = %e, "PARTITION {p} PANICKED; leaving it to the other instances for {}s", COOL_OFF.as_secs())
-                }
+                Some(Ok(Err(e))) => error!(partition = p, error = %e, "PARTITION {p} FAILED: {e}"),
+                Some(Err(e)) => error!(partition = p, error = %e, "PARTITION {p} PANICKED"),
+            }
+            if self.cooling.contains_key(&p) {
+                warn!(
+                    partition = p,
+                    "partition {p} is left to the other instances for {}s",
+                    COOL_OFF.as_secs()
+                );
             }
             if let Some(seq) = s.release_at {
                 self.release(p, seq).await;
@@ -206,19 +248,30 @@ impl<H: Handler + 'static> Instance<H> {
 
     async fn release(&mut self, p: u16, seq: u64) {
         let subject = lease::partition_subject(&self.spec.name, p);
-        match self.leases.write_if(&subject, &self.lease(p, false), seq).await {
-            Ok(_) => info!(partition = p, "released partition {p}"),
-            Err(WriteError::Conflict) => {}
-            Err(e) => {
-                warn!(partition = p, error = %e, "could not release partition {p}; it frees itself after the lease TTL")
+        let released = self.lease(p, false);
+        let write = self.leases.write_if(&subject, &released, seq);
+        match tokio::time::timeout(IO_TIMEOUT, write).await {
+            Ok(Ok(_)) => info!(partition = p, "released partition {p}"),
+            Ok(Err(WriteError::Conflict)) => {}
+            Ok(Err(e)) => {
+                warn!(partition = p, error = %e, "could not release partition {p}; another instance may take it once its lease is {:?} old", self.args.lease_ttl)
             }
+            Err(_) => warn!(
+                partition = p,
+                "releasing partition {p} timed out; another instance may take it once its lease is {:?} old",
+                self.args.lease_ttl
+            ),
         }
     }
 
     /// Reads every partition's lease and every member record.
     async fn read(&mut self, now: Instant) {
-        for p in 0..PARTITIONS {
-            match self.leases.partition(p).await {
+        let reads = (0..PARTITIONS).map(|p| {
+            let leases = self.leases.clone();
+            async move { (p, leases.partition(p).await) }
+        });
+        for (p, read) in futures_util::future::join_all(reads).await {
+            match read {
                 Ok((seq, lease)) => self.view.saw_partition(p, seq, lease, now),
                 Err(e) => warn!(partition = p, error = %e, "cannot read partition {p}'s lease"),
             }
@@ -252,104 +305,123 @@ impl<H: Handler + 'static> Instance<H> {
             at: bus_schema::Timestamp::now(),
             leaving,
         };
-        if let Err(e) = self.leases.announce(&member).await {
-            warn!(error = %e, "cannot write this instance's member record");
+        match tokio::time::timeout(IO_TIMEOUT, self.leases.announce(&member)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot write this instance's member record"),
+            Err(_) => warn!("writing this instance's member record timed out"),
         }
     }
 
-    /// Writes each held lease again.
+    /// Writes each held lease again, all at once; starts the partitions claimed last tick.
     async fn renew(&mut self) {
-        let ps: Vec<u16> = self.held.keys().copied().collect();
-        for p in ps {
-            let Some(seq) = self.held.get(&p).map(|h| h.seq) else { continue };
+        let writes = self.held.iter().map(|(p, h)| {
+            let (p, seq) = (*p, h.seq);
             let subject = lease::partition_subject(&self.spec.name, p);
-            let sent = Instant::now();
-            match self.leases.write_if(&subject, &self.lease(p, true), seq).await {
-                Ok(new) => {
-                    if let Some(h) = self.held.get_mut(&p) {
-                        h.seq = new;
-                        h.written = sent;
+            let lease = self.lease(p, true);
+            let leases = self.leases.clone();
+            async move {
+                let sent = Instant::now();
+                let written =
+                    tokio::time::timeout(IO_TIMEOUT, leases.write_if(&subject, &lease, seq)).await;
+                (p, sent, written)
+            }
+        });
+        let results = futures_util::future::join_all(writes).await;
+        for (p, sent, written) in results {
+            match written {
+                Ok(Ok(new)) => self.renewed(p, new, sent),
+                Ok(Err(WriteError::Conflict)) => {
+                    // Our own write whose ack was lost looks like someone else's: read it back.
+                    match self.leases.partition(p).await {
+                        Ok((seq, l)) if l.holder.as_ref().is_some_and(|h| h.run == self.me.run) => {
+                            self.renewed(p, seq, sent);
+                        }
+                        _ => {
+                            error!(
+                                partition = p,
+                                "LOST PARTITION {p}: another instance wrote its lease; stopping it here"
+                            );
+                            self.stop(p, false, "lost its lease");
+                        }
                     }
                 }
-                Err(WriteError::Conflict) => {
-                    error!(
-                        partition = p,
-                        "LOST PARTITION {p}: another instance wrote its lease; stopping it here"
-                    );
-                    if let Some(h) = self.held.remove(&p) {
-                        h.stop.cancel();
-                        self.stopping.insert(p, Stopping { task: h.task, release_at: None });
-                    }
+                Ok(Err(e)) => {
+                    warn!(partition = p, error = %e, "cannot write partition {p}'s lease")
                 }
-                Err(e) => warn!(partition = p, error = %e, "cannot write partition {p}'s lease"),
+                Err(_) => warn!(partition = p, "writing partition {p}'s lease timed out"),
             }
         }
     }
 
-    /// Stops the partitions whose lease this instance could not write for the TTL less two
-    /// ticks: before anyone else may take them.
+    /// A lease written again at `sent`, now at `seq`: the deadline moves, and a partition
+    /// claimed on the last tick starts.
+    fn renewed(&mut self, p: u16, seq: u64, sent: Instant) {
+        let deadline = self.deadline(sent);
+        let Some(h) = self.held.get_mut(&p) else { return };
+        h.seq = seq;
+        h.deadline.set(deadline);
+        if h.task.is_none() {
+            let part = InPartition { partition: p, holder: self.me.clone() };
+            tokio::task::spawn_local(watchdog(p, h.deadline.clone(), h.stop.clone()));
+            h.task = Some(tokio::task::spawn_local(run_partition(
+                self.spec.clone(),
+                self.args.clone(),
+                part,
+                h.stop.clone(),
+                self.make_handler.clone(),
+            )));
+        }
+    }
+
+    /// Moves the partitions past their deadline (their watchdog has told them to stop) to
+    /// those stopping.
     fn fence(&mut self, now: Instant) {
-        let limit = self.args.lease_ttl.saturating_sub(2 * TICK);
-        let expired: Vec<u16> = self
-            .held
-            .iter()
-            .filter(|(_, h)| now.duration_since(h.written) >= limit)
-            .map(|(p, _)| *p)
-            .collect();
+        let expired: Vec<u16> =
+            self.held.iter().filter(|(_, h)| now >= h.deadline.get()).map(|(p, _)| *p).collect();
         for p in expired {
-            error!(
-                partition = p,
-                "PARTITION {p} STOPPED: its lease could not be written for {limit:?}; another instance may take it over"
-            );
-            if let Some(h) = self.held.remove(&p) {
-                h.stop.cancel();
-                self.stopping.insert(p, Stopping { task: h.task, release_at: Some(h.seq) });
-            }
+            self.stop(p, true, "its lease could not be written");
         }
     }
 
     async fn claim(&mut self, p: u16, expected: u64) {
         let subject = lease::partition_subject(&self.spec.name, p);
         let sent = Instant::now();
-        match self.leases.write_if(&subject, &self.lease(p, true), expected).await {
-            Ok(seq) => {
-                let previous = self.view.partitions.get(&p).and_then(|s| s.record.holder.clone());
-                match &previous {
-                    Some(h) => {
+        let claimed = self.lease(p, true);
+        let write = self.leases.write_if(&subject, &claimed, expected);
+        match tokio::time::timeout(IO_TIMEOUT, write).await {
+            Ok(Ok(seq)) => {
+                match self.view.partitions.get(&p).and_then(|s| s.record.holder.clone()) {
+                    Some(h) if h.run != self.me.run => {
                         info!(partition = p, from = %h.instance, "took partition {p} over from {} (its lease was not written for {:?})", h.instance, self.args.lease_ttl)
                     }
-                    None => info!(partition = p, "claimed partition {p}"),
+                    _ => info!(partition = p, "claimed partition {p}"),
                 }
+                let deadline = Rc::new(Cell::new(self.deadline(sent)));
                 let stop = CancellationToken::new();
-                let part = InPartition { partition: p, holder: self.me.clone() };
-                let task = tokio::task::spawn_local(run_partition(
-                    self.spec.clone(),
-                    self.args.clone(),
-                    part,
-                    stop.clone(),
-                    self.make_handler.clone(),
-                ));
-                self.held.insert(p, Held { seq, written: sent, stop, task });
+                self.held.insert(p, Held { seq, deadline, stop, task: None });
                 info!(partitions = %format_set(&self.held.keys().copied().collect::<Vec<_>>()), "holding");
             }
-            Err(WriteError::Conflict) => {}
-            Err(e) => warn!(partition = p, error = %e, "cannot claim partition {p}"),
+            Ok(Err(WriteError::Conflict)) => {}
+            Ok(Err(e)) => warn!(partition = p, error = %e, "cannot claim partition {p}"),
+            Err(_) => warn!(partition = p, "claiming partition {p} timed out"),
         }
     }
 
     /// Stops every partition cleanly, hands the leases back and says it is leaving.
     async fn stop_all(&mut self) {
-        for (p, h) in std::mem::take(&mut self.held) {
-            h.stop.cancel();
-            self.stopping.insert(p, Stopping { task: h.task, release_at: Some(h.seq) });
+        let held: Vec<u16> = self.held.keys().copied().collect();
+        for p in held {
+            self.stop(p, true, "the instance stops");
         }
         for (p, s) in std::mem::take(&mut self.stopping) {
-            match s.task.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    error!(partition = p, error = %e, "partition {p} did not stop cleanly")
+            if let Some(task) = s.task {
+                match task.await {
+                    Ok(Ok(_) | Err(RuntimeError::ShuttingDown)) => {}
+                    Ok(Err(e)) => {
+                        error!(partition = p, error = %e, "partition {p} did not stop cleanly")
+                    }
+                    Err(e) => error!(partition = p, error = %e, "partition {p} panicked"),
                 }
-                Err(e) => error!(partition = p, error = %e, "partition {p} panicked"),
             }
             if let Some(seq) = s.release_at {
                 self.release(p, seq).await;
@@ -357,6 +429,26 @@ impl<H: Handler + 'static> Instance<H> {
         }
         self.announce(true).await;
         info!(agent = %self.spec.name, instance = %self.me.instance, "partitioned instance stopped; its partitions are released");
+    }
+}
+
+/// Tells a partition to stop once its deadline passes unmoved: independent of the tick, so a
+/// tick held up by slow lease I/O does not hold the fence up.
+async fn watchdog(p: u16, deadline: Rc<Cell<Instant>>, stop: CancellationToken) {
+    loop {
+        let at = deadline.get();
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(at) => {}
+        }
+        if Instant::now() >= deadline.get() {
+            error!(
+                partition = p,
+                "PARTITION {p} STOPPED: its lease could not be written in time; another instance may take it over"
+            );
+            stop.cancel();
+            return;
+        }
     }
 }
 
