@@ -152,9 +152,8 @@ async fn two_instances_split_the_services_and_one_takes_over_when_the_other_dies
                     .any(|x| x.reason.as_deref() == Some("cooldown_active"))
             });
             // A claimed partition starts after its first renewal: its agent_started follows.
-            let started = SCALED
-                .iter()
-                .all(|a| taken_over(r, a, "b").len() == usize::from(PARTITIONS));
+            let started =
+                SCALED.iter().all(|a| taken_over(r, a, "b").len() == usize::from(PARTITIONS));
             refused && started
         })
         .await
