@@ -274,17 +274,30 @@ impl Agent {
                     HandleError::Reject { reason, message } => (reason.as_str(), message.clone()),
                     other => ("retry", other.to_string()),
                 };
-                if let HandleError::Reject { reason, message } = &e {
+                let mut reason = reason.to_owned();
+                let mut message = message;
+                if let HandleError::Reject { reason: why, message: said } = &e {
                     let draft = ProofDraft::new(ProofKind::EventRejected)
-                        .reason(reason.as_str())
+                        .reason(why.as_str())
                         .correlation(meta.correlation_id.clone())
                         .scope_of_subject(&meta.subject)
-                        .detail(json!({"subject": meta.subject, "error": message, "message_id": meta.message_id, "size": msg.payload.len()}));
-                    self.proof.append(draft, Some(&format!("{}:rejected", meta.input_id))).await?;
+                        .detail(json!({"subject": meta.subject, "error": said, "message_id": meta.message_id, "size": msg.payload.len()}));
+                    let key = format!("{}:rejected", meta.input_id);
+                    match self.proof.append(draft, Some(&key)).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_fatal() => return Err(e),
+                        // Not recorded (the bus is busy, e.g. a cluster electing a leader): the
+                        // requester is told to try again rather than refused without a record.
+                        Err(e) => {
+                            warn!(error = %e, "could not record a request's rejection; asking the requester to retry");
+                            reason = "retry".to_owned();
+                            message = format!("could not record the rejection ({e}); try again");
+                        }
+                    }
                 }
                 let mut h = async_nats::HeaderMap::new();
                 h.insert(headers::CONTENT_TYPE, headers::JSON);
-                h.insert(headers::ERROR, reason);
+                h.insert(headers::ERROR, reason.as_str());
                 (
                     serde_json::to_vec(&json!({"error": reason, "message": message}))
                         .unwrap_or_default(),
@@ -406,6 +419,29 @@ impl Agent {
         })
     }
 
+    /// Records `agent_started`, stored before anything is handled. A bus that cannot take it
+    /// yet (a cluster electing a stream leader after losing a server answers "no stream") is
+    /// waited for, as at start-up; only what makes going on unsafe stops the agent.
+    async fn record_started(&mut self, started: ProofDraft) -> Result<(), RuntimeError> {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let stored = match self.proof.append(started.clone(), None).await {
+                Ok(_) => self.proof.flush().await,
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => warn!(error = %e, retry_in = ?delay, "waiting to record agent_started"),
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Err(RuntimeError::ShuttingDown),
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// The agent's state file, for its handler.
     pub fn store(&self) -> &Store {
         &self.store
@@ -440,7 +476,7 @@ impl Agent {
             detail["holder"] = json!(part.holder);
         }
         let started = ProofDraft::new(ProofKind::AgentStarted).detail(detail);
-        self.proof.append(started, None).await?;
+        self.record_started(started).await?;
         self.stats.proof_seq.store(self.proof.head().seq, Ordering::Relaxed);
         info!(agent = %self.spec.name, instance = %self.instance, "started");
 
@@ -462,14 +498,19 @@ impl Agent {
         let mut replays = Vec::new();
         for input in inputs.clone() {
             let input = &input;
-            let found = ensure_consumer(
-                self.publisher.jetstream(),
-                &self.spec.name,
-                input,
-                policy,
-                stored.get(&input.durable(&self.spec.name)),
-                &positions,
-            )
+            // A cluster electing leaders after losing a server times out for a few seconds.
+            let js = self.publisher.jetstream().clone();
+            let durable = input.durable(&self.spec.name);
+            let found = retry_until_ready(&self.shutdown, "the input's consumer", || {
+                ensure_consumer(
+                    &js,
+                    &self.spec.name,
+                    input,
+                    policy,
+                    stored.get(&durable),
+                    &positions,
+                )
+            })
             .await?;
             if let Some(range) = found.replay.filter(|_| !stopped_cleanly) {
                 let read = read_back(self.publisher.jetstream(), input, range).await?;

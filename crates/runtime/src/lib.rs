@@ -157,7 +157,7 @@ where
             }
         };
         match agent.run(handler).await {
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(_) | Err(RuntimeError::ShuttingDown) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "agent failed");
                 ExitCode::from(config::EXIT_FAILURE)
