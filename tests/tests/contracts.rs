@@ -343,11 +343,12 @@ async fn a_contract_follows_its_deploy_and_a_rollback_is_learned() {
     let reply = client.request("cn.model.risk-negotiator.0", "".into()).await.unwrap();
     let stats: ModelStats = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(stats.observations, 1);
-    assert!(stats.brier.is_some());
+    assert!(stats.brier.is_some() && stats.ece.is_some() && stats.calibration.is_some());
     let shown = cnctl(&fleet, "operator", &["contract", "stats"], None);
     assert_eq!(shown.status.code(), Some(0), "{}", String::from_utf8_lossy(&shown.stderr));
+    let text = String::from_utf8_lossy(&shown.stdout);
     assert!(
-        String::from_utf8_lossy(&shown.stdout).contains("Brier score"),
+        text.contains("Brier score") && text.contains("expected calibration error"),
         "{}",
         String::from_utf8_lossy(&shown.stdout)
     );

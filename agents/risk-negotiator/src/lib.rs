@@ -100,7 +100,9 @@ struct Pending {
 }
 
 const CONTRACTS: Table<Stored> = Table::new("contracts");
-const MODEL: Table<Model> = Table::new("model");
+/// The risk model (`.v2`: standardised features and a calibration step; a model stored by an
+/// earlier version learned on other features and is not read, the negotiator starts afresh).
+const MODEL: Table<Model> = Table::new("model.v2");
 const LEARNER: Table<Learner> = Table::new("learner");
 const BUDGETS: Table<f64> = Table::new("budgets");
 const SINGLETON: &str = "current";

@@ -273,19 +273,39 @@ pub struct ModelStats {
     /// without observations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brier: Option<f64>,
+    /// Expected calibration error of the same predictions: the count-weighted mean gap between
+    /// predicted and observed failure rate over the reliability buckets (0 is perfect); none
+    /// yet without observations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ece: Option<f64>,
     #[serde(default)]
     pub reliability: Vec<ReliabilityBucket>,
     pub bias: f64,
+    /// Weights of the standardised features.
     #[serde(default)]
     pub weights: Vec<FactorWeight>,
+    /// The calibration step the predictions pass through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Timestamp>,
+}
+
+/// Platt scaling: `P(fail) = sigmoid(a · raw log-odds + b)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub a: f64,
+    pub b: f64,
 }
 
 impl Validate for ModelStats {
     fn validate(&self) -> Result<(), ValidationError> {
         v::items("reliability", &self.reliability, 32)?;
         v::items("weights", &self.weights, 256)?;
+        if let Some(c) = &self.calibration {
+            v::finite("calibration.a", c.a)?;
+            v::finite("calibration.b", c.b)?;
+        }
         self.weights.iter().try_for_each(|w| v::finite("weights.weight", w.weight))
     }
 }

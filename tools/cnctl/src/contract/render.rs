@@ -161,6 +161,19 @@ pub fn render_stats(s: &ModelStats) -> String {
             let _ = writeln!(o, "Brier score: none yet (no outcomes observed)");
         }
     }
+    if let Some(e) = s.ece {
+        let _ = writeln!(
+            o,
+            "expected calibration error {e:.4} (mean gap between predicted and observed failure rate, weighted by count; 0 is perfect)"
+        );
+    }
+    if let Some(c) = s.calibration {
+        let _ = writeln!(
+            o,
+            "calibration: P(fail) = sigmoid({:.3} × raw log-odds {:+.3}) (Platt, fitted on recent outcomes)",
+            c.a, c.b
+        );
+    }
     if !s.reliability.is_empty() {
         let _ = writeln!(o, "\nreliability (does a predicted p fail p of the time?)");
         let _ = writeln!(
@@ -177,7 +190,11 @@ pub fn render_stats(s: &ModelStats) -> String {
             );
         }
     }
-    let _ = writeln!(o, "\nlearned weights (largest effect first), bias {:+.3}", s.bias);
+    let _ = writeln!(
+        o,
+        "\nlearned weights of the standardised factors (largest effect first), bias {:+.3}",
+        s.bias
+    );
     let mut weights: Vec<_> = s.weights.iter().collect();
     weights.sort_by(|a, b| {
         b.weight.abs().total_cmp(&a.weight.abs()).then_with(|| a.name.cmp(&b.name))

@@ -1,8 +1,8 @@
 use super::*;
 use bus_schema::{
-    AskDecision, CanaryStage, ChangeType, ContractStatus, DataLossRisk, FactorWeight, Guardrails,
-    ModelStats, NegotiationReply, ReliabilityBucket, RiskAssessment, RiskFactor, RiskLevel,
-    RollbackPlan, Validator,
+    AskDecision, Calibration, CanaryStage, ChangeType, ContractStatus, DataLossRisk, FactorWeight,
+    Guardrails, ModelStats, NegotiationReply, ReliabilityBucket, RiskAssessment, RiskFactor,
+    RiskLevel, RollbackPlan, Validator,
 };
 use clap::Parser;
 
@@ -389,6 +389,7 @@ fn stats_show_calibration_and_weights_by_magnitude() {
     let stats = ModelStats {
         observations: 42,
         brier: Some(0.1234),
+        ece: Some(0.0217),
         reliability: vec![ReliabilityBucket {
             from: 0.0,
             to: 0.2,
@@ -401,10 +402,15 @@ fn stats_show_calibration_and_weights_by_magnitude() {
             FactorWeight { name: "caching".into(), weight: 0.2 },
             FactorWeight { name: "schema".into(), weight: -1.1 },
         ],
+        calibration: Some(Calibration { a: 0.93, b: -0.04 }),
         updated_at: None,
     };
     let text = render_stats(&stats);
     assert!(text.contains("42 deploy outcomes") && text.contains("Brier score 0.1234"), "{text}");
+    assert!(
+        text.contains("expected calibration error 0.0217") && text.contains("sigmoid(0.930"),
+        "{text}"
+    );
     assert!(
         text.contains("0.00–0.20") && text.contains("0.080") && text.contains("0.100"),
         "{text}"
@@ -413,9 +419,11 @@ fn stats_show_calibration_and_weights_by_magnitude() {
     let empty = ModelStats {
         observations: 0,
         brier: None,
+        ece: None,
         reliability: vec![],
         bias: 0.0,
         weights: vec![],
+        calibration: None,
         updated_at: None,
     };
     assert!(render_stats(&empty).contains("none yet"));

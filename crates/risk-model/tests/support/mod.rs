@@ -1,0 +1,1 @@
+pub mod deploy_world;
