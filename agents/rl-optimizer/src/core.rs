@@ -516,8 +516,12 @@ impl Core {
         let mut rng = SplitMix64::new(seed_for(incident.incident_id, n));
         match decide::choose(&ctx, scored, min, epsilon, &mut rng) {
             Some(choice) => {
-                let detail =
-                    json!({"exploratory": choice.exploratory, "propensity": choice.propensity});
+                let options: Vec<_> = choice
+                    .options
+                    .iter()
+                    .map(|(a, p)| json!({"action": a, "propensity": p}))
+                    .collect();
+                let detail = json!({"exploratory": choice.exploratory, "propensity": choice.propensity, "options": options});
                 let p = self.proposal(
                     &mem,
                     &choice.action,

@@ -40,6 +40,9 @@ pub struct Choice {
     pub confidence: f64,
     pub propensity: f64,
     pub exploratory: bool,
+    /// Every option with the probability it had of being chosen (the chosen one's is the
+    /// propensity; a candidate not listed had none): what lets the logs be weighed later.
+    pub options: Vec<(Action, f64)>,
     /// Every candidate, best value first.
     pub scored: Vec<Scored>,
     pub explanation: String,
@@ -97,15 +100,15 @@ pub fn choose(
     let explore = k > 1 && epsilon > 0.0 && rng.unit() < epsilon;
     let pick = if explore { options[rng.below(k)].clone() } else { greedy.clone() };
     let exploratory = explore && pick.action != greedy.action;
-    let propensity = if epsilon > 0.0 && k > 1 {
-        if pick.action == greedy.action {
-            1.0 - epsilon + epsilon / k as f64
-        } else {
-            epsilon / k as f64
-        }
-    } else {
-        1.0
+    let chance = |s: &Scored| match (epsilon > 0.0 && k > 1, s.action == greedy.action) {
+        (true, true) => 1.0 - epsilon + epsilon / k as f64,
+        (true, false) => epsilon / k as f64,
+        (false, true) => 1.0,
+        (false, false) => 0.0,
     };
+    let propensity = chance(&pick);
+    let chances: Vec<(Action, f64)> =
+        options.iter().map(|s| (s.action.clone(), chance(s))).collect();
     let listed: Vec<String> = scored
         .iter()
         .map(|s| {
@@ -156,6 +159,7 @@ pub fn choose(
         confidence: pick.confidence,
         propensity,
         exploratory,
+        options: chances,
         scored,
         explanation,
     })

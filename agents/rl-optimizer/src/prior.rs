@@ -13,16 +13,9 @@ use bus_schema::{Action, IncidentKind};
 
 use crate::context::Context;
 
-/// How disruptive an action is, subtracted from its reward.
-pub fn cost(action: &Action) -> f64 {
-    match action {
-        Action::Noop | Action::Observe => 0.0,
-        Action::Restart | Action::ScaleUp => 0.05,
-        Action::ScaleDown => 0.1,
-        Action::Rollback => 0.2,
-        _ => 0.1,
-    }
-}
+/// How disruptive an action is, subtracted from its reward (shared with the tools that
+/// evaluate policies: `policy_eval::reward`).
+pub use policy_eval::reward::cost;
 
 /// The prior choice for a kind of incident and its chance of curing it (0..=1).
 pub fn prior(kind: IncidentKind) -> (Action, f64) {

@@ -35,7 +35,7 @@ use bus_schema::Action;
 use serde::{Deserialize, Serialize};
 
 use crate::context::Context;
-use crate::prior::{cost, cure_chance, prior_value};
+use crate::prior::{cure_chance, prior_value};
 
 /// How many observations the level above is worth.
 pub const PRIOR_WEIGHT: f64 = 4.0;
@@ -43,18 +43,9 @@ pub const PRIOR_WEIGHT: f64 = 4.0;
 pub const SERVICE_CAP: f64 = 2.0;
 /// The smallest step an update takes: after about 1/α outcomes older ones fade.
 pub const DEFAULT_ALPHA: f64 = 0.05;
-/// A cure within this many seconds earns the full reward.
-pub const FAST_RECOVERY_S: f64 = 60.0;
-
-/// The reward of an outcome.
-pub fn reward(action: &Action, recovered: bool, time_to_recover_s: Option<f64>) -> f64 {
-    let base = match (recovered, time_to_recover_s) {
-        (false, _) => -1.0,
-        (true, Some(t)) if t <= FAST_RECOVERY_S => 1.0,
-        (true, _) => 0.5,
-    };
-    base - cost(action)
-}
+/// The reward of an outcome, and the cure time that earns the full reward: shared with the
+/// tools that evaluate policies off-policy (`policy_eval::reward`).
+pub use policy_eval::reward::{FAST_RECOVERY_S, reward};
 
 /// Whether an action changes nothing.
 pub fn does_nothing(action: &Action) -> bool {
