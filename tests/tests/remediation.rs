@@ -133,6 +133,41 @@ async fn sixty_crash_loops_reported_only_while_crashing_are_restarted_resolved_a
             .iter()
             .all(|p| p.action == Some(Action::Restart) && p.detail["propensity"] == json!(1.0))
     );
+
+    // Off-policy evaluation from this log: the optimizer's own table is what ran, so the logs
+    // support its estimate; a table that would do nothing instead never ran (no exploration by
+    // default), so they cannot.
+    let own = cnctl(&fleet, "operator", &["policy", "evaluate"], None);
+    let text = String::from_utf8_lossy(&own.stdout);
+    assert_eq!(own.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&own.stderr));
+    let decisions: usize = text
+        .split("decisions with an outcome or refusal: ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(decisions >= N, "every judged restart is a decision: {text}");
+    assert!(text.contains("the logs support this estimate"), "{text}");
+    let shown = cnctl(&fleet, "operator", &["policy", "show", "--json"], None);
+    let mut table: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let mut flipped = Vec::new();
+    for e in table["entries"].as_array().unwrap() {
+        flipped.push(json!({"state": e["state"], "action": "restart", "value": -2.0, "visits": 0}));
+        flipped.push(json!({"state": e["state"], "action": "noop", "value": 2.0, "visits": 0}));
+    }
+    table["entries"] = json!(flipped);
+    let file = fleet.dir.path().join("do-nothing.json");
+    std::fs::write(&file, table.to_string()).unwrap();
+    let other = cnctl(
+        &fleet,
+        "operator",
+        &["policy", "evaluate", "--table", file.to_str().unwrap(), "--json"],
+        None,
+    );
+    let report: Value = serde_json::from_slice(&other.stdout).unwrap();
+    assert_eq!(other.status.code(), Some(1), "{report}");
+    assert_eq!(report["report"]["supported"], false, "{report}");
+    assert_eq!(report["report"]["agreed"], 0, "{report}");
 }
 
 /// A crash loop after a deploy that nothing the executor does (dry-run) cures: each action's

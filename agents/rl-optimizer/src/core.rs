@@ -37,6 +37,7 @@ use crate::context::{Context, SplitMix64, seed_for};
 use crate::decide::{self, Scored};
 use crate::episode::{IncidentMemory, MAX_INCIDENTS, Proposed, Status, Waiting, to_forget};
 pub use crate::episode::{Learned, PreferenceChange};
+use crate::promotion::{self, EVALUATE_EVERY, Log, Logged, Promotion};
 use crate::settings::{Mode, Settings};
 use crate::shield::{self, ServiceFacts};
 use crate::values::{Values, does_nothing, reward};
@@ -65,6 +66,8 @@ pub enum Effect {
     Propose(Box<Proposed>),
     /// An outcome was learned from and changed what this service would try first.
     Learned(Box<Learned>),
+    /// The candidate learned in shadow replaced the running values (`--mode gated`).
+    Promoted(Box<Promotion>),
 }
 
 impl Effect {
@@ -72,7 +75,7 @@ impl Effect {
     pub fn into_proposal(self) -> Option<ActionProposal> {
         match self {
             Effect::Propose(p) => Some(p.proposal),
-            Effect::Learned(_) => None,
+            Effect::Learned(_) | Effect::Promoted(_) => None,
         }
     }
 }
@@ -84,6 +87,10 @@ pub struct Dirty {
     pub forgotten: BTreeSet<Uuid>,
     pub rows: BTreeSet<String>,
     pub facts: BTreeSet<String>,
+    /// Rows of the candidate (`--mode gated`).
+    pub shadow_rows: BTreeSet<String>,
+    /// The decision log changed.
+    pub log: bool,
 }
 
 /// The optimizer without a bus.
@@ -94,6 +101,11 @@ pub struct Core {
     pub memory: BTreeMap<Uuid, IncidentMemory>,
     pub facts: BTreeMap<String, ServiceFacts>,
     pub proposer: AgentName,
+    /// `--mode gated`: the candidate outcomes teach, and the decisions it is judged on.
+    pub shadow: Option<Values>,
+    pub log: Log,
+    /// The last evaluation of the candidate (since the agent started).
+    pub promotion: Option<serde_json::Value>,
     dirty: Dirty,
 }
 
@@ -130,6 +142,9 @@ impl Core {
             memory: BTreeMap::new(),
             facts: BTreeMap::new(),
             proposer,
+            shadow: None,
+            log: Log::default(),
+            promotion: None,
             dirty: Dirty::default(),
         }
     }
@@ -233,7 +248,47 @@ impl Core {
         for id in waiting {
             effects.extend(self.wake(id, &format!("wake:{proposal_id}"), now));
         }
+        effects.extend(self.consider_promotion());
         effects
+    }
+
+    /// Keeps a judged or refused proposal as a decision the candidate is evaluated on.
+    fn log_decision(&mut self, p: &Proposed, service: &str, reward: f64) {
+        if self.settings.mode != Mode::Gated || p.escalation {
+            return;
+        }
+        if let Some(logged) = Logged::of(p, service, reward) {
+            self.log.record(logged);
+            self.dirty.log = true;
+        }
+    }
+
+    /// Every [`EVALUATE_EVERY`] logged decisions: promotes the candidate if the logs show it
+    /// is better (see [`crate::promotion`]).
+    fn consider_promotion(&mut self) -> Option<Effect> {
+        if self.settings.mode != Mode::Gated || self.log.since_evaluated < EVALUATE_EVERY {
+            return None;
+        }
+        self.log.since_evaluated = 0;
+        self.dirty.log = true;
+        let shadow = self.shadow.as_ref()?;
+        match promotion::consider(&self.log, &self.values, shadow) {
+            Ok(p) => {
+                self.values = shadow.clone();
+                self.dirty.rows.extend(self.values.rows().keys().cloned());
+                self.log.promotions += 1;
+                self.promotion = Some(serde_json::json!({
+                    "promoted": true, "evidence": p.evidence, "changes": p.changes.len(),
+                }));
+                Some(Effect::Promoted(Box::new(p)))
+            }
+            Err(why) => {
+                self.promotion = Some(serde_json::json!({
+                    "promoted": false, "why": why, "decisions": self.log.decisions.len(),
+                }));
+                None
+            }
+        }
     }
 
     /// Records the verdict on one of our proposals and learns from it.
@@ -267,6 +322,14 @@ impl Core {
             }
             p.status = Status::Judged { recovered: false, revised: true };
             let earlier = p.learned.clone().filter(|_| learns)?;
+            if self.settings.mode == Mode::Gated {
+                let shadow = self.shadow.get_or_insert_with(|| self.values.clone());
+                let u = shadow.correct(&service, &ctx, &earlier, r);
+                self.dirty.shadow_rows.insert(u.key.clone());
+                p.learned = Some(u);
+                self.log_decision(p, &service, r);
+                return None;
+            }
             let before = self.first_choice(&service, &ctx, &incident);
             let u = self.values.correct(&service, &ctx, &earlier, r);
             Some((before, u))
@@ -276,6 +339,14 @@ impl Core {
             }
             p.status = Status::Judged { recovered: o.recovered, revised: false };
             if !learns {
+                return None;
+            }
+            if self.settings.mode == Mode::Gated {
+                let shadow = self.shadow.get_or_insert_with(|| self.values.clone());
+                let u = shadow.update(&service, &ctx, &o.action, r, o.recovered);
+                self.dirty.shadow_rows.insert(u.key.clone());
+                p.learned = Some(u);
+                self.log_decision(p, &service, r);
                 return None;
             }
             let before = self.first_choice(&service, &ctx, &incident);
@@ -345,6 +416,33 @@ impl Core {
             self.save(mem);
             return Vec::new();
         }
+        // A refusal is the decision's end (nothing done, nothing earned), unless it only
+        // waits for another action's verdict.
+        if r.reason != ReasonCode::VerificationPending {
+            let service = service_key(mem.incident.env.as_str(), mem.incident.service.as_str());
+            if let Some(p) = mem.proposals.iter().find(|p| p.proposal.proposal_id == r.proposal_id)
+            {
+                let p = p.clone();
+                self.log_decision(&p, &service, policy_eval::reward::REFUSED);
+            }
+        }
+        let promoted = self.consider_promotion();
+        let mut effects = self.after_refusal(mem, r, &trigger, escalation, action, now);
+        effects.extend(promoted);
+        effects
+    }
+
+    /// What follows a refusal (the match of [`Core::on_refusal`]).
+    fn after_refusal(
+        &mut self,
+        mut mem: IncidentMemory,
+        r: &Refusal,
+        trigger: &str,
+        escalation: bool,
+        action: Action,
+        now: Timestamp,
+    ) -> Vec<Effect> {
+        let trigger = trigger.to_owned();
         match r.reason {
             ReasonCode::VerificationPending => {
                 let until = serde_json::from_str::<serde_json::Value>(&r.detail)
@@ -375,7 +473,7 @@ impl Core {
                 now,
             ),
             _ if escalation => {
-                tracing::warn!(%incident_id, reason = %r.reason, "governance refused to put the incident to a human");
+                tracing::warn!(incident_id = %mem.incident.incident_id, reason = %r.reason, "governance refused to put the incident to a human");
                 self.save(mem);
                 Vec::new()
             }

@@ -11,7 +11,8 @@
 //! - [`decide`]: the choice, with its propensity.
 //! - [`episode`]: per-incident memory.
 //! - [`core`]: the pure core the shell below stores and publishes.
-//! - [`settings`]: `--mode learning|frozen|shadow`, α, ε, `--policy`.
+//! - [`promotion`]: `--mode gated`: a candidate learned in shadow, promoted on evidence.
+//! - [`settings`]: `--mode learning|frozen|shadow|gated`, α, ε, `--policy`.
 //!
 //! Proposals go to `cn.actions.proposed.{env}.{service}` with an `action_proposed` record that
 //! carries the explanation (in shadow mode only the record, marked `"shadow": true`); each has
@@ -26,6 +27,7 @@ pub mod core;
 pub mod decide;
 pub mod episode;
 pub mod prior;
+pub mod promotion;
 pub mod settings;
 pub mod shield;
 pub mod values;
@@ -58,6 +60,10 @@ const COUNTERS: Table<u64> = Table::new("counters");
 const INCIDENTS: Table<IncidentMemory> = Table::new("episodes.v2");
 /// What deploy events said about each service, by `env/service`.
 const FACTS: Table<ServiceFacts> = Table::new("facts");
+/// `--mode gated`: the candidate's values, like [`VALUES`].
+const SHADOW: Table<Row> = Table::new("shadow.v1");
+/// `--mode gated`: the decisions the candidate is evaluated on (one key, `log`).
+const DECISIONS: Table<promotion::Log> = Table::new("decisions.v1");
 /// Deliveries of an incident that wait for unread deploy events before deciding anyway.
 const DEPLOY_WAIT_ATTEMPTS: u32 = 3;
 /// A LearnedPolicy reply lists at most this many entries (the contract's limit).
@@ -103,6 +109,15 @@ impl Optimizer {
             .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
             .collect();
         core.facts = store.scan(&FACTS)?.into_iter().collect();
+        if core.settings.mode == settings::Mode::Gated {
+            let rows = store.scan(&SHADOW)?;
+            core.shadow = Some(if rows.is_empty() {
+                core.values.clone()
+            } else {
+                Values::from_rows(rows, core.settings.alpha, 0)
+            });
+            core.log = store.get(&DECISIONS, "log")?.unwrap_or_default();
+        }
         let policy_subject = subject::POLICY.subject(&NAME, instance).as_str().to_owned();
         Ok(Self { store, core, policy_subject })
     }
@@ -128,6 +143,11 @@ impl Optimizer {
             .take(MAX_ENTRIES)
             .collect();
         let settings = &self.core.settings;
+        let candidate = self.core.shadow.as_ref().map(|s| {
+            let mut entries = self.core.log.entries(s);
+            entries.truncate(MAX_ENTRIES);
+            entries
+        });
         LearnedPolicy {
             mode: settings.mode.as_str().to_owned(),
             alpha: settings.alpha,
@@ -135,6 +155,8 @@ impl Optimizer {
             epsilon: settings.epsilon,
             updates: self.core.values.updates,
             entries,
+            candidate,
+            promotion: self.core.promotion.clone(),
         }
     }
 
@@ -163,6 +185,16 @@ impl Optimizer {
             }
             if !dirty.rows.is_empty() {
                 tx.put(&COUNTERS, "updates", &core.values.updates)?;
+            }
+            if let Some(shadow) = &core.shadow {
+                for key in &dirty.shadow_rows {
+                    if let Some(row) = shadow.row(key) {
+                        tx.put(&SHADOW, key, row)?;
+                    }
+                }
+            }
+            if dirty.log {
+                tx.put(&DECISIONS, "log", &core.log)?;
             }
             Ok(())
         })
@@ -205,6 +237,23 @@ impl Optimizer {
                         )
                         .await?;
                     }
+                }
+                Effect::Promoted(p) => {
+                    let changes: Vec<_> = p
+                        .changes
+                        .iter()
+                        .map(|(state, from, to)| json!({"state": state, "from": from, "to": to}))
+                        .collect();
+                    let estimates = |r: &policy_eval::estimate::Report| json!({"ips": r.ips, "snips": r.snips, "dr": r.dr, "ess": r.ess, "agreed": r.agreed});
+                    let draft = ProofDraft::new(ProofKind::PolicyPromoted)
+                        .correlation(ctx.meta().correlation_id.clone())
+                        .detail(json!({
+                            "evidence": p.evidence, "changes": changes,
+                            "candidate": estimates(&p.candidate), "running": estimates(&p.running),
+                            "rule": format!("the lower of the candidate's SNIPS and DR {:.0} % bounds beats the running policy's SNIPS value by {}", p.evidence.level * 100.0, p.evidence.margin),
+                        }));
+                    let key = format!("promoted:{}", self.core.log.promotions);
+                    ctx.prove_keyed(draft, &key).await?;
                 }
                 Effect::Learned(l) => {
                     let (o, change) = (&l.outcome, &l.change);

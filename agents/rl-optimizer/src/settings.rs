@@ -2,7 +2,7 @@
 //!
 //! | flag | env | default | meaning |
 //! |---|---|---|---|
-//! | `--mode` | `CN_OPTIMIZER_MODE` | `learning` | `learning` (propose, learn from outcomes), `frozen` (propose greedily, never explore, never update), `shadow` (recommend on the proof log only, publish nothing, never update) |
+//! | `--mode` | `CN_OPTIMIZER_MODE` | `learning` | `learning` (propose, learn from outcomes), `frozen` (propose greedily, never explore, never update), `shadow` (recommend on the proof log only, publish nothing, never update), `gated` (propose with the running values, learn a candidate in shadow, promote it only on off-policy evidence: `crate::promotion`) |
 //! | `--alpha` | `CN_OPTIMIZER_ALPHA` | 0.05 | the smallest step an update takes, in (0, 1]: after about 1/α outcomes older ones fade |
 //! | `--epsilon` | `CN_OPTIMIZER_EPSILON` | 0.1 | exploration rate, in [0, 1], only in the policy's `explore_envs` (none by default; never prod) |
 //! | `--policy` | `CN_POLICY_FILE` | built-in defaults | governance's policy file: what each environment allows, its confidence minimum, the per-incident budget, where exploring is allowed |
@@ -22,6 +22,7 @@ pub enum Mode {
     Learning,
     Frozen,
     Shadow,
+    Gated,
 }
 
 impl Mode {
@@ -30,12 +31,14 @@ impl Mode {
             Mode::Learning => "learning",
             Mode::Frozen => "frozen",
             Mode::Shadow => "shadow",
+            Mode::Gated => "gated",
         }
     }
 
-    /// Only a learning optimizer updates its values and explores.
+    /// Only a learning or gated optimizer learns from outcomes and explores (a gated one
+    /// learns a candidate in shadow, see `crate::promotion`).
     pub fn learns(self) -> bool {
-        self == Mode::Learning
+        matches!(self, Mode::Learning | Mode::Gated)
     }
 }
 
@@ -43,7 +46,8 @@ impl Mode {
 #[derive(Debug, Clone, clap::Args)]
 pub struct OptimizerArgs {
     /// learning: propose and learn; frozen: propose greedily, never update; shadow: record
-    /// recommendations on the proof log only.
+    /// recommendations on the proof log only; gated: propose with the running values, learn a
+    /// candidate in shadow and promote it only when the logs show it is better.
     #[arg(long, env = "CN_OPTIMIZER_MODE", value_enum, default_value = "learning")]
     pub mode: Mode,
     /// The smallest step a value moves by per outcome, in (0, 1]: after about 1/alpha outcomes

@@ -525,7 +525,7 @@ fn a_redelivered_verdict_records_the_change_it_taught_until_the_record_is_stored
     let learned_of = |effects: &[Effect]| {
         effects.iter().find_map(|e| match e {
             Effect::Learned(l) => Some(l.clone()),
-            Effect::Propose(_) => None,
+            _ => None,
         })
     };
     // Restarts that never cure, until the service's first choice moves away from restarting.

@@ -90,6 +90,32 @@ pub fn render(policy: &LearnedPolicy) -> String {
     if states.is_empty() {
         out.push_str("nothing learned yet: every choice uses the prior\n");
     }
+    if let Some(candidate) = &policy.candidate {
+        let states: std::collections::BTreeSet<&str> =
+            candidate.iter().map(|e| e.state.as_str()).collect();
+        out.push_str(&format!(
+            "candidate learned in shadow: {} estimates over {} logged states (acts only once promoted; cnctl policy evaluate estimates it)\n",
+            candidate.len(),
+            states.len()
+        ));
+    }
+    if let Some(p) = &policy.promotion {
+        if p["promoted"].as_bool() == Some(true) {
+            let e = &p["evidence"];
+            out.push_str(&format!(
+                "last evaluation: promoted — candidate's lower bound {:+.3} beat the running policy's {:+.3} by at least {} over {} decisions\n",
+                e["candidate_low"].as_f64().unwrap_or(f64::NAN),
+                e["running"].as_f64().unwrap_or(f64::NAN),
+                e["margin"],
+                e["decisions"]
+            ));
+        } else {
+            out.push_str(&format!(
+                "last evaluation: not promoted — {}\n",
+                p["why"].as_str().unwrap_or("no reason given")
+            ));
+        }
+    }
     for (state, mut entries) in states {
         entries.sort_by(|a, b| b.value.total_cmp(&a.value).then(a.action.cmp(&b.action)));
         out.push_str(&format!("\n{state}\n  {:<20} {:>8} {:>8}\n", "ACTION", "REWARD", "OUTCOMES"));
@@ -129,6 +155,8 @@ mod tests {
                 entry(Action::Rollback, 0.415, 1),
                 entry(Action::Noop, 0.0, 0),
             ],
+            candidate: None,
+            promotion: None,
         };
         let text = render(&policy);
         assert!(text.starts_with("mode learning  α 0.3  ε 0.1  updates 3  states 1"), "{text}");
@@ -145,6 +173,47 @@ mod tests {
         );
         assert!(
             render(&LearnedPolicy { entries: vec![], ..policy }).contains("nothing learned yet")
+        );
+    }
+
+    #[test]
+    fn a_gated_optimizer_shows_its_candidate_and_why_it_was_or_was_not_promoted() {
+        let entry = PolicyEntry {
+            state: "stage/api@high_latency/stage/no-deploy".into(),
+            action: Action::ScaleUp,
+            value: 0.4,
+            visits: 12,
+        };
+        let policy = LearnedPolicy {
+            mode: "gated".into(),
+            alpha: 0.05,
+            gamma: 0.0,
+            epsilon: 0.3,
+            updates: 40,
+            entries: vec![],
+            candidate: Some(vec![entry]),
+            promotion: Some(
+                serde_json::json!({"promoted": false, "why": "effective sample size 3.0 is below 10"}),
+            ),
+        };
+        let text = render(&policy);
+        assert!(
+            text.contains("candidate learned in shadow: 1 estimates over 1 logged states"),
+            "{text}"
+        );
+        assert!(text.contains("not promoted — effective sample size 3.0"), "{text}");
+        let promoted = LearnedPolicy {
+            promotion: Some(
+                serde_json::json!({"promoted": true, "evidence": {"candidate_low": 0.21, "running": 0.05, "margin": 0.05, "decisions": 300}}),
+            ),
+            ..policy
+        };
+        assert!(
+            render(&promoted).contains(
+                "promoted — candidate's lower bound +0.210 beat the running policy's +0.050"
+            ),
+            "{}",
+            render(&promoted)
         );
     }
 }

@@ -42,6 +42,7 @@ pub mod approvals;
 pub mod bench;
 pub mod contract;
 pub mod creds;
+pub mod evaluate;
 pub mod keys;
 pub mod learned;
 pub mod onboard;
@@ -233,6 +234,11 @@ pub enum PolicyCommand {
     /// values and visits, best first; exits 2 when no optimizer answers.
     /// Example: cnctl policy show --state crash_loop
     Show(learned::ShowArgs),
+    /// Estimate from the proof log what a candidate policy would earn before it acts: IPS,
+    /// self-normalised IPS and doubly robust, with bootstrap intervals and the effective sample
+    /// size; says when the logs cannot support an estimate (exit 1).
+    /// Example: cnctl policy show --json > table.json; (edit); cnctl policy evaluate --table table.json
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -340,6 +346,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Rollout { nats, command } => rollout::run(&nats, command).await,
         Command::Policy { command: PolicyCommand::Check(args) } => policy::check(&args),
         Command::Policy { command: PolicyCommand::Show(args) } => learned::show(&args).await,
+        Command::Policy { command: PolicyCommand::Evaluate(args) } => evaluate::run(&args).await,
         Command::Streams { command } => streams::run(command).await,
         Command::Partitions { command } => partitions::run(command).await,
         Command::Completions { shell } => {

@@ -278,12 +278,22 @@ pub struct LearnedPolicy {
     pub updates: u64,
     #[serde(default)]
     pub entries: Vec<PolicyEntry>,
+    /// In `gated` mode: the candidate learned in shadow, which acts only once promoted (its
+    /// entries are estimates per state and action; `visits` counts the state's own outcomes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Vec<PolicyEntry>>,
+    /// In `gated` mode: the last promotion decision, as the `policy_promoted` record or the
+    /// reason none was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<serde_json::Value>,
 }
 
 impl Validate for LearnedPolicy {
     fn validate(&self) -> Result<(), ValidationError> {
         v::text("mode", &self.mode, MAX_SHORT)?;
         v::items("entries", &self.entries, 10_000)?;
-        self.entries.iter().try_for_each(|e| v::finite("entries.value", e.value))
+        let candidate = self.candidate.as_deref().unwrap_or_default();
+        v::items("candidate", candidate, 10_000)?;
+        self.entries.iter().chain(candidate).try_for_each(|e| v::finite("entries.value", e.value))
     }
 }

@@ -49,6 +49,7 @@ string_enum! {
         ActionFailed = "action_failed",
         ExecutionRefused = "execution_refused",
         PolicyLearned = "policy_learned",
+        PolicyPromoted = "policy_promoted",
         OnboardingAccepted = "onboarding_accepted",
         OnboardingRefused = "onboarding_refused",
         CanaryStage = "canary_stage",
