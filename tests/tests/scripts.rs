@@ -506,7 +506,10 @@ async fn up_with_a_cluster_and_two_instances_replicates_the_streams_and_goes_on_
         .await;
         assert!(ack.is_ok(), "{ack:?}");
     }
-    let executed = cn_tests::eventually(Duration::from_secs(30), "the restart", || {
+    // 60 s: after the kill the partitions move and governance can take 10 s from proposal to
+    // approval on this 2-CPU machine (seen in 3 of 8 runs on 2026-12-06); the point is that the
+    // restart happens, not how fast.
+    let executed = cn_tests::eventually(Duration::from_secs(60), "the restart", || {
         let operator = operator.clone();
         async move {
             let records = proof_log::read_all(&operator).await.unwrap_or_default();
