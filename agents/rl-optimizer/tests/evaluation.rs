@@ -34,17 +34,8 @@ const FAST: f64 = 0.7;
 /// What a candidate must beat the running policy by, in reward per decision.
 const MARGIN: f64 = 0.05;
 
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The optimizer's own seeded SplitMix64.
+type Rng = rl_optimizer::context::SplitMix64;
 
 /// The true chance that `action` cures `kind` (before the seed's jitter).
 fn base_cure(kind: IncidentKind, action: &str) -> f64 {
@@ -224,7 +215,7 @@ fn the_estimators_intervals_cover_each_policys_true_value_and_a_worse_candidate_
     let mut restart_unsupported = 0;
     let mut lines = Vec::new();
     for seed in 0..SEEDS {
-        let mut rng = Rng(seed.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x21);
+        let mut rng = Rng::new(seed.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x21);
         let world = World::new(&mut rng);
         let Ran { records, running, .. } = run(&world, &mut rng, Mode::Learning);
         let logs = logged::from_records(&records, "rl-optimizer");
@@ -330,7 +321,7 @@ fn the_estimators_intervals_cover_each_policys_true_value_and_a_worse_candidate_
 fn a_gated_optimizer_promotes_its_candidate_only_when_the_logs_show_it_is_better() {
     let (mut promoted, mut seeds_promoting) = (0, 0);
     for seed in 0..12u64 {
-        let mut rng = Rng(seed.wrapping_mul(0xE703_7ED1_A0B4_28DB) ^ 0x77);
+        let mut rng = Rng::new(seed.wrapping_mul(0xE703_7ED1_A0B4_28DB) ^ 0x77);
         let world = World::new(&mut rng);
         let ran = run(&world, &mut rng, Mode::Gated);
         for (before, after) in &ran.promotions {
