@@ -40,7 +40,7 @@ pub use crate::episode::{Learned, PreferenceChange};
 use crate::promotion::{self, EVALUATE_EVERY, Log, Logged, Promotion};
 use crate::settings::{Mode, Settings};
 use crate::shield::{self, ServiceFacts};
-use crate::values::{Values, does_nothing, reward};
+use crate::values::{Update, Values, does_nothing, reward};
 
 /// How long after a first `missing_prerequisite` the same action is proposed again.
 pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
@@ -104,8 +104,6 @@ pub struct Core {
     /// `--mode gated`: the candidate outcomes teach, and the decisions it is judged on.
     pub shadow: Option<Values>,
     pub log: Log,
-    /// The last evaluation of the candidate (since the agent started).
-    pub promotion: Option<serde_json::Value>,
     dirty: Dirty,
 }
 
@@ -144,7 +142,6 @@ impl Core {
             proposer,
             shadow: None,
             log: Log::default(),
-            promotion: None,
             dirty: Dirty::default(),
         }
     }
@@ -252,6 +249,13 @@ impl Core {
         effects
     }
 
+    /// Notes what an outcome taught the candidate (`--mode gated`) and logs the decision.
+    fn learned_in_shadow(&mut self, p: &mut Proposed, service: &str, u: Update, reward: f64) {
+        self.dirty.shadow_rows.insert(u.key.clone());
+        p.learned = Some(u);
+        self.log_decision(p, service, reward);
+    }
+
     /// Keeps a judged or refused proposal as a decision the candidate is evaluated on.
     fn log_decision(&mut self, p: &Proposed, service: &str, reward: f64) {
         if self.settings.mode != Mode::Gated || p.escalation {
@@ -277,13 +281,13 @@ impl Core {
                 self.values = shadow.clone();
                 self.dirty.rows.extend(self.values.rows().keys().cloned());
                 self.log.promotions += 1;
-                self.promotion = Some(serde_json::json!({
+                self.log.last = Some(serde_json::json!({
                     "promoted": true, "evidence": p.evidence, "changes": p.changes.len(),
                 }));
                 Some(Effect::Promoted(Box::new(p)))
             }
             Err(why) => {
-                self.promotion = Some(serde_json::json!({
+                self.log.last = Some(serde_json::json!({
                     "promoted": false, "why": why, "decisions": self.log.decisions.len(),
                 }));
                 None
@@ -325,9 +329,7 @@ impl Core {
             if self.settings.mode == Mode::Gated {
                 let shadow = self.shadow.get_or_insert_with(|| self.values.clone());
                 let u = shadow.correct(&service, &ctx, &earlier, r);
-                self.dirty.shadow_rows.insert(u.key.clone());
-                p.learned = Some(u);
-                self.log_decision(p, &service, r);
+                self.learned_in_shadow(p, &service, u, r);
                 return None;
             }
             let before = self.first_choice(&service, &ctx, &incident);
@@ -344,9 +346,7 @@ impl Core {
             if self.settings.mode == Mode::Gated {
                 let shadow = self.shadow.get_or_insert_with(|| self.values.clone());
                 let u = shadow.update(&service, &ctx, &o.action, r, o.recovered);
-                self.dirty.shadow_rows.insert(u.key.clone());
-                p.learned = Some(u);
-                self.log_decision(p, &service, r);
+                self.learned_in_shadow(p, &service, u, r);
                 return None;
             }
             let before = self.first_choice(&service, &ctx, &incident);
@@ -394,6 +394,7 @@ impl Core {
     pub fn on_refusal(&mut self, r: &Refusal, now: Timestamp) -> Vec<Effect> {
         let Some(incident_id) = r.incident_id else { return Vec::new() };
         let Some(mut mem) = self.memory.get(&incident_id).cloned() else { return Vec::new() };
+        let service = service_key(mem.incident.env.as_str(), mem.incident.service.as_str());
         let trigger = format!("refused:{}", r.proposal_id);
         let cooldown_ends = cooldown_end(r, now).filter(|_| {
             let action = mem.proposals.iter().find(|p| p.proposal.proposal_id == r.proposal_id);
@@ -419,31 +420,10 @@ impl Core {
         // A refusal is the decision's end (nothing done, nothing earned), unless it only
         // waits for another action's verdict.
         if r.reason != ReasonCode::VerificationPending {
-            let service = service_key(mem.incident.env.as_str(), mem.incident.service.as_str());
-            if let Some(p) = mem.proposals.iter().find(|p| p.proposal.proposal_id == r.proposal_id)
-            {
-                let p = p.clone();
-                self.log_decision(&p, &service, policy_eval::reward::REFUSED);
-            }
+            self.log_decision(p, &service, policy_eval::reward::REFUSED);
         }
         let promoted = self.consider_promotion();
-        let mut effects = self.after_refusal(mem, r, &trigger, escalation, action, now);
-        effects.extend(promoted);
-        effects
-    }
-
-    /// What follows a refusal (the match of [`Core::on_refusal`]).
-    fn after_refusal(
-        &mut self,
-        mut mem: IncidentMemory,
-        r: &Refusal,
-        trigger: &str,
-        escalation: bool,
-        action: Action,
-        now: Timestamp,
-    ) -> Vec<Effect> {
-        let trigger = trigger.to_owned();
-        match r.reason {
+        let mut effects = match r.reason {
             ReasonCode::VerificationPending => {
                 let until = serde_json::from_str::<serde_json::Value>(&r.detail)
                     .ok()
@@ -473,7 +453,7 @@ impl Core {
                 now,
             ),
             _ if escalation => {
-                tracing::warn!(incident_id = %mem.incident.incident_id, reason = %r.reason, "governance refused to put the incident to a human");
+                tracing::warn!(%incident_id, reason = %r.reason, "governance refused to put the incident to a human");
                 self.save(mem);
                 Vec::new()
             }
@@ -493,7 +473,9 @@ impl Core {
                 self.escalate(mem, &trigger, why, false, now)
             }
             _ => self.next(mem, &trigger, now),
-        }
+        };
+        effects.extend(promoted);
+        effects
     }
 
     /// Incidents whose wait for another verdict ran out by `now`, with the trigger to go on.

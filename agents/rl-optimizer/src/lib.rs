@@ -156,7 +156,7 @@ impl Optimizer {
             updates: self.core.values.updates,
             entries,
             candidate,
-            promotion: self.core.promotion.clone(),
+            promotion: self.core.log.last.clone(),
         }
     }
 

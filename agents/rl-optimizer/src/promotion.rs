@@ -12,10 +12,10 @@
 //! only when the logs support both estimates and the lower bound of the candidate's value
 //! (the lower of its self-normalised IPS and doubly robust bounds, 90 % intervals) beats the
 //! running policy's point estimate by [`MARGIN`]; the `policy_promoted` record names the
-//! evidence and the states whose choice changed. Otherwise the reason is kept for `cnctl
-//! policy show`.
+//! evidence and the states whose choice changed. Either way the verdict is kept with the log
+//! for `cnctl policy show`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use bus_schema::{Action, PolicyEntry, Uuid};
 use policy_eval::estimate::{Decision, Evidence, Options, Report, Table, evaluate, promote};
@@ -48,11 +48,7 @@ impl Logged {
     pub fn of(p: &Proposed, service: &str, reward: f64) -> Option<Self> {
         let proposal = &p.proposal;
         let detail: serde_json::Value = serde_json::from_str(&p.detail).ok()?;
-        let options = detail["options"]
-            .as_array()?
-            .iter()
-            .filter_map(|o| Some((o["action"].as_str()?.to_owned(), o["propensity"].as_f64()?)))
-            .collect();
+        let options = policy_eval::logged::options(&detail);
         Some(Logged {
             proposal_id: proposal.proposal_id,
             service: service.to_owned(),
@@ -81,6 +77,10 @@ pub struct Log {
     pub since_evaluated: u32,
     /// Promotions so far.
     pub promotions: u64,
+    /// The last evaluation: `{promoted: true, evidence, changes}` or `{promoted: false, why,
+    /// decisions}` (`cnctl policy show`).
+    #[serde(default)]
+    pub last: Option<serde_json::Value>,
 }
 
 impl Log {
@@ -111,27 +111,20 @@ impl Log {
         table
     }
 
-    /// The same table as `cn.policy` entries (`cnctl policy evaluate` reads them).
+    /// The same table as `cn.policy` entries (`cnctl policy evaluate` reads them); `visits`
+    /// counts the state's own outcomes.
     pub fn entries(&self, values: &Values) -> Vec<PolicyEntry> {
-        let visits: BTreeMap<&str, u64> = self
-            .decisions
-            .iter()
-            .map(|l| (l.decision.state.as_str(), 0))
-            .collect::<BTreeMap<_, _>>()
-            .into_keys()
-            .map(|s| (s, values.row(s).map_or(0, |r| r.values().map(|v| v.n).sum())))
-            .collect();
         self.table(values)
             .values
             .into_iter()
             .flat_map(|(state, row)| {
-                let n = visits.get(state.as_str()).copied().unwrap_or(0);
+                let visits = values.row(&state).map_or(0, |r| r.values().map(|s| s.n).sum());
                 row.into_iter().filter_map(move |(action, value)| {
                     Some(PolicyEntry {
                         state: state.clone(),
                         action: action.parse().ok()?,
                         value,
-                        visits: n,
+                        visits,
                     })
                 })
             })

@@ -162,7 +162,7 @@ struct Term {
     q_logged: f64,
 }
 
-fn point(terms: impl Iterator<Item = Term> + Clone) -> Point {
+fn point(terms: impl Iterator<Item = Term>) -> Point {
     let (mut n, mut sum_r, mut sum_wr, mut sum_w, mut sum_dr) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for t in terms {
         n += 1.0;
@@ -218,10 +218,12 @@ pub fn evaluate<'d>(
     target: impl Fn(&'d Decision) -> &'d str,
     options: &Options,
 ) -> Report {
+    let mut unseen = 0;
     let terms: Vec<Term> = decisions
         .iter()
         .map(|d| {
             let choice = target(d);
+            unseen += usize::from(d.impossible(choice));
             let q = |a: &str| d.candidates.iter().find(|(c, _)| c == a).map_or(0.0, |(_, v)| *v);
             let agrees = choice == d.chosen;
             let p = if d.propensity.is_finite() && d.propensity > 0.0 {
@@ -238,7 +240,6 @@ pub fn evaluate<'d>(
         })
         .collect();
     let n = terms.len();
-    let unseen = decisions.iter().filter(|d| d.impossible(target(d))).count();
     let agreed = terms.iter().filter(|t| t.w > 0.0).count();
     let (sum_w, sum_w2) = terms.iter().fold((0.0, 0.0), |(s, s2), t| (s + t.w, s2 + t.w * t.w));
     let ess = if sum_w2 > 0.0 { sum_w * sum_w / sum_w2 } else { 0.0 };

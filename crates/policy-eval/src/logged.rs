@@ -106,6 +106,22 @@ pub fn from_records<'a>(
     logs
 }
 
+/// The `options` of a proposal's detail: every action chosen among and its probability
+/// (entries that are not an action with a probability in 0..=1 are skipped; none when absent).
+pub fn options(detail: &serde_json::Value) -> Vec<(String, f64)> {
+    detail["options"]
+        .as_array()
+        .map(|os| {
+            os.iter()
+                .filter_map(|o| {
+                    let p = o["propensity"].as_f64().filter(|p| (0.0..=1.0).contains(p))?;
+                    Some((o["action"].as_str()?.to_owned(), p))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The decision an `action_proposed` record logged, or why it is not one.
 fn proposal(r: &ProofRecord) -> Result<Proposed, &'static str> {
     let d = &r.detail;
@@ -135,17 +151,7 @@ fn proposal(r: &ProofRecord) -> Result<Proposed, &'static str> {
     if !candidates.iter().any(|(a, _)| a == action.as_str()) {
         return Err("no candidates");
     }
-    let options: Vec<(String, f64)> = d["options"]
-        .as_array()
-        .map(|os| {
-            os.iter()
-                .filter_map(|o| {
-                    let p = o["propensity"].as_f64().filter(|p| (0.0..=1.0).contains(p))?;
-                    Some((o["action"].as_str()?.to_owned(), p))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let options = options(d);
     Ok(Proposed {
         decision: Decision {
             state: format!("{env}/{service}@{state}"),

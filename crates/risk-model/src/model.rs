@@ -93,9 +93,9 @@ struct Example {
 
 /// The calibration step: `P = sigmoid(a · raw + b)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Platt {
-    pub a: f64,
-    pub b: f64,
+struct Platt {
+    a: f64,
+    b: f64,
 }
 
 impl Default for Platt {
@@ -336,11 +336,6 @@ impl Model {
 
     pub fn observations(&self) -> u64 {
         self.observations
-    }
-
-    /// The calibration step in use.
-    pub fn calibration(&self) -> Platt {
-        self.platt
     }
 
     /// Weights and calibration for `cnctl contract stats`.
