@@ -281,6 +281,8 @@ pub struct HostileSent {
     pub seq: Option<u64>,
     /// Request: whether a reply came, and its `Cn-Error` header.
     pub reply: Option<Option<String>>,
+    /// Request: why each earlier attempt was asked again (no answer, or `retry`).
+    pub asked_again: Vec<String>,
     pub error: Option<String>,
 }
 
@@ -319,6 +321,7 @@ pub async fn send_all(
             transport: h.transport,
             seq: None,
             reply: None,
+            asked_again: Vec::new(),
             error: None,
         };
         let message =
@@ -328,21 +331,25 @@ pub async fn send_all(
                 let s = publish(&js, &message, &give_up).await;
                 (sent.seq, sent.error) = (s.seq, s.error);
             }
-            Transport::Request => match request(&client, &message, &give_up).await {
-                Ok(reply) => sent.reply = Some(reply),
-                Err(e) => sent.error = Some(e.to_string()),
-            },
+            Transport::Request => {
+                match request(&client, &message, &give_up, &mut sent.asked_again).await {
+                    Ok(reply) => sent.reply = Some(reply),
+                    Err(e) => sent.error = Some(e.to_string()),
+                }
+            }
         }
         out.push(sent);
     }
     out
 }
 
-/// Sends a core request until a reply comes; returns its `Cn-Error` header.
+/// Sends a core request until a reply other than `retry` comes; returns its `Cn-Error`
+/// header.
 async fn request(
     client: &async_nats::Client,
     m: &Message,
     give_up: &CancellationToken,
+    asked_again: &mut Vec<String>,
 ) -> anyhow::Result<Option<String>> {
     loop {
         let mut h = HeaderMap::new();
@@ -357,11 +364,17 @@ async fn request(
         .await
         {
             Ok(Ok(reply)) => {
-                return Ok(reply
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(headers::ERROR))
-                    .map(|v| v.as_str().to_owned()));
+                let error =
+                    reply.headers.as_ref().and_then(|h| h.get(headers::ERROR)).map(|v| v.as_str());
+                // `retry` is the agent saying it could not record its answer (the bus was
+                // busy, e.g. electing a leader): a client asks again, as a pipeline would.
+                if error != Some("retry") {
+                    return Ok(error.map(str::to_owned));
+                }
+                anyhow::anyhow!(
+                    "answered retry: {}",
+                    String::from_utf8_lossy(&reply.payload).chars().take(200).collect::<String>()
+                )
             }
             Ok(Err(e)) => anyhow::Error::new(e),
             Err(_) => anyhow::anyhow!("no reply within 5s"),
@@ -370,6 +383,7 @@ async fn request(
             () = give_up.cancelled() => return Err(error),
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
+        asked_again.push(error.to_string());
     }
 }
 

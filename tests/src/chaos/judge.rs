@@ -283,6 +283,7 @@ pub fn hostile(
             consumer: durable.to_owned(),
             expect: h.expect,
             outcome,
+            answered: h.reply.clone().flatten(),
         };
         match h.transport {
             Transport::Stored => {
@@ -452,6 +453,7 @@ mod tests {
             transport: Transport::Stored,
             seq: Some(seq),
             reply: None,
+            asked_again: Vec::new(),
             error: None,
         };
         let consumer = ConsumerState {

@@ -69,6 +69,8 @@ pub struct HostileVerdict {
     pub consumer: String,
     pub expect: Expect,
     pub outcome: Outcome,
+    /// A request's answer: its `Cn-Error` header, if any.
+    pub answered: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -87,13 +89,18 @@ pub struct HostileFigures {
     pub valid_rejected: Vec<String>,
     /// Not consumed when the run ended: nothing can be said about them.
     pub unjudged: Vec<String>,
+    /// Requests asked again: "{timeouts} / {retry answers}".
+    pub asked_again: String,
     pub verdicts: Vec<HostileVerdict>,
 }
 
 impl HostileFigures {
     pub fn from_verdicts(sent: &[HostileSent], verdicts: Vec<HostileVerdict>) -> Self {
-        let line =
-            |v: &HostileVerdict| format!("{} {} -> {} ({:?})", v.id, v.name, v.agent, v.outcome);
+        let line = |v: &HostileVerdict| {
+            let answered =
+                v.answered.as_ref().map(|e| format!(", answered {e}")).unwrap_or_default();
+            format!("{} {} -> {} ({:?}{answered})", v.id, v.name, v.agent, v.outcome)
+        };
         let mut f = Self {
             sent: sent.len(),
             delivered: sent.iter().filter(|h| h.seq.is_some() || h.reply.is_some()).count(),
@@ -102,6 +109,11 @@ impl HostileFigures {
                 .filter(|h| h.seq.is_none() && h.reply.is_none())
                 .map(|h| format!("{} {}: {}", h.id, h.name, h.error.as_deref().unwrap_or("?")))
                 .collect(),
+            asked_again: {
+                let again = sent.iter().flat_map(|h| &h.asked_again);
+                let retry = again.clone().filter(|why| why.starts_with("answered retry")).count();
+                format!("{} / {retry}", again.count() - retry)
+            },
             ..Self::default()
         };
         for v in &verdicts {
@@ -338,6 +350,7 @@ impl Report {
             Some(h.silently_dropped.is_empty()),
         );
         row("  never consumed", h.unjudged.len().to_string(), Some(h.unjudged.is_empty()));
+        row("  requests asked again (no answer / retry)", h.asked_again.clone(), None);
         row(
             "  valid-but-odd deliveries / rejected",
             format!("{} / {}", h.valid, h.valid_rejected.len()),
@@ -411,7 +424,7 @@ impl Report {
             "hostile": {
                 "sent": h.sent, "delivered": h.delivered, "not_delivered": h.not_delivered, "must_reject": h.must_reject,
                 "rejected": h.rejected, "reasons": h.reasons, "silently_dropped": h.silently_dropped, "valid": h.valid,
-                "valid_rejected": h.valid_rejected, "unjudged": h.unjudged,
+                "valid_rejected": h.valid_rejected, "unjudged": h.unjudged, "asked_again": h.asked_again,
                 "verdicts": h.verdicts.iter().map(|v| json!({
                     "id": v.id, "name": v.name, "subject": v.subject, "agent": v.agent, "consumer": v.consumer,
                     "expect": format!("{:?}", v.expect).to_lowercase(), "outcome": format!("{:?}", v.outcome),
