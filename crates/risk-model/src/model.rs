@@ -22,7 +22,10 @@
 //! `a = 1, b = 0` by a weight of [`CALIBRATION_PRIOR`] outcomes: the regression is calibrated
 //! on what it was fitted on, and this step corrects what it gets wrong on what comes next (a
 //! world that drifted, a misfit the features cannot express). Before [`MIN_CALIBRATION`]
-//! outcomes it is the identity.
+//! outcomes it is the identity. The pull is strong because those predictions came from
+//! earlier fits, trained on fewer outcomes and more confident than the current one: pulled
+//! by 200 on the last 800, the step made a well-fitted model worse (docs/agents.md has the
+//! figures).
 //!
 //! **How it enters the score** ([`Model::adjustment`]): the additive rule score is adjusted by
 //! `LEARNED_SCALE · (p − base)`, where `p` is the predicted failure probability of this contract
@@ -57,9 +60,9 @@ pub const MIN_SD: f64 = 0.05;
 /// Failure probability before any outcome is seen.
 pub const PRIOR: f64 = 0.1;
 /// Outcomes the calibration step is fitted on (the most recent).
-pub const CALIBRATION_WINDOW: usize = 800;
+pub const CALIBRATION_WINDOW: usize = 400;
 /// How many outcomes the identity calibration is worth.
-pub const CALIBRATION_PRIOR: f64 = 200.0;
+pub const CALIBRATION_PRIOR: f64 = 400.0;
 /// Outcomes needed before calibration is fitted at all.
 pub const MIN_CALIBRATION: usize = 50;
 /// Score points per unit of probability above the base rate.
