@@ -436,6 +436,70 @@ async fn bad_requests_reusing_one_message_id_are_each_rejected_on_the_record() {
     );
 }
 
+/// A rejection the agent cannot record is not answered as a refusal without a record: the
+/// requester is told `Cn-Error: retry`, and asked again with the same message id once the
+/// proof log takes records again, the request is rejected on the record, once. (The proof log
+/// is made to refuse records by shrinking CN_PROOF's largest message, which removes nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_that_cannot_be_recorded_is_answered_retry_and_recorded_when_asked_again() {
+    let mut fleet = Fleet::start().await.unwrap();
+    let admin = jetstream::new(fleet.client_as("bootstrap").await.unwrap());
+    let config = admin.get_stream("CN_PROOF").await.unwrap().info().await.unwrap().config.clone();
+    let set_max_size = |max_message_size: i32| {
+        let (admin, config) = (admin.clone(), config.clone());
+        async move {
+            admin
+                .update_stream(jetstream::stream::Config { max_message_size, ..config })
+                .await
+                .unwrap();
+        }
+    };
+    let pipeline = fleet.client_as("pipeline").await.unwrap();
+    let ask = || {
+        let pipeline = pipeline.clone();
+        async move {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert(headers::MSG_ID, "unrecorded-1");
+            h.insert(headers::CONTENT_TYPE, headers::JSON);
+            let reply = pipeline
+                .request_with_headers(
+                    "cn.negotiate.stage.h-retry".to_owned(),
+                    h,
+                    "{\"not\": 1".into(),
+                )
+                .await
+                .unwrap();
+            let error = reply
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(headers::ERROR))
+                .map(|v| v.as_str().to_owned());
+            (error, String::from_utf8_lossy(&reply.payload).into_owned())
+        }
+    };
+
+    set_max_size(64).await;
+    let (error, body) = ask().await;
+    assert_eq!(error.as_deref(), Some("retry"), "{body}");
+    assert!(body.contains("could not record the rejection"), "{body}");
+    assert!(
+        fleet.agent("risk-negotiator").unwrap().exited().is_none(),
+        "the negotiator keeps running"
+    );
+
+    set_max_size(config.max_message_size).await;
+    let (error, body) = ask().await;
+    assert_eq!(error.as_deref(), Some("malformed"), "{body}");
+    let records = fleet
+        .records_until("the rejection", |r| !rejections_of(r, "unrecorded-1").is_empty())
+        .await
+        .unwrap();
+    let rejected = rejections_of(&records, "unrecorded-1");
+    assert_eq!(rejected.len(), 1, "recorded once: {rejected:?}");
+    assert_eq!(rejected[0].agent.as_str(), "risk-negotiator");
+    assert_eq!(rejected[0].detail["subject"], "cn.negotiate.stage.h-retry");
+}
+
 /// Deletes a consumer of CN_EVENTS as an admin would. nats-server 2.9.10 sometimes fails to
 /// delete a consumer while it is writing the consumer's state ("unlinkat …: directory not
 /// empty", 10051); an admin tries again, and so does this, until the consumer is gone.
