@@ -276,7 +276,7 @@ impl Core {
         self.log.since_evaluated = 0;
         self.dirty.log = true;
         let shadow = self.shadow.as_ref()?;
-        match promotion::consider(&self.log, &self.values, shadow) {
+        match promotion::consider(&self.log, &self.values, shadow, &self.settings.policy) {
             Ok(p) => {
                 self.values = shadow.clone();
                 self.dirty.rows.extend(self.values.rows().keys().cloned());

@@ -7,8 +7,9 @@
 //! every option's probability, the choice and its reward.
 //!
 //! Every [`EVALUATE_EVERY`] new decisions, both are estimated off-policy on that log
-//! (`policy_eval`), each as a table: in each logged state, the offered action of highest
-//! estimated value. The candidate is **promoted** — the running values become a copy of it —
+//! (`policy_eval`), each as the choice it would make in each logged decision by the
+//! optimizer's own greedy rule ([`Log::choices`]): the policy estimated is the policy that
+//! would act. The candidate is **promoted** — the running values become a copy of it —
 //! only when the logs support both estimates and the lower bound of the candidate's value
 //! (the lower of its self-normalised IPS and doubly robust bounds, 90 % intervals) beats the
 //! running policy's point estimate by [`MARGIN`]; the `policy_promoted` record names the
@@ -18,10 +19,14 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use bus_schema::{Action, PolicyEntry, Uuid};
-use policy_eval::estimate::{Decision, Evidence, Options, Report, Table, evaluate, promote};
+use policy::Policy;
+use policy_eval::estimate::{
+    Decision, Evidence, Options, Report, Table, evaluate_choices, promote,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::context::Context;
+use crate::context::{Context, SplitMix64};
+use crate::decide;
 use crate::episode::Proposed;
 use crate::values::{Values, row_key};
 
@@ -111,6 +116,29 @@ impl Log {
         table
     }
 
+    /// What `values` choose in each logged decision, by the optimizer's own greedy rule
+    /// ([`decide::choose`] without exploring: the eligible action of highest value, else doing
+    /// nothing) among the actions offered then; `""` where nothing is left and the incident
+    /// would go to a human (the log says nothing of that choice).
+    pub fn choices(&self, values: &Values, policy: &Policy) -> Vec<&str> {
+        self.decisions
+            .iter()
+            .map(|l| {
+                let d = &l.decision;
+                let offered: Vec<Action> =
+                    d.candidates.iter().filter_map(|(a, _)| a.parse().ok()).collect();
+                let env = l.service.split_once('/').map_or("", |(env, _)| env);
+                let scored = decide::score(values, &l.service, &l.context, &offered);
+                let min = policy.for_env(env).min_confidence;
+                let choice = decide::choose(&l.context, scored, min, 0.0, &mut SplitMix64::new(0));
+                choice.map_or("", |c| {
+                    let name = c.action.to_string();
+                    d.candidates.iter().find(|(a, _)| *a == name).map_or("", |(a, _)| a.as_str())
+                })
+            })
+            .collect()
+    }
+
     /// The same table as `cn.policy` entries (`cnctl policy evaluate` reads them); `visits`
     /// counts the state's own outcomes.
     pub fn entries(&self, values: &Values) -> Vec<PolicyEntry> {
@@ -144,22 +172,27 @@ pub struct Promotion {
 
 /// Estimates the candidate and the running values on the log; `Ok` when the candidate is to
 /// be promoted, else why not.
-pub fn consider(log: &Log, running: &Values, candidate: &Values) -> Result<Promotion, String> {
+pub fn consider(
+    log: &Log,
+    running: &Values,
+    candidate: &Values,
+    policy: &Policy,
+) -> Result<Promotion, String> {
     let decisions: Vec<Decision> = log.decisions.iter().map(|l| l.decision.clone()).collect();
-    let (new, old) = (log.table(candidate), log.table(running));
+    let (new, old) = (log.choices(candidate, policy), log.choices(running, policy));
     let mut changes = BTreeSet::new();
-    for d in &decisions {
-        let (from, to) = (old.choose(d), new.choose(d));
+    for ((d, from), to) in decisions.iter().zip(&old).zip(&new) {
         if from != to {
-            changes.insert((d.state.clone(), from.to_owned(), to.to_owned()));
+            let name = |a: &str| if a.is_empty() { "(a human)".to_owned() } else { a.to_owned() };
+            changes.insert((d.state.clone(), name(from), name(to)));
         }
     }
     if changes.is_empty() {
         return Err("the candidate chooses as the running policy does in every logged state".into());
     }
     let options = Options::default();
-    let candidate_report = evaluate(&decisions, |d| new.choose(d), &options);
-    let running_report = evaluate(&decisions, |d| old.choose(d), &options);
+    let candidate_report = evaluate_choices(&decisions, &new, &options);
+    let running_report = evaluate_choices(&decisions, &old, &options);
     let evidence = promote(&candidate_report, &running_report, MARGIN)?;
     Ok(Promotion {
         evidence,
@@ -167,4 +200,57 @@ pub fn consider(log: &Log, running: &Values, candidate: &Values) -> Result<Promo
         running: running_report,
         changes: changes.into_iter().collect(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use bus_schema::IncidentKind;
+
+    use super::*;
+    use crate::context::EnvClass;
+    use crate::values::DEFAULT_ALPHA;
+
+    fn logged(service: &str, candidates: &[(&str, f64)]) -> Logged {
+        let context =
+            Context { kind: IncidentKind::CrashLoop, env: EnvClass::Stage, deploy: false };
+        let candidates: Vec<(String, f64)> =
+            candidates.iter().map(|(a, v)| ((*a).to_owned(), *v)).collect();
+        Logged {
+            proposal_id: Uuid::new_v4(),
+            service: service.to_owned(),
+            context,
+            decision: Decision {
+                state: row_key(service, &context),
+                options: candidates.iter().map(|(a, _)| (a.clone(), 0.5)).collect(),
+                candidates,
+                chosen: "noop".to_owned(),
+                propensity: 0.5,
+                reward: 0.0,
+            },
+        }
+    }
+
+    /// The policy estimated is the one that would act: where the environment asks for more
+    /// confidence than an action has, the optimizer would do nothing, and so does its estimate,
+    /// though the action's value is the highest.
+    #[test]
+    fn a_decision_is_estimated_as_the_optimizer_would_make_it() {
+        let values = Values::new(DEFAULT_ALPHA);
+        let log = Log {
+            decisions: [logged("stage/api", &[("restart", 0.4), ("noop", -0.5)])].into(),
+            ..Log::default()
+        };
+        let decision = &log.decisions[0].decision;
+        assert_eq!(log.table(&values).choose(decision), "restart", "restart is valued highest");
+        let mut policy = Policy::default();
+        assert_eq!(log.choices(&values, &policy), ["restart"]);
+        policy.envs.get_mut("stage").unwrap().min_confidence = Some(1.0);
+        assert_eq!(log.choices(&values, &policy), ["noop"], "too uncertain for stage's minimum");
+
+        let nothing_left =
+            Log { decisions: [logged("stage/api", &[("restart", 0.4)])].into(), ..Log::default() };
+        assert_eq!(nothing_left.choices(&values, &policy), [""], "a human would decide");
+    }
 }
