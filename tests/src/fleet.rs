@@ -367,7 +367,23 @@ impl Fleet {
             Ok((started >= expected).then_some(()))
         })
         .await
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+        // `agent_started` is stored before an agent listens: an agent that answers requests
+        // is ready once it answers its status (it listens for requests first).
+        let client = self.client_as("operator").await?;
+        for agent in fleet().into_iter().filter(|a| !a.requests.is_empty() && !a.partitioned) {
+            let subject = bus_schema::subject::STATUS.subject(&agent.name, &"0".parse()?);
+            eventually(Duration::from_secs(30), "the agent to answer", || async {
+                let asked = client.request(subject.to_string(), "".into());
+                Ok(tokio::time::timeout(Duration::from_secs(1), asked)
+                    .await
+                    .ok()
+                    .and_then(Result::ok))
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}\n{}", agent.name, self.logs()))?;
+        }
+        Ok(())
     }
 
     /// Options to connect as one of the NATS users, with the default inbox prefix.

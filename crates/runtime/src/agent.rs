@@ -543,6 +543,26 @@ impl Agent {
         // The sender stays alive until shutdown: an agent with no inputs (or whose pullers
         // stopped) keeps running rather than seeing a closed channel.
         let keep_open = tx;
+        // Requests are listened for before the status endpoint answers, so an agent that
+        // answers its status also answers its requests (they wait in the backlog until the
+        // loop below, after any replay).
+        let (req_tx, mut requests) = mpsc::channel(REQUEST_BACKLOG);
+        let mut listeners = Vec::new();
+        for (index, filter) in H::Request::filters().iter().enumerate() {
+            let sub = self
+                .client
+                .queue_subscribe(filter.pattern().to_owned(), self.spec.name.to_string())
+                .await
+                .map_err(|e| {
+                    RuntimeError::Service(format!(
+                        "cannot listen for requests on {}: {e}",
+                        filter.pattern()
+                    ))
+                })?;
+            let forward = forward_requests(index, sub, req_tx.clone(), pulling.clone());
+            listeners.push(tokio::spawn(forward));
+        }
+        drop(req_tx);
         let status = StatusTasks::start(
             &self.publisher,
             &self.spec,
@@ -566,23 +586,6 @@ impl Agent {
         let grace = self.args.shutdown_grace;
         let mut clean = true;
         let mut fatal = None;
-        let (req_tx, mut requests) = mpsc::channel(REQUEST_BACKLOG);
-        let mut listeners = Vec::new();
-        for (index, filter) in H::Request::filters().iter().enumerate() {
-            let sub = self
-                .client
-                .queue_subscribe(filter.pattern().to_owned(), self.spec.name.to_string())
-                .await
-                .map_err(|e| {
-                    RuntimeError::Service(format!(
-                        "cannot listen for requests on {}: {e}",
-                        filter.pattern()
-                    ))
-                })?;
-            let forward = forward_requests(index, sub, req_tx.clone(), pulling.clone());
-            listeners.push(tokio::spawn(forward));
-        }
-        drop(req_tx);
         let mut clock = tokio::time::interval(DUE_EVERY);
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
