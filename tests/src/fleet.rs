@@ -358,7 +358,8 @@ impl Fleet {
 
     /// Waits until every agent has recorded `agent_started` as many times as it was started.
     async fn wait_until_started(&self) -> anyhow::Result<()> {
-        let js = jetstream::new(self.client_as("operator").await?);
+        let client = self.client_as("operator").await?;
+        let js = jetstream::new(client.clone());
         let expected = self.agents.len();
         eventually(Duration::from_secs(30), "every agent to start", || async {
             let records = proof_log::read_all(&js).await.unwrap_or_default();
@@ -370,7 +371,6 @@ impl Fleet {
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
         // `agent_started` is stored before an agent listens: an agent that answers requests
         // is ready once it answers its status (it listens for requests first).
-        let client = self.client_as("operator").await?;
         for agent in fleet().into_iter().filter(|a| !a.requests.is_empty() && !a.partitioned) {
             let subject = bus_schema::subject::STATUS.subject(&agent.name, &"0".parse()?);
             eventually(Duration::from_secs(30), "the agent to answer", || async {

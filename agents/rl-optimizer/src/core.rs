@@ -386,7 +386,7 @@ impl Core {
         let scored = decide::score(&self.values, service, ctx, &candidates);
         let values = scored.iter().map(|s| (s.action.clone(), s.estimate.value)).collect();
         let min = self.settings.policy.for_env(incident.env.as_str()).min_confidence;
-        let choice = decide::choose(ctx, scored, min, 0.0, &mut SplitMix64::new(0))?;
+        let choice = decide::greedy(ctx, scored, min)?;
         Some((choice.action, values))
     }
 

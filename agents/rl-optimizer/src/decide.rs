@@ -84,6 +84,11 @@ pub fn eligible(s: &Scored, min_confidence: Option<f64>) -> bool {
         || (s.confidence >= min_confidence.unwrap_or(0.0).max(0.5) && s.estimate.cure >= MIN_CURE)
 }
 
+/// The greedy choice among `scored`: [`choose`] without exploring.
+pub fn greedy(ctx: &Context, scored: Vec<Scored>, min_confidence: Option<f64>) -> Option<Choice> {
+    choose(ctx, scored, min_confidence, 0.0, &mut SplitMix64::new(0))
+}
+
 /// Chooses among `scored` (see the module docs); `None` when nothing is left to try.
 pub fn choose(
     ctx: &Context,

@@ -25,7 +25,7 @@ use policy_eval::estimate::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::context::{Context, SplitMix64};
+use crate::context::Context;
 use crate::decide;
 use crate::episode::Proposed;
 use crate::values::{Values, row_key};
@@ -117,10 +117,10 @@ impl Log {
     }
 
     /// What `values` choose in each logged decision, by the optimizer's own greedy rule
-    /// ([`decide::choose`] without exploring: the eligible action of highest value, else doing
-    /// nothing) among the actions offered then; `""` where nothing is left and the incident
-    /// would go to a human (the log says nothing of that choice).
-    pub fn choices(&self, values: &Values, policy: &Policy) -> Vec<&str> {
+    /// ([`decide::greedy`]: the eligible action of highest value, else doing nothing) among
+    /// the actions offered then; `None` where nothing is left and the incident would go to a
+    /// human (the log says nothing of that choice).
+    pub fn choices(&self, values: &Values, policy: &Policy) -> Vec<Option<&str>> {
         self.decisions
             .iter()
             .map(|l| {
@@ -130,11 +130,9 @@ impl Log {
                 let env = l.service.split_once('/').map_or("", |(env, _)| env);
                 let scored = decide::score(values, &l.service, &l.context, &offered);
                 let min = policy.for_env(env).min_confidence;
-                let choice = decide::choose(&l.context, scored, min, 0.0, &mut SplitMix64::new(0));
-                choice.map_or("", |c| {
-                    let name = c.action.to_string();
-                    d.candidates.iter().find(|(a, _)| *a == name).map_or("", |(a, _)| a.as_str())
-                })
+                let choice = decide::greedy(&l.context, scored, min);
+                let name = choice?.action.to_string();
+                d.candidates.iter().find(|(a, _)| *a == name).map(|(a, _)| a.as_str())
             })
             .collect()
     }
@@ -183,7 +181,7 @@ pub fn consider(
     let mut changes = BTreeSet::new();
     for ((d, from), to) in decisions.iter().zip(&old).zip(&new) {
         if from != to {
-            let name = |a: &str| if a.is_empty() { "(a human)".to_owned() } else { a.to_owned() };
+            let name = |a: &Option<&str>| a.unwrap_or("(a human)").to_owned();
             changes.insert((d.state.clone(), name(from), name(to)));
         }
     }
@@ -245,12 +243,16 @@ mod tests {
         let decision = &log.decisions[0].decision;
         assert_eq!(log.table(&values).choose(decision), "restart", "restart is valued highest");
         let mut policy = Policy::default();
-        assert_eq!(log.choices(&values, &policy), ["restart"]);
+        assert_eq!(log.choices(&values, &policy), [Some("restart")]);
         policy.envs.get_mut("stage").unwrap().min_confidence = Some(1.0);
-        assert_eq!(log.choices(&values, &policy), ["noop"], "too uncertain for stage's minimum");
+        assert_eq!(
+            log.choices(&values, &policy),
+            [Some("noop")],
+            "too uncertain for stage's minimum"
+        );
 
         let nothing_left =
             Log { decisions: [logged("stage/api", &[("restart", 0.4)])].into(), ..Log::default() };
-        assert_eq!(nothing_left.choices(&values, &policy), [""], "a human would decide");
+        assert_eq!(nothing_left.choices(&values, &policy), [None], "a human would decide");
     }
 }

@@ -218,20 +218,26 @@ pub fn evaluate<'d>(
     target: impl Fn(&'d Decision) -> &'d str,
     options: &Options,
 ) -> Report {
-    let choices: Vec<&str> = decisions.iter().map(target).collect();
+    let choices: Vec<Option<&str>> = decisions.iter().map(|d| Some(target(d))).collect();
     evaluate_choices(decisions, &choices, options)
 }
 
 /// Like [`evaluate`], for a policy given by its choice in each decision (`choices[i]` in
-/// `decisions[i]`; a decision without a choice counts as one the log could not have made).
-pub fn evaluate_choices(decisions: &[Decision], choices: &[&str], options: &Options) -> Report {
+/// `decisions[i]`; `None`, a decision it leaves to a human, counts as one the log could not
+/// have made).
+pub fn evaluate_choices(
+    decisions: &[Decision],
+    choices: &[Option<&str>],
+    options: &Options,
+) -> Report {
     let mut unseen = 0;
     let terms: Vec<Term> = decisions
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let choice = choices.get(i).copied().unwrap_or("");
-            unseen += usize::from(choice.is_empty() || d.impossible(choice));
+            let choice = choices.get(i).copied().flatten();
+            unseen += usize::from(choice.is_none_or(|c| d.impossible(c)));
+            let choice = choice.unwrap_or_default();
             let q = |a: &str| d.candidates.iter().find(|(c, _)| c == a).map_or(0.0, |(_, v)| *v);
             let agrees = choice == d.chosen;
             let p = if d.propensity.is_finite() && d.propensity > 0.0 {
@@ -426,11 +432,11 @@ mod tests {
     fn a_decision_without_a_choice_is_one_the_logs_cannot_speak_for() {
         let log: Vec<Decision> =
             (0..100).map(|i| decision("restart", 1.0, f64::from(i % 2))).collect();
-        let mut choices = vec!["restart"; 100];
+        let mut choices = vec![Some("restart"); 100];
         let all = evaluate_choices(&log, &choices, &Options::default());
         assert!(all.supported && all.unseen == 0, "{all:?}");
-        choices[7] = "";
-        choices[8] = "";
+        choices[7] = None;
+        choices[8] = None;
         let two = evaluate_choices(&log, &choices, &Options::default());
         assert_eq!((two.unseen, two.agreed), (2, 98));
         assert!(!two.supported && two.unsupported[0].contains("in 2 of 100"), "{two:?}");

@@ -281,9 +281,18 @@ pub struct HostileSent {
     pub seq: Option<u64>,
     /// Request: whether a reply came, and its `Cn-Error` header.
     pub reply: Option<Option<String>>,
-    /// Request: why each earlier attempt was asked again (no answer, or `retry`).
-    pub asked_again: Vec<String>,
+    /// Request: how often it was asked again.
+    pub asked_again: AskedAgain,
     pub error: Option<String>,
+}
+
+/// How often requests were asked again, by why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AskedAgain {
+    /// No answer within 5 s (or the request failed).
+    pub unanswered: usize,
+    /// Answered `Cn-Error: retry`.
+    pub retry: usize,
 }
 
 /// Sends every message, one at a time, spread over `spread` (or until `stop`) in a seeded
@@ -321,7 +330,7 @@ pub async fn send_all(
             transport: h.transport,
             seq: None,
             reply: None,
-            asked_again: Vec::new(),
+            asked_again: AskedAgain::default(),
             error: None,
         };
         let message =
@@ -349,7 +358,7 @@ async fn request(
     client: &async_nats::Client,
     m: &Message,
     give_up: &CancellationToken,
-    asked_again: &mut Vec<String>,
+    asked_again: &mut AskedAgain,
 ) -> anyhow::Result<Option<String>> {
     loop {
         let mut h = HeaderMap::new();
@@ -357,7 +366,7 @@ async fn request(
         for (name, value) in &m.headers {
             h.insert(*name, value.as_str());
         }
-        let error = match tokio::time::timeout(
+        let (error, retry) = match tokio::time::timeout(
             Duration::from_secs(5),
             client.request_with_headers(m.subject.clone(), h, m.payload.clone()),
         )
@@ -371,19 +380,22 @@ async fn request(
                 if error != Some("retry") {
                     return Ok(error.map(str::to_owned));
                 }
-                anyhow::anyhow!(
-                    "answered retry: {}",
-                    String::from_utf8_lossy(&reply.payload).chars().take(200).collect::<String>()
-                )
+                let said: String =
+                    String::from_utf8_lossy(&reply.payload).chars().take(200).collect();
+                (anyhow::anyhow!("answered retry: {said}"), true)
             }
-            Ok(Err(e)) => anyhow::Error::new(e),
-            Err(_) => anyhow::anyhow!("no reply within 5s"),
+            Ok(Err(e)) => (anyhow::Error::new(e), false),
+            Err(_) => (anyhow::anyhow!("no reply within 5s"), false),
         };
         tokio::select! {
             () = give_up.cancelled() => return Err(error),
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        asked_again.push(error.to_string());
+        if retry {
+            asked_again.retry += 1;
+        } else {
+            asked_again.unanswered += 1;
+        }
     }
 }
 

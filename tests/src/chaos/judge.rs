@@ -453,7 +453,7 @@ mod tests {
             transport: Transport::Stored,
             seq: Some(seq),
             reply: None,
-            asked_again: Vec::new(),
+            asked_again: Default::default(),
             error: None,
         };
         let consumer = ConsumerState {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::faults::{Crash, Kill};
-use super::hostile::{Expect, HostileSent};
+use super::hostile::{AskedAgain, Expect, HostileSent};
 use super::judge::Outcome;
 use super::observe::ConsumerState;
 
@@ -89,8 +89,8 @@ pub struct HostileFigures {
     pub valid_rejected: Vec<String>,
     /// Not consumed when the run ended: nothing can be said about them.
     pub unjudged: Vec<String>,
-    /// Requests asked again: "{timeouts} / {retry answers}".
-    pub asked_again: String,
+    /// Requests asked again, by why.
+    pub asked_again: AskedAgain,
     pub verdicts: Vec<HostileVerdict>,
 }
 
@@ -109,10 +109,9 @@ impl HostileFigures {
                 .filter(|h| h.seq.is_none() && h.reply.is_none())
                 .map(|h| format!("{} {}: {}", h.id, h.name, h.error.as_deref().unwrap_or("?")))
                 .collect(),
-            asked_again: {
-                let again = sent.iter().flat_map(|h| &h.asked_again);
-                let retry = again.clone().filter(|why| why.starts_with("answered retry")).count();
-                format!("{} / {retry}", again.count() - retry)
+            asked_again: AskedAgain {
+                unanswered: sent.iter().map(|h| h.asked_again.unanswered).sum(),
+                retry: sent.iter().map(|h| h.asked_again.retry).sum(),
             },
             ..Self::default()
         };
@@ -350,7 +349,11 @@ impl Report {
             Some(h.silently_dropped.is_empty()),
         );
         row("  never consumed", h.unjudged.len().to_string(), Some(h.unjudged.is_empty()));
-        row("  requests asked again (no answer / retry)", h.asked_again.clone(), None);
+        row(
+            "  requests asked again (no answer / retry)",
+            format!("{} / {}", h.asked_again.unanswered, h.asked_again.retry),
+            None,
+        );
         row(
             "  valid-but-odd deliveries / rejected",
             format!("{} / {}", h.valid, h.valid_rejected.len()),
@@ -424,7 +427,7 @@ impl Report {
             "hostile": {
                 "sent": h.sent, "delivered": h.delivered, "not_delivered": h.not_delivered, "must_reject": h.must_reject,
                 "rejected": h.rejected, "reasons": h.reasons, "silently_dropped": h.silently_dropped, "valid": h.valid,
-                "valid_rejected": h.valid_rejected, "unjudged": h.unjudged, "asked_again": h.asked_again,
+                "valid_rejected": h.valid_rejected, "unjudged": h.unjudged, "asked_again": {"unanswered": h.asked_again.unanswered, "retry": h.asked_again.retry},
                 "verdicts": h.verdicts.iter().map(|v| json!({
                     "id": v.id, "name": v.name, "subject": v.subject, "agent": v.agent, "consumer": v.consumer,
                     "expect": format!("{:?}", v.expect).to_lowercase(), "outcome": format!("{:?}", v.outcome),

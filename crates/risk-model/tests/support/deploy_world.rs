@@ -140,7 +140,7 @@ pub struct Scores {
 /// the most, so the odds are no longer linear in the factors).
 pub fn evaluate(seed: u64, train: usize, held_out: usize, bend: f64) -> (Model, Scores) {
     let mut rng = Rng(seed.wrapping_mul(0x5851_F42D_4C95_7F2D) ^ 0xC0FFEE);
-    let draw = |rng: &mut Rng| {
+    let draw_bent = |rng: &mut Rng| {
         let mut c = draw(rng);
         c.truth = c.truth.powf(bend);
         c
@@ -148,13 +148,13 @@ pub fn evaluate(seed: u64, train: usize, held_out: usize, bend: f64) -> (Model, 
     let start: Timestamp = "2026-12-01T12:00:00Z".parse().expect("a timestamp");
     let mut model = Model::default();
     for i in 0..train {
-        let c = draw(&mut rng);
+        let c = draw_bent(&mut rng);
         let failed = rng.chance(c.truth);
         model.learn(&c.factors, failed, start.plus(std::time::Duration::from_secs(i as u64)));
     }
     let (mut by_model, mut by_formula, mut vs_truth) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..held_out {
-        let c = draw(&mut rng);
+        let c = draw_bent(&mut rng);
         let y = if rng.chance(c.truth) { 1.0 } else { 0.0 };
         let p = model.predict(&c.factors);
         by_model.push((p, y));
